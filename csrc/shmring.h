@@ -1,0 +1,142 @@
+/*
+ * shmring: a single-producer, multi-consumer ring of fixed-size records in a
+ * POSIX shared-memory segment.
+ *
+ * Every function returns 0 (or a count) on success and -errno on failure;
+ * the Python binding turns codes into exceptions in one place. Handles
+ * (shmr_ring, shmr_producer, shmr_consumer) are private to a process; only
+ * the segment they point into is shared.
+ */
+#ifndef SHMRING_H
+#define SHMRING_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define SHMR_LAYOUT_VERSION 1u
+#define SHMR_NAME_MAX 30        /* bytes after the leading '/', fits macOS PSHMNAMLEN (31) */
+#define SHMR_DESCR_MAX 3968u    /* dtype descriptor text, header padded to 4 KiB */
+#define SHMR_MAX_CAPACITY (1ull << 32)
+#define SHMR_MAX_CONSUMERS 1024u
+
+/* extra error codes beyond errno (negated like errno values) */
+#define SHMR_E_BASE 10000
+#define SHMR_EBADMAGIC (SHMR_E_BASE + 1)   /* not a shmring segment */
+#define SHMR_EVERSION (SHMR_E_BASE + 2)    /* other layout version */
+#define SHMR_ETRUNC (SHMR_E_BASE + 3)      /* segment shorter than its header says */
+#define SHMR_ECORRUPT (SHMR_E_BASE + 4)    /* header field out of bounds */
+#define SHMR_ECLOSED (SHMR_E_BASE + 5)     /* stream closed and drained */
+#define SHMR_EPRODUCER (SHMR_E_BASE + 6)   /* a live producer already holds the ring */
+#define SHMR_ETABLEFULL (SHMR_E_BASE + 7)  /* every consumer slot is taken */
+#define SHMR_EINIT (SHMR_E_BASE + 8)       /* creator has not finished initialising */
+
+enum shmr_mode { SHMR_MODE_QUEUE = 0, SHMR_MODE_BROADCAST = 1 };
+enum shmr_overflow { SHMR_OVERFLOW_BLOCK = 0, SHMR_OVERFLOW_OVERWRITE = 1 };
+enum shmr_start { SHMR_START_LATEST = 0, SHMR_START_OLDEST = 1 };
+
+/* why a stream ended (shmr_ring_info.close_reason) */
+enum shmr_close_reason {
+    SHMR_OPEN = 0,
+    SHMR_CLOSED_BY_PRODUCER = 1,
+    SHMR_CLOSED_PRODUCER_DIED = 2,
+};
+
+typedef struct shmr_ring shmr_ring;
+typedef struct shmr_producer shmr_producer;
+typedef struct shmr_consumer shmr_consumer;
+
+typedef struct shmr_params {
+    uint64_t capacity;      /* records, power of two */
+    uint64_t record_size;   /* bytes, = numpy itemsize */
+    uint32_t record_align;  /* numpy alignment */
+    uint32_t mode;          /* enum shmr_mode */
+    uint32_t overflow;      /* enum shmr_overflow (broadcast only) */
+    uint32_t max_consumers;
+    const char *descr;      /* dtype descriptor text */
+    uint32_t descr_len;
+} shmr_params;
+
+typedef struct shmr_consumer_info {
+    uint32_t index;
+    uint32_t pid;
+    uint64_t start_time;
+    uint64_t cursor;        /* broadcast: next position to read */
+    uint64_t popped;
+    uint64_t dropped;       /* broadcast-overwrite: records lost to laps */
+    uint64_t claim_pos;     /* queue: records claimed, not yet released */
+    uint64_t claim_n;
+    int alive;
+} shmr_consumer_info;
+
+typedef struct shmr_ring_info {
+    uint64_t capacity, record_size, segment_size;
+    uint32_t mode, overflow, max_consumers, version;
+    uint64_t head;          /* records published */
+    uint64_t tail;          /* queue: records claimed by consumers */
+    uint64_t consumed;      /* queue: records released; broadcast: min cursor */
+    uint32_t producer_pid;
+    uint64_t producer_start;
+    int producer_alive;
+    uint32_t close_reason;
+    uint32_t data_waiters, space_waiters;
+    uint64_t abandoned;     /* queue: records reclaimed from dead consumers */
+    uint64_t evicted;       /* consumers evicted because their process died */
+    uint32_t creator_pid;
+    uint64_t create_time_ns;
+    uint32_t n_consumers;
+} shmr_ring_info;
+
+/* segments */
+int shmr_name_check(const char *name);
+int shmr_create(const char *name, const shmr_params *params, unsigned mode_bits, int exist_ok, shmr_ring **out);
+int shmr_attach(const char *name, shmr_ring **out);
+int shmr_attach_fd(int fd, shmr_ring **out);          /* validates, takes over fd */
+void shmr_detach(shmr_ring *r);
+int shmr_unlink(const char *name);
+const char *shmr_descr(const shmr_ring *r, uint32_t *len);
+uint64_t shmr_capacity(const shmr_ring *r);
+uint64_t shmr_record_size(const shmr_ring *r);
+uint32_t shmr_mode(const shmr_ring *r);
+uint32_t shmr_overflow(const shmr_ring *r);
+int shmr_info(shmr_ring *r, shmr_ring_info *out);
+int shmr_consumer_infos(shmr_ring *r, shmr_consumer_info *out, uint32_t max, uint32_t *n);
+
+/* process identity: (pid, start time) so pid reuse cannot fool liveness */
+uint64_t shmr_proc_start_time(uint32_t pid);
+int shmr_proc_alive(uint32_t pid, uint64_t start_time);
+
+/* producer */
+int shmr_producer_open(shmr_ring *r, shmr_producer **out);
+void shmr_producer_free(shmr_producer *p);             /* releases the role, does not close */
+int shmr_producer_close_stream(shmr_producer *p);      /* end of stream */
+/* copies up to n records, in at most two memcpy calls; returns records pushed (0: full) */
+int64_t shmr_push(shmr_producer *p, const void *src, uint64_t n);
+/* zero-copy: pointer to up to n contiguous writable slots; returns count (0: full) */
+int64_t shmr_reserve(shmr_producer *p, uint64_t n, void **ptr);
+void shmr_commit(shmr_producer *p, uint64_t n);
+/* waits until a slot may be free; busy-polls spin_ns first; 0, -ETIMEDOUT, -EINTR */
+int shmr_producer_wait(shmr_producer *p, int64_t timeout_ns, int64_t spin_ns);
+/* between wait slices: reclaim dead consumers' claims / evict dead consumers */
+int shmr_producer_recover(shmr_producer *p, uint64_t *reclaimed);
+
+/* consumer */
+int shmr_consumer_open(shmr_ring *r, uint32_t start, shmr_consumer **out);
+void shmr_consumer_free(shmr_consumer *c);
+/* copies up to max records into dst; returns records copied, 0 when empty,
+ * -SHMR_ECLOSED when closed and drained. *dropped += records lost to laps. */
+int64_t shmr_pop(shmr_consumer *c, void *dst, uint64_t max, uint64_t *dropped);
+/* zero-copy: claim up to max contiguous records in place; release with shmr_release */
+int64_t shmr_claim(shmr_consumer *c, uint64_t max, const void **ptr, uint64_t *dropped);
+/* releases the last claim; returns 0, or >0 = records of the claim that were
+ * overwritten while held (broadcast-overwrite only) */
+int64_t shmr_release(shmr_consumer *c);
+int shmr_consumer_wait(shmr_consumer *c, int64_t timeout_ns, int64_t spin_ns);
+/* between wait slices: close the stream if the producer died */
+int shmr_consumer_check_producer(shmr_consumer *c);
+uint64_t shmr_consumer_popped(const shmr_consumer *c);
+uint64_t shmr_consumer_dropped(const shmr_consumer *c);
+uint32_t shmr_consumer_index(const shmr_consumer *c);
+uint32_t shmr_close_reason(const shmr_ring *r);
+
+#endif

@@ -1,0 +1,306 @@
+"""The friendly layer over the compiled core: naming, dtypes, stats, pickling."""
+
+from __future__ import annotations
+
+import ast
+import errno
+import os
+import weakref
+from typing import Any
+
+import numpy as np
+from numpy.lib.format import descr_to_dtype, dtype_to_descr
+
+from . import _ring
+from ._ring import Consumer, Producer
+from .errors import CorruptRingError, RingError
+
+DEFAULT_MAX_CONSUMERS = 64
+DEFAULT_SPIN = 20e-6  # seconds of busy polling before a blocked call sleeps
+SHM_DIR = "/dev/shm"
+SEGMENT_PREFIX = "shmr-"
+
+
+def _check_name(name: Any) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"ring name must be a str, not {type(name).__name__}")
+    if "/" in name:
+        raise ValueError(f"ring name {name!r} may not contain '/'")
+    if not name:
+        raise ValueError("ring name may not be empty")
+    if len(name.encode()) > _ring.NAME_MAX:
+        raise ValueError(f"ring name {name!r} is too long ({len(name.encode())} > {_ring.NAME_MAX} bytes)")
+    if _ring.check_name(name) != 0:
+        raise ValueError(f"ring name {name!r} may only use letters, digits, '_', '-' and '.'")
+    return name
+
+
+def _check_dtype(dtype: Any) -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"not a numpy dtype: {dtype!r} ({exc})") from None
+    if dt.hasobject:
+        raise TypeError(f"dtype {dt} holds Python objects; a shared-memory ring needs plain data")
+    if dt.itemsize == 0:
+        raise ValueError(f"dtype {dt} has size 0; records need at least one byte")
+    return dt
+
+
+def _encode_dtype(dt: np.dtype) -> str:
+    # dtype.descr and dtype_to_descr lose a top-level subarray, so it is kept apart.
+    if dt.subdtype is not None:
+        base, shape = dt.subdtype
+        return repr(("v1", dtype_to_descr(base), tuple(shape)))
+    return repr(("v1", dtype_to_descr(dt), ()))
+
+
+def _decode_dtype(text: str, where: str) -> np.dtype:
+    try:
+        tag, descr, shape = ast.literal_eval(text)
+        if tag != "v1":
+            raise ValueError(tag)
+        base = descr_to_dtype(descr)
+        return np.dtype((base, tuple(shape))) if shape else base
+    except Exception as exc:  # any malformed text is a corrupt header, never a crash
+        raise CorruptRingError(f"{where}: the ring's dtype descriptor is corrupt ({exc!r})") from None
+
+
+def _round_capacity(capacity: Any) -> int:
+    if isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)):
+        raise TypeError(f"capacity must be an int, not {type(capacity).__name__}")
+    capacity = int(capacity)
+    if capacity < 1:
+        raise ValueError(f"capacity must be >= 1 record, got {capacity}")
+    if capacity > 1 << 32:
+        raise ValueError(f"capacity {capacity} is too large (at most 2**32 records)")
+    return 1 << (capacity - 1).bit_length()
+
+
+def _shm_free_bytes() -> int | None:
+    try:
+        st = os.statvfs(SHM_DIR)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+class Ring:
+    """A ring of numpy records in a POSIX shared-memory segment.
+
+    Create it in one process with :meth:`create`, attach to it from any other with
+    :meth:`attach` (or pass it to a ``multiprocessing.Process``: it pickles by name).
+    """
+
+    def __init__(self, mapping: _ring.Mapping, name: str, dtype: np.dtype) -> None:
+        self._map: _ring.Mapping | None = mapping
+        self._name = name
+        self._dtype = dtype
+        self._capacity = mapping.capacity
+        self._mode = "queue" if mapping.mode == _ring.MODES["queue"] else "broadcast"
+        self._overflow = "overwrite" if mapping.overflow == _ring.OVERFLOWS["overwrite"] else "block"
+        self._handles: weakref.WeakSet = weakref.WeakSet()
+
+    # -- life cycle -----------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        name: str,
+        dtype: Any,
+        capacity: int,
+        *,
+        mode: str = "queue",
+        overflow: str = "block",
+        max_consumers: int = DEFAULT_MAX_CONSUMERS,
+        exist_ok: bool = False,
+        permissions: int = 0o600,
+    ) -> "Ring":
+        """Create a ring of ``capacity`` records (rounded up to a power of two)."""
+        name = _check_name(name)
+        dt = _check_dtype(dtype)
+        cap = _round_capacity(capacity)
+        if mode not in _ring.MODES:
+            raise ValueError(f"mode must be 'queue' or 'broadcast', not {mode!r}")
+        if overflow not in _ring.OVERFLOWS:
+            raise ValueError(f"overflow must be 'block' or 'overwrite', not {overflow!r}")
+        if mode == "queue" and overflow != "block":
+            raise ValueError("overflow='overwrite' needs mode='broadcast' (a work queue never drops records)")
+        if not 1 <= int(max_consumers) <= _ring.MAX_CONSUMERS:
+            raise ValueError(f"max_consumers must be in 1..{_ring.MAX_CONSUMERS}, got {max_consumers}")
+        if dt.itemsize > 1 << 30:
+            raise ValueError(f"records of {dt.itemsize} bytes are too large (at most 1 GiB)")
+        descr = _encode_dtype(dt).encode("ascii")
+        if len(descr) >= _ring.DESCR_MAX:
+            raise ValueError(f"dtype {dt} is too complex to store ({len(descr)} bytes of descriptor)")
+        try:
+            mapping = _ring.Mapping.create(
+                name, cap, dt.itemsize, max(dt.alignment, 1), _ring.MODES[mode],
+                _ring.OVERFLOWS[overflow], int(max_consumers), descr, permissions,
+            )
+        except FileExistsError:
+            if not exist_ok:
+                raise FileExistsError(errno.EEXIST, f"a ring named {name!r} already exists") from None
+            ring = cls.attach(name, dtype=dt)
+            if (ring.capacity, ring.mode, ring.overflow) != (cap, mode, overflow):
+                ring.close()
+                raise FileExistsError(
+                    errno.EEXIST,
+                    f"ring {name!r} exists with capacity={ring.capacity}, mode={ring.mode!r}, "
+                    f"overflow={ring.overflow!r}, not capacity={cap}, mode={mode!r}, overflow={overflow!r}",
+                ) from None
+            return ring
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                free = _shm_free_bytes()
+                need = cap * dt.itemsize
+                raise OSError(
+                    errno.ENOSPC,
+                    f"not enough shared memory for ring {name!r}: needs about {need} bytes, "
+                    f"{SHM_DIR} has {free if free is not None else 'unknown'} free",
+                ) from None
+            raise
+        return cls(mapping, name, dt)
+
+    @classmethod
+    def attach(cls, name: str, *, dtype: Any = None) -> "Ring":
+        """Attach to an existing ring; if ``dtype`` is given it must match the ring's."""
+        name = _check_name(name)
+        want = _check_dtype(dtype) if dtype is not None else None
+        mapping = _ring.Mapping.attach(name)
+        stored = _decode_dtype(mapping.descr, f"attach ring {name!r}")
+        if stored.itemsize != mapping.record_size:
+            raise CorruptRingError(f"attach ring {name!r}: dtype size disagrees with the record size")
+        if want is not None:
+            if want != stored:
+                raise TypeError(f"ring {name!r} holds records of dtype {stored}, not {want}")
+            stored = want
+        return cls(mapping, name, stored)
+
+    def close(self) -> None:
+        """Detach: closes the producer and consumers made through this object. Arrays
+        handed out by views and reservations stay valid memory until they are freed."""
+        for h in list(self._handles):
+            h.close()
+        self._handles.clear()
+        self._map = None
+
+    def unlink(self) -> None:
+        """Remove the segment name; processes that have it mapped keep working."""
+        unlink(self._name)
+
+    def __enter__(self) -> "Ring":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __reduce__(self):
+        return (_attach_for_pickle, (self._name, _encode_dtype(self._dtype)))
+
+    def __repr__(self) -> str:
+        state = "closed" if self._map is None else f"capacity={self._capacity}"
+        return f"<shmring.Ring {self._name!r} {self._dtype} mode={self._mode!r} {state}>"
+
+    # -- handles --------------------------------------------------------------
+
+    def _mapping(self) -> _ring.Mapping:
+        if self._map is None:
+            raise RingError(f"ring {self._name!r} is closed")
+        return self._map
+
+    def producer(self, *, spin: float = DEFAULT_SPIN) -> Producer:
+        """The producer handle. Only one live process may hold it; a new one may take
+        over from a producer whose process died. ``spin``: seconds of busy polling
+        before a blocked push sleeps."""
+        p = Producer._open(self._mapping(), self._dtype, self, float(spin))
+        self._handles.add(p)
+        return p
+
+    def consumer(self, *, start: str = "latest", on_lag: str = "skip", spin: float = DEFAULT_SPIN) -> Consumer:
+        """Register a consumer. Broadcast mode: ``start`` is "latest" (the next record
+        pushed) or "oldest" (the oldest record still in the ring); ``on_lag`` is "skip"
+        (count lost records in ``consumer.dropped``) or "raise" (raise Lagged)."""
+        if start not in _ring.STARTS:
+            raise ValueError(f"start must be 'latest' or 'oldest', not {start!r}")
+        if on_lag not in ("skip", "raise"):
+            raise ValueError(f"on_lag must be 'skip' or 'raise', not {on_lag!r}")
+        c = Consumer._open(self._mapping(), self._dtype, self, _ring.STARTS[start], on_lag == "raise", float(spin))
+        self._handles.add(c)
+        return c
+
+    # -- facts ----------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._dtype
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @property
+    def overflow(self) -> str:
+        return self._overflow
+
+    @property
+    def closed(self) -> bool:
+        return self._map is None
+
+    def stats(self) -> dict:
+        """A snapshot of the ring's counters (read without locks; values may be
+        mid-update relative to each other)."""
+        m = self._mapping()
+        info = m.info()
+        consumers = m.consumer_infos()
+        head = info["head"]
+        if self._mode == "queue":
+            available = head - info["tail"]
+            popped = sum(c["popped"] for c in consumers)
+        else:
+            available = head - info["consumed"]
+            popped = sum(c["popped"] for c in consumers)
+            for c in consumers:
+                c["lag"] = max(0, head - c["cursor"])
+        return {
+            "name": self._name,
+            "dtype": str(self._dtype),
+            "mode": self._mode,
+            "overflow": self._overflow,
+            "capacity": info["capacity"],
+            "record_size": info["record_size"],
+            "segment_size": info["segment_size"],
+            "pushed": head,
+            "popped": popped,
+            "available": available,
+            "consumers": consumers,
+            "n_consumers": info["n_consumers"],
+            "max_consumers": info["max_consumers"],
+            "waiters": {"consumers": info["data_waiters"], "producer": info["space_waiters"]},
+            "producer_pid": info["producer_pid"] or None,
+            "producer_alive": info["producer_alive"],
+            "closed": info["close_reason"] is not None,
+            "close_reason": info["close_reason"],
+            "abandoned": info["abandoned"],
+            "evicted": info["evicted"],
+            "creator_pid": info["creator_pid"],
+            "created": info["create_time_ns"] / 1e9,
+            "layout_version": info["version"],
+        }
+
+
+def _attach_for_pickle(name: str, descr: str) -> Ring:
+    return Ring.attach(name, dtype=_decode_dtype(descr, "unpickle"))
+
+
+def unlink(name: str) -> None:
+    """Remove the ring called ``name`` (FileNotFoundError if there is none)."""
+    _ring.unlink(_check_name(name))

@@ -1,0 +1,108 @@
+# Declarations mirroring csrc/shmring.h; nothing else belongs here.
+from libc.stdint cimport int64_t, uint32_t, uint64_t
+
+cdef extern from "shmring.h" nogil:
+    enum:
+        SHMR_LAYOUT_VERSION
+        SHMR_NAME_MAX
+        SHMR_DESCR_MAX
+        SHMR_MAX_CONSUMERS
+        SHMR_EBADMAGIC
+        SHMR_EVERSION
+        SHMR_ETRUNC
+        SHMR_ECORRUPT
+        SHMR_ECLOSED
+        SHMR_EPRODUCER
+        SHMR_ETABLEFULL
+        SHMR_EINIT
+        SHMR_MODE_QUEUE
+        SHMR_MODE_BROADCAST
+        SHMR_OVERFLOW_BLOCK
+        SHMR_OVERFLOW_OVERWRITE
+        SHMR_START_LATEST
+        SHMR_START_OLDEST
+        SHMR_OPEN
+        SHMR_CLOSED_BY_PRODUCER
+        SHMR_CLOSED_PRODUCER_DIED
+
+    ctypedef struct shmr_ring:
+        pass
+    ctypedef struct shmr_producer:
+        pass
+    ctypedef struct shmr_consumer:
+        pass
+
+    ctypedef struct shmr_params:
+        uint64_t capacity
+        uint64_t record_size
+        uint32_t record_align
+        uint32_t mode
+        uint32_t overflow
+        uint32_t max_consumers
+        const char *descr
+        uint32_t descr_len
+
+    ctypedef struct shmr_consumer_info:
+        uint32_t index
+        uint32_t pid
+        uint64_t start_time
+        uint64_t cursor
+        uint64_t popped
+        uint64_t dropped
+        uint64_t claim_pos
+        uint64_t claim_n
+        int alive
+
+    ctypedef struct shmr_ring_info:
+        uint64_t capacity, record_size, segment_size
+        uint32_t mode, overflow, max_consumers, version
+        uint64_t head
+        uint64_t tail
+        uint64_t consumed
+        uint32_t producer_pid
+        uint64_t producer_start
+        int producer_alive
+        uint32_t close_reason
+        uint32_t data_waiters, space_waiters
+        uint64_t abandoned
+        uint64_t evicted
+        uint32_t creator_pid
+        uint64_t create_time_ns
+        uint32_t n_consumers
+
+    int shmr_name_check(const char *name)
+    int shmr_create(const char *name, const shmr_params *params, unsigned mode_bits, int exist_ok, shmr_ring **out)
+    int shmr_attach(const char *name, shmr_ring **out)
+    int shmr_attach_fd(int fd, shmr_ring **out)
+    void shmr_detach(shmr_ring *r)
+    int shmr_unlink(const char *name)
+    const char *shmr_descr(const shmr_ring *r, uint32_t *len)
+    uint64_t shmr_capacity(const shmr_ring *r)
+    uint64_t shmr_record_size(const shmr_ring *r)
+    uint32_t shmr_mode(const shmr_ring *r)
+    uint32_t shmr_overflow(const shmr_ring *r)
+    int shmr_info(shmr_ring *r, shmr_ring_info *out)
+    int shmr_consumer_infos(shmr_ring *r, shmr_consumer_info *out, uint32_t max, uint32_t *n)
+    uint64_t shmr_proc_start_time(uint32_t pid)
+    int shmr_proc_alive(uint32_t pid, uint64_t start_time)
+
+    int shmr_producer_open(shmr_ring *r, shmr_producer **out)
+    void shmr_producer_free(shmr_producer *p)
+    int shmr_producer_close_stream(shmr_producer *p)
+    int64_t shmr_push(shmr_producer *p, const void *src, uint64_t n)
+    int64_t shmr_reserve(shmr_producer *p, uint64_t n, void **ptr)
+    void shmr_commit(shmr_producer *p, uint64_t n)
+    int shmr_producer_wait(shmr_producer *p, int64_t timeout_ns, int64_t spin_ns)
+    int shmr_producer_recover(shmr_producer *p, uint64_t *reclaimed)
+
+    int shmr_consumer_open(shmr_ring *r, uint32_t start, shmr_consumer **out)
+    void shmr_consumer_free(shmr_consumer *c)
+    int64_t shmr_pop(shmr_consumer *c, void *dst, uint64_t max, uint64_t *dropped)
+    int64_t shmr_claim(shmr_consumer *c, uint64_t max, const void **ptr, uint64_t *dropped)
+    int64_t shmr_release(shmr_consumer *c)
+    int shmr_consumer_wait(shmr_consumer *c, int64_t timeout_ns, int64_t spin_ns)
+    int shmr_consumer_check_producer(shmr_consumer *c)
+    uint64_t shmr_consumer_popped(const shmr_consumer *c)
+    uint64_t shmr_consumer_dropped(const shmr_consumer *c)
+    uint32_t shmr_consumer_index(const shmr_consumer *c)
+    uint32_t shmr_close_reason(const shmr_ring *r)

@@ -1,0 +1,784 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Compiled core of shmring: segment handles, producer and consumer.
+
+The C core returns 0 / counts / -errno; _raise() is the one place where codes
+become Python exceptions. Everything friendly (dtype handling, names, stats,
+pickling) lives in the pure-Python layer (shmring._api).
+"""
+
+import os
+import time
+
+import numpy as np
+cimport numpy as cnp
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.exc cimport PyErr_CheckSignals
+from cpython.ref cimport PyObject, Py_INCREF
+from libc.errno cimport EINTR, ETIMEDOUT, EBUSY
+from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+
+from shmring._cshmring cimport *
+from shmring.errors import (Closed, ConsumerTableFull, CorruptRingError, Empty, Full, Lagged,
+                            LayoutVersionError, NotARingError, ProducerBusyError, RingError)
+
+cdef extern from "numpy/arrayobject.h":
+    object PyArray_Scalar(void *data, object descr, PyObject *base)
+    object PyArray_NewFromDescr(object subtype, object descr, int nd, cnp.npy_intp *dims,
+                                cnp.npy_intp *strides, void *data, int flags, PyObject *obj)
+
+cnp.import_array()
+
+# ---- constants the Python layer needs ------------------------------------
+
+LAYOUT_VERSION = SHMR_LAYOUT_VERSION
+NAME_MAX = SHMR_NAME_MAX
+DESCR_MAX = SHMR_DESCR_MAX
+MAX_CONSUMERS = SHMR_MAX_CONSUMERS
+MODES = {"queue": SHMR_MODE_QUEUE, "broadcast": SHMR_MODE_BROADCAST}
+OVERFLOWS = {"block": SHMR_OVERFLOW_BLOCK, "overwrite": SHMR_OVERFLOW_OVERWRITE}
+STARTS = {"latest": SHMR_START_LATEST, "oldest": SHMR_START_OLDEST}
+CLOSE_REASONS = {SHMR_OPEN: None, SHMR_CLOSED_BY_PRODUCER: "closed by producer",
+                 SHMR_CLOSED_PRODUCER_DIED: "producer died"}
+
+# Blocking calls sleep in slices of this length; between slices they take the
+# GIL back, run signal handlers (Ctrl-C) and check peer liveness.
+DEF SLICE_NS = 50_000_000
+# Copies at least this large run without the GIL.
+DEF NOGIL_BYTES = 65536
+# pop() builds a numpy scalar through a scratch buffer up to this record size.
+DEF SCRATCH_MAX = 65536
+
+# ---- fork safety ----------------------------------------------------------
+
+cdef int _fork_gen = 0
+
+def _after_fork_in_child():
+    global _fork_gen
+    _fork_gen += 1
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+# ---- errors ---------------------------------------------------------------
+
+cdef int _raise(int64_t rc, str what) except -1:
+    cdef int code = <int>(-rc)
+    if code == SHMR_EBADMAGIC:
+        raise NotARingError(f"{what}: the shared-memory segment is not a shmring ring (bad magic)")
+    if code == SHMR_EVERSION:
+        raise LayoutVersionError(
+            f"{what}: the ring was written with another layout version (this shmring reads v{SHMR_LAYOUT_VERSION})")
+    if code == SHMR_ETRUNC:
+        raise CorruptRingError(f"{what}: the segment is truncated (shorter than its header says)")
+    if code == SHMR_ECORRUPT:
+        raise CorruptRingError(f"{what}: the ring header is corrupt (a field is out of bounds)")
+    if code == SHMR_EINIT:
+        raise RingError(f"{what}: the ring is still being initialised by its creator")
+    if code == SHMR_EPRODUCER:
+        raise ProducerBusyError(f"{what}: another live process is already the producer of this ring")
+    if code == SHMR_ETABLEFULL:
+        raise ConsumerTableFull(f"{what}: every consumer slot of this ring is taken")
+    if code == SHMR_ECLOSED:
+        raise Closed(f"{what}: the stream is closed and drained")
+    msg = f"{what}: {os.strerror(code)}"
+    if code == 2:
+        raise FileNotFoundError(code, msg)
+    if code == 17:
+        raise FileExistsError(code, msg)
+    if code == 13 or code == 1:
+        raise PermissionError(code, msg)
+    raise OSError(code, msg)
+
+
+cdef inline int64_t _mono_ns() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+
+
+cdef int64_t _deadline(object timeout) except -2:
+    """-1 = wait forever, else an absolute CLOCK_MONOTONIC time in ns."""
+    if timeout is None:
+        return -1
+    t = float(timeout)
+    if t != t or t < 0:
+        raise ValueError(f"timeout must be None or a number >= 0, not {timeout!r}")
+    if t > 1e9:
+        return -1
+    return _mono_ns() + <int64_t>(t * 1e9)
+
+
+cdef inline int64_t _slice(int64_t deadline) noexcept:
+    cdef int64_t left
+    if deadline < 0:
+        return SLICE_NS
+    left = deadline - _mono_ns()
+    if left <= 0:
+        return 0
+    return left if left < SLICE_NS else SLICE_NS
+
+
+def start_time_of(uint32_t pid):
+    """Start time of a process (clock ticks since boot), 0 if it is gone."""
+    return shmr_proc_start_time(pid)
+
+
+def process_alive(uint32_t pid, uint64_t start_time=0):
+    return bool(shmr_proc_alive(pid, start_time))
+
+
+def check_name(str name):
+    return shmr_name_check(name.encode())
+
+
+def unlink(str name):
+    cdef int rc = shmr_unlink(name.encode())
+    if rc:
+        _raise(rc, f"unlink ring {name!r}")
+
+
+# ---- the mapping ----------------------------------------------------------
+
+cdef class Mapping:
+    """Owns one mapping of a segment. Producers, consumers and every array handed
+    out over ring memory hold a reference, so the unmap happens only once the
+    last of them is gone: an array can never point at unmapped memory."""
+
+    cdef shmr_ring *r
+    cdef readonly str name
+
+    def __dealloc__(self):
+        if self.r != NULL:
+            shmr_detach(self.r)
+            self.r = NULL
+
+    @staticmethod
+    def create(str name, uint64_t capacity, uint64_t record_size, uint32_t align, uint32_t mode,
+               uint32_t overflow, uint32_t max_consumers, bytes descr, unsigned perm):
+        cdef Mapping m = Mapping.__new__(Mapping)
+        cdef shmr_params p
+        p.capacity = capacity
+        p.record_size = record_size
+        p.record_align = align
+        p.mode = mode
+        p.overflow = overflow
+        p.max_consumers = max_consumers
+        p.descr = descr
+        p.descr_len = <uint32_t>len(descr)
+        cdef bytes bname = name.encode()
+        cdef const char *cname = bname
+        cdef int rc
+        with nogil:  # posix_fallocate of a large segment takes a while
+            rc = shmr_create(cname, &p, perm, 0, &m.r)
+        if rc:
+            _raise(rc, f"create ring {name!r}")
+        m.name = name
+        return m
+
+    @staticmethod
+    def attach(str name):
+        cdef Mapping m = Mapping.__new__(Mapping)
+        cdef bytes bname = name.encode()
+        cdef int rc = shmr_attach(bname, &m.r)
+        if rc:
+            _raise(rc, f"attach ring {name!r}")
+        m.name = name
+        return m
+
+    @staticmethod
+    def attach_fd(int fd, str label):
+        """Validate and map an open descriptor (the descriptor is consumed)."""
+        cdef Mapping m = Mapping.__new__(Mapping)
+        cdef int rc = shmr_attach_fd(fd, &m.r)
+        if rc:
+            _raise(rc, f"attach {label}")
+        m.name = label
+        return m
+
+    @property
+    def descr(self):
+        cdef uint32_t n
+        cdef const char *d = shmr_descr(self.r, &n)
+        return d[:n].decode("ascii")
+
+    @property
+    def capacity(self):
+        return shmr_capacity(self.r)
+
+    @property
+    def record_size(self):
+        return shmr_record_size(self.r)
+
+    @property
+    def mode(self):
+        return shmr_mode(self.r)
+
+    @property
+    def overflow(self):
+        return shmr_overflow(self.r)
+
+    def info(self):
+        cdef shmr_ring_info i
+        shmr_info(self.r, &i)
+        return {
+            "capacity": i.capacity, "record_size": i.record_size, "segment_size": i.segment_size,
+            "mode": i.mode, "overflow": i.overflow, "max_consumers": i.max_consumers,
+            "version": i.version, "head": i.head, "tail": i.tail, "consumed": i.consumed,
+            "producer_pid": i.producer_pid, "producer_start": i.producer_start,
+            "producer_alive": bool(i.producer_alive), "close_reason": CLOSE_REASONS.get(i.close_reason),
+            "data_waiters": i.data_waiters, "space_waiters": i.space_waiters,
+            "abandoned": i.abandoned, "evicted": i.evicted, "creator_pid": i.creator_pid,
+            "create_time_ns": i.create_time_ns, "n_consumers": i.n_consumers,
+        }
+
+    def consumer_infos(self):
+        cdef uint32_t n = 0
+        cdef uint32_t cap = SHMR_MAX_CONSUMERS
+        cdef shmr_consumer_info *buf = <shmr_consumer_info *>malloc(cap * sizeof(shmr_consumer_info))
+        if buf == NULL:
+            raise MemoryError()
+        try:
+            shmr_consumer_infos(self.r, buf, cap, &n)
+            return [{"index": buf[k].index, "pid": buf[k].pid, "start_time": buf[k].start_time,
+                     "cursor": buf[k].cursor, "popped": buf[k].popped, "dropped": buf[k].dropped,
+                     "claimed": buf[k].claim_n, "alive": bool(buf[k].alive)} for k in range(n)]
+        finally:
+            free(buf)
+
+
+# ---- record layout shared by producer and consumer -------------------------
+
+cdef class _Handle:
+    cdef object __weakref__
+    cdef Mapping _map
+    cdef object _dtype          # record dtype as the user sees it
+    cdef object _base           # dtype of array elements (subarray base, else _dtype)
+    cdef tuple _shape           # per-record array shape: subarray shape, else ()
+    cdef object _rec_descr      # descr used for scalars
+    cdef Py_ssize_t _rs
+    cdef bint _is_sub
+    cdef int64_t _spin_ns
+    cdef int _gen
+    cdef bint _closed
+
+    cdef _setup(self, Mapping m, object dtype, double spin):
+        self._map = m
+        self._dtype = dtype
+        if dtype.subdtype is not None:
+            self._base, self._shape = dtype.subdtype
+            self._is_sub = True
+        else:
+            self._base, self._shape = dtype, ()
+            self._is_sub = False
+        self._rec_descr = dtype
+        self._rs = dtype.itemsize
+        if spin < 0:
+            raise ValueError(f"spin must be >= 0 seconds, not {spin!r}")
+        self._spin_ns = <int64_t>(spin * 1e9)
+        self._gen = _fork_gen
+
+    cdef int _check(self) except -1:
+        if self._gen != _fork_gen:
+            raise RingError("this handle belongs to the process that created it (it was inherited "
+                            "through fork); create a new producer/consumer in this process")
+        if self._closed:
+            raise Closed("the handle is closed", "handle closed")
+        return 0
+
+    cdef object _array(self, void *ptr, Py_ssize_t n, bint writable):
+        """An ndarray of n records over ring memory that keeps the mapping alive."""
+        cdef cnp.npy_intp dims[33]
+        cdef int nd = 1 + <int>len(self._shape)
+        if nd > 32:
+            raise ValueError("record shape has too many dimensions")
+        dims[0] = n
+        for k, s in enumerate(self._shape):
+            dims[k + 1] = s
+        cdef int flags = cnp.NPY_ARRAY_C_CONTIGUOUS | (cnp.NPY_ARRAY_WRITEABLE if writable else 0)
+        descr = self._base
+        Py_INCREF(descr)  # PyArray_NewFromDescr steals it
+        arr = PyArray_NewFromDescr(np.ndarray, descr, nd, dims, NULL, ptr, flags, NULL)
+        cnp.set_array_base(arr, self._map)
+        return arr
+
+    cdef object _empty(self, Py_ssize_t n):
+        return np.empty((n,) + self._shape, dtype=self._base)
+
+    @property
+    def dtype(self):
+        return self._dtype
+
+    @property
+    def closed(self):
+        return self._closed
+
+
+# ---- producer ---------------------------------------------------------------
+
+cdef class Producer(_Handle):
+    """The one writer of a ring. Obtain it with ``Ring.producer()``."""
+
+    cdef shmr_producer *_p
+    cdef bint _reserving
+    cdef readonly object ring
+
+    def __cinit__(self):
+        self._p = NULL
+
+    @staticmethod
+    def _open(Mapping m, object dtype, object ring, double spin):
+        cdef Producer self = Producer.__new__(Producer)
+        self._setup(m, dtype, spin)
+        cdef int rc = shmr_producer_open(m.r, &self._p)
+        if rc:
+            _raise(rc, f"producer of ring {m.name!r}")
+        self.ring = ring
+        return self
+
+    def __dealloc__(self):
+        if self._p != NULL:
+            if self._gen == _fork_gen:
+                # a producer that goes away ends its stream, like close()
+                shmr_producer_close_stream(self._p)
+                shmr_producer_free(self._p)
+            else:
+                free(<void *>self._p)  # inherited copy: the role is the parent's
+            self._p = NULL
+
+    cdef object _as_records(self, object obj, bint many):
+        """obj as a C-contiguous ndarray (or np.void) of this ring's records."""
+        cdef tuple want
+        if type(obj) is np.void:
+            if many:
+                raise TypeError("push_many() takes an array of records, not a single np.void")
+            dt = (<object>obj).dtype
+            if dt is not self._dtype and dt != self._dtype:
+                raise TypeError(f"record has dtype {dt}, the ring holds {self._dtype}")
+            return obj
+        if isinstance(obj, np.ndarray):
+            arr = obj
+            if arr.dtype is not self._base and arr.dtype != self._base:
+                if self._is_sub or arr.dtype != self._dtype:
+                    raise TypeError(f"array has dtype {arr.dtype}, the ring holds {self._dtype}")
+        else:
+            if self._dtype.names is not None and not many and not isinstance(obj, tuple):
+                raise TypeError(f"cannot push {type(obj).__name__} into a ring of {self._dtype}: "
+                                f"pass a np.void, a tuple or a 1-record array")
+            if self._dtype.names is None and not self._is_sub and not many:
+                probe = np.asarray(obj)
+                if probe.dtype.hasobject or not np.can_cast(probe.dtype, self._dtype, "same_kind"):
+                    raise TypeError(f"cannot push {type(obj).__name__} ({probe.dtype}) into a ring of {self._dtype}")
+            try:
+                arr = np.asarray(obj, dtype=self._dtype if not self._is_sub else self._base)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"cannot convert {type(obj).__name__} to records of {self._dtype}: {exc}") from None
+        shape = arr.shape
+        if many:
+            if shape[1:] != self._shape:
+                raise ValueError(f"push_many() needs shape (n,) + {self._shape}, got {shape}")
+        elif shape != self._shape and shape != (1,) + self._shape:
+            raise ValueError(f"a record of this ring has shape {self._shape}, got {shape}")
+        if not arr.flags.c_contiguous:
+            arr = np.ascontiguousarray(arr)
+        return arr
+
+    cdef int _wait(self, int64_t deadline, int64_t *spin) except -1:
+        """0: try again; -ETIMEDOUT: give up."""
+        cdef int rc
+        cdef uint64_t reclaimed
+        cdef int64_t sl = _slice(deadline)
+        if sl == 0:
+            return -ETIMEDOUT
+        with nogil:
+            rc = shmr_producer_wait(self._p, sl, spin[0])
+        spin[0] = 0
+        if rc == 0:
+            return 0
+        PyErr_CheckSignals()
+        shmr_producer_recover(self._p, &reclaimed)
+        return -ETIMEDOUT if (deadline >= 0 and _mono_ns() >= deadline) else 0
+
+    cdef int64_t _push_ptr(self, const char *src, uint64_t n, object timeout) except -1:
+        cdef uint64_t done = 0
+        cdef int64_t k, deadline = -2, spin = self._spin_ns
+        cdef bint nogil_copy = n * self._rs >= NOGIL_BYTES
+        while True:
+            if nogil_copy:
+                with nogil:
+                    k = shmr_push(self._p, src + done * self._rs, n - done)
+            else:
+                k = shmr_push(self._p, src + done * self._rs, n - done)
+            done += k
+            if done == n:
+                return done
+            if k > 0:
+                continue
+            if deadline == -2:
+                deadline = _deadline(timeout)
+            if self._wait(deadline, &spin) != 0:
+                raise Full(f"ring is full: {done} of {n} records pushed before the timeout", pushed=done)
+
+    def push(self, record, timeout=None):
+        """Publish one record (np.void, tuple, scalar or 1-record array).
+        Blocks while the ring is full: ``timeout`` None = forever, 0 = never, else seconds."""
+        cdef Py_buffer buf
+        self._check()
+        if self._reserving:
+            raise RuntimeError("push() inside an open reserve() block")
+        obj = self._as_records(record, False)
+        PyObject_GetBuffer(obj, &buf, PyBUF_SIMPLE)
+        try:
+            if buf.len != self._rs:
+                raise ValueError(f"record is {buf.len} bytes, the ring's records are {self._rs}")
+            if shmr_push(self._p, buf.buf, 1) == 1:
+                return None
+            self._push_ptr(<const char *>buf.buf, 1, timeout)
+        finally:
+            PyBuffer_Release(&buf)
+
+    def push_many(self, records, timeout=None):
+        """Publish an array of records in order, in as few copies as the ring allows.
+        Returns the count. On timeout raises Full with ``pushed`` = records published."""
+        self._check()
+        if self._reserving:
+            raise RuntimeError("push_many() inside an open reserve() block")
+        arr = self._as_records(records, True)
+        cdef uint64_t n = arr.shape[0]
+        if n == 0:
+            return 0
+        return self._push_ptr(<const char *>cnp.PyArray_DATA(arr), n, timeout)
+
+    def reserve(self, Py_ssize_t n, timeout=None):
+        """Context manager giving a writable array of up to n records inside the ring
+        (only the contiguous part up to the wrap point, so possibly fewer). Leaving the
+        block publishes them; an exception inside it publishes nothing."""
+        cdef void *ptr = NULL
+        cdef int64_t k, deadline = -2, spin = self._spin_ns
+        self._check()
+        if self._reserving:
+            raise RuntimeError("reserve() blocks cannot nest")
+        if n < 1:
+            raise ValueError(f"reserve() needs n >= 1, got {n}")
+        while True:
+            k = shmr_reserve(self._p, n, &ptr)
+            if k > 0:
+                break
+            if deadline == -2:
+                deadline = _deadline(timeout)
+            if self._wait(deadline, &spin) != 0:
+                raise Full("ring is full: nothing to reserve before the timeout")
+        self._reserving = True
+        return Reservation._make(self, self._array(ptr, k, True), k)
+
+    cdef _commit(self, uint64_t k):
+        self._reserving = False
+        if k and not self._closed and self._gen == _fork_gen:
+            shmr_commit(self._p, k)
+
+    def close(self):
+        """End the stream: consumers drain what was published, then see Closed."""
+        if self._closed or self._p == NULL:
+            self._closed = True
+            return
+        self._closed = True
+        if self._gen == _fork_gen:
+            shmr_producer_close_stream(self._p)
+            shmr_producer_free(self._p)
+        else:
+            free(<void *>self._p)
+        self._p = NULL
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+cdef class Reservation:
+    cdef Producer _prod
+    cdef object _arr
+    cdef uint64_t _k
+    cdef bint _done
+
+    @staticmethod
+    cdef Reservation _make(Producer prod, object arr, uint64_t k):
+        cdef Reservation r = Reservation.__new__(Reservation)
+        r._prod = prod
+        r._arr = arr
+        r._k = k
+        return r
+
+    @property
+    def array(self):
+        return self._arr
+
+    def __len__(self):
+        return self._k
+
+    def __enter__(self):
+        return self._arr
+
+    def __exit__(self, et, ev, tb):
+        if self._done:
+            return False
+        self._done = True
+        self._prod._commit(self._k if et is None else 0)
+        return False
+
+
+# ---- consumer ---------------------------------------------------------------
+
+cdef class Consumer(_Handle):
+    """A reader of a ring. Obtain it with ``Ring.consumer()``; iterate it or pop()."""
+
+    cdef shmr_consumer *_c
+    cdef char *_scratch
+    cdef bint _scalar_path
+    cdef bint _raise_lag
+    cdef bint _viewing
+    cdef object _pending      # records popped while a Lagged was being raised
+    cdef readonly object ring
+
+    def __cinit__(self):
+        self._c = NULL
+        self._scratch = NULL
+
+    @staticmethod
+    def _open(Mapping m, object dtype, object ring, uint32_t start, bint raise_lag, double spin):
+        cdef Consumer self = Consumer.__new__(Consumer)
+        self._setup(m, dtype, spin)
+        self._raise_lag = raise_lag
+        self._scalar_path = (not self._is_sub) and self._rs <= SCRATCH_MAX
+        if self._scalar_path:
+            self._scratch = <char *>malloc(self._rs)
+            if self._scratch == NULL:
+                raise MemoryError()
+        cdef int rc = shmr_consumer_open(m.r, start, &self._c)
+        if rc:
+            _raise(rc, f"consumer of ring {m.name!r}")
+        self.ring = ring
+        return self
+
+    def __dealloc__(self):
+        if self._c != NULL:
+            if self._gen == _fork_gen:
+                shmr_consumer_free(self._c)
+            else:
+                free(<void *>self._c)
+            self._c = NULL
+        if self._scratch != NULL:
+            free(self._scratch)
+            self._scratch = NULL
+
+    cdef int _wait(self, int64_t deadline, int64_t *spin) except -1:
+        cdef int rc
+        cdef int64_t sl = _slice(deadline)
+        if sl == 0:
+            return -ETIMEDOUT
+        with nogil:
+            rc = shmr_consumer_wait(self._c, sl, spin[0])
+        spin[0] = 0
+        if rc == 0:
+            return 0
+        PyErr_CheckSignals()
+        shmr_consumer_check_producer(self._c)
+        return -ETIMEDOUT if (deadline >= 0 and _mono_ns() >= deadline) else 0
+
+    cdef int _lagged(self, uint64_t dropped, object records) except -1:
+        if dropped and self._raise_lag:
+            self._pending = records
+            raise Lagged(dropped)
+        return 0
+
+    cdef object _closed_error(self):
+        reason = CLOSE_REASONS.get(shmr_close_reason(self._map.r)) or "closed"
+        return Closed(f"ring {self._map.name!r}: the stream is closed ({reason}) and drained", reason)
+
+    cdef int64_t _pop_into(self, char *dst, uint64_t max, object timeout, uint64_t *dropped) except -1:
+        cdef int64_t n, deadline = -2, spin = self._spin_ns
+        cdef bint nogil_copy = max * self._rs >= NOGIL_BYTES
+        while True:
+            if nogil_copy:
+                with nogil:
+                    n = shmr_pop(self._c, dst, max, dropped)
+            else:
+                n = shmr_pop(self._c, dst, max, dropped)
+            if n > 0:
+                return n
+            if n == -SHMR_ECLOSED:
+                raise self._closed_error()
+            if deadline == -2:
+                deadline = _deadline(timeout)
+            if self._wait(deadline, &spin) != 0:
+                raise Empty()
+
+    cdef int _ready_check(self) except -1:
+        self._check()
+        if self._viewing:
+            raise RuntimeError("pop inside an open view() block")
+        return 0
+
+    def pop(self, timeout=None):
+        """One record, copied out of the ring (np.void for structured dtypes, a numpy
+        scalar for plain ones, an ndarray for subarray dtypes). Blocks while empty:
+        ``timeout`` None = forever, 0 = never, else seconds. Raises Empty on timeout and
+        Closed once the stream ended and everything was consumed."""
+        cdef uint64_t dropped = 0
+        cdef int64_t n
+        self._ready_check()
+        if self._pending is not None:
+            return self._take_pending(1)
+        if self._scalar_path:
+            n = shmr_pop(self._c, self._scratch, 1, &dropped)
+            if n <= 0:
+                self._pop_into(self._scratch, 1, timeout, &dropped)
+            rec = PyArray_Scalar(self._scratch, self._rec_descr, NULL)
+            if dropped:
+                self._lagged(dropped, [rec])
+            return rec
+        arr = self._empty(1)
+        self._pop_into(<char *>cnp.PyArray_DATA(arr), 1, timeout, &dropped)
+        rec = arr[0]
+        if dropped:
+            self._lagged(dropped, [rec])
+        return rec
+
+    cdef object _take_pending(self, Py_ssize_t max_records):
+        pend = self._pending
+        if isinstance(pend, list):
+            self._pending = None
+            return pend[0]
+        out = pend[:max_records]
+        rest = pend[max_records:]
+        self._pending = rest if len(rest) else None
+        return out
+
+    def pop_many(self, Py_ssize_t max_records, timeout=None):
+        """An array of 1..max_records records copied out of the ring (waits for the
+        first one like pop())."""
+        cdef uint64_t dropped = 0
+        cdef int64_t n
+        self._ready_check()
+        if max_records < 1:
+            raise ValueError(f"max_records must be >= 1, got {max_records}")
+        if self._pending is not None:
+            pend = self._take_pending(max_records)
+            return pend if not isinstance(pend, np.void) else np.array([pend], dtype=self._dtype)
+        arr = self._empty(max_records)
+        n = self._pop_into(<char *>cnp.PyArray_DATA(arr), max_records, timeout, &dropped)
+        if n < max_records:
+            arr = arr[:n].copy() if n * 4 < max_records else arr[:n]
+        if dropped:
+            self._lagged(dropped, arr)
+        return arr
+
+    def view(self, Py_ssize_t max_records, timeout=None):
+        """Context manager giving a read-only array of 1..max_records records that
+        lives in the ring (no copy). Leaving the block releases them to the producer."""
+        cdef const void *ptr = NULL
+        cdef uint64_t dropped = 0
+        cdef int64_t k, deadline = -2, spin = self._spin_ns
+        self._ready_check()
+        if max_records < 1:
+            raise ValueError(f"max_records must be >= 1, got {max_records}")
+        while True:
+            k = shmr_claim(self._c, max_records, &ptr, &dropped)
+            if k > 0:
+                break
+            if k == -SHMR_ECLOSED:
+                raise self._closed_error()
+            if k < 0:
+                _raise(k, "view")
+            if deadline == -2:
+                deadline = _deadline(timeout)
+            if self._wait(deadline, &spin) != 0:
+                raise Empty()
+        self._viewing = True
+        v = View._make(self, self._array(<void *>ptr, k, False))
+        if dropped and self._raise_lag:
+            shmr_release(self._c)
+            self._viewing = False
+            raise Lagged(dropped)
+        return v
+
+    cdef int64_t _release(self) except -1:
+        self._viewing = False
+        if self._closed or self._gen != _fork_gen:
+            return 0
+        return shmr_release(self._c)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        try:
+            return self.pop()
+        except Closed:
+            raise StopIteration from None
+
+    @property
+    def popped(self):
+        """Records this consumer received."""
+        return shmr_consumer_popped(self._c) if self._c != NULL else 0
+
+    @property
+    def dropped(self):
+        """Records this consumer lost because an overwriting producer lapped it."""
+        return shmr_consumer_dropped(self._c) if self._c != NULL else 0
+
+    @property
+    def index(self):
+        return shmr_consumer_index(self._c) if self._c != NULL else -1
+
+    def close(self):
+        """Leave the ring; a broadcast producer stops waiting for this consumer at once."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._c != NULL:
+            if self._gen == _fork_gen:
+                shmr_consumer_free(self._c)
+            else:
+                free(<void *>self._c)
+            self._c = NULL
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+cdef class View:
+    cdef Consumer _cons
+    cdef object _arr
+    cdef bint _done
+
+    @staticmethod
+    cdef View _make(Consumer cons, object arr):
+        cdef View v = View.__new__(View)
+        v._cons = cons
+        v._arr = arr
+        return v
+
+    @property
+    def array(self):
+        return self._arr
+
+    def __len__(self):
+        return self._arr.shape[0]
+
+    def __enter__(self):
+        return self._arr
+
+    def __exit__(self, et, ev, tb):
+        if self._done:
+            return False
+        self._done = True
+        cdef int64_t bad = self._cons._release()
+        if bad > 0 and et is None:
+            raise Lagged(bad, f"the producer overwrote {bad} records of this view while it was held; "
+                              f"their contents are not valid")
+        return False
