@@ -209,23 +209,30 @@ class Ring:
             raise RingError(f"ring {self._name!r} is closed")
         return self._map
 
-    def producer(self, *, spin: float = DEFAULT_SPIN) -> Producer:
+    def producer(self, *, spin: float = DEFAULT_SPIN,
+                 liveness_interval: float = _ring.DEFAULT_LIVENESS_INTERVAL) -> Producer:
         """The producer handle. Only one live process may hold it; a new one may take
         over from a producer whose process died. ``spin``: seconds of busy polling
-        before a blocked push sleeps."""
-        p = Producer._open(self._mapping(), self._dtype, self, float(spin))
+        before a blocked push sleeps. ``liveness_interval``: while blocked, how often
+        (seconds) to look for dead consumers holding the ring back; a dead consumer's
+        claim is reclaimed (and counted in stats()["abandoned"]) within this bound."""
+        p = Producer._open(self._mapping(), self._dtype, self, float(spin), float(liveness_interval))
         self._handles.add(p)
         return p
 
-    def consumer(self, *, start: str = "latest", on_lag: str = "skip", spin: float = DEFAULT_SPIN) -> Consumer:
+    def consumer(self, *, start: str = "latest", on_lag: str = "skip", spin: float = DEFAULT_SPIN,
+                 liveness_interval: float = _ring.DEFAULT_LIVENESS_INTERVAL) -> Consumer:
         """Register a consumer. Broadcast mode: ``start`` is "latest" (the next record
         pushed) or "oldest" (the oldest record still in the ring); ``on_lag`` is "skip"
-        (count lost records in ``consumer.dropped``) or "raise" (raise Lagged)."""
+        (count lost records in ``consumer.dropped``) or "raise" (raise Lagged).
+        ``liveness_interval``: while blocked, how often (seconds) to check that the
+        producer is alive; a dead producer's stream ends within this bound."""
         if start not in _ring.STARTS:
             raise ValueError(f"start must be 'latest' or 'oldest', not {start!r}")
         if on_lag not in ("skip", "raise"):
             raise ValueError(f"on_lag must be 'skip' or 'raise', not {on_lag!r}")
-        c = Consumer._open(self._mapping(), self._dtype, self, _ring.STARTS[start], on_lag == "raise", float(spin))
+        c = Consumer._open(self._mapping(), self._dtype, self, _ring.STARTS[start], on_lag == "raise",
+                           float(spin), float(liveness_interval))
         self._handles.add(c)
         return c
 

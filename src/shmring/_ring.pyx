@@ -42,9 +42,10 @@ STARTS = {"latest": SHMR_START_LATEST, "oldest": SHMR_START_OLDEST}
 CLOSE_REASONS = {SHMR_OPEN: None, SHMR_CLOSED_BY_PRODUCER: "closed by producer",
                  SHMR_CLOSED_PRODUCER_DIED: "producer died"}
 
-# Blocking calls sleep in slices of this length; between slices they take the
-# GIL back, run signal handlers (Ctrl-C) and check peer liveness.
-DEF SLICE_NS = 50_000_000
+# Blocking calls sleep in slices (default 50 ms, the ``liveness_interval``);
+# between slices they take the GIL back, run signal handlers (Ctrl-C) and check
+# peer liveness, so a dead peer is noticed within one slice of waiting on it.
+DEFAULT_LIVENESS_INTERVAL = 0.05
 # Copies at least this large run without the GIL.
 DEF NOGIL_BYTES = 65536
 # pop() builds a numpy scalar through a scratch buffer up to this record size.
@@ -109,14 +110,14 @@ cdef int64_t _deadline(object timeout) except -2:
     return _mono_ns() + <int64_t>(t * 1e9)
 
 
-cdef inline int64_t _slice(int64_t deadline) noexcept:
+cdef inline int64_t _slice(int64_t deadline, int64_t slice_ns) noexcept:
     cdef int64_t left
     if deadline < 0:
-        return SLICE_NS
+        return slice_ns
     left = deadline - _mono_ns()
     if left <= 0:
         return 0
-    return left if left < SLICE_NS else SLICE_NS
+    return left if left < slice_ns else slice_ns
 
 
 def start_time_of(uint32_t pid):
@@ -259,10 +260,11 @@ cdef class _Handle:
     cdef Py_ssize_t _rs
     cdef bint _is_sub
     cdef int64_t _spin_ns
+    cdef int64_t _slice_ns
     cdef int _gen
     cdef bint _closed
 
-    cdef _setup(self, Mapping m, object dtype, double spin):
+    cdef _setup(self, Mapping m, object dtype, double spin, double liveness_interval):
         self._map = m
         self._dtype = dtype
         if dtype.subdtype is not None:
@@ -276,6 +278,9 @@ cdef class _Handle:
         if spin < 0:
             raise ValueError(f"spin must be >= 0 seconds, not {spin!r}")
         self._spin_ns = <int64_t>(spin * 1e9)
+        if not (0.001 <= liveness_interval <= 60):
+            raise ValueError(f"liveness_interval must be in [0.001, 60] seconds, not {liveness_interval!r}")
+        self._slice_ns = <int64_t>(liveness_interval * 1e9)
         self._gen = _fork_gen
 
     cdef int _check(self) except -1:
@@ -327,9 +332,9 @@ cdef class Producer(_Handle):
         self._p = NULL
 
     @staticmethod
-    def _open(Mapping m, object dtype, object ring, double spin):
+    def _open(Mapping m, object dtype, object ring, double spin, double liveness_interval):
         cdef Producer self = Producer.__new__(Producer)
-        self._setup(m, dtype, spin)
+        self._setup(m, dtype, spin, liveness_interval)
         cdef int rc = shmr_producer_open(m.r, &self._p)
         if rc:
             _raise(rc, f"producer of ring {m.name!r}")
@@ -387,7 +392,7 @@ cdef class Producer(_Handle):
         """0: try again; -ETIMEDOUT: give up."""
         cdef int rc
         cdef uint64_t reclaimed
-        cdef int64_t sl = _slice(deadline)
+        cdef int64_t sl = _slice(deadline, self._slice_ns)
         if sl == 0:
             return -ETIMEDOUT
         with nogil:
@@ -546,9 +551,10 @@ cdef class Consumer(_Handle):
         self._scratch = NULL
 
     @staticmethod
-    def _open(Mapping m, object dtype, object ring, uint32_t start, bint raise_lag, double spin):
+    def _open(Mapping m, object dtype, object ring, uint32_t start, bint raise_lag, double spin,
+              double liveness_interval):
         cdef Consumer self = Consumer.__new__(Consumer)
-        self._setup(m, dtype, spin)
+        self._setup(m, dtype, spin, liveness_interval)
         self._raise_lag = raise_lag
         self._scalar_path = (not self._is_sub) and self._rs <= SCRATCH_MAX
         if self._scalar_path:
@@ -574,7 +580,7 @@ cdef class Consumer(_Handle):
 
     cdef int _wait(self, int64_t deadline, int64_t *spin) except -1:
         cdef int rc
-        cdef int64_t sl = _slice(deadline)
+        cdef int64_t sl = _slice(deadline, self._slice_ns)
         if sl == 0:
             return -ETIMEDOUT
         with nogil:
