@@ -64,6 +64,8 @@ struct shmr_header {
 struct ALIGNED_BLOCK shmr_prod_block {
     shmr_a64 head;   /* positions < head are published */
     shmr_a64 intent; /* broadcast: positions < intent may be being written */
+    shmr_a64 limit;  /* queue: the producer's walk of release records got this far
+                      * (a batch boundary), for a producer that takes over */
 };
 
 /* Queue mode: next position to claim; consumers CAS it. */
@@ -92,13 +94,26 @@ struct ALIGNED_BLOCK shmr_ctl {
 struct ALIGNED_BLOCK shmr_cslot {
     shmr_a64 owner;      /* (start32 << 32) | pid, 0 = free */
     shmr_a32 ready;      /* 1 once cursor is valid */
-    shmr_a32 pad0;
+    shmr_a32 claim_state; /* queue: CLAIM_NONE / CLAIM_INTENT / CLAIM_HELD */
     shmr_a64 cursor;     /* broadcast: next position this consumer reads */
     shmr_a64 claim_pos;  /* queue: claimed range, recorded before the claim CAS */
     shmr_a64 claim_n;
     shmr_a64 popped;
     shmr_a64 dropped;
 };
+
+/* Queue mode: one release record per slot, written only at the first slot of a
+ * released batch. Consumers claim contiguous batches that tile the positions,
+ * so the producer walks batch by batch: tag == pos means the batch that ended
+ * the previous lap of slot pos is released and len positions from pos are free.
+ * One record per batch instead of one word per position: a 1024-record pop_many
+ * moves one cache line to the producer, not 128. */
+struct shmr_done {
+    shmr_a64 tag; /* start of the released batch + capacity */
+    shmr_a64 len; /* its length; written before tag */
+};
+
+enum { CLAIM_NONE = 0, CLAIM_INTENT = 1, CLAIM_HELD = 2 };
 
 #define OFF_PROD SHMR_PAGE
 #define OFF_TAIL (OFF_PROD + SHMR_BLOCK)
@@ -118,6 +133,7 @@ _Static_assert(sizeof(struct shmr_ctl) == SHMR_BLOCK, "one block");
 _Static_assert(sizeof(struct shmr_cslot) == SHMR_BLOCK, "one block");
 _Static_assert(offsetof(struct shmr_ec, epoch) % 4 == 0, "futex word is 4-byte aligned");
 _Static_assert(sizeof(shmr_a64) == 8 && sizeof(shmr_a32) == 4, "atomics have plain width");
+_Static_assert(sizeof(struct shmr_done) == 16, "release records are two words");
 
 /* ---- process-local handles --------------------------------------------- */
 
@@ -131,7 +147,7 @@ struct shmr_ring {
     struct shmr_ec *space_ec; /* producer sleeps here, consumers notify */
     struct shmr_ctl *ctl;
     struct shmr_cslot *cslots;
-    shmr_a64 *done;           /* queue: done[pos & mask] == pos  <=>  slot free for pos */
+    struct shmr_done *done;   /* queue: release records, see struct shmr_done */
     uint8_t *slots;
     uint64_t cap, mask, rs;
     uint32_t mode, overflow, mc;
@@ -182,8 +198,8 @@ static void futex_wake_all(shmr_a32 *addr)
 }
 
 /* Notifier side of the eventcount. The caller has just published (a release
- * store of head, done[] or a cursor). The seq_cst fence pairs with the
- * waiter's seq_cst fence in ec_sleep: either we see its waiters increment, or
+ * store of head, a release record or a cursor). The seq_cst fence pairs with the
+ * waiter's seq_cst fence in ec_wait: either we see its waiters increment, or
  * it sees our publication on its re-check. Without it both could miss. */
 static void ec_notify(struct shmr_ec *ec)
 {
@@ -203,7 +219,6 @@ static void ec_notify_always(struct shmr_ec *ec)
 
 typedef int (*ready_fn)(void *);
 
-/* Spin, yield, then sleep on the eventcount for at most timeout_ns. */
 static int64_t mono_ns(void)
 {
     struct timespec ts;
@@ -211,6 +226,7 @@ static int64_t mono_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* Spin (spin_ns of pause), yield, then sleep on the eventcount for at most timeout_ns. */
 static int ec_wait(struct shmr_ec *ec, ready_fn ready, void *arg, int64_t timeout_ns, int64_t spin_ns)
 {
     if (ready(arg))
@@ -357,7 +373,7 @@ static struct layout compute_layout(uint64_t cap, uint64_t stride, uint32_t mode
     uint64_t end = l.consumers + (uint64_t)mc * SHMR_BLOCK;
     if (mode == SHMR_MODE_QUEUE) {
         l.done = round_up(end, SHMR_BLOCK);
-        end = l.done + cap * sizeof(shmr_a64);
+        end = l.done + cap * sizeof(struct shmr_done);
     } else {
         l.done = 0;
     }
@@ -376,7 +392,7 @@ static void bind(shmr_ring *r)
     r->space_ec = (struct shmr_ec *)(r->base + OFF_SPACE_EC);
     r->ctl = (struct shmr_ctl *)(r->base + OFF_CTL);
     r->cslots = (struct shmr_cslot *)(r->base + h->consumers_offset);
-    r->done = h->done_offset ? (shmr_a64 *)(r->base + h->done_offset) : NULL;
+    r->done = h->done_offset ? (struct shmr_done *)(r->base + h->done_offset) : NULL;
     r->slots = r->base + h->slots_offset;
     r->cap = h->capacity;
     r->mask = h->capacity - 1;
@@ -473,9 +489,10 @@ int shmr_create(const char *name, const shmr_params *p, unsigned mode_bits, int 
     r->base = base;
     r->size = l.size;
     bind(r);
-    if (r->done)
-        for (uint64_t i = 0; i < r->cap; i++)
-            shmr_store_relaxed64(&r->done[i], i);
+    if (r->done) { /* the first lap is one free batch; other records are never read before written */
+        shmr_store_relaxed64(&r->done[0].len, r->cap);
+        shmr_store_relaxed64(&r->done[0].tag, 0);
+    }
     /* publishes every field above; pairs with the acquire load in validate() */
     shmr_store_release64(&h->magic, SHMR_MAGIC);
     *out = r;
@@ -631,14 +648,17 @@ static void copy_out(shmr_ring *r, uint64_t pos, void *dst, uint64_t n)
 
 /* ---- sweeping dead consumers ------------------------------------------- */
 
-/* Is position pos inside the recorded claim of a live consumer other than skip? */
-static int claimed_by_live(shmr_ring *r, uint64_t pos, const int *alive)
+/* Does a claim record other than slot skip cover pos? Only live consumers'
+ * records count when live_only. */
+static int claim_covers(shmr_ring *r, uint64_t pos, const int *alive, int live_only, uint32_t skip)
 {
     for (uint32_t i = 0; i < r->mc; i++) {
-        if (!alive[i])
+        if (i == skip || (live_only && !alive[i]))
             continue;
         struct shmr_cslot *s = &r->cslots[i];
-        /* pairs with the consumer's release store clearing claim_n after its done[] stores */
+        /* pairs with the consumer's release store clearing its claim after release */
+        if (shmr_load_acquire32(&s->claim_state) == CLAIM_NONE)
+            continue;
         uint64_t n = shmr_load_acquire64(&s->claim_n);
         uint64_t p = shmr_load_acquire64(&s->claim_pos);
         if (n && pos >= p && pos - p < n)
@@ -647,9 +667,37 @@ static int claimed_by_live(shmr_ring *r, uint64_t pos, const int *alive)
     return 0;
 }
 
-/* Frees the slots of consumers whose process died. Queue mode: positions a
- * dead consumer had claimed but not released are released here and counted
- * as abandoned (at-most-once for those records). Safe to run concurrently in
+/* Queue mode: release the batch a dead consumer held. A record in state
+ * CLAIM_HELD is certain; one in CLAIM_INTENT (death between the claim CAS and
+ * marking it held) is taken only if no other record claims the same position,
+ * since a failed CAS leaves a stale intent behind. Returns records released. */
+static uint64_t reclaim(shmr_ring *r, uint32_t i, uint64_t tail, const int *alive)
+{
+    struct shmr_cslot *s = &r->cslots[i];
+    uint32_t state = shmr_load_acquire32(&s->claim_state);
+    uint64_t n = shmr_load_acquire64(&s->claim_n);
+    uint64_t p0 = shmr_load_acquire64(&s->claim_pos);
+    if (state == CLAIM_NONE || n == 0 || p0 >= tail)
+        return 0; /* nothing held, or the claim CAS never happened */
+    if (claim_covers(r, p0, alive, 1, i))
+        return 0; /* a live consumer holds it: our record is a stale intent */
+    if (state == CLAIM_INTENT && claim_covers(r, p0, alive, 0, i))
+        return 0;
+    struct shmr_done *d = &r->done[p0 & r->mask];
+    uint64_t cur = shmr_load_acquire64(&d->tag);
+    if (cur >= p0 + r->cap)
+        return 0; /* already released */
+    shmr_store_relaxed64(&d->len, n);
+    /* pairs with the producer's acquire load of the tag in writable() */
+    if (!shmr_cas_seqcst64(&d->tag, &cur, p0 + r->cap))
+        return 0; /* another sweeper released it */
+    shmr_fetch_add_relaxed64(&r->ctl->abandoned, n);
+    return n;
+}
+
+/* Frees the slots of consumers whose process died. Queue mode: the batch a dead
+ * consumer had claimed but not released is released here and counted as
+ * abandoned (at-most-once for those records). Safe to run concurrently in
  * several processes: every decisive step is a CAS. */
 static int sweep(shmr_ring *r, uint64_t *reclaimed)
 {
@@ -673,18 +721,8 @@ static int sweep(shmr_ring *r, uint64_t *reclaimed)
         if (!shmr_cas_seqcst64(&s->owner, &dead, SHMR_OWNER_BUSY))
             continue; /* another sweeper has it */
         if (r->mode == SHMR_MODE_QUEUE) {
-            uint64_t n = shmr_load_acquire64(&s->claim_n);
-            uint64_t p0 = shmr_load_acquire64(&s->claim_pos);
-            for (uint64_t p = p0; n && p < p0 + n && p < tail; p++) {
-                if (claimed_by_live(r, p, alive))
-                    continue;
-                uint64_t expect = p;
-                /* pairs with the producer's acquire load of done[] */
-                if (shmr_cas_seqcst64(&r->done[p & r->mask], &expect, p + r->cap)) {
-                    shmr_fetch_add_relaxed64(&r->ctl->abandoned, 1);
-                    got++;
-                }
-            }
+            got += reclaim(r, i, tail, alive);
+            shmr_store_release32(&s->claim_state, CLAIM_NONE);
             shmr_store_release64(&s->claim_n, 0);
         }
         shmr_store_release32(&s->ready, 0);
@@ -730,7 +768,7 @@ int shmr_producer_open(shmr_ring *r, shmr_producer **out)
     p->intent = shmr_load_acquire64(&r->prod->intent);
     if (p->intent < p->head)
         p->intent = p->head;
-    p->limit_cache = p->head;
+    p->limit_cache = shmr_load_acquire64(&r->prod->limit);
     p->min_cache = p->head > r->cap ? p->head - r->cap : 0;
     p->join_seen = shmr_load_acquire32(&r->ctl->join_epoch) - 1; /* force a refresh */
     /* a new producer re-opens the stream */
@@ -783,10 +821,16 @@ static uint64_t writable(shmr_producer *p, uint64_t n)
     uint64_t h = p->head;
     n = min_u64(n, r->cap);
     if (r->mode == SHMR_MODE_QUEUE) {
-        /* pairs with the consumer's release store of done[] after it read the slot */
-        while (p->limit_cache < h + n && shmr_load_acquire64(&r->done[p->limit_cache & r->mask]) == p->limit_cache)
-            p->limit_cache++;
-        return p->limit_cache - h;
+        while (p->limit_cache < h + n) {
+            struct shmr_done *d = &r->done[p->limit_cache & r->mask];
+            /* pairs with the consumer's release store of the tag in q_release(),
+             * made after it finished reading the batch */
+            if (shmr_load_acquire64(&d->tag) != p->limit_cache)
+                break;
+            p->limit_cache += shmr_load_relaxed64(&d->len);
+            shmr_store_relaxed64(&r->prod->limit, p->limit_cache);
+        }
+        return min_u64(p->limit_cache - h, n);
     }
     if (r->overflow == SHMR_OVERFLOW_OVERWRITE)
         return n;
@@ -918,6 +962,7 @@ int shmr_consumer_open(shmr_ring *r, uint32_t start, shmr_consumer **out)
     c->index = (uint32_t)idx;
     c->owner = me;
     shmr_store_relaxed64(&s->claim_n, 0);
+    shmr_store_relaxed32(&s->claim_state, CLAIM_NONE);
     shmr_store_relaxed64(&s->popped, 0);
     shmr_store_relaxed64(&s->dropped, 0);
     if (r->mode == SHMR_MODE_BROADCAST) {
@@ -974,7 +1019,7 @@ static uint64_t q_claim(shmr_consumer *c, uint64_t max, int contiguous, uint64_t
             /* pairs with the producer's release store of head in publish() */
             c->head_cache = shmr_load_acquire64(&r->prod->head);
             if (t >= c->head_cache) {
-                shmr_store_relaxed64(&s->claim_n, 0);
+                shmr_store_relaxed32(&s->claim_state, CLAIM_NONE);
                 return 0;
             }
         }
@@ -983,8 +1028,10 @@ static uint64_t q_claim(shmr_consumer *c, uint64_t max, int contiguous, uint64_t
             k = min_u64(k, r->cap - (t & r->mask));
         shmr_store_relaxed64(&s->claim_pos, t);
         shmr_store_relaxed64(&s->claim_n, k);
+        shmr_store_relaxed32(&s->claim_state, CLAIM_INTENT);
         /* seq_cst: publishes the claim record before the claim (see sweep) */
         if (shmr_cas_seqcst64(&r->tailb->tail, &t, t + k)) {
+            shmr_store_relaxed32(&s->claim_state, CLAIM_HELD);
             *pos = t;
             return k;
         }
@@ -994,12 +1041,12 @@ static uint64_t q_claim(shmr_consumer *c, uint64_t max, int contiguous, uint64_t
 static void q_release(shmr_consumer *c, uint64_t pos, uint64_t k)
 {
     shmr_ring *r = c->r;
-    for (uint64_t i = 0; i < k; i++) {
-        /* pairs with the producer's acquire load in writable(): our reads of
-         * the slot happen before it writes the slot again */
-        shmr_store_release64(&r->done[(pos + i) & r->mask], pos + i + r->cap);
-    }
-    shmr_store_release64(&c->slot->claim_n, 0);
+    struct shmr_done *d = &r->done[pos & r->mask];
+    shmr_store_relaxed64(&d->len, k);
+    /* pairs with the producer's acquire load in writable(): our reads of the
+     * batch (and the len above) happen before it writes these slots again */
+    shmr_store_release64(&d->tag, pos + r->cap);
+    shmr_store_release32(&c->slot->claim_state, CLAIM_NONE);
     c->popped += k;
     shmr_store_relaxed64(&c->slot->popped, c->popped);
     ec_notify(r->space_ec);
@@ -1246,7 +1293,7 @@ int shmr_consumer_infos(shmr_ring *r, shmr_consumer_info *out, uint32_t max, uin
         o->popped = shmr_load_relaxed64(&s->popped);
         o->dropped = shmr_load_relaxed64(&s->dropped);
         o->claim_pos = shmr_load_relaxed64(&s->claim_pos);
-        o->claim_n = shmr_load_relaxed64(&s->claim_n);
+        o->claim_n = shmr_load_relaxed32(&s->claim_state) == CLAIM_HELD ? shmr_load_relaxed64(&s->claim_n) : 0;
         o->alive = owner_alive(owner);
     }
     *n = k;
