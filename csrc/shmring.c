@@ -151,6 +151,7 @@ struct shmr_ring {
     uint8_t *slots;
     uint64_t cap, mask, rs;
     uint32_t mode, overflow, mc;
+    int populated;
 };
 
 struct shmr_producer {
@@ -737,6 +738,20 @@ static int sweep(shmr_ring *r, uint64_t *reclaimed)
     return freed;
 }
 
+/* Map every page of the segment into this process up front, once a producer or
+ * consumer is opened here: the pages exist already (posix_fallocate), but the
+ * first touch of each would otherwise take a page fault on the hot path. A
+ * mapping made only to read stats skips this. Best effort: old kernels lack it. */
+static void populate(shmr_ring *r)
+{
+    if (r->populated)
+        return;
+    r->populated = 1;
+#ifdef MADV_POPULATE_WRITE
+    madvise(r->base, r->size, MADV_POPULATE_WRITE);
+#endif
+}
+
 /* ---- producer ----------------------------------------------------------- */
 
 static int claim_role(shmr_ring *r, uint64_t me)
@@ -756,6 +771,7 @@ int shmr_producer_open(shmr_ring *r, shmr_producer **out)
     int rc = claim_role(r, me);
     if (rc)
         return rc;
+    populate(r);
     shmr_producer *p = calloc(1, sizeof *p);
     if (!p) {
         shmr_store_release64(&r->ctl->producer_owner, 0);
@@ -951,6 +967,7 @@ int shmr_consumer_open(shmr_ring *r, uint32_t start, shmr_consumer **out)
     }
     if (idx < 0)
         return -SHMR_ETABLEFULL;
+    populate(r);
     shmr_consumer *c = calloc(1, sizeof *c);
     if (!c) {
         shmr_store_release64(&r->cslots[idx].owner, 0);

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The Python test suite against an extension built with AddressSanitizer and
+# UBSan, in its own environment (.venv-asan). Python itself is not instrumented,
+# so the ASan runtime is preloaded and leak checking (CPython's own) is off.
+#   scripts/asan-tests.sh [pytest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -x .venv-asan/bin/python ]; then
+    python3 -m venv .venv-asan
+fi
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+.venv-asan/bin/python -m pip install -q -U pip "setuptools>=68" wheel
+.venv-asan/bin/python -m pip install -q "Cython>=3.1" "numpy>=2" pytest hypothesis
+# a regular (not editable) install, so the instrumented module lives in .venv-asan only
+rm -rf build
+SHMRING_SANITIZE=address,undefined .venv-asan/bin/python -m pip install -q --no-build-isolation --no-deps --force-reinstall .
+rm -rf build
+.venv-asan/bin/python - <<'PY'
+import shmring._ring as m, subprocess
+out = subprocess.run(["ldd", m.__file__], capture_output=True, text=True).stdout
+assert "libasan" in out, "the extension was not built with AddressSanitizer"
+print("extension built with ASan:", m.__file__)
+PY
+LIBASAN=$(gcc -print-file-name=libasan.so)
+LIBUBSAN=$(gcc -print-file-name=libubsan.so)
+export LD_PRELOAD="$LIBASAN $LIBUBSAN"
+export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:allow_user_segv_handler=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+cd tests  # import shmring from .venv-asan, not from the source tree
+exec ../.venv-asan/bin/python -m pytest . -p no:cacheprovider "$@"
