@@ -87,6 +87,7 @@ struct ALIGNED_BLOCK shmr_ctl {
     shmr_a32 join_epoch;     /* broadcast: bumped by every joining consumer */
     shmr_a64 abandoned;      /* queue: claimed records reclaimed from dead consumers */
     shmr_a64 evicted;        /* consumer slots freed because their process died */
+    shmr_a64 popped_retired; /* records received by consumers that have left */
 };
 
 /* One per consumer, each on its own block: written by its consumer (and by a
@@ -727,6 +728,7 @@ static int sweep(shmr_ring *r, uint64_t *reclaimed)
             shmr_store_release64(&s->claim_n, 0);
         }
         shmr_store_release32(&s->ready, 0);
+        shmr_fetch_add_relaxed64(&r->ctl->popped_retired, shmr_load_relaxed64(&s->popped));
         shmr_fetch_add_relaxed64(&r->ctl->evicted, 1);
         shmr_store_release64(&s->owner, 0); /* pairs with the acquire of a joiner's CAS */
         freed++;
@@ -1012,6 +1014,7 @@ void shmr_consumer_free(shmr_consumer *c)
     if (c->claim_n)
         shmr_release(c);
     shmr_store_release32(&c->slot->ready, 0);
+    shmr_fetch_add_relaxed64(&r->ctl->popped_retired, c->popped);
     uint64_t me = c->owner;
     shmr_cas_seqcst64(&c->slot->owner, &me, 0);
     /* a broadcast-block producer may be waiting for this consumer */
@@ -1269,6 +1272,7 @@ int shmr_info(shmr_ring *r, shmr_ring_info *o)
     o->space_waiters = shmr_load_relaxed32(&r->space_ec->waiters);
     o->abandoned = shmr_load_relaxed64(&r->ctl->abandoned);
     o->evicted = shmr_load_relaxed64(&r->ctl->evicted);
+    o->popped_retired = shmr_load_relaxed64(&r->ctl->popped_retired);
     o->creator_pid = h->creator_pid;
     o->create_time_ns = h->create_time_ns;
     uint64_t minc = o->head;

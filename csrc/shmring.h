@@ -15,7 +15,7 @@
 #include <sys/types.h>
 
 #define SHMR_LAYOUT_VERSION 1u
-#define SHMR_NAME_MAX 30        /* bytes after the leading '/', fits macOS PSHMNAMLEN (31) */
+#define SHMR_NAME_MAX 25        /* user part; with "/shmr-" it fits macOS PSHMNAMLEN (31) */
 #define SHMR_DESCR_MAX 3968u    /* dtype descriptor text, header padded to 4 KiB */
 #define SHMR_MAX_CAPACITY (1ull << 32)
 #define SHMR_MAX_CONSUMERS 1024u
@@ -82,6 +82,7 @@ typedef struct shmr_ring_info {
     uint32_t data_waiters, space_waiters;
     uint64_t abandoned;     /* queue: records reclaimed from dead consumers */
     uint64_t evicted;       /* consumers evicted because their process died */
+    uint64_t popped_retired; /* records received by consumers that have left */
     uint32_t creator_pid;
     uint64_t create_time_ns;
     uint32_t n_consumers;

@@ -28,6 +28,8 @@ def _check_name(name: Any) -> str:
         raise ValueError(f"ring name {name!r} may not contain '/'")
     if not name:
         raise ValueError("ring name may not be empty")
+    if "\0" in name:
+        raise ValueError(f"ring name {name!r} may not contain a NUL character")
     if len(name.encode()) > _ring.NAME_MAX:
         raise ValueError(f"ring name {name!r} is too long ({len(name.encode())} > {_ring.NAME_MAX} bytes)")
     if _ring.check_name(name) != 0:
@@ -141,14 +143,16 @@ class Ring:
         except FileExistsError:
             if not exist_ok:
                 raise FileExistsError(errno.EEXIST, f"a ring named {name!r} already exists") from None
-            ring = cls.attach(name, dtype=dt)
-            if (ring.capacity, ring.mode, ring.overflow) != (cap, mode, overflow):
+            ring = cls.attach(name)
+            if (ring.dtype, ring.capacity, ring.mode, ring.overflow) != (dt, cap, mode, overflow):
                 ring.close()
                 raise FileExistsError(
                     errno.EEXIST,
-                    f"ring {name!r} exists with capacity={ring.capacity}, mode={ring.mode!r}, "
-                    f"overflow={ring.overflow!r}, not capacity={cap}, mode={mode!r}, overflow={overflow!r}",
+                    f"ring {name!r} exists with dtype={ring.dtype}, capacity={ring.capacity}, "
+                    f"mode={ring.mode!r}, overflow={ring.overflow!r}, not dtype={dt}, capacity={cap}, "
+                    f"mode={mode!r}, overflow={overflow!r}",
                 ) from None
+            ring._dtype = dt  # equal to the stored one; keep the caller's (alignment flag)
             return ring
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
@@ -269,12 +273,12 @@ class Ring:
         info = m.info()
         consumers = m.consumer_infos()
         head = info["head"]
+        # records received by every consumer, including those that have left
+        popped = info["popped_retired"] + sum(c["popped"] for c in consumers)
         if self._mode == "queue":
             available = head - info["tail"]
-            popped = sum(c["popped"] for c in consumers)
         else:
             available = head - info["consumed"]
-            popped = sum(c["popped"] for c in consumers)
             for c in consumers:
                 c["lag"] = max(0, head - c["cursor"])
         return {

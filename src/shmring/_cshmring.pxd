@@ -66,6 +66,7 @@ cdef extern from "shmring.h" nogil:
         uint32_t data_waiters, space_waiters
         uint64_t abandoned
         uint64_t evicted
+        uint64_t popped_retired
         uint32_t creator_pid
         uint64_t create_time_ns
         uint32_t n_consumers

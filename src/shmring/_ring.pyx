@@ -10,6 +10,7 @@ import os
 import time
 
 import numpy as np
+cimport cython
 cimport numpy as cnp
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.exc cimport PyErr_CheckSignals
@@ -229,7 +230,8 @@ cdef class Mapping:
             "producer_pid": i.producer_pid, "producer_start": i.producer_start,
             "producer_alive": bool(i.producer_alive), "close_reason": CLOSE_REASONS.get(i.close_reason),
             "data_waiters": i.data_waiters, "space_waiters": i.space_waiters,
-            "abandoned": i.abandoned, "evicted": i.evicted, "creator_pid": i.creator_pid,
+            "abandoned": i.abandoned, "evicted": i.evicted, "popped_retired": i.popped_retired,
+            "creator_pid": i.creator_pid,
             "create_time_ns": i.create_time_ns, "n_consumers": i.n_consumers,
         }
 
@@ -250,6 +252,9 @@ cdef class Mapping:
 
 # ---- record layout shared by producer and consumer -------------------------
 
+# no_gc_clear: a handle caught in a reference cycle must still have its mapping
+# when __dealloc__ leaves the ring; clearing _map first would unmap under it.
+@cython.no_gc_clear
 cdef class _Handle:
     cdef object __weakref__
     cdef Mapping _map
@@ -321,6 +326,23 @@ cdef class _Handle:
 
 # ---- producer ---------------------------------------------------------------
 
+# Python scalars a plain-dtype ring accepts, by dtype kind: no silent truncation
+# of floats into integers or of complex into reals. Range is checked by numpy.
+_SCALAR_KINDS = {bool: "biufc", int: "iufc", float: "fc", complex: "c"}
+
+
+cdef _check_scalar(object obj, object dtype):
+    kinds = _SCALAR_KINDS.get(type(obj))
+    if kinds is not None:
+        if dtype.kind not in kinds:
+            raise TypeError(f"cannot push {type(obj).__name__} into a ring of {dtype}")
+        return
+    probe = np.asarray(obj)
+    if probe.dtype.hasobject or not np.can_cast(probe.dtype, dtype, "same_kind"):
+        raise TypeError(f"cannot push {type(obj).__name__} ({probe.dtype}) into a ring of {dtype}")
+
+
+@cython.no_gc_clear
 cdef class Producer(_Handle):
     """The one writer of a ring. Obtain it with ``Ring.producer()``."""
 
@@ -371,16 +393,14 @@ cdef class Producer(_Handle):
                 raise TypeError(f"cannot push {type(obj).__name__} into a ring of {self._dtype}: "
                                 f"pass a np.void, a tuple or a 1-record array")
             if self._dtype.names is None and not self._is_sub and not many:
-                probe = np.asarray(obj)
-                if probe.dtype.hasobject or not np.can_cast(probe.dtype, self._dtype, "same_kind"):
-                    raise TypeError(f"cannot push {type(obj).__name__} ({probe.dtype}) into a ring of {self._dtype}")
+                _check_scalar(obj, self._dtype)
             try:
                 arr = np.asarray(obj, dtype=self._dtype if not self._is_sub else self._base)
-            except (TypeError, ValueError) as exc:
+            except (TypeError, ValueError, OverflowError) as exc:
                 raise TypeError(f"cannot convert {type(obj).__name__} to records of {self._dtype}: {exc}") from None
         shape = arr.shape
         if many:
-            if shape[1:] != self._shape:
+            if arr.ndim == 0 or shape[1:] != self._shape:
                 raise ValueError(f"push_many() needs shape (n,) + {self._shape}, got {shape}")
         elif shape != self._shape and shape != (1,) + self._shape:
             raise ValueError(f"a record of this ring has shape {self._shape}, got {shape}")
@@ -535,6 +555,7 @@ cdef class Reservation:
 
 # ---- consumer ---------------------------------------------------------------
 
+@cython.no_gc_clear
 cdef class Consumer(_Handle):
     """A reader of a ring. Obtain it with ``Ring.consumer()``; iterate it or pop()."""
 
