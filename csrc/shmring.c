@@ -30,9 +30,22 @@
 #define SHMR_BLOCK 128u                  /* two 64-byte lines: x86 adjacent-line prefetch pairs them */
 #define SHMR_PAGE 4096u
 #define SHMR_MAX_RECORD (1ull << 30)
-#define SHMR_OWNER_BUSY UINT64_MAX       /* slot being torn down by a sweeper */
+/* A slot being torn down by a sweeper: BUSY tag in the start-time half, the
+ * sweeper's pid in the other, so a sweeper that dies mid-way can be detected. */
+#define SHMR_BUSY_TAG 0xffffffffull
+#define SHMR_OWNER_BUSY(pid) ((SHMR_BUSY_TAG << 32) | (uint64_t)(pid))
+#define SHMR_IS_BUSY(owner) (((owner) >> 32) == SHMR_BUSY_TAG)
 
 #define ALIGNED_BLOCK __attribute__((aligned(SHMR_BLOCK)))
+
+/* Interleaving hooks for protocol tests that force a precise schedule (built
+ * only with -DSHMR_TEST_HOOKS; the test supplies shmr_test_hook). */
+#ifdef SHMR_TEST_HOOKS
+void shmr_test_hook(int site);
+#define HOOK(n) shmr_test_hook(n)
+#else
+#define HOOK(n) ((void)0)
+#endif
 
 /* ---- segment layout ---------------------------------------------------- */
 
@@ -83,8 +96,9 @@ struct ALIGNED_BLOCK shmr_ec {
 /* Rarely written control words. */
 struct ALIGNED_BLOCK shmr_ctl {
     shmr_a64 producer_owner; /* (start32 << 32) | pid, 0 = none */
-    shmr_a32 close_reason;   /* enum shmr_close_reason */
+    shmr_a64 stream;         /* (producer generation << 32) | enum shmr_close_reason */
     shmr_a32 join_epoch;     /* broadcast: bumped by every joining consumer */
+    shmr_a32 pad0;
     shmr_a64 abandoned;      /* queue: claimed records reclaimed from dead consumers */
     shmr_a64 evicted;        /* consumer slots freed because their process died */
     shmr_a64 popped_retired; /* records received by consumers that have left */
@@ -163,6 +177,7 @@ struct shmr_producer {
     uint64_t limit_cache;  /* queue: positions < limit_cache known writable */
     uint64_t min_cache;    /* broadcast-block: lower bound of live cursors */
     uint32_t join_seen;    /* broadcast-block: join_epoch at the last min refresh */
+    uint64_t reserved;     /* slots handed out by the last shmr_reserve */
 };
 
 struct shmr_consumer {
@@ -250,18 +265,30 @@ static int ec_wait(struct shmr_ec *ec, ready_fn ready, void *arg, int64_t timeou
                 return 0;
         }
     }
-    /* epoch is read before we count ourselves, so a notify that lands after
-     * this read changes the word and FUTEX_WAIT returns at once (EAGAIN). */
-    uint32_t seen = shmr_load_acquire32(&ec->epoch);
-    shmr_fetch_add_seqcst32(&ec->waiters, 1);
-    shmr_fence_seqcst(); /* pairs with the fence in ec_notify */
-    int rc = 0;
-    if (!ready(arg))
-        rc = futex_wait(&ec->epoch, seen, timeout_ns);
-    shmr_fetch_sub_seqcst32(&ec->waiters, 1);
-    if (ready(arg))
-        return 0;
-    return rc == -EINTR ? -EINTR : -ETIMEDOUT;
+    /* Sleep until ready or the slice is over. A wake that finds nothing for us
+     * (another consumer took the records, a release further along) sleeps again
+     * rather than ending the slice early. */
+    int64_t until = timeout_ns > 0 ? mono_ns() + timeout_ns : -1;
+    for (;;) {
+        /* epoch is read before we count ourselves, so a notify that lands after
+         * this read changes the word and FUTEX_WAIT returns at once (EAGAIN). */
+        uint32_t seen = shmr_load_acquire32(&ec->epoch);
+        shmr_fetch_add_seqcst32(&ec->waiters, 1);
+        shmr_fence_seqcst(); /* pairs with the fence in ec_notify */
+        int rc = 0;
+        int64_t left = -1; /* no limit */
+        if (until >= 0 && (left = until - mono_ns()) <= 0)
+            rc = -ETIMEDOUT;
+        else if (!ready(arg))
+            rc = futex_wait(&ec->epoch, seen, left);
+        shmr_fetch_sub_seqcst32(&ec->waiters, 1);
+        if (ready(arg))
+            return 0;
+        if (rc == -EINTR)
+            return -EINTR; /* a signal: let the caller run its handlers */
+        if (rc == -ETIMEDOUT || (until >= 0 && mono_ns() >= until))
+            return -ETIMEDOUT;
+    }
 }
 
 /* ---- process identity --------------------------------------------------- */
@@ -302,6 +329,23 @@ static uint64_t proc_stat(uint32_t pid, char *state)
 
 uint64_t shmr_proc_start_time(uint32_t pid) { return proc_stat(pid, NULL); }
 
+/* "Threads:" of /proc/PID/status, 0 if unreadable. */
+static int proc_threads(uint32_t pid)
+{
+    char path[64], buf[4096];
+    snprintf(path, sizeof path, "/proc/%u/status", pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    char *t = strstr(buf, "\nThreads:");
+    return t ? atoi(t + 9) : 0;
+}
+
 int shmr_proc_alive(uint32_t pid, uint64_t start_time)
 {
     if (pid == 0)
@@ -312,8 +356,12 @@ int shmr_proc_alive(uint32_t pid, uint64_t start_time)
     uint64_t st = proc_stat(pid, &state);
     if (st == 0) /* no /proc entry: gone (or /proc hidden: trust kill) */
         return access("/proc/self/stat", R_OK) == 0 ? 0 : 1;
-    if (state == 'Z' || state == 'X') /* a zombie can do nothing more */
-        return 0;
+    if (state == 'Z' || state == 'X') {
+        /* a zombie can do nothing more, unless only its main thread exited
+         * and other threads still run (Linux shows the group leader as Z) */
+        if (proc_threads(pid) <= 1)
+            return 0;
+    }
     if (start_time != 0 && (st & 0xffffffffu) != (start_time & 0xffffffffu))
         return 0; /* pid reused by another process */
     return 1;
@@ -330,8 +378,8 @@ static int owner_alive(uint64_t owner)
 {
     if (owner == 0)
         return 0;
-    if (owner == SHMR_OWNER_BUSY)
-        return 1;
+    if (SHMR_IS_BUSY(owner)) /* alive while its sweeper is */
+        return shmr_proc_alive((uint32_t)owner, 0);
     return shmr_proc_alive((uint32_t)owner, owner >> 32);
 }
 
@@ -626,7 +674,9 @@ uint64_t shmr_capacity(const shmr_ring *r) { return r->cap; }
 uint64_t shmr_record_size(const shmr_ring *r) { return r->rs; }
 uint32_t shmr_mode(const shmr_ring *r) { return r->mode; }
 uint32_t shmr_overflow(const shmr_ring *r) { return r->overflow; }
-uint32_t shmr_close_reason(const shmr_ring *r) { return shmr_load_acquire32(&r->ctl->close_reason); }
+/* pairs with the release stores / CAS of the stream word */
+static uint32_t stream_reason(const shmr_ring *r) { return (uint32_t)shmr_load_acquire64(&r->ctl->stream); }
+uint32_t shmr_close_reason(const shmr_ring *r) { return stream_reason(r); }
 
 /* ---- copies (at most two memcpy calls: the ring wraps once at most) ------ */
 
@@ -650,49 +700,54 @@ static void copy_out(shmr_ring *r, uint64_t pos, void *dst, uint64_t n)
 
 /* ---- sweeping dead consumers ------------------------------------------- */
 
-/* Does a claim record other than slot skip cover pos? Only live consumers'
- * records count when live_only. */
-static int claim_covers(shmr_ring *r, uint64_t pos, const int *alive, int live_only, uint32_t skip)
-{
-    for (uint32_t i = 0; i < r->mc; i++) {
-        if (i == skip || (live_only && !alive[i]))
-            continue;
-        struct shmr_cslot *s = &r->cslots[i];
-        /* pairs with the consumer's release store clearing its claim after release */
-        if (shmr_load_acquire32(&s->claim_state) == CLAIM_NONE)
-            continue;
-        uint64_t n = shmr_load_acquire64(&s->claim_n);
-        uint64_t p = shmr_load_acquire64(&s->claim_pos);
-        if (n && pos >= p && pos - p < n)
-            return 1;
-    }
-    return 0;
-}
-
-/* Queue mode: release the batch a dead consumer held. A record in state
- * CLAIM_HELD is certain; one in CLAIM_INTENT (death between the claim CAS and
- * marking it held) is taken only if no other record claims the same position,
- * since a failed CAS leaves a stale intent behind. Returns records released. */
-static uint64_t reclaim(shmr_ring *r, uint32_t i, uint64_t tail, const int *alive)
+/* Queue mode: release the batch a dead consumer (slot i, already marked BUSY)
+ * held; returns the records released, counted as abandoned.
+ *
+ * A CLAIM_HELD record is authoritative: its claim CAS succeeded. A CLAIM_INTENT
+ * record is either a claim whose owner died between the CAS and marking it held,
+ * or a stale intent left by a failed CAS. Only a record at the same position can
+ * be the real holder of that batch, so: if a live consumer has a record at p0 it
+ * is (or will find out it is not) the holder, and we leave the batch alone; if
+ * other dead records sit at p0, the batch is released with the shortest length
+ * among them, which never frees a position the real holder did not hold. A
+ * shorter-than-real release only stalls the producer at the remainder; the
+ * rings's data stays intact. (Needs two consumers to die within nanoseconds of
+ * each other at the same position.) */
+static uint64_t reclaim(shmr_ring *r, uint32_t i, const int *alive, const int *dead)
 {
     struct shmr_cslot *s = &r->cslots[i];
     uint32_t state = shmr_load_acquire32(&s->claim_state);
     uint64_t n = shmr_load_acquire64(&s->claim_n);
     uint64_t p0 = shmr_load_acquire64(&s->claim_pos);
+    /* Read tail only now: the owner is dead and marked BUSY, so it can no
+     * longer move tail for this record. p0 >= tail: its CAS never happened. */
+    uint64_t tail = shmr_load_seqcst64(&r->tailb->tail);
     if (state == CLAIM_NONE || n == 0 || p0 >= tail)
-        return 0; /* nothing held, or the claim CAS never happened */
-    if (claim_covers(r, p0, alive, 1, i))
-        return 0; /* a live consumer holds it: our record is a stale intent */
-    if (state == CLAIM_INTENT && claim_covers(r, p0, alive, 0, i))
         return 0;
+    if (state == CLAIM_INTENT) {
+        for (uint32_t j = 0; j < r->mc; j++) {
+            if (j == i || !(alive[j] || dead[j]))
+                continue;
+            struct shmr_cslot *o = &r->cslots[j];
+            if (shmr_load_acquire32(&o->claim_state) == CLAIM_NONE || shmr_load_acquire64(&o->claim_pos) != p0)
+                continue;
+            if (alive[j])
+                return 0; /* the live one decides; a later sweep looks again */
+            if (shmr_load_acquire32(&o->claim_state) == CLAIM_HELD)
+                return 0; /* that one holds it; ours is stale */
+            uint64_t on = shmr_load_acquire64(&o->claim_n);
+            if (on && on < n)
+                n = on;
+        }
+    }
     struct shmr_done *d = &r->done[p0 & r->mask];
     uint64_t cur = shmr_load_acquire64(&d->tag);
     if (cur >= p0 + r->cap)
-        return 0; /* already released */
+        return 0; /* already released (by its owner, or by another sweeper) */
     shmr_store_relaxed64(&d->len, n);
     /* pairs with the producer's acquire load of the tag in writable() */
     if (!shmr_cas_seqcst64(&d->tag, &cur, p0 + r->cap))
-        return 0; /* another sweeper released it */
+        return 0;
     shmr_fetch_add_relaxed64(&r->ctl->abandoned, n);
     return n;
 }
@@ -700,33 +755,34 @@ static uint64_t reclaim(shmr_ring *r, uint32_t i, uint64_t tail, const int *aliv
 /* Frees the slots of consumers whose process died. Queue mode: the batch a dead
  * consumer had claimed but not released is released here and counted as
  * abandoned (at-most-once for those records). Safe to run concurrently in
- * several processes: every decisive step is a CAS. */
+ * several processes: every decisive step is a CAS, and a sweeper that dies
+ * mid-way leaves BUSY slots that the next sweep takes over. */
 static int sweep(shmr_ring *r, uint64_t *reclaimed)
 {
-    int alive[SHMR_MAX_CONSUMERS];
-    uint64_t owners[SHMR_MAX_CONSUMERS];
+    int alive[SHMR_MAX_CONSUMERS], dead[SHMR_MAX_CONSUMERS];
+    uint64_t me = SHMR_OWNER_BUSY((uint32_t)getpid());
     uint64_t got = 0;
     int freed = 0;
-    /* Read tail before the claims: a position below this tail was claimed by
-     * a CAS that followed the claimer's claim record (seq_cst), so the record
-     * is visible below. */
-    uint64_t tail = r->mode == SHMR_MODE_QUEUE ? shmr_load_seqcst64(&r->tailb->tail) : 0;
+    HOOK(4);
+    /* phase 1: mark every dead slot BUSY(me) before touching any claim, so all
+     * dead records are still there when each one is judged */
     for (uint32_t i = 0; i < r->mc; i++) {
-        owners[i] = shmr_load_acquire64(&r->cslots[i].owner);
-        alive[i] = owners[i] != 0 && owner_alive(owners[i]);
+        uint64_t owner = shmr_load_acquire64(&r->cslots[i].owner);
+        alive[i] = owner != 0 && owner_alive(owner);
+        dead[i] = owner != 0 && !alive[i] && shmr_cas_seqcst64(&r->cslots[i].owner, &owner, me);
     }
+    /* phase 2: release what they held */
+    if (r->mode == SHMR_MODE_QUEUE)
+        for (uint32_t i = 0; i < r->mc; i++)
+            if (dead[i])
+                got += reclaim(r, i, alive, dead);
+    /* phase 3: free the slots */
     for (uint32_t i = 0; i < r->mc; i++) {
-        if (owners[i] == 0 || alive[i])
+        if (!dead[i])
             continue;
         struct shmr_cslot *s = &r->cslots[i];
-        uint64_t dead = owners[i];
-        if (!shmr_cas_seqcst64(&s->owner, &dead, SHMR_OWNER_BUSY))
-            continue; /* another sweeper has it */
-        if (r->mode == SHMR_MODE_QUEUE) {
-            got += reclaim(r, i, tail, alive);
-            shmr_store_release32(&s->claim_state, CLAIM_NONE);
-            shmr_store_release64(&s->claim_n, 0);
-        }
+        shmr_store_release32(&s->claim_state, CLAIM_NONE);
+        shmr_store_release64(&s->claim_n, 0);
         shmr_store_release32(&s->ready, 0);
         shmr_fetch_add_relaxed64(&r->ctl->popped_retired, shmr_load_relaxed64(&s->popped));
         shmr_fetch_add_relaxed64(&r->ctl->evicted, 1);
@@ -789,8 +845,12 @@ int shmr_producer_open(shmr_ring *r, shmr_producer **out)
     p->limit_cache = shmr_load_acquire64(&r->prod->limit);
     p->min_cache = p->head > r->cap ? p->head - r->cap : 0;
     p->join_seen = shmr_load_acquire32(&r->ctl->join_epoch) - 1; /* force a refresh */
-    /* a new producer re-opens the stream */
-    shmr_store_release32(&r->ctl->close_reason, SHMR_OPEN);
+    /* A new producer re-opens the stream under a new generation, after taking
+     * the role: a consumer that judged the old producer dead CASes only the
+     * generation it read before looking at the owner, so it cannot close ours. */
+    uint64_t w = shmr_load_acquire64(&r->ctl->stream);
+    while (!shmr_cas_seqcst64(&r->ctl->stream, &w, ((w >> 32) + 1) << 32 | SHMR_OPEN))
+        ;
     *out = p;
     return 0;
 }
@@ -806,18 +866,24 @@ void shmr_producer_free(shmr_producer *p)
 
 int shmr_producer_close_stream(shmr_producer *p)
 {
-    /* head was published before; this release pairs with the consumer's
-     * acquire of close_reason, after which it re-reads head and drains */
-    shmr_store_release32(&p->r->ctl->close_reason, SHMR_CLOSED_BY_PRODUCER);
+    /* head was published before; this CAS (release) pairs with the consumer's
+     * acquire of the stream word, after which it re-reads head and drains */
+    uint64_t w = shmr_load_acquire64(&p->r->ctl->stream);
+    while (!shmr_cas_seqcst64(&p->r->ctl->stream, &w, (w & ~0xffffffffull) | SHMR_CLOSED_BY_PRODUCER))
+        ;
     ec_notify_always(p->r->data_ec);
     return 0;
 }
 
-/* Broadcast-block: lowest cursor of ready consumers (head if none). */
+/* Broadcast-block: lowest cursor of ready consumers (head if none). A joining
+ * consumer's provisional cursor may lie below head - cap (it is about to move
+ * up, see shmr_consumer_open); positions below head - cap are gone anyway, so
+ * the minimum is clamped there and never makes the room computation wrap. */
 static uint64_t refresh_min(shmr_producer *p)
 {
     shmr_ring *r = p->r;
     uint64_t m = p->head;
+    uint64_t floor = p->head > r->cap ? p->head - r->cap : 0;
     for (uint32_t i = 0; i < r->mc; i++) {
         struct shmr_cslot *s = &r->cslots[i];
         if (shmr_load_seqcst64(&s->owner) == 0 || !shmr_load_seqcst32(&s->ready))
@@ -826,7 +892,7 @@ static uint64_t refresh_min(shmr_producer *p)
          * finished reading the records below it */
         uint64_t c = shmr_load_acquire64(&s->cursor);
         if (c < m)
-            m = c;
+            m = c < floor ? floor : c;
     }
     p->min_cache = m;
     return m;
@@ -854,7 +920,7 @@ static uint64_t writable(shmr_producer *p, uint64_t n)
         return n;
     if (h + n - p->min_cache > r->cap)
         refresh_min(p);
-    uint64_t room = r->cap - (h - p->min_cache);
+    uint64_t room = r->cap - min_u64(r->cap, h - p->min_cache);
     return min_u64(n, room);
 }
 
@@ -926,11 +992,15 @@ int64_t shmr_reserve(shmr_producer *p, uint64_t n, void **ptr)
     if (r->mode == SHMR_MODE_BROADCAST && (k = announce(p, k)) == 0)
         return 0;
     *ptr = r->slots + s * r->rs;
+    p->reserved = k;
     return (int64_t)k;
 }
 
 void shmr_commit(shmr_producer *p, uint64_t n)
 {
+    if (n > p->reserved)
+        n = p->reserved; /* never publish slots that were not reserved */
+    p->reserved = 0;
     if (n)
         publish(p, n);
 }
@@ -986,9 +1056,11 @@ int shmr_consumer_open(shmr_ring *r, uint32_t start, shmr_consumer **out)
     shmr_store_relaxed64(&s->dropped, 0);
     if (r->mode == SHMR_MODE_BROADCAST) {
         uint64_t h = shmr_load_acquire64(&r->prod->head);
+        HOOK(1);
         uint64_t cur = start == SHMR_START_OLDEST ? (h > r->cap ? h - r->cap : 0) : h;
         shmr_store_seqcst64(&s->cursor, cur);
         shmr_store_seqcst32(&s->ready, 1);
+        HOOK(2);
         /* the other half of the Dekker in announce(): bump join_epoch, then
          * read intent; start no earlier than what an unaware batch overwrites */
         shmr_fetch_add_seqcst32(&r->ctl->join_epoch, 1);
@@ -998,6 +1070,9 @@ int shmr_consumer_open(shmr_ring *r, uint32_t start, shmr_consumer **out)
             shmr_store_seqcst64(&s->cursor, cur);
         }
         c->cursor = cur;
+        /* a producer may have seen our provisional cursor and be waiting */
+        if (r->overflow == SHMR_OVERFLOW_BLOCK)
+            ec_notify(r->space_ec);
     } else {
         shmr_store_release32(&s->ready, 1);
     }
@@ -1049,8 +1124,10 @@ static uint64_t q_claim(shmr_consumer *c, uint64_t max, int contiguous, uint64_t
         shmr_store_relaxed64(&s->claim_pos, t);
         shmr_store_relaxed64(&s->claim_n, k);
         shmr_store_relaxed32(&s->claim_state, CLAIM_INTENT);
+        HOOK(3);
         /* seq_cst: publishes the claim record before the claim (see sweep) */
         if (shmr_cas_seqcst64(&r->tailb->tail, &t, t + k)) {
+            HOOK(6);
             shmr_store_relaxed32(&s->claim_state, CLAIM_HELD);
             *pos = t;
             return k;
@@ -1127,8 +1204,8 @@ static void b_advance(shmr_consumer *c, uint64_t to, uint64_t delivered, uint64_
 static int closed_and_drained(shmr_consumer *c)
 {
     shmr_ring *r = c->r;
-    /* pairs with the release store of close_reason: head is final after it */
-    if (shmr_load_acquire32(&r->ctl->close_reason) == SHMR_OPEN)
+    /* pairs with the release of the stream word: head is final after it */
+    if (stream_reason(r) == SHMR_OPEN)
         return 0;
     c->head_cache = shmr_load_acquire64(&r->prod->head);
     if (r->mode == SHMR_MODE_QUEUE)
@@ -1224,7 +1301,7 @@ static int consumer_ready(void *arg)
     } else if (c->cursor < h) {
         return 1;
     }
-    return shmr_load_acquire32(&r->ctl->close_reason) != SHMR_OPEN;
+    return stream_reason(r) != SHMR_OPEN;
 }
 
 int shmr_consumer_wait(shmr_consumer *c, int64_t timeout_ns, int64_t spin_ns)
@@ -1235,18 +1312,26 @@ int shmr_consumer_wait(shmr_consumer *c, int64_t timeout_ns, int64_t spin_ns)
 int shmr_consumer_check_producer(shmr_consumer *c)
 {
     shmr_ring *r = c->r;
-    uint32_t reason = shmr_load_acquire32(&r->ctl->close_reason);
-    if (reason != SHMR_OPEN)
-        return (int)reason;
+    uint64_t w = shmr_load_acquire64(&r->ctl->stream); /* generation first, then the owner */
+    if ((uint32_t)w != SHMR_OPEN)
+        return (int)(uint32_t)w;
     uint64_t owner = shmr_load_acquire64(&r->ctl->producer_owner);
     if (owner == 0 || owner_alive(owner))
         return SHMR_OPEN;
+    HOOK(5);
     /* the producer died without closing: everything it published stays
      * readable, then consumers see end-of-stream */
-    uint32_t expect = SHMR_OPEN;
-    if (shmr_cas_seqcst32(&r->ctl->close_reason, &expect, SHMR_CLOSED_PRODUCER_DIED))
+    if (shmr_cas_seqcst64(&r->ctl->stream, &w, (w & ~0xffffffffull) | SHMR_CLOSED_PRODUCER_DIED))
         ec_notify_always(r->data_ec);
-    return (int)shmr_load_acquire32(&r->ctl->close_reason);
+    return (int)stream_reason(r);
+}
+
+/* Wakes every sleeper of both directions, so each re-checks its handle and
+ * its condition (used when a handle is closed under a blocked call). */
+void shmr_wake_all(shmr_ring *r)
+{
+    ec_notify_always(r->data_ec);
+    ec_notify_always(r->space_ec);
 }
 
 /* ---- stats -------------------------------------------------------------- */
@@ -1267,7 +1352,7 @@ int shmr_info(shmr_ring *r, shmr_ring_info *o)
     o->producer_pid = (uint32_t)owner;
     o->producer_start = owner >> 32;
     o->producer_alive = owner_alive(owner);
-    o->close_reason = shmr_load_acquire32(&r->ctl->close_reason);
+    o->close_reason = stream_reason(r);
     o->data_waiters = shmr_load_relaxed32(&r->data_ec->waiters);
     o->space_waiters = shmr_load_relaxed32(&r->space_ec->waiters);
     o->abandoned = shmr_load_relaxed64(&r->ctl->abandoned);
@@ -1304,7 +1389,7 @@ int shmr_consumer_infos(shmr_ring *r, shmr_consumer_info *out, uint32_t max, uin
     for (uint32_t i = 0; i < r->mc && k < max; i++) {
         struct shmr_cslot *s = &r->cslots[i];
         uint64_t owner = shmr_load_acquire64(&s->owner);
-        if (owner == 0 || owner == SHMR_OWNER_BUSY)
+        if (owner == 0 || SHMR_IS_BUSY(owner))
             continue;
         shmr_consumer_info *o = &out[k++];
         o->index = i;

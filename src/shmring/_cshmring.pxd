@@ -107,3 +107,4 @@ cdef extern from "shmring.h" nogil:
     uint64_t shmr_consumer_dropped(const shmr_consumer *c)
     uint32_t shmr_consumer_index(const shmr_consumer *c)
     uint32_t shmr_close_reason(const shmr_ring *r)
+    void shmr_wake_all(shmr_ring *r)

@@ -268,6 +268,7 @@ cdef class _Handle:
     cdef int64_t _slice_ns
     cdef int _gen
     cdef bint _closed
+    cdef bint _busy             # a call on this handle is running without the GIL
 
     cdef _setup(self, Mapping m, object dtype, double spin, double liveness_interval):
         self._map = m
@@ -294,7 +295,39 @@ cdef class _Handle:
                             "through fork); create a new producer/consumer in this process")
         if self._closed:
             raise Closed("the handle is closed", "handle closed")
+        if self._busy:
+            raise RuntimeError("this handle is in use by another thread; use one producer/consumer per thread")
         return 0
+
+    # A handle is used by one thread at a time, but close() may come from
+    # another thread (or a signal handler) while a call sleeps without the GIL:
+    # then close() only marks it and wakes the sleeper, and the blocked call
+    # frees the C handle when it takes the GIL back.
+    cdef inline void _enter_nogil(self) noexcept:
+        self._busy = True
+
+    cdef int _leave_nogil(self) except -1:
+        self._busy = False
+        if self._closed:
+            self._release_c()
+            raise Closed("the handle was closed while a call on it was blocked", "handle closed")
+        return 0
+
+    cdef void _release_c(self) noexcept:
+        pass
+
+    cdef void _wake(self) noexcept:
+        if self._map is not None and self._map.r != NULL:
+            shmr_wake_all(self._map.r)
+
+    def close(self):
+        if self._closed:
+            return
+        self._closed = True
+        if self._busy:
+            self._wake()
+            return
+        self._release_c()
 
     cdef object _array(self, void *ptr, Py_ssize_t n, bint writable):
         """An ndarray of n records over ring memory that keeps the mapping alive."""
@@ -364,14 +397,7 @@ cdef class Producer(_Handle):
         return self
 
     def __dealloc__(self):
-        if self._p != NULL:
-            if self._gen == _fork_gen:
-                # a producer that goes away ends its stream, like close()
-                shmr_producer_close_stream(self._p)
-                shmr_producer_free(self._p)
-            else:
-                free(<void *>self._p)  # inherited copy: the role is the parent's
-            self._p = NULL
+        self._release_c()  # a producer that goes away ends its stream, like close()
 
     cdef object _as_records(self, object obj, bint many):
         """obj as a C-contiguous ndarray (or np.void) of this ring's records."""
@@ -415,8 +441,10 @@ cdef class Producer(_Handle):
         cdef int64_t sl = _slice(deadline, self._slice_ns)
         if sl == 0:
             return -ETIMEDOUT
+        self._enter_nogil()
         with nogil:
             rc = shmr_producer_wait(self._p, sl, spin[0])
+        self._leave_nogil()
         spin[0] = 0
         if rc == 0:
             return 0
@@ -430,8 +458,10 @@ cdef class Producer(_Handle):
         cdef bint nogil_copy = n * self._rs >= NOGIL_BYTES
         while True:
             if nogil_copy:
+                self._enter_nogil()
                 with nogil:
                     k = shmr_push(self._p, src + done * self._rs, n - done)
+                self._leave_nogil()
             else:
                 k = shmr_push(self._p, src + done * self._rs, n - done)
             done += k
@@ -498,20 +528,21 @@ cdef class Producer(_Handle):
 
     cdef _commit(self, uint64_t k):
         self._reserving = False
-        if k and not self._closed and self._gen == _fork_gen:
+        if not self._closed and self._p != NULL and self._gen == _fork_gen:
             shmr_commit(self._p, k)
 
     def close(self):
         """End the stream: consumers drain what was published, then see Closed."""
-        if self._closed or self._p == NULL:
-            self._closed = True
+        _Handle.close(self)
+
+    cdef void _release_c(self) noexcept:
+        if self._p == NULL:
             return
-        self._closed = True
         if self._gen == _fork_gen:
             shmr_producer_close_stream(self._p)
             shmr_producer_free(self._p)
         else:
-            free(<void *>self._p)
+            free(<void *>self._p)  # inherited through fork: the role is the parent's
         self._p = NULL
 
     def __enter__(self):
@@ -521,6 +552,7 @@ cdef class Producer(_Handle):
         self.close()
 
 
+@cython.no_gc_clear
 cdef class Reservation:
     cdef Producer _prod
     cdef object _arr
@@ -551,6 +583,12 @@ cdef class Reservation:
         self._done = True
         self._prod._commit(self._k if et is None else 0)
         return False
+
+    def __dealloc__(self):
+        # never entered or never exited: publish nothing, free the producer
+        if not self._done and self._prod is not None:
+            self._done = True
+            self._prod._commit(0)
 
 
 # ---- consumer ---------------------------------------------------------------
@@ -589,12 +627,7 @@ cdef class Consumer(_Handle):
         return self
 
     def __dealloc__(self):
-        if self._c != NULL:
-            if self._gen == _fork_gen:
-                shmr_consumer_free(self._c)
-            else:
-                free(<void *>self._c)
-            self._c = NULL
+        self._release_c()
         if self._scratch != NULL:
             free(self._scratch)
             self._scratch = NULL
@@ -604,8 +637,10 @@ cdef class Consumer(_Handle):
         cdef int64_t sl = _slice(deadline, self._slice_ns)
         if sl == 0:
             return -ETIMEDOUT
+        self._enter_nogil()
         with nogil:
             rc = shmr_consumer_wait(self._c, sl, spin[0])
+        self._leave_nogil()
         spin[0] = 0
         if rc == 0:
             return 0
@@ -628,8 +663,10 @@ cdef class Consumer(_Handle):
         cdef bint nogil_copy = max * self._rs >= NOGIL_BYTES
         while True:
             if nogil_copy:
+                self._enter_nogil()
                 with nogil:
                     n = shmr_pop(self._c, dst, max, dropped)
+                self._leave_nogil()
             else:
                 n = shmr_pop(self._c, dst, max, dropped)
             if n > 0:
@@ -723,7 +760,12 @@ cdef class Consumer(_Handle):
             if self._wait(deadline, &spin) != 0:
                 raise Empty()
         self._viewing = True
-        v = View._make(self, self._array(<void *>ptr, k, False))
+        try:
+            arr = self._array(<void *>ptr, k, False)
+        except BaseException:
+            self._release()
+            raise
+        v = View._make(self, arr)
         if dropped and self._raise_lag:
             shmr_release(self._c)
             self._viewing = False
@@ -732,7 +774,7 @@ cdef class Consumer(_Handle):
 
     cdef int64_t _release(self) except -1:
         self._viewing = False
-        if self._closed or self._gen != _fork_gen:
+        if self._closed or self._c == NULL or self._gen != _fork_gen:
             return 0
         return shmr_release(self._c)
 
@@ -761,15 +803,16 @@ cdef class Consumer(_Handle):
 
     def close(self):
         """Leave the ring; a broadcast producer stops waiting for this consumer at once."""
-        if self._closed:
+        _Handle.close(self)
+
+    cdef void _release_c(self) noexcept:
+        if self._c == NULL:
             return
-        self._closed = True
-        if self._c != NULL:
-            if self._gen == _fork_gen:
-                shmr_consumer_free(self._c)
-            else:
-                free(<void *>self._c)
-            self._c = NULL
+        if self._gen == _fork_gen:
+            shmr_consumer_free(self._c)
+        else:
+            free(<void *>self._c)
+        self._c = NULL
 
     def __enter__(self):
         return self
@@ -778,6 +821,7 @@ cdef class Consumer(_Handle):
         self.close()
 
 
+@cython.no_gc_clear
 cdef class View:
     cdef Consumer _cons
     cdef object _arr
@@ -809,3 +853,12 @@ cdef class View:
             raise Lagged(bad, f"the producer overwrote {bad} records of this view while it was held; "
                               f"their contents are not valid")
         return False
+
+    def __dealloc__(self):
+        # never entered or never exited: give the records back
+        if not self._done and self._cons is not None:
+            self._done = True
+            try:
+                self._cons._release()
+            except Exception:
+                pass
