@@ -911,7 +911,10 @@ static uint64_t writable(shmr_producer *p, uint64_t n)
              * made after it finished reading the batch */
             if (shmr_load_acquire64(&d->tag) != p->limit_cache)
                 break;
-            p->limit_cache += shmr_load_relaxed64(&d->len);
+            uint64_t len = shmr_load_relaxed64(&d->len);
+            if (len == 0 || len > r->cap)
+                break; /* corrupt record (never written by shmring): stall, never spin */
+            p->limit_cache += len;
             shmr_store_relaxed64(&r->prod->limit, p->limit_cache);
         }
         return min_u64(p->limit_cache - h, n);

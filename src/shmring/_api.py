@@ -16,6 +16,7 @@ from ._ring import Consumer, Producer
 from .errors import CorruptRingError, RingError
 
 DEFAULT_MAX_CONSUMERS = 64
+MAX_RECORD_NDIM = 31
 DEFAULT_SPIN = 20e-6  # seconds of busy polling before a blocked call sleeps
 SHM_DIR = "/dev/shm"
 SEGMENT_PREFIX = "shmr-"
@@ -46,6 +47,9 @@ def _check_dtype(dtype: Any) -> np.dtype:
         raise TypeError(f"dtype {dt} holds Python objects; a shared-memory ring needs plain data")
     if dt.itemsize == 0:
         raise ValueError(f"dtype {dt} has size 0; records need at least one byte")
+    if dt.subdtype is not None and len(dt.subdtype[1]) > MAX_RECORD_NDIM:
+        raise ValueError(f"dtype {dt} has a {len(dt.subdtype[1])}-dimensional record shape "
+                         f"(at most {MAX_RECORD_NDIM}, so a batch still fits numpy's dimension limit)")
     return dt
 
 
@@ -63,9 +67,13 @@ def _decode_dtype(text: str, where: str) -> np.dtype:
         if tag != "v1":
             raise ValueError(tag)
         base = descr_to_dtype(descr)
-        return np.dtype((base, tuple(shape))) if shape else base
+        dt = np.dtype((base, tuple(shape))) if shape else base
     except Exception as exc:  # any malformed text is a corrupt header, never a crash
         raise CorruptRingError(f"{where}: the ring's dtype descriptor is corrupt ({exc!r})") from None
+    # create() never stores these: reading pointers out of shared memory would crash
+    if dt.hasobject or dt.itemsize == 0 or (dt.subdtype is not None and len(dt.subdtype[1]) > MAX_RECORD_NDIM):
+        raise CorruptRingError(f"{where}: the ring's dtype {dt} is not one shmring creates")
+    return dt
 
 
 def _round_capacity(capacity: Any) -> int:

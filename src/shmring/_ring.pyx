@@ -602,7 +602,7 @@ cdef class Consumer(_Handle):
     cdef bint _scalar_path
     cdef bint _raise_lag
     cdef bint _viewing
-    cdef object _pending      # records popped while a Lagged was being raised
+    cdef object _pending      # records (an array) received while a Lagged was being raised
     cdef readonly object ring
 
     def __cinit__(self):
@@ -649,8 +649,10 @@ cdef class Consumer(_Handle):
         return -ETIMEDOUT if (deadline >= 0 and _mono_ns() >= deadline) else 0
 
     cdef int _lagged(self, uint64_t dropped, object records) except -1:
+        """With on_lag="raise": keep the records that did arrive for the next call
+        and report the loss now."""
         if dropped and self._raise_lag:
-            self._pending = records
+            self._pending = records if records is not None and len(records) else None
             raise Lagged(dropped)
         return 0
 
@@ -672,10 +674,12 @@ cdef class Consumer(_Handle):
             if n > 0:
                 return n
             if n == -SHMR_ECLOSED:
+                self._lagged(dropped[0], None)
                 raise self._closed_error()
             if deadline == -2:
                 deadline = _deadline(timeout)
             if self._wait(deadline, &spin) != 0:
+                self._lagged(dropped[0], None)  # a loss is reported even when nothing arrived
                 raise Empty()
 
     cdef int _ready_check(self) except -1:
@@ -693,27 +697,24 @@ cdef class Consumer(_Handle):
         cdef int64_t n
         self._ready_check()
         if self._pending is not None:
-            return self._take_pending(1)
+            return self._take_pending(1)[0]
         if self._scalar_path:
             n = shmr_pop(self._c, self._scratch, 1, &dropped)
             if n <= 0:
                 self._pop_into(self._scratch, 1, timeout, &dropped)
             rec = PyArray_Scalar(self._scratch, self._rec_descr, NULL)
             if dropped:
-                self._lagged(dropped, [rec])
+                self._lagged(dropped, np.array([rec], dtype=self._dtype))
             return rec
         arr = self._empty(1)
         self._pop_into(<char *>cnp.PyArray_DATA(arr), 1, timeout, &dropped)
-        rec = arr[0]
         if dropped:
-            self._lagged(dropped, [rec])
-        return rec
+            self._lagged(dropped, arr)
+        return arr[0]
 
     cdef object _take_pending(self, Py_ssize_t max_records):
+        """The first max_records held-back records, as an array."""
         pend = self._pending
-        if isinstance(pend, list):
-            self._pending = None
-            return pend[0]
         out = pend[:max_records]
         rest = pend[max_records:]
         self._pending = rest if len(rest) else None
@@ -728,8 +729,7 @@ cdef class Consumer(_Handle):
         if max_records < 1:
             raise ValueError(f"max_records must be >= 1, got {max_records}")
         if self._pending is not None:
-            pend = self._take_pending(max_records)
-            return pend if not isinstance(pend, np.void) else np.array([pend], dtype=self._dtype)
+            return self._take_pending(max_records)
         arr = self._empty(max_records)
         n = self._pop_into(<char *>cnp.PyArray_DATA(arr), max_records, timeout, &dropped)
         if n < max_records:
@@ -747,17 +747,23 @@ cdef class Consumer(_Handle):
         self._ready_check()
         if max_records < 1:
             raise ValueError(f"max_records must be >= 1, got {max_records}")
+        if self._pending is not None:  # held back by an earlier Lagged: they come first
+            pend = self._take_pending(max_records)
+            pend.flags.writeable = False
+            return View._make(None, pend)
         while True:
             k = shmr_claim(self._c, max_records, &ptr, &dropped)
             if k > 0:
                 break
             if k == -SHMR_ECLOSED:
+                self._lagged(dropped, None)
                 raise self._closed_error()
             if k < 0:
                 _raise(k, "view")
             if deadline == -2:
                 deadline = _deadline(timeout)
             if self._wait(deadline, &spin) != 0:
+                self._lagged(dropped, None)
                 raise Empty()
         self._viewing = True
         try:
@@ -765,12 +771,13 @@ cdef class Consumer(_Handle):
         except BaseException:
             self._release()
             raise
-        v = View._make(self, arr)
         if dropped and self._raise_lag:
-            shmr_release(self._c)
-            self._viewing = False
-            raise Lagged(dropped)
-        return v
+            # report the loss now; what this claim got is copied and handed out
+            # first by the next call (less whatever was overwritten meanwhile)
+            held = arr.copy()
+            bad = self._release()
+            self._lagged(dropped + bad, held[bad:])
+        return View._make(self, arr)
 
     cdef int64_t _release(self) except -1:
         self._viewing = False
@@ -848,6 +855,8 @@ cdef class View:
         if self._done:
             return False
         self._done = True
+        if self._cons is None:  # a copy of held-back records: nothing to release
+            return False
         cdef int64_t bad = self._cons._release()
         if bad > 0 and et is None:
             raise Lagged(bad, f"the producer overwrote {bad} records of this view while it was held; "
