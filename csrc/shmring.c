@@ -77,6 +77,8 @@ struct shmr_header {
 struct ALIGNED_BLOCK shmr_prod_block {
     shmr_a64 head;   /* positions < head are published */
     shmr_a64 intent; /* broadcast: positions < intent may be being written */
+    shmr_a64 join_claim; /* broadcast-block: Dekker word for joiners, >= intent
+                          * while an announcement is checked (see announce) */
     shmr_a64 limit;  /* queue: the producer's walk of release records got this far
                       * (a batch boundary), for a producer that takes over */
 };
@@ -933,13 +935,16 @@ static uint64_t announce(shmr_producer *p, uint64_t k)
     shmr_ring *r = p->r;
     uint64_t want = p->head + k;
     if (want <= p->intent)
-        return k; /* a previous (retracted-free) announcement already covers it */
+        return k; /* an earlier announcement (a reservation never committed) covers it */
     if (r->overflow == SHMR_OVERFLOW_BLOCK) {
-        /* Dekker with a joining consumer: we store intent then load join_epoch;
-         * it bumps join_epoch then loads intent (both seq_cst). Either we see
-         * the join and refresh the minimum, or it sees our intent and starts
-         * beyond what this batch overwrites. */
-        shmr_store_seqcst64(&r->prod->intent, want);
+        /* Dekker with a joining consumer: we store the claim word then load
+         * join_epoch; it bumps join_epoch then loads the claim word (all
+         * seq_cst). Either we see the join and refresh the minimum, or it sees
+         * our claim and starts beyond what this batch overwrites. The claim may
+         * be cut back below; it lives in its own word (join_claim) so that only
+         * joiners ever read a value that is later retracted, never a reader's
+         * torn check. */
+        shmr_store_seqcst64(&r->prod->join_claim, want);
         uint32_t je = shmr_load_seqcst32(&r->ctl->join_epoch);
         if (je != p->join_seen) {
             p->join_seen = je;
@@ -948,19 +953,17 @@ static uint64_t announce(shmr_producer *p, uint64_t k)
             if (room < k) {
                 k = room;
                 want = p->head + k;
-                /* only the joiner can have read the larger value; it started
-                 * beyond it, which is merely conservative */
-                shmr_store_seqcst64(&r->prod->intent, want > p->intent ? want : p->intent);
+                shmr_store_seqcst64(&r->prod->join_claim, want > p->intent ? want : p->intent);
+                if (k == 0)
+                    return 0;
             }
         }
-    } else {
-        shmr_store_relaxed64(&r->prod->intent, want);
     }
+    shmr_store_relaxed64(&r->prod->intent, want);
     /* orders the intent store before the slot writes that follow; pairs with
      * the reader's acquire fence between its copy and its re-read of intent */
     shmr_fence_release();
-    if (want > p->intent)
-        p->intent = want;
+    p->intent = want;
     return k;
 }
 
@@ -1065,9 +1068,10 @@ int shmr_consumer_open(shmr_ring *r, uint32_t start, shmr_consumer **out)
         shmr_store_seqcst32(&s->ready, 1);
         HOOK(2);
         /* the other half of the Dekker in announce(): bump join_epoch, then
-         * read intent; start no earlier than what an unaware batch overwrites */
+         * read the claim word; start no earlier than what an unaware batch
+         * overwrites (overwrite mode has no Dekker: intent, then torn checks) */
         shmr_fetch_add_seqcst32(&r->ctl->join_epoch, 1);
-        uint64_t in = shmr_load_seqcst64(&r->prod->intent);
+        uint64_t in = shmr_load_seqcst64(r->overflow == SHMR_OVERFLOW_BLOCK ? &r->prod->join_claim : &r->prod->intent);
         if (in > cur + r->cap) {
             cur = in - r->cap;
             shmr_store_seqcst64(&s->cursor, cur);
