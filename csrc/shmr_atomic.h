@@ -41,6 +41,7 @@ static inline void shmr_store_seqcst32(shmr_a32 *p, uint32_t v) { atomic_store_e
 static inline uint32_t shmr_fetch_add_seqcst32(shmr_a32 *p, uint32_t v) { return atomic_fetch_add_explicit(p, v, memory_order_seq_cst); }
 static inline uint32_t shmr_fetch_sub_seqcst32(shmr_a32 *p, uint32_t v) { return atomic_fetch_sub_explicit(p, v, memory_order_seq_cst); }
 static inline uint32_t shmr_fetch_add_release32(shmr_a32 *p, uint32_t v) { return atomic_fetch_add_explicit(p, v, memory_order_release); }
+static inline uint32_t shmr_swap_relaxed32(shmr_a32 *p, uint32_t v) { return atomic_exchange_explicit(p, v, memory_order_relaxed); }
 static inline int shmr_cas_seqcst32(shmr_a32 *p, uint32_t *expected, uint32_t desired)
 {
     return atomic_compare_exchange_strong_explicit(p, expected, desired, memory_order_seq_cst, memory_order_relaxed);

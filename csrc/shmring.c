@@ -168,7 +168,7 @@ struct shmr_ring {
     uint8_t *slots;
     uint64_t cap, mask, rs;
     uint32_t mode, overflow, mc;
-    int populated;
+    shmr_a32 populated; /* process-local, but handles may be opened from several threads */
 };
 
 struct shmr_producer {
@@ -804,9 +804,8 @@ static int sweep(shmr_ring *r, uint64_t *reclaimed)
  * mapping made only to read stats skips this. Best effort: old kernels lack it. */
 static void populate(shmr_ring *r)
 {
-    if (r->populated)
+    if (shmr_swap_relaxed32(&r->populated, 1)) /* only once; nothing is published through it */
         return;
-    r->populated = 1;
 #ifdef MADV_POPULATE_WRITE
     madvise(r->base, r->size, MADV_POPULATE_WRITE);
 #endif

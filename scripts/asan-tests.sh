@@ -15,12 +15,9 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 rm -rf build
 SHMRING_SANITIZE=address,undefined .venv-asan/bin/python -m pip install -q --no-build-isolation --no-deps --force-reinstall .
 rm -rf build
-.venv-asan/bin/python - <<'PY'
-import shmring._ring as m, subprocess
-out = subprocess.run(["ldd", m.__file__], capture_output=True, text=True).stdout
-assert "libasan" in out, "the extension was not built with AddressSanitizer"
-print("extension built with ASan:", m.__file__)
-PY
+so=$(ls .venv-asan/lib/python3*/site-packages/shmring/_ring*.so)
+ldd "$so" | grep -q libasan || { echo "the extension was not built with AddressSanitizer" >&2; exit 1; }
+echo "extension built with ASan: $so"
 LIBASAN=$(gcc -print-file-name=libasan.so)
 LIBUBSAN=$(gcc -print-file-name=libubsan.so)
 export LD_PRELOAD="$LIBASAN $LIBUBSAN"

@@ -1,0 +1,781 @@
+/*
+ * ring.pml -- Promela model of the shmring delivery protocols (csrc/shmring.c).
+ *
+ * One file, several configurations, selected with -D switches:
+ *
+ *   -DQUEUE       queue mode: free-running head, shared tail claimed by CAS
+ *                 (q_claim), one release record {tag, len} per released batch,
+ *                 kept at the batch's first slot (q_release); the producer
+ *                 walks the records batch by batch (writable)
+ *   -DBLOCK       broadcast, overflow = block: per-consumer cursors, producer
+ *                 checks the minimum cursor (writable / refresh_min / announce)
+ *   -DOVERWRITE   broadcast, overflow = overwrite: announce() intent before the
+ *                 slot writes, consumer copies then re-checks intent (b_torn)
+ *   -DEC          every wait goes through the eventcount (ec_wait / ec_notify /
+ *                 futex): consumers sleep on data_ec when empty, the producer
+ *                 on space_ec when full. Without -DEC both sides busy-poll.
+ *   -DJOIN        broadcast: consumers run shmr_consumer_open concurrently with
+ *                 the producer (start OLDEST or LATEST, chosen
+ *                 nondeterministically); checks the join Dekker in announce().
+ *                 Without it both consumers open (start OLDEST) before the
+ *                 producer starts.
+ *   -DRESERVE     broadcast: the producer may use shmr_reserve + shmr_commit,
+ *                 writing every reserved slot but committing fewer (intent > head).
+ *   -DLEAVE       broadcast: consumer 1 may call shmr_consumer_free at any
+ *                 point between pops (the producer may be waiting for it).
+ *   -DSIMPLE      one record per push and per pop (keeps -DEC / -DJOIN small).
+ *   -DNREC=n      records produced (default 3); -DCAP=c capacity (power of
+ *                 two, default 2; CAP=4 needs the queue's max batch of 2 only);
+ *                 NC (consumers) is 2.
+ *
+ * Seeded bugs, to show the properties have teeth (each must FAIL):
+ *   -DBUG_EC_NO_RECHECK   ec_wait sleeps without re-checking ready() after
+ *                         raising waiters                    -> lost wakeup
+ *   -DBUG_EC_SEEN_LATE    ec_wait reads epoch after raising waiters and
+ *                         re-checking                        -> lost wakeup
+ *   -DBUG_NO_TORN_CHECK   b_torn always returns 0            -> torn record
+ *   -DBUG_NO_JOIN_DEKKER  announce() skips the join_epoch check -> overwrite
+ *                         of a joining consumer's records in block mode
+ *   -DBUG_DONE_EARLY      q_release writes its record before the copy -> overwrite
+ *   -DBUG_SHARED_CLAIM    the code before commit ca6bf11 (finding B in
+ *                         verify/README.md): the join Dekker stores the
+ *                         tentative claim in intent itself, which b_torn reads
+ *                         -> a joiner discards valid records (with -DJOIN)
+ *   -DBUG_UNCLAMPED_MIN   the code before commit 154b4e4 (finding A in
+ *                         verify/README.md): no floor in refresh_min, no clamp
+ *                         in writable, no notify at the end of a join
+ *                         -> a joiner's provisional cursor makes room wrap and
+ *                         the producer laps unread records (with -DJOIN, NREC=4)
+ *
+ * Each shared-memory access of the C code is one Promela statement (one
+ * atomic step); purely local computation is folded into the same or a d_step.
+ * Promela interleaving is sequentially consistent; verify/README.md explains
+ * which orderings in the C code make that sound for the modelled steps.
+ *
+ * Properties
+ *   queue:      every record is consumed exactly once (got[] at delivery and
+ *               at the end); a record read is the right one, never a slot
+ *               being rewritten (two halves equal and = position + 1).
+ *   block:      each consumer sees every record from its start position, in
+ *               order, with no skip and no torn/bad count.
+ *   overwrite:  a delivered record is never torn and is the record for its
+ *               position; records dropped (skipped + bad) equal exactly the
+ *               positions not delivered; after close each consumer has
+ *               accounted for every position from its start to head.
+ *   EC:         no lost wakeup / no deadlock: every blocked state is an
+ *               invalid end state (no end labels: sleeping in FUTEX_WAIT for
+ *               ever is an error), plus the final checks in init.
+ */
+
+#ifndef CAP
+#define CAP 2
+#endif
+#define MASK (CAP - 1)
+#ifndef NREC
+#define NREC 3
+#endif
+#define NC 2
+
+#if !defined(QUEUE) && !defined(BLOCK) && !defined(OVERWRITE)
+#define QUEUE
+#endif
+#if defined(BLOCK) || defined(OVERWRITE)
+#define BROADCAST
+#endif
+
+#define MIN(a, b) ((a) < (b) -> (a) : (b))
+
+/* ---- shared segment words (struct shmr_prod_block, shmr_tail_block, ...) ---- */
+byte head;              /* prod->head: positions < head are published */
+byte intent;            /* prod->intent: positions < intent may be being written */
+byte jclaim;            /* prod->join_claim (block): the joiners' Dekker word, >= intent */
+byte tail;              /* tailb->tail (queue) */
+byte qtag[CAP];         /* r->done[s].tag (queue): start of the released batch + cap */
+byte qlen[CAP];         /* r->done[s].len: its length, written before tag */
+byte slot_lo[CAP];      /* first half of each slot: record id = position + 1 */
+byte slot_hi[CAP];      /* second half, written separately (models a torn write) */
+bit  owner[NC];         /* cslot.owner != 0 */
+bit  ready[NC];         /* cslot.ready */
+byte cursor[NC];        /* cslot.cursor (broadcast) */
+byte join_epoch;        /* ctl->join_epoch */
+bit  closed;            /* ctl->close_reason != SHMR_OPEN */
+byte d_epoch;           /* data_ec->epoch (futex word) */
+byte d_waiters;         /* data_ec->waiters */
+bit  d_sleep[NC];       /* consumer i is queued in FUTEX_WAIT on data_ec->epoch */
+byte s_epoch;           /* space_ec->epoch */
+byte s_waiters;         /* space_ec->waiters */
+bit  s_sleep;           /* the producer is queued in FUTEX_WAIT on space_ec->epoch */
+
+/* ---- checking state (not part of the segment) ---- */
+byte got[NREC];         /* queue: times each record was consumed */
+byte nopen;             /* consumers that finished shmr_consumer_open */
+byte nfin;              /* processes that finished */
+
+/* ------------------------------------------------------------------------ */
+/* eventcount: ec_notify / ec_notify_always / futex                          */
+/* ------------------------------------------------------------------------ */
+
+/* futex_wake_all(&data_ec->epoch) */
+inline futex_wake_all_data()
+{
+    atomic { d_sleep[0] = 0; d_sleep[1] = 0 }
+}
+
+#ifdef EC
+/* ec_notify(data_ec), called by publish() after the release store of head:
+ * shmr_fence_seqcst(); if (relaxed load waiters != 0) { epoch += 1 (release); futex_wake_all } */
+inline ec_notify_data()
+{
+    if
+    :: d_waiters != 0 -> d_epoch++; futex_wake_all_data()
+    :: else -> skip
+    fi
+}
+/* ec_notify(space_ec), called by q_release / b_advance (block) / consumer_free */
+inline ec_notify_space()
+{
+    if
+    :: s_waiters != 0 -> s_epoch++; s_sleep = 0
+    :: else -> skip
+    fi
+}
+#else
+/* without -DEC nobody ever sleeps, so waiters stays 0 and notify is a no-op */
+inline ec_notify_data() { skip }
+inline ec_notify_space() { skip }
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* producer                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* refresh_min(): lowest cursor of ready consumers (head if none), each
+ * clamped to floor = head - cap (a joiner's provisional cursor may lag more) */
+inline refresh_min()
+{
+    m = h;
+    fl = (h > CAP -> h - CAP : 0);
+    i = 0;
+    do
+    :: i < NC ->
+        if
+        :: owner[i] == 0 -> skip                /* seq_cst load of owner */
+        :: else ->
+            if
+            :: ready[i] == 0 -> skip            /* seq_cst load of ready */
+            :: else ->
+                c = cursor[i];                  /* acquire load of cursor */
+                if
+#ifndef BUG_UNCLAMPED_MIN
+                :: c < m -> m = (c < fl -> fl : c)
+#else
+                :: c < m -> m = c               /* before 154b4e4: no floor */
+#endif
+                :: else -> skip
+                fi
+            fi
+        fi;
+        i++
+    :: else -> break
+    od;
+    minc = m;
+    m = 0; c = 0; i = 0; fl = 0
+}
+
+/* writable(p, nn) -> k: how many of the next nn positions may be written now */
+inline writable(nn)
+{
+#if defined(QUEUE)
+    /* while (limit_cache < h + n) { d = &done[limit_cache & mask];
+     *     if (acquire load d->tag != limit_cache) break;
+     *     limit_cache += relaxed load d->len; (relaxed store prod->limit: takeover only, not modelled) } */
+    do
+    :: lc < h + nn ->
+        if
+        :: qtag[lc & MASK] == lc ->
+            lc = lc + qlen[lc & MASK]
+        :: else -> break
+        fi
+    :: else -> break
+    od;
+    k = MIN(lc - h, nn)
+#elif defined(BLOCK)
+    if
+    :: h + nn - minc > CAP -> refresh_min()
+    :: else -> skip
+    fi;
+#ifndef BUG_UNCLAMPED_MIN
+    room = CAP - MIN(CAP, h - minc);
+#else
+    room = CAP - (h - minc);                    /* before 154b4e4: uint64_t wraps when h - min_cache > cap
+                                                 * (a byte here: wraps to >= 254, same effect on k) */
+#endif
+    k = MIN(nn, room)
+#else
+    k = nn                                      /* overwrite: always writable */
+#endif
+}
+
+/* announce(p, k) -> k: positions [head, head + k) announced before writing.
+ * Block mode first runs the join Dekker on its own word, join_claim (which
+ * may be cut back), and only then stores intent, the word b_torn reads. */
+inline announce()
+{
+    want = h + k;
+    if
+    :: want <= pint -> skip                     /* an earlier announcement covers it */
+    :: else ->
+#if defined(BLOCK)
+#ifndef BUG_SHARED_CLAIM
+        jclaim = want;                          /* seq_cst store of join_claim */
+#else
+        intent = want;                          /* before ca6bf11: the Dekker ran on intent itself */
+#endif
+#ifndef BUG_NO_JOIN_DEKKER
+        je = join_epoch;                        /* seq_cst load of join_epoch */
+        if
+        :: je != js ->
+            js = je;
+            refresh_min();
+            room = CAP - MIN(CAP, h - minc);
+            if
+            :: room < k ->
+                k = room;
+                want = h + k;
+#ifndef BUG_SHARED_CLAIM
+                jclaim = (want > pint -> want : pint)   /* seq_cst store: cut the claim back */
+#else
+                intent = (want > pint -> want : pint)
+#endif
+            :: else -> skip
+            fi
+        :: else -> skip
+        fi;
+#endif
+#endif
+        if
+        :: k == 0 -> skip                       /* return 0: nothing announced */
+        :: else ->
+#ifndef BUG_SHARED_CLAIM
+            intent = want;                      /* relaxed store; then shmr_fence_release() */
+            pint = want
+#else
+            if
+            :: want > pint -> intent = want; pint = want
+            :: else -> skip
+            fi
+#endif
+        fi
+    fi;
+    want = 0; je = 0; room = 0
+}
+
+/* shmr_producer_wait -> ec_wait(space_ec, producer_ready) with
+ * producer_ready = writable(p, 1) > 0; same loop as consumer_wait */
+inline producer_wait()
+{
+    writable(1);                                /* if (ready(arg)) return 0 */
+    do
+    :: k > 0 -> break
+    :: else ->
+        seen = s_epoch;                         /* acquire load of epoch */
+        s_waiters++;                            /* seq_cst fetch_add; then shmr_fence_seqcst() */
+        writable(1);                            /* if (!ready(arg)) */
+        if
+        :: k == 0 ->                            /* futex_wait(&epoch, seen): sleeps iff epoch == seen */
+            atomic {
+                if
+                :: s_epoch == seen -> s_sleep = 1
+                :: else -> skip                 /* EAGAIN */
+                fi
+            };
+            (s_sleep == 0)                      /* blocked until futex_wake_all */
+        :: else -> skip
+        fi;
+        s_waiters--;                            /* seq_cst fetch_sub */
+        writable(1)                             /* if (ready(arg)) return 0; else sleep again */
+    od;
+    k = 0; seen = 0
+}
+
+proctype Producer()
+{
+    byte h, n, k, lc, minc, pint, js, je, want, i, m, c, fl, room, seen, cm;
+    bit res;
+
+    /* shmr_producer_open */
+    h = head;                                   /* acquire load of head */
+    pint = intent;                              /* acquire load of intent */
+    lc = h;                                     /* limit_cache */
+    minc = (h > CAP -> h - CAP : 0);            /* min_cache */
+    js = join_epoch - 1;                        /* join_seen: force a refresh */
+
+    do
+    :: h >= NREC -> break
+    :: else ->
+        /* shmr_push(p, src, n) (or shmr_reserve(p, n, &ptr) + shmr_commit) */
+#ifndef SIMPLE
+        if
+        :: n = 1
+        :: h + 2 <= NREC -> n = 2
+        fi;
+#else
+        n = 1;
+#endif
+#ifdef RESERVE
+        if
+        :: res = 0
+        :: res = 1; n = MIN(n, CAP - (h & MASK))  /* shmr_reserve: contiguous part only */
+        fi;
+#endif
+        writable(n);
+#ifdef BROADCAST
+        if
+        :: k > 0 -> announce()
+        :: else -> skip
+        fi;
+#endif
+        if
+        :: k == 0 ->
+#if defined(EC) && !defined(OVERWRITE)
+            producer_wait()
+#else
+            skip                                /* busy-poll: try again */
+#endif
+        :: else ->
+            /* copy_in(r, head, src, k): each record written as two halves */
+            i = 0;
+            do
+            :: i < k ->
+                slot_lo[(h + i) & MASK] = h + i + 1;
+                slot_hi[(h + i) & MASK] = h + i + 1;
+                i++
+            :: else -> break
+            od;
+            cm = k;
+#ifdef RESERVE
+            if
+            :: res && k > 1 -> cm = 1           /* shmr_commit(p, fewer than reserved) */
+            :: else -> skip
+            fi;
+#endif
+            /* publish(p, cm) */
+            h = h + cm;
+progress_publish:
+            head = h;                           /* release store of head */
+            ec_notify_data()
+        fi;
+        n = 0; k = 0; i = 0; cm = 0; res = 0
+    od;
+
+    /* shmr_producer_close_stream: release store of close_reason, ec_notify_always(data_ec) */
+    closed = 1;
+    d_epoch++;                                  /* fence seq_cst; epoch += 1 (release) */
+    futex_wake_all_data();
+    nfin++
+}
+
+/* ------------------------------------------------------------------------ */
+/* consumers                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* consumer_ready(): acquire load of head; queue: relaxed tail < head;
+ * broadcast: cursor < head; otherwise close_reason != OPEN */
+inline consumer_ready()
+{
+    rh = head;
+#if defined(QUEUE)
+    if
+    :: tail < rh -> rdy = 1
+    :: else -> rdy = closed
+    fi;
+#else
+    if
+    :: cur < rh -> rdy = 1
+    :: else -> rdy = closed
+    fi;
+#endif
+    rh = 0
+}
+
+/* shmr_consumer_wait -> ec_wait(data_ec, consumer_ready), infinite timeout, no
+ * signals (the worst case for a lost wakeup). The spin/yield phase only
+ * repeats ready() and is folded into the first check. A wake that finds
+ * nothing ready sleeps again (the for (;;) in ec_wait). */
+inline consumer_wait()
+{
+    consumer_ready();                           /* if (ready(arg)) return 0 */
+    do
+    :: rdy -> break
+    :: else ->
+#ifndef BUG_EC_SEEN_LATE
+        seen = d_epoch;                         /* acquire load of epoch, before counting ourselves */
+        d_waiters++;                            /* seq_cst fetch_add; then shmr_fence_seqcst() */
+#ifndef BUG_EC_NO_RECHECK
+        consumer_ready();                       /* if (!ready(arg)) */
+#else
+        rdy = 0;
+#endif
+#else
+        d_waiters++;                            /* seeded bug: epoch read after the re-check */
+        consumer_ready();
+        seen = d_epoch;
+#endif
+        if
+        :: !rdy ->                              /* futex_wait(&epoch, seen) */
+            atomic {
+                if
+                :: d_epoch == seen -> d_sleep[me] = 1
+                :: else -> skip                 /* EAGAIN: epoch moved */
+                fi
+            };
+            (d_sleep[me] == 0)                  /* blocked until futex_wake_all */
+        :: else -> skip
+        fi;
+        d_waiters--;                            /* seq_cst fetch_sub */
+        consumer_ready()                        /* if (ready(arg)) return 0; else sleep again */
+    od;
+    rdy = 0; seen = 0
+}
+
+#if defined(QUEUE)
+
+proctype QConsumer(byte me)
+{
+    byte hc, t, k, pos, max, i, lo, hi, rh, seen;
+    bit contig, rdy, claimed;
+
+    /* shmr_consumer_open (queue): CAS owner, release store ready = 1, head_cache */
+    owner[me] = 1;
+    ready[me] = 1;
+    hc = head;                                  /* acquire load of head */
+    nopen++;
+
+    do
+    :: /* shmr_pop(c, dst, max) (contig = 0) or shmr_claim(c, max) (contig = 1) */
+#ifndef SIMPLE
+        if
+        :: max = 1
+        :: max = 2
+        fi;
+        if
+        :: contig = 0
+        :: contig = 1
+        fi;
+#else
+        max = 1;
+#endif
+        /* q_claim(c, max, contig, &pos) */
+        t = tail;                               /* relaxed load of tail */
+        claimed = 0;
+        do
+        :: claimed -> break
+        :: !claimed && t >= hc ->
+            hc = head;                          /* acquire load of head (pairs with publish) */
+            if
+            :: t >= hc -> k = 0; break          /* empty: return 0 */
+            :: else -> skip
+            fi
+        :: !claimed && t < hc ->
+            k = MIN(max, hc - t);
+            if
+            :: contig -> k = MIN(k, CAP - (t & MASK))
+            :: else -> skip
+            fi;
+            /* (claim_pos / claim_n / claim_state = CLAIM_INTENT stores for the sweeper: not modelled) */
+            atomic {                            /* shmr_cas_seqcst64(&tail, &t, t + k) */
+                if
+                :: tail == t -> tail = t + k; pos = t; claimed = 1
+                :: else -> t = tail; k = 0      /* failure reloads t */
+                fi
+            }
+        od;
+        if
+        :: k == 0 ->
+            /* closed_and_drained(c) */
+            if
+            :: closed ->                        /* acquire load of close_reason */
+                hc = head;                      /* acquire load of head */
+                if
+                :: tail >= hc -> break          /* relaxed load of tail; -SHMR_ECLOSED */
+                :: else -> skip
+                fi
+            :: else -> skip
+            fi;
+#ifdef EC
+            consumer_wait()
+#else
+            skip                                /* busy-poll: pop again */
+#endif
+        :: else ->
+#ifdef BUG_DONE_EARLY
+            qlen[pos & MASK] = k;
+            qtag[pos & MASK] = pos + CAP;
+#endif
+            /* copy_out(r, pos, dst, k) (pop) or the caller reading the claim in place */
+            i = 0;
+            do
+            :: i < k ->
+                lo = slot_lo[(pos + i) & MASK];
+                hi = slot_hi[(pos + i) & MASK];
+progress_qread:
+                d_step {
+                    /* the right record, not rewritten while we read it */
+                    assert(lo == pos + i + 1 && hi == pos + i + 1);
+                    /* exactly once */
+                    assert(got[pos + i] == 0);
+                    got[pos + i]++;
+                    lo = 0; hi = 0;
+                    i++
+                }
+            :: else -> break
+            od;
+#ifndef BUG_DONE_EARLY
+            /* q_release(c, pos, k) (pop, or shmr_release after a claim) */
+            qlen[pos & MASK] = k;                   /* relaxed store of done[pos & mask].len */
+            qtag[pos & MASK] = pos + CAP;           /* release store of done[pos & mask].tag */
+#endif
+            /* (claim_state = CLAIM_NONE, popped counter: for the sweeper and stats, not modelled) */
+            ec_notify_space()
+        fi;
+        d_step { t = 0; k = 0; pos = 0; i = 0; max = 0; contig = 0; claimed = 0 }
+    od;
+    nfin++
+}
+
+#else /* BROADCAST */
+
+proctype BConsumer(byte me)
+{
+    byte cur, hc, h, k, from, i, in, bad, skipped, max, expect, rh, seen, ndeliv;
+    byte lo[2], hi[2];
+    bit claim, rdy, oldest, stop, left;
+
+    /* shmr_consumer_open (broadcast) */
+    owner[me] = 1;                              /* CAS owner 0 -> me */
+    h = head;                                   /* acquire load of head */
+#ifdef JOIN
+    if
+    :: oldest = 1
+    :: oldest = 0
+    fi;
+#else
+    oldest = 1;
+#endif
+    cur = (oldest -> (h > CAP -> h - CAP : 0) : h);
+    cursor[me] = cur;                           /* seq_cst store of cursor */
+    ready[me] = 1;                              /* seq_cst store of ready */
+    join_epoch++;                               /* seq_cst fetch_add of join_epoch */
+#if defined(BLOCK) && !defined(BUG_SHARED_CLAIM)
+    in = jclaim;                                /* seq_cst load of join_claim */
+#else
+    in = intent;                                /* seq_cst load of intent */
+#endif
+    if
+    :: in > cur + CAP ->
+        cur = in - CAP;
+        cursor[me] = cur                        /* seq_cst store of cursor */
+    :: else -> skip
+    fi;
+#if defined(BLOCK) && !defined(BUG_UNCLAMPED_MIN)
+    ec_notify_space();                          /* a producer may have seen our provisional cursor */
+#endif
+    hc = head;                                  /* head_cache: acquire load of head */
+    expect = cur;                               /* checking: start + delivered + dropped */
+    d_step { h = 0; in = 0; oldest = 0 }
+    nopen++;
+
+    do
+#ifdef LEAVE
+    :: me == 1 && !left -> left = 1; break      /* consumer 1 may leave at any time (shmr_consumer_free) */
+#endif
+    :: /* shmr_pop(c, dst, max, &dropped) (claim = 0) or shmr_claim + shmr_release (claim = 1) */
+#ifndef SIMPLE
+        if
+        :: max = 1
+        :: max = 2
+        fi;
+        if
+        :: claim = 0
+        :: claim = 1
+        fi;
+#else
+        max = 1;
+#endif
+        do      /* shmr_pop's for (;;); shmr_claim runs once */
+        :: skipped = 0;
+            /* b_ready(c, max, contiguous = claim, &skipped) */
+            k = 0;
+            if
+            :: cur >= hc -> hc = head           /* acquire load of head (pairs with publish) */
+            :: else -> skip
+            fi;
+            if
+            :: cur >= hc -> skip                /* k = 0 */
+            :: else ->
+                d_step {
+                    h = hc;
+                    if
+                    :: h - cur > CAP ->         /* lapped: skip to the oldest slot */
+                        skipped = h - CAP - cur;
+                        cur = h - CAP
+                    :: else -> skip
+                    fi;
+                    k = MIN(max, h - cur);
+                    if
+                    :: claim -> k = MIN(k, CAP - (cur & MASK))
+                    :: else -> skip
+                    fi;
+                    h = 0
+                }
+            fi;
+#ifdef BLOCK
+            assert(skipped == 0);               /* block mode never laps a consumer */
+#endif
+            if
+            :: claim && skipped > 0 ->
+                /* shmr_claim: b_advance(c, c->cursor, 0, skipped) at once */
+                cursor[me] = cur;               /* release store of cursor */
+                d_step { expect = expect + skipped; skipped = 0 }
+            :: else -> skip
+            fi;
+            if
+            :: k == 0 ->
+                if
+                :: skipped > 0 ->               /* shmr_pop: b_advance(c, c->cursor, 0, skipped) */
+                    cursor[me] = cur;
+                    d_step { expect = expect + skipped; skipped = 0 }
+                :: else -> skip
+                fi;
+                /* closed_and_drained(c) */
+                if
+                :: closed ->                    /* acquire load of close_reason */
+                    hc = head;                  /* acquire load of head */
+                    if
+                    :: cur >= hc -> stop = 1
+                    :: else -> skip
+                    fi
+                :: else -> skip
+                fi;
+                break
+            :: else ->
+                from = cur;
+                /* copy_out(r, from, dst, k) (pop) or the caller reading the claim in place */
+                i = 0;
+                do
+                :: i < k ->
+#ifdef OVERWRITE
+                    if                          /* memcpy reads the halves in either order */
+                    :: lo[i] = slot_lo[(from + i) & MASK]; hi[i] = slot_hi[(from + i) & MASK]
+                    :: hi[i] = slot_hi[(from + i) & MASK]; lo[i] = slot_lo[(from + i) & MASK]
+                    fi;
+#else
+                    lo[i] = slot_lo[(from + i) & MASK];
+                    hi[i] = slot_hi[(from + i) & MASK];
+#endif
+                    i++
+                :: else -> break
+                od;
+                /* b_torn(c, from, k) (pop, or shmr_release after a claim):
+                 * shmr_fence_acquire(); relaxed load of intent */
+#if defined(BUG_NO_TORN_CHECK)
+                in = 0;
+#else
+                in = intent;
+#endif
+                d_step {
+                    bad = (in <= from + CAP -> 0 : MIN(k, in - CAP - from));
+#ifdef BLOCK
+                    assert(bad == 0);           /* block mode never overwrites unread records */
+#endif
+                    /* loss accounting: every position below from + bad is
+                     * delivered or counted (skipped + bad) exactly once */
+                    expect = expect + skipped + bad;
+                    assert(expect == from + bad);
+                    i = bad;
+                    do
+                    :: i < k ->
+                        assert(lo[i] == hi[i]);         /* not torn */
+                        assert(lo[i] == from + i + 1);  /* the record for its position */
+                        expect++;
+                        ndeliv++;
+                        i++
+                    :: else -> break
+                    od;
+                    lo[0] = 0; lo[1] = 0; hi[0] = 0; hi[1] = 0; in = 0; i = 0;
+                    cur = from + k
+                }
+                /* b_advance(c, from + k, k - bad, skipped + bad) */
+progress_advance:
+                cursor[me] = cur;               /* release store of cursor */
+#ifdef BLOCK
+                ec_notify_space();              /* block mode: a producer may wait for us */
+#endif
+                if
+                :: k > bad || claim -> break    /* records returned (claim returns k, release bad) */
+                :: else -> skip                 /* shmr_pop: every record was torn, loop */
+                fi
+            fi
+        od;
+        if
+        :: stop -> break
+        :: else -> skip
+        fi;
+#ifdef EC
+        if
+        :: k == 0 -> consumer_wait()
+        :: else -> skip
+        fi;
+#endif
+        d_step { k = 0; from = 0; bad = 0; skipped = 0; max = 0; claim = 0 }
+    od;
+
+    /* closed and drained: every position from the start to head is accounted for */
+    assert(left || (expect == NREC && cur == NREC));
+#ifdef BLOCK
+#ifndef JOIN
+    assert(left || ndeliv == NREC);             /* joined before the first record: saw them all */
+#endif
+#endif
+    /* shmr_consumer_free (broadcast): release store ready = 0, CAS owner -> 0, ec_notify(space_ec) */
+    ready[me] = 0;
+    owner[me] = 0;
+    ec_notify_space();
+    nfin++
+}
+
+#endif
+
+init
+{
+    byte i;
+    /* shmr_create: the first lap is one free batch: done[0] = {tag 0, len cap} */
+    d_step {
+        qlen[0] = CAP;
+        qtag[0] = 0
+    }
+#if defined(QUEUE)
+    run QConsumer(0);
+    run QConsumer(1);
+    (nopen == NC);                              /* queue: joining is not part of the protocol */
+#else
+    run BConsumer(0);
+    run BConsumer(1);
+#ifndef JOIN
+    (nopen == NC);                              /* both consumers joined before the first record */
+#endif
+#endif
+    run Producer();
+    (nfin == NC + 1);
+#if defined(QUEUE)
+    /* every record consumed exactly once */
+    d_step {
+        i = 0;
+        do
+        :: i < NREC -> assert(got[i] == 1); i++
+        :: else -> break
+        od
+    }
+#endif
+    assert(d_waiters == 0 && s_waiters == 0)
+}
