@@ -381,6 +381,7 @@ cdef class Producer(_Handle):
 
     cdef shmr_producer *_p
     cdef bint _reserving
+    cdef object _same_dtype     # a dtype object already found equal to the ring's
     cdef readonly object ring
 
     def __cinit__(self):
@@ -406,8 +407,12 @@ cdef class Producer(_Handle):
             if many:
                 raise TypeError("push_many() takes an array of records, not a single np.void")
             dt = (<object>obj).dtype
-            if dt is not self._dtype and dt != self._dtype:
-                raise TypeError(f"record has dtype {dt}, the ring holds {self._dtype}")
+            if dt is not self._dtype and dt is not self._same_dtype:
+                # equal but distinct objects are common (a ring attached without
+                # dtype=): compare once, then recognise the object by identity
+                if dt != self._dtype:
+                    raise TypeError(f"record has dtype {dt}, the ring holds {self._dtype}")
+                self._same_dtype = dt
             return obj
         if isinstance(obj, np.ndarray):
             arr = obj
