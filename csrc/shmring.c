@@ -295,21 +295,30 @@ static int ec_wait(struct shmr_ec *ec, ready_fn ready, void *arg, int64_t timeou
 
 /* ---- process identity --------------------------------------------------- */
 
+/* Reads /proc/PID/<file> into buf as a C string; 0 if unreadable (gone). */
+static int read_proc(uint32_t pid, const char *file, char *buf, size_t len)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%u/%s", pid, file);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, len - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    return 1;
+}
+
 /* Field 22 of /proc/PID/stat (start time in clock ticks since boot); 0 if the
  * process is gone. *state gets field 3. The command name (field 2) may hold
  * spaces and ')', so parsing starts after the last ')'. */
 static uint64_t proc_stat(uint32_t pid, char *state)
 {
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%u/stat", pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    char buf[1024];
+    if (!read_proc(pid, "stat", buf, sizeof buf))
         return 0;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = '\0';
     char *p = strrchr(buf, ')');
     if (!p)
         return 0;
@@ -334,16 +343,9 @@ uint64_t shmr_proc_start_time(uint32_t pid) { return proc_stat(pid, NULL); }
 /* "Threads:" of /proc/PID/status, 0 if unreadable. */
 static int proc_threads(uint32_t pid)
 {
-    char path[64], buf[4096];
-    snprintf(path, sizeof path, "/proc/%u/status", pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    char buf[4096];
+    if (!read_proc(pid, "status", buf, sizeof buf))
         return 0;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = '\0';
     char *t = strstr(buf, "\nThreads:");
     return t ? atoi(t + 9) : 0;
 }
