@@ -232,8 +232,6 @@ def _shmring_attach(chan: dict):
 
 
 def shmring_tx(chan: dict, spin: float) -> Endpoint:
-    import shmring
-
     ring = _shmring_attach(chan)
     prod = ring.producer(spin=spin)
     e = Endpoint()
@@ -265,8 +263,6 @@ def shmring_tx(chan: dict, spin: float) -> Endpoint:
 
 
 def shmring_rx(chan: dict, spin: float) -> Endpoint:
-    import shmring
-
     ring = _shmring_attach(chan)
     cons = ring.consumer(start="oldest", spin=spin)
     e = Endpoint()
@@ -1668,6 +1664,8 @@ def main(argv=None) -> int:
     runner = Runner(args)
     machine = machine_info()
     machine["nice"] = os.getpriority(os.PRIO_PROCESS, 0) if args.nice is not None else None
+    for peer in runner.missing:  # installed metadata or not, it cannot be imported here
+        machine["versions"][peer] = None
 
     def on_term(signum, frame):
         raise KeyboardInterrupt
