@@ -101,3 +101,21 @@ def rings():
     reg = RingRegistry()
     yield reg
     reg.close_all()
+
+
+@pytest.fixture
+def procs():
+    """Process starter; anything still alive at teardown is killed."""
+    started = []
+
+    def start(ctx, target, *args, **kwargs):
+        p = ctx.Process(target=target, args=args, kwargs=kwargs, daemon=True)
+        p.start()
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        if p.is_alive():
+            p.kill()
+        p.join(10)

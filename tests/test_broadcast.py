@@ -49,24 +49,6 @@ def mkring():
             W.unlink_quietly(x)
 
 
-@pytest.fixture
-def procs():
-    """Process starter; anything still alive at teardown is killed."""
-    started = []
-
-    def start(ctx, target, *args, **kwargs):
-        p = ctx.Process(target=target, args=args, kwargs=kwargs, daemon=True)
-        p.start()
-        started.append(p)
-        return p
-
-    yield start
-    for p in started:
-        if p.is_alive():
-            p.kill()
-        p.join(10)
-
-
 def results(q, n, what="consumer result"):
     out = {}
     for _ in range(n):

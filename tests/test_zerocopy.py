@@ -53,23 +53,6 @@ def mkring():
         W.unlink_quietly(n)
 
 
-@pytest.fixture
-def procs():
-    started = []
-
-    def start(ctx, target, *args, **kwargs):
-        p = ctx.Process(target=target, args=args, kwargs=kwargs, daemon=True)
-        p.start()
-        started.append(p)
-        return p
-
-    yield start
-    for p in started:
-        if p.is_alive():
-            p.kill()
-        p.join(10)
-
-
 def join_all(ps):
     for p in ps:
         p.join(30)

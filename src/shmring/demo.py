@@ -54,6 +54,18 @@ class Tally:
 
     def __init__(self) -> None:
         self.count = self.seq_sum = self.seq_xor = self.bad = 0
+        self._buf = np.empty(BATCH, TICK)  # single records, checked in blocks (cheaper)
+        self._k = 0
+
+    def add_one(self, rec) -> None:
+        self._buf[self._k] = rec
+        self._k += 1
+        if self._k == BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        self.add(self._buf[: self._k])
+        self._k = 0
 
     def add(self, t: np.ndarray) -> None:
         self.count += len(t)
@@ -63,6 +75,7 @@ class Tally:
         self.bad += int(np.count_nonzero(t["check"] != checksum(t)))
 
     def as_tuple(self):
+        self.flush()
         return (self.count, self.seq_sum, self.seq_xor, self.bad)
 
 
@@ -79,15 +92,8 @@ def shm_consumer(ring: shmring.Ring, batched: bool, ready, results) -> None:
                 except shmring.Closed:
                     break
         else:
-            buf = np.empty(BATCH, TICK)
-            k = 0
-            for rec in c:  # one record per call; tallied in blocks to keep the check cheap
-                buf[k] = rec
-                k += 1
-                if k == BATCH:
-                    tally.add(buf)
-                    k = 0
-            tally.add(buf[:k])
+            for rec in c:  # one record per call
+                tally.add_one(rec)
     results.put(tally.as_tuple())
     ring.close()
 
@@ -132,8 +138,6 @@ def run_shmring(n: int, consumers: int, batched: bool, name: str, live) -> float
 
 def mpq_consumer(q, batched: bool, results) -> None:
     tally = Tally()
-    buf = np.empty(BATCH, TICK)
-    k = 0
     while True:
         item = q.get()
         if item is None:
@@ -141,12 +145,7 @@ def mpq_consumer(q, batched: bool, results) -> None:
         if batched:
             tally.add(item)
         else:
-            buf[k] = item
-            k += 1
-            if k == BATCH:
-                tally.add(buf)
-                k = 0
-    tally.add(buf[:k])
+            tally.add_one(item)
     results.put(tally.as_tuple())
 
 
