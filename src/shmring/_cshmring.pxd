@@ -1,4 +1,5 @@
-# Declarations mirroring csrc/shmring.h; nothing else belongs here.
+# Declarations mirroring csrc/shmring.h (and the constants of csrc/shmr_layout.h);
+# nothing else belongs here.
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 
 cdef extern from "shmring.h" nogil:
@@ -84,6 +85,12 @@ cdef extern from "shmring.h" nogil:
     uint32_t shmr_overflow(const shmr_ring *r)
     int shmr_info(shmr_ring *r, shmr_ring_info *out)
     int shmr_consumer_infos(shmr_ring *r, shmr_consumer_info *out, uint32_t max, uint32_t *n)
+    ctypedef struct shmr_layout_field:
+        const char *name
+        uint64_t offset
+        uint64_t size
+    const shmr_layout_field *shmr_layout_fields(uint32_t *n)
+
     uint64_t shmr_proc_start_time(uint32_t pid)
     int shmr_proc_alive(uint32_t pid, uint64_t start_time)
 
@@ -108,3 +115,10 @@ cdef extern from "shmring.h" nogil:
     uint32_t shmr_consumer_index(const shmr_consumer *c)
     uint32_t shmr_close_reason(const shmr_ring *r)
     void shmr_wake_all(shmr_ring *r)
+
+
+cdef extern from "shmr_layout.h" nogil:
+    const unsigned long long SHMR_MAGIC
+    enum:
+        SHMR_PAGE
+        SHMR_BLOCK

@@ -3,6 +3,10 @@ from typing import Any, Iterator
 import numpy as np
 
 LAYOUT_VERSION: int
+LAYOUT: dict[str, tuple[int, int]]
+LAYOUT_MAGIC: int
+LAYOUT_PAGE: int
+LAYOUT_BLOCK: int
 NAME_MAX: int
 DESCR_MAX: int
 MAX_CONSUMERS: int

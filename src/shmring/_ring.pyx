@@ -43,6 +43,24 @@ STARTS = {"latest": SHMR_START_LATEST, "oldest": SHMR_START_OLDEST}
 CLOSE_REASONS = {SHMR_OPEN: None, SHMR_CLOSED_BY_PRODUCER: "closed by producer",
                  SHMR_CLOSED_PRODUCER_DIED: "producer died"}
 
+
+cdef dict _layout():
+    cdef uint32_t n = 0
+    cdef const shmr_layout_field *f = shmr_layout_fields(&n)
+    cdef dict out = {}
+    for k in range(n):
+        out[f[k].name.decode("ascii")] = (f[k].offset, f[k].size)
+    return out
+
+
+# The segment layout, from csrc/shmr_layout.h: "region.field" -> (offset, size)
+# and "region" -> (start, size); see shmr_layout_fields in csrc/shmring.h. The
+# fuzzer and the tests that write segment bytes read offsets from here.
+LAYOUT = _layout()
+LAYOUT_MAGIC = SHMR_MAGIC
+LAYOUT_PAGE = SHMR_PAGE
+LAYOUT_BLOCK = SHMR_BLOCK
+
 # Blocking calls sleep in slices (default 50 ms, the ``liveness_interval``);
 # between slices they take the GIL back, run signal handlers (Ctrl-C) and check
 # peer liveness, so a dead peer is noticed within one slice of waiting on it.
