@@ -238,8 +238,11 @@ def bench_throughput(ctx, res, peer, cfg, what, config="tuned", spin=20e-6, own_
     recs = prod["records"]
     rps = recs / elapsed
     nbytes = (FRAME.itemsize if kind == "frame" else REC.itemsize) * rps
-    return {"records": int(recs), "seconds": elapsed, "records_per_s": rps, "calls_per_s": rps / per_call,
-            "GB_per_s": nbytes / 1e9}
+    # what the consumer counted from the start line: every record the producer sent, or the
+    # case is wrong (the report marks a row whose counts differ)
+    received = None if alone else int(out[1]["records"])
+    return {"records": int(recs), "received": received, "seconds": elapsed, "records_per_s": rps,
+            "calls_per_s": rps / per_call, "GB_per_s": nbytes / 1e9}
 
 
 # ============================================================================

@@ -71,6 +71,8 @@ def note_for(section, r) -> str:
             if c.section == section and c.variant == r["variant"]:
                 text = c.note
                 break
+    if r.get("received") is not None and r["received"] != r["records"]:
+        text = (text + "; " if text else "") + f"COUNTS DIFFER: sent {r['records']}, received {r['received']}"
     if r.get("failed_runs"):
         text = (text + "; " if text else "") + f"{r['failed_runs']} run(s) failed"
     return text or ""
