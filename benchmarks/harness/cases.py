@@ -19,7 +19,7 @@ import peers
 
 from .machine import HERE, ROOT
 from .processes import CASE_TIMEOUT, run_procs, sync
-from .records import BATCH, FRAME, REC, STOP64, frame, prepare, tick_batch
+from .records import BATCH, FRAME, REC, frame, prepare, tick_batch
 
 # How the processes of a case run.
 #   default: what a user gets: processes where the scheduler puts them, the garbage collector
