@@ -53,7 +53,7 @@ KIND_NAMES = {v: k for k, v in KINDS.items()}
 MAX_DESC = 1 << 16
 
 SIDECAR_PREFIX = "shmrb-"
-_SIDE_FIELDS = ("expected", "have_expected", "source", "records", "batches", "bytes", "lost",
+_SIDE_FIELDS = ("expected", "have_expected", "source", "stream", "records", "batches", "bytes", "lost",
                 "duplicates", "bad", "resets", "streams", "wal_count", "wal_head", "updated_ns")
 _SIDE_SLOT = np.dtype([(f, "<u8") for f in _SIDE_FIELDS])
 _SIDE_MAGIC = 0x3162726D68735F  # "_shmrb1"
@@ -695,10 +695,13 @@ class Sender(_Bridge):
             seq = p.seq
             try:
                 self._send_data(p.ident, seq, 0, n, parts)
-            except zmq.ZMQError:
+            except zmq.ZMQError as exc:
                 # never handed to that peer: safe to give to another
                 self._held = batch
-                self._drop_peer(p)
+                if exc.errno == zmq.EAGAIN:
+                    p.credit = 0  # its pipe is full (credit outran hwm): wait for confirmations
+                else:
+                    self._drop_peer(p)
                 continue
             p.seq += 1
             p.credit -= 1
@@ -879,6 +882,9 @@ class Receiver(_Bridge):
             self._head = ring.stats()["pushed"]
             side = _Sidecar(self.name, fresh=created)
             self._recover(side)
+            side.state["bad"] += self.unexpected
+            self.unexpected = 0
+            self._stream = side.state["stream"] or None
             self._side = side
             side.save()
         elif (self.codec.kind, self.codec.dtype, self.mode) != (kind, dt, mode):
@@ -905,7 +911,7 @@ class Receiver(_Bridge):
             s["have_expected"] = 1
             s["expected"] = first
         if h[4] != self._stream:
-            self._stream = h[4]
+            self._stream = s["stream"] = h[4]
             s["streams"] += 1
         exp = s["expected"]
         if first > exp:
@@ -1002,10 +1008,13 @@ class Receiver(_Bridge):
             self._configure(h, frames[1].bytes)
             if self.mode != "queue":
                 raise BridgeError("sender sends a broadcast ring over ROUTER (protocol error)")
-            if h[4] != self._stream or h[3] & F_RESYNC:
-                if h[4] != self._stream:
-                    self._side.state["streams"] += 1
-                self._stream = h[4]
+            if h[4] != self._granted or h[3] & F_RESYNC:
+                # a new sender, a restarted one, one that forgot us, or we restarted
+                s = self._side.state
+                if h[4] != s["stream"]:
+                    s["streams"] += 1
+                    s["stream"] = h[4]
+                self._granted = h[4]
                 self._grant(self.window)
             if h[3] & F_CLOSED:
                 self._end_stream()
@@ -1043,6 +1052,7 @@ class Receiver(_Bridge):
             self._grant(0)
 
     _next_ka = 0.0
+    _granted = None  # the sender stream this process granted its window to
 
     def _loop(self) -> None:
         zmq = self._zmq
