@@ -144,11 +144,15 @@ class _RecordCodec:
             buf = f.buffer if hasattr(f, "buffer") else memoryview(f)
             if len(buf) % self.itemsize:
                 raise ValueError(f"frame of {len(buf)} bytes is not whole records of {self.itemsize}")
-            a = np.frombuffer(buf, dtype=np.uint8).view(self.dtype) if len(buf) else None
-            if a is not None:
-                a = a.reshape(-1) if self.dtype.subdtype is None else a
-                arrays.append(a)
-                total += len(a)
+            if not len(buf):
+                continue
+            if self.dtype.subdtype is not None:  # records are arrays: (n, *shape) of the base
+                base, shape = self.dtype.subdtype
+                a = np.frombuffer(buf, dtype=base).reshape((-1,) + shape)
+            else:
+                a = np.frombuffer(buf, dtype=self.dtype)
+            arrays.append(a)
+            total += len(a)
         if total != count:
             raise ValueError(f"batch says {count} records but carries {total}")
         return arrays
@@ -424,13 +428,19 @@ class Sender(_Bridge):
     to every receiver; a queue ring's records go each to one receiver that has credit.
     ``start`` ("latest" or "oldest", broadcast only) is where this sender's consumer
     starts. A batch closes at ``max_records`` records, ``max_bytes`` bytes or
-    ``flush_delay`` seconds after its first record, whichever comes first."""
+    ``flush_delay`` seconds after its first record, whichever comes first. A
+    broadcast sender with no receiver connected stops taking records for up to
+    ``hold`` seconds (a blocking ring's producer waits meanwhile), so a restart
+    on either side loses nothing that a moment's wait saves."""
 
     def __init__(self, ring: Ring | str, endpoint: str, *, start: str = "latest",
                  max_records: int = 1024, max_bytes: int = 1 << 20, flush_delay: float = 100e-6,
-                 hwm: int = 1000, heartbeat: float = 0.5, peer_timeout: float = 5.0,
+                 hwm: int = 1000, heartbeat: float = 0.5, peer_timeout: float = 5.0, hold: float = 5.0,
                  curve_keys: str | None = None) -> None:
         super().__init__(hwm=hwm, heartbeat=heartbeat, peer_timeout=peer_timeout, curve_keys=curve_keys)
+        self.hold = float(hold)
+        self._subs = 0
+        self._alone_since: float | None = None
         if max_records < 1 or max_bytes < 1 or flush_delay < 0:
             raise ValueError("need max_records >= 1, max_bytes >= 1, flush_delay >= 0")
         if start not in ("latest", "oldest"):
@@ -480,7 +490,8 @@ class Sender(_Bridge):
         zmq = self._zmq
         sock = self._socket(zmq.XPUB if self.broadcast else zmq.ROUTER)
         if self.broadcast:
-            sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription, so every newcomer gets a DESC
+            # every (un)subscription: every newcomer gets a DESC, and we know when nobody listens
+            sock.setsockopt(zmq.XPUB_VERBOSER, 1)
         else:
             sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a vanished peer fails instead of vanishing
         try:
@@ -590,13 +601,28 @@ class Sender(_Bridge):
         next_check = 0.0
         while not self._stop.is_set():
             now = time.monotonic()
-            if now >= next_check:
+            if now >= next_check or not self._subs:
                 next_check = now + 0.01
                 while sock.poll(0):
                     msg = sock.recv()
                     if msg[:1] == b"\x01":
+                        if not self._subs:
+                            self._alone_since = None
+                        self._subs += 1
                         sock.send_multipart(self._desc_frames(F_CLOSED if self._closed else 0))
-                    # unsubscriptions and anything else from a subscriber need no answer
+                    elif msg[:1] == b"\x00":
+                        self._subs = max(0, self._subs - 1)
+                    # anything else from a subscriber needs no answer
+            if not self._subs:
+                # PUB drops what nobody subscribes to. Hold on a while, so that a restarted
+                # sender (start="oldest") or a reconnecting receiver does not miss records
+                # that waiting a moment would have delivered; then forward into the void
+                # (receivers count the gap when they come back).
+                if self._alone_since is None:
+                    self._alone_since = now
+                if now - self._alone_since < self.hold:
+                    sock.poll(20)
+                    continue
             if now >= next_hb:
                 next_hb = now + self.heartbeat
                 sock.send_multipart(self._desc_frames(F_CLOSED if self._closed else 0))
@@ -1119,6 +1145,8 @@ def cli_main(argv: list[str]) -> int:
     p.add_argument("--hwm", type=int, default=1000, help="messages queued per receiver before drops")
     p.add_argument("--heartbeat", type=float, default=0.5)
     p.add_argument("--peer-timeout", type=float, default=5.0)
+    p.add_argument("--hold", type=float, default=5.0,
+                   help="broadcast: seconds to wait for a receiver before forwarding to nobody")
     p.add_argument("--curve-keys", metavar="DIR")
     p = sub.add_parser("recv", help="feed local ring NAME from the sender at ENDPOINT")
     p.add_argument("endpoint")
@@ -1146,7 +1174,8 @@ def cli_main(argv: list[str]) -> int:
         if args.cmd == "send":
             b = Sender(args.name, args.endpoint, start=args.start, max_records=args.max_records,
                        max_bytes=args.max_bytes, flush_delay=args.flush_delay, hwm=args.hwm,
-                       heartbeat=args.heartbeat, peer_timeout=args.peer_timeout, curve_keys=args.curve_keys)
+                       heartbeat=args.heartbeat, peer_timeout=args.peer_timeout, hold=args.hold,
+                       curve_keys=args.curve_keys)
         else:
             b = Receiver(args.endpoint, args.name, capacity=args.capacity, window=args.window, hwm=args.hwm,
                          heartbeat=args.heartbeat, peer_timeout=args.peer_timeout, curve_keys=args.curve_keys,
