@@ -428,7 +428,9 @@ class Sender(_Bridge):
     to every receiver; a queue ring's records go each to one receiver that has credit.
     ``start`` ("latest" or "oldest", broadcast only) is where this sender's consumer
     starts. A batch closes at ``max_records`` records, ``max_bytes`` bytes or
-    ``flush_delay`` seconds after its first record, whichever comes first. A
+    ``flush_delay`` seconds after its first record, whichever comes first (the
+    delay applies only while records come densely: an isolated record is sent at
+    once). A
     broadcast sender with no receiver connected stops taking records for up to
     ``hold`` seconds (a blocking ring's producer waits meanwhile), so a restart
     on either side loses nothing that a moment's wait saves."""
@@ -547,7 +549,10 @@ class Sender(_Bridge):
         parts = [first_arr]
         n = len(first_arr)
         self._pos += n
-        deadline = time.monotonic() + self.flush_delay
+        now = time.monotonic()
+        # Wait for more only while records come densely (the last batch left less than
+        # one flush delay ago): an isolated record goes out at once, a stream is batched.
+        deadline = now + self.flush_delay if now - self._last_sent < self.flush_delay else now
         while n < lim:
             left = deadline - time.monotonic()
             try:
@@ -576,11 +581,13 @@ class Sender(_Bridge):
         return first, len(a), [a]
 
     _held_part = None
+    _last_sent = 0.0
 
     def _send_data(self, ident, seq: int, first: int, n: int, parts: list) -> None:
         hdr = _header(T_DATA, self._k, 0, self.stream, self.source, seq, first, n)
         frames = ([ident] if ident is not None else []) + [hdr] + self.codec.frames(parts)
         self._sock.send_multipart(frames, copy=False, flags=self._zmq.NOBLOCK if ident is not None else 0)
+        self._last_sent = time.monotonic()
         self.batches += 1
         self.records += n
         self.bytes += sum(p.nbytes for p in parts)
