@@ -324,7 +324,6 @@ class _Bridge:
         self.peer_timeout = float(peer_timeout)
         self.curve_keys = curve_keys
         self._stop = threading.Event()
-        self._ready = threading.Event()
         self._ctx = None
         self._sock = None
         self._auth = None
@@ -359,7 +358,6 @@ class _Bridge:
         """Set up and forward until stop() (from another thread) or the end of the
         stream with ``once=True``."""
         self._setup()
-        self._ready.set()
         try:
             self._loop()
         finally:
@@ -377,7 +375,6 @@ class _Bridge:
         """Set up in the calling thread (so a bad endpoint or key raises here), then
         forward in a background thread."""
         self._setup()
-        self._ready.set()
         self._thread = threading.Thread(target=self._run_thread, name=type(self).__name__, daemon=True)
         self._thread.start()
         return self
