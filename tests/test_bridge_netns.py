@@ -174,9 +174,11 @@ def test_slow_host_loss_counted_fast_host_loses_nothing(net, procs, names):
     ring, a, sender, recv = start_pipeline(
         net, procs, names, mode="broadcast", dtype=BIG, capacity=4096,
         send_args=("--hwm", "500", "--max-records", "16"), recv_args=("--hwm", "8", "--capacity", "64"))
-    slow = Reader(recv[0]["dst"], slow=0.01, chunk=16)
+    slow = Reader(recv[0]["dst"], slow=0.004, chunk=16)
     fast = Reader(recv[1]["dst"])
-    prod = procs(FORK, produce, ring.name, n, 64, 20_000)
+    # 40 MB/s: the sender's queue (hwm, 32 MB) gives the fast host 0.8 s of slack
+    # against scheduling stalls, far less than the slow host falls behind
+    prod = procs(FORK, produce, ring.name, n, 64, 10_000)
     out = {}
     for name, r, rd in (("slow", recv[0], slow), ("fast", recv[1], fast)):
         g = rd.result(90)
