@@ -14,6 +14,9 @@ Cases, each measured for both paths in one run:
       local ring hand-off (the two together are the floor the bridge is held to)
 
 Throughput is counted at the receiving end from the first record to the last.
+CPU-seconds are summed over every process of a case while it streams (producer,
+both bridges with zmq's I/O threads, consumer; raw: pusher and puller): on a
+shared machine they are steadier than rates, which depend on the load.
 The bridge case runs four processes (producer, sending bridge, receiving bridge,
 consumer), raw pyzmq two: on a 2-core machine that is part of the price. The veth
 path needs root (ip netns); without it only loopback runs.
@@ -113,6 +116,7 @@ def raw_push(endpoint: str, n_msgs: int, size: int, interval: float) -> None:
     buf = np.zeros(size, np.uint8)
     ts = buf[:16].view("<u8")
     time.sleep(0.5)  # let the puller connect
+    cpu0 = time.process_time()
     for i in range(n_msgs):
         if interval:
             time.sleep(interval)
@@ -124,6 +128,7 @@ def raw_push(endpoint: str, n_msgs: int, size: int, interval: float) -> None:
             ts = buf[:16].view("<u8")
     s.close(linger=5000)
     ctx.term()
+    print(json.dumps({"cpu": time.process_time() - cpu0}))
 
 
 def raw_pull(endpoint: str, n_msgs: int) -> None:
@@ -140,12 +145,14 @@ def raw_pull(endpoint: str, n_msgs: int) -> None:
         now = time.monotonic_ns()
         if t_first is None:
             t_first = now
+            cpu0 = time.process_time()
             first_bytes = len(f.buffer)
         hdr = np.frombuffer(f.buffer, "<u8", count=2)
         lat[i] = now - int(hdr[1])
         nbytes += len(f.buffer)
     t_last = time.monotonic_ns()
     print(json.dumps({"secs": (t_last - t_first) / 1e9, "bytes": nbytes - first_bytes,
+                      "cpu": time.process_time() - cpu0,
                       "msgs": n_msgs - 1, "p50": float(np.percentile(lat, 50)) / 1e3,
                       "p99": float(np.percentile(lat, 99)) / 1e3}))
     s.close(linger=0)
@@ -154,15 +161,26 @@ def raw_pull(endpoint: str, n_msgs: int) -> None:
 
 def run_raw(path: Path, n_msgs: int, size: int, interval: float = 0.0) -> dict:
     pull = path.run("b", [HERE, "_pull", path.connect, str(n_msgs)], stdout=subprocess.PIPE, text=True)
-    push = path.run("a", [HERE, "_push", path.bind, str(n_msgs), str(size), str(interval)])
+    push = path.run("a", [HERE, "_push", path.bind, str(n_msgs), str(size), str(interval)],
+                    stdout=subprocess.PIPE, text=True)
     out, _ = pull.communicate(timeout=300)
-    push.wait(60)
-    return json.loads(out)
+    pout, _ = push.communicate(timeout=60)
+    res = json.loads(out)
+    res["cpu"] += json.loads(pout)["cpu"]  # CPU-seconds of both ends while streaming
+    return res
+
+
+def proc_cpu(pid: int) -> float:
+    """CPU-seconds used so far by a process (all its threads, zmq's I/O thread included)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # -- the bridge ------------------------------------------------------------------------
 
-def produce(name: str, n: int, batch: int, interval: float) -> None:
+def produce(name: str, n: int, batch: int, interval: float, q=None) -> None:
+    cpu0 = time.process_time()
     ring = shmring.Ring.attach(name)
     with ring.producer() as p:
         if ring.dtype == MB:
@@ -182,6 +200,8 @@ def produce(name: str, n: int, batch: int, interval: float) -> None:
             for i in range(0, n, batch):
                 p.push_many(block[:min(batch, n - i)])
     ring.close()
+    if q is not None:
+        q.put(time.process_time() - cpu0)
 
 
 def consume(name: str, n: int, latency: bool) -> dict:
@@ -196,13 +216,14 @@ def consume(name: str, n: int, latency: bool) -> dict:
             now = time.monotonic_ns()
             if t_first is None:
                 t_first, first_n = now, len(a)
+                cpu0 = time.process_time()
             if latency:
                 lat.extend((now - a["ts"].astype(np.int64)).tolist())
             got += len(a)
         t_last = time.monotonic_ns()
     ring.close()
     out = {"secs": (t_last - t_first) / 1e9, "records": got - first_n,
-           "bytes": (got - first_n) * ring.dtype.itemsize}
+           "bytes": (got - first_n) * ring.dtype.itemsize, "cpu": time.process_time() - cpu0}
     if latency:
         out["p50"] = float(np.percentile(lat, 50)) / 1e3
         out["p99"] = float(np.percentile(lat, 99)) / 1e3
@@ -224,10 +245,15 @@ def run_bridge(path: Path, dtype: np.dtype, n: int, mode: str, *, interval: floa
         procs.append(path.run("b", ["-m", "shmring", "bridge", "recv", path.connect, dst],
                               stdout=subprocess.DEVNULL))
         wait_for(lambda: read_sidecar(dst) is not None)
-        prod = mp.get_context("fork").Process(target=produce, args=(src, n, BATCH if dtype == REC else 8,
-                                                                    interval))
+        ctx = mp.get_context("fork")
+        q = ctx.Queue()
+        prod = ctx.Process(target=produce, args=(src, n, BATCH if dtype == REC else 8, interval, q))
+        cpu0 = [proc_cpu(p.pid) for p in procs]
         prod.start()
         res = consume(dst, n, latency=bool(interval))
+        cpu1 = [proc_cpu(p.pid) for p in procs]
+        res["cpu_bridges"] = sum(cpu1) - sum(cpu0)
+        res["cpu"] += res["cpu_bridges"] + q.get(timeout=60)
         prod.join(60)
         return res
     finally:
@@ -304,14 +330,19 @@ def main() -> int:
             r = {}
             raw = run_raw(path, n64 // BATCH, BATCH * REC.itemsize)
             r["raw64"] = raw["bytes"] / REC.itemsize / raw["secs"]
+            r["raw64_cpu"] = raw["cpu"] / (n64 / 1e6)  # CPU-s per million records
             for mode in ("broadcast", "queue"):
                 b = run_bridge(path, REC, n64, mode)
                 r[f"bridge64_{mode}"] = b["records"] / b["secs"]
+                r[f"bridge64_{mode}_cpu"] = (b["cpu"] / (n64 / 1e6), b["cpu_bridges"] / (n64 / 1e6))
             raw = run_raw(path, nmb, MB.itemsize)
             r["rawMB"] = raw["bytes"] / 1e6 / raw["secs"]
+            r["rawMB_cpu"] = raw["cpu"] / (nmb * MB.itemsize / 1e9)  # CPU-s per GB
             for mode in ("broadcast", "queue"):
                 b = run_bridge(path, MB, nmb, mode, capacity=64)
                 r[f"bridgeMB_{mode}"] = b["bytes"] / 1e6 / b["secs"]
+                gb = nmb * MB.itemsize / 1e9
+                r[f"bridgeMB_{mode}_cpu"] = (b["cpu"] / gb, b["cpu_bridges"] / gb)
             raw = run_raw(path, nlat, REC.itemsize, 0.0005)
             r["raw_lat"] = (raw["p50"], raw["p99"])
             b = run_bridge(path, REC, nlat, "broadcast", interval=0.0005)
@@ -327,6 +358,15 @@ def main() -> int:
         for mode in ("broadcast", "queue"):
             print(f"{'1 MiB records, ' + mode:<34} {r[f'bridgeMB_{mode}']:>9.0f} MB/s  "
                   f"{r['rawMB']:>9.0f} MB/s  {r[f'bridgeMB_{mode}'] / r['rawMB']:>7.2f}")
+        print(f"{'CPU-seconds (all processes)':<34} {'bridge':>14} {'of it bridges':>14} {'raw pyzmq':>10} {'ratio':>6}")
+        for mode in ("broadcast", "queue"):
+            c, cb = r[f"bridge64_{mode}_cpu"]
+            print(f"{'  per 1e6 64 B records, ' + mode:<34} {c:>14.2f} {cb:>14.2f} {r['raw64_cpu']:>10.2f} "
+                  f"{c / r['raw64_cpu']:>6.2f}")
+        for mode in ("broadcast", "queue"):
+            c, cb = r[f"bridgeMB_{mode}_cpu"]
+            print(f"{'  per GB of 1 MiB records, ' + mode:<34} {c:>14.2f} {cb:>14.2f} {r['rawMB_cpu']:>10.2f} "
+                  f"{c / r['rawMB_cpu']:>6.2f}")
         bl, rl = r["bridge_lat"], r["raw_lat"]
         floor = rl[0] + local["p50"]
         print(f"{'one-way latency p50 / p99 (us)':<34} {bl[0]:>6.0f} / {bl[1]:<5.0f} {rl[0]:>6.0f} / {rl[1]:<5.0f}"
