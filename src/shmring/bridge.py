@@ -520,7 +520,7 @@ class Sender(_Bridge):
                 self._pos = next(c["cursor"] for c in self.ring.stats()["consumers"] if c["index"] == me)
         except BaseException:
             self._sock = sock
-            self._close_sockets()
+            self._teardown()
             raise
 
     def _teardown(self) -> None:
