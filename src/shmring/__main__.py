@@ -5,6 +5,7 @@
     shmring rm NAME [NAME ...]      remove rings
     shmring gc [--dry-run] [--json] remove rings whose every participant is dead
     shmring demo [...]              the live demo (see python -m shmring.demo --help)
+    shmring bridge send|recv|keygen  bridge rings across hosts over ZeroMQ (needs pyzmq)
 
 Liveness is judged by (pid, process start time) on this machine; containers that
 share /dev/shm but not a pid namespace cannot see each other's processes.
@@ -41,6 +42,10 @@ def describe(name: str) -> dict[str, Any]:
         st = ring.stats()
     finally:
         ring.close()
+    from .bridge import read_sidecar  # imports no zmq
+    side = read_sidecar(name)
+    if side is not None:
+        st["bridge"] = side
     return st
 
 
@@ -94,6 +99,11 @@ def cmd_info(args) -> int:
         lag = c.get("lag", c["claimed"])
         print(f"  #{c['index']:<3} pid {c['pid']:<8} {'alive' if c['alive'] else 'dead':<5} "
               f"popped {c['popped']:<12} dropped {c['dropped']:<10} lag {lag}")
+    if "bridge" in st:
+        b = st["bridge"]
+        print(f"bridge          fed by pid {b['pid']}: records {b['records']}, batches {b['batches']}, "
+              f"lost {b['lost']}, duplicates skipped {b['duplicates']}, bad messages {b['bad']}, "
+              f"streams {b['streams']}, source resets {b['resets']}")
     return 0
 
 
@@ -102,6 +112,8 @@ def cmd_rm(args) -> int:
     for name in args.names:
         try:
             unlink(name)
+            from .bridge import remove_sidecar
+            remove_sidecar(name)
         except FileNotFoundError:
             print(f"{name}: no such ring", file=sys.stderr)
             rc = 1
@@ -135,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["demo"]:
         from .demo import main as demo_main
         return demo_main(argv[1:])
+    if argv[:1] == ["bridge"]:
+        from .bridge import cli_main
+        return cli_main(argv[1:])
     ap = argparse.ArgumentParser(prog="shmring", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -153,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_gc)
     sub.add_parser("demo", help="run the live demo")
+    sub.add_parser("bridge", help="bridge rings across hosts over ZeroMQ (send, recv, keygen)")
     args = ap.parse_args(argv)
     return args.fn(args)
 

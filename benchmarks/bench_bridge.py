@@ -1,0 +1,383 @@
+#!/usr/bin/env python3
+"""The ZeroMQ bridge against raw pyzmq moving the same bytes, over loopback and
+across a veth pair between two network namespaces.
+
+    python benchmarks/bench_bridge.py [--quick] [--json out.json]
+
+Cases, each measured for both paths in one run:
+
+  (a) 64-byte records, ring -> bridge -> ring, records/s; raw pyzmq: PUSH/PULL
+      messages of 1024 records (the bridge's batch size), records/s
+  (b) 1 MiB records, MB/s; raw pyzmq: 1 MiB messages
+  (c) one-way latency p50/p99 of a 64-byte record sent every 0.5 ms: producer ->
+      ring -> bridge -> ring -> consumer, against raw PUSH/PULL and against one
+      local ring hand-off (the two together are the floor the bridge is held to)
+
+Throughput is counted at the receiving end from the first record to the last.
+CPU-seconds are summed over every process of a case while it streams (producer,
+both bridges with zmq's I/O threads, consumer; raw: pusher and puller): on a
+shared machine they are steadier than rates, which depend on the load.
+The bridge case runs four processes (producer, sending bridge, receiving bridge,
+consumer), raw pyzmq two: on a 2-core machine that is part of the price. The veth
+path needs root (ip netns); without it only loopback runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+import shmring
+from shmring.bridge import read_sidecar, remove_sidecar
+
+REC = np.dtype([("seq", "<u8"), ("ts", "<u8"), ("pad", "u1", (48,))])
+MB = np.dtype((np.uint8, (1 << 20,)))
+BATCH = 1024
+PORT = 5601
+HERE = os.path.abspath(__file__)
+
+
+# -- hosts ---------------------------------------------------------------------
+
+class Path:
+    """Where the two ends run: loopback in this namespace, or two namespaces on a veth pair."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.ns: list[str] = []
+        if kind == "loopback":
+            self.a = self.b = None
+            self.bind, self.connect = f"tcp://127.0.0.1:{PORT}", f"tcp://127.0.0.1:{PORT}"
+            return
+        tag = f"bb{os.getpid() % 100000}"
+        self.a, self.b = tag + "a", tag + "b"
+        for ns in (self.a, self.b):
+            self._ip("netns", "add", ns)
+            self.ns.append(ns)
+            self._ip("-n", ns, "link", "set", "lo", "up")
+        self._ip("link", "add", tag + "x", "netns", self.a, "type", "veth", "peer", "name", tag + "y",
+                 "netns", self.b)
+        self._ip("-n", self.a, "addr", "add", "10.78.0.1/24", "dev", tag + "x")
+        self._ip("-n", self.b, "addr", "add", "10.78.0.2/24", "dev", tag + "y")
+        self._ip("-n", self.a, "link", "set", tag + "x", "up")
+        self._ip("-n", self.b, "link", "set", tag + "y", "up")
+        self.bind, self.connect = f"tcp://10.78.0.1:{PORT}", f"tcp://10.78.0.1:{PORT}"
+
+    @staticmethod
+    def _ip(*args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+    def run(self, side: str, args: list[str], **kw) -> subprocess.Popen:
+        ns = self.a if side == "a" else self.b
+        cmd = (["ip", "netns", "exec", ns] if ns else []) + [sys.executable, *args]
+        return subprocess.Popen(cmd, **kw)
+
+    def close(self) -> None:
+        for ns in self.ns:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
+
+
+def veth_possible() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root"
+    try:
+        Path._ip("netns", "add", f"bbprobe{os.getpid()}")
+    except (OSError, subprocess.CalledProcessError) as exc:
+        return f"ip netns add failed ({exc})"
+    subprocess.run(["ip", "netns", "del", f"bbprobe{os.getpid()}"], capture_output=True)
+    return None
+
+
+def wait_for(cond, timeout=20.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(0.01)
+    raise RuntimeError("timed out")
+
+
+# -- raw pyzmq peers (run as `bench_bridge.py _push ...` / `_pull ...`) ---------------
+
+def raw_push(endpoint: str, n_msgs: int, size: int, interval: float) -> None:
+    import zmq
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.PUSH)
+    s.sndhwm = 1000
+    s.bind(endpoint)
+    buf = np.zeros(size, np.uint8)
+    ts = buf[:16].view("<u8")
+    time.sleep(0.5)  # let the puller connect
+    cpu0 = time.process_time()
+    for i in range(n_msgs):
+        if interval:
+            time.sleep(interval)
+        ts[0] = i
+        ts[1] = time.monotonic_ns()
+        s.send(buf, copy=size < 65536)
+        if size >= 65536:
+            buf = np.zeros(size, np.uint8)  # zero-copy: never touch a buffer handed to zmq
+            ts = buf[:16].view("<u8")
+    s.close(linger=5000)
+    ctx.term()
+    print(json.dumps({"cpu": time.process_time() - cpu0}))
+
+
+def raw_pull(endpoint: str, n_msgs: int) -> None:
+    import zmq
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.PULL)
+    s.rcvhwm = 1000
+    s.connect(endpoint)
+    lat = np.empty(n_msgs, np.int64)
+    nbytes = 0
+    t_first = None
+    for i in range(n_msgs):
+        f = s.recv(copy=False)
+        now = time.monotonic_ns()
+        if t_first is None:
+            t_first = now
+            cpu0 = time.process_time()
+            first_bytes = len(f.buffer)
+        hdr = np.frombuffer(f.buffer, "<u8", count=2)
+        lat[i] = now - int(hdr[1])
+        nbytes += len(f.buffer)
+    t_last = time.monotonic_ns()
+    print(json.dumps({"secs": (t_last - t_first) / 1e9, "bytes": nbytes - first_bytes,
+                      "cpu": time.process_time() - cpu0,
+                      "msgs": n_msgs - 1, "p50": float(np.percentile(lat, 50)) / 1e3,
+                      "p99": float(np.percentile(lat, 99)) / 1e3}))
+    s.close(linger=0)
+    ctx.term()
+
+
+def run_raw(path: Path, n_msgs: int, size: int, interval: float = 0.0) -> dict:
+    pull = path.run("b", [HERE, "_pull", path.connect, str(n_msgs)], stdout=subprocess.PIPE, text=True)
+    push = path.run("a", [HERE, "_push", path.bind, str(n_msgs), str(size), str(interval)],
+                    stdout=subprocess.PIPE, text=True)
+    out, _ = pull.communicate(timeout=300)
+    pout, _ = push.communicate(timeout=60)
+    res = json.loads(out)
+    res["cpu"] += json.loads(pout)["cpu"]  # CPU-seconds of both ends while streaming
+    return res
+
+
+def proc_cpu(pid: int) -> float:
+    """CPU-seconds used so far by a process (all its threads, zmq's I/O thread included)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# -- the bridge ------------------------------------------------------------------------
+
+def produce(name: str, n: int, batch: int, interval: float, q=None) -> None:
+    cpu0 = time.process_time()
+    ring = shmring.Ring.attach(name)
+    with ring.producer() as p:
+        if ring.dtype == MB:
+            block = np.zeros((batch,) + MB.shape, np.uint8)
+            for i in range(0, n, batch):
+                p.push_many(block[:min(batch, n - i)])
+        elif interval:
+            rec = np.zeros(1, REC)
+            for i in range(n):
+                time.sleep(interval)
+                rec["seq"] = i
+                rec["ts"] = time.monotonic_ns()
+                p.push_many(rec)
+        else:
+            block = np.zeros(batch, REC)
+            block["seq"] = np.arange(batch)
+            for i in range(0, n, batch):
+                p.push_many(block[:min(batch, n - i)])
+    ring.close()
+    if q is not None:
+        q.put(time.process_time() - cpu0)
+
+
+def consume(name: str, n: int, latency: bool) -> dict:
+    ring = shmring.Ring.attach(name)
+    got = 0
+    lat = []
+    t_first = None
+    first_n = 0
+    with ring.consumer(start="oldest") as c:
+        while got < n:
+            a = c.pop_many(4096 if ring.dtype == REC else 16, timeout=60)
+            now = time.monotonic_ns()
+            if t_first is None:
+                t_first, first_n = now, len(a)
+                cpu0 = time.process_time()
+            if latency:
+                lat.extend((now - a["ts"].astype(np.int64)).tolist())
+            got += len(a)
+        t_last = time.monotonic_ns()
+    ring.close()
+    out = {"secs": (t_last - t_first) / 1e9, "records": got - first_n,
+           "bytes": (got - first_n) * ring.dtype.itemsize, "cpu": time.process_time() - cpu0}
+    if latency:
+        out["p50"] = float(np.percentile(lat, 50)) / 1e3
+        out["p99"] = float(np.percentile(lat, 99)) / 1e3
+    return out
+
+
+def run_bridge(path: Path, dtype: np.dtype, n: int, mode: str, *, interval: float = 0.0,
+               capacity: int = 1 << 16) -> dict:
+    tag = f"bb{os.getpid()}{int(time.monotonic() * 1000) % 100000}"
+    src, dst = tag + "s", tag + "d"
+    ring = shmring.Ring.create(src, dtype, capacity, mode=mode)
+    procs = []
+    try:
+        max_bytes = max(BATCH * REC.itemsize, dtype.itemsize)
+        procs.append(path.run("a", ["-m", "shmring", "bridge", "send", src, path.bind, "--max-records",
+                                    str(BATCH), "--max-bytes", str(max_bytes)],
+                              stdout=subprocess.DEVNULL))
+        wait_for(lambda: any(c["alive"] for c in ring.stats()["consumers"]))
+        procs.append(path.run("b", ["-m", "shmring", "bridge", "recv", path.connect, dst],
+                              stdout=subprocess.DEVNULL))
+        wait_for(lambda: read_sidecar(dst) is not None)
+        ctx = mp.get_context("fork")
+        q = ctx.Queue()
+        prod = ctx.Process(target=produce, args=(src, n, BATCH if dtype == REC else 8, interval, q))
+        cpu0 = [proc_cpu(p.pid) for p in procs]
+        prod.start()
+        res = consume(dst, n, latency=bool(interval))
+        cpu1 = [proc_cpu(p.pid) for p in procs]
+        res["cpu_bridges"] = sum(cpu1) - sum(cpu0)
+        res["cpu"] += res["cpu_bridges"] + q.get(timeout=60)
+        prod.join(60)
+        return res
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(20)
+        ring.close()
+        for name in (src, dst):
+            try:
+                shmring.unlink(name)
+            except FileNotFoundError:
+                pass
+        remove_sidecar(dst)
+
+
+def run_local(n: int, interval: float) -> dict:
+    """One ring hand-off between two processes, same record and pacing."""
+    name = f"bb{os.getpid()}l"
+    ring = shmring.Ring.create(name, REC, 4096)
+    try:
+        prod = mp.get_context("fork").Process(target=produce, args=(name, n, 1, interval))
+        cons_ring = shmring.Ring.attach(name)
+        c = cons_ring.consumer()
+        prod.start()
+        lat = []
+        got = 0
+        while got < n:
+            a = c.pop_many(64, timeout=30)
+            now = time.monotonic_ns()
+            lat.extend((now - a["ts"].astype(np.int64)).tolist())
+            got += len(a)
+        prod.join(30)
+        c.close()
+        cons_ring.close()
+        return {"p50": float(np.percentile(lat, 50)) / 1e3, "p99": float(np.percentile(lat, 99)) / 1e3}
+    finally:
+        ring.close()
+        shmring.unlink(name)
+
+
+# -- main ---------------------------------------------------------------------------------
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "_push":
+        raw_push(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]))
+        return 0
+    if len(sys.argv) > 1 and sys.argv[1] == "_pull":
+        raw_pull(sys.argv[2], int(sys.argv[3]))
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    n64 = 500_000 if args.quick else 2_000_000
+    nmb = 300 if args.quick else 1000
+    nlat = 1000 if args.quick else 3000
+    import zmq
+    print(f"# {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, Linux {platform.release()}, "
+          f"Python {platform.python_version()}, numpy {np.__version__}, pyzmq {zmq.__version__} "
+          f"(libzmq {zmq.zmq_version()}), load average {os.getloadavg()[0]:.1f}")
+    paths = ["loopback"]
+    why = veth_possible()
+    if why is None:
+        paths.append("veth")
+    else:
+        print(f"# veth path skipped: {why}")
+    results = {}
+    local = run_local(nlat, 0.0005)
+    results["local"] = local
+    print(f"\nlocal ring hand-off, one-way p50 {local['p50']:.1f} us, p99 {local['p99']:.1f} us")
+    for kind in paths:
+        path = Path(kind)
+        try:
+            r = {}
+            raw = run_raw(path, n64 // BATCH, BATCH * REC.itemsize)
+            r["raw64"] = raw["bytes"] / REC.itemsize / raw["secs"]
+            r["raw64_cpu"] = raw["cpu"] / (n64 / 1e6)  # CPU-s per million records
+            for mode in ("broadcast", "queue"):
+                b = run_bridge(path, REC, n64, mode)
+                r[f"bridge64_{mode}"] = b["records"] / b["secs"]
+                r[f"bridge64_{mode}_cpu"] = (b["cpu"] / (n64 / 1e6), b["cpu_bridges"] / (n64 / 1e6))
+            raw = run_raw(path, nmb, MB.itemsize)
+            r["rawMB"] = raw["bytes"] / 1e6 / raw["secs"]
+            r["rawMB_cpu"] = raw["cpu"] / (nmb * MB.itemsize / 1e9)  # CPU-s per GB
+            for mode in ("broadcast", "queue"):
+                b = run_bridge(path, MB, nmb, mode, capacity=64)
+                r[f"bridgeMB_{mode}"] = b["bytes"] / 1e6 / b["secs"]
+                gb = nmb * MB.itemsize / 1e9
+                r[f"bridgeMB_{mode}_cpu"] = (b["cpu"] / gb, b["cpu_bridges"] / gb)
+            raw = run_raw(path, nlat, REC.itemsize, 0.0005)
+            r["raw_lat"] = (raw["p50"], raw["p99"])
+            b = run_bridge(path, REC, nlat, "broadcast", interval=0.0005)
+            r["bridge_lat"] = (b["p50"], b["p99"])
+        finally:
+            path.close()
+        results[kind] = r
+        print(f"\n## {kind}")
+        print(f"{'case':<34} {'bridge':>14} {'raw pyzmq':>14} {'ratio':>7}")
+        for mode in ("broadcast", "queue"):
+            print(f"{'64 B records, ' + mode:<34} {r[f'bridge64_{mode}'] / 1e6:>9.2f} Mr/s "
+                  f"{r['raw64'] / 1e6:>9.2f} Mr/s {r[f'bridge64_{mode}'] / r['raw64']:>7.2f}")
+        for mode in ("broadcast", "queue"):
+            print(f"{'1 MiB records, ' + mode:<34} {r[f'bridgeMB_{mode}']:>9.0f} MB/s  "
+                  f"{r['rawMB']:>9.0f} MB/s  {r[f'bridgeMB_{mode}'] / r['rawMB']:>7.2f}")
+        print(f"{'CPU-seconds (all processes)':<34} {'bridge':>14} {'of it bridges':>14} {'raw pyzmq':>10} {'ratio':>6}")
+        for mode in ("broadcast", "queue"):
+            c, cb = r[f"bridge64_{mode}_cpu"]
+            print(f"{'  per 1e6 64 B records, ' + mode:<34} {c:>14.2f} {cb:>14.2f} {r['raw64_cpu']:>10.2f} "
+                  f"{c / r['raw64_cpu']:>6.2f}")
+        for mode in ("broadcast", "queue"):
+            c, cb = r[f"bridgeMB_{mode}_cpu"]
+            print(f"{'  per GB of 1 MiB records, ' + mode:<34} {c:>14.2f} {cb:>14.2f} {r['rawMB_cpu']:>10.2f} "
+                  f"{c / r['rawMB_cpu']:>6.2f}")
+        bl, rl = r["bridge_lat"], r["raw_lat"]
+        floor = rl[0] + local["p50"]
+        print(f"{'one-way latency p50 / p99 (us)':<34} {bl[0]:>6.0f} / {bl[1]:<5.0f} {rl[0]:>6.0f} / {rl[1]:<5.0f}"
+              f" {bl[0] / rl[0]:>7.2f}")
+        print(f"{'  p50 vs raw p50 + local hand-off':<34} {bl[0]:>6.0f}         {floor:>6.0f}        "
+              f" {bl[0] / floor:>7.2f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

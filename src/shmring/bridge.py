@@ -1,0 +1,1203 @@
+"""Bridge a ring to other hosts over ZeroMQ.
+
+A :class:`Sender` attaches to a local ring as one consumer and forwards what it
+receives; a :class:`Receiver` connects to a sender, creates (or attaches to) a local
+ring of the same kind, dtype and mode, and produces into it. Consumers on either
+side use the ordinary ring API.
+
+- broadcast rings fan out over XPUB/SUB: every batch carries the absolute position
+  of its first record in the sending ring, so a receiver counts exactly the records
+  it missed (high-water-mark drops, reconnects, a restarted bridge on either side);
+- queue rings share work over ROUTER/DEALER with credit-based flow control: a
+  receiver grants credit for a few batches and returns one credit per batch only
+  once that batch is in its local ring, so a slow or absent receiving side stalls
+  the sender, which stops consuming, which back-pressures the sending ring's
+  producer. Records in flight to a host that disappears are never re-sent
+  (at most once, as the ring itself treats a dead consumer's claim); the sender
+  counts them in ``unconfirmed``.
+
+pyzmq is an optional dependency (``pip install 'shmring[bridge]'``); importing this
+module does not import it.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import mmap
+import os
+import random
+import struct
+import threading
+import time
+from typing import Any
+
+import numpy as np
+from numpy.lib.format import descr_to_dtype, dtype_to_descr
+
+from ._api import SHM_DIR, Ring
+from .errors import Closed, Empty, Full, RingError
+
+__all__ = ["Sender", "Receiver", "BridgeError", "keygen", "read_sidecar", "remove_sidecar", "sidecar_path"]
+
+PROTO = 1
+MAGIC = b"SHB1"
+# magic, type, kind, flags, stream, source, seq, first, count, reserved
+HEADER = struct.Struct("<4sBBHQQQQII")
+T_HELLO, T_DESC, T_DATA, T_CREDIT, T_END = 1, 2, 3, 4, 5
+F_CLOSED = 1   # DESC: the sending ring's stream is closed and everything was sent
+F_RESYNC = 2   # DESC: the sender does not know this receiver (re-grant your window)
+KINDS = {"records": 0, "messages": 1}
+KIND_NAMES = {v: k for k, v in KINDS.items()}
+MAX_DESC = 1 << 16
+
+SIDECAR_PREFIX = "shmrb-"
+_SIDE_FIELDS = ("expected", "have_expected", "source", "stream", "records", "batches", "bytes", "lost",
+                "duplicates", "bad", "resets", "streams", "wal_count", "wal_head", "updated_ns")
+_SIDE_SLOT = np.dtype([(f, "<u8") for f in _SIDE_FIELDS])
+_SIDE_MAGIC = 0x3162726D68735F  # "_shmrb1"
+_SIDE_SIZE = 64 + 2 * _SIDE_SLOT.itemsize
+
+
+class BridgeError(RingError):
+    """The bridge cannot start or go on: bad endpoint, handshake mismatch, bad keys."""
+
+
+def _zmq():
+    try:
+        import zmq
+    except ImportError:
+        raise ImportError("the shmring bridge needs pyzmq: pip install 'shmring[bridge]'") from None
+    return zmq
+
+
+# -- wire helpers -------------------------------------------------------------
+
+def _encode_dtype(dt: np.dtype) -> str:
+    if dt.subdtype is not None:
+        base, shape = dt.subdtype
+        return repr(("v1", dtype_to_descr(base), tuple(shape)))
+    return repr(("v1", dtype_to_descr(dt), ()))
+
+
+def _decode_dtype(text: Any) -> np.dtype:
+    if not isinstance(text, str) or len(text) > MAX_DESC:
+        raise ValueError("dtype descriptor missing or too long")
+    tag, descr, shape = ast.literal_eval(text)  # literals only: never runs code
+    if tag != "v1":
+        raise ValueError(f"unknown dtype descriptor tag {tag!r}")
+    base = descr_to_dtype(descr)
+    dt = np.dtype((base, tuple(shape))) if shape else base
+    if dt.hasobject or dt.itemsize == 0:
+        raise ValueError(f"dtype {dt} cannot travel (Python objects or empty)")
+    return dt
+
+
+def _header(mtype: int, kind: int, flags: int, stream: int, source: int, seq: int, first: int,
+            count: int) -> bytes:
+    return HEADER.pack(MAGIC, mtype, kind, flags, stream, source, seq, first, count, 0)
+
+
+def _parse(frame: Any) -> tuple | None:
+    """The header fields of a frame, or None if it is not one of ours."""
+    buf = frame.buffer if hasattr(frame, "buffer") else frame
+    if len(buf) != HEADER.size:
+        return None
+    h = HEADER.unpack(buf)
+    if h[0] != MAGIC or h[2] not in KIND_NAMES:
+        return None
+    return h
+
+
+def _source_id(ring: Ring) -> int:
+    """Names one incarnation of the sending ring: positions are only comparable within it."""
+    st = ring.stats()
+    key = f"{ring.name}:{st['created']!r}:{st['creator_pid']}".encode()
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
+
+
+class _RecordCodec:
+    """Everything that depends on the ring's kind: how a batch is taken from a
+    consumer, laid out in frames, checked on arrival and pushed into a producer.
+    A message ring gets a sibling class with the same five methods."""
+
+    kind = "records"
+
+    def __init__(self, dtype: np.dtype) -> None:
+        self.dtype = dtype
+        self.itemsize = dtype.itemsize
+
+    def limit(self, max_records: int, max_bytes: int) -> int:
+        return max(1, min(max_records, max_bytes // self.itemsize))
+
+    def take(self, consumer, max_count: int, timeout: float):
+        return consumer.pop_many(max_count, timeout=timeout)
+
+    def frames(self, parts: list) -> list:
+        return parts  # each array goes out as one frame, large ones without a copy
+
+    def decode(self, frames: list, count: int) -> list:
+        total = 0
+        arrays = []
+        for f in frames:
+            buf = f.buffer if hasattr(f, "buffer") else memoryview(f)
+            if len(buf) % self.itemsize:
+                raise ValueError(f"frame of {len(buf)} bytes is not whole records of {self.itemsize}")
+            if not len(buf):
+                continue
+            if self.dtype.subdtype is not None:  # records are arrays: (n, *shape) of the base
+                base, shape = self.dtype.subdtype
+                a = np.frombuffer(buf, dtype=base).reshape((-1,) + shape)
+            else:
+                a = np.frombuffer(buf, dtype=self.dtype)
+            arrays.append(a)
+            total += len(a)
+        if total != count:
+            raise ValueError(f"batch says {count} records but carries {total}")
+        return arrays
+
+    def trim(self, arrays: list, skip: int) -> list:
+        out = []
+        for a in arrays:
+            if skip >= len(a):
+                skip -= len(a)
+                continue
+            out.append(a[skip:])
+            skip = 0
+        return out
+
+    def push(self, producer, arrays: list, stop, keepalive) -> int:
+        """Push every array; waits in slices so stop() and keep-alives are served."""
+        done = 0
+        for a in arrays:
+            while len(a):
+                try:
+                    done += producer.push_many(a, timeout=0.05)
+                    break
+                except Full as exc:
+                    done += exc.pushed
+                    a = a[exc.pushed:]
+                    keepalive()
+                    if stop.is_set():
+                        return done
+        return done
+
+
+def _codec_for(kind: str, dtype: np.dtype) -> _RecordCodec:
+    if kind == "records":
+        return _RecordCodec(dtype)
+    raise BridgeError(f"this shmring cannot bridge rings of kind {kind!r} (it knows: records)")
+
+
+def _ring_kind(ring: Ring) -> str:
+    return getattr(ring, "kind", "records")
+
+
+# -- CURVE keys ---------------------------------------------------------------
+
+def keygen(directory: str, client: str = "client") -> dict:
+    """Create a server key pair (once) and a client key pair in ``directory``; the
+    client's public key is authorised by copying it to ``directory/authorized_clients``.
+
+    The sending host needs ``server.key_secret`` and ``authorized_clients/``; a
+    receiving host needs ``server.key`` and its own ``CLIENT.key_secret``."""
+    zmq = _zmq()
+    import zmq.auth
+    if not zmq.has("curve"):
+        raise BridgeError("this libzmq was built without CURVE support")
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    auth_dir = os.path.join(directory, "authorized_clients")
+    os.makedirs(auth_dir, mode=0o700, exist_ok=True)
+    made = {}
+    if not os.path.exists(os.path.join(directory, "server.key_secret")):
+        zmq.auth.create_certificates(directory, "server")
+    made["server"] = os.path.join(directory, "server.key")
+    pub, secret = zmq.auth.create_certificates(directory, client)
+    os.chmod(secret, 0o600)
+    os.chmod(os.path.join(directory, "server.key_secret"), 0o600)
+    with open(pub, "rb") as src, open(os.path.join(auth_dir, f"{client}.key"), "wb") as dst:
+        dst.write(src.read())
+    made["client"] = secret
+    return made
+
+
+def _load(path: str, secret: bool) -> tuple:
+    import zmq.auth
+    if not os.path.exists(path):
+        raise BridgeError(f"CURVE key file {path} does not exist (make keys with `shmring bridge keygen DIR`)")
+    try:
+        pub, sec = zmq.auth.load_certificate(path)
+    except Exception as exc:
+        raise BridgeError(f"CURVE key file {path} cannot be read: {exc}") from None
+    if secret and not sec:
+        raise BridgeError(f"CURVE key file {path} holds no secret key")
+    return pub, sec
+
+
+# -- receiver-side state that survives a killed bridge --------------------------
+
+def sidecar_path(name: str) -> str:
+    return os.path.join(SHM_DIR, SIDECAR_PREFIX + name)
+
+
+class _Sidecar:
+    """The receiver's counters and stream position, next to its ring in /dev/shm.
+
+    Two slots and an index: a new state is written to the idle slot, then the index
+    flips (one aligned 8-byte store), so a bridge killed at any point leaves one whole
+    state. Before a batch is pushed the state names the batch (``wal_count``) and the
+    ring's head before it; a restarted bridge compares that head with the ring's to
+    know how much of the batch landed, so the position and the loss count stay exact
+    across kill -9."""
+
+    def __init__(self, name: str, fresh: bool = False) -> None:
+        path = sidecar_path(name)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_size < _SIDE_SIZE:
+                os.ftruncate(fd, _SIDE_SIZE)
+            self._mm = mmap.mmap(fd, _SIDE_SIZE)
+        finally:
+            os.close(fd)
+        self._meta = np.frombuffer(self._mm, dtype="<u8", count=8)
+        self._slots = np.frombuffer(self._mm, dtype=_SIDE_SLOT, count=2, offset=64)
+        if self._meta[0] != _SIDE_MAGIC or fresh:  # a new ring starts from zero
+            self._slots[:] = 0
+            self._meta[1] = 0
+            self._meta[0] = _SIDE_MAGIC
+        self.state = {f: int(self._slots[int(self._meta[1]) & 1][f]) for f in _SIDE_FIELDS}
+
+    def save(self) -> None:
+        idle = (int(self._meta[1]) + 1) & 1
+        self.state["updated_ns"] = time.time_ns()
+        self._slots[idle] = tuple(self.state[f] for f in _SIDE_FIELDS)
+        self._meta[1] = idle
+        self._meta[2] = os.getpid()
+
+    def close(self) -> None:
+        self._meta = self._slots = None
+        self._mm.close()
+
+
+def remove_sidecar(name: str) -> None:
+    try:
+        os.unlink(sidecar_path(name))
+    except FileNotFoundError:
+        pass
+
+
+def read_sidecar(name: str) -> dict | None:
+    """The receiving bridge's counters for ring ``name`` (None if no bridge ever fed it)."""
+    try:
+        with open(sidecar_path(name), "rb") as f:
+            raw = f.read(_SIDE_SIZE)
+    except FileNotFoundError:
+        return None
+    if len(raw) < _SIDE_SIZE:
+        return None
+    meta = np.frombuffer(raw, dtype="<u8", count=8)
+    if meta[0] != _SIDE_MAGIC:
+        return None
+    slot = np.frombuffer(raw, dtype=_SIDE_SLOT, count=2, offset=64)[int(meta[1]) & 1]
+    out = {f: int(slot[f]) for f in ("records", "batches", "bytes", "lost", "duplicates", "bad",
+                                       "resets", "streams")}
+    out["position"] = int(slot["expected"]) if slot["have_expected"] else None
+    out["pid"] = int(meta[2])
+    return out
+
+
+# -- common socket plumbing -----------------------------------------------------
+
+class _Bridge:
+    _thread: threading.Thread | None = None
+
+    def __init__(self, *, hwm: int, heartbeat: float, peer_timeout: float, curve_keys: str | None) -> None:
+        zmq = _zmq()
+        if heartbeat <= 0 or peer_timeout <= heartbeat:
+            raise ValueError("need 0 < heartbeat < peer_timeout")
+        if hwm < 1:
+            raise ValueError(f"hwm must be >= 1 message, got {hwm}")
+        self._zmq = zmq
+        self.hwm = int(hwm)
+        self.heartbeat = float(heartbeat)
+        self.peer_timeout = float(peer_timeout)
+        self.curve_keys = curve_keys
+        self._stop = threading.Event()
+        self._ctx = None
+        self._sock = None
+        self._auth = None
+        self.error: BaseException | None = None
+
+    def _socket(self, stype: int):
+        zmq = self._zmq
+        if self._ctx is None:
+            self._ctx = zmq.Context()
+        s = self._ctx.socket(stype)
+        s.linger = 200
+        s.sndhwm = s.rcvhwm = self.hwm
+        s.reconnect_ivl_max = 1000
+        # ZMTP heartbeats find a dead TCP peer the kernel would keep for minutes
+        s.heartbeat_ivl = int(self.heartbeat * 1000)
+        s.heartbeat_timeout = int(self.peer_timeout * 1000)
+        return s
+
+    def _close_sockets(self) -> None:
+        if self._sock is not None:
+            self._sock.close(linger=200)
+            self._sock = None
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+        if self._ctx is not None:
+            self._ctx.term()
+            self._ctx = None
+
+    # -- life cycle --
+    def run(self) -> None:
+        """Set up and forward until stop() (from another thread) or the end of the
+        stream with ``once=True``."""
+        self._setup()
+        try:
+            self._loop()
+        finally:
+            self._teardown()
+
+    def _run_thread(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # kept for stop()/wait() to raise in the caller
+            self.error = exc
+        finally:
+            self._teardown()
+
+    def start(self) -> "_Bridge":
+        """Set up in the calling thread (so a bad endpoint or key raises here), then
+        forward in a background thread."""
+        self._setup()
+        self._thread = threading.Thread(target=self._run_thread, name=type(self).__name__, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop forwarding; raises the error that ended the background thread, if any."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise BridgeError(f"{type(self).__name__} did not stop within {timeout} s")
+            self._thread = None
+        if self.error is not None:
+            err, self.error = self.error, None
+            raise err
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the background thread to end by itself (``once=True``); True if it did."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+# -- sender --------------------------------------------------------------------
+
+class _Peer:
+    __slots__ = ("ident", "credit", "seen", "inflight", "seq")
+
+    def __init__(self, ident: bytes, now: float) -> None:
+        self.ident = ident
+        self.credit = 0
+        self.seen = now
+        self.inflight: dict[int, int] = {}
+        self.seq = 0
+
+
+class Sender(_Bridge):
+    """Forward a local ring to receivers: ``Sender(ring_or_name, "tcp://0.0.0.0:5555")``.
+
+    Binds ``endpoint`` (nothing listens unless asked). A broadcast ring is published
+    to every receiver; a queue ring's records go each to one receiver that has credit.
+    ``start`` ("latest" or "oldest", broadcast only) is where this sender's consumer
+    starts. A batch closes at ``max_records`` records, ``max_bytes`` bytes or
+    ``flush_delay`` seconds after its first record, whichever comes first (the
+    delay applies only while records come densely: an isolated record is sent at
+    once). A
+    broadcast sender with no receiver connected stops taking records for up to
+    ``hold`` seconds (a blocking ring's producer waits meanwhile), so a restart
+    on either side loses nothing that a moment's wait saves."""
+
+    def __init__(self, ring: Ring | str, endpoint: str, *, start: str = "latest",
+                 max_records: int = 1024, max_bytes: int = 1 << 20, flush_delay: float = 100e-6,
+                 hwm: int = 1000, heartbeat: float = 0.5, peer_timeout: float = 5.0, hold: float = 5.0,
+                 curve_keys: str | None = None) -> None:
+        super().__init__(hwm=hwm, heartbeat=heartbeat, peer_timeout=peer_timeout, curve_keys=curve_keys)
+        self.hold = float(hold)
+        self._subs = 0
+        self._alone_since: float | None = None
+        if max_records < 1 or max_bytes < 1 or flush_delay < 0:
+            raise ValueError("need max_records >= 1, max_bytes >= 1, flush_delay >= 0")
+        if start not in ("latest", "oldest"):
+            raise ValueError(f"start must be 'latest' or 'oldest', not {start!r}")
+        self._own_ring = isinstance(ring, str)
+        self.ring = Ring.attach(ring) if isinstance(ring, str) else ring
+        self.endpoint = endpoint
+        self.start_at = start
+        self.max_records = int(max_records)
+        self.max_bytes = int(max_bytes)
+        self.flush_delay = float(flush_delay)
+        self.kind = _ring_kind(self.ring)
+        self.codec = _codec_for(self.kind, self.ring.dtype)
+        self.stream = random.getrandbits(63) | 1
+        self.source = _source_id(self.ring)
+        self.broadcast = self.ring.mode == "broadcast"
+        self._k = KINDS[self.kind]
+        self._cons = None
+        self._seq = 0
+        self._pos = 0
+        self._dropped_seen = 0
+        self._closed = False
+        self._peers: dict[bytes, _Peer] = {}
+        self._rr = 0
+        self._held = None
+        self._end_sent = False
+        self.batches = self.records = self.bytes = 0
+        self.dropped_at_source = 0
+        self.unconfirmed = 0
+        self.peers_lost = 0
+        self.bad = 0
+        self.bound = None
+        self._desc = json.dumps({
+            "proto": PROTO, "kind": self.kind, "dtype": _encode_dtype(self.ring.dtype),
+            "mode": self.ring.mode, "overflow": self.ring.overflow, "capacity": self.ring.capacity,
+            "layout": self.ring.stats()["layout_version"], "name": self.ring.name,
+        }).encode()
+
+    @property
+    def counters(self) -> dict:
+        return {"batches": self.batches, "records": self.records, "bytes": self.bytes,
+                "dropped_at_source": self.dropped_at_source, "unconfirmed": self.unconfirmed,
+                "peers": len(self._peers), "peers_lost": self.peers_lost, "bad": self.bad,
+                "position": self._pos if self.broadcast else None}
+
+    def _setup(self) -> None:
+        zmq = self._zmq
+        sock = self._socket(zmq.XPUB if self.broadcast else zmq.ROUTER)
+        if self.broadcast:
+            # every (un)subscription: every newcomer gets a DESC, and we know when nobody listens
+            sock.setsockopt(zmq.XPUB_VERBOSER, 1)
+        else:
+            sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a vanished peer fails instead of vanishing
+        try:
+            if self.curve_keys:
+                if not zmq.has("curve"):
+                    raise BridgeError("this libzmq was built without CURVE support")
+                from zmq.auth.thread import ThreadAuthenticator
+                pub, sec = _load(os.path.join(self.curve_keys, "server.key_secret"), True)
+                auth_dir = os.path.join(self.curve_keys, "authorized_clients")
+                if not os.path.isdir(auth_dir):
+                    raise BridgeError(f"{auth_dir} is missing: no client could ever connect")
+                self._auth = ThreadAuthenticator(self._ctx)
+                self._auth.start()
+                self._auth.configure_curve(domain="*", location=auth_dir)
+                sock.curve_secretkey = sec
+                sock.curve_publickey = pub
+                sock.curve_server = True
+            try:
+                sock.bind(self.endpoint)
+            except zmq.ZMQError as exc:
+                raise BridgeError(f"cannot bind {self.endpoint}: {exc}") from None
+            self.bound = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+            self._sock = sock
+            self._cons = self.ring.consumer(start=self.start_at) if self.broadcast else self.ring.consumer()
+            if self.broadcast:
+                me = self._cons.index
+                self._pos = next(c["cursor"] for c in self.ring.stats()["consumers"] if c["index"] == me)
+        except BaseException:
+            self._sock = sock
+            self._teardown()
+            raise
+
+    def _teardown(self) -> None:
+        if self._cons is not None:
+            self._cons.close()
+            self._cons = None
+        self._close_sockets()
+        if self._own_ring:
+            self.ring.close()
+
+    # -- batches --
+    def _take(self, timeout: float):
+        """One batch: (first position, record count, arrays) or None."""
+        c = self._cons
+        lim = self.codec.limit(self.max_records, self.max_bytes)
+        first_arr = self.codec.take(c, lim, timeout)
+        d = c.dropped
+        if d != self._dropped_seen:
+            self.dropped_at_source += d - self._dropped_seen
+            self._pos += d - self._dropped_seen
+            self._dropped_seen = d
+        first = self._pos
+        parts = [first_arr]
+        n = len(first_arr)
+        self._pos += n
+        now = time.monotonic()
+        # Wait for more only while records come densely (the last batch left less than
+        # one flush delay ago): an isolated record goes out at once, a stream is batched.
+        deadline = now + self.flush_delay if now - self._last_sent < self.flush_delay else now
+        while n < lim:
+            left = deadline - time.monotonic()
+            try:
+                a = self.codec.take(c, lim - n, max(left, 0.0))
+            except (Empty, Closed):
+                break
+            d = c.dropped
+            if d != self._dropped_seen:
+                # records were lost between two parts: this batch ends before them
+                self._held_part = (a, d)
+                break
+            parts.append(a)
+            n += len(a)
+            self._pos += len(a)
+        return first, n, parts
+
+    def _carry(self):
+        """A part taken after a loss inside the previous batch starts the next one."""
+        a, d = self._held_part
+        self._held_part = None
+        self.dropped_at_source += d - self._dropped_seen
+        self._pos += d - self._dropped_seen
+        self._dropped_seen = d
+        first = self._pos
+        self._pos += len(a)
+        return first, len(a), [a]
+
+    _held_part = None
+    _last_sent = 0.0
+
+    def _send_data(self, ident, seq: int, first: int, n: int, parts: list) -> None:
+        hdr = _header(T_DATA, self._k, 0, self.stream, self.source, seq, first, n)
+        frames = ([ident] if ident is not None else []) + [hdr] + self.codec.frames(parts)
+        self._sock.send_multipart(frames, copy=False, flags=self._zmq.NOBLOCK if ident is not None else 0)
+        self._last_sent = time.monotonic()
+        self.batches += 1
+        self.records += n
+        self.bytes += sum(p.nbytes for p in parts)
+
+    def _desc_frames(self, flags: int) -> list:
+        return [_header(T_DESC, self._k, flags, self.stream, self.source, self._seq, self._pos, 0), self._desc]
+
+    # -- loops --
+    def _loop(self) -> None:
+        if self.broadcast:
+            self._loop_broadcast()
+        else:
+            self._loop_queue()
+
+    def _loop_broadcast(self) -> None:
+        sock = self._sock
+        next_hb = 0.0
+        next_check = 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= next_check or not self._subs:
+                next_check = now + 0.01
+                while sock.poll(0):
+                    msg = sock.recv()
+                    if msg[:1] == b"\x01":
+                        if not self._subs:
+                            self._alone_since = None
+                        self._subs += 1
+                        sock.send_multipart(self._desc_frames(F_CLOSED if self._closed else 0))
+                    elif msg[:1] == b"\x00":
+                        self._subs = max(0, self._subs - 1)
+                    # anything else from a subscriber needs no answer
+            if not self._subs:
+                # PUB drops what nobody subscribes to. Hold on a while, so that a restarted
+                # sender (start="oldest") or a reconnecting receiver does not miss records
+                # that waiting a moment would have delivered; then forward into the void
+                # (receivers count the gap when they come back).
+                if self._alone_since is None:
+                    self._alone_since = now
+                if now - self._alone_since < self.hold:
+                    sock.poll(20)
+                    continue
+            if now >= next_hb:
+                next_hb = now + self.heartbeat
+                sock.send_multipart(self._desc_frames(F_CLOSED if self._closed else 0))
+            if self._held_part is not None:
+                batch = self._carry()
+            else:
+                try:
+                    batch = self._take(min(0.05, max(0.0, next_hb - now)))
+                except Empty:
+                    continue
+                except Closed:
+                    if not self._closed:
+                        self._closed = True
+                        sock.send_multipart(self._desc_frames(F_CLOSED))
+                    self._stop.wait(0.05)
+                    continue
+            if self._closed:
+                self._closed = False  # a new producer reopened the stream
+            first, n, parts = batch
+            self._send_data(None, self._seq, first, n, parts)
+            self._seq += 1
+
+    def _peer_msg(self, frames: list, now: float) -> None:
+        if len(frames) < 2:
+            self.bad += 1
+            return
+        ident = frames[0].bytes
+        h = _parse(frames[1])
+        if h is None or h[1] not in (T_HELLO, T_CREDIT):
+            self.bad += 1
+            return
+        p = self._peers.get(ident)
+        if h[1] == T_HELLO:
+            if p is None:
+                p = self._peers[ident] = _Peer(ident, now)
+            p.seen = now
+            self._send_ctl(ident, F_CLOSED if self._end_sent else 0)
+            return
+        if p is None:  # a receiver we had given up on, or one of our previous incarnation
+            p = self._peers[ident] = _Peer(ident, now)
+            self._send_ctl(ident, F_RESYNC | (F_CLOSED if self._end_sent else 0))
+            return
+        p.seen = now
+        if h[7] and h[6] in p.inflight:  # first = 1: this credit confirms batch seq
+            del p.inflight[h[6]]
+        p.credit += h[8]
+
+    def _send_ctl(self, ident: bytes, flags: int) -> None:
+        try:
+            self._sock.send_multipart([ident] + self._desc_frames(flags), flags=self._zmq.NOBLOCK)
+        except self._zmq.ZMQError:
+            pass  # the peer left already; its silence retires it
+
+    def _drop_peer(self, p: _Peer) -> None:
+        self.unconfirmed += sum(p.inflight.values())
+        self.peers_lost += 1
+        self._peers.pop(p.ident, None)
+
+    def _loop_queue(self) -> None:
+        zmq = self._zmq
+        sock = self._sock
+        next_sweep = 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            while sock.poll(0):
+                self._peer_msg(sock.recv_multipart(copy=False), now)
+            if now >= next_sweep:
+                next_sweep = now + min(0.1, self.heartbeat)
+                for p in list(self._peers.values()):
+                    if now - p.seen > self.peer_timeout:
+                        self._drop_peer(p)
+            ready = [p for p in self._peers.values() if p.credit > 0]
+            if not ready:
+                if self._closed and not self._end_sent and not any(p.inflight for p in self._peers.values()) \
+                        and self._held is None:
+                    self._send_end()
+                sock.poll(min(50, int(self.heartbeat * 1000)))
+                continue
+            if self._held is not None:
+                batch, self._held = self._held, None
+            else:
+                try:
+                    batch = self._take(0.02)
+                    self._closed = self._end_sent = False  # (re)opened stream
+                except Empty:
+                    continue
+                except Closed:
+                    self._closed = True
+                    if not self._end_sent and not any(p.inflight for p in self._peers.values()):
+                        self._send_end()
+                    sock.poll(50)
+                    continue
+            self._rr += 1
+            p = ready[self._rr % len(ready)]
+            first, n, parts = batch
+            seq = p.seq
+            try:
+                self._send_data(p.ident, seq, 0, n, parts)
+            except zmq.ZMQError as exc:
+                # never handed to that peer: safe to give to another
+                self._held = batch
+                if exc.errno == zmq.EAGAIN:
+                    p.credit = 0  # its pipe is full (credit outran hwm): wait for confirmations
+                else:
+                    self._drop_peer(p)
+                continue
+            p.seq += 1
+            p.credit -= 1
+            p.inflight[seq] = n
+
+    def _send_end(self) -> None:
+        self._end_sent = True
+        for ident in list(self._peers):
+            self._send_ctl(ident, F_CLOSED)
+
+
+# -- receiver ------------------------------------------------------------------
+
+class Receiver(_Bridge):
+    """Feed a local ring ``name`` from a Sender at ``endpoint`` (connects; reconnects
+    by itself). The ring is created like the sender's (kind, dtype, mode, overflow,
+    and ``capacity`` unless given) or, if it exists, checked against it.
+
+    Queue rings: ``window`` batches of credit are granted to the sender. With
+    ``once=True`` the bridge ends after the sending stream closed."""
+
+    def __init__(self, endpoint: str, name: str, *, capacity: int | None = None, window: int = 8,
+                 hwm: int = 1000, heartbeat: float = 0.5, peer_timeout: float = 5.0,
+                 curve_keys: str | None = None, curve_client: str = "client", once: bool = False) -> None:
+        super().__init__(hwm=hwm, heartbeat=heartbeat, peer_timeout=peer_timeout, curve_keys=curve_keys)
+        if window < 1:
+            raise ValueError(f"window must be >= 1 batch, got {window}")
+        from ._api import _check_name
+        self.name = _check_name(name)
+        self.endpoint = endpoint
+        self.capacity = capacity
+        self.window = int(window)
+        self.curve_client = curve_client
+        self.once = once
+        self.ring: Ring | None = None
+        self._prod = None
+        self.codec = None
+        self.mode = None
+        self._stream = None
+        self._side: _Sidecar | None = None
+        self._head = 0
+        self.unexpected = 0
+        self.ended = False
+
+    @property
+    def counters(self) -> dict:
+        if self._side is None:
+            return {"records": 0, "batches": 0, "bytes": 0, "lost": 0, "duplicates": 0, "bad": self.unexpected,
+                    "resets": 0, "streams": 0, "position": None, "configured": False}
+        s = self._side.state
+        out = {k: s[k] for k in ("records", "batches", "bytes", "lost", "duplicates", "bad", "resets",
+                                 "streams")}
+        out["position"] = s["expected"] if s["have_expected"] else None
+        out["configured"] = True
+        return out
+
+    def wait_ready(self, timeout: float = 10.0) -> bool:
+        """Wait until the handshake made the local ring; raises the error that stopped it."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.error is not None:
+                raise self.error
+            if self._side is not None:
+                return True
+            time.sleep(0.01)
+        return False
+
+    def _setup(self) -> None:
+        zmq = self._zmq
+        try:
+            self._curve = None
+            if self.curve_keys:
+                if not zmq.has("curve"):
+                    raise BridgeError("this libzmq was built without CURVE support")
+                server_pub, _ = _load(os.path.join(self.curve_keys, "server.key"), False)
+                pub, sec = _load(os.path.join(self.curve_keys, f"{self.curve_client}.key_secret"), True)
+                self._curve = (server_pub, pub, sec)
+            # The sender's mode is not known before its first message, so both
+            # patterns connect; the one the sender does not speak stays silent.
+            self._sub = self._connect(zmq.SUB)
+            self._sub.setsockopt(zmq.SUBSCRIBE, b"")
+            self._dealer = self._connect(zmq.DEALER)
+            self._poller = zmq.Poller()
+            self._poller.register(self._sub, zmq.POLLIN)
+            self._poller.register(self._dealer, zmq.POLLIN)
+        except BaseException:
+            self._close_all()
+            raise
+
+    def _connect(self, stype):
+        zmq = self._zmq
+        s = self._socket(stype)
+        if self._curve is not None:
+            s.curve_serverkey, s.curve_publickey, s.curve_secretkey = self._curve
+        try:
+            s.connect(self.endpoint)
+        except zmq.ZMQError as exc:
+            s.close(linger=0)
+            raise BridgeError(f"cannot connect to {self.endpoint}: {exc}") from None
+        return s
+
+    def _close_all(self) -> None:
+        for attr in ("_sub", "_dealer"):
+            s = getattr(self, attr, None)
+            if s is not None:
+                s.close(linger=200)
+                setattr(self, attr, None)
+        self._close_sockets()
+
+    def _teardown(self) -> None:
+        if self._side is not None:
+            self._side.save()
+        if self._prod is not None:
+            self._prod.close()  # local consumers see the end; a restarted bridge reopens the stream
+            self._prod = None
+        self._close_all()
+        if self.ring is not None:
+            self.ring.close()
+
+    # -- handshake --
+    def _configure(self, h: tuple, body: bytes) -> None:
+        try:
+            d = json.loads(body)
+            if not isinstance(d, dict):
+                raise ValueError("not an object")
+        except ValueError as exc:
+            raise _Bad(f"handshake is not valid JSON ({exc})")
+        if d.get("proto") != PROTO:
+            raise BridgeError(f"sender speaks bridge protocol {d.get('proto')!r}, this one {PROTO}")
+        kind = d.get("kind")
+        if kind != KIND_NAMES[h[2]]:
+            raise _Bad("handshake kind disagrees with its header")
+        mode, overflow = d.get("mode"), d.get("overflow")
+        if mode not in ("queue", "broadcast") or overflow not in ("block", "overwrite"):
+            raise _Bad(f"handshake names mode {mode!r} / overflow {overflow!r}")
+        try:
+            dt = _decode_dtype(d.get("dtype"))
+        except Exception as exc:
+            raise _Bad(f"handshake dtype is not valid ({exc!r})")
+        codec = _codec_for(kind, dt)
+        from . import _ring
+        if d.get("layout") != _ring.LAYOUT_VERSION:
+            raise BridgeError(f"sender's ring has layout version {d.get('layout')!r}, "
+                              f"this shmring has {_ring.LAYOUT_VERSION}")
+        if self.ring is None:
+            cap = self.capacity or d.get("capacity")
+            if not isinstance(cap, int) or cap < 1:
+                raise _Bad(f"handshake capacity {cap!r}")
+            created = False
+            try:
+                ring = Ring.attach(self.name)
+            except FileNotFoundError:
+                try:
+                    ring = Ring.create(self.name, dt, cap, mode=mode, overflow=overflow)
+                    created = True
+                except FileExistsError:
+                    ring = Ring.attach(self.name)
+            have_kind = _ring_kind(ring)
+            if (have_kind, ring.dtype, ring.mode, ring.overflow) != (kind, dt, mode, overflow):
+                ring.close()
+                raise BridgeError(
+                    f"local ring {self.name!r} is a {have_kind} ring of dtype {ring.dtype}, mode "
+                    f"{ring.mode!r}, overflow {ring.overflow!r}; the sender sends a {kind} ring of dtype "
+                    f"{dt}, mode {mode!r}, overflow {overflow!r}")
+            try:
+                self._prod = ring.producer()
+            except RingError as exc:
+                ring.close()
+                raise BridgeError(f"cannot produce into local ring {self.name!r}: {exc}") from None
+            self.ring = ring
+            self.codec = codec
+            self.mode = mode
+            unused = "_dealer" if mode == "broadcast" else "_sub"
+            s = getattr(self, unused)
+            self._poller.unregister(s)
+            s.close(linger=0)
+            setattr(self, unused, None)
+            self._head = ring.stats()["pushed"]
+            side = _Sidecar(self.name, fresh=created)
+            self._recover(side)
+            side.state["bad"] += self.unexpected
+            self.unexpected = 0
+            self._stream = side.state["stream"] or None
+            self._side = side
+            side.save()
+        elif (self.codec.kind, self.codec.dtype, self.mode) != (kind, dt, mode):
+            raise BridgeError(f"sender changed to a {kind} ring of dtype {dt}, mode {mode!r} "
+                              f"while feeding local ring {self.name!r}")
+
+    def _recover(self, side: _Sidecar) -> None:
+        s = side.state
+        if s["wal_count"]:
+            landed = min(max(self._head - s["wal_head"], 0), s["wal_count"])
+            s["records"] += landed
+            s["expected"] += landed
+            s["wal_count"] = 0
+
+    # -- broadcast --
+    def _on_position(self, h: tuple, data: list | None) -> list | None:
+        """Gap/overlap accounting for a batch (or a DESC, which says where the sender is)."""
+        s = self._side.state
+        source, first = h[5], h[7]
+        if s["source"] != source:
+            if s["have_expected"]:
+                s["resets"] += 1  # another sending ring: positions are not comparable
+            s["source"] = source
+            s["have_expected"] = 1
+            s["expected"] = first
+        if h[4] != self._stream:
+            self._stream = s["stream"] = h[4]
+            s["streams"] += 1
+        exp = s["expected"]
+        if first > exp:
+            s["lost"] += first - exp
+            s["expected"] = first
+        elif first < exp and data is not None:
+            skip = exp - first
+            s["duplicates"] += min(skip, h[8])
+            data = self.codec.trim(data, skip)
+        return data
+
+    def _broadcast_msg(self, frames: list) -> None:
+        h = _parse(frames[0])
+        if h is None:
+            self._bad()
+            return
+        if h[1] == T_DESC:
+            if len(frames) != 2:
+                self._bad()
+                return
+            self._configure(h, frames[1].bytes)
+            if self.mode != "broadcast":
+                raise BridgeError("sender publishes a queue ring over PUB (protocol error)")
+            self._on_position(h, None)
+            if h[3] & F_CLOSED and self._side.state["expected"] >= h[7]:
+                self._end_stream()
+            self._side.save()
+            return
+        if h[1] != T_DATA or self._side is None:
+            if h[1] != T_DATA:
+                self._bad()
+            return  # data before the handshake: from before we joined
+        try:
+            data = self.codec.decode(frames[1:], h[8])
+        except ValueError:
+            self._bad()
+            return
+        self._reopen()
+        data = self._on_position(h, data)
+        s = self._side.state
+        n = sum(len(a) for a in data)
+        s["batches"] += 1
+        s["bytes"] += sum(a.nbytes for a in data)
+        if n:
+            s["wal_count"] = n
+            s["wal_head"] = self._head
+            self._side.save()
+            done = self.codec.push(self._prod, data, self._stop, lambda: None)
+            self._head += done
+            s["records"] += done
+            s["expected"] += done
+            if done < n:  # stopped mid-batch: the rest is lost to this host
+                s["lost"] += n - done
+                s["expected"] += n - done
+            s["wal_count"] = 0
+        self._side.save()
+
+    def _bad(self) -> None:
+        if self._side is not None:
+            self._side.state["bad"] += 1
+        else:
+            self.unexpected += 1
+
+    def _reopen(self) -> None:
+        if self._prod is None or self._prod.closed:
+            self._prod = self.ring.producer()
+            self.ended = False
+
+    def _end_stream(self) -> None:
+        if not self.ended:
+            self.ended = True
+            self._prod.close()
+            if self.once:
+                self._stop.set()
+
+    # -- queue --
+    def _grant(self, n: int, seq: int = 0, confirm: int = 0) -> None:
+        zmq = self._zmq
+        try:
+            self._dealer.send(_header(T_CREDIT, 0, 0, self._stream or 0, 0, seq, confirm, n),
+                              flags=zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass  # not connected: the sender will resync us
+
+    def _queue_msg(self, frames: list) -> None:
+        h = _parse(frames[0])
+        if h is None:
+            self._bad()
+            return
+        if h[1] == T_DESC:
+            if len(frames) != 2:
+                self._bad()
+                return
+            self._configure(h, frames[1].bytes)
+            if self.mode != "queue":
+                raise BridgeError("sender sends a broadcast ring over ROUTER (protocol error)")
+            if h[4] != self._granted or h[3] & F_RESYNC:
+                # a new sender, a restarted one, one that forgot us, or we restarted
+                s = self._side.state
+                if h[4] != s["stream"]:
+                    s["streams"] += 1
+                    s["stream"] = h[4]
+                self._granted = h[4]
+                self._grant(self.window)
+            if h[3] & F_CLOSED:
+                self._end_stream()
+            self._side.save()
+            return
+        if h[1] != T_DATA or self._side is None:
+            self._bad()
+            return
+        try:
+            data = self.codec.decode(frames[1:], h[8])
+        except ValueError:
+            self._bad()
+            self._grant(1, h[6], 1)  # give the credit back: the batch is refused, not lost silently
+            return
+        self._reopen()
+        s = self._side.state
+        n = h[8]
+        s["wal_count"] = n
+        s["wal_head"] = self._head
+        self._side.save()
+        done = self.codec.push(self._prod, data, self._stop, self._keepalive)
+        self._head += done
+        s["records"] += done
+        s["batches"] += 1
+        s["bytes"] += done * self.codec.itemsize
+        s["wal_count"] = 0
+        self._side.save()
+        if done == n:
+            self._grant(1, h[6], 1)
+
+    def _keepalive(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_ka:
+            self._next_ka = now + self.heartbeat
+            self._grant(0)
+
+    _next_ka = 0.0
+    _granted = None  # the sender stream this process granted its window to
+
+    def _loop(self) -> None:
+        zmq = self._zmq
+        next_hello = 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if self.mode != "broadcast":
+                if self._side is None or self.mode is None:
+                    if now >= next_hello:
+                        next_hello = now + self.heartbeat
+                        try:
+                            self._dealer.send(_header(T_HELLO, 0, 0, 0, 0, 0, 0, 0), flags=zmq.NOBLOCK)
+                        except zmq.ZMQError:
+                            pass
+                else:
+                    self._keepalive()
+            events = dict(self._poller.poll(int(min(self.heartbeat, 0.05) * 1000)))
+            if self._sub is not None and self._sub in events:
+                while not self._stop.is_set() and self._sub is not None:
+                    try:
+                        frames = self._sub.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
+                    self._guard(self._broadcast_msg, frames)
+            if self._dealer is not None and self._dealer in events:
+                while not self._stop.is_set() and self._dealer is not None:
+                    try:
+                        frames = self._dealer.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
+                    self._guard(self._queue_msg, frames)
+
+    def _guard(self, fn, frames) -> None:
+        try:
+            fn(frames)
+        except _Bad:
+            self._bad()
+
+
+class _Bad(Exception):
+    """A message that is not a valid bridge message: counted, never fatal."""
+
+
+# -- command line ----------------------------------------------------------------
+
+def _print_counters(bridge) -> None:
+    print(json.dumps(bridge.counters), flush=True)
+
+
+def cli_main(argv: list[str]) -> int:
+    import argparse
+    import signal
+    import sys
+
+    ap = argparse.ArgumentParser(prog="shmring bridge", description="Bridge rings across hosts over ZeroMQ.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("send", help="forward local ring NAME to receivers connecting to ENDPOINT")
+    p.add_argument("name")
+    p.add_argument("endpoint", help="where to listen, e.g. tcp://0.0.0.0:5555")
+    p.add_argument("--start", choices=("latest", "oldest"), default="latest")
+    p.add_argument("--max-records", type=int, default=1024)
+    p.add_argument("--max-bytes", type=int, default=1 << 20)
+    p.add_argument("--flush-delay", type=float, default=100e-6, help="seconds")
+    p.add_argument("--hwm", type=int, default=1000, help="messages queued per receiver before drops")
+    p.add_argument("--heartbeat", type=float, default=0.5)
+    p.add_argument("--peer-timeout", type=float, default=5.0)
+    p.add_argument("--hold", type=float, default=5.0,
+                   help="broadcast: seconds to wait for a receiver before forwarding to nobody")
+    p.add_argument("--curve-keys", metavar="DIR")
+    p = sub.add_parser("recv", help="feed local ring NAME from the sender at ENDPOINT")
+    p.add_argument("endpoint")
+    p.add_argument("name")
+    p.add_argument("--capacity", type=int)
+    p.add_argument("--window", type=int, default=8, help="queue rings: batches of credit")
+    p.add_argument("--hwm", type=int, default=1000)
+    p.add_argument("--heartbeat", type=float, default=0.5)
+    p.add_argument("--peer-timeout", type=float, default=5.0)
+    p.add_argument("--curve-keys", metavar="DIR")
+    p.add_argument("--curve-client", default="client", help="name of this host's key pair in DIR")
+    p.add_argument("--once", action="store_true", help="exit when the sending stream closes")
+    p = sub.add_parser("keygen", help="make CURVE keys: a server pair and a client pair")
+    p.add_argument("dir")
+    p.add_argument("--client", default="client")
+    args = ap.parse_args(argv)
+    try:
+        if args.cmd == "keygen":
+            made = keygen(args.dir, args.client)
+            print(f"server public key {made['server']} (receivers need it), secret "
+                  f"{os.path.join(args.dir, 'server.key_secret')} (sender only)")
+            print(f"client secret key {made['client']} (receiver {args.client!r} only), authorised in "
+                  f"{os.path.join(args.dir, 'authorized_clients')}")
+            return 0
+        if args.cmd == "send":
+            b = Sender(args.name, args.endpoint, start=args.start, max_records=args.max_records,
+                       max_bytes=args.max_bytes, flush_delay=args.flush_delay, hwm=args.hwm,
+                       heartbeat=args.heartbeat, peer_timeout=args.peer_timeout, hold=args.hold,
+                       curve_keys=args.curve_keys)
+        else:
+            b = Receiver(args.endpoint, args.name, capacity=args.capacity, window=args.window, hwm=args.hwm,
+                         heartbeat=args.heartbeat, peer_timeout=args.peer_timeout, curve_keys=args.curve_keys,
+                         curve_client=args.curve_client, once=args.once)
+    except (BridgeError, RingError, OSError, ValueError, TypeError, ImportError) as exc:
+        print(f"shmring bridge {args.cmd}: {exc}", file=sys.stderr)
+        return 2
+
+    def _term(signum, frame):
+        b._stop.set()
+
+    signal.signal(signal.SIGTERM, _term)
+    signal.signal(signal.SIGINT, _term)
+    try:
+        b.run()
+    except (BridgeError, RingError, OSError) as exc:
+        print(f"shmring bridge {args.cmd}: {exc}", file=sys.stderr)
+        _print_counters(b)
+        return 2
+    _print_counters(b)
+    return 0

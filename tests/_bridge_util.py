@@ -1,0 +1,250 @@
+"""Helpers for the bridge tests: network namespaces, bridge processes, producers and readers."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+
+import shmring
+from shmring.bridge import read_sidecar, remove_sidecar
+
+from _workers import REC, bad_records, make_records
+
+# A 4 KiB record for tests that must overflow socket buffers quickly.
+BIG = np.dtype([("seq", "<u8"), ("fill", "u1", (4088,))])
+
+
+def make_big(start: int, n: int) -> np.ndarray:
+    recs = np.empty(n, dtype=BIG)
+    seq = np.arange(start, start + n, dtype=np.uint64)
+    recs["seq"] = seq
+    recs["fill"] = (seq & np.uint64(0xFF)).astype(np.uint8)[:, None]
+    return recs
+
+
+def bad_big(recs: np.ndarray) -> int:
+    want = (recs["seq"] & np.uint64(0xFF)).astype(np.uint8)[:, None]
+    return int(np.count_nonzero((recs["fill"] != want).any(axis=1)))
+
+
+def records_for(dtype: np.dtype, start: int, n: int) -> np.ndarray:
+    return make_big(start, n) if dtype == BIG else make_records(start, n)
+
+
+def bad_for(recs: np.ndarray) -> int:
+    return bad_big(recs) if recs.dtype == BIG else bad_records(recs)
+
+
+def produce(name: str, n: int, batch: int = 256, rate: float = 0.0, start: int = 0) -> None:
+    """Child process: push records start..start+n-1 (at about `rate` records/s if
+    given), then close the stream."""
+    ring = shmring.Ring.attach(name)
+    with ring.producer() as p:
+        t0 = time.monotonic()
+        i = 0
+        while i < n:
+            k = min(batch, n - i)
+            p.push_many(records_for(ring.dtype, start + i, k), timeout=60)
+            i += k
+            if rate:
+                ahead = t0 + i / rate - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)
+    ring.close()
+
+
+class Reader:
+    """Reads a ring in a thread until the stream is closed by its producer (a dead
+    producer is a bridge being restarted: keep reading). ``slow``: seconds to sleep
+    after each pop of at most ``chunk`` records."""
+
+    def __init__(self, name: str, *, slow: float = 0.0, chunk: int = 4096, start: str = "oldest",
+                 timeout: float = 60.0) -> None:
+        self.ring = shmring.Ring.attach(name)
+        self.cons = self.ring.consumer(start=start)
+        self.slow = slow
+        self.chunk = chunk
+        self.timeout = timeout
+        self.parts: list = []
+        self.ended = False
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        end = time.monotonic() + self.timeout
+        try:
+            while time.monotonic() < end:
+                try:
+                    a = self.cons.pop_many(self.chunk, timeout=0.2)
+                except shmring.Empty:
+                    continue
+                except shmring.Closed as exc:
+                    if exc.reason == "closed by producer":
+                        self.ended = True
+                        return
+                    time.sleep(0.05)  # the bridge died: a restarted one reopens the stream
+                    continue
+                self.parts.append(a)
+                if self.slow:
+                    time.sleep(self.slow)
+        except BaseException as exc:  # reported by result()
+            self.error = exc
+
+    def result(self, timeout: float = 60.0) -> np.ndarray:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "reader did not see the end of the stream in time"
+        if self.error is not None:
+            raise self.error
+        assert self.ended, "reader timed out before the stream ended"
+        self.cons.close()
+        self.ring.close()
+        if not self.parts:
+            return np.empty(0, dtype=REC)
+        out = np.concatenate(self.parts)
+        assert bad_for(out) == 0, "a record arrived corrupted"
+        return out
+
+    def stop(self) -> None:
+        self.timeout = 0
+        self.thread.join(5)
+        if not self.cons.closed:
+            self.cons.close()
+        self.ring.close()
+
+
+def wait_for(cond, timeout: float = 15.0, what: str = "condition") -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def consumers_of(name: str) -> int:
+    try:
+        r = shmring.Ring.attach(name)
+    except FileNotFoundError:
+        return 0
+    try:
+        return sum(1 for c in r.stats()["consumers"] if c["alive"])
+    finally:
+        r.close()
+
+
+def sidecar_pid(name: str):
+    s = read_sidecar(name)
+    return None if s is None else s["pid"]
+
+
+def cleanup_ring(name: str) -> None:
+    try:
+        shmring.unlink(name)
+    except FileNotFoundError:
+        pass
+    remove_sidecar(name)
+
+
+# -- network namespaces ----------------------------------------------------------
+
+_net_counter = itertools.count()
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+
+def netns_unavailable() -> str | None:
+    """None if this process can make network namespaces, else why not."""
+    if os.geteuid() != 0:
+        return "network namespaces need root (ip netns add)"
+    probe = f"shbprobe{os.getpid()}"
+    try:
+        _ip("netns", "add", probe)
+    except FileNotFoundError:
+        return "the `ip` command (iproute2) is not installed"
+    except subprocess.CalledProcessError as exc:
+        return f"`ip netns add` failed: {exc.stderr.decode().strip()}"
+    finally:
+        subprocess.run(["ip", "netns", "del", probe], capture_output=True, timeout=10)
+    return None
+
+
+class Net:
+    """Hosts on this machine: one network namespace each, joined by veth pairs.
+    Addresses exist only inside the namespaces; everything is removed by close()."""
+
+    def __init__(self, tmpdir) -> None:
+        self.tag = f"{os.getpid() % 100000}x{next(_net_counter)}"
+        self.hosts: list[str] = []
+        self.procs: list[subprocess.Popen] = []
+        self.tmpdir = tmpdir
+        self._links = 0
+        self._logs = itertools.count()
+
+    def host(self, label: str) -> str:
+        ns = f"shb{self.tag}{label}"
+        _ip("netns", "add", ns)
+        self.hosts.append(ns)
+        _ip("-n", ns, "link", "set", "lo", "up")
+        return ns
+
+    def link(self, a: str, b: str) -> tuple[str, str, str]:
+        """veth pair a <-> b; returns (device on a's side, a's address, b's address)."""
+        k = self._links
+        self._links += 1
+        da, db = f"v{self.tag}{k}a", f"v{self.tag}{k}b"
+        assert len(da) <= 15
+        _ip("link", "add", da, "netns", a, "type", "veth", "peer", "name", db, "netns", b)
+        addr_a, addr_b = f"10.77.{k}.1", f"10.77.{k}.2"
+        _ip("-n", a, "addr", "add", f"{addr_a}/24", "dev", da)
+        _ip("-n", b, "addr", "add", f"{addr_b}/24", "dev", db)
+        _ip("-n", a, "link", "set", da, "up")
+        _ip("-n", b, "link", "set", db, "up")
+        return da, addr_a, addr_b
+
+    def set_link(self, ns: str, dev: str, up: bool) -> None:
+        _ip("-n", ns, "link", "set", dev, "up" if up else "down")
+
+    def run(self, ns: str, *args: str) -> subprocess.Popen:
+        """python -m shmring ARGS inside namespace ns (stdout/stderr to files)."""
+        k = next(self._logs)
+        out = open(os.path.join(self.tmpdir, f"p{k}.out"), "w+")
+        err = open(os.path.join(self.tmpdir, f"p{k}.err"), "w+")
+        p = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m", "shmring", *args],
+                             stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        p.out, p.err = out, err  # type: ignore[attr-defined]
+        self.procs.append(p)
+        return p
+
+    @staticmethod
+    def finish(p: subprocess.Popen, timeout: float = 20.0, term: bool = False) -> tuple[int, str, str]:
+        """Wait for (or SIGTERM then wait for) a bridge process; its exit code, stdout, stderr."""
+        if term and p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+        p.wait(timeout)
+        p.out.seek(0)
+        p.err.seek(0)
+        return p.returncode, p.out.read(), p.err.read()
+
+    def close(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+            p.out.close()
+            p.err.close()
+        for ns in self.hosts:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
+        self.hosts.clear()

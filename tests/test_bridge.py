@@ -1,0 +1,491 @@
+"""The bridge over loopback, sender and receiver in this process (their own threads):
+semantics, handshake errors, hostile peers, CURVE, the command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+zmq = pytest.importorskip("zmq", reason="the bridge needs pyzmq (pip install 'shmring[bridge]')")
+
+import shmring
+from _bridge_util import Reader, cleanup_ring, wait_for
+from _workers import REC, bad_records, make_records
+from shmring import bridge
+from shmring.bridge import HEADER, MAGIC, BridgeError, Receiver, Sender, read_sidecar
+
+LOOP = "tcp://127.0.0.1:0"
+
+
+@pytest.fixture
+def names(ring_names):
+    made = []
+
+    def new():
+        made.append(ring_names())
+        return made[-1]
+
+    yield new
+    for n in made:
+        cleanup_ring(n)
+
+
+@pytest.fixture
+def bridges():
+    """Bridges started by a test; all stopped at teardown."""
+    started = []
+
+    def add(b):
+        started.append(b)
+        return b
+
+    yield add
+    for b in reversed(started):
+        try:
+            b.stop()
+        except Exception:
+            pass
+
+
+def pull_all(name, n, timeout=20.0, start="oldest"):
+    """Read ring `name` until n records arrived (or the stream closed)."""
+    r = shmring.Ring.attach(name)
+    out = []
+    got = 0
+    end = time.monotonic() + timeout
+    with r.consumer(start=start) as c:
+        while got < n and time.monotonic() < end:
+            try:
+                a = c.pop_many(4096, timeout=0.2)
+            except shmring.Empty:
+                continue
+            except shmring.Closed:
+                break
+            out.append(a)
+            got += len(a)
+    r.close()
+    return np.concatenate(out) if out else np.empty(0, r.dtype)
+
+
+def push(ring, start, n, batch=500):
+    with ring.producer() as p:
+        for i in range(start, start + n, batch):
+            p.push_many(make_records(i, min(batch, start + n - i)), timeout=20)
+
+
+# -- semantics -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.dtype("<f8"), np.dtype((np.uint8, (16, 16))),
+                                   np.dtype([("a", "<i4"), ("b", "S3"), ("m", "<f4", (2, 3))])])
+@pytest.mark.parametrize("mode", ["broadcast", "queue"])
+def test_any_dtype_both_modes_round_trip(names, rings, bridges, mode, dtype):
+    src, dst = names(), names()
+    ring = rings.create(src, dtype, 4096, mode=mode)
+    s = bridges(Sender(ring, LOOP, max_records=100).start())
+    rcv = bridges(Receiver(s.bound, dst).start())
+    assert rcv.wait_ready(10)
+    out = rings.attach(dst)
+    assert (out.dtype, out.mode, out.overflow, out.capacity) == (dtype, mode, "block", 4096)
+    data = np.frombuffer(np.random.default_rng(7).bytes(dtype.itemsize * 3000), dtype=dtype)
+    with out.consumer(start="oldest") as c, ring.producer() as p:
+        p.push_many(data[:1000], timeout=10)
+        p.push_many(data[1000:], timeout=10)
+        got = []
+        while sum(map(len, got)) < len(data):
+            got.append(c.pop_many(4096, timeout=10))
+    assert np.concatenate(got).tobytes() == data.tobytes()
+    assert rcv.counters["records"] == 3000 and rcv.counters["lost"] == 0
+
+
+def test_queue_backpressure_stalls_the_sending_producer(names, rings, bridges):
+    src, dst = names(), names()
+    ring = rings.create(src, REC, 64, mode="queue")
+    sender = bridges(Sender(ring, LOOP, max_records=16).start())
+    rcv = bridges(Receiver(sender.bound, dst, capacity=64, window=2).start())
+    assert rcv.wait_ready(10)
+    # nobody reads dst: it fills, the receiver stops granting credit, the sender stops
+    # taking records, the source fills and the producer times out
+    pushed = 0
+    with ring.producer() as p:
+        with pytest.raises(shmring.Full) as ei:
+            while True:
+                p.push_many(make_records(pushed, 8), timeout=1.0)
+                pushed += 8
+        pushed += ei.value.pushed
+        # bounded: source ring + destination ring + the credit window + the batch the
+        # sender holds; never a growing buffer
+        assert 64 + 64 <= pushed <= 64 + 64 + 2 * 16 + 16, pushed
+        assert sender.counters["records"] <= 64 + 2 * 16
+        got = pull_all(dst, pushed)
+        assert sorted(got["seq"].tolist()) == list(range(pushed))
+        assert bad_records(got) == 0
+        # and the flow resumes once the far side reads
+        reader = Reader(dst, timeout=30)
+        for i in range(pushed, pushed + 5000, 100):
+            p.push_many(make_records(i, 100), timeout=10)
+    rest = reader.result(30)["seq"]
+    assert rest.tolist() == list(range(pushed, pushed + 5000))
+
+
+def test_broadcast_restart_with_start_oldest_skips_duplicates_and_counts_gaps(names, rings, bridges):
+    src, dst = names(), names()
+    ring = rings.create(src, REC, 1024, mode="broadcast", overflow="overwrite")
+    s1 = Sender(ring, LOOP).start()
+    ep = s1.bound
+    rcv = bridges(Receiver(ep, dst).start())
+    assert rcv.wait_ready(10)
+    reader = Reader(dst, timeout=30)
+    prod = ring.producer()
+    prod.push_many(make_records(0, 500), timeout=10)
+    wait_for(lambda: rcv.counters["records"] == 500, what="first 500")
+    s1.stop()
+    prod.push_many(make_records(500, 300), timeout=10)  # nobody forwards these, but the ring keeps them
+    s2 = Sender(ring, ep, start="oldest").start()
+    wait_for(lambda: rcv.counters["records"] == 800, what="the retained records")
+    assert rcv.counters["duplicates"] == 500 and rcv.counters["lost"] == 0
+    s2.stop()
+    prod.push_many(make_records(800, 200), timeout=10)  # pushed while no sender runs
+    s3 = bridges(Sender(ring, ep, start="latest").start())
+    wait_for(lambda: rcv.counters["streams"] == 3, what="the third sender")
+    prod.push_many(make_records(1000, 100), timeout=10)
+    prod.close()
+    wait_for(lambda: rcv.counters["records"] == 900, what="records after the gap")
+    c = rcv.counters
+    assert c["lost"] == 200 and c["duplicates"] == 500 and c["streams"] == 3
+    seq = reader.result(10)["seq"]
+    assert seq.tolist() == list(range(800)) + list(range(1000, 1100))
+    assert s3.counters["records"] == 100
+
+
+def test_overwrite_loss_at_the_sender_is_counted_at_the_receiver(names, rings, bridges):
+    src, dst = names(), names()
+    ring = rings.create(src, REC, 64, mode="broadcast", overflow="overwrite")
+    s = bridges(Sender(ring, LOOP).start())
+    rcv = bridges(Receiver(s.bound, dst, capacity=1 << 16).start())
+    assert rcv.wait_ready(10)
+    n = 200_000
+    with ring.producer() as p:  # far faster than one Python sender thread forwards
+        for i in range(0, n, 4096):
+            p.push_many(make_records(i, min(4096, n - i)), timeout=20)
+    wait_for(lambda: rcv.counters["records"] + rcv.counters["lost"] == n, what="the end of the stream")
+    got = pull_all(dst, rcv.counters["records"])
+    c = rcv.counters
+    assert len(got) == c["records"] and bad_records(got) == 0
+    assert np.all(np.diff(got["seq"].astype(np.int64)) > 0)
+    assert c["lost"] == s.counters["dropped_at_source"] > 0
+
+
+@pytest.mark.parametrize("hold", [0.0, 5.0])
+def test_receiver_restart_resumes_with_gap_counted(names, rings, bridges, hold):
+    """hold=0: what the sender published while the receiver was away is lost and
+    counted exactly; hold=5: the sender waited for a receiver, so nothing is lost."""
+    src, dst = names(), names()
+    ring = rings.create(src, REC, 4096, mode="broadcast")
+    s = bridges(Sender(ring, LOOP, hold=hold).start())
+    prod = ring.producer()
+    r1 = Receiver(s.bound, dst).start()
+    assert r1.wait_ready(10)
+    prod.push_many(make_records(0, 1000), timeout=10)
+    wait_for(lambda: r1.counters["records"] == 1000, what="first part")
+    r1.stop()
+    wait_for(lambda: s._subs == 0, what="the sender to see the receiver leave")
+    prod.push_many(make_records(1000, 700), timeout=10)  # nobody listens now
+    if hold == 0:
+        wait_for(lambda: s.counters["records"] == 1700, what="the sender to publish to nobody")
+    r2 = bridges(Receiver(s.bound, dst).start())
+    assert r2.wait_ready(10)
+    prod.push_many(make_records(1700, 300), timeout=10)
+    prod.close()
+    lost = 700 if hold == 0 else 0
+    wait_for(lambda: r2.counters["records"] + r2.counters["lost"] == 2000, what="the end after restart")
+    assert r2.counters["lost"] == lost
+    side = read_sidecar(dst)
+    assert side["lost"] == lost and side["records"] == 2000 - lost and side["position"] == 2000
+    got = pull_all(dst, 2000 - lost)
+    want = list(range(1000)) + list(range(1000 + lost, 2000))
+    assert got["seq"].tolist() == want
+
+
+# -- handshake errors ------------------------------------------------------------
+
+
+def test_dtype_mismatch_with_existing_local_ring_is_a_clear_error(names, rings, bridges):
+    src, dst = names(), names()
+    ring = rings.create(src, REC, 64, mode="broadcast")
+    rings.create(dst, np.dtype("<f8"), 64, mode="broadcast")
+    s = bridges(Sender(ring, LOOP).start())
+    rcv = Receiver(s.bound, dst).start()
+    with pytest.raises(BridgeError, match=r"local ring .* dtype float64.*sender sends a records ring of dtype"):
+        rcv.wait_ready(10)
+    with pytest.raises(BridgeError):
+        rcv.stop()
+
+
+def test_mode_mismatch_with_existing_local_ring_is_a_clear_error(names, rings, bridges):
+    src, dst = names(), names()
+    ring = rings.create(src, REC, 64, mode="broadcast")
+    rings.create(dst, REC, 64, mode="queue")
+    s = bridges(Sender(ring, LOOP).start())
+    rcv = Receiver(s.bound, dst).start()
+    with pytest.raises(BridgeError, match=r"mode 'queue'.*mode 'broadcast'"):
+        rcv.wait_ready(10)
+    rcv._thread.join(5)
+
+
+def _fake_pub(desc: dict, kind: int = 0):
+    ctx = zmq.Context.instance()
+    pub = ctx.socket(zmq.XPUB)
+    port = pub.bind_to_random_port("tcp://127.0.0.1")
+    hdr = HEADER.pack(MAGIC, bridge.T_DESC, kind, 0, 1, 2, 0, 0, 0, 0)
+    return pub, f"tcp://127.0.0.1:{port}", [hdr, json.dumps(desc).encode()]
+
+
+def _good_desc(**kw):
+    d = {"proto": 1, "kind": "records", "dtype": bridge._encode_dtype(REC), "mode": "broadcast",
+         "overflow": "block", "capacity": 64, "layout": shmring._ring.LAYOUT_VERSION, "name": "x"}
+    d.update(kw)
+    return d
+
+
+@pytest.mark.parametrize("change, kind, message", [
+    ({"kind": "messages"}, 1, "cannot bridge rings of kind 'messages'"),
+    ({"layout": 999}, 0, "layout version 999"),
+    ({"proto": 7}, 0, "protocol 7"),
+])
+def test_kind_layout_protocol_mismatch(names, change, kind, message):
+    dst = names()
+    pub, ep, desc = _fake_pub(_good_desc(**change), kind)
+    try:
+        rcv = Receiver(ep, dst).start()
+        end = time.monotonic() + 10
+        while rcv.error is None and time.monotonic() < end:
+            pub.poll(50)
+            if pub.poll(0):
+                pub.recv()
+            pub.send_multipart(desc)
+        with pytest.raises(BridgeError, match=message):
+            rcv.stop()
+        with pytest.raises(FileNotFoundError):
+            shmring.Ring.attach(dst)  # nothing was created from a refused handshake
+    finally:
+        pub.close(0)
+
+
+def test_unbindable_endpoints(names, rings):
+    ring = rings.create(names(), REC, 64, mode="broadcast")
+    with pytest.raises(BridgeError, match="cannot bind tcp://192.0.2.1:5555"):
+        Sender(ring, "tcp://192.0.2.1:5555").start()  # not an address of this host
+    with pytest.raises(BridgeError, match="cannot bind not-an-endpoint"):
+        Sender(ring, "not-an-endpoint").start()
+    with Sender(ring, LOOP) as s:
+        with pytest.raises(BridgeError, match="Address already in use"):
+            Sender(ring, s.bound).start()
+    # the failed senders left no consumer behind
+    assert sum(c["alive"] for c in ring.stats()["consumers"]) == 0
+
+
+# -- hostile peers ---------------------------------------------------------------
+
+
+def test_random_bytes_to_the_sender_port_do_not_hurt(names, rings, bridges):
+    src, dst = names(), names()
+    ring = rings.create(src, REC, 1024, mode="broadcast")
+    s = bridges(Sender(ring, LOOP).start())
+    host, port = s.bound.rsplit("/", 1)[1].rsplit(":", 1)
+    rnd = random.Random(1234)
+    for _ in range(20):
+        with socket.create_connection((host, int(port)), timeout=0.5) as sk:
+            try:
+                sk.sendall(rnd.randbytes(rnd.randint(1, 20000)))
+            except OSError:
+                pass  # zmq hung up on us: that is the point
+    rcv = bridges(Receiver(s.bound, dst).start())
+    assert rcv.wait_ready(10)
+    push(ring, 0, 2000)
+    got = pull_all(dst, 2000)
+    assert got["seq"].tolist() == list(range(2000))
+    assert s.error is None and s._thread.is_alive()
+
+
+def test_receiver_connected_to_a_random_byte_server_survives(names):
+    dst = names()
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    stop = threading.Event()
+    rnd = random.Random(99)
+
+    def serve():
+        srv.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                continue
+            try:
+                c.sendall(rnd.randbytes(4096))
+            except OSError:
+                pass
+            c.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        rcv = Receiver(f"tcp://127.0.0.1:{srv.getsockname()[1]}", dst).start()
+        assert not rcv.wait_ready(1.5)
+        assert rcv._thread.is_alive() and rcv.error is None
+        rcv.stop()
+    finally:
+        stop.set()
+        t.join(5)
+        srv.close()
+    with pytest.raises(FileNotFoundError):
+        shmring.Ring.attach(dst)
+
+
+def test_garbage_messages_from_a_zmq_peer_are_counted_not_fatal(names):
+    dst = names()
+    pub, ep, desc = _fake_pub(_good_desc())
+    rnd = random.Random(5)
+    garbage = [
+        [rnd.randbytes(48)],
+        [rnd.randbytes(10), rnd.randbytes(100)],
+        [HEADER.pack(MAGIC, bridge.T_DESC, 0, 0, 1, 2, 0, 0, 0, 0), b"{not json"],
+        [HEADER.pack(MAGIC, bridge.T_DESC, 0, 0, 1, 2, 0, 0, 0, 0),
+         json.dumps(_good_desc(dtype="__import__('os').system('false')")).encode()],
+        [HEADER.pack(MAGIC, bridge.T_DESC, 0, 0, 1, 2, 0, 0, 0, 0), json.dumps(_good_desc(dtype="('v1', 'O', ())")).encode()],
+        [HEADER.pack(MAGIC, 99, 0, 0, 1, 2, 0, 0, 0, 0)],
+    ]
+    after = [  # once configured: data that does not add up
+        [HEADER.pack(MAGIC, bridge.T_DATA, 0, 0, 1, 2, 0, 0, 5, 0), rnd.randbytes(64 * 4)],
+        [HEADER.pack(MAGIC, bridge.T_DATA, 0, 0, 1, 2, 0, 0, 1, 0), rnd.randbytes(63)],
+    ]
+    try:
+        rcv = Receiver(ep, dst).start()
+        wait_for(lambda: pub.poll(0), what="the subscription")
+        pub.recv()
+        for g in garbage:
+            pub.send_multipart(g)
+        pub.send_multipart(desc)
+        assert rcv.wait_ready(10)
+        for g in after:
+            pub.send_multipart(g)
+        good = make_records(0, 10)
+        pub.send_multipart([HEADER.pack(MAGIC, bridge.T_DATA, 0, 0, 1, 2, 0, 0, 10, 0), good.tobytes()])
+        wait_for(lambda: rcv.counters["records"] == 10, what="the good batch")
+        assert rcv.counters["bad"] == len(garbage) + len(after)
+        assert rcv._thread.is_alive()
+        rcv.stop()
+        assert pull_all(dst, 10)["seq"].tolist() == list(range(10))
+    finally:
+        pub.close(0)
+
+
+# -- CURVE -------------------------------------------------------------------------
+
+
+def test_curve_only_the_authorised_client_receives(names, rings, bridges, tmp_path):
+    good, other = str(tmp_path / "keys"), str(tmp_path / "other")
+    bridge.keygen(good)
+    bridge.keygen(other)
+    # a client that knows the server's public key but holds a key the server never authorised
+    with open(os.path.join(good, "server.key"), "rb") as f, open(os.path.join(other, "server.key"), "wb") as g:
+        g.write(f.read())
+    src, d_ok, d_bad, d_plain = names(), names(), names(), names()
+    ring = rings.create(src, REC, 4096, mode="broadcast")
+    s = bridges(Sender(ring, "tcp://127.0.0.1:0", curve_keys=good).start())
+    ok = bridges(Receiver(s.bound, d_ok, curve_keys=good).start())
+    bad = bridges(Receiver(s.bound, d_bad, curve_keys=other).start())
+    plain = bridges(Receiver(s.bound, d_plain).start())
+    assert ok.wait_ready(10)
+    push(ring, 0, 3000)
+    assert pull_all(d_ok, 3000)["seq"].tolist() == list(range(3000))
+    assert not bad.wait_ready(1.0) and not plain.wait_ready(0.1)
+    for r, d in ((bad, d_bad), (plain, d_plain)):
+        assert r.counters["records"] == 0 and r.error is None
+        with pytest.raises(FileNotFoundError):
+            shmring.Ring.attach(d)
+
+
+def test_missing_keys_are_clear_errors(names, rings, tmp_path):
+    ring = rings.create(names(), REC, 64, mode="broadcast")
+    with pytest.raises(BridgeError, match="server.key_secret does not exist"):
+        Sender(ring, LOOP, curve_keys=str(tmp_path)).start()
+    assert sum(c["alive"] for c in ring.stats()["consumers"]) == 0
+
+
+# -- packaging and the command line ------------------------------------------------------
+
+
+def test_import_does_not_need_zmq_and_use_names_the_extra():
+    code = ("import sys; sys.modules['zmq'] = None\n"
+            "import shmring, shmring.bridge, shmring.__main__\n"
+            "try:\n"
+            "    shmring.bridge.Receiver('tcp://127.0.0.1:1', 'x')\n"
+            "except ImportError as e:\n"
+            "    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "pip install 'shmring[bridge]'" in out.stdout
+    out = subprocess.run([sys.executable, "-c", "import sys, shmring; print('zmq' in sys.modules)"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False"
+
+
+def test_cli_send_recv_info_and_errors(names, rings, tmp_path):
+    src, dst, wrong = names(), names(), names()
+    ring = rings.create(src, REC, 4096, mode="broadcast")
+    rings.create(wrong, np.dtype("<u2"), 64, mode="broadcast")
+    py = [sys.executable, "-m", "shmring"]
+    out = subprocess.run(py + ["bridge", "send", src, "tcp://192.0.2.1:5555"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 2 and "cannot bind tcp://192.0.2.1:5555" in out.stderr
+    assert "Traceback" not in out.stderr
+    port = _free_port()
+    ep = f"tcp://127.0.0.1:{port}"
+    snd = subprocess.Popen(py + ["bridge", "send", src, ep], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    rcv = None
+    try:
+        wait_for(lambda: sum(c["alive"] for c in ring.stats()["consumers"]) == 1, what="sender")
+        bad = subprocess.run(py + ["bridge", "recv", ep, wrong], capture_output=True, text=True, timeout=60)
+        assert bad.returncode == 2 and "dtype uint16" in bad.stderr and "Traceback" not in bad.stderr
+        rcv = subprocess.Popen(py + ["bridge", "recv", ep, dst, "--once"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: read_sidecar(dst) is not None, what="receiver")
+        push(ring, 0, 5000)
+        ring.producer().close()
+        o, e = rcv.communicate(timeout=30)
+        assert rcv.returncode == 0, e
+        c = json.loads(o.strip().splitlines()[-1])
+        assert c["records"] == 5000 and c["lost"] == 0
+        info = subprocess.run(py + ["info", dst], capture_output=True, text=True, timeout=60)
+        assert "bridge" in info.stdout and "records 5000" in info.stdout and "lost 0" in info.stdout
+        js = json.loads(subprocess.run(py + ["info", dst, "--json"], capture_output=True, text=True,
+                                       timeout=60).stdout)
+        assert js["bridge"]["records"] == 5000
+    finally:
+        snd.terminate()
+        o, e = snd.communicate(timeout=30)
+        if rcv is not None and rcv.poll() is None:
+            rcv.kill()
+            rcv.wait(10)
+    assert snd.returncode == 0 and json.loads(o.strip().splitlines()[-1])["records"] == 5000
+    subprocess.run(py + ["rm", dst], check=True, timeout=60)
+    assert read_sidecar(dst) is None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
