@@ -25,7 +25,7 @@ if sanitize:
 
 ext = Extension(
     "shmring._ring",
-    sources=["src/shmring/_ring.pyx", "csrc/shmring.c"],
+    sources=["src/shmring/_ring.pyx", "csrc/shmring.c", "csrc/board.c"],
     include_dirs=["csrc", numpy.get_include()],
     define_macros=macros,
     extra_compile_args=cflags,

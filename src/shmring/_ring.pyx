@@ -876,3 +876,6 @@ cdef class View:
                 self._cons._release()
             except Exception:
                 pass
+
+
+include "_board.pxi"
