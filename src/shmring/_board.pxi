@@ -221,6 +221,7 @@ cdef class BoardCore:
         Waits for another live writer of the same key (``timeout`` None = forever,
         else seconds: TimeoutError); takes over a dead writer's claim."""
         cdef shmr_board *b = self._b()
+        cdef BoardMapping keep = self._m  # close() from another thread must not unmap under us
         cdef int64_t idx = self._key(key)
         cdef Py_buffer buf
         cdef int64_t rc, deadline = -2, sl
@@ -260,6 +261,7 @@ cdef class BoardCore:
     # -- reading -------------------------------------------------------------
 
     cdef int _read_into(self, shmr_board *b, int64_t idx, char *dst, uint64_t *version) except -1:
+        cdef BoardMapping keep = self._m  # close() from another thread must not unmap under us
         cdef int rc
         cdef uint64_t retries = 0
         while True:
@@ -381,6 +383,7 @@ cdef class BoardCore:
         """Block (no CPU) until ``key`` has a version above ``newer_than`` (default:
         its version now), then return ``(value, version)``. TimeoutError on timeout."""
         cdef shmr_board *b = self._b()
+        cdef BoardMapping keep = self._m
         cdef int64_t idx = self._key(key)
         cdef uint64_t newer, version = 0
         cdef int64_t deadline = _deadline(timeout), sl
@@ -401,6 +404,7 @@ cdef class BoardCore:
     def _wait_any(self, list idxs, list newer, double timeout):
         """True once any idxs[i] has a version above newer[i]; False after timeout s."""
         cdef shmr_board *b = self._b()
+        cdef BoardMapping keep = self._m
         cdef Py_ssize_t n = len(idxs), i
         cdef cnp.ndarray ka = np.asarray(idxs, dtype=np.uint64)
         cdef cnp.ndarray na = np.asarray(newer, dtype=np.uint64)
