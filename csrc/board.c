@@ -10,6 +10,10 @@
  * killed anywhere leaves version at w-1, whose copy is untouched; the next
  * writer takes the claim over and rewrites copy c from the start.
  *
+ * Waiting goes through the eventcount (eventcount.c): one per key, in its own
+ * block, and one board-wide for waits on several keys; liveness of a claim
+ * holder through liveness.c.
+ *
  * Read: v = version (acquire); s = seq[v % ncopies] (acquire); s must be 2v
  * (else a later writer has started on that copy: retry); copy; acquire fence;
  * re-read seq: unchanged means no writer touched the copy while we read it
@@ -23,13 +27,14 @@
 #define _GNU_SOURCE
 #endif
 #include "board.h"
-#include "shmring.h"
+#include "eventcount.h"
+#include "liveness.h"
 #include "shmr_atomic.h"
+#include "shmr_layout.h"
+#include "shmring.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
-#include <linux/futex.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
@@ -37,14 +42,12 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #define BOARD_MAGIC 0x31445242524d53ull /* "SMRBRD1\0" as little-endian bytes */
-#define RING_MAGIC 0x31474e4952524d53ull  /* shmring.c's, so a ring is named as such */
-#define BOARD_BLOCK 128u
-#define BOARD_PAGE 4096u
+#define BOARD_BLOCK SHMR_BLOCK
+#define BOARD_PAGE SHMR_PAGE
 #define BOARD_BIG_VALUE 65536u      /* values this large start on a page */
 #define BOARD_CHUNK (1u << 20)      /* large reads check for an overtake per chunk */
 
@@ -74,26 +77,21 @@ struct board_header {
     char descr[SHMR_BOARD_DESCR_MAX];
 };
 
-/* Board-wide eventcount for waits on several keys at once. */
-struct __attribute__((aligned(BOARD_BLOCK))) board_ec {
-    shmr_a32 epoch;
-    shmr_a32 waiters;
-};
-
-/* One per key, on its own block. Written by the key's writers (and by
- * sleeping waiters: waiters only); read by readers. */
-struct __attribute__((aligned(BOARD_BLOCK))) board_key {
+/* One per key, on its own block. Written by the key's writers only; read by
+ * readers. Each key's eventcount lives in a separate array of blocks, so a
+ * sleeper counting itself never touches the line readers poll. */
+struct SHMR_ALIGNED_BLOCK board_key {
     shmr_a64 owner;       /* claim: (start32 << 32) | pid of the writer, 0 = free */
     shmr_a64 version;     /* completed writes; the latest value is in copy version % ncopies */
     shmr_a64 last_writer; /* owner word of the last completed write */
     shmr_a64 write_ns;    /* CLOCK_REALTIME of the last completed write */
     shmr_a64 takeovers;   /* claims taken from dead writers */
-    shmr_a32 epoch;       /* eventcount of this key: futex word */
-    shmr_a32 waiters;
-    uint64_t reserved[2];
+    uint64_t reserved[3];
     shmr_a64 seq[SHMR_BOARD_MAX_COPIES]; /* per copy: 2w = holds version w, 2w+1 = being written */
 };
 
+/* header page, the board-wide eventcount (waits on several keys), then
+ * nkeys key blocks, nkeys eventcount blocks, the key names, the copies */
 #define OFF_BOARD_EC BOARD_PAGE
 #define OFF_KEYS (OFF_BOARD_EC + BOARD_BLOCK)
 
@@ -101,34 +99,31 @@ _Static_assert(sizeof(struct board_header) == BOARD_PAGE, "header is one page");
 _Static_assert(offsetof(struct board_header, descr) == 256, "fixed fields fill two blocks");
 _Static_assert(offsetof(struct board_header, nkeys) == 24, "layout v1");
 _Static_assert(offsetof(struct board_header, descr_len) == 104, "layout v1");
-_Static_assert(sizeof(struct board_ec) == BOARD_BLOCK, "one block");
 _Static_assert(sizeof(struct board_key) == BOARD_BLOCK, "one block per key");
 _Static_assert(offsetof(struct board_key, seq) == 64, "sequences fill the second line");
-_Static_assert(offsetof(struct board_key, epoch) % 4 == 0, "futex word is 4-byte aligned");
-_Static_assert(BOARD_MAGIC != RING_MAGIC, "a ring and a board are never confused");
+_Static_assert(BOARD_MAGIC != SHMR_MAGIC, "a ring and a board are never confused");
 
 struct shmr_board {
     uint8_t *base;
     size_t size;
     struct board_header *hdr;
-    struct board_ec *ec;
+    struct shmr_ec *ec;     /* board-wide */
     struct board_key *keys;
+    struct shmr_ec *kec;    /* one per key */
     uint8_t *slots;
     uint64_t nkeys, vs, stride;
     uint32_t ncopies;
 };
 
-/* ---- process identity (cached; refreshed in a forked child) ------------- */
+/* ---- this process as an owner word ------------------------------------- */
 
+/* shmr_self_owner reads /proc; a write must not. Cached once per process and
+ * refreshed in a forked child, so a board inherited through fork writes
+ * under the child's own identity. */
 static uint64_t self_owner_cache;
 static pthread_once_t self_once = PTHREAD_ONCE_INIT;
 
-static void self_refresh(void)
-{
-    uint32_t pid = (uint32_t)getpid();
-    uint64_t st = shmr_proc_start_time(pid);
-    __atomic_store_n(&self_owner_cache, ((st & 0xffffffffu) << 32) | pid, __ATOMIC_RELAXED);
-}
+static void self_refresh(void) { __atomic_store_n(&self_owner_cache, shmr_self_owner(), __ATOMIC_RELAXED); }
 
 static void self_init(void)
 {
@@ -142,94 +137,6 @@ static uint64_t self_owner(void)
     return __atomic_load_n(&self_owner_cache, __ATOMIC_RELAXED);
 }
 
-static int owner_alive(uint64_t owner)
-{
-    return owner != 0 && shmr_proc_alive((uint32_t)owner, owner >> 32);
-}
-
-/* ---- futex and eventcount ------------------------------------------------ */
-
-static int64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static int futex_wait(shmr_a32 *addr, uint32_t expected, int64_t timeout_ns)
-{
-    struct timespec ts, *tsp = NULL;
-    if (timeout_ns >= 0) {
-        ts.tv_sec = timeout_ns / 1000000000;
-        ts.tv_nsec = timeout_ns % 1000000000;
-        tsp = &ts;
-    }
-    /* no FUTEX_PRIVATE_FLAG: the word is shared between processes */
-    long rc = syscall(SYS_futex, (void *)addr, FUTEX_WAIT, expected, tsp, NULL, 0);
-    return rc == 0 ? 0 : -errno;
-}
-
-static void futex_wake_all(shmr_a32 *addr)
-{
-    syscall(SYS_futex, (void *)addr, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
-}
-
-/* The caller has just published (release store of version or of a free claim).
- * The seq_cst fence pairs with the waiter's in ec_sleep: either we see its
- * waiters increment, or it sees our store on its re-check. */
-static void ec_notify(shmr_a32 *epoch, shmr_a32 *waiters)
-{
-    if (shmr_load_relaxed32(waiters) != 0) {
-        shmr_fetch_add_release32(epoch, 1);
-        futex_wake_all(epoch);
-    }
-}
-
-typedef int (*ready_fn)(const void *);
-
-/* Spin for spin_ns, then sleep on the eventcount until ready or timeout_ns
- * (-1: no limit). 0, -ETIMEDOUT, -EINTR. */
-static int ec_wait(shmr_a32 *epoch, shmr_a32 *waiters, ready_fn ready, const void *arg, int64_t timeout_ns,
-                   int64_t spin_ns)
-{
-    if (ready(arg))
-        return 0;
-    if (timeout_ns == 0)
-        return -ETIMEDOUT;
-    int64_t start = mono_ns();
-    if (spin_ns > 0) {
-        int64_t until = start + (timeout_ns > 0 && timeout_ns < spin_ns ? timeout_ns : spin_ns);
-        for (uint32_t i = 1;; i++) {
-            if (ready(arg))
-                return 0;
-            shmr_cpu_relax();
-            if ((i & 63) == 0 && mono_ns() >= until)
-                break;
-        }
-    }
-    int64_t until = timeout_ns > 0 ? start + timeout_ns : -1;
-    for (;;) {
-        /* epoch is read before we count ourselves: a notify after this read
-         * changes the word and FUTEX_WAIT returns at once */
-        uint32_t seen = shmr_load_acquire32(epoch);
-        shmr_fetch_add_seqcst32(waiters, 1);
-        shmr_fence_seqcst(); /* pairs with the fence before ec_notify */
-        int rc = 0;
-        int64_t left = -1;
-        if (until >= 0 && (left = until - mono_ns()) <= 0)
-            rc = -ETIMEDOUT;
-        else if (!ready(arg))
-            rc = futex_wait(epoch, seen, left);
-        shmr_fetch_sub_seqcst32(waiters, 1);
-        if (ready(arg))
-            return 0;
-        if (rc == -EINTR)
-            return -EINTR;
-        if (rc == -ETIMEDOUT || (until >= 0 && mono_ns() >= until))
-            return -ETIMEDOUT;
-    }
-}
-
 /* ---- create / attach ---------------------------------------------------- */
 
 static uint64_t round_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
@@ -241,7 +148,7 @@ struct board_layout {
 static struct board_layout board_layout(uint64_t nkeys, uint64_t vs, uint32_t ncopies, uint64_t names_len)
 {
     struct board_layout l;
-    l.names = OFF_KEYS + nkeys * BOARD_BLOCK;
+    l.names = OFF_KEYS + 2 * nkeys * BOARD_BLOCK;
     l.slots = round_up(l.names + names_len, BOARD_PAGE);
     /* a big value starts on a page, so a view of it maps exactly its pages */
     l.stride = round_up(vs, vs >= BOARD_BIG_VALUE ? BOARD_PAGE : BOARD_BLOCK);
@@ -283,8 +190,9 @@ static shmr_board *bind(uint8_t *base, size_t size)
     b->base = base;
     b->size = size;
     b->hdr = (struct board_header *)base;
-    b->ec = (struct board_ec *)(base + OFF_BOARD_EC);
+    b->ec = (struct shmr_ec *)(base + OFF_BOARD_EC);
     b->keys = (struct board_key *)(base + OFF_KEYS);
+    b->kec = (struct shmr_ec *)(base + OFF_KEYS + b->hdr->nkeys * BOARD_BLOCK);
     b->slots = base + b->hdr->slots_offset;
     b->nkeys = b->hdr->nkeys;
     b->vs = b->hdr->value_size;
@@ -366,7 +274,7 @@ static int validate(const uint8_t *base, uint64_t file_size)
     uint64_t magic = shmr_load_acquire64((shmr_a64 *)&h->magic); /* pairs with the creator's release */
     if (magic == 0)
         return -SHMR_EINIT;
-    if (magic == RING_MAGIC)
+    if (magic == SHMR_MAGIC)
         return -SHMR_ENOTBOARD;
     if (magic != BOARD_MAGIC)
         return -SHMR_EBADMAGIC;
@@ -488,12 +396,12 @@ int shmr_board_key_info_get(const shmr_board *b, uint64_t key, shmr_board_key_in
     uint64_t last = shmr_load_relaxed64(&k->last_writer);
     o->version = shmr_load_acquire64(&k->version);
     o->owner_pid = (uint32_t)owner;
-    o->owner_alive = owner_alive(owner);
+    o->owner_alive = shmr_owner_alive(owner);
     o->last_writer_pid = (uint32_t)last;
-    o->last_writer_alive = owner_alive(last);
+    o->last_writer_alive = shmr_owner_alive(last);
     o->write_time_ns = shmr_load_relaxed64(&k->write_ns);
     o->takeovers = shmr_load_relaxed64(&k->takeovers);
-    o->waiters = shmr_load_relaxed32(&k->waiters);
+    o->waiters = shmr_load_relaxed32(&b->kec[key].waiters);
     return 0;
 }
 
@@ -504,33 +412,33 @@ static uint8_t *copy_ptr(const shmr_board *b, uint64_t key, uint64_t c)
     return b->slots + (key * b->ncopies + c) * b->stride;
 }
 
-static int claim_free(const void *arg) { return shmr_load_relaxed64(&((struct board_key *)arg)->owner) == 0; }
+static int claim_free(void *arg) { return shmr_load_relaxed64(&((struct board_key *)arg)->owner) == 0; }
 
 /* 0: claimed; 1: claimed by taking over from a dead writer; -ETIMEDOUT, -EINTR.
  * Spins first (writes of small values are short), then looks once whether the
  * holder is alive (a /proc read: once per call, and the caller calls again
  * every liveness interval), then sleeps on the key's eventcount. */
-static int claim(struct board_key *k, uint64_t me, int64_t wait_ns, int64_t spin_ns)
+static int claim(struct board_key *k, struct shmr_ec *ec, uint64_t me, int64_t wait_ns, int64_t spin_ns)
 {
     uint64_t cur = 0;
     /* acquire on success pairs with the previous writer's release of the claim */
     if (shmr_cas_seqcst64(&k->owner, &cur, me))
         return 0;
-    int64_t start = mono_ns();
+    int64_t start = shmr_mono_ns();
     int64_t spin_until = start + (wait_ns >= 0 && wait_ns < spin_ns ? wait_ns : spin_ns);
     for (uint32_t i = 1; spin_ns > 0; i++) {
         cur = 0;
         if (shmr_load_relaxed64(&k->owner) == 0 && shmr_cas_seqcst64(&k->owner, &cur, me))
             return 0;
         shmr_cpu_relax();
-        if ((i & 63) == 0 && mono_ns() >= spin_until)
+        if ((i & 63) == 0 && shmr_mono_ns() >= spin_until)
             break;
     }
     for (;;) {
         cur = 0;
         if (shmr_cas_seqcst64(&k->owner, &cur, me))
             return 0;
-        if (cur != me && !owner_alive(cur)) {
+        if (cur != me && !shmr_owner_alive(cur)) {
             if (shmr_cas_seqcst64(&k->owner, &cur, me)) {
                 shmr_fetch_add_relaxed64(&k->takeovers, 1);
                 return 1;
@@ -541,9 +449,9 @@ static int claim(struct board_key *k, uint64_t me, int64_t wait_ns, int64_t spin
     }
     int64_t left = -1;
     for (;;) {
-        if (wait_ns >= 0 && (left = start + wait_ns - mono_ns()) <= 0)
+        if (wait_ns >= 0 && (left = start + wait_ns - shmr_mono_ns()) <= 0)
             return -ETIMEDOUT;
-        int rc = ec_wait(&k->epoch, &k->waiters, claim_free, k, left, 0);
+        int rc = shmr_ec_wait(ec, claim_free, k, left, 0);
         if (rc == -EINTR)
             return rc;
         cur = 0;
@@ -554,11 +462,12 @@ static int claim(struct board_key *k, uint64_t me, int64_t wait_ns, int64_t spin
     }
 }
 
-static void notify(shmr_board *b, struct board_key *k)
+/* after a release store of version or of a free claim (shmr_ec_notify's
+ * fence pairs with the sleepers' in shmr_ec_wait) */
+static void notify(shmr_board *b, uint64_t key)
 {
-    shmr_fence_seqcst(); /* pairs with the waiters' fence in ec_wait */
-    ec_notify(&k->epoch, &k->waiters);
-    ec_notify(&b->ec->epoch, &b->ec->waiters);
+    shmr_ec_notify(&b->kec[key]);
+    shmr_ec_notify(b->ec);
 }
 
 int64_t shmr_board_write(shmr_board *b, uint64_t key, const void *src, uint64_t len, int64_t wait_ns,
@@ -570,7 +479,7 @@ int64_t shmr_board_write(shmr_board *b, uint64_t key, const void *src, uint64_t 
         return -EINVAL;
     struct board_key *k = &b->keys[key];
     uint64_t me = self_owner();
-    int rc = claim(k, me, wait_ns, spin_ns);
+    int rc = claim(k, &b->kec[key], me, wait_ns, spin_ns);
     if (rc < 0)
         return rc;
     /* we hold the claim: version changes only under it (acquire: after a
@@ -592,7 +501,7 @@ int64_t shmr_board_write(shmr_board *b, uint64_t key, const void *src, uint64_t 
     shmr_store_release64(&k->version, w);
     /* pairs with the next writer's claim CAS */
     shmr_store_release64(&k->owner, 0);
-    notify(b, k);
+    notify(b, key);
     return (int64_t)w;
 }
 
@@ -697,7 +606,7 @@ struct newer_arg {
     uint64_t n;
 };
 
-static int any_newer(const void *arg)
+static int any_newer(void *arg)
 {
     const struct newer_arg *a = arg;
     for (uint64_t i = 0; i < a->n; i++)
@@ -711,8 +620,7 @@ int shmr_board_wait(shmr_board *b, uint64_t key, uint64_t newer_than, int64_t ti
     if (key >= b->nkeys)
         return -ERANGE;
     struct newer_arg a = {b, &key, &newer_than, 1};
-    struct board_key *k = &b->keys[key];
-    return ec_wait(&k->epoch, &k->waiters, any_newer, &a, timeout_ns, spin_ns);
+    return shmr_ec_wait(&b->kec[key], any_newer, &a, timeout_ns, spin_ns);
 }
 
 int shmr_board_wait_any(shmr_board *b, const uint64_t *keys, const uint64_t *newer_than, uint64_t n,
@@ -722,18 +630,13 @@ int shmr_board_wait_any(shmr_board *b, const uint64_t *keys, const uint64_t *new
         if (keys[i] >= b->nkeys)
             return -ERANGE;
     struct newer_arg a = {b, keys, newer_than, n};
-    return ec_wait(&b->ec->epoch, &b->ec->waiters, any_newer, &a, timeout_ns, 0);
+    return shmr_ec_wait(b->ec, any_newer, &a, timeout_ns, 0);
 }
 
 void shmr_board_wake_all(shmr_board *b)
 {
-    shmr_fence_seqcst();
-    shmr_fetch_add_release32(&b->ec->epoch, 1);
-    futex_wake_all(&b->ec->epoch);
-    for (uint64_t i = 0; i < b->nkeys; i++) {
-        if (shmr_load_relaxed32(&b->keys[i].waiters)) {
-            shmr_fetch_add_release32(&b->keys[i].epoch, 1);
-            futex_wake_all(&b->keys[i].epoch);
-        }
-    }
+    shmr_ec_notify_always(b->ec);
+    for (uint64_t i = 0; i < b->nkeys; i++)
+        if (shmr_load_relaxed32(&b->kec[i].waiters))
+            shmr_ec_notify_always(&b->kec[i]);
 }

@@ -5,7 +5,7 @@ exactly one consumer, ``mode="broadcast"`` to every consumer. ``Board`` keeps
 the latest value per key for every process.
 """
 
-from ._api import Ring, unlink
+from ._api import ConsumerStats, Ring, RingStats, Waiters, unlink
 from ._ring import BoardView, Consumer, Producer, Reservation, View
 from .board import Board
 from .errors import (
@@ -24,7 +24,7 @@ from .errors import (
 )
 
 __all__ = [
-    "Ring", "Producer", "Consumer", "Reservation", "View", "unlink",
+    "Ring", "Producer", "Consumer", "Reservation", "View", "unlink", "RingStats", "ConsumerStats", "Waiters",
     "RingError", "NotARingError", "LayoutVersionError", "CorruptRingError", "ProducerBusyError",
     "ConsumerTableFull", "Full", "Empty", "Closed", "Lagged",
     "Board", "BoardView", "BoardChanged", "NotABoardError",

@@ -2,7 +2,7 @@
 # resolution, and the read / write / view / wait paths that must be fast.
 # Creation, naming, pickling and watch() live in shmring.board.
 
-from libc.errno cimport EAGAIN, ENOENT
+from libc.errno cimport EAGAIN, EINTR, ENOENT, ETIMEDOUT
 from shmring._cboard cimport *
 from shmring.errors import BoardChanged, NotABoardError
 
@@ -224,19 +224,18 @@ cdef class BoardCore:
         cdef BoardMapping keep = self._m  # close() from another thread must not unmap under us
         cdef int64_t idx = self._key(key)
         cdef Py_buffer buf
-        cdef int64_t rc, deadline = -2, sl
+        cdef int64_t rc, sl = 0
+        cdef Waiting w
         cdef bint big = self._vs >= NOGIL_BYTES
         src = self._as_value(value)
         PyObject_GetBuffer(src, &buf, PyBUF_SIMPLE)
         try:
             if buf.len != self._vs:
                 raise ValueError(f"value has {buf.len} bytes, a value of board {self.name!r} has {self._vs}")
+            _waiting_init(&w, self._spin_ns)
             while True:
-                if deadline == -2:
-                    sl = 0  # first try: claim if free (spinning briefly), no sleep
-                else:
-                    sl = _slice(deadline, self._slice_ns)
-                if big or deadline != -2:
+                # first try (sl = 0): claim if free, spinning briefly, no sleep
+                if big or w.started:
                     with nogil:
                         rc = shmr_board_write(b, idx, buf.buf, buf.len, sl, self._spin_ns)
                 else:
@@ -246,11 +245,12 @@ cdef class BoardCore:
                 if rc != -ETIMEDOUT and rc != -EINTR:
                     _board_raise(rc, f"write key {key!r} of board {self.name!r}")
                 PyErr_CheckSignals()
-                if deadline == -2:
-                    deadline = _deadline(timeout)
-                elif deadline >= 0 and _mono_ns() >= deadline:
+                if not w.started:
+                    _waiting_start(&w, timeout)
+                elif w.deadline >= 0 and _mono_ns() >= w.deadline:
                     raise TimeoutError(f"write key {key!r} of board {self.name!r}: another live process "
                                        f"held the key's write claim for the whole timeout")
+                sl = _waiting_slice(&w, self._slice_ns)
                 self._b()
         finally:
             PyBuffer_Release(&buf)
@@ -386,11 +386,14 @@ cdef class BoardCore:
         cdef BoardMapping keep = self._m
         cdef int64_t idx = self._key(key)
         cdef uint64_t newer, version = 0
-        cdef int64_t deadline = _deadline(timeout), sl
+        cdef Waiting w
+        cdef int64_t sl
         cdef int rc
+        _waiting_init(&w, self._spin_ns)
+        _waiting_start(&w, timeout)
         newer = shmr_board_version(b, idx) if newer_than is None else <uint64_t>newer_than
         while shmr_board_version(b, idx) <= newer:
-            sl = _slice(deadline, self._slice_ns)
+            sl = _waiting_slice(&w, self._slice_ns)
             if sl == 0:
                 raise TimeoutError(f"key {key!r} of board {self.name!r} was not written past version "
                                    f"{newer} within {timeout} s")
@@ -410,13 +413,16 @@ cdef class BoardCore:
         cdef cnp.ndarray na = np.asarray(newer, dtype=np.uint64)
         cdef uint64_t *kp = <uint64_t *>cnp.PyArray_DATA(ka)
         cdef uint64_t *np_ = <uint64_t *>cnp.PyArray_DATA(na)
-        cdef int64_t deadline = _deadline(None if timeout < 0 else timeout), sl
+        cdef Waiting w
+        cdef int64_t sl
         cdef int rc
+        _waiting_init(&w, 0)
+        _waiting_start(&w, None if timeout < 0 else timeout)
         while True:
             for i in range(n):
                 if shmr_board_version(b, kp[i]) > np_[i]:
                     return True
-            sl = _slice(deadline, self._slice_ns)
+            sl = _waiting_slice(&w, self._slice_ns)
             if sl == 0:
                 return False
             with nogil:

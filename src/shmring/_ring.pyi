@@ -1,8 +1,14 @@
-from typing import Any, Iterator
+from typing import Any, Iterator, TypedDict, final
+
+from typing_extensions import disjoint_base
 
 import numpy as np
 
 LAYOUT_VERSION: int
+LAYOUT: dict[str, tuple[int, int]]
+LAYOUT_MAGIC: int
+LAYOUT_PAGE: int
+LAYOUT_BLOCK: int
 NAME_MAX: int
 DESCR_MAX: int
 MAX_CONSUMERS: int
@@ -12,11 +18,55 @@ OVERFLOWS: dict[str, int]
 STARTS: dict[str, int]
 CLOSE_REASONS: dict[int, str | None]
 
+class _Waiters(TypedDict):
+    consumers: int
+    producer: int
+
+class _RingInfo(TypedDict):
+    """struct shmr_ring_info, field for field."""
+
+    capacity: int
+    record_size: int
+    segment_size: int
+    mode: int
+    overflow: int
+    max_consumers: int
+    layout_version: int
+    pushed: int
+    tail: int
+    popped: int
+    popped_retired: int
+    available: int
+    n_consumers: int
+    waiters: _Waiters
+    producer_pid: int
+    producer_start: int
+    producer_alive: int
+    close_reason: int
+    abandoned: int
+    evicted: int
+    creator_pid: int
+    create_time_ns: int
+
+class _ConsumerInfo(TypedDict):
+    """struct shmr_consumer_info, field for field."""
+
+    index: int
+    pid: int
+    start_time: int
+    cursor: int
+    popped: int
+    dropped: int
+    claim_pos: int
+    claimed: int
+    alive: int
+
 def start_time_of(pid: int) -> int: ...
 def process_alive(pid: int, start_time: int = ...) -> bool: ...
 def check_name(name: str) -> int: ...
 def unlink(name: str) -> None: ...
 
+@disjoint_base
 class Mapping:
     name: str
     @staticmethod
@@ -36,29 +86,34 @@ class Mapping:
     def mode(self) -> int: ...
     @property
     def overflow(self) -> int: ...
-    def info(self) -> dict[str, Any]: ...
-    def consumer_infos(self) -> list[dict[str, Any]]: ...
+    def info(self) -> _RingInfo: ...
+    def consumer_infos(self) -> list[_ConsumerInfo]: ...
 
+@disjoint_base
 class _Handle:
     @property
     def dtype(self) -> np.dtype: ...
     @property
     def closed(self) -> bool: ...
+    def close(self) -> None: ...
 
+@disjoint_base
 class Reservation:
     @property
     def array(self) -> np.ndarray: ...
     def __len__(self) -> int: ...
     def __enter__(self) -> np.ndarray: ...
-    def __exit__(self, *exc: Any) -> bool: ...
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: Any) -> bool: ...
 
+@disjoint_base
 class View:
     @property
     def array(self) -> np.ndarray: ...
     def __len__(self) -> int: ...
     def __enter__(self) -> np.ndarray: ...
-    def __exit__(self, *exc: Any) -> bool: ...
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: Any) -> bool: ...
 
+@disjoint_base
 class Producer(_Handle):
     ring: Any
     def push(self, record: Any, timeout: float | None = None) -> None: ...
@@ -68,6 +123,7 @@ class Producer(_Handle):
     def __enter__(self) -> Producer: ...
     def __exit__(self, *exc: Any) -> None: ...
 
+@disjoint_base
 class Consumer(_Handle):
     ring: Any
     def pop(self, timeout: float | None = None) -> Any: ...
@@ -93,6 +149,7 @@ BOARD_MAX_VALUE: int
 BOARD_MAX_NAMES: int
 BOARD_DESCR_MAX: int
 
+@final
 class BoardMapping:
     name: str
     @staticmethod
@@ -107,6 +164,7 @@ class BoardMapping:
     def info(self) -> dict[str, Any]: ...
     def key_info(self, idx: int) -> dict[str, Any]: ...
 
+@final
 class BoardView:
     version: int
     key: Any
@@ -117,15 +175,16 @@ class BoardView:
     def __enter__(self) -> np.ndarray: ...
     def __exit__(self, et: Any, ev: Any, tb: Any) -> bool: ...
 
+@disjoint_base
 class BoardCore:
     name: str
     retries: int
     def _init_core(self, m: BoardMapping, name: str, dtype: np.dtype, keys: tuple[Any, ...], str_keys: bool,
                    spin: float, liveness_interval: float) -> None: ...
     def write(self, key: Any, value: Any, timeout: float | None = ...) -> int: ...
-    def __setitem__(self, key: Any, value: Any) -> None: ...
+    def __setitem__(self, key: Any, value: Any, /) -> None: ...
     def read(self, key: Any, *, with_version: bool = ..., out: np.ndarray | None = ...) -> Any: ...
-    def __getitem__(self, key: Any) -> Any: ...
+    def __getitem__(self, key: Any, /) -> Any: ...
     def version(self, key: Any) -> int: ...
     def versions(self) -> np.ndarray: ...
     def snapshot(self) -> tuple[np.ndarray, np.ndarray]: ...
@@ -142,5 +201,5 @@ class BoardCore:
     @property
     def keys(self) -> list[Any]: ...
     def __len__(self) -> int: ...
-    def __contains__(self, key: object) -> bool: ...
+    def __contains__(self, key: object, /) -> bool: ...
     def __iter__(self) -> Iterator[Any]: ...
