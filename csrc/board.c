@@ -117,13 +117,15 @@ struct shmr_board {
 
 /* ---- this process as an owner word ------------------------------------- */
 
-/* shmr_self_owner reads /proc; a write must not. Cached once per process and
- * refreshed in a forked child, so a board inherited through fork writes
- * under the child's own identity. */
+/* shmr_self_owner reads /proc; a write must not. Cached once per process
+ * (pthread_once orders the store before every reader) and refreshed in a
+ * forked child while it is still single-threaded, so a board inherited
+ * through fork writes under the child's own identity. Process-local: no
+ * shared-memory atomics here. */
 static uint64_t self_owner_cache;
 static pthread_once_t self_once = PTHREAD_ONCE_INIT;
 
-static void self_refresh(void) { __atomic_store_n(&self_owner_cache, shmr_self_owner(), __ATOMIC_RELAXED); }
+static void self_refresh(void) { self_owner_cache = shmr_self_owner(); }
 
 static void self_init(void)
 {
@@ -134,7 +136,7 @@ static void self_init(void)
 static uint64_t self_owner(void)
 {
     pthread_once(&self_once, self_init);
-    return __atomic_load_n(&self_owner_cache, __ATOMIC_RELAXED);
+    return self_owner_cache;
 }
 
 /* ---- create / attach ---------------------------------------------------- */

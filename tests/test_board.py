@@ -301,6 +301,12 @@ def test_wait_times_out(boards):
     assert 0.19 <= time.monotonic() - t0 < 5
     with pytest.raises(TimeoutError):
         b.wait(0, timeout=0)
+    with pytest.raises(ValueError, match="newer_than"):
+        b.wait(0, newer_than=-1, timeout=0)
+    with pytest.raises(ValueError, match="timeout"):
+        b.wait(0, timeout=-1)
+    with pytest.raises(ValueError, match="timeout"):
+        list(b.watch(timeout=-1))
 
 
 def test_watch_sees_changes_and_times_out(boards, procs):

@@ -391,6 +391,9 @@ cdef class BoardCore:
         cdef int rc
         _waiting_init(&w, self._spin_ns)
         _waiting_start(&w, timeout)
+        if newer_than is not None and (not isinstance(newer_than, (int, np.integer)) or
+                                       isinstance(newer_than, bool) or newer_than < 0):
+            raise ValueError(f"newer_than must be None or a version (an int >= 0), not {newer_than!r}")
         newer = shmr_board_version(b, idx) if newer_than is None else <uint64_t>newer_than
         while shmr_board_version(b, idx) <= newer:
             sl = _waiting_slice(&w, self._slice_ns)

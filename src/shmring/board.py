@@ -157,6 +157,8 @@ class Board(_ring.BoardCore):
         written after the iteration starts. Latest-value semantics: writes that come
         faster than the loop are coalesced (versions may skip). Sleeps without CPU;
         stops when nothing changed for ``timeout`` seconds (None: never)."""
+        if timeout is not None and not (float(timeout) >= 0):
+            raise ValueError(f"timeout must be None or a number >= 0, not {timeout!r}")
         keys = list(self) if keys is None else list(keys)
         if not keys:
             raise ValueError("watch() needs at least one key")
