@@ -309,6 +309,18 @@ def test_wait_times_out(boards):
         list(b.watch(timeout=-1))
 
 
+def test_close_from_another_thread_wakes_a_waiter(boards):
+    import threading
+    b = boards.create("<i8", 1)
+    t = threading.Timer(0.2, b.close)
+    t.start()
+    t0 = time.monotonic()
+    with pytest.raises(ValueError, match="closed"):
+        b.wait(0, timeout=30)
+    assert time.monotonic() - t0 < 10
+    t.join(10)
+
+
 def test_watch_sees_changes_and_times_out(boards, procs):
     b = boards.create("<i8", ["a", "b", "c"])
     b["c"] = 0
