@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Model-check verify/ring.pml with SPIN, one configuration at a time.
+# Model-check verify/ring.pml (the ring) and verify/board.pml (the board) with
+# SPIN, one configuration at a time.
 #
 #   verify/run_spin.sh            the default set (under a minute on 2 idle cores)
 #   EXTENDED=1 verify/run_spin.sh the default set plus the larger "ext" ones
@@ -23,9 +24,8 @@
 set -u
 
 HERE=$(cd "$(dirname "$0")" && pwd)
-MODEL="$HERE/ring.pml"
 
-# name | set (default/ext) | kind (check/mutant) | spin -D switches | mode (safety/np/bs)
+# name | set (default/ext) | kind (check/mutant) | spin -D switches | mode (safety/np/bs) [| model, default ring.pml]
 # (largest first, so parallel jobs end together; output keeps this order)
 ALL_CONFIGS=$(cat <<'EOF2'
 block_ec|default|check|-DBLOCK -DEC -DSIMPLE -DLEAVE|safety
@@ -44,12 +44,20 @@ mutant_no_join_dekker|default|mutant|-DBLOCK -DJOIN -DSIMPLE -DBUG_NO_JOIN_DEKKE
 mutant_unclamped_min|default|mutant|-DBLOCK -DJOIN -DSIMPLE -DNREC=4 -DBUG_UNCLAMPED_MIN|safety
 mutant_shared_claim|default|mutant|-DBLOCK -DJOIN -DSIMPLE -DBUG_SHARED_CLAIM|safety
 mutant_done_early|default|mutant|-DQUEUE -DBUG_DONE_EARLY|safety
+board|default|check|-DCRASHY|safety|board.pml
+board_nread3|default|check|-DCRASHY -DNREAD=3|safety|board.pml
+board_3copies|default|check|-DCRASHY -DNCOPY=3 -DWA=3|safety|board.pml
+mutant_board_no_recheck|default|mutant|-DCRASHY -DBUG_NO_RECHECK|safety|board.pml
+mutant_board_no_odd_mark|default|mutant|-DCRASHY -DBUG_NO_ODD_MARK|safety|board.pml
+mutant_board_no_takeover|default|mutant|-DCRASHY -DBUG_NO_TAKEOVER|safety|board.pml
+mutant_board_one_copy|default|mutant|-DCRASHY -DBUG_ONE_COPY|safety|board.pml
 queue_cap4|ext|check|-DQUEUE -DCAP=4 -DNREC=6|safety
 overwrite_nrec4|ext|check|-DOVERWRITE -DRESERVE -DNREC=4|safety
 overwrite_join_full|ext|check|-DOVERWRITE -DJOIN -DRESERVE|safety
 block_join_nrec4_full|ext|check|-DBLOCK -DJOIN -DNREC=4|safety
 block_ec_join_bs|ext|check|-DBLOCK -DJOIN -DEC -DSIMPLE -DRESERVE|bs
 queue_ec_full_bs|ext|check|-DQUEUE -DEC|bs
+board_2readers|ext|check|-DCRASHY -DNREADER=2|safety|board.pml
 EOF2
 )
 
@@ -95,12 +103,12 @@ PAN_TIMEOUT=${PAN_TIMEOUT:-600}
 PAN_MEMLIM_MB=${PAN_MEMLIM_MB:-6000}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/shmr-spin.XXXXXX")
 
-# run_one NAME KIND DEFINES PANMODE: writes $WORK/NAME/result
+# run_one NAME KIND DEFINES PANMODE MODEL: writes $WORK/NAME/result
 run_one() {
-    local name=$1 kind=$2 defs=$3 panmode=$4
+    local name=$1 kind=$2 defs=$3 panmode=$4 model=${5:-ring.pml}
     local d="$WORK/$name"
     mkdir -p "$d"
-    cp "$MODEL" "$d/ring.pml"
+    cp "$HERE/$model" "$d/$model"
     (
         cd "$d" || exit 1
         local t0=$SECONDS status=ok note="" ccflags="-O2 -DSAFETY -DCOLLAPSE" panflags="-m200000"
@@ -111,7 +119,7 @@ run_one() {
         [ "$kind" = mutant ] && ccflags="${ccflags/-O2/-O0}" # tiny searches: compile fast
         ccflags="$ccflags -DMEMLIM=$PAN_MEMLIM_MB"
         # shellcheck disable=SC2086
-        if ! spin $defs -a ring.pml >spin.log 2>&1; then
+        if ! spin $defs -a "$model" >spin.log 2>&1; then
             echo "$name|$kind|ERROR|spin -a failed: $(tail -1 spin.log)|||||$((SECONDS - t0))" >result
             exit 0
         fi
@@ -146,11 +154,11 @@ run_one() {
                 note=$(grep -m1 -E "^pan:[0-9]+: " pan.log | head -1)
                 # a shortest counterexample, breadth-first (bounded; the DFS trail stays otherwise)
                 # shellcheck disable=SC2086
-                if [ "$panmode" = safety ] && mkdir -p bfs && cp ring.pml bfs/ &&
-                    (cd bfs && spin $defs -a ring.pml >/dev/null 2>&1 &&
+                if [ "$panmode" = safety ] && mkdir -p bfs && cp "$model" bfs/ &&
+                    (cd bfs && spin $defs -a "$model" >/dev/null 2>&1 &&
                         gcc -O2 -w -DSAFETY -DBFS -o pan pan.c >/dev/null 2>&1 &&
-                        { timeout 120 ./pan -m200000 >pan.log 2>&1; [ -f ring.pml.trail ]; }); then
-                    cp bfs/ring.pml.trail ring.pml.trail
+                        { timeout 120 ./pan -m200000 >pan.log 2>&1; [ -f "$model.trail" ]; }); then
+                    cp "bfs/$model.trail" "$model.trail"
                     note="$(grep -m1 -E '^pan:[0-9]+: ' bfs/pan.log) [shortest trail]"
                 fi
             fi
@@ -169,9 +177,9 @@ run_one() {
 t_start=$SECONDS
 echo "spin: $(spin -V 2>&1 | head -1); work dir $WORK; $JOBS parallel job(s)"
 running=0
-while IFS='|' read -r name _ kind defs panmode; do
+while IFS='|' read -r name _ kind defs panmode model; do
     [ -z "$name" ] && continue
-    run_one "$name" "$kind" "$defs" "$panmode" </dev/null &
+    run_one "$name" "$kind" "$defs" "$panmode" "$model" </dev/null &
     running=$((running + 1))
     if [ "$running" -ge "$JOBS" ]; then
         wait -n 2>/dev/null || wait
@@ -182,8 +190,9 @@ wait
 
 bad=0
 printf '%-24s %-6s %-6s %12s %12s %7s %9s %5s  %s\n' CONFIG KIND RESULT STATES TRANSITIONS DEPTH MEM_MB SECS NOTE
-while IFS='|' read -r name _ kind defs panmode; do
+while IFS='|' read -r name _ kind defs panmode model; do
     [ -z "$name" ] && continue
+    model=${model:-ring.pml}
     r="$WORK/$name/result"
     if [ ! -f "$r" ]; then
         echo "RESULT $name ERROR no result"
@@ -200,10 +209,10 @@ while IFS='|' read -r name _ kind defs panmode; do
     if [ "$status" = FAIL ] && [ "$kind" = check ]; then
         echo "---- $name: pan output ----"
         grep -E "^pan|errors:|assertion|invalid end" "$WORK/$name/pan.log" | head -8
-        if [ -f "$WORK/$name/ring.pml.trail" ]; then
+        if [ -f "$WORK/$name/$model.trail" ]; then
             echo "---- $name: counterexample (last 60 steps; trail in $WORK/$name) ----"
             # shellcheck disable=SC2086
-            (cd "$WORK/$name" && spin $defs -t -p ring.pml 2>&1 | grep -E '^ *[0-9]+:|assert|violated' |
+            (cd "$WORK/$name" && spin $defs -t -p "$model" 2>&1 | grep -E '^ *[0-9]+:|assert|violated' |
                 grep -vE '\[\(1\)\]|\[else\]|\[skip\]|\[goto|\[DO\]|\[IF\]|\[break\]|\.\(goto\)' | tail -60)
         fi
     elif [ "$status" = ERROR ]; then

@@ -1,12 +1,15 @@
 """shmring: a lock-free ring of numpy records in POSIX shared memory.
 
 One producer, many consumer processes; ``mode="queue"`` hands each record to
-exactly one consumer, ``mode="broadcast"`` to every consumer.
+exactly one consumer, ``mode="broadcast"`` to every consumer. ``Board`` keeps
+the latest value per key for every process.
 """
 
 from ._api import ConsumerStats, Ring, RingStats, Waiters, unlink
-from ._ring import Consumer, Producer, Reservation, View
+from ._ring import BoardView, Consumer, Producer, Reservation, View
+from .board import Board
 from .errors import (
+    BoardChanged,
     Closed,
     ConsumerTableFull,
     CorruptRingError,
@@ -14,6 +17,7 @@ from .errors import (
     Full,
     Lagged,
     LayoutVersionError,
+    NotABoardError,
     NotARingError,
     ProducerBusyError,
     RingError,
@@ -23,5 +27,6 @@ __all__ = [
     "Ring", "Producer", "Consumer", "Reservation", "View", "unlink", "RingStats", "ConsumerStats", "Waiters",
     "RingError", "NotARingError", "LayoutVersionError", "CorruptRingError", "ProducerBusyError",
     "ConsumerTableFull", "Full", "Empty", "Closed", "Lagged",
+    "Board", "BoardView", "BoardChanged", "NotABoardError",
 ]
 __version__ = "0.1.0"

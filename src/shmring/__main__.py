@@ -1,9 +1,12 @@
-"""Command line: inspect and clean up the rings on this machine.
+"""Command line: inspect and clean up the rings and boards on this machine.
 
-    shmring ls [--json]             rings: name, dtype, capacity, mode, producer, consumers, fill
-    shmring info NAME [--json]      full stats, per-consumer lag
-    shmring rm NAME [NAME ...]      remove rings
-    shmring gc [--dry-run] [--json] remove rings whose every participant is dead
+    shmring ls [--json]             rings: name, dtype, capacity, mode, producer, consumers, fill;
+                                    boards: name, dtype, keys, writes, last writer
+    shmring info NAME [--json]      full stats: per-consumer lag; per-key version and last writer
+    shmring rm NAME [NAME ...]      remove rings or boards
+    shmring gc [--dry-run] [--json] remove rings and boards whose every participant is dead
+                                    (a board's readers are not recorded: only its creator,
+                                    writers and claim holders count)
     shmring demo [...]              the live demo (see python -m shmring.demo --help)
     shmring bridge send|recv|keygen  bridge rings across hosts over ZeroMQ (needs pyzmq)
 
@@ -21,7 +24,8 @@ from typing import Any
 
 from . import _ring
 from ._api import SEGMENT_PREFIX, SHM_DIR, Ring, unlink
-from .errors import RingError
+from .board import Board
+from .errors import NotARingError, RingError
 
 
 def ring_names() -> list[str]:
@@ -36,6 +40,8 @@ def describe(name: str) -> dict[str, Any]:
     """stats() of a ring, or an 'error' entry for a segment that is not a valid ring."""
     try:
         ring = Ring.attach(name)
+    except NotARingError:
+        return _describe_board(name)
     except (RingError, OSError, TypeError, ValueError) as exc:
         return {"name": name, "error": str(exc)}
     try:
@@ -49,9 +55,29 @@ def describe(name: str) -> dict[str, Any]:
     return st
 
 
+def _describe_board(name: str) -> dict[str, Any]:
+    try:
+        board = Board.attach(name)
+    except (RingError, OSError, TypeError, ValueError) as exc:
+        return {"name": name, "error": str(exc)}
+    try:
+        return board.stats()
+    finally:
+        board.close()
+
+
+def _last_writer(st: dict[str, Any]) -> dict[str, Any] | None:
+    written = [k for k in st["keys"] if k["write_time"] is not None]
+    return max(written, key=lambda k: k["write_time"]) if written else None
+
+
 def all_dead(st: dict[str, Any]) -> bool:
     if "error" in st:
         return False  # not ours to judge: `rm` it explicitly
+    if st.get("kind") == "board":
+        if any(k["owner_alive"] or k["last_writer_alive"] for k in st["keys"]):
+            return False
+        return not _ring.process_alive(st["creator_pid"])
     if st["producer_alive"] or any(c["alive"] for c in st["consumers"]):
         return False
     return not _ring.process_alive(st["creator_pid"])
@@ -70,9 +96,16 @@ def cmd_ls(args) -> int:
         print("no rings")
         return 0
     print(f"{'NAME':<26} {'MODE':<19} {'CAP':>9} {'FILL':>17} {'PRODUCER':>9} {'CONS':>4}  DTYPE")
+    print(f"{'':<26} {'(board)':<19} {'KEYS':>9} {'WRITES':>17} {'WRITER':>9}")
     for st in rows:
         if "error" in st:
             print(f"{st['name']:<26} ?  {st['error']}")
+            continue
+        if st.get("kind") == "board":
+            last = _last_writer(st)
+            who = "-" if last is None else str(last["last_writer_pid"])
+            dtype = st["dtype"] if len(st["dtype"]) <= 40 else st["dtype"][:37] + "..."
+            print(f"{st['name']:<26} {'board':<19} {st['n_keys']:>9} {st['writes']:>17} {who:>9} {'-':>4}  {dtype}")
             continue
         mode = st["mode"] if st["mode"] == "queue" else f"broadcast/{st['overflow']}"
         prod = "closed" if st["closed"] else (str(st["producer_pid"]) if st["producer_alive"] else "-")
@@ -90,6 +123,19 @@ def cmd_info(args) -> int:
     if "error" in st:
         print(f"{args.name}: {st['error']}", file=sys.stderr)
         return 1
+    if st.get("kind") == "board":
+        for key in ("name", "kind", "dtype", "value_size", "n_keys", "copies", "segment_size", "writes",
+                    "creator_pid", "layout_version"):
+            print(f"{key:<15} {st[key]}")
+        print("keys")
+        for k in st["keys"]:
+            writer = "-" if k["last_writer_pid"] is None else \
+                f"{k['last_writer_pid']} ({'alive' if k['last_writer_alive'] else 'dead'})"
+            claim = "" if k["owner_pid"] is None else \
+                f"  claimed by {k['owner_pid']} ({'alive' if k['owner_alive'] else 'dead'})"
+            print(f"  {str(k['key']):<20} version {k['version']:<10} last writer {writer:<16} "
+                  f"takeovers {k['takeovers']}{claim}")
+        return 0
     for key in ("name", "dtype", "mode", "overflow", "capacity", "record_size", "segment_size", "pushed",
                 "popped", "available", "producer_pid", "producer_alive", "closed", "close_reason",
                 "abandoned", "evicted", "waiters", "creator_pid", "layout_version"):
@@ -115,7 +161,7 @@ def cmd_rm(args) -> int:
             from .bridge import remove_sidecar
             remove_sidecar(name)
         except FileNotFoundError:
-            print(f"{name}: no such ring", file=sys.stderr)
+            print(f"{name}: no such ring or board", file=sys.stderr)
             rc = 1
         except (ValueError, OSError) as exc:
             print(f"{name}: {exc}", file=sys.stderr)
@@ -138,7 +184,7 @@ def cmd_gc(args) -> int:
         print(json.dumps({"removed": removed, "dry_run": args.dry_run}))
     else:
         verb = "would remove" if args.dry_run else "removed"
-        print(f"{verb} {len(removed)} ring(s)" + (": " + ", ".join(removed) if removed else ""))
+        print(f"{verb} {len(removed)} ring(s)/board(s)" + (": " + ", ".join(removed) if removed else ""))
     return 0
 
 

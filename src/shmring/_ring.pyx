@@ -913,3 +913,6 @@ cdef class View:
                 self._cons._release_claim()
             except Exception:
                 pass
+
+
+include "_board.pxi"

@@ -62,3 +62,19 @@ class Lagged(RuntimeError):
     def __init__(self, count: int, msg: str | None = None) -> None:
         super().__init__(msg or f"consumer was lapped by the producer: {count} records lost")
         self.count = count
+
+
+class NotABoardError(RingError):
+    """The shared-memory segment exists but is not a shmring board (a ring, or foreign)."""
+
+
+class BoardChanged(RuntimeError):
+    """A writer started to overwrite the value a ``Board.view`` was reading in place:
+    what was read inside the block is not valid. ``key`` and ``version`` name the
+    value that was viewed."""
+
+    def __init__(self, key: object, version: int, msg: str | None = None) -> None:
+        super().__init__(msg or f"the value of key {key!r} (version {version}) was overwritten while it "
+                                f"was viewed; what was read from it is not valid")
+        self.key = key
+        self.version = version
