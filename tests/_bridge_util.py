@@ -15,7 +15,7 @@ import numpy as np
 import shmring
 from shmring.bridge import read_sidecar, remove_sidecar
 
-from _workers import REC, bad_records, make_records
+from _records import REC, make_records, n_bad
 
 # A 4 KiB record for tests that must overflow socket buffers quickly.
 BIG = np.dtype([("seq", "<u8"), ("fill", "u1", (4088,))])
@@ -39,7 +39,7 @@ def records_for(dtype: np.dtype, start: int, n: int) -> np.ndarray:
 
 
 def bad_for(recs: np.ndarray) -> int:
-    return bad_big(recs) if recs.dtype == BIG else bad_records(recs)
+    return bad_big(recs) if recs.dtype == BIG else n_bad(recs)
 
 
 def produce(name: str, n: int, batch: int = 256, rate: float = 0.0, start: int = 0) -> None:

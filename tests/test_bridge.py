@@ -19,7 +19,7 @@ zmq = pytest.importorskip("zmq", reason="the bridge needs pyzmq (pip install 'sh
 
 import shmring
 from _bridge_util import Reader, cleanup_ring, wait_for
-from _workers import REC, bad_records, make_records
+from _records import REC, make_records, n_bad
 from shmring import bridge
 from shmring.bridge import HEADER, MAGIC, BridgeError, Receiver, Sender, read_sidecar
 
@@ -128,7 +128,7 @@ def test_queue_backpressure_stalls_the_sending_producer(names, rings, bridges):
         assert sender.counters["records"] <= 64 + 2 * 16
         got = pull_all(dst, pushed)
         assert sorted(got["seq"].tolist()) == list(range(pushed))
-        assert bad_records(got) == 0
+        assert n_bad(got) == 0
         # and the flow resumes once the far side reads
         reader = Reader(dst, timeout=30)
         for i in range(pushed, pushed + 5000, 100):
@@ -180,7 +180,7 @@ def test_overwrite_loss_at_the_sender_is_counted_at_the_receiver(names, rings, b
     wait_for(lambda: rcv.counters["records"] + rcv.counters["lost"] == n, what="the end of the stream")
     got = pull_all(dst, rcv.counters["records"])
     c = rcv.counters
-    assert len(got) == c["records"] and bad_records(got) == 0
+    assert len(got) == c["records"] and n_bad(got) == 0
     assert np.all(np.diff(got["seq"].astype(np.int64)) > 0)
     assert c["lost"] == s.counters["dropped_at_source"] > 0
 
