@@ -5,6 +5,7 @@ exactly one consumer, ``mode="broadcast"`` to every consumer.
 """
 
 from ._api import Ring, unlink
+from ._version import __version__
 from ._ring import Consumer, Producer, Reservation, View
 from .errors import (
     Closed,
@@ -24,4 +25,3 @@ __all__ = [
     "RingError", "NotARingError", "LayoutVersionError", "CorruptRingError", "ProducerBusyError",
     "ConsumerTableFull", "Full", "Empty", "Closed", "Lagged",
 ]
-__version__ = "0.1.0"
