@@ -36,7 +36,7 @@ CORE = [
     "tests/test_examples.py",
 ]
 BUILD_DEPS = ["setuptools>=77", "wheel", "Cython>=3.1", "numpy>=2"]
-TEST_DEPS = ["pytest>=7", "hypothesis>=6", "pexpect>=4.8", "rich>=13"]
+TEST_DEPS = ["pytest>=7", "hypothesis>=6", "pexpect>=4.8", "pyte>=0.8", "rich>=13", "matplotlib>=3.5"]
 
 nox.options.sessions = ["core"]
 nox.options.error_on_missing_interpreters = False  # absent: "skipped" (nox defaults to an error on CI)

@@ -21,7 +21,7 @@ pipq() {
 # The build tools and what the test suite uses (the `top` view with and without rich,
 # the demo's chart, a real terminal for the CLI tests).
 DEPS=("setuptools>=77" wheel "Cython>=3.1" "numpy>=2" "pytest>=7" pytest-benchmark hypothesis
-      "pexpect>=4.8" "rich>=13" "matplotlib>=3.5")
+      "pexpect>=4.8" "pyte>=0.8" "rich>=13" "matplotlib>=3.5")
 
 deps_stamp=.venv/.deps-installed
 deps_key=$(printf '%s\n' "${DEPS[@]}" | cat - pyproject.toml | sha256sum | cut -d' ' -f1)
