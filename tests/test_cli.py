@@ -11,9 +11,7 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
-import shmring
 from shmring import demo
 from shmring.__main__ import build_parser
 

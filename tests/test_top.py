@@ -157,7 +157,9 @@ def test_once_and_json_report_exact_counts_of_live_rings(ring_names, rings, proc
 def test_json_rates_are_the_counter_differences(ring_name, rings, procs, stop):
     """A paced producer and a consumer: every --json frame's rates equal the change of
     the cumulative counters between frames divided by the frame interval."""
-    ring = rings.create(ring_name, REC, 4096)
+    # room for seconds of the stream: a consumer starved by a loaded machine does not
+    # stop the producer, so every frame sees records come in
+    ring = rings.create(ring_name, REC, 1 << 16)
     ready = CTX.Event()
     cons = procs(CTX, pop_all, ring, ready, stop)
     assert ready.wait(30)

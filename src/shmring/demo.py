@@ -14,7 +14,6 @@ import argparse
 import multiprocessing as mp
 import os
 import platform
-import queue as stdqueue
 import sys
 import time
 

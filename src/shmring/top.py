@@ -268,7 +268,7 @@ def table_rows(frame: Frame) -> Iterator[tuple[str, tuple[str, ...]]]:
                 f"pid {c.pid} {state}{extra}", "-" if c.lag is None else si(c.lag), "")
 
 
-def title(frame: Frame, sort: str, reverse: bool, n: int) -> str:
+def title(frame: Frame, sort: str, reverse: bool) -> str:
     kinds = sorted({r.sample.kind for r in frame.rows}) or ["ring"]
     what = ", ".join(f"{sum(1 for r in frame.rows if r.sample.kind == k)} {k}(s)" for k in kinds)
     stamp = time.strftime("%H:%M:%S", time.localtime(frame.time))
@@ -280,7 +280,7 @@ KEYS_HELP = "keys: n name  i in  o out  f fill  l lag  a age (again: reverse)  q
 
 
 def plain_text(frame: Frame, sort: str, reverse: bool) -> str:
-    lines = [title(frame, sort, reverse, len(frame.rows))]
+    lines = [title(frame, sort, reverse)]
     if not frame.rows:
         return lines[0] + "\nno rings"
     rows = [HEADER] + [cells for _, cells in table_rows(frame)]
@@ -298,7 +298,7 @@ def errors_text(frame: Frame) -> list[str]:
 def rich_table(frame: Frame, sort: str, reverse: bool):
     from rich.table import Table
 
-    table = Table(title=title(frame, sort, reverse, len(frame.rows)),
+    table = Table(title=title(frame, sort, reverse),
                   caption="\n".join(errors_text(frame) + [KEYS_HELP]),
                   title_justify="left", caption_justify="left", expand=False, box=None, padding=(0, 1))
     for i, h in enumerate(HEADER):
