@@ -4,8 +4,8 @@ SHMRING_SANITIZE=address,undefined (or thread) builds with sanitizers;
 SHMRING_DEBUG=1 builds without optimisation and with asserts.
 """
 
-import glob
 import os
+from glob import glob
 
 import numpy
 from Cython.Build import cythonize
@@ -13,7 +13,9 @@ from setuptools import Extension, setup
 
 cflags = ["-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-unused-function"]
 ldflags = []
-macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"), ("_GNU_SOURCE", None)]
+# _GNU_SOURCE is not set here: each C file of the core defines it before its first
+# include, and Python.h defines it for the Cython module; a -D here would clash.
+macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
 
 if os.environ.get("SHMRING_DEBUG"):
     cflags += ["-O0", "-g3", "-UNDEBUG"]
@@ -27,11 +29,17 @@ if sanitize:
     cflags += [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer", "-g"]
     ldflags += [f"-fsanitize={sanitize}"]
 
+# Every C file of the core, whatever it is split into (paths relative to this file,
+# as setuptools wants them; sorted so builds are reproducible).
+core_sources = sorted(glob("csrc/*.c"))
+if not core_sources:
+    raise SystemExit("setup.py: no C sources in csrc/ (an incomplete source tree?)")
+
 ext = Extension(
     "shmring._ring",
-    sources=["src/shmring/_ring.pyx", *sorted(glob.glob("csrc/*.c"))],
+    sources=["src/shmring/_ring.pyx", *core_sources],
+    depends=sorted(glob("csrc/*.h")) + ["src/shmring/_cshmring.pxd"],
     include_dirs=["csrc", numpy.get_include()],
-    depends=sorted(glob.glob("csrc/*.h")),
     define_macros=macros,
     extra_compile_args=cflags,
     extra_link_args=ldflags,

@@ -9,7 +9,7 @@ if [ ! -x .venv-asan/bin/python ]; then
     python3 -m venv .venv-asan
 fi
 export PIP_DISABLE_PIP_VERSION_CHECK=1
-.venv-asan/bin/python -m pip install -q -U pip "setuptools>=68" wheel
+.venv-asan/bin/python -m pip install -q -U pip "setuptools>=77" wheel
 .venv-asan/bin/python -m pip install -q "Cython>=3.1" "numpy>=2" pytest hypothesis
 # a regular (not editable) install, so the instrumented module lives in .venv-asan only
 rm -rf build

@@ -6,6 +6,7 @@ the latest value per key for every process.
 """
 
 from ._api import ConsumerStats, Ring, RingStats, Waiters, unlink
+from ._version import __version__
 from ._ring import BoardView, Consumer, Producer, Reservation, View
 from .board import Board
 from .errors import (
@@ -29,4 +30,3 @@ __all__ = [
     "ConsumerTableFull", "Full", "Empty", "Closed", "Lagged",
     "Board", "BoardView", "BoardChanged", "NotABoardError",
 ]
-__version__ = "0.1.0"

@@ -1,14 +1,15 @@
-"""Command line: inspect and clean up the rings and boards on this machine.
+"""Command line: inspect, watch and clean up the rings and boards on this machine.
 
-    shmring ls [--json]             rings: name, dtype, capacity, mode, producer, consumers, fill;
-                                    boards: name, dtype, keys, writes, last writer
+    shmring ls [--json]             rings: name, mode, capacity, fill, producer, consumers, age, dtype;
+                                    boards: name, keys, writes, last writer, dtype
     shmring info NAME [--json]      full stats: per-consumer lag; per-key version and last writer
+    shmring top [--once] [--json]   live view: rates in and out, fill, each consumer's lag and rate
     shmring rm NAME [NAME ...]      remove rings or boards
     shmring gc [--dry-run] [--json] remove rings and boards whose every participant is dead
                                     (a board's readers are not recorded: only its creator,
                                     writers and claim holders count)
-    shmring demo [...]              the live demo (see python -m shmring.demo --help)
-    shmring bridge send|recv|keygen  bridge rings across hosts over ZeroMQ (needs pyzmq)
+    shmring demo [...]              the live demo (shmring demo --help)
+    shmring bridge send|recv|keygen bridge rings across hosts over ZeroMQ (needs pyzmq)
 
 Liveness is judged by (pid, process start time) on this machine; containers that
 share /dev/shm but not a pid namespace cannot see each other's processes.
@@ -22,124 +23,72 @@ import os
 import sys
 from typing import Any
 
-from . import _ring
-from ._api import SEGMENT_PREFIX, SHM_DIR, Ring, unlink
-from .board import Board
-from .errors import NotARingError, RingError
+from ._api import unlink
+from ._inspect import (
+    age_text,
+    all_dead,
+    describe,
+    fill_text,
+    last_writer,
+    mode_text,
+    producer_text,
+    ring_names,
+)
 
 
-def ring_names() -> list[str]:
-    try:
-        entries = os.listdir(SHM_DIR)
-    except OSError:
-        return []
-    return sorted(e[len(SEGMENT_PREFIX):] for e in entries if e.startswith(SEGMENT_PREFIX))
+def _print_json(obj: Any, indent: int | None = 2) -> None:
+    print(json.dumps(obj, indent=indent))
 
 
-def describe(name: str) -> dict[str, Any]:
-    """stats() of a ring, or an 'error' entry for a segment that is not a valid ring."""
-    try:
-        ring = Ring.attach(name)
-    except NotARingError:
-        return _describe_board(name)
-    except (RingError, OSError, TypeError, ValueError) as exc:
-        return {"name": name, "error": str(exc)}
-    try:
-        st = ring.stats()
-    finally:
-        ring.close()
-    from .bridge import read_sidecar  # imports no zmq
-    side = read_sidecar(name)
-    if side is not None:
-        st["bridge"] = side
-    return st
-
-
-def _describe_board(name: str) -> dict[str, Any]:
-    try:
-        board = Board.attach(name)
-    except (RingError, OSError, TypeError, ValueError) as exc:
-        return {"name": name, "error": str(exc)}
-    try:
-        return board.stats()
-    finally:
-        board.close()
-
-
-def _last_writer(st: dict[str, Any]) -> dict[str, Any] | None:
-    written = [k for k in st["keys"] if k["write_time"] is not None]
-    return max(written, key=lambda k: k["write_time"]) if written else None
-
-
-def all_dead(st: dict[str, Any]) -> bool:
-    if "error" in st:
-        return False  # not ours to judge: `rm` it explicitly
-    if st.get("kind") == "board":
-        if any(k["owner_alive"] or k["last_writer_alive"] for k in st["keys"]):
-            return False
-        return not _ring.process_alive(st["creator_pid"])
-    if st["producer_alive"] or any(c["alive"] for c in st["consumers"]):
-        return False
-    return not _ring.process_alive(st["creator_pid"])
-
-
-def _fill(st: dict[str, Any]) -> str:
-    return f"{st['available']}/{st['capacity']}"
-
-
-def cmd_ls(args) -> int:
+def cmd_ls(args: argparse.Namespace) -> int:
     rows = [describe(n) for n in ring_names()]
     if args.json:
-        print(json.dumps(rows, indent=2))
+        _print_json(rows)
         return 0
     if not rows:
         print("no rings")
         return 0
-    print(f"{'NAME':<26} {'MODE':<19} {'CAP':>9} {'FILL':>17} {'PRODUCER':>9} {'CONS':>4}  DTYPE")
-    print(f"{'':<26} {'(board)':<19} {'KEYS':>9} {'WRITES':>17} {'WRITER':>9}")
+    table = [("NAME", "MODE", "CAP", "FILL", "PRODUCER", "CONS", "AGE", "DTYPE")]
+    errors = []
     for st in rows:
         if "error" in st:
-            print(f"{st['name']:<26} ?  {st['error']}")
+            errors.append(st)
             continue
-        if st.get("kind") == "board":
-            last = _last_writer(st)
-            who = "-" if last is None else str(last["last_writer_pid"])
-            dtype = st["dtype"] if len(st["dtype"]) <= 40 else st["dtype"][:37] + "..."
-            print(f"{st['name']:<26} {'board':<19} {st['n_keys']:>9} {st['writes']:>17} {who:>9} {'-':>4}  {dtype}")
-            continue
-        mode = st["mode"] if st["mode"] == "queue" else f"broadcast/{st['overflow']}"
-        prod = "closed" if st["closed"] else (str(st["producer_pid"]) if st["producer_alive"] else "-")
-        live = sum(1 for c in st["consumers"] if c["alive"])
         dtype = st["dtype"] if len(st["dtype"]) <= 40 else st["dtype"][:37] + "..."
-        print(f"{st['name']:<26} {mode:<19} {st['capacity']:>9} {_fill(st):>17} {prod:>9} {live:>4}  {dtype}")
+        if st.get("kind") == "board":
+            last = last_writer(st)
+            who = "-" if last is None else str(last["last_writer_pid"])
+            table.append((st["name"], "board", f"{st['n_keys']} keys", f"{st['writes']} writes", who,
+                          "-", "-", dtype))
+            continue
+        live = sum(1 for c in st["consumers"] if c["alive"])
+        table.append((st["name"], mode_text(st), str(st["capacity"]), fill_text(st), producer_text(st),
+                      str(live), age_text(st["age"]), dtype))
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]) - 1)]
+    right = {2, 3, 4, 5, 6}  # numbers right-aligned
+    for row in table:
+        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        print("  ".join(cells + [row[-1]]))
+    for st in errors:
+        print(f"{st['name']}: not readable: {st['error']}")
     return 0
 
 
-def cmd_info(args) -> int:
+def cmd_info(args: argparse.Namespace) -> int:
     st = describe(args.name)
     if args.json:
-        print(json.dumps(st, indent=2))
+        _print_json(st)
         return 1 if "error" in st else 0
     if "error" in st:
         print(f"{args.name}: {st['error']}", file=sys.stderr)
         return 1
     if st.get("kind") == "board":
-        for key in ("name", "kind", "dtype", "value_size", "n_keys", "copies", "segment_size", "writes",
-                    "creator_pid", "layout_version"):
-            print(f"{key:<15} {st[key]}")
-        print("keys")
-        for k in st["keys"]:
-            writer = "-" if k["last_writer_pid"] is None else \
-                f"{k['last_writer_pid']} ({'alive' if k['last_writer_alive'] else 'dead'})"
-            claim = "" if k["owner_pid"] is None else \
-                f"  claimed by {k['owner_pid']} ({'alive' if k['owner_alive'] else 'dead'})"
-            print(f"  {str(k['key']):<20} version {k['version']:<10} last writer {writer:<16} "
-                  f"takeovers {k['takeovers']}{claim}")
-        return 0
+        return _board_info(st)
     for key in ("name", "dtype", "mode", "overflow", "capacity", "record_size", "segment_size", "pushed",
-                "popped", "available", "producer_pid", "producer_alive", "closed", "close_reason",
+                "popped", "available", "retained", "producer_pid", "producer_alive", "closed", "close_reason",
                 "abandoned", "evicted", "waiters", "creator_pid", "layout_version"):
         print(f"{key:<15} {st[key]}")
+    print(f"{'age':<15} {age_text(st['age'])}")
     print(f"consumers       {st['n_consumers']} of {st['max_consumers']}")
     for c in st["consumers"]:
         lag = c.get("lag", c["claimed"])
@@ -153,7 +102,22 @@ def cmd_info(args) -> int:
     return 0
 
 
-def cmd_rm(args) -> int:
+def _board_info(st: dict[str, Any]) -> int:
+    for key in ("name", "kind", "dtype", "value_size", "n_keys", "copies", "segment_size", "writes",
+                "creator_pid", "layout_version"):
+        print(f"{key:<15} {st[key]}")
+    print("keys")
+    for k in st["keys"]:
+        writer = "-" if k["last_writer_pid"] is None else \
+            f"{k['last_writer_pid']} ({'alive' if k['last_writer_alive'] else 'dead'})"
+        claim = "" if k["owner_pid"] is None else \
+            f"  claimed by {k['owner_pid']} ({'alive' if k['owner_alive'] else 'dead'})"
+        print(f"  {str(k['key']):<20} version {k['version']:<10} last writer {writer:<16} "
+              f"takeovers {k['takeovers']}{claim}")
+    return 0
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
     rc = 0
     for name in args.names:
         try:
@@ -169,7 +133,7 @@ def cmd_rm(args) -> int:
     return rc
 
 
-def cmd_gc(args) -> int:
+def cmd_gc(args: argparse.Namespace) -> int:
     removed = []
     for name in ring_names():
         st = describe(name)
@@ -181,42 +145,80 @@ def cmd_gc(args) -> int:
                     continue
             removed.append(name)
     if args.json:
-        print(json.dumps({"removed": removed, "dry_run": args.dry_run}))
+        _print_json({"removed": removed, "dry_run": args.dry_run}, indent=None)
     else:
         verb = "would remove" if args.dry_run else "removed"
         print(f"{verb} {len(removed)} ring(s)/board(s)" + (": " + ", ".join(removed) if removed else ""))
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["demo"]:
-        from .demo import main as demo_main
-        return demo_main(argv[1:])
-    if argv[:1] == ["bridge"]:
-        from .bridge import cli_main
-        return cli_main(argv[1:])
+def cmd_top(args: argparse.Namespace) -> int:
+    from .top import run
+    return run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="shmring", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("ls", help="list rings")
-    p.add_argument("--json", action="store_true")
+    sub = ap.add_subparsers(dest="cmd", metavar="COMMAND", help="one of these (shmring COMMAND --help for its options):")
+    p = sub.add_parser("ls", help="list the rings on this machine",
+                       description="List the rings in /dev/shm with their mode, capacity, fill "
+                                   "(records still in the ring), producer, live consumers, age and dtype.")
+    p.add_argument("--json", action="store_true", help="print every ring's full stats as a JSON list")
     p.set_defaults(fn=cmd_ls)
-    p = sub.add_parser("info", help="stats of one ring")
-    p.add_argument("name")
-    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("info", help="full stats of one ring",
+                       description="Every counter of one ring, and each consumer's pid, liveness, "
+                                   "records received, records dropped and lag.")
+    p.add_argument("name", metavar="NAME", help="the ring's name (as given to Ring.create)")
+    p.add_argument("--json", action="store_true", help="print the stats as one JSON object")
     p.set_defaults(fn=cmd_info)
-    p = sub.add_parser("rm", help="remove rings")
-    p.add_argument("names", nargs="+")
+    p = sub.add_parser("top", help="live view of every ring: rates, fill, lag",
+                       description="A live view of every ring on this machine: records/s and bytes/s in "
+                                   "and out, fill, each consumer's lag and rate, producer and consumer "
+                                   "liveness. Keys: n/i/o/f/l/a sort by name, rate in, rate out, fill, "
+                                   "lag, age (again: reverse); q quits.")
+    from .top import add_arguments
+    add_arguments(p)
+    p.set_defaults(fn=cmd_top)
+    p = sub.add_parser("rm", help="remove rings",
+                       description="Remove the rings' names; processes that have them mapped keep working.")
+    p.add_argument("names", nargs="+", metavar="NAME", help="a ring to remove")
     p.set_defaults(fn=cmd_rm)
-    p = sub.add_parser("gc", help="remove rings whose every participant is dead")
-    p.add_argument("--dry-run", action="store_true")
-    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("gc", help="remove rings whose every participant is dead",
+                       description="Remove every ring whose creator, producer and consumers are all dead.")
+    p.add_argument("--dry-run", action="store_true", help="only say which rings would be removed")
+    p.add_argument("--json", action="store_true", help='print {"removed": [...], "dry_run": ...}')
     p.set_defaults(fn=cmd_gc)
-    sub.add_parser("demo", help="run the live demo")
-    sub.add_parser("bridge", help="bridge rings across hosts over ZeroMQ (send, recv, keygen)")
-    args = ap.parse_args(argv)
-    return args.fn(args)
+    sub.add_parser("demo", help="run the live demo (shmring demo --help for its options)", add_help=False)
+    sub.add_parser("bridge", help="bridge rings across hosts over ZeroMQ (shmring bridge --help)", add_help=False)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if argv[:1] == ["demo"]:
+            from .demo import main as demo_main
+            return demo_main(argv[1:], prog="shmring demo")
+        if argv[:1] == ["bridge"]:
+            from .bridge import cli_main
+            return cli_main(argv[1:])
+        ap = build_parser()
+        args = ap.parse_args(argv)
+        if args.cmd is None:
+            ap.print_help()
+            return 0
+        rc = args.fn(args)
+        sys.stdout.flush()  # a closed pipe shows up here, inside the handler below
+        return rc
+    except BrokenPipeError:
+        # The reader went away (`shmring ls --json | head`): stop quietly. stdout is
+        # pointed at /dev/null so the interpreter's final flush cannot fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + 13  # what a shell reports for a command ended by SIGPIPE
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

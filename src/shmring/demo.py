@@ -1,10 +1,11 @@
 """Live demo: one producer streams market ticks to several consumer processes.
 
 Runs the same work-sharing job through shmring and through multiprocessing.Queue,
-checks that every tick arrived exactly once (sequence numbers and checksums), and
-prints the rates and the speed-up.
+one tick per call and then in batches, checks that every tick arrived exactly once
+(sequence numbers and checksums), shows each phase's rate while it runs, and ends
+with a table of rates and speed-ups (and, with --plot, a bar chart).
 
-    python -m shmring.demo [--consumers 3] [--records 2000000] [--seconds 20]
+    shmring demo [--consumers N] [--records N] [--queue-records N] [--plot FILE.png]
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import argparse
 import multiprocessing as mp
 import os
 import platform
-import queue as stdqueue
 import sys
 import time
 
@@ -98,7 +98,7 @@ def shm_consumer(ring: shmring.Ring, batched: bool, ready, results) -> None:
     ring.close()
 
 
-def run_shmring(n: int, consumers: int, batched: bool, name: str, live) -> float:
+def run_shmring(n: int, consumers: int, batched: bool, name: str, live) -> tuple[float, str]:
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     ring = shmring.Ring.create(name, TICK, 1 << 14, exist_ok=False)
     try:
@@ -127,8 +127,7 @@ def run_shmring(n: int, consumers: int, batched: bool, name: str, live) -> float
         elapsed = time.perf_counter() - t0
         for p in procs:
             p.join(30)
-        verify(tallies, n, "shmring")
-        return n / elapsed
+        return n / elapsed, verify(tallies, n, "shmring")
     finally:
         ring.close()
         ring.unlink()
@@ -149,7 +148,7 @@ def mpq_consumer(q, batched: bool, results) -> None:
     results.put(tally.as_tuple())
 
 
-def run_mpqueue(n: int, consumers: int, batched: bool, live) -> float:
+def run_mpqueue(n: int, consumers: int, batched: bool, live) -> tuple[float, str]:
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     q = ctx.Queue(maxsize=1 << 14 if not batched else 16)
     results = ctx.Queue()
@@ -174,11 +173,10 @@ def run_mpqueue(n: int, consumers: int, batched: bool, live) -> float:
     elapsed = time.perf_counter() - t0
     for p in procs:
         p.join(30)
-    verify(tallies, n, "multiprocessing.Queue")
-    return n / elapsed
+    return n / elapsed, verify(tallies, n, "multiprocessing.Queue")
 
 
-def verify(tallies, n: int, label: str) -> None:
+def verify(tallies, n: int, label: str) -> str:
     count = sum(t[0] for t in tallies)
     seq_sum = sum(t[1] for t in tallies)
     seq_xor = 0
@@ -187,41 +185,115 @@ def verify(tallies, n: int, label: str) -> None:
     bad = sum(t[3] for t in tallies)
     want_xor = [n - 1, 1, n, 0][(n - 1) % 4] if n else 0  # xor of 0..n-1
     ok = count == n and seq_sum == n * (n - 1) // 2 and seq_xor == want_xor and bad == 0
-    shares = ", ".join(str(t[0]) for t in tallies)
-    status = "ok" if ok else "MISMATCH"
-    print(f"    {label}: {count} ticks received ({shares} per consumer), "
-          f"{bad} bad checksums, exactly-once {status}")
+    shares = "+".join(str(t[0]) for t in tallies)
     if not ok:
-        raise SystemExit(f"{label}: delivery check failed")
+        raise SystemExit(f"{label}: delivery check failed: {count} ticks received ({shares} per consumer), "
+                         f"{bad} bad checksums, sum/xor of sequence numbers {'ok' if seq_sum == n * (n - 1) // 2 and seq_xor == want_xor else 'wrong'}")
+    return f"exactly once ({shares})"
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--consumers", type=int, default=3)
-    ap.add_argument("--records", type=int, default=2_000_000, help="ticks per shmring run")
-    ap.add_argument("--queue-records", type=int, default=200_000,
-                    help="ticks per multiprocessing.Queue run (it is much slower)")
-    args = ap.parse_args(argv)
-    tty = sys.stdout.isatty()
+class Progress:
+    """One line per phase: on a terminal it is rewritten in place with the live rate
+    (what the producer has handed over so far), then replaced by the final figures."""
 
-    def live_for(label, total):
-        last = [0.0]
+    WIDTH = 44  # phase label column
 
-        def live(done, t0):
-            now = time.perf_counter()
-            if now - last[0] < 0.25:
-                return
-            last[0] = now
-            rate = done / max(now - t0, 1e-9)
-            line = f"  {label:<34} {min(done, total):>10,}/{total:,} ticks  {rate / 1e6:7.2f} M ticks/s"
-            if tty:
-                print("\r" + line, end="", flush=True)
-        return live
+    def __init__(self, label: str, total: int, out=None) -> None:
+        self.label, self.total = label, total
+        self.out = out or sys.stdout
+        self.tty = self.out.isatty()
+        self._last = 0.0
 
-    def done_line(label, rate):
-        if tty:
-            print("\r" + " " * 100 + "\r", end="")
-        print(f"  {label:<34} {rate / 1e6:9.3f} M ticks/s")
+    def __call__(self, done: int, t0: float) -> None:
+        now = time.perf_counter()
+        if not self.tty or now - self._last < 0.2:
+            return
+        self._last = now
+        rate = done / max(now - t0, 1e-9)
+        line = (f"  {self.label:<{self.WIDTH}} {min(done, self.total):>11,} / {self.total:,} ticks"
+                f"  {rate / 1e6:8.3f} M ticks/s ...")
+        self.out.write("\r" + line[:150] + "\x1b[K")  # \x1b[K: erase the rest of the line
+        self.out.flush()
+
+    def done(self, rate: float, check: str) -> None:
+        if self.tty:
+            self.out.write("\r\x1b[K")
+        self.out.write(f"  {self.label:<{self.WIDTH}} {self.total:>11,} ticks  {rate / 1e6:8.3f} M ticks/s  {check}\n")
+        self.out.flush()
+
+
+def summary_table(rows) -> list[str]:
+    """Rows of (how, shmring rate, mp.Queue rate) as aligned text lines."""
+    cells = [("", "shmring", "mp.Queue", "speed-up")]
+    cells += [(how, f"{rate / 1e6:.2f} M", f"{qrate / 1e6:.3f} M", f"{rate / qrate:.1f}x")
+              for how, rate, qrate in rows]
+    w = [max(len(r[i]) for r in cells) for i in range(4)]
+    return ["  " + "  ".join([r[0].ljust(w[0])] + [c.rjust(w[i + 1]) for i, c in enumerate(r[1:])])
+            for r in cells]
+
+
+def save_plot(path: str, rows, consumers: int, machine: str) -> None:
+    try:
+        import matplotlib
+    except ImportError:
+        raise SystemExit("--plot needs matplotlib: pip install 'shmring[plot]'") from None
+    matplotlib.use("Agg")  # files only, no display needed
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    x = np.arange(len(rows))
+    shm = [r[1] / 1e6 for r in rows]
+    mpq = [r[2] / 1e6 for r in rows]
+    b1 = ax.bar(x - 0.2, shm, 0.4, label="shmring", color="#2a7ab9")
+    b2 = ax.bar(x + 0.2, mpq, 0.4, label="multiprocessing.Queue", color="#c9772b")
+    ax.set_yscale("log")
+    ax.set_xticks(x, [r[0] for r in rows])
+    ax.set_ylabel("M ticks/s (log scale, higher is better)")
+    ax.set_title(f"1 producer -> {consumers} consumer processes, 64-byte ticks", fontsize=10)
+    for bar, v in zip(list(b1) + list(b2), shm + mpq):
+        ax.annotate(f"{v:.3g}", (bar.get_x() + bar.get_width() / 2, v), ha="center", va="bottom", fontsize=8)
+    for xi, r in zip(x, rows):
+        ax.annotate(f"{r[1] / r[2]:.1f}x", (xi, max(r[1], r[2]) / 1e6 * 2.2), ha="center", fontsize=10,
+                    fontweight="bold")
+    ax.set_ylim(top=max(shm + mpq) * 6)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.text(0.99, 0.01, machine, ha="right", fontsize=6, color="gray")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--consumers", type=_positive, default=3, metavar="N",
+                    help="consumer processes (default 3)")
+    ap.add_argument("--records", type=_positive, default=2_000_000, metavar="N",
+                    help="ticks per shmring run and per batched multiprocessing.Queue run (default 2000000)")
+    ap.add_argument("--queue-records", type=_positive, default=100_000, metavar="N",
+                    help="ticks for multiprocessing.Queue one tick per call (it is much slower; default 100000)")
+    ap.add_argument("--plot", metavar="FILE.png",
+                    help="also save a bar chart of the rates (needs matplotlib: pip install 'shmring[plot]')")
+    return ap
+
+
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    return v
+
+
+def main(argv=None, prog: str | None = None) -> int:
+    args = build_parser(prog).parse_args(argv)
+    if args.plot:  # fail before the run, not after it
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise SystemExit("--plot needs matplotlib: pip install 'shmring[plot]'") from None
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -229,28 +301,28 @@ def main(argv=None) -> int:
             cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
     except (OSError, StopIteration):
         pass
+    machine = f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__}"
     print(f"shmring demo: 1 producer -> {args.consumers} consumer processes, 64-byte ticks, work-sharing")
-    print(f"machine: {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__}\n")
+    print(f"machine: {machine}\n")
 
     name = f"demo-{os.getpid()}"
     rows = []
     for batched in (False, True):
         how = f"batches of {BATCH}" if batched else "one tick per call"
-        label = f"shmring ({how})"
-        rate = run_shmring(args.records, args.consumers, batched, name, live_for(label, args.records))
-        done_line(label, rate)
-        rows.append((how, rate))
-        label = f"multiprocessing.Queue ({how})"
+        progress = Progress(f"shmring, {how}", args.records)
+        rate, check = run_shmring(args.records, args.consumers, batched, name, progress)
+        progress.done(rate, check)
         qn = args.queue_records if not batched else args.records
-        qrate = run_mpqueue(qn, args.consumers, batched, live_for(label, qn))
-        done_line(label, qrate)
-        rows[-1] = (how, rate, qrate)
-        print()
+        progress = Progress(f"multiprocessing.Queue, {how}", qn)
+        qrate, check = run_mpqueue(qn, args.consumers, batched, progress)
+        progress.done(qrate, check)
+        rows.append((how, rate, qrate))
 
-    print("summary (ticks/s, higher is better)")
-    print(f"  {'':<20} {'shmring':>14} {'mp.Queue':>14} {'speed-up':>10}")
-    for how, rate, qrate in rows:
-        print(f"  {how:<20} {rate / 1e6:>12.2f} M {qrate / 1e6:>12.3f} M {rate / qrate:>9.1f}x")
+    print("\nsummary (ticks/s, higher is better)")
+    print("\n".join(summary_table(rows)))
+    if args.plot:
+        save_plot(args.plot, rows, args.consumers, machine)
+        print(f"\nchart saved to {args.plot}")
     return 0
 
 

@@ -1,0 +1,131 @@
+"""What the command line shows about the segments on this machine: listing,
+stats with the derived figures (retained records, age), and their formatting.
+Shared by ``shmring ls/info/gc`` and ``shmring top``."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from . import _ring
+from ._api import SEGMENT_PREFIX, SHM_DIR, Ring
+from .board import Board
+from .errors import NotARingError, RingError
+
+
+def ring_names() -> list[str]:
+    """Names of the rings and boards in /dev/shm (sorted)."""
+    try:
+        entries = os.listdir(SHM_DIR)
+    except OSError:
+        return []
+    return sorted(e[len(SEGMENT_PREFIX):] for e in entries if e.startswith(SEGMENT_PREFIX))
+
+
+def describe(name: str) -> dict[str, Any]:
+    """stats() of a ring plus the derived figures, or an 'error' entry for a segment
+    that is not a valid ring or board (or vanished meanwhile). A ring fed by a bridge
+    receiver carries the receiver's counters under "bridge"."""
+    try:
+        ring = Ring.attach(name)
+    except NotARingError:
+        return _describe_board(name)
+    except (RingError, OSError, TypeError, ValueError) as exc:
+        return {"name": name, "error": str(exc)}
+    try:
+        st = ring.stats()
+    finally:
+        ring.close()
+    st["retained"] = retained(st)
+    st["age"] = max(0.0, time.time() - st["created"])
+    from .bridge import read_sidecar  # imports no zmq
+    side = read_sidecar(name)
+    if side is not None:
+        st["bridge"] = side
+    return st
+
+
+def _describe_board(name: str) -> dict[str, Any]:
+    try:
+        board = Board.attach(name)
+    except (RingError, OSError, TypeError, ValueError) as exc:
+        return {"name": name, "error": str(exc)}
+    try:
+        return board.stats()
+    finally:
+        board.close()
+
+
+def last_writer(st: dict[str, Any]) -> dict[str, Any] | None:
+    """The key of a board written most recently, or None before the first write."""
+    written = [k for k in st["keys"] if k["write_time"] is not None]
+    return max(written, key=lambda k: k["write_time"]) if written else None
+
+
+def retained(st: dict[str, Any]) -> int:
+    """Records still readable in the ring. In broadcast-overwrite mode the slowest
+    consumer may be more than a ring behind ("available" then exceeds the capacity):
+    only the newest ``capacity`` records are still there, the rest were overwritten."""
+    return min(st["available"], st["capacity"])
+
+
+def overwritten_behind(st: dict[str, Any]) -> int:
+    """Records the slowest consumer of a broadcast-overwrite ring has already lost."""
+    return max(0, st["available"] - st["capacity"])
+
+
+def fill_text(st: dict[str, Any]) -> str:
+    text = f"{retained(st)}/{st['capacity']}"
+    lost = overwritten_behind(st)
+    return f"{text} ({lost} overwritten)" if lost else text
+
+
+def mode_text(st: dict[str, Any]) -> str:
+    return st["mode"] if st["mode"] == "queue" else f"broadcast/{st['overflow']}"
+
+
+def producer_text(st: dict[str, Any]) -> str:
+    if st["closed"]:
+        return "closed"
+    if st["producer_alive"]:
+        return str(st["producer_pid"])
+    return "dead" if st["producer_pid"] else "-"
+
+
+def all_dead(st: dict[str, Any]) -> bool:
+    """True when the ring's creator, producer and every consumer are gone (a board:
+    its creator, writers and claim holders; its readers are not recorded)."""
+    if "error" in st:
+        return False  # not ours to judge: `rm` it explicitly
+    if st.get("kind") == "board":
+        if any(k["owner_alive"] or k["last_writer_alive"] for k in st["keys"]):
+            return False
+        return not _ring.process_alive(st["creator_pid"])
+    if st["producer_alive"] or any(c["alive"] for c in st["consumers"]):
+        return False
+    return not _ring.process_alive(st["creator_pid"])
+
+
+def age_text(seconds: float) -> str:
+    """3s, 4m12s, 2h05m, 3d04h: two units at most, like ps/top."""
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def si(value: float, unit: str = "") -> str:
+    """1234567 -> '1.23M' (decimal prefixes, three significant digits)."""
+    v = float(value)
+    for prefix in ("", "k", "M", "G", "T"):
+        if abs(v) < 999.5 or prefix == "T":
+            if prefix == "":
+                return f"{v:.0f}{unit}"
+            return f"{v:.3g}{prefix}{unit}"
+        v /= 1000.0
+    raise AssertionError("unreachable")
