@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import queue
 
 
@@ -62,3 +63,14 @@ class Lagged(RuntimeError):
     def __init__(self, count: int, msg: str | None = None) -> None:
         super().__init__(msg or f"consumer was lapped by the producer: {count} records lost")
         self.count = count
+
+
+class CorruptMessageError(ValueError):
+    """A message's body does not decode: its header, table or descriptor is inconsistent."""
+
+
+class PickleRefusedError(pickle.UnpicklingError):
+    """A consumer opened with ``allow_pickle=False`` met a pickled message.
+
+    The message is consumed (a queue does not hand it to another consumer);
+    bytes and numpy arrays, which are never pickled, still arrive."""
