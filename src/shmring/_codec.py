@@ -263,7 +263,7 @@ def _decode_array(body: memoryview, copy: bool) -> np.ndarray:
     return np.ndarray(shape, dt, buffer=body, offset=off, order=order)
 
 
-def _decode_oob(body: memoryview, copy: bool) -> Any:
+def _decode_oob(body: memoryview, copy: bool, src: memoryview) -> Any:
     n = len(body)
     if n < _OOB_HEAD.size:
         raise CorruptMessageError(f"pickle message of {n} bytes is shorter than its header")
@@ -277,16 +277,19 @@ def _decode_oob(body: memoryview, copy: bool) -> Any:
         pos += _OOB_ENTRY.size
         if o > n or ln > n - o:
             raise CorruptMessageError(f"pickle message buffer [{o}, {o + ln}) lies outside its {n} bytes")
-        b = body[o : o + ln]
+        b = src[o : o + ln]
         bufs.append(bytearray(b) if copy else b)
     return pickle.loads(body[pos : pos + slen], buffers=bufs)
 
 
-def decode(kind: int, body: Any, *, copy: bool = True, allow_pickle: bool = True) -> Any:
+def decode(kind: int, body: Any, *, copy: bool = True, allow_pickle: bool = True,
+           buffers_from: Any = None) -> Any:
     """The object a message holds. ``body``: a buffer of exactly the body's bytes.
 
     ``copy=False`` returns views of ``body`` for every buffer in the message;
-    pass a read-only ``body`` to get read-only views."""
+    pass a read-only ``body`` to get read-only views. ``buffers_from``: another
+    buffer with the same bytes to take a pickle's out-of-band buffers from (a
+    reader that copied the stream to check it, keeping the buffers as views)."""
     mv = body if type(body) is memoryview else memoryview(body)
     if kind == BYTES:
         return bytes(mv) if copy else mv
@@ -299,5 +302,8 @@ def decode(kind: int, body: Any, *, copy: bool = True, allow_pickle: bool = True
                 "(bytes and numpy arrays still arrive; anything else is sent pickled)")
         if kind == PICKLE:
             return pickle.loads(mv)
-        return _decode_oob(mv, copy)
+        src = mv if buffers_from is None else memoryview(buffers_from)
+        if len(src) != len(mv):
+            raise ValueError("buffers_from must hold as many bytes as the body")
+        return _decode_oob(mv, copy, src)
     raise CorruptMessageError(f"unknown message kind {kind}")

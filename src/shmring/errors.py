@@ -57,12 +57,14 @@ class Closed(EOFError):
 class Lagged(RuntimeError):
     """A broadcast consumer was lapped by an overwriting producer.
 
-    ``count`` is the exact number of records this consumer lost.
+    ``count`` is the exact number of records (messages, on a message ring) this
+    consumer lost; ``nbytes`` the bytes of those messages (message rings).
     """
 
-    def __init__(self, count: int, msg: str | None = None) -> None:
+    def __init__(self, count: int, msg: str | None = None, nbytes: int | None = None) -> None:
         super().__init__(msg or f"consumer was lapped by the producer: {count} records lost")
         self.count = count
+        self.nbytes = nbytes
 
 
 class CorruptMessageError(ValueError):
