@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
+import glob
 import json
 import multiprocessing as mp
 import os
@@ -1104,7 +1105,8 @@ def run_cbench(quick: bool) -> dict:
     os.makedirs(out_dir, exist_ok=True)
     exe = os.path.join(out_dir, "cbench")
     cmd = [gcc, "-O2", "-std=c11", "-D_GNU_SOURCE=", "-I", os.path.join(ROOT, "csrc"), "-o", exe,
-           os.path.join(HERE, "cbench.c"), os.path.join(ROOT, "csrc", "shmring.c"), "-lrt", "-pthread"]
+           os.path.join(HERE, "cbench.c"), *sorted(glob.glob(os.path.join(ROOT, "csrc", "*.c"))),
+           "-lrt", "-pthread"]
     b = subprocess.run(cmd, capture_output=True, text=True)
     if b.returncode != 0:
         return {"skipped": f"build failed: {b.stderr.strip()[-500:]}"}

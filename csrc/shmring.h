@@ -103,6 +103,20 @@ uint32_t shmr_overflow(const shmr_ring *r);
 int shmr_info(shmr_ring *r, shmr_ring_info *out);
 int shmr_consumer_infos(shmr_ring *r, shmr_consumer_info *out, uint32_t max, uint32_t *n);
 
+/* The segment layout for tools and tests (csrc/shmr_layout.h is its source):
+ * one entry per field, "region.field", and one per region, "region". Field
+ * offsets count from the segment start, except for the per-consumer slots
+ * ("cslot.") and the queue's release records ("release."), whose offsets count
+ * from the start of one slot / record. A region's entry gives where it starts
+ * and its size (per slot / per record for cslot and release; the release
+ * records start at header.releases_offset, so that entry's offset is 0). */
+typedef struct shmr_layout_field {
+    const char *name;
+    uint64_t offset;
+    uint64_t size;
+} shmr_layout_field;
+const shmr_layout_field *shmr_layout_fields(uint32_t *n);
+
 /* process identity: (pid, start time) so pid reuse cannot fool liveness */
 uint64_t shmr_proc_start_time(uint32_t pid);
 int shmr_proc_alive(uint32_t pid, uint64_t start_time);

@@ -1,6 +1,6 @@
 """Forced-interleaving regression tests of the C core (verify/interleavings/).
 
-Each scenario is a C program linked with csrc/shmring.c built with
+Each scenario is a C program linked with the C core (csrc/*.c) built with
 -DSHMR_TEST_HOOKS; it parks threads or kills processes at exact points of the
 protocol and asserts the correct outcome. verify/run_interleavings.sh builds and
 runs them; here every scenario is its own test so failures are reported by name.

@@ -8,15 +8,15 @@
 #   -k     keep going after a failure (default: stop at the first one)
 # environment:
 #   CC                compiler (default gcc)
-#   SHMR_CORE         core source to test (default csrc/shmring.c), e.g. an
-#                     older revision to check that the tests catch its bugs
+#   SHMR_CORE         directory of the core sources to test (default csrc), e.g.
+#                     an older revision to check that the tests catch its bugs
 #   SHMR_IL_TIMEOUT   per-test time limit in seconds (default 120)
 #   SHMR_STRESS_RECORDS  records for queue_stress (default 2000000)
 set -uo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cc="${CC:-gcc}"
-core="${SHMR_CORE:-$root/csrc/shmring.c}"
+core="${SHMR_CORE:-$root/csrc}"
 limit="${SHMR_IL_TIMEOUT:-120}"
 keep_going=0
 if [[ "${1:-}" == "-k" ]]; then
@@ -48,13 +48,18 @@ run_limited() {
     fi
 }
 
-flags=(-O2 -g -std=c11 -Wall -Wextra -DSHMR_TEST_HOOKS -pthread -I"$root/csrc")
+flags=(-O2 -g -std=c11 -Wall -Wextra -DSHMR_TEST_HOOKS -pthread -I"$core")
 start_all=$SECONDS
 # the core once, linked into every scenario
-if ! "$cc" "${flags[@]}" -c "$core" -o "$build/shmring.o"; then
-    echo "BUILD FAILED: $core" >&2
-    exit 1
-fi
+objs=()
+for c in "$core"/*.c; do
+    o="$build/core-$(basename "$c" .c).o"
+    if ! "$cc" "${flags[@]}" -c "$c" -o "$o"; then
+        echo "BUILD FAILED: $c" >&2
+        exit 1
+    fi
+    objs+=("$o")
+done
 
 passed=()
 failed=()
@@ -66,7 +71,7 @@ for n in "${names[@]}"; do
         [[ $keep_going -eq 1 ]] && continue
         break
     fi
-    if ! "$cc" "${flags[@]}" "$build/shmring.o" "$src" -o "$build/$n" -lrt; then
+    if ! "$cc" "${flags[@]}" "${objs[@]}" "$src" -o "$build/$n" -lrt; then
         echo "BUILD FAILED: $n" >&2
         failed+=("$n")
         [[ $keep_going -eq 1 ]] && continue
@@ -88,7 +93,7 @@ for n in "${names[@]}"; do
 done
 
 total=${#names[@]}
-echo "interleavings: ${#passed[@]}/$total passed, ${#failed[@]} failed ($((SECONDS - start_all))s, core $(basename "$core"))"
+echo "interleavings: ${#passed[@]}/$total passed, ${#failed[@]} failed ($((SECONDS - start_all))s, core $core)"
 if [[ ${#failed[@]} -ne 0 ]]; then
     echo "failed: ${failed[*]}" >&2
     exit 1

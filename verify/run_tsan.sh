@@ -43,7 +43,7 @@ BIN="$WORK/stress"
 t0=$SECONDS
 # -Wtsan notes that TSan does not model atomic_thread_fence (see README); the
 # build log is shown only if the build fails.
-if ! (cd "$ROOT" && $CC -O1 -g -fsanitize=thread -std=c11 -D_GNU_SOURCE csrc/shmring.c verify/stress.c \
+if ! (cd "$ROOT" && $CC -O1 -g -fsanitize=thread -std=c11 -D_GNU_SOURCE -Icsrc csrc/*.c verify/stress.c \
     -lpthread -lrt -o "$BIN") >"$WORK/build.log" 2>&1; then
     cat "$WORK/build.log"
     echo "run_tsan.sh: build FAILED (work dir $WORK)"

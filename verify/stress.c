@@ -1,5 +1,5 @@
 /*
- * stress.c -- threaded stress test of the shmring C core (csrc/shmring.c).
+ * stress.c -- threaded stress test of the shmring C core (csrc/).
  *
  * One process, one real POSIX shared-memory segment per run, 1 producer thread
  * and 3 consumer threads, each with its own handle (the core keeps identity by

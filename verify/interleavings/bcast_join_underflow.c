@@ -31,11 +31,11 @@ void shmr_test_hook(int site)
 {
     if (!is_joiner)
         return;
-    if (j_mode == 1 && site == 1) { /* preempted right after reading head */
+    if (j_mode == 1 && site == SHMR_HOOK_JOIN_READ_HEAD) { /* preempted right after reading head */
         sem_post(&s_headread);
         t_sem_wait(&s_go1);
     }
-    if (site == 2) { /* provisional cursor + ready stored, join_epoch not bumped */
+    if (site == SHMR_HOOK_JOIN_PROVISIONAL) { /* provisional cursor + ready stored, join_epoch not bumped */
         if (j_mode == 2)
             _exit(0);
         if (j_mode == 1) {

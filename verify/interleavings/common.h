@@ -2,17 +2,11 @@
  * common.h -- shared scaffolding for the forced-interleaving regression tests
  * in verify/interleavings/ (built and run by verify/run_interleavings.sh).
  *
- * Each test is one C file linked with csrc/shmring.c built with
+ * Each test is one C file linked with the C core (csrc/*.c) built with
  * -DSHMR_TEST_HOOKS, so the core calls shmr_test_hook(site) at fixed points and
- * the test can park a thread or fork/kill a process exactly there. Sites:
- *   1  shmr_consumer_open (broadcast), right after reading head
- *   2  shmr_consumer_open (broadcast), after the provisional cursor + ready,
- *      before the join_epoch bump
- *   3  q_claim, after writing the CLAIM_INTENT record, before the tail CAS
- *   4  sweep() start, before scanning owners
- *   5  shmr_consumer_check_producer, producer found dead, before closing
- *   6  q_claim, right after a successful tail CAS, before CLAIM_HELD
- * Every test file must define shmr_test_hook (an empty one if it needs none).
+ * the test can park a thread or fork/kill a process exactly there. The sites
+ * are enum shmr_hook_site in csrc/shmr_hooks.h. Every test file must define
+ * shmr_test_hook (an empty one if it needs none).
  *
  * What this header gives a test:
  *   t_init(name, timeout_s)  watchdog (SIGALRM) + cleanup at exit / on signals
@@ -32,6 +26,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include "shmr_hooks.h"
 #include "shmring.h"
 
 #include <errno.h>
@@ -49,7 +44,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-void shmr_test_hook(int site);
 
 #define T_UNUSED __attribute__((unused))
 #define T_MAX_SEGS 4

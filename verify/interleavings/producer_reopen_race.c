@@ -22,7 +22,7 @@ static int armed;
 
 void shmr_test_hook(int site)
 {
-    if (site == 5 && armed) { /* producer judged dead, stream not yet closed */
+    if (site == SHMR_HOOK_PRODUCER_DEAD && armed) { /* producer judged dead, stream not yet closed */
         armed = 0;
         CHECK(shmr_producer_open(R, &P2));
     }

@@ -25,7 +25,7 @@ static uint64_t l2_out[8];
 void shmr_test_hook(int site)
 {
     static int once;
-    if (site == 3 && is_L2 && !once) { /* INTENT [tail, tail+k) written, CAS not yet tried */
+    if (site == SHMR_HOOK_CLAIM_INTENT && is_L2 && !once) { /* INTENT [tail, tail+k) written, CAS not yet tried */
         once = 1;
         sem_post(&at_intent);
         t_sem_wait(&go_on);

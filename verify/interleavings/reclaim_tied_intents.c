@@ -20,12 +20,12 @@ static int to_parent[2];
 
 void shmr_test_hook(int site)
 {
-    if (role == 2 && site == 3) { /* intent [0,8) written, CAS not yet tried: park until killed */
+    if (role == 2 && site == SHMR_HOOK_CLAIM_INTENT) { /* intent [0,8) written, CAS not yet tried: park until killed */
         t_send(to_parent[1], 'i');
         for (;;)
             pause();
     }
-    if (role == 1 && site == 6) /* won [0,1), dies before CLAIM_HELD */
+    if (role == 1 && site == SHMR_HOOK_CLAIM_WON) /* won [0,1), dies before CLAIM_HELD */
         _exit(0);
 }
 

@@ -20,7 +20,7 @@ static int armed;
 
 void shmr_test_hook(int site)
 {
-    if (site != 4 || !armed)
+    if (site != SHMR_HOOK_SWEEP_START || !armed)
         return;
     armed = 0;
     /* window: the sweep has begun, the owner scan has not */

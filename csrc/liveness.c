@@ -1,0 +1,156 @@
+/*
+ * Liveness: process identity from /proc, owner words, sweeping dead consumers
+ * (see liveness.h).
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "liveness.h"
+
+#include "eventcount.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Reads /proc/PID/<file> into buf as a C string; 0 if unreadable (gone). */
+static int read_proc(uint32_t pid, const char *file, char *buf, size_t len)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%u/%s", pid, file);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, len - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    return 1;
+}
+
+/* Field 22 of /proc/PID/stat (start time in clock ticks since boot); 0 if the
+ * process is gone. *state gets field 3. The command name (field 2) may hold
+ * spaces and ')', so parsing starts after the last ')'. */
+static uint64_t proc_stat(uint32_t pid, char *state)
+{
+    char buf[1024];
+    if (!read_proc(pid, "stat", buf, sizeof buf))
+        return 0;
+    char *p = strrchr(buf, ')');
+    if (!p)
+        return 0;
+    p++;
+    int field = 2;
+    uint64_t start = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(p, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
+        field++;
+        if (field == 3 && state)
+            *state = tok[0];
+        if (field == 22) {
+            start = strtoull(tok, NULL, 10);
+            break;
+        }
+    }
+    return start;
+}
+
+uint64_t shmr_proc_start_time(uint32_t pid) { return proc_stat(pid, NULL); }
+
+/* "Threads:" of /proc/PID/status, 0 if unreadable. */
+static int proc_threads(uint32_t pid)
+{
+    char buf[4096];
+    if (!read_proc(pid, "status", buf, sizeof buf))
+        return 0;
+    char *t = strstr(buf, "\nThreads:");
+    return t ? atoi(t + 9) : 0;
+}
+
+int shmr_proc_alive(uint32_t pid, uint64_t start_time)
+{
+    if (pid == 0)
+        return 0;
+    if (kill((pid_t)pid, 0) != 0 && errno == ESRCH)
+        return 0;
+    char state = '?';
+    uint64_t st = proc_stat(pid, &state);
+    if (st == 0) /* no /proc entry: gone (or /proc hidden: trust kill) */
+        return access("/proc/self/stat", R_OK) == 0 ? 0 : 1;
+    if (state == 'Z' || state == 'X') {
+        /* a zombie can do nothing more, unless only its main thread exited
+         * and other threads still run (Linux shows the group leader as Z) */
+        if (proc_threads(pid) <= 1)
+            return 0;
+    }
+    if (start_time != 0 && (st & 0xffffffffu) != (start_time & 0xffffffffu))
+        return 0; /* pid reused by another process */
+    return 1;
+}
+
+uint64_t shmr_self_owner(void)
+{
+    uint32_t pid = (uint32_t)getpid();
+    uint64_t st = proc_stat(pid, NULL);
+    return ((st & 0xffffffffu) << 32) | pid;
+}
+
+int shmr_owner_alive(uint64_t owner)
+{
+    if (owner == 0)
+        return 0;
+    if (SHMR_IS_BUSY(owner)) /* alive while its sweeper is */
+        return shmr_proc_alive((uint32_t)owner, 0);
+    return shmr_proc_alive((uint32_t)owner, owner >> 32);
+}
+
+int shmr_claim_owner(shmr_a64 *word, uint64_t me)
+{
+    uint64_t cur = shmr_load_acquire64(word);
+    for (;;) {
+        if (cur != 0 && shmr_owner_alive(cur))
+            return -SHMR_EPRODUCER;
+        if (shmr_cas_seqcst64(word, &cur, me))
+            return 0;
+    }
+}
+
+/* Safe to run concurrently in several processes: every decisive step is a CAS,
+ * and a sweeper that dies mid-way leaves BUSY slots that the next sweep takes
+ * over. Every dead slot is marked BUSY(me) before any claim is touched, so all
+ * dead records are still there when the protocol judges each one. */
+void shmr_sweep_mark(shmr_ring *r, int *alive, int *dead)
+{
+    uint64_t me = SHMR_OWNER_BUSY((uint32_t)getpid());
+    SHMR_HOOK(SHMR_HOOK_SWEEP_START);
+    for (uint32_t i = 0; i < r->max_consumers; i++) {
+        uint64_t owner = shmr_load_acquire64(&r->cslots[i].owner);
+        alive[i] = owner != 0 && shmr_owner_alive(owner);
+        dead[i] = owner != 0 && !alive[i] && shmr_cas_seqcst64(&r->cslots[i].owner, &owner, me);
+    }
+}
+
+int shmr_sweep_free(shmr_ring *r, const int *dead)
+{
+    int freed = 0;
+    for (uint32_t i = 0; i < r->max_consumers; i++) {
+        if (!dead[i])
+            continue;
+        struct shmr_cslot *s = &r->cslots[i];
+        shmr_store_release32(&s->claim_state, CLAIM_NONE);
+        shmr_store_release64(&s->claim_n, 0);
+        shmr_store_release32(&s->ready, 0);
+        shmr_fetch_add_relaxed64(&r->ctl->popped_retired, shmr_load_relaxed64(&s->popped));
+        shmr_fetch_add_relaxed64(&r->ctl->evicted, 1);
+        shmr_store_release64(&s->owner, 0); /* pairs with the acquire of a joiner's CAS */
+        freed++;
+    }
+    if (freed)
+        shmr_ec_notify_always(r->space_ec);
+    return freed;
+}

@@ -1,0 +1,28 @@
+/*
+ * Liveness: who holds a role or a consumer slot, and whether that process is
+ * still alive. An owner word is (start time low 32 bits << 32) | pid, so a
+ * reused pid cannot pass for the process that died. Sweeping frees the
+ * consumer slots of dead processes in two steps around whatever the protocol
+ * must undo for them (queue mode releases their claims in between).
+ */
+#ifndef SHMR_LIVENESS_H
+#define SHMR_LIVENESS_H
+
+#include <stdint.h>
+
+#include "shmr_internal.h"
+
+/* This process as an owner word. */
+uint64_t shmr_self_owner(void);
+/* The owner word's process still runs (a BUSY word: its sweeper still runs). */
+int shmr_owner_alive(uint64_t owner);
+/* Takes *word for me unless a live owner holds it: 0 or -SHMR_EPRODUCER. */
+int shmr_claim_owner(shmr_a64 *word, uint64_t me);
+
+/* Sweep step 1: marks every dead consumer slot BUSY(this process); alive[i] /
+ * dead[i] say what was found. Step 3: frees the slots marked dead, counts them
+ * as evicted, wakes the producer; returns how many. */
+void shmr_sweep_mark(shmr_ring *r, int *alive, int *dead);
+int shmr_sweep_free(shmr_ring *r, const int *dead);
+
+#endif

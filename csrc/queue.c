@@ -1,0 +1,205 @@
+/*
+ * Queue mode: every record goes to exactly one consumer.
+ *
+ * Consumers claim batches by CAS on tail and hand each batch back with one
+ * release record (struct shmr_release_rec) at its first slot; the producer walks
+ * the release records batch by batch to learn how far it may write. The pairs
+ * that make this safe all live here:
+ *   head:            release store in shmr_q_publish  / acquire loads in q_claim,
+ *                    shmr_q_consumer_ready
+ *   release records: release store (or CAS) of tag in shmr_q_release and
+ *                    shmr_q_reclaim / acquire load in q_writable
+ *   claim records:   seq_cst tail CAS in q_claim / seq_cst tail load in
+ *                    shmr_q_reclaim
+ */
+#include "eventcount.h"
+#include "shmr_internal.h"
+
+void shmr_q_producer_open(shmr_producer *p)
+{
+    p->writable_end_cache = shmr_load_acquire64(&p->r->prod->writable_end);
+}
+
+/* How many of the next n positions may be written now (at most cap). */
+static inline uint64_t q_writable(shmr_producer *p, uint64_t n)
+{
+    shmr_ring *r = p->r;
+    uint64_t h = p->head;
+    n = shmr_min_u64(n, r->cap);
+    while (p->writable_end_cache < h + n) {
+        struct shmr_release_rec *d = &r->releases[p->writable_end_cache & r->mask];
+        /* pairs with the consumer's release store of the tag in shmr_q_release()
+         * (or a sweeper's CAS in shmr_q_reclaim), made after the batch was read */
+        if (shmr_load_acquire64(&d->tag) != p->writable_end_cache)
+            break;
+        uint64_t len = shmr_load_relaxed64(&d->len);
+        if (len == 0 || len > r->cap)
+            break; /* corrupt record (never written by shmring): stall, never spin */
+        p->writable_end_cache += len;
+        shmr_store_relaxed64(&r->prod->writable_end, p->writable_end_cache);
+    }
+    return shmr_min_u64(p->writable_end_cache - h, n);
+}
+
+void shmr_q_publish(shmr_producer *p, uint64_t k)
+{
+    p->head += k;
+    /* pairs with the consumer's acquire load of head before it reads slots */
+    shmr_store_release64(&p->r->prod->head, p->head);
+    shmr_ec_notify(p->r->data_ec);
+}
+
+int64_t shmr_q_push(shmr_producer *p, const void *src, uint64_t n)
+{
+    uint64_t k = q_writable(p, n);
+    if (k == 0)
+        return 0;
+    shmr_copy_in(p->r, p->head, src, k);
+    shmr_q_publish(p, k);
+    return (int64_t)k;
+}
+
+int64_t shmr_q_reserve(shmr_producer *p, uint64_t n, void **ptr)
+{
+    shmr_ring *r = p->r;
+    uint64_t s = p->head & r->mask;
+    n = shmr_min_u64(n, r->cap - s); /* contiguous part only */
+    uint64_t k = q_writable(p, n);
+    if (k == 0)
+        return 0;
+    *ptr = r->slots + s * r->stride;
+    p->reserved = k;
+    return (int64_t)k;
+}
+
+int shmr_q_producer_ready(void *arg) { return q_writable((shmr_producer *)arg, 1) > 0; }
+
+/* Claim up to max positions from tail. The claim is recorded in our slot before
+ * the CAS, so a sweeper that finds us dead knows what we held. */
+static inline uint64_t q_claim(shmr_consumer *c, uint64_t max, int contiguous, uint64_t *pos)
+{
+    shmr_ring *r = c->r;
+    struct shmr_cslot *s = c->slot;
+    uint64_t t = shmr_load_relaxed64(&r->tail_block->tail);
+    for (;;) {
+        if (t >= c->head_cache) {
+            /* pairs with the producer's release store of head in shmr_q_publish() */
+            c->head_cache = shmr_load_acquire64(&r->prod->head);
+            if (t >= c->head_cache) {
+                shmr_store_relaxed32(&s->claim_state, CLAIM_NONE);
+                return 0;
+            }
+        }
+        uint64_t k = shmr_min_u64(max, c->head_cache - t);
+        if (contiguous)
+            k = shmr_min_u64(k, r->cap - (t & r->mask));
+        shmr_store_relaxed64(&s->claim_pos, t);
+        shmr_store_relaxed64(&s->claim_n, k);
+        shmr_store_relaxed32(&s->claim_state, CLAIM_INTENT);
+        SHMR_HOOK(SHMR_HOOK_CLAIM_INTENT);
+        /* seq_cst: publishes the claim record before the claim (see shmr_q_reclaim) */
+        if (shmr_cas_seqcst64(&r->tail_block->tail, &t, t + k)) {
+            SHMR_HOOK(SHMR_HOOK_CLAIM_WON);
+            shmr_store_relaxed32(&s->claim_state, CLAIM_HELD);
+            *pos = t;
+            return k;
+        }
+    }
+}
+
+void shmr_q_release(shmr_consumer *c, uint64_t pos, uint64_t k)
+{
+    shmr_ring *r = c->r;
+    struct shmr_release_rec *d = &r->releases[pos & r->mask];
+    shmr_store_relaxed64(&d->len, k);
+    /* pairs with the producer's acquire load in q_writable(): our reads of the
+     * batch (and the len above) happen before it writes these slots again */
+    shmr_store_release64(&d->tag, pos + r->cap);
+    shmr_store_release32(&c->slot->claim_state, CLAIM_NONE);
+    c->popped += k;
+    shmr_store_relaxed64(&c->slot->popped, c->popped);
+    shmr_ec_notify(r->space_ec);
+}
+
+int64_t shmr_q_pop(shmr_consumer *c, void *dst, uint64_t max)
+{
+    uint64_t pos, k = q_claim(c, max, 0, &pos);
+    if (k == 0)
+        return 0;
+    shmr_copy_out(c->r, pos, dst, k);
+    shmr_q_release(c, pos, k);
+    return (int64_t)k;
+}
+
+int64_t shmr_q_claim(shmr_consumer *c, uint64_t max, const void **ptr)
+{
+    uint64_t pos, k = q_claim(c, max, 1, &pos);
+    if (k == 0)
+        return 0;
+    c->claim_pos = pos;
+    c->claim_n = k;
+    *ptr = c->r->slots + (pos & c->r->mask) * c->r->stride;
+    return (int64_t)k;
+}
+
+int shmr_q_consumer_ready(void *arg)
+{
+    shmr_consumer *c = arg;
+    shmr_ring *r = c->r;
+    uint64_t h = shmr_load_acquire64(&r->prod->head); /* pairs with shmr_q_publish() */
+    if (shmr_load_relaxed64(&r->tail_block->tail) < h)
+        return 1;
+    return shmr_stream_reason(r) != SHMR_OPEN;
+}
+
+/* Releases the batch a dead consumer (slot i, already marked BUSY by
+ * shmr_sweep_mark) held; returns the records released, counted as abandoned.
+ *
+ * A CLAIM_HELD record is authoritative: its claim CAS succeeded. A CLAIM_INTENT
+ * record is either a claim whose owner died between the CAS and marking it held,
+ * or a stale intent left by a failed CAS. Only a record at the same position can
+ * be the real holder of that batch, so: if a live consumer has a record at p0 it
+ * is (or will find out it is not) the holder, and we leave the batch alone; if
+ * other dead records sit at p0, the batch is released with the shortest length
+ * among them, which never frees a position the real holder did not hold. A
+ * shorter-than-real release only stalls the producer at the remainder; the
+ * ring's data stays intact. (Needs two consumers to die within nanoseconds of
+ * each other at the same position.) */
+uint64_t shmr_q_reclaim(shmr_ring *r, uint32_t i, const int *alive, const int *dead)
+{
+    struct shmr_cslot *s = &r->cslots[i];
+    uint32_t state = shmr_load_acquire32(&s->claim_state);
+    uint64_t n = shmr_load_acquire64(&s->claim_n);
+    uint64_t p0 = shmr_load_acquire64(&s->claim_pos);
+    /* Read tail only now: the owner is dead and marked BUSY, so it can no
+     * longer move tail for this record. p0 >= tail: its CAS never happened. */
+    uint64_t tail = shmr_load_seqcst64(&r->tail_block->tail);
+    if (state == CLAIM_NONE || n == 0 || p0 >= tail)
+        return 0;
+    if (state == CLAIM_INTENT) {
+        for (uint32_t j = 0; j < r->max_consumers; j++) {
+            if (j == i || !(alive[j] || dead[j]))
+                continue;
+            struct shmr_cslot *o = &r->cslots[j];
+            if (shmr_load_acquire32(&o->claim_state) == CLAIM_NONE || shmr_load_acquire64(&o->claim_pos) != p0)
+                continue;
+            if (alive[j])
+                return 0; /* the live one decides; a later sweep looks again */
+            if (shmr_load_acquire32(&o->claim_state) == CLAIM_HELD)
+                return 0; /* that one holds it; ours is stale */
+            uint64_t on = shmr_load_acquire64(&o->claim_n);
+            if (on && on < n)
+                n = on;
+        }
+    }
+    struct shmr_release_rec *d = &r->releases[p0 & r->mask];
+    uint64_t cur = shmr_load_acquire64(&d->tag);
+    if (cur >= p0 + r->cap)
+        return 0; /* already released (by its owner, or by another sweeper) */
+    shmr_store_relaxed64(&d->len, n);
+    /* pairs with the producer's acquire load of the tag in q_writable() */
+    if (!shmr_cas_seqcst64(&d->tag, &cur, p0 + r->cap))
+        return 0;
+    shmr_fetch_add_relaxed64(&r->ctl->abandoned, n);
+    return n;
+}

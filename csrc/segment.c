@@ -1,0 +1,468 @@
+/*
+ * Segments: names, create, attach and validate, the layout computed from the
+ * parameters, and the read-only views (info, consumer infos).
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "liveness.h"
+#include "shmr_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static uint64_t round_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+
+/* ---- names -------------------------------------------------------------- */
+
+#define SHMR_PREFIX "/shmr-"
+
+int shmr_name_check(const char *name)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n > SHMR_NAME_MAX)
+        return -ENAMETOOLONG;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)name[i];
+        if (!(ch >= 'a' && ch <= 'z') && !(ch >= 'A' && ch <= 'Z') && !(ch >= '0' && ch <= '9') &&
+            ch != '_' && ch != '-' && ch != '.')
+            return -EINVAL;
+    }
+    return 0;
+}
+
+static int full_name(const char *name, char *out, size_t outlen)
+{
+    int rc = shmr_name_check(name);
+    if (rc)
+        return rc;
+    snprintf(out, outlen, "%s%s", SHMR_PREFIX, name);
+    return 0;
+}
+
+/* ---- layout ------------------------------------------------------------- */
+
+struct layout {
+    uint64_t consumers, releases, slots, size;
+};
+
+static struct layout compute_layout(uint64_t cap, uint64_t stride, uint32_t mode, uint32_t max_consumers)
+{
+    struct layout l;
+    l.consumers = OFF_CONSUMERS;
+    uint64_t end = l.consumers + (uint64_t)max_consumers * SHMR_BLOCK;
+    if (mode == SHMR_MODE_QUEUE) {
+        l.releases = round_up(end, SHMR_BLOCK);
+        end = l.releases + cap * sizeof(struct shmr_release_rec);
+    } else {
+        l.releases = 0;
+    }
+    l.slots = round_up(end, SHMR_PAGE);
+    l.size = round_up(l.slots + cap * stride, SHMR_PAGE);
+    return l;
+}
+
+static void bind(shmr_ring *r)
+{
+    struct shmr_header *h = (struct shmr_header *)r->base;
+    r->hdr = h;
+    r->prod = (struct shmr_prod_block *)(r->base + OFF_PROD);
+    r->tail_block = (struct shmr_tail_block *)(r->base + OFF_TAIL);
+    r->data_ec = (struct shmr_ec *)(r->base + OFF_DATA_EC);
+    r->space_ec = (struct shmr_ec *)(r->base + OFF_SPACE_EC);
+    r->ctl = (struct shmr_ctl *)(r->base + OFF_CTL);
+    r->cslots = (struct shmr_cslot *)(r->base + h->consumers_offset);
+    r->releases = h->releases_offset ? (struct shmr_release_rec *)(r->base + h->releases_offset) : NULL;
+    r->slots = r->base + h->slots_offset;
+    r->cap = h->capacity;
+    r->mask = h->capacity - 1;
+    r->stride = h->stride;
+    r->mode = h->mode;
+    r->overflow = h->overflow;
+    r->max_consumers = h->max_consumers;
+}
+
+static int is_pow2(uint64_t v) { return v && !(v & (v - 1)); }
+
+static int check_params(const shmr_params *p)
+{
+    if (!is_pow2(p->capacity) || p->capacity > SHMR_MAX_CAPACITY)
+        return -EINVAL;
+    if (p->record_size == 0 || p->record_size > SHMR_MAX_RECORD)
+        return -EINVAL;
+    if (!is_pow2(p->record_align) || p->record_align > SHMR_PAGE)
+        return -EINVAL;
+    if (p->mode > SHMR_MODE_BROADCAST || p->overflow > SHMR_OVERFLOW_OVERWRITE)
+        return -EINVAL;
+    if (p->max_consumers == 0 || p->max_consumers > SHMR_MAX_CONSUMERS)
+        return -EINVAL;
+    if (p->descr_len == 0 || p->descr_len >= SHMR_DESCR_MAX)
+        return -E2BIG;
+    if (p->capacity > (UINT64_MAX / 4) / p->record_size)
+        return -EINVAL;
+    return 0;
+}
+
+/* ---- create / attach ---------------------------------------------------- */
+
+int shmr_create(const char *name, const shmr_params *p, unsigned mode_bits, int exist_ok, shmr_ring **out)
+{
+    (void)exist_ok; /* handled by the caller, which attaches and compares */
+    char path[64];
+    int rc = full_name(name, path, sizeof path);
+    if (rc)
+        return rc;
+    if ((rc = check_params(p)))
+        return rc;
+    struct layout l = compute_layout(p->capacity, p->record_size, p->mode, p->max_consumers);
+    if (l.size > (uint64_t)SIZE_MAX / 2)
+        return -ENOMEM;
+
+    int fd = shm_open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode_bits & 0777);
+    if (fd < 0)
+        return -errno;
+    if (fchmod(fd, mode_bits & 0777) != 0 || ftruncate(fd, (off_t)l.size) != 0) {
+        rc = -errno;
+        goto fail;
+    }
+    /* Reserve every page now: on a full /dev/shm a bare ftruncate succeeds and
+     * the first write to a missing page later dies with SIGBUS. */
+    rc = posix_fallocate(fd, 0, (off_t)l.size);
+    if (rc != 0) {
+        rc = -rc;
+        goto fail;
+    }
+    uint8_t *base = mmap(NULL, l.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (base == MAP_FAILED) {
+        rc = -errno;
+        goto fail;
+    }
+    close(fd);
+
+    struct shmr_header *h = (struct shmr_header *)base;
+    h->version = SHMR_LAYOUT_VERSION;
+    h->header_size = sizeof(struct shmr_header);
+    h->segment_size = l.size;
+    h->capacity = p->capacity;
+    h->record_size = p->record_size;
+    h->stride = p->record_size;
+    h->record_align = p->record_align;
+    h->mode = p->mode;
+    h->overflow = p->mode == SHMR_MODE_BROADCAST ? p->overflow : SHMR_OVERFLOW_BLOCK;
+    h->max_consumers = p->max_consumers;
+    h->consumers_offset = l.consumers;
+    h->releases_offset = l.releases;
+    h->slots_offset = l.slots;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    h->create_time_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+    h->creator_pid = (uint32_t)getpid();
+    h->descr_len = p->descr_len;
+    memcpy(h->descr, p->descr, p->descr_len);
+
+    shmr_ring *r = calloc(1, sizeof *r);
+    if (!r) {
+        munmap(base, l.size);
+        shm_unlink(path);
+        return -ENOMEM;
+    }
+    r->base = base;
+    r->size = l.size;
+    bind(r);
+    if (r->releases) { /* the first lap is one free batch; other records are never read before written */
+        shmr_store_relaxed64(&r->releases[0].len, r->cap);
+        shmr_store_relaxed64(&r->releases[0].tag, 0);
+    }
+    /* publishes every field above; pairs with the acquire load in validate() */
+    shmr_store_release64(&h->magic, SHMR_MAGIC);
+    *out = r;
+    return 0;
+fail:
+    close(fd);
+    shm_unlink(path);
+    return rc;
+}
+
+static int validate(const uint8_t *base, uint64_t file_size)
+{
+    const struct shmr_header *h = (const struct shmr_header *)base;
+    uint64_t magic = shmr_load_acquire64((shmr_a64 *)&h->magic); /* pairs with the creator's release */
+    if (magic == 0)
+        return -SHMR_EINIT;
+    if (magic != SHMR_MAGIC)
+        return -SHMR_EBADMAGIC;
+    if (h->version != SHMR_LAYOUT_VERSION)
+        return -SHMR_EVERSION;
+    if (h->header_size != sizeof(struct shmr_header))
+        return -SHMR_ECORRUPT;
+    shmr_params p = {h->capacity, h->record_size, h->record_align, h->mode, h->overflow,
+                     h->max_consumers, h->descr, h->descr_len};
+    if (check_params(&p) || h->stride != h->record_size)
+        return -SHMR_ECORRUPT;
+    if (h->mode == SHMR_MODE_QUEUE && h->overflow != SHMR_OVERFLOW_BLOCK)
+        return -SHMR_ECORRUPT;
+    for (uint32_t i = 0; i < h->descr_len; i++)
+        if (h->descr[i] < 0x20 || h->descr[i] > 0x7e)
+            return -SHMR_ECORRUPT;
+    struct layout l = compute_layout(h->capacity, h->stride, h->mode, h->max_consumers);
+    if (h->consumers_offset != l.consumers || h->releases_offset != l.releases || h->slots_offset != l.slots ||
+        h->segment_size != l.size)
+        return -SHMR_ECORRUPT;
+    if (file_size < h->segment_size)
+        return -SHMR_ETRUNC;
+    return 0;
+}
+
+int shmr_attach_fd(int fd, shmr_ring **out)
+{
+    struct stat st;
+    int rc;
+    if (fstat(fd, &st) != 0) {
+        rc = -errno;
+        close(fd);
+        return rc;
+    }
+    uint64_t fsize = (uint64_t)st.st_size;
+    if (fsize == 0) {
+        close(fd);
+        return -SHMR_EINIT;
+    }
+    if (fsize < SHMR_PAGE) {
+        close(fd);
+        return -SHMR_ETRUNC;
+    }
+    uint8_t *hp = mmap(NULL, SHMR_PAGE, PROT_READ, MAP_SHARED, fd, 0);
+    if (hp == MAP_FAILED) {
+        rc = -errno;
+        close(fd);
+        return rc;
+    }
+    rc = validate(hp, fsize);
+    uint64_t size = ((struct shmr_header *)hp)->segment_size;
+    munmap(hp, SHMR_PAGE);
+    if (rc) {
+        close(fd);
+        return rc;
+    }
+    uint8_t *base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    rc = base == MAP_FAILED ? -errno : 0;
+    close(fd);
+    if (rc)
+        return rc;
+    /* the header is immutable once magic is set, but re-check the mapping we keep */
+    if ((rc = validate(base, fsize))) {
+        munmap(base, size);
+        return rc;
+    }
+    shmr_ring *r = calloc(1, sizeof *r);
+    if (!r) {
+        munmap(base, size);
+        return -ENOMEM;
+    }
+    r->base = base;
+    r->size = size;
+    bind(r);
+    *out = r;
+    return 0;
+}
+
+int shmr_attach(const char *name, shmr_ring **out)
+{
+    char path[64];
+    int rc = full_name(name, path, sizeof path);
+    if (rc)
+        return rc;
+    int fd = shm_open(path, O_RDWR | O_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    return shmr_attach_fd(fd, out);
+}
+
+void shmr_detach(shmr_ring *r)
+{
+    if (!r)
+        return;
+    munmap(r->base, r->size);
+    free(r);
+}
+
+int shmr_unlink(const char *name)
+{
+    char path[64];
+    int rc = full_name(name, path, sizeof path);
+    if (rc)
+        return rc;
+    return shm_unlink(path) == 0 ? 0 : -errno;
+}
+
+const char *shmr_descr(const shmr_ring *r, uint32_t *len)
+{
+    *len = r->hdr->descr_len;
+    return r->hdr->descr;
+}
+uint64_t shmr_capacity(const shmr_ring *r) { return r->cap; }
+uint64_t shmr_record_size(const shmr_ring *r) { return r->stride; }
+uint32_t shmr_mode(const shmr_ring *r) { return r->mode; }
+uint32_t shmr_overflow(const shmr_ring *r) { return r->overflow; }
+
+/* Map every page of the segment into this process up front, once a producer or
+ * consumer is opened here: the pages exist already (posix_fallocate), but the
+ * first touch of each would otherwise take a page fault on the hot path. A
+ * mapping made only to read stats skips this. Best effort: old kernels lack it. */
+void shmr_populate(shmr_ring *r)
+{
+    if (shmr_swap_relaxed32(&r->populated, 1)) /* only once; nothing is published through it */
+        return;
+#ifdef MADV_POPULATE_WRITE
+    madvise(r->base, r->size, MADV_POPULATE_WRITE);
+#endif
+}
+
+/* ---- layout export ------------------------------------------------------ */
+
+#define FIELD(region, base, type, member) \
+    {region "." #member, (base) + offsetof(struct type, member), sizeof(((struct type *)0)->member)}
+#define REGION(region, base, type) {region, (base), sizeof(struct type)}
+
+static const shmr_layout_field layout_fields[] = {
+    REGION("header", 0, shmr_header),
+    FIELD("header", 0, shmr_header, magic),
+    FIELD("header", 0, shmr_header, version),
+    FIELD("header", 0, shmr_header, header_size),
+    FIELD("header", 0, shmr_header, segment_size),
+    FIELD("header", 0, shmr_header, capacity),
+    FIELD("header", 0, shmr_header, record_size),
+    FIELD("header", 0, shmr_header, stride),
+    FIELD("header", 0, shmr_header, record_align),
+    FIELD("header", 0, shmr_header, mode),
+    FIELD("header", 0, shmr_header, overflow),
+    FIELD("header", 0, shmr_header, max_consumers),
+    FIELD("header", 0, shmr_header, consumers_offset),
+    FIELD("header", 0, shmr_header, releases_offset),
+    FIELD("header", 0, shmr_header, slots_offset),
+    FIELD("header", 0, shmr_header, create_time_ns),
+    FIELD("header", 0, shmr_header, creator_pid),
+    FIELD("header", 0, shmr_header, descr_len),
+    {"header.reserved0", offsetof(struct shmr_header, reserved), 8},
+    {"header.reserved1", offsetof(struct shmr_header, reserved) + 8, 8},
+    {"header.reserved2", offsetof(struct shmr_header, reserved) + 16, 8},
+    FIELD("header", 0, shmr_header, descr),
+    REGION("prod", OFF_PROD, shmr_prod_block),
+    FIELD("prod", OFF_PROD, shmr_prod_block, head),
+    FIELD("prod", OFF_PROD, shmr_prod_block, intent),
+    FIELD("prod", OFF_PROD, shmr_prod_block, join_claim),
+    FIELD("prod", OFF_PROD, shmr_prod_block, writable_end),
+    REGION("tail", OFF_TAIL, shmr_tail_block),
+    FIELD("tail", OFF_TAIL, shmr_tail_block, tail),
+    REGION("data_ec", OFF_DATA_EC, shmr_ec),
+    FIELD("data_ec", OFF_DATA_EC, shmr_ec, epoch),
+    FIELD("data_ec", OFF_DATA_EC, shmr_ec, waiters),
+    REGION("space_ec", OFF_SPACE_EC, shmr_ec),
+    FIELD("space_ec", OFF_SPACE_EC, shmr_ec, epoch),
+    FIELD("space_ec", OFF_SPACE_EC, shmr_ec, waiters),
+    REGION("ctl", OFF_CTL, shmr_ctl),
+    FIELD("ctl", OFF_CTL, shmr_ctl, producer_owner),
+    FIELD("ctl", OFF_CTL, shmr_ctl, stream),
+    FIELD("ctl", OFF_CTL, shmr_ctl, join_epoch),
+    FIELD("ctl", OFF_CTL, shmr_ctl, pad0),
+    FIELD("ctl", OFF_CTL, shmr_ctl, abandoned),
+    FIELD("ctl", OFF_CTL, shmr_ctl, evicted),
+    FIELD("ctl", OFF_CTL, shmr_ctl, popped_retired),
+    REGION("cslot", OFF_CONSUMERS, shmr_cslot),
+    FIELD("cslot", 0, shmr_cslot, owner),
+    FIELD("cslot", 0, shmr_cslot, ready),
+    FIELD("cslot", 0, shmr_cslot, claim_state),
+    FIELD("cslot", 0, shmr_cslot, cursor),
+    FIELD("cslot", 0, shmr_cslot, claim_pos),
+    FIELD("cslot", 0, shmr_cslot, claim_n),
+    FIELD("cslot", 0, shmr_cslot, popped),
+    FIELD("cslot", 0, shmr_cslot, dropped),
+    REGION("release", 0, shmr_release_rec),
+    FIELD("release", 0, shmr_release_rec, tag),
+    FIELD("release", 0, shmr_release_rec, len),
+};
+
+const shmr_layout_field *shmr_layout_fields(uint32_t *n)
+{
+    *n = (uint32_t)(sizeof layout_fields / sizeof layout_fields[0]);
+    return layout_fields;
+}
+
+/* ---- stats -------------------------------------------------------------- */
+
+int shmr_info(shmr_ring *r, shmr_ring_info *o)
+{
+    memset(o, 0, sizeof *o);
+    struct shmr_header *h = r->hdr;
+    o->capacity = r->cap;
+    o->record_size = r->stride;
+    o->segment_size = r->size;
+    o->mode = r->mode;
+    o->overflow = r->overflow;
+    o->max_consumers = r->max_consumers;
+    o->version = h->version;
+    o->head = shmr_load_acquire64(&r->prod->head);
+    uint64_t owner = shmr_load_acquire64(&r->ctl->producer_owner);
+    o->producer_pid = (uint32_t)owner;
+    o->producer_start = owner >> 32;
+    o->producer_alive = shmr_owner_alive(owner);
+    o->close_reason = shmr_stream_reason(r);
+    o->data_waiters = shmr_load_relaxed32(&r->data_ec->waiters);
+    o->space_waiters = shmr_load_relaxed32(&r->space_ec->waiters);
+    o->abandoned = shmr_load_relaxed64(&r->ctl->abandoned);
+    o->evicted = shmr_load_relaxed64(&r->ctl->evicted);
+    o->popped_retired = shmr_load_relaxed64(&r->ctl->popped_retired);
+    o->creator_pid = h->creator_pid;
+    o->create_time_ns = h->create_time_ns;
+    uint64_t minc = o->head;
+    for (uint32_t i = 0; i < r->max_consumers; i++) {
+        struct shmr_cslot *s = &r->cslots[i];
+        if (shmr_load_acquire64(&s->owner) == 0 || !shmr_load_acquire32(&s->ready))
+            continue;
+        o->n_consumers++;
+        uint64_t cur = shmr_load_acquire64(&s->cursor);
+        if (cur < minc)
+            minc = cur;
+    }
+    if (r->mode == SHMR_MODE_QUEUE) {
+        o->tail = shmr_load_acquire64(&r->tail_block->tail);
+        uint64_t released = 0;
+        for (uint32_t i = 0; i < r->max_consumers; i++)
+            released += shmr_load_relaxed64(&r->cslots[i].popped);
+        o->consumed = released;
+    } else {
+        o->tail = minc;
+        o->consumed = minc;
+    }
+    return 0;
+}
+
+int shmr_consumer_infos(shmr_ring *r, shmr_consumer_info *out, uint32_t max, uint32_t *n)
+{
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < r->max_consumers && k < max; i++) {
+        struct shmr_cslot *s = &r->cslots[i];
+        uint64_t owner = shmr_load_acquire64(&s->owner);
+        if (owner == 0 || SHMR_IS_BUSY(owner))
+            continue;
+        shmr_consumer_info *o = &out[k++];
+        o->index = i;
+        o->pid = (uint32_t)owner;
+        o->start_time = owner >> 32;
+        o->cursor = shmr_load_acquire64(&s->cursor);
+        o->popped = shmr_load_relaxed64(&s->popped);
+        o->dropped = shmr_load_relaxed64(&s->dropped);
+        o->claim_pos = shmr_load_relaxed64(&s->claim_pos);
+        o->claim_n = shmr_load_relaxed32(&s->claim_state) == CLAIM_HELD ? shmr_load_relaxed64(&s->claim_n) : 0;
+        o->alive = shmr_owner_alive(owner);
+    }
+    *n = k;
+    return 0;
+}

@@ -1,0 +1,122 @@
+/*
+ * Private to the C core: the process-local handles (shmr_ring, shmr_producer,
+ * shmr_consumer) that every file of the core reads, a few inline helpers, and
+ * the calls the public layer (shmring.c) makes into the protocols (queue.c,
+ * broadcast.c) and into segment.c.
+ *
+ * Indices are free-running uint64_t positions; slot = pos & mask. Each side
+ * keeps private cached copies of the other side's words (names ending in
+ * _cache) and re-reads the shared word only when the cache says full/empty.
+ */
+#ifndef SHMR_INTERNAL_H
+#define SHMR_INTERNAL_H
+
+#include <stdint.h>
+#include <string.h>
+
+#include "shmr_atomic.h"
+#include "shmr_hooks.h"
+#include "shmr_layout.h"
+#include "shmring.h"
+
+struct shmr_ring {
+    uint8_t *base;
+    size_t size;
+    struct shmr_header *hdr;
+    struct shmr_prod_block *prod;
+    struct shmr_tail_block *tail_block;
+    struct shmr_ec *data_ec;  /* consumers sleep here, producer notifies */
+    struct shmr_ec *space_ec; /* producer sleeps here, consumers notify */
+    struct shmr_ctl *ctl;
+    struct shmr_cslot *cslots;
+    struct shmr_release_rec *releases; /* queue: see struct shmr_release_rec */
+    uint8_t *slots;
+    uint64_t cap, mask, stride;
+    uint32_t mode, overflow, max_consumers;
+    shmr_a32 populated; /* process-local, but handles may be opened from several threads */
+};
+
+struct shmr_producer {
+    shmr_ring *r;
+    uint64_t owner;
+    uint64_t head;         /* private copy: the producer is the only writer of head */
+    uint64_t intent;       /* broadcast: highest intent announced */
+    uint64_t writable_end_cache; /* queue: positions < this are known writable */
+    uint64_t min_cache;    /* broadcast-block: lower bound of live cursors */
+    uint32_t join_seen;    /* broadcast-block: join_epoch at the last min refresh */
+    uint64_t reserved;     /* slots handed out by the last shmr_reserve */
+};
+
+struct shmr_consumer {
+    shmr_ring *r;
+    struct shmr_cslot *slot;
+    uint32_t index;
+    uint64_t owner;
+    uint64_t cursor;       /* broadcast: private copy of slot->cursor */
+    uint64_t head_cache;   /* cached producer head */
+    uint64_t claim_pos, claim_n; /* outstanding zero-copy claim */
+    uint64_t popped, dropped;
+};
+
+static inline uint64_t shmr_min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
+
+/* Why the stream ended (SHMR_OPEN while it runs). Acquire: pairs with the
+ * release CAS of the stream word in shmring.c (close_stream and the dead
+ * producer check), after which head is final. */
+static inline uint32_t shmr_stream_reason(const shmr_ring *r)
+{
+    return (uint32_t)shmr_load_acquire64(&r->ctl->stream);
+}
+
+/* Copies in and out of the slots: at most two memcpy calls, the ring wraps once at most. */
+static inline void shmr_copy_in(shmr_ring *r, uint64_t pos, const void *src, uint64_t n)
+{
+    uint64_t s = pos & r->mask;
+    uint64_t first = shmr_min_u64(n, r->cap - s);
+    memcpy(r->slots + s * r->stride, src, first * r->stride);
+    if (n > first)
+        memcpy(r->slots, (const uint8_t *)src + first * r->stride, (n - first) * r->stride);
+}
+
+/* verify/tsan.supp names this function (an inlined frame still carries its
+ * name) as the reader of the deliberate overwrite-mode slot race. */
+static inline void shmr_copy_out(shmr_ring *r, uint64_t pos, void *dst, uint64_t n)
+{
+    uint64_t s = pos & r->mask;
+    uint64_t first = shmr_min_u64(n, r->cap - s);
+    memcpy(dst, r->slots + s * r->stride, first * r->stride);
+    if (n > first)
+        memcpy((uint8_t *)dst + first * r->stride, r->slots, (n - first) * r->stride);
+}
+
+/* segment.c */
+void shmr_populate(shmr_ring *r);
+
+/* queue.c: each returns what the public call of the same name returns, except
+ * that "nothing there" is 0 and the public layer decides about end of stream. */
+void shmr_q_producer_open(shmr_producer *p);
+int64_t shmr_q_push(shmr_producer *p, const void *src, uint64_t n);
+int64_t shmr_q_reserve(shmr_producer *p, uint64_t n, void **ptr);
+void shmr_q_publish(shmr_producer *p, uint64_t k);
+int shmr_q_producer_ready(void *p);
+int64_t shmr_q_pop(shmr_consumer *c, void *dst, uint64_t max);
+int64_t shmr_q_claim(shmr_consumer *c, uint64_t max, const void **ptr);
+void shmr_q_release(shmr_consumer *c, uint64_t pos, uint64_t k);
+int shmr_q_consumer_ready(void *c);
+uint64_t shmr_q_reclaim(shmr_ring *r, uint32_t i, const int *alive, const int *dead);
+
+/* broadcast.c */
+void shmr_b_producer_open(shmr_producer *p);
+int64_t shmr_b_push(shmr_producer *p, const void *src, uint64_t n);
+int64_t shmr_b_reserve(shmr_producer *p, uint64_t n, void **ptr);
+void shmr_b_publish(shmr_producer *p, uint64_t k);
+int shmr_b_producer_ready(void *p);
+uint64_t shmr_b_refresh_min(shmr_producer *p);
+void shmr_b_join(shmr_consumer *c, uint32_t start);
+void shmr_b_leave(shmr_consumer *c);
+int64_t shmr_b_pop(shmr_consumer *c, void *dst, uint64_t max, uint64_t *dropped);
+int64_t shmr_b_claim(shmr_consumer *c, uint64_t max, const void **ptr, uint64_t *dropped);
+int64_t shmr_b_release(shmr_consumer *c, uint64_t pos, uint64_t k);
+int shmr_b_consumer_ready(void *c);
+
+#endif

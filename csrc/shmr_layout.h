@@ -1,0 +1,137 @@
+/*
+ * The bytes of a shmring segment: the one place that knows an offset.
+ *
+ * Page 0 is the immutable header. Page 1 holds the control blocks, each on its
+ * own 128-byte block, then one block per consumer slot, then (queue mode) one
+ * release record per slot, then the record slots on a page boundary. Every
+ * offset used anywhere (C, the binding, the fuzzer, the tests) comes from the
+ * structs and OFF_ constants below; the binding exports them as
+ * shmring._ring.LAYOUT (see shmr_layout_fields in segment.c).
+ */
+#ifndef SHMR_LAYOUT_H
+#define SHMR_LAYOUT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "shmr_atomic.h"
+#include "shmring.h"
+
+#define SHMR_MAGIC 0x31474e4952524d53ull /* "SMRRING1" read as little-endian bytes */
+#define SHMR_BLOCK 128u                  /* two 64-byte lines: x86 adjacent-line prefetch pairs them */
+#define SHMR_PAGE 4096u
+#define SHMR_MAX_RECORD (1ull << 30)
+
+/* A slot being torn down by a sweeper: BUSY tag in the start-time half, the
+ * sweeper's pid in the other, so a sweeper that dies mid-way can be detected. */
+#define SHMR_BUSY_TAG 0xffffffffull
+#define SHMR_OWNER_BUSY(pid) ((SHMR_BUSY_TAG << 32) | (uint64_t)(pid))
+#define SHMR_IS_BUSY(owner) (((owner) >> 32) == SHMR_BUSY_TAG)
+
+#define SHMR_ALIGNED_BLOCK __attribute__((aligned(SHMR_BLOCK)))
+
+/* Immutable after creation; magic is stored last (release) so an attacher that
+ * sees it (acquire) sees every other field. Fixed-width, little-endian. */
+struct shmr_header {
+    shmr_a64 magic;
+    uint32_t version;
+    uint32_t header_size;
+    uint64_t segment_size;
+    uint64_t capacity;
+    uint64_t record_size;
+    uint64_t stride;
+    uint32_t record_align;
+    uint32_t mode;
+    uint32_t overflow;
+    uint32_t max_consumers;
+    uint64_t consumers_offset;
+    uint64_t releases_offset; /* queue: the release records; 0 in broadcast mode */
+    uint64_t slots_offset;
+    uint64_t create_time_ns;
+    uint32_t creator_pid;
+    uint32_t descr_len;
+    uint64_t reserved[3];
+    char descr[SHMR_DESCR_MAX];
+};
+
+/* Written by the producer only; read by every consumer. */
+struct SHMR_ALIGNED_BLOCK shmr_prod_block {
+    shmr_a64 head;   /* positions < head are published */
+    shmr_a64 intent; /* broadcast: positions < intent may be being written */
+    shmr_a64 join_claim; /* broadcast-block: Dekker word for joiners, >= intent
+                          * while an announcement is checked (see announce) */
+    shmr_a64 writable_end; /* queue: the producer's walk of release records got this
+                            * far (a batch boundary), for a producer that takes over */
+};
+
+/* Queue mode: next position to claim; consumers CAS it. */
+struct SHMR_ALIGNED_BLOCK shmr_tail_block {
+    shmr_a64 tail;
+};
+
+/* Eventcount: epoch is the futex word (bumped by the notifier), waiters is
+ * raised by sleepers so the notifier can skip the wake syscall. */
+struct SHMR_ALIGNED_BLOCK shmr_ec {
+    shmr_a32 epoch;
+    shmr_a32 waiters;
+};
+
+/* Rarely written control words. */
+struct SHMR_ALIGNED_BLOCK shmr_ctl {
+    shmr_a64 producer_owner; /* (start32 << 32) | pid, 0 = none */
+    shmr_a64 stream;         /* (producer generation << 32) | enum shmr_close_reason */
+    shmr_a32 join_epoch;     /* broadcast: bumped by every joining consumer */
+    shmr_a32 pad0;
+    shmr_a64 abandoned;      /* queue: claimed records reclaimed from dead consumers */
+    shmr_a64 evicted;        /* consumer slots freed because their process died */
+    shmr_a64 popped_retired; /* records received by consumers that have left */
+};
+
+/* One per consumer, each on its own block: written by its consumer (and by a
+ * sweeper once the consumer is dead), read by the producer and by stats. */
+struct SHMR_ALIGNED_BLOCK shmr_cslot {
+    shmr_a64 owner;      /* (start32 << 32) | pid, 0 = free */
+    shmr_a32 ready;      /* 1 once cursor is valid */
+    shmr_a32 claim_state; /* queue: CLAIM_NONE / CLAIM_INTENT / CLAIM_HELD */
+    shmr_a64 cursor;     /* broadcast: next position this consumer reads */
+    shmr_a64 claim_pos;  /* queue: claimed range, recorded before the claim CAS */
+    shmr_a64 claim_n;
+    shmr_a64 popped;
+    shmr_a64 dropped;
+};
+
+/* Queue mode: one release record per slot, written only at the first slot of a
+ * released batch. Consumers claim contiguous batches that tile the positions,
+ * so the producer walks batch by batch: tag == pos means the batch that ended
+ * the previous lap of slot pos is released and len positions from pos are free.
+ * One record per batch instead of one word per position: a 1024-record pop_many
+ * moves one cache line to the producer, not 128. */
+struct shmr_release_rec {
+    shmr_a64 tag; /* start of the released batch + capacity */
+    shmr_a64 len; /* its length; written before tag */
+};
+
+enum { CLAIM_NONE = 0, CLAIM_INTENT = 1, CLAIM_HELD = 2 };
+
+#define OFF_PROD SHMR_PAGE
+#define OFF_TAIL (OFF_PROD + SHMR_BLOCK)
+#define OFF_DATA_EC (OFF_TAIL + SHMR_BLOCK)
+#define OFF_SPACE_EC (OFF_DATA_EC + SHMR_BLOCK)
+#define OFF_CTL (OFF_SPACE_EC + SHMR_BLOCK)
+#define OFF_CONSUMERS (OFF_CTL + SHMR_BLOCK)
+
+_Static_assert(sizeof(struct shmr_header) == SHMR_PAGE, "header is one page");
+_Static_assert(offsetof(struct shmr_header, descr) == 128, "fixed header fields fill the first block");
+_Static_assert(offsetof(struct shmr_header, capacity) == 24, "layout v1");
+_Static_assert(offsetof(struct shmr_header, descr_len) == 100, "layout v1");
+_Static_assert(sizeof(struct shmr_prod_block) == SHMR_BLOCK, "one block");
+_Static_assert(sizeof(struct shmr_tail_block) == SHMR_BLOCK, "one block");
+_Static_assert(sizeof(struct shmr_ec) == SHMR_BLOCK, "one block");
+_Static_assert(sizeof(struct shmr_ctl) == SHMR_BLOCK, "one block");
+_Static_assert(sizeof(struct shmr_cslot) == SHMR_BLOCK, "one block");
+_Static_assert(offsetof(struct shmr_ec, epoch) % 4 == 0, "futex word is 4-byte aligned");
+_Static_assert(sizeof(shmr_a64) == 8 && sizeof(shmr_a32) == 4, "atomics have plain width");
+_Static_assert(sizeof(struct shmr_release_rec) == 16, "release records are two words");
+_Static_assert(OFF_CONSUMERS == SHMR_PAGE + 5 * SHMR_BLOCK, "five control blocks after the header");
+
+#endif
