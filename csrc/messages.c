@@ -96,12 +96,16 @@ static inline struct hdr read_hdr(const shmr_ring *r, uint64_t pos)
  * The acquire fence pairs with the producer's release fence after it
  * announces intent (broadcast.c announce): if the loads above saw any newer
  * write, the intent load sees its announcement. */
-static inline int hdr_intact(const shmr_ring *r, uint64_t pos)
+static inline int hdr_unchanged(const shmr_ring *r, uint64_t pos)
 {
-    if (r->overflow != SHMR_OVERFLOW_OVERWRITE)
-        return 1;
     shmr_fence_acquire();
     return shmr_load_relaxed64(&r->prod->intent) <= pos + r->cap;
+}
+
+/* In block mode nothing a consumer holds a cursor on is overwritten. */
+static inline int hdr_intact(const shmr_ring *r, uint64_t pos)
+{
+    return r->overflow != SHMR_OVERFLOW_OVERWRITE || hdr_unchanged(r, pos);
 }
 
 /* ---- producer ------------------------------------------------------------ */
@@ -319,6 +323,23 @@ static int m_jump(shmr_consumer *c, shmr_loss *loss)
         uint64_t o = shmr_load_acquire64(&r->prod->oldest);
         uint64_t h = shmr_load_acquire64(&r->prod->head); /* pairs with shmr_b_publish() */
         c->head_cache = h;
+        if (o >= h && shmr_stream_reason(r) != SHMR_OPEN) {
+            /* the producer overwrote everything and will publish no more (it
+             * may have died inside a reservation): what is left is lost, and
+             * the counters are final once the stream word says closed */
+            uint64_t lost = shmr_load_relaxed64(&r->prod->msgs) - c->next_seq;
+            uint64_t lost_bytes = shmr_load_relaxed64(&r->prod->bytes) - c->next_cum;
+            c->next_seq += lost;
+            c->next_cum += lost_bytes;
+            c->dropped_bytes += lost_bytes;
+            shmr_store_relaxed64(&c->slot->dropped_bytes, c->dropped_bytes);
+            shmr_b_advance(c, h, 0, lost);
+            if (loss) {
+                loss->msgs += lost;
+                loss->bytes += lost_bytes;
+            }
+            return 0;
+        }
         if (o >= h || o <= c->cursor)
             return 0;
         struct hdr f = read_hdr(r, o);
@@ -404,8 +425,8 @@ void shmr_m_join(shmr_consumer *c, uint32_t start)
             if (lf >= h)
                 continue; /* the producer is publishing past h: read head again */
             struct hdr f = read_hdr(r, lf);
-            if (!f.ok || f.kind == KIND_PAD || !hdr_intact(r, lf) || (r->overflow == SHMR_OVERFLOW_BLOCK && f.tag != lf))
-                continue;
+            if (!f.ok || f.kind == KIND_PAD || !hdr_unchanged(r, lf))
+                continue; /* overwritten meanwhile (we hold no cursor yet): again */
             seq = f.seq + 1;
             cum = f.cum + f.len;
         }
@@ -413,7 +434,7 @@ void shmr_m_join(shmr_consumer *c, uint32_t start)
             uint64_t o = shmr_load_acquire64(&r->prod->oldest);
             if (o < h) {
                 struct hdr f = read_hdr(r, o);
-                if (f.ok && f.kind != KIND_PAD && hdr_intact(r, o)) {
+                if (f.ok && f.kind != KIND_PAD && hdr_unchanged(r, o)) {
                     cur = o;
                     seq = f.seq;
                     cum = f.cum;
@@ -432,7 +453,7 @@ void shmr_m_join(shmr_consumer *c, uint32_t start)
                  * frame it leaves, stored before that claim */
                 uint64_t o = shmr_load_acquire64(&r->prod->oldest);
                 struct hdr f = read_hdr(r, o);
-                if (o < cur || !f.ok || f.kind == KIND_PAD) {
+                if (o < cur || !f.ok || f.kind == KIND_PAD || !hdr_unchanged(r, o)) {
                     shmr_store_seqcst32(&s->ready, 0);
                     continue;
                 }
@@ -455,16 +476,18 @@ void shmr_m_join(shmr_consumer *c, uint32_t start)
 
 /* ---- consumers, both modes ---------------------------------------------- */
 
-int64_t shmr_msg_claim(shmr_consumer *c, shmr_msg *out, uint64_t max, shmr_loss *loss)
+int64_t shmr_m_claim(shmr_consumer *c, shmr_msg *out, uint64_t max, shmr_loss *loss)
 {
-    if (c->claim_n)
-        return -EBUSY;
-    if (max == 0)
-        return 0;
     return c->r->mode == SHMR_MODE_QUEUE ? m_q_claim(c, out, max) : m_b_claim(c, out, max, loss);
 }
 
-int64_t shmr_msg_release(shmr_consumer *c, const shmr_msg *msgs, shmr_loss *loss)
+int shmr_msg_intact(shmr_consumer *c, const shmr_msg *msgs)
+{
+    return c->claim_n == 0 || hdr_intact(c->r, msgs[0].pos);
+}
+
+/* msgs may be NULL (a consumer leaving with a claim): nothing is counted torn */
+int64_t shmr_m_release(shmr_consumer *c, const shmr_msg *msgs, shmr_loss *loss)
 {
     shmr_ring *r = c->r;
     uint64_t pos = c->claim_pos, k = c->claim_n, n = c->claim_msgs;
@@ -479,7 +502,7 @@ int64_t shmr_msg_release(shmr_consumer *c, const shmr_msg *msgs, shmr_loss *loss
      * read them (a message is intact iff its first unit is: the producer
      * overwrites in position order); pairs as in hdr_intact */
     uint64_t torn = 0, torn_bytes = 0;
-    if (r->overflow == SHMR_OVERFLOW_OVERWRITE) {
+    if (r->overflow == SHMR_OVERFLOW_OVERWRITE && msgs) {
         shmr_fence_acquire();
         uint64_t in = shmr_load_relaxed64(&r->prod->intent);
         while (torn < n && in > msgs[torn].pos + r->cap)

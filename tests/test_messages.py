@@ -35,7 +35,7 @@ def test_create_needs_exactly_one_of_dtype_and_nbytes(ring_name):
         shmring.Ring.create(ring_name, nbytes=4096.0)
 
 
-def test_kind_nbytes_rounding_and_attach(ring_name, rings):
+def test_kind_nbytes_rounding_and_attach(ring_name, ring_names, rings):
     ring = rings.create(ring_name, nbytes=5000)
     assert ring.kind == "messages" and ring.dtype is None
     assert ring.nbytes == 8192  # rounded up to a power of two
@@ -48,7 +48,7 @@ def test_kind_nbytes_rounding_and_attach(ring_name, rings):
     st = ring.stats()
     assert st["kind"] == "messages" and st["nbytes"] == 8192 and st["max_message"] == ring.max_message
     assert st["dtype"] is None and st["pushed"] == 0
-    assert rings.create(ring_name + "s", nbytes=1).nbytes == 256  # the smallest ring
+    assert rings.create(ring_names(), nbytes=1).nbytes == 256  # the smallest ring
     again = shmring.Ring.create(ring_name, nbytes=8000, exist_ok=True)
     assert again.kind == "messages"
     again.close()
@@ -143,15 +143,15 @@ def _arrays_in(obj):
         for v in obj:
             yield from _arrays_in(v)
     elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        yield from _arrays_in(dataclasses.asdict(obj))
+        yield from _arrays_in(vars(obj))  # asdict() would deep-copy the arrays
 
 
 def test_views_point_into_the_ring(pair):
     ring, prod, cons = pair
-    img = np.arange(100_000, dtype="<u4")
-    prod.push({"img": img})
-    prod.push(img)
-    prod.push(img.tobytes())
+    img = np.arange(50_000, dtype="<u4")
+    prod.push({"img": img}, timeout=5)
+    prod.push(img, timeout=5)
+    prod.push(img.tobytes(), timeout=5)
     addrs = []
     for _ in range(3):
         with cons.view(timeout=5) as v:
@@ -159,7 +159,7 @@ def test_views_point_into_the_ring(pair):
             a = np.frombuffer(a, np.uint8) if isinstance(a, memoryview) else a
             assert not a.flags.writeable
             addrs.append(a.ctypes.data)
-    # three 400 kB bodies, all inside the 1 MiB ring and 16-byte aligned
+    # three 200 kB bodies, all inside the 1 MiB ring and 16-byte aligned
     assert all(a % 16 == 0 for a in addrs)
     assert max(addrs) - min(addrs) < (1 << 20)
 
@@ -183,8 +183,7 @@ def test_reserve_publishes_bytes_on_exit_and_nothing_on_exception(pair):
         assert buf.dtype == np.uint8 and buf.shape == (1000,) and buf.flags.writeable
         buf[:] = np.arange(1000) % 256
     got = cons.pop(timeout=5)
-    assert type(got) is bytes and got == bytes(np.arange(1000, dtype=np.uint64) % 256 for _ in [0]) or \
-        got == (np.arange(1000) % 256).astype(np.uint8).tobytes()
+    assert type(got) is bytes and got == (np.arange(1000) % 256).astype(np.uint8).tobytes()
     with pytest.raises(ZeroDivisionError):
         with prod.reserve(10) as buf:
             buf[:] = 1

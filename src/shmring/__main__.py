@@ -1,6 +1,6 @@
 """Command line: inspect and clean up the rings on this machine.
 
-    shmring ls [--json]             rings: name, dtype, capacity, mode, producer, consumers, fill
+    shmring ls [--json]             rings: name, kind, mode, size, fill, producer, consumers, dtype
     shmring info NAME [--json]      full stats, per-consumer lag
     shmring rm NAME [NAME ...]      remove rings
     shmring gc [--dry-run] [--json] remove rings whose every participant is dead
@@ -53,7 +53,14 @@ def all_dead(st: dict[str, Any]) -> bool:
 
 
 def _fill(st: dict[str, Any]) -> str:
+    if st.get("kind") == "messages":
+        # messages: pushed / popped; broadcast rings count each consumer's own
+        return f"{st['pushed'] - st['popped']} msgs" if st["mode"] == "queue" else f"{st['pushed']} sent"
     return f"{st['available']}/{st['capacity']}"
+
+
+def _size(st: dict[str, Any]) -> str:
+    return f"{st['nbytes']}B" if st.get("kind") == "messages" else str(st["capacity"])
 
 
 def cmd_ls(args) -> int:
@@ -64,7 +71,7 @@ def cmd_ls(args) -> int:
     if not rows:
         print("no rings")
         return 0
-    print(f"{'NAME':<26} {'MODE':<19} {'CAP':>9} {'FILL':>17} {'PRODUCER':>9} {'CONS':>4}  DTYPE")
+    print(f"{'NAME':<26} {'KIND':<8} {'MODE':<19} {'CAP':>10} {'FILL':>17} {'PRODUCER':>9} {'CONS':>4}  DTYPE")
     for st in rows:
         if "error" in st:
             print(f"{st['name']:<26} ?  {st['error']}")
@@ -72,8 +79,10 @@ def cmd_ls(args) -> int:
         mode = st["mode"] if st["mode"] == "queue" else f"broadcast/{st['overflow']}"
         prod = "closed" if st["closed"] else (str(st["producer_pid"]) if st["producer_alive"] else "-")
         live = sum(1 for c in st["consumers"] if c["alive"])
-        dtype = st["dtype"] if len(st["dtype"]) <= 40 else st["dtype"][:37] + "..."
-        print(f"{st['name']:<26} {mode:<19} {st['capacity']:>9} {_fill(st):>17} {prod:>9} {live:>4}  {dtype}")
+        dtype = st["dtype"] or "-"
+        dtype = dtype if len(dtype) <= 40 else dtype[:37] + "..."
+        print(f"{st['name']:<26} {st.get('kind', 'records'):<8} {mode:<19} {_size(st):>10} {_fill(st):>17} "
+              f"{prod:>9} {live:>4}  {dtype}")
     return 0
 
 
@@ -85,15 +94,20 @@ def cmd_info(args) -> int:
     if "error" in st:
         print(f"{args.name}: {st['error']}", file=sys.stderr)
         return 1
-    for key in ("name", "dtype", "mode", "overflow", "capacity", "record_size", "segment_size", "pushed",
-                "popped", "available", "producer_pid", "producer_alive", "closed", "close_reason",
-                "abandoned", "evicted", "waiters", "creator_pid", "layout_version"):
+    keys = ["name", "kind", "dtype", "mode", "overflow", "capacity", "record_size", "segment_size", "pushed",
+            "popped", "available", "producer_pid", "producer_alive", "closed", "close_reason",
+            "abandoned", "evicted", "waiters", "creator_pid", "layout_version"]
+    if st["kind"] == "messages":
+        keys[keys.index("capacity"):keys.index("segment_size")] = ["nbytes", "max_message"]
+        keys[keys.index("abandoned") + 1:keys.index("abandoned") + 1] = ["abandoned_bytes", "bytes_pushed"]
+    for key in keys:
         print(f"{key:<15} {st[key]}")
     print(f"consumers       {st['n_consumers']} of {st['max_consumers']}")
     for c in st["consumers"]:
-        lag = c.get("lag", c["claimed"])
+        lag = c.get("lag", c.get("lag_bytes", c["claimed"]))
+        dropped = f"{c['dropped']} ({c['dropped_bytes']} B)" if st["kind"] == "messages" else c["dropped"]
         print(f"  #{c['index']:<3} pid {c['pid']:<8} {'alive' if c['alive'] else 'dead':<5} "
-              f"popped {c['popped']:<12} dropped {c['dropped']:<10} lag {lag}")
+              f"popped {c['popped']:<12} dropped {dropped!s:<10} lag {lag}")
     return 0
 
 

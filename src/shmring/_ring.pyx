@@ -15,7 +15,7 @@ cimport numpy as cnp
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.ref cimport PyObject, Py_INCREF
-from libc.errno cimport EINTR, ETIMEDOUT, EBUSY
+from libc.errno cimport EBUSY, EINTR, EIO, EMSGSIZE, ETIMEDOUT
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
@@ -157,7 +157,8 @@ cdef class Mapping:
 
     @staticmethod
     def create(str name, uint64_t capacity, uint64_t record_size, uint32_t align, uint32_t mode,
-               uint32_t overflow, uint32_t max_consumers, bytes descr, unsigned perm):
+               uint32_t overflow, uint32_t max_consumers, bytes descr, unsigned perm,
+               uint32_t kind=SHMR_KIND_RECORDS):
         cdef Mapping m = Mapping.__new__(Mapping)
         cdef shmr_params p
         p.capacity = capacity
@@ -168,6 +169,7 @@ cdef class Mapping:
         p.max_consumers = max_consumers
         p.descr = descr
         p.descr_len = <uint32_t>len(descr)
+        p.kind = kind
         cdef bytes bname = name.encode()
         cdef const char *cname = bname
         cdef int rc
@@ -220,6 +222,14 @@ cdef class Mapping:
     def overflow(self):
         return shmr_overflow(self.r)
 
+    @property
+    def kind(self):
+        return shmr_kind(self.r)
+
+    @property
+    def max_message(self):
+        return shmr_msg_max(self.r) if shmr_kind(self.r) == SHMR_KIND_MESSAGES else None
+
     def info(self):
         cdef shmr_ring_info i
         shmr_info(self.r, &i)
@@ -233,6 +243,8 @@ cdef class Mapping:
             "abandoned": i.abandoned, "evicted": i.evicted, "popped_retired": i.popped_retired,
             "creator_pid": i.creator_pid,
             "create_time_ns": i.create_time_ns, "n_consumers": i.n_consumers,
+            "kind": i.kind, "msgs": i.msgs, "bytes": i.bytes, "abandoned_bytes": i.abandoned_bytes,
+            "max_message": i.max_message,
         }
 
     def consumer_infos(self):
@@ -245,6 +257,7 @@ cdef class Mapping:
             shmr_consumer_infos(self.r, buf, cap, &n)
             return [{"index": buf[k].index, "pid": buf[k].pid, "start_time": buf[k].start_time,
                      "cursor": buf[k].cursor, "popped": buf[k].popped, "dropped": buf[k].dropped,
+                     "dropped_bytes": buf[k].dropped_bytes,
                      "claimed": buf[k].claim_n, "alive": bool(buf[k].alive)} for k in range(n)]
         finally:
             free(buf)
@@ -876,3 +889,6 @@ cdef class View:
                 self._cons._release()
             except Exception:
                 pass
+
+
+include "_messages.pxi"
