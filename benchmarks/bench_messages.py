@@ -91,7 +91,7 @@ class Chan:
             big = case in ("dict1mb", "mixed", "zc1mb", "zc6mb")
             self.ring = shmring.Ring.create(self.name, nbytes=(64 << 20) if big else (4 << 20))
         elif peer == "mp.Queue":
-            self.q = CTX.Queue()
+            self.q = CTX.Queue(maxsize=256)  # bounded like the others, so the producer cannot run ahead
         elif peer == "faster-fifo":
             import faster_fifo
 
@@ -148,6 +148,7 @@ def producer(chan: Chan, items, seconds: float, start):
 
         ctx = zmq.Context()
         s = ctx.socket(zmq.PUSH)
+        s.setsockopt(zmq.SNDHWM, 256)
         s.connect(chan.addr)
         if case == "bytes64" or case == "mixed":
             while time.monotonic() < t_end:
@@ -205,26 +206,34 @@ def consumer(chan: Chan, resq, start):
 
         ctx = zmq.Context()
         s = ctx.socket(zmq.PULL)
+        s.setsockopt(zmq.RCVHWM, 256)
+        # the end marker does not always arrive here before the producer's
+        # context ends (seen with pyzmq 27): a quiet second also ends the run,
+        # and the time is taken at the last message received
+        s.setsockopt(zmq.RCVTIMEO, 1000)
         s.bind(chan.addr)
         start.set()
-        if case in ("bytes64", "mixed"):
-            m = s.recv(copy=False)
+        raw = case in ("bytes64", "mixed")
+        try:
+            m = s.recv(copy=False) if raw else zmq_recv_obj(s)
             t0 = time.perf_counter()
-            n, nbytes = 1, len(m)
+            n, nbytes = 1, (len(m) if raw else 0)
             while True:
-                m = s.recv(copy=False)
-                if len(m) == 0:
+                if raw:
+                    m = s.recv(copy=False)
+                    if len(m) == 0:
+                        break
+                    nbytes += len(m)
+                elif zmq_recv_obj(s) is None:
                     break
                 n += 1
-                nbytes += len(m)
-        else:
-            obj = zmq_recv_obj(s)
-            t0 = time.perf_counter()
-            n = 1
-            while zmq_recv_obj(s) is not None:
-                n += 1
-        s.close()
+                t_last = time.perf_counter()
+        except zmq.Again:
+            pass
+        s.close(linger=0)
         ctx.term()
+        resq.put((n, nbytes, t_last - t0))
+        return
     else:
         get = chan.q.get
         start.set()
@@ -259,6 +268,16 @@ def run(peer: str, case: str, seconds: float) -> dict:
         prod.start()
         try:
             n, nbytes, dt = resq.get(timeout=seconds + TIMEOUT)
+        except Exception:
+            print(f"{peer} {case}: no result from the consumer", file=sys.stderr, flush=True)
+            if peer == "shmring" and os.environ.get("BENCH_DEBUG"):
+                st = chan.ring.stats()
+                print("HANG", case, {k: st[k] for k in ("pushed", "popped", "close_reason", "waiters",
+                                                         "producer_alive")}, st["consumers"],
+                      "prod", prod.is_alive(), prod.exitcode, "cons", cons.is_alive(), cons.exitcode, flush=True)
+                import subprocess
+                subprocess.run(["py-spy", "dump", "--pid", str(cons.pid)])
+            raise
         finally:
             for p in (prod, cons):
                 p.join(10)
@@ -291,6 +310,7 @@ def fmt(v: float) -> str:
 
 
 def main(argv=None) -> int:
+    sys.stdout.reconfigure(line_buffering=True)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="shorter runs (about a minute)")
     ap.add_argument("--seconds", type=float, default=None, help="seconds per measurement")

@@ -126,6 +126,23 @@ class Encoded:
         self._write = write
         self._arg = arg
 
+    def parts(self) -> list | None:
+        """(offset, contiguous buffer) pairs that together are the body, for a
+        writer that copies each with one memcpy; None when the body must be
+        written by write_into (a strided array is copied into its new layout)."""
+        k, a = self.kind, self._arg
+        if k == BYTES or k == PICKLE:
+            return [(0, a)]
+        if k == ARRAY:
+            head, off, arr, order = a
+            return [(0, head), (off, arr)] if order == "K" else None
+        stream, raws, offsets = a
+        head = bytearray(_OOB_HEAD.pack(len(stream), len(raws)))
+        for raw, o in zip(raws, offsets):
+            head += _OOB_ENTRY.pack(o, raw.nbytes)
+        head += stream
+        return [(0, head)] + list(zip(offsets, raws))
+
     def write_into(self, dest: Any) -> None:
         """Write the body into ``dest``, a writable buffer of exactly ``nbytes`` bytes."""
         mv = dest if type(dest) is memoryview else memoryview(dest)
@@ -189,6 +206,11 @@ def _write_oob(dest: memoryview, arg: tuple) -> None:
 def _pickle_plan(obj: Any) -> Encoded:
     pbs: list = []
     stream = pickle.dumps(obj, protocol=5, buffer_callback=pbs.append)
+    return pickled(stream, pbs)
+
+
+def pickled(stream: bytes, pbs: list) -> Encoded:
+    """The message for a pickle stream already made with ``buffer_callback=pbs.append``."""
     if not pbs:
         return Encoded(PICKLE, len(stream), _write_bytes, stream)
     # pickle itself refuses a PickleBuffer over non-contiguous memory, so raw() cannot fail
@@ -233,7 +255,9 @@ def encode_bytes(obj: Any) -> bytes:
 # -- decoding ------------------------------------------------------------------
 
 
-def _decode_array(body: memoryview, copy: bool) -> np.ndarray:
+def array_meta(body: Any) -> tuple:
+    """(dtype, shape, order, data offset) of an array message, checked against its size."""
+    body = body if type(body) is memoryview else memoryview(body)
     n = len(body)
     if n < _ARRAY_HEAD.size:
         raise CorruptMessageError(f"array message of {n} bytes is shorter than its header")
@@ -253,17 +277,13 @@ def _decode_array(body: memoryview, copy: bool) -> np.ndarray:
     if off + count * dt.itemsize != n:
         raise CorruptMessageError(
             f"array message of {n} bytes does not hold shape {tuple(shape)} of {dt} after a {off}-byte header")
-    order = "F" if flag == _ORDER_F else "C"
-    if copy:
-        out = np.empty(shape, dt, order=order)
-        if count and dt.itemsize:
-            # one copy, straight from the body into the new array's memory
-            out.reshape(-1, order="A").view(np.uint8)[:] = np.frombuffer(body, np.uint8, count * dt.itemsize, off)
-        return out
-    return np.ndarray(shape, dt, buffer=body, offset=off, order=order)
+    return dt, shape, "F" if flag == _ORDER_F else "C", off
 
 
-def _decode_oob(body: memoryview, copy: bool, src: memoryview) -> Any:
+def oob_table(body: Any) -> tuple:
+    """(stream offset, stream length, [(offset, length) of each buffer]) of a
+    PICKLE_OOB message, checked against its size."""
+    body = body if type(body) is memoryview else memoryview(body)
     n = len(body)
     if n < _OOB_HEAD.size:
         raise CorruptMessageError(f"pickle message of {n} bytes is shorter than its header")
@@ -271,14 +291,30 @@ def _decode_oob(body: memoryview, copy: bool, src: memoryview) -> Any:
     pos = _OOB_HEAD.size
     if nbuf > (n - pos) // _OOB_ENTRY.size or pos + nbuf * _OOB_ENTRY.size + slen > n:
         raise CorruptMessageError("pickle message has a corrupt buffer table")
-    bufs = []
+    table = []
     for _ in range(nbuf):
         o, ln = _OOB_ENTRY.unpack_from(body, pos)
         pos += _OOB_ENTRY.size
         if o > n or ln > n - o:
             raise CorruptMessageError(f"pickle message buffer [{o}, {o + ln}) lies outside its {n} bytes")
-        b = src[o : o + ln]
-        bufs.append(bytearray(b) if copy else b)
+        table.append((o, ln))
+    return pos, slen, table
+
+
+def _decode_array(body: memoryview, copy: bool) -> np.ndarray:
+    dt, shape, order, off = array_meta(body)
+    if copy:
+        out = np.empty(shape, dt, order=order)
+        if out.nbytes:
+            # one copy, straight from the body into the new array's memory
+            out.reshape(-1, order="A").view(np.uint8)[:] = np.frombuffer(body, np.uint8, out.nbytes, off)
+        return out
+    return np.ndarray(shape, dt, buffer=body, offset=off, order=order)
+
+
+def _decode_oob(body: memoryview, copy: bool, src: memoryview) -> Any:
+    pos, slen, table = oob_table(body)
+    bufs = [bytearray(src[o : o + ln]) if copy else src[o : o + ln] for o, ln in table]
     return pickle.loads(body[pos : pos + slen], buffers=bufs)
 
 

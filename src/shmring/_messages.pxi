@@ -5,13 +5,19 @@
 # Hot paths (bytes in and out) stay in C calls; arrays and pickles go through
 # the codec, which writes straight into the ring and reads straight out of it.
 
-from cpython.buffer cimport PyBUF_WRITABLE, PyBuffer_FillInfo
+from cpython.buffer cimport PyBUF_ANY_CONTIGUOUS, PyBUF_WRITABLE, PyBuffer_FillInfo
 from cpython.bytearray cimport PyByteArray_FromStringAndSize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.string cimport memcpy
 
+from pickle import dumps as _pickle_dumps, loads as _pickle_loads
+
 from shmring import _codec
 from shmring.errors import CorruptMessageError, PickleRefusedError
+
+cdef uint32_t K_BYTES = _codec.BYTES
+cdef uint32_t K_PICKLE = _codec.PICKLE
+cdef uint32_t K_ARRAY = _codec.ARRAY
 
 KIND_RECORDS = SHMR_KIND_RECORDS
 KIND_MESSAGES = SHMR_KIND_MESSAGES
@@ -45,13 +51,42 @@ cdef class _Span:
         pass
 
 
-cdef inline object _span(Mapping m, const void *ptr, uint64_t n, bint readonly):
+cdef inline _Span _raw_span(Mapping m, const void *ptr, uint64_t n, bint readonly):
     cdef _Span s = _Span.__new__(_Span)
     s._map = m
     s._ptr = <char *>ptr
     s._len = <Py_ssize_t>n
     s._readonly = readonly
-    return memoryview(s)
+    return s
+
+
+cdef inline object _span(Mapping m, const void *ptr, uint64_t n, bint readonly):
+    return memoryview(_raw_span(m, ptr, n, readonly))
+
+
+cdef object _copy_out(Mapping mp, uint32_t kind, const char *body, uint64_t n, bint allow_pickle):
+    """A decoded copy of a body: every buffer copied once with memcpy (without
+    the GIL when large) into memory the result owns."""
+    cdef char *dst
+    cdef uint64_t nb, at
+    span = _span(mp, body, n, True)
+    if kind == K_ARRAY:
+        dt, shape, order, off = _codec.array_meta(span)
+        out = np.empty(shape, dt, order=order)
+        nb = out.nbytes
+        at = off
+        dst = <char *>cnp.PyArray_DATA(out)
+        if nb >= NOGIL_BYTES:
+            with nogil:
+                memcpy(dst, body + at, nb)
+        elif nb:
+            memcpy(dst, body + at, nb)
+        return out
+    if kind == _codec.PICKLE_OOB and allow_pickle:
+        pos, slen, table = _codec.oob_table(span)
+        bufs = [PyByteArray_FromStringAndSize(body + <uint64_t>o, <Py_ssize_t>ln) for o, ln in table]
+        return _pickle_loads(span[pos:pos + slen], buffers=bufs)
+    return _codec.decode(kind, span, copy=True, allow_pickle=allow_pickle)
 
 
 # ---- producer ---------------------------------------------------------------
@@ -121,9 +156,29 @@ cdef class MessageProducer(_Handle):
                 raise Full(f"ring is full: {pushed[0]} messages pushed before the timeout", pushed=pushed[0])
 
     cdef int _write(self, object enc, void *body) except -1:
+        """One memcpy per buffer (without the GIL for large ones); a strided array
+        is copied into its new layout by numpy instead."""
         cdef uint64_t n = enc.nbytes
-        if n:
+        cdef Py_buffer buf
+        cdef Py_ssize_t off
+        if n == 0:
+            return 0
+        parts = enc.parts()
+        if parts is None:
             enc.write_into(_span(self._map, body, n, False))
+            return 0
+        for off, obj in parts:
+            PyObject_GetBuffer(obj, &buf, PyBUF_ANY_CONTIGUOUS)
+            try:
+                if <uint64_t>(off + buf.len) > n:
+                    raise ValueError("a message part lies outside its body")  # never from the codec
+                if buf.len >= NOGIL_BYTES:
+                    with nogil:
+                        memcpy(<char *>body + off, buf.buf, buf.len)
+                else:
+                    memcpy(<char *>body + off, buf.buf, buf.len)
+            finally:
+                PyBuffer_Release(&buf)
         return 0
 
     cdef int _check_push(self) except -1:
@@ -138,14 +193,25 @@ cdef class MessageProducer(_Handle):
         Blocks while the ring is full: ``timeout`` None = forever, 0 = never, else seconds."""
         cdef void *body
         cdef uint64_t n, pushed = 0
+        cdef uint32_t kind = K_BYTES
         self._check_push()
-        if type(obj) is bytes:  # the common case, without the codec
+        t = type(obj)
+        if t is not bytes and t is not bytearray and t is not memoryview and t is not np.ndarray:
+            # a pickle; most have no out-of-band buffer and are copied like bytes
+            pbs = []
+            obj = _pickle_dumps(obj, protocol=5, buffer_callback=pbs.append)
+            if pbs:
+                obj = _codec.pickled(obj, pbs)
+            kind = K_PICKLE
+        if type(obj) is bytes:  # the common cases, without the codec
             n = <uint64_t>PyBytes_GET_SIZE(obj)
-            body = self._place(_codec.BYTES, n, timeout, &pushed)
+            if n > self.max_message:
+                raise _too_large(n, self.max_message)
+            body = self._place(kind, n, timeout, &pushed)
             memcpy(body, PyBytes_AS_STRING(obj), n)
             shmr_msg_commit(self._p)
             return None
-        enc = _codec.encode(obj)  # pickle errors surface here, before anything is placed
+        enc = obj if kind == K_PICKLE else _codec.encode(obj)
         if enc.nbytes > self.max_message:
             raise _too_large(enc.nbytes, self.max_message)
         body = self._place(enc.kind, enc.nbytes, timeout, &pushed)
@@ -359,10 +425,11 @@ cdef class MessageConsumer(_Handle):
     cdef object _decode_copy(self, shmr_msg *m):
         """The message as an object owning its memory, read straight from the ring
         (queue and broadcast-block: the claim keeps the frame from being reused)."""
-        if m.kind == _codec.BYTES:
+        if m.kind == K_BYTES:
             return PyBytes_FromStringAndSize(<const char *>m.body, m.len)
-        return _codec.decode(m.kind, _span(self._map, m.body, m.len, True), copy=True,
-                             allow_pickle=self._allow_pickle)
+        if m.kind == K_PICKLE and self._allow_pickle:
+            return _pickle_loads(_raw_span(self._map, m.body, m.len, True))
+        return _copy_out(self._map, m.kind, <const char *>m.body, m.len, self._allow_pickle)
 
     cdef list _take(self, Py_ssize_t max_messages, object timeout):
         """Up to max_messages decoded messages (at least one: waits like pop)."""
