@@ -24,6 +24,8 @@ The contract checked for every input:
 Modes:
   fuzz_attach.py [libFuzzer flags] [CORPUS_DIR ...]   atheris fuzzing (pip install atheris)
   fuzz_attach.py --make-corpus DIR                    seed corpus from real rings
+  fuzz_attach.py --field-counts                       mutations per layout field over the
+                                                      deterministic cases (exit 1 if one is never hit)
   fuzz_attach.py --replay FILE|DIR ...                run inputs one by one, one line each:
                                                       "B <i>" before, "E <i> <outcome>" after,
                                                       "X <i> <exception>" for a broken contract
@@ -37,48 +39,48 @@ import random
 import struct
 import sys
 import traceback
+from collections import Counter
+
+from shmring import _ring
 
 EXTEND_MAX = 64 << 20  # largest file the harness grows to (sparse)
-PAGE = 4096
-BLOCK = 128
-MAGIC = 0x31474E4952524D53
-DESCR_MAX = 3968
 SEED_PREFIX_BYTES = 8192  # seeds keep a real ring's first 8 KiB, then zero padding
 
-# header fields: name -> (offset, struct format)
-FIELDS = {
-    "magic": (0, "<Q"),
-    "version": (8, "<I"),
-    "header_size": (12, "<I"),
-    "segment_size": (16, "<Q"),
-    "capacity": (24, "<Q"),
-    "record_size": (32, "<Q"),
-    "stride": (40, "<Q"),
-    "record_align": (48, "<I"),
-    "mode": (52, "<I"),
-    "overflow": (56, "<I"),
-    "max_consumers": (60, "<I"),
-    "consumers_offset": (64, "<Q"),
-    "done_offset": (72, "<Q"),
-    "slots_offset": (80, "<Q"),
-    "create_time_ns": (88, "<Q"),
-    "creator_pid": (96, "<I"),
-    "descr_len": (100, "<I"),
-    "reserved0": (104, "<Q"),
-}
-DESCR_OFF = 128
+# Every offset comes from the compiled module (csrc/shmr_layout.h via _ring.LAYOUT).
+LAYOUT = _ring.LAYOUT
+PAGE = _ring.LAYOUT_PAGE
+BLOCK = _ring.LAYOUT_BLOCK
+MAGIC = _ring.LAYOUT_MAGIC
+DESCR_OFF, DESCR_MAX = LAYOUT["header.descr"]
+CONSUMERS_OFF = LAYOUT["cslot"][0]
+CSLOT_SIZE = LAYOUT["cslot"][1]
+RELEASE_SIZE = LAYOUT["release"][1]
+_FMT = {4: "<I", 8: "<Q"}
 
-# runtime words after the header (only the opt-in runtime mutations touch them)
-RUNTIME = {
-    "head": (4096, "<Q"),
-    "intent": (4104, "<Q"),
-    "limit": (4112, "<Q"),
-    "tail": (4224, "<Q"),
-    "producer_owner": (4608, "<Q"),
-    "close_reason": (4616, "<I"),
-    "join_epoch": (4620, "<I"),
-}
-CONSUMERS_OFF = 4736  # each slot: owner u64, ready u32, claim_state u32, cursor, claim_pos, claim_n, popped, dropped
+
+def _fields(region: str) -> dict[str, tuple[int, str]]:
+    """name -> (offset, struct format) for the integer fields of one region."""
+    out = {}
+    for key, (off, size) in LAYOUT.items():
+        reg, dot, name = key.partition(".")
+        if dot and reg == region and size in _FMT:
+            out[name] = (off, _FMT[size])
+    return out
+
+
+# header fields (every one except the descriptor text, which has its own cases)
+FIELDS = _fields("header")
+# control words after the header: "region.field" -> (absolute offset, format)
+CONTROL = {f"{reg}.{name}": v for reg in ("prod", "tail", "data_ec", "space_ec", "ctl")
+           for name, v in _fields(reg).items()}
+# per-consumer slot and release-record fields: offsets within one slot / record
+CSLOT = _fields("cslot")
+RELEASE = _fields("release")
+
+# How often each field was set by a mutation in this process ("header.capacity",
+# "ctl.stream", "cslot.claim_n", ...); --field-counts prints it for the
+# deterministic cases.
+MUTATIONS: Counter[str] = Counter()
 
 U32 = (1 << 32) - 1
 U64 = (1 << 64) - 1
@@ -195,44 +197,76 @@ def round_up(v: int, a: int) -> int:
     return (v + a - 1) // a * a
 
 
-def layout(cap: int, stride: int, mode: int, mc: int) -> tuple[int, int, int, int]:
-    """(consumers_offset, done_offset, slots_offset, segment_size), as the core computes it."""
-    consumers = PAGE + 5 * BLOCK
-    end = consumers + mc * BLOCK
+def layout(cap: int, stride: int, mode: int, max_consumers: int) -> tuple[int, int, int, int]:
+    """(consumers_offset, releases_offset, slots_offset, segment_size), as the core computes it."""
+    consumers = CONSUMERS_OFF
+    end = consumers + max_consumers * CSLOT_SIZE
     if mode == 0:
-        done = round_up(end, BLOCK)
-        end = done + cap * 16
+        releases = round_up(end, BLOCK)
+        end = releases + cap * RELEASE_SIZE
     else:
-        done = 0
+        releases = 0
     slots = round_up(end, PAGE)
-    return consumers, done, slots, round_up(slots + cap * stride, PAGE)
+    return consumers, releases, slots, round_up(slots + cap * stride, PAGE)
 
 
-def get(seg: bytes, field: str) -> int:
-    off, fmt = FIELDS.get(field) or RUNTIME[field]
+def _where(seg: bytes, field: str, index: int = 0) -> tuple[int, str]:
+    """(offset, format) of a header field ("capacity"), a control word ("ctl.stream"),
+    or field of consumer slot / release record number index ("cslot.owner", "release.tag")."""
+    if field in FIELDS:
+        return FIELDS[field]
+    if field in CONTROL:
+        return CONTROL[field]
+    region, _, name = field.partition(".")
+    if region == "cslot":
+        off, fmt = CSLOT[name]
+        return CONSUMERS_OFF + index * CSLOT_SIZE + off, fmt
+    off, fmt = RELEASE[name]
+    base = struct.unpack_from(FIELDS["releases_offset"][1], seg, FIELDS["releases_offset"][0])[0]
+    return base + index * RELEASE_SIZE + off, fmt
+
+
+def get(seg: bytes, field: str, index: int = 0) -> int:
+    off, fmt = _where(seg, field, index)
     return struct.unpack_from(fmt, seg, off)[0]
 
 
-def put(seg: bytearray, field: str, value: int) -> None:
-    off, fmt = FIELDS.get(field) or RUNTIME[field]
+def put(seg: bytearray, field: str, value: int, index: int = 0) -> None:
+    off, fmt = _where(seg, field, index)
     top = U32 if fmt == "<I" else U64
     if len(seg) < off + struct.calcsize(fmt):
         seg.extend(b"\0" * (off + struct.calcsize(fmt) - len(seg)))
     struct.pack_into(fmt, seg, off, value & top)
 
 
+def mutate_field(seg: bytearray, field: str, value: int, index: int = 0) -> bytearray:
+    """put(), counted in MUTATIONS under the field's layout name."""
+    put(seg, field, value, index)
+    MUTATIONS[field if "." in field else f"header.{field}"] += 1
+    return seg
+
+
+def fmt_of(field: str) -> str:
+    if field in FIELDS:
+        return FIELDS[field][1]
+    if field in CONTROL:
+        return CONTROL[field][1]
+    region, _, name = field.partition(".")
+    return (CSLOT if region == "cslot" else RELEASE)[name][1]
+
+
 def relayout(seg: bytearray, **params: int) -> bytearray:
     """Set capacity/record_size/mode/max_consumers/... and recompute the offsets and
     segment_size so that a header stays self-consistent."""
     for k, v in params.items():
-        put(seg, k, v)
+        mutate_field(seg, k, v)
     if "record_size" in params and "stride" not in params:
         put(seg, "stride", params["record_size"])
-    cap, stride, mode, mc = (get(seg, f) for f in ("capacity", "stride", "mode", "max_consumers"))
-    c, d, s, size = layout(cap, stride, mode, mc)
-    put(seg, "consumers_offset", c)
-    put(seg, "done_offset", d)
-    put(seg, "slots_offset", s)
+    cap, stride, mode, max_consumers = (get(seg, f) for f in ("capacity", "stride", "mode", "max_consumers"))
+    consumers, releases, slots, size = layout(cap, stride, mode, max_consumers)
+    put(seg, "consumers_offset", consumers)
+    put(seg, "releases_offset", releases)
+    put(seg, "slots_offset", slots)
     put(seg, "segment_size", size)
     return seg
 
@@ -251,6 +285,7 @@ def set_descr(seg: bytearray, text: bytes, descr_len: int | None = None) -> byte
     text = text[: DESCR_MAX]
     seg[DESCR_OFF:DESCR_OFF + DESCR_MAX] = text + b"\0" * (DESCR_MAX - len(text))
     put(seg, "descr_len", len(text) if descr_len is None else descr_len)
+    MUTATIONS["header.descr"] += 1
     return seg
 
 
@@ -282,7 +317,7 @@ def write_segment(name: str, seg: bytes, extend: bool) -> None:
         if seg:
             os.write(fd, seg)
         if extend and len(seg) >= DESCR_OFF:
-            want = struct.unpack_from("<Q", seg, 16)[0]
+            want = get(seg, "segment_size")
             if len(seg) < want <= EXTEND_MAX:
                 os.ftruncate(fd, want)
     finally:
@@ -340,16 +375,19 @@ def _touch(obj) -> None:
 
 
 def _known_producer_hang(ring) -> bool:
-    """Queue mode: a release record with tag == limit and len == 0 at the producer's
-    limit makes push() spin forever (reported; skipped with SHMRING_FUZZ_SKIP_KNOWN)."""
+    """Queue mode: a release record with tag == writable_end and len == 0 at the
+    producer's writable_end made push() spin forever in older cores (reported;
+    skipped with SHMRING_FUZZ_SKIP_KNOWN)."""
     if ring.mode != "queue":
         return False
     with open(segment_path(ring.name), "rb") as f:
         seg = f.read()
-    limit = struct.unpack_from("<Q", seg, RUNTIME["limit"][0])[0]
-    done = get(seg, "done_offset") + 16 * (limit & (ring.capacity - 1))
-    tag, length = struct.unpack_from("<QQ", seg, done) if done + 16 <= len(seg) else (0, 0)
-    return length == 0 and tag == limit
+    end = get(seg, "prod.writable_end")
+    index = end & (ring.capacity - 1)
+    off, _ = _where(seg, "release.tag", index)
+    if off + RELEASE_SIZE > len(seg):
+        return False
+    return get(seg, "release.len", index) == 0 and get(seg, "release.tag", index) == end
 
 
 def _exercise(ring, flags: int) -> str:
@@ -433,13 +471,13 @@ def make_seeds() -> list[tuple[str, bytes]]:
     import shmring
 
     out = []
-    for i, (label, dt, cap, mode, ov, mc, n, keep, close) in enumerate(SEED_CONFIGS):
+    for i, (label, dt, cap, mode, ov, max_consumers, n, keep, close) in enumerate(SEED_CONFIGS):
         name = f"fzs{os.getpid()}-{i}"
         try:
             shmring.unlink(name)
         except FileNotFoundError:
             pass
-        ring = shmring.Ring.create(name, dt, cap, mode=mode, overflow=ov, max_consumers=mc)
+        ring = shmring.Ring.create(name, dt, cap, mode=mode, overflow=ov, max_consumers=max_consumers)
         try:
             cons = [ring.consumer(start="oldest") for _ in range(keep)]
             prod = ring.producer()
@@ -482,8 +520,7 @@ def targeted_cases(seeds: list[tuple[str, bytes]], marker: str) -> list[tuple[st
             orig = get(seed, field)
             values = set(interesting(fmt)) | {orig + 1, orig - 1 if orig else 1, orig * 2, orig // 2, orig ^ 0x80}
             for v in sorted(values):
-                seg = bytearray(seed)
-                put(seg, field, v)
+                seg = mutate_field(bytearray(seed), field, v)
                 add(f"{slabel}/{field}={v:#x}", seg)
                 if field in ("capacity", "record_size", "max_consumers", "mode", "stride"):
                     # the same value with the layout fields recomputed, file grown to fit
@@ -492,8 +529,7 @@ def targeted_cases(seeds: list[tuple[str, bytes]], marker: str) -> list[tuple[st
         # magic: near misses
         for m in (MAGIC ^ 1, MAGIC ^ (1 << 63), int.from_bytes(MAGIC.to_bytes(8, "little"), "big"),
                   int.from_bytes(b"SMRRING2", "little"), int.from_bytes(b"SMRRING0", "little")):
-            seg = bytearray(seed)
-            put(seg, "magic", m)
+            seg = mutate_field(bytearray(seed), "magic", m)
             add(f"{slabel}/magic={m:#x}", seg)
         # file shorter / longer than the header says
         size = get(seed, "segment_size")
@@ -516,14 +552,56 @@ def targeted_cases(seeds: list[tuple[str, bytes]], marker: str) -> list[tuple[st
             add(f"{slabel}/descr-raw:{raw[:30]!r}", set_descr(bytearray(seed), raw))
         dl = get(seed, "descr_len")
         for v in (0, 1, dl - 1, dl + 1, DESCR_MAX - 1, DESCR_MAX, DESCR_MAX + 1, U32):
-            seg = bytearray(seed)
-            put(seg, "descr_len", v)
+            seg = mutate_field(bytearray(seed), "descr_len", v)
             add(f"{slabel}/descr_len={v}", seg)
         seg = bytearray(seed)
         seg[DESCR_OFF:DESCR_OFF + DESCR_MAX] = b"A" * DESCR_MAX
         put(seg, "descr_len", DESCR_MAX - 1)
         add(f"{slabel}/descr-all-A", seg)
     return cases
+
+
+def control_values(fmt: str, orig: int) -> list[int]:
+    top = U32 if fmt == "<I" else U64
+    return sorted({0, 1, 2, 3, 8, 4096, 1 << 31, top, top - 1, orig + 1, orig - 1 if orig else 1, orig ^ (1 << 31)}
+                  | ({1 << 32, 1 << 63, U32} if fmt == "<Q" else set()))
+
+
+def control_cases(seeds: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """(label, input) pairs: every control word after the header (producer block,
+    tail, both eventcounts, control block), every field of consumer slots 0 and 1
+    and of the release record at the producer's position set to edge values, on
+    every seed. The header stays valid, so every input must attach; then a
+    consumer, the producer, pops, views, pushes and a reservation run on the
+    corrupt state (flag 0x0F) and must raise nothing but ring exceptions."""
+    cases: list[tuple[str, bytes]] = []
+    for slabel, seed in seeds:
+        targets = [(f, 0) for f in CONTROL] + [(f"cslot.{n}", i) for n in CSLOT for i in (0, 1)]
+        if get(seed, "releases_offset"):
+            at = get(seed, "prod.writable_end") & (get(seed, "capacity") - 1)
+            targets += [(f"release.{n}", at) for n in RELEASE]
+        for field, index in targets:
+            fmt = fmt_of(field)
+            for v in control_values(fmt, get(seed, field, index)):
+                seg = mutate_field(bytearray(seed), field, v, index)
+                cases.append((f"{slabel}/{field}[{index}]={v:#x}", bytes([0x0F]) + bytes(seg)))
+    return cases
+
+
+def every_field() -> list[str]:
+    """The layout names of every header and control field the fuzzer must mutate."""
+    return sorted(k for k in LAYOUT if "." in k)
+
+
+def field_counts(seeds: list[tuple[str, bytes]], random_n: int = 2000, seed: int = 20261124) -> Counter[str]:
+    """Mutations per field over the deterministic cases (targeted, control, and
+    random_n reproducible random inputs), counted as the cases are built."""
+    MUTATIONS.clear()
+    targeted_cases(seeds, "/nonexistent/unused")
+    control_cases(seeds)
+    random_cases(seeds, random_n, seed)
+    return Counter({k: MUTATIONS.get(k, 0) for k in every_field()}) + Counter(
+        {k: v for k, v in MUTATIONS.items() if k not in LAYOUT})
 
 
 def random_cases(seeds: list[tuple[str, bytes]], n: int, seed: int) -> list[tuple[str, bytes]]:
@@ -552,7 +630,7 @@ def random_cases(seeds: list[tuple[str, bytes]], n: int, seed: int) -> list[tupl
                 field = rng.choice(list(FIELDS))
                 fmt = FIELDS[field][1]
                 v = rng.choice(interesting(fmt) + [rng.getrandbits(32 if fmt == "<I" else 64)])
-                put(seg, field, v)
+                mutate_field(seg, field, v)
             label = f"{slabel}/random-fields-{i}"
         elif kind == 3:
             seg = bytearray(base)
@@ -619,12 +697,14 @@ def mutate(data: bytes, max_size: int, seed: int, runtime: bool = False) -> byte
         return out[:max_size]
     else:  # runtime words and consumer slots (opt-in: corrupt run-time state)
         if rng.random() < 0.5:
-            field = rng.choice(list(RUNTIME))
-            put(seg, field, rng.choice(interesting(RUNTIME[field][1])))
+            field = rng.choice(list(CONTROL))
+            mutate_field(seg, field, rng.choice(interesting(CONTROL[field][1])))
         else:
-            off = CONSUMERS_OFF + BLOCK * rng.randrange(4) + 8 * rng.randrange(8)
-            if off + 8 <= len(seg):
-                struct.pack_into("<Q", seg, off, rng.choice(interesting("<Q") + [os.getpid()]))
+            field = rng.choice([f"cslot.{n}" for n in CSLOT] + [f"release.{n}" for n in RELEASE])
+            index = rng.randrange(4)
+            off, fmt = _where(seg, field, index)
+            if off + struct.calcsize(fmt) <= len(seg):
+                mutate_field(seg, field, rng.choice(interesting(fmt) + [os.getpid()]), index)
     return (bytes([flags]) + bytes(seg))[:max_size]
 
 
@@ -664,17 +744,31 @@ def _make_corpus(directory: str) -> int:
     return 0
 
 
+def _field_counts() -> int:
+    counts = field_counts(make_seeds())
+    width = max(len(k) for k in counts)
+    missing = [k for k in every_field() if counts[k] == 0]
+    for k in every_field():
+        print(f"{k:<{width}} {counts[k]:>7}{'   <-- never mutated' if counts[k] == 0 else ''}")
+    print(f"{len(every_field()) - len(missing)}/{len(every_field())} layout fields mutated")
+    return 1 if missing else 0
+
+
 def main(argv: list[str]) -> int:
     if len(argv) > 1 and argv[1] == "--replay":
         return _replay(argv[2:])
+    if len(argv) > 1 and argv[1] == "--field-counts":
+        return _field_counts()
     if len(argv) > 1 and argv[1] == "--make-corpus":
         return _make_corpus(argv[2])
     import atheris
 
-    with atheris.instrument_imports():
-        import numpy.lib.format  # noqa: F401
+    import numpy.lib.format  # noqa: F401
 
-        import shmring  # noqa: F401
+    import shmring  # noqa: F401
+
+    # shmring was imported for its layout before atheris was: instrument what is loaded
+    atheris.instrument_all()
     runtime = os.environ.get("SHMRING_FUZZ_RUNTIME", "") not in ("", "0")
 
     def test_one_input(data: bytes) -> None:

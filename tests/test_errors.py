@@ -15,6 +15,7 @@ import pytest
 
 import shmring
 import _workers as W
+from shmring._ring import LAYOUT, LAYOUT_PAGE
 
 SHM = "/dev/shm"
 STRUCT = np.dtype([("a", "<i4"), ("b", "<f8")])
@@ -390,13 +391,21 @@ def test_attach_with_other_dtype_is_type_error(want, ring_name, rings):
 
 # ---- damaged segments -----------------------------------------------------------------------------
 
-def _read_u32(path, off):
+_FMT = {4: "<I", 8: "<Q"}
+
+
+def _read_field(path, field):
+    """An integer field of the segment, at the offset the compiled core exports."""
+    off, size = LAYOUT[field]
     with open(path, "rb") as f:
         f.seek(off)
-        return struct.unpack("<I", f.read(4))[0]
+        return struct.unpack(_FMT[size], f.read(size))[0]
 
 
-def _write_at(path, off, data):
+def _write_field(path, field, value):
+    off, size = LAYOUT[field]
+    data = value if isinstance(value, bytes) else struct.pack(_FMT[size], value)
+    assert len(data) <= size
     with open(path, "r+b") as f:
         f.seek(off)
         f.write(data)
@@ -429,8 +438,8 @@ def test_other_layout_version(ring_name, rings):
     prod, cons = ring.producer(), ring.consumer()
     prod.push(41)
     path = seg_path(ring_name)
-    assert _read_u32(path, 8) == 1
-    _write_at(path, 8, struct.pack("<I", 2))
+    assert _read_field(path, "header.version") == 1
+    _write_field(path, "header.version", 2)
     with pytest.raises(shmring.LayoutVersionError) as ei:
         rings.attach(ring_name)
     assert isinstance(ei.value, shmring.RingError)
@@ -439,7 +448,7 @@ def test_other_layout_version(ring_name, rings):
     # handles mapped before the change keep working
     assert int(cons.pop(timeout=1)) == 41
     roundtrip(ring, prod, cons)
-    _write_at(path, 8, struct.pack("<I", 1))
+    _write_field(path, "header.version", 1)
     again = rings.attach(ring_name)
     roundtrip(again, prod, again.consumer())
 
@@ -452,7 +461,7 @@ def test_truncated_segment_is_corrupt(cut, ring_name, rings):
     assert os.path.getsize(path) == size
     ring.close()  # no mapping may touch pages that are about to vanish
     rings.close_all()
-    new_size = {"page": 4096, "half": size // 2, "minus-one-page": size - 4096,
+    new_size = {"page": LAYOUT_PAGE, "half": size // 2, "minus-one-page": size - LAYOUT_PAGE,
                 "minus-one-byte": size - 1, "tiny": 100}[cut]
     os.truncate(path, new_size)
     with pytest.raises(shmring.CorruptRingError) as ei:
@@ -468,15 +477,15 @@ def test_corrupt_header_field(field, ring_name, rings):
     ring.close()
     rings.close_all()
     path = seg_path(ring_name)
-    patch = {
-        "capacity": (24, struct.pack("<Q", 3)),            # not a power of two
-        "record_size": (32, struct.pack("<Q", 16)),        # disagrees with stride/layout
-        "slots_offset": (80, struct.pack("<Q", 4096)),     # overlaps the control blocks
-        "mode": (52, struct.pack("<I", 7)),                # no such mode
-        "descr": (128, b"x" * 8),                          # unparsable dtype text
-        "header_size": (12, struct.pack("<I", 64)),
+    value = {
+        "capacity": 3,                  # not a power of two
+        "record_size": 16,              # disagrees with stride/layout
+        "slots_offset": LAYOUT_PAGE,    # overlaps the control blocks
+        "mode": 7,                      # no such mode
+        "descr": b"x" * 8,              # unparsable dtype text
+        "header_size": 64,
     }[field]
-    _write_at(path, *patch)
+    _write_field(path, f"header.{field}", value)
     with pytest.raises(shmring.CorruptRingError):
         rings.attach(ring_name)
     shmring.unlink(ring_name)

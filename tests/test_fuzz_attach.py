@@ -21,7 +21,6 @@ import ast
 import importlib.util
 import os
 import signal
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -129,7 +128,7 @@ def file_size_for(data: bytes) -> int:
     flags, seg = (data[0] if data else 0), data[1:]
     size = len(seg)
     if flags & 0x01 and len(seg) >= fz.DESCR_OFF:
-        want = struct.unpack_from("<Q", seg, 16)[0]
+        want = fz.get(seg, "segment_size")
         if size < want <= fz.EXTEND_MAX:
             size = want
     return size
@@ -174,7 +173,7 @@ def expected_attach(data: bytes) -> str:
     if any(b < 0x20 or b > 0x7E for b in text):
         return corrupt
     lay = fz.layout(cap, rs, g["mode"], g["max_consumers"])
-    if (g["consumers_offset"], g["done_offset"], g["slots_offset"], g["segment_size"]) != lay:
+    if (g["consumers_offset"], g["releases_offset"], g["slots_offset"], g["segment_size"]) != lay:
         return corrupt
     if size < g["segment_size"]:
         return corrupt  # truncated
@@ -283,6 +282,50 @@ def test_malformed_and_odd_descriptors(seeds, tmp_path):
         if want != got:
             wrong.append((label, "verdict", f"expected {want}, got {outcomes[i]}"))
     assert not problems and not wrong, describe(problems + wrong)
+
+
+def test_control_word_mutations(seeds, tmp_path):
+    """Every control word after the header (producer block, tail, eventcounts, control
+    block), consumer slot field and release record field at edge values: the header is
+    intact, so the ring attaches, and a consumer, the producer, pops, views, pushes and
+    a reservation on the corrupt state raise only ring exceptions, never crash or hang."""
+    cases = fz.control_cases(seeds)
+    fields = {label.split("/")[1].split("[")[0] for label, _ in cases}
+    assert fields >= set(fz.CONTROL) | {f"cslot.{n}" for n in fz.CSLOT} | {f"release.{n}" for n in fz.RELEASE}
+    outcomes, problems = replay(cases, tmp_path / "cases")
+    wrong = [(label, "verdict", f"expected attached, got {outcomes[i]}")
+             for i, (label, _) in enumerate(cases)
+             if i in outcomes and not outcomes[i].startswith("attached")
+             and outcomes[i] not in ("crash", "hang", "broken")]
+    assert not problems and not wrong, describe(problems + wrong)
+    assert len(outcomes) == len(cases)
+
+
+def test_every_layout_field_is_mutated(seeds):
+    """The deterministic cases set every header and control field of the layout the
+    compiled core exports (so a field added to csrc/shmr_layout.h is fuzzed too)."""
+    counts = fz.field_counts(seeds, random_n=600)
+    missing = [f for f in fz.every_field() if counts[f] == 0]
+    assert not missing, f"never mutated: {missing}"
+    for name in ("header.capacity", "prod.writable_end", "prod.join_claim", "ctl.join_epoch",
+                 "ctl.stream", "cslot.claim_state", "release.len"):
+        assert counts[name] > 0, name
+
+
+def test_layout_offsets_are_the_cores(seeds):
+    """The exported layout reads the same bytes a real ring holds (seeds were made by
+    the core): magic, version, capacity and the offsets the core computed."""
+    by_label = dict(seeds)
+    seg = by_label["queue-u8-c4"]
+    assert fz.get(seg, "magic") == fz.MAGIC and fz.get(seg, "version") == 1
+    assert fz.get(seg, "capacity") == 4 and fz.get(seg, "record_size") == 8
+    lay = fz.layout(4, 8, 0, 1)
+    assert (fz.get(seg, "consumers_offset"), fz.get(seg, "releases_offset"),
+            fz.get(seg, "slots_offset"), fz.get(seg, "segment_size")) == lay
+    assert fz.get(seg, "prod.head") == 3  # the seed pushed three records, nobody popped
+    bc = by_label["bcast-struct-c8"]
+    assert fz.get(bc, "releases_offset") == 0 and fz.get(bc, "prod.head") >= 8
+    assert fz.get(bc, "cslot.ready", 0) == 1 and fz.get(bc, "cslot.owner", 0) & 0xFFFFFFFF == os.getpid()
 
 
 def test_random_inputs(seeds, tmp_path):

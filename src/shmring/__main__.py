@@ -55,7 +55,7 @@ def all_dead(st: dict[str, Any]) -> bool:
 def _fill(st: dict[str, Any]) -> str:
     if st.get("kind") == "messages":
         # messages: pushed / popped; broadcast rings count each consumer's own
-        return f"{st['pushed'] - st['popped']} msgs" if st["mode"] == "queue" else f"{st['pushed']} sent"
+        return f"{st['available']} B"
     return f"{st['available']}/{st['capacity']}"
 
 
@@ -104,7 +104,7 @@ def cmd_info(args) -> int:
         print(f"{key:<15} {st[key]}")
     print(f"consumers       {st['n_consumers']} of {st['max_consumers']}")
     for c in st["consumers"]:
-        lag = c.get("lag", c.get("lag_bytes", c["claimed"]))
+        lag = c.get("lag", c["claimed"])
         dropped = f"{c['dropped']} ({c['dropped_bytes']} B)" if st["kind"] == "messages" else c["dropped"]
         print(f"  #{c['index']:<3} pid {c['pid']:<8} {'alive' if c['alive'] else 'dead':<5} "
               f"popped {c['popped']:<12} dropped {dropped!s:<10} lag {lag}")

@@ -6,7 +6,7 @@ import ast
 import errno
 import os
 import weakref
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 from numpy.lib.format import descr_to_dtype, dtype_to_descr
@@ -14,6 +14,70 @@ from numpy.lib.format import descr_to_dtype, dtype_to_descr
 from . import _ring
 from ._ring import Consumer, MessageConsumer, MessageProducer, Producer
 from .errors import CorruptRingError, RingError
+
+
+class Waiters(TypedDict):
+    consumers: int  # consumers asleep waiting for records
+    producer: int  # the producer asleep waiting for room (0 or 1)
+
+
+class ConsumerStats(TypedDict, total=False):
+    """One consumer in Ring.stats()["consumers"]: struct shmr_consumer_info
+    (csrc/shmring.h) field for field, plus ``lag`` in broadcast mode."""
+
+    index: int
+    pid: int
+    start_time: int
+    cursor: int
+    popped: int
+    dropped: int
+    dropped_bytes: int
+    claim_pos: int
+    claimed: int
+    alive: bool
+    lag: int
+
+
+class RingStats(TypedDict):
+    """Ring.stats(): struct shmr_ring_info (csrc/shmring.h) field for field, with
+    codes given as names (mode, overflow, close_reason, kind), plus what only the
+    Python layer knows (name, dtype, nbytes, consumers, closed, created). On a
+    message ring pushed / popped / abandoned / dropped count messages and
+    available counts bytes. README "Stats" has the table."""
+
+    name: str
+    kind: str
+    dtype: str | None
+    nbytes: int
+    max_message: int | None
+    bytes_pushed: int
+    abandoned_bytes: int
+    mode: str
+    overflow: str
+    capacity: int
+    record_size: int
+    segment_size: int
+    max_consumers: int
+    layout_version: int
+    pushed: int
+    tail: int
+    popped: int
+    popped_retired: int
+    available: int
+    n_consumers: int
+    waiters: Waiters
+    producer_pid: int | None
+    producer_start: int
+    producer_alive: bool
+    closed: bool
+    close_reason: str | None
+    abandoned: int
+    evicted: int
+    creator_pid: int
+    create_time_ns: int
+    created: float
+    consumers: list[ConsumerStats]
+
 
 DEFAULT_MAX_CONSUMERS = 64
 MAX_RECORD_NDIM = 31
@@ -275,9 +339,11 @@ class Ring:
             raise RingError(f"ring {self._name!r} is closed")
         return self._map
 
+    # The handle's class follows the ring's kind, known only at run time: Producer /
+    # Consumer for a ring of records, MessageProducer / MessageConsumer for messages.
     def producer(self, *, spin: float = DEFAULT_SPIN,
-                 liveness_interval: float = _ring.DEFAULT_LIVENESS_INTERVAL) -> Producer:
-        """The producer handle. Only one live process may hold it; a new one may take
+                 liveness_interval: float = _ring.DEFAULT_LIVENESS_INTERVAL) -> Any:
+        """The producer handle (MessageProducer on a message ring). Only one live process may hold it; a new one may take
         over from a producer whose process died. ``spin``: seconds of busy polling
         before a blocked push sleeps. ``liveness_interval``: while blocked, how often
         (seconds) to look for dead consumers holding the ring back; a dead consumer's
@@ -291,8 +357,8 @@ class Ring:
 
     def consumer(self, *, start: str = "latest", on_lag: str = "skip", spin: float = DEFAULT_SPIN,
                  liveness_interval: float = _ring.DEFAULT_LIVENESS_INTERVAL,
-                 allow_pickle: bool = True) -> Consumer | MessageConsumer:
-        """Register a consumer. Broadcast mode: ``start`` is "latest" (the next record
+                 allow_pickle: bool = True) -> Any:
+        """Register a consumer (MessageConsumer on a message ring). Broadcast mode: ``start`` is "latest" (the next record
         pushed) or "oldest" (the oldest record still in the ring); ``on_lag`` is "skip"
         (count lost records in ``consumer.dropped``) or "raise" (raise Lagged).
         ``liveness_interval``: while blocked, how often (seconds) to check that the
@@ -356,61 +422,36 @@ class Ring:
     def closed(self) -> bool:
         return self._map is None
 
-    def stats(self) -> dict:
+    def stats(self) -> RingStats:
         """A snapshot of the ring's counters (read without locks; values may be
-        mid-update relative to each other)."""
+        mid-update relative to each other). Keys: see RingStats."""
         m = self._mapping()
-        info = m.info()
-        consumers = m.consumer_infos()
-        head = info["head"]
-        # records received by every consumer, including those that have left
-        popped = info["popped_retired"] + sum(c["popped"] for c in consumers)
-        if self._kind == "messages":
-            # positions count 16-byte units; messages are counted by the producer
-            pushed = info["msgs"]
-            available = max(0, pushed - popped - info["abandoned"]) if self._mode == "queue" else None
-            for c in consumers:
-                if self._mode != "queue":
-                    c["lag_bytes"] = max(0, head - c["cursor"]) * _ring.MSG_UNIT
-                c["claimed"] = c["claimed"] * _ring.MSG_UNIT
-            extra = {"nbytes": self.nbytes, "max_message": info["max_message"],
-                     "bytes_pushed": info["bytes"], "abandoned_bytes": info["abandoned_bytes"]}
-        else:
-            pushed = head
-            if self._mode == "queue":
-                available = head - info["tail"]
-            else:
-                available = head - info["consumed"]
-                for c in consumers:
-                    c["lag"] = max(0, head - c["cursor"])
-            extra = {}
-        return {
-            "name": self._name,
-            "kind": self._kind,
-            "dtype": str(self._dtype) if self._dtype is not None else None,
-            "mode": self._mode,
-            "overflow": self._overflow,
-            "capacity": info["capacity"],
-            "record_size": info["record_size"],
-            "segment_size": info["segment_size"],
-            "pushed": pushed,
-            "popped": popped,
-            "available": available,
-            "consumers": consumers,
-            "n_consumers": info["n_consumers"],
-            "max_consumers": info["max_consumers"],
-            "waiters": {"consumers": info["data_waiters"], "producer": info["space_waiters"]},
-            "producer_pid": info["producer_pid"] or None,
-            "producer_alive": info["producer_alive"],
-            "closed": info["close_reason"] is not None,
-            "close_reason": info["close_reason"],
-            "abandoned": info["abandoned"],
-            "evicted": info["evicted"],
-            "creator_pid": info["creator_pid"],
-            "created": info["create_time_ns"] / 1e9,
-            "layout_version": info["version"],
-            **extra,
-        }
+        info: dict[str, Any] = m.info()
+        consumers: list[dict[str, Any]] = m.consumer_infos()
+        for c in consumers:
+            c["alive"] = bool(c["alive"])
+            if self._kind == "messages":
+                c["claimed"] *= _ring.MSG_UNIT  # positions count 16-byte units: bytes held
+            elif self._mode == "broadcast":
+                c["lag"] = max(0, info["pushed"] - c["cursor"])
+        reason = _ring.CLOSE_REASONS.get(info["close_reason"])
+        info.update(
+            name=self._name,
+            kind=self._kind,
+            dtype=str(self._dtype) if self._dtype is not None else None,
+            mode=self._mode,
+            overflow=self._overflow,
+            producer_pid=info["producer_pid"] or None,
+            producer_alive=bool(info["producer_alive"]),
+            closed=reason is not None,
+            close_reason=reason,
+            created=info["create_time_ns"] / 1e9,
+            consumers=consumers,
+        )
+        info["nbytes"] = self.nbytes
+        if self._kind == "records":
+            info["max_message"] = None
+        return info  # type: ignore[return-value]
 
 
 def _attach_for_pickle(name: str, descr: str | None) -> Ring:

@@ -1,4 +1,5 @@
-# Declarations mirroring csrc/shmring.h; nothing else belongs here.
+# Declarations mirroring csrc/shmring.h (and the constants of csrc/shmr_layout.h);
+# nothing else belongs here.
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 
 cdef extern from "shmring.h" nogil:
@@ -55,28 +56,33 @@ cdef extern from "shmring.h" nogil:
         uint64_t dropped
         uint64_t dropped_bytes
         uint64_t claim_pos
-        uint64_t claim_n
+        uint64_t claimed
         int alive
+
+    ctypedef struct shmr_waiters:
+        uint32_t consumers
+        uint32_t producer
 
     ctypedef struct shmr_ring_info:
         uint64_t capacity, record_size, segment_size
-        uint32_t mode, overflow, max_consumers, version
-        uint64_t head
+        uint32_t mode, overflow, max_consumers, layout_version
+        uint64_t pushed
         uint64_t tail
-        uint64_t consumed
+        uint64_t popped
+        uint64_t popped_retired
+        uint64_t available
+        uint32_t n_consumers
+        shmr_waiters waiters
         uint32_t producer_pid
         uint64_t producer_start
         int producer_alive
         uint32_t close_reason
-        uint32_t data_waiters, space_waiters
         uint64_t abandoned
         uint64_t evicted
-        uint64_t popped_retired
         uint32_t creator_pid
         uint64_t create_time_ns
-        uint32_t n_consumers
         uint32_t kind
-        uint64_t msgs, bytes
+        uint64_t bytes_pushed
         uint64_t abandoned_bytes
         uint64_t max_message
 
@@ -90,7 +96,7 @@ cdef extern from "shmring.h" nogil:
         uint64_t msgs, bytes
 
     int shmr_name_check(const char *name)
-    int shmr_create(const char *name, const shmr_params *params, unsigned mode_bits, int exist_ok, shmr_ring **out)
+    int shmr_create(const char *name, const shmr_params *params, unsigned mode_bits, shmr_ring **out)
     int shmr_attach(const char *name, shmr_ring **out)
     int shmr_attach_fd(int fd, shmr_ring **out)
     void shmr_detach(shmr_ring *r)
@@ -103,6 +109,12 @@ cdef extern from "shmring.h" nogil:
     uint32_t shmr_kind(const shmr_ring *r)
     int shmr_info(shmr_ring *r, shmr_ring_info *out)
     int shmr_consumer_infos(shmr_ring *r, shmr_consumer_info *out, uint32_t max, uint32_t *n)
+    ctypedef struct shmr_layout_field:
+        const char *name
+        uint64_t offset
+        uint64_t size
+    const shmr_layout_field *shmr_layout_fields(uint32_t *n)
+
     uint64_t shmr_proc_start_time(uint32_t pid)
     int shmr_proc_alive(uint32_t pid, uint64_t start_time)
 
@@ -137,3 +149,9 @@ cdef extern from "shmring.h" nogil:
     int64_t shmr_msg_release(shmr_consumer *c, const shmr_msg *msgs, shmr_loss *loss)
     int shmr_msg_intact(shmr_consumer *c, const shmr_msg *msgs)
     uint64_t shmr_consumer_dropped_bytes(const shmr_consumer *c)
+
+cdef extern from "shmr_layout.h" nogil:
+    const unsigned long long SHMR_MAGIC
+    enum:
+        SHMR_PAGE
+        SHMR_BLOCK

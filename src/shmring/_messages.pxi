@@ -97,6 +97,7 @@ cdef class MessageProducer(_Handle):
 
     cdef shmr_producer *_p
     cdef bint _reserving
+    cdef uint64_t _want          # body bytes of the message a blocked call waits to place
     cdef readonly uint64_t max_message
     cdef readonly object ring
 
@@ -115,32 +116,22 @@ cdef class MessageProducer(_Handle):
         return self
 
     def __dealloc__(self):
-        self._release_c()
+        self._free_handle()
 
-    cdef int _wait_room(self, uint64_t nbytes, int64_t deadline, int64_t *spin) except -1:
-        """0: try again; -ETIMEDOUT: give up."""
-        cdef int rc
+    cdef int _sleep(self, int64_t timeout_ns, int64_t spin_ns) noexcept nogil:
+        return shmr_msg_producer_wait(self._p, self._want, timeout_ns, spin_ns)
+
+    cdef void _between_slices(self) noexcept:
         cdef uint64_t reclaimed
-        cdef int64_t sl = _slice(deadline, self._slice_ns)
-        if sl == 0:
-            return -ETIMEDOUT
-        self._enter_nogil()
-        with nogil:
-            rc = shmr_msg_producer_wait(self._p, nbytes, sl, spin[0])
-        self._leave_nogil()
-        spin[0] = 0
-        if rc == 0:
-            return 0
-        PyErr_CheckSignals()
         shmr_producer_recover(self._p, &reclaimed)
-        return -ETIMEDOUT if (deadline >= 0 and _mono_ns() >= deadline) else 0
 
     cdef void *_place(self, uint32_t kind, uint64_t nbytes, object timeout, uint64_t *pushed) except NULL:
         """Room for one message after those pending; waits (publishing what is
         pending first) until there is some."""
         cdef void *body = NULL
         cdef int rc
-        cdef int64_t deadline = -2, spin = self._spin_ns
+        cdef Waiting w
+        _waiting_init(&w, self._spin_ns)
         while True:
             rc = shmr_msg_reserve(self._p, kind, nbytes, &body)
             if rc == 1:
@@ -150,9 +141,8 @@ cdef class MessageProducer(_Handle):
                     raise _too_large(nbytes, self.max_message)
                 _raise(rc, "push")
             pushed[0] += shmr_msg_commit(self._p)  # what is pending may be what frees room
-            if deadline == -2:
-                deadline = _deadline(timeout)
-            if self._wait_room(nbytes, deadline, &spin) != 0:
+            self._want = nbytes
+            if not self._block(&w, timeout):
                 raise Full(f"ring is full: {pushed[0]} messages pushed before the timeout", pushed=pushed[0])
 
     cdef int _write(self, object enc, void *body) except -1:
@@ -285,7 +275,7 @@ cdef class MessageProducer(_Handle):
         """End the stream: consumers drain what was published, then see Closed."""
         _Handle.close(self)
 
-    cdef void _release_c(self) noexcept:
+    cdef void _free_handle(self) noexcept:
         if self._p == NULL:
             return
         if self._gen == _fork_gen:
@@ -371,23 +361,13 @@ cdef class MessageConsumer(_Handle):
         return self
 
     def __dealloc__(self):
-        self._release_c()
+        self._free_handle()
 
-    cdef int _wait(self, int64_t deadline, int64_t *spin) except -1:
-        cdef int rc
-        cdef int64_t sl = _slice(deadline, self._slice_ns)
-        if sl == 0:
-            return -ETIMEDOUT
-        self._enter_nogil()
-        with nogil:
-            rc = shmr_consumer_wait(self._c, sl, spin[0])
-        self._leave_nogil()
-        spin[0] = 0
-        if rc == 0:
-            return 0
-        PyErr_CheckSignals()
+    cdef int _sleep(self, int64_t timeout_ns, int64_t spin_ns) noexcept nogil:
+        return shmr_consumer_wait(self._c, timeout_ns, spin_ns)
+
+    cdef void _between_slices(self) noexcept:
         shmr_consumer_check_producer(self._c)
-        return -ETIMEDOUT if (deadline >= 0 and _mono_ns() >= deadline) else 0
 
     cdef object _closed_error(self):
         reason = CLOSE_REASONS.get(shmr_close_reason(self._map.r)) or "closed"
@@ -403,7 +383,9 @@ cdef class MessageConsumer(_Handle):
         return 0
 
     cdef int64_t _claim(self, shmr_msg *out, uint64_t max, object timeout, shmr_loss *loss) except -1:
-        cdef int64_t n, deadline = -2, spin = self._spin_ns
+        cdef int64_t n
+        cdef Waiting w
+        _waiting_init(&w, self._spin_ns)
         while True:
             n = shmr_msg_claim(self._c, out, max, loss)
             if n > 0:
@@ -416,9 +398,7 @@ cdef class MessageConsumer(_Handle):
                     raise CorruptRingError(f"ring {self._map.name!r}: a message frame is corrupt "
                                            f"(never written by shmring)")
                 _raise(n, "pop")
-            if deadline == -2:
-                deadline = _deadline(timeout)
-            if self._wait(deadline, &spin) != 0:
+            if not self._block(&w, timeout):
                 self._lag(loss, None)  # a loss is reported even when nothing arrived
                 raise Empty()
 
@@ -610,7 +590,7 @@ cdef class MessageConsumer(_Handle):
         """Leave the ring; a broadcast producer stops waiting for this consumer at once."""
         _Handle.close(self)
 
-    cdef void _release_c(self) noexcept:
+    cdef void _free_handle(self) noexcept:
         cdef shmr_loss loss
         if self._c == NULL:
             return
