@@ -359,3 +359,39 @@ def test_cli_shows_the_kind(ring_name, rings):
     info = subprocess.run([sys.executable, "-m", "shmring", "info", ring_name], capture_output=True, text=True,
                           timeout=60)
     assert "kind" in info.stdout and "messages" in info.stdout and "max_message" in info.stdout, info.stdout
+
+
+# ---- corrupt frames ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode,overflow", [("queue", "block"), ("broadcast", "block"), ("broadcast", "overwrite")])
+@pytest.mark.parametrize("field", ["tag", "info", "seq", "cum"])
+@pytest.mark.parametrize("value", [0, 1, 0x7F, 2 ** 40 + 3, 2 ** 64 - 1])
+def test_corrupt_frame_headers_give_ring_errors_never_a_crash(ring_name, rings, mode, overflow, field, value):
+    """A frame header overwritten by a stray writer (never by shmring): consumers get
+    a ring or message exception, or messages of at most the largest size, never a
+    crash, a hang or a read outside the ring."""
+    import mmap
+    import struct
+
+    from shmring import _ring
+    from shmring.errors import CorruptMessageError, CorruptRingError
+
+    ring = rings.create(ring_name, nbytes=4096, mode=mode, overflow=overflow)
+    prod, cons = ring.producer(), ring.consumer()
+    sent = [bytes([i]) * (10 * i) for i in range(1, 6)] + [{"k": 1}, np.arange(4)]
+    prod.push_many(sent)
+    slots = _ring.LAYOUT["header.slots_offset"]
+    with open(f"/dev/shm/shmr-{ring_name}", "r+b") as f, mmap.mmap(f.fileno(), 0) as mm:
+        base = struct.unpack_from("<Q", mm, slots[0])[0]
+        off, size = _ring.LAYOUT[f"frame.{field}"]
+        struct.pack_into("<Q", mm, base + off, value)  # the first frame, at unit 0
+    got = []
+    for _ in range(len(sent) + 1):
+        try:
+            got.append(cons.pop(timeout=0))
+        except (shmring.Empty, shmring.Lagged, CorruptRingError, CorruptMessageError,
+                pickle.UnpicklingError, ValueError, EOFError, TypeError) as exc:
+            got.append(type(exc))
+    for g in got:
+        if isinstance(g, bytes):
+            assert len(g) <= ring.max_message
