@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Model-check verify/ring.pml with SPIN, one configuration at a time.
+# Model-check verify/ring.pml (and verify/messages.pml: configurations named
+# msg_*) with SPIN, one configuration at a time.
 #
 #   verify/run_spin.sh            the default set (under a minute on 2 idle cores)
 #   EXTENDED=1 verify/run_spin.sh the default set plus the larger "ext" ones
@@ -44,7 +45,12 @@ mutant_no_join_dekker|default|mutant|-DBLOCK -DJOIN -DSIMPLE -DBUG_NO_JOIN_DEKKE
 mutant_unclamped_min|default|mutant|-DBLOCK -DJOIN -DSIMPLE -DNREC=4 -DBUG_UNCLAMPED_MIN|safety
 mutant_shared_claim|default|mutant|-DBLOCK -DJOIN -DSIMPLE -DBUG_SHARED_CLAIM|safety
 mutant_done_early|default|mutant|-DQUEUE -DBUG_DONE_EARLY|safety
+msg_queue|default|check|-DNMSG=3|safety
+msg_mutant_release_early|default|mutant|-DBUG_RELEASE_EARLY|safety
+msg_mutant_no_cas|default|mutant|-DBUG_NO_CAS|safety
+msg_mutant_no_pad|default|mutant|-DBUG_NO_PAD|safety
 queue_cap4|ext|check|-DQUEUE -DCAP=4 -DNREC=6|safety
+msg_queue_nmsg4|ext|check|-DNMSG=4|safety
 overwrite_nrec4|ext|check|-DOVERWRITE -DRESERVE -DNREC=4|safety
 overwrite_join_full|ext|check|-DOVERWRITE -DJOIN -DRESERVE|safety
 block_join_nrec4_full|ext|check|-DBLOCK -DJOIN -DNREC=4|safety
@@ -100,7 +106,9 @@ run_one() {
     local name=$1 kind=$2 defs=$3 panmode=$4
     local d="$WORK/$name"
     mkdir -p "$d"
-    cp "$MODEL" "$d/ring.pml"
+    local model=$MODEL
+    case "$name" in msg_*) model="$HERE/messages.pml" ;; esac
+    cp "$model" "$d/ring.pml"
     (
         cd "$d" || exit 1
         local t0=$SECONDS status=ok note="" ccflags="-O2 -DSAFETY -DCOLLAPSE" panflags="-m200000"
