@@ -10,7 +10,6 @@ from 0 to the ring's largest message less the envelope.
 from __future__ import annotations
 
 import os
-import signal
 import struct
 import time
 import zlib
@@ -159,16 +158,6 @@ def hold_view_then_hang(ring, ready) -> None:
     with cons.view(timeout=30) as mv:
         ready.send(bytes(mv))
         time.sleep(600)
-
-
-def hold_pop_many_then_hang(ring, ready) -> None:
-    """Claim a batch the way pop_many does, but stop (forever) before releasing it:
-    a consumer killed in the middle of pop_many."""
-    cons = ring.consumer()
-    os.environ["SHMRING_TEST_STALL"] = "1"
-    with cons.view(timeout=30) as mv:  # a claim held across the kill, as pop would hold it
-        ready.send(len(mv))
-        os.kill(os.getpid(), signal.SIGSTOP)
 
 
 def reserve_then_hang(ring, n_before: int, ready) -> None:
