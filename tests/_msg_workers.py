@@ -9,7 +9,6 @@ from 0 to the ring's largest message less the envelope.
 
 from __future__ import annotations
 
-import os
 import struct
 import time
 import zlib
