@@ -52,7 +52,7 @@ uint64_t shmr_b_refresh_min(shmr_producer *p)
 }
 
 /* How many of the next n positions may be written now (at most cap). */
-static inline uint64_t b_writable(shmr_producer *p, uint64_t n)
+uint64_t shmr_b_writable(shmr_producer *p, uint64_t n)
 {
     shmr_ring *r = p->r;
     uint64_t h = p->head;
@@ -66,7 +66,7 @@ static inline uint64_t b_writable(shmr_producer *p, uint64_t n)
 }
 
 /* Announce positions [head, head + k) before writing them. */
-static inline uint64_t announce(shmr_producer *p, uint64_t k)
+uint64_t shmr_b_announce(shmr_producer *p, uint64_t k)
 {
     shmr_ring *r = p->r;
     uint64_t want = p->head + k;
@@ -114,8 +114,8 @@ void shmr_b_publish(shmr_producer *p, uint64_t k)
 
 int64_t shmr_b_push(shmr_producer *p, const void *src, uint64_t n)
 {
-    uint64_t k = b_writable(p, n);
-    if (k == 0 || (k = announce(p, k)) == 0)
+    uint64_t k = shmr_b_writable(p, n);
+    if (k == 0 || (k = shmr_b_announce(p, k)) == 0)
         return 0;
     shmr_copy_in(p->r, p->head, src, k);
     shmr_b_publish(p, k);
@@ -127,15 +127,15 @@ int64_t shmr_b_reserve(shmr_producer *p, uint64_t n, void **ptr)
     shmr_ring *r = p->r;
     uint64_t s = p->head & r->mask;
     n = shmr_min_u64(n, r->cap - s); /* contiguous part only */
-    uint64_t k = b_writable(p, n);
-    if (k == 0 || (k = announce(p, k)) == 0)
+    uint64_t k = shmr_b_writable(p, n);
+    if (k == 0 || (k = shmr_b_announce(p, k)) == 0)
         return 0;
     *ptr = r->slots + s * r->stride;
     p->reserved = k;
     return (int64_t)k;
 }
 
-int shmr_b_producer_ready(void *arg) { return b_writable((shmr_producer *)arg, 1) > 0; }
+int shmr_b_producer_ready(void *arg) { return shmr_b_writable((shmr_producer *)arg, 1) > 0; }
 
 /* A consumer joins: provisional cursor, then the other half of the Dekker in
  * announce(). */
@@ -203,7 +203,7 @@ static inline uint64_t b_torn(shmr_consumer *c, uint64_t from, uint64_t k)
     return shmr_min_u64(k, in - c->r->cap - from);
 }
 
-static inline void b_advance(shmr_consumer *c, uint64_t to, uint64_t delivered, uint64_t lost)
+void shmr_b_advance(shmr_consumer *c, uint64_t to, uint64_t delivered, uint64_t lost)
 {
     shmr_ring *r = c->r;
     c->cursor = to;
@@ -227,7 +227,7 @@ int64_t shmr_b_pop(shmr_consumer *c, void *dst, uint64_t max, uint64_t *dropped)
         uint64_t k = b_ready(c, max, 0, &skipped);
         if (k == 0) {
             if (skipped)
-                b_advance(c, c->cursor, 0, skipped);
+                shmr_b_advance(c, c->cursor, 0, skipped);
             return 0;
         }
         uint64_t from = c->cursor;
@@ -235,7 +235,7 @@ int64_t shmr_b_pop(shmr_consumer *c, void *dst, uint64_t max, uint64_t *dropped)
         uint64_t bad = b_torn(c, from, k);
         if (bad && bad < k)
             memmove(dst, (uint8_t *)dst + bad * r->stride, (k - bad) * r->stride);
-        b_advance(c, from + k, k - bad, skipped + bad);
+        shmr_b_advance(c, from + k, k - bad, skipped + bad);
         if (dropped)
             *dropped += skipped + bad;
         if (k > bad)
@@ -249,7 +249,7 @@ int64_t shmr_b_claim(shmr_consumer *c, uint64_t max, const void **ptr, uint64_t 
     uint64_t skipped = 0;
     uint64_t k = b_ready(c, max, 1, &skipped);
     if (skipped) {
-        b_advance(c, c->cursor, 0, skipped);
+        shmr_b_advance(c, c->cursor, 0, skipped);
         if (dropped)
             *dropped += skipped;
     }
@@ -264,7 +264,7 @@ int64_t shmr_b_claim(shmr_consumer *c, uint64_t max, const void **ptr, uint64_t 
 int64_t shmr_b_release(shmr_consumer *c, uint64_t pos, uint64_t k)
 {
     uint64_t bad = b_torn(c, pos, k);
-    b_advance(c, pos + k, k - bad, bad);
+    shmr_b_advance(c, pos + k, k - bad, bad);
     return (int64_t)bad;
 }
 

@@ -21,7 +21,7 @@ void shmr_q_producer_open(shmr_producer *p)
 }
 
 /* How many of the next n positions may be written now (at most cap). */
-static inline uint64_t q_writable(shmr_producer *p, uint64_t n)
+uint64_t shmr_q_writable(shmr_producer *p, uint64_t n)
 {
     shmr_ring *r = p->r;
     uint64_t h = p->head;
@@ -51,7 +51,7 @@ void shmr_q_publish(shmr_producer *p, uint64_t k)
 
 int64_t shmr_q_push(shmr_producer *p, const void *src, uint64_t n)
 {
-    uint64_t k = q_writable(p, n);
+    uint64_t k = shmr_q_writable(p, n);
     if (k == 0)
         return 0;
     shmr_copy_in(p->r, p->head, src, k);
@@ -64,7 +64,7 @@ int64_t shmr_q_reserve(shmr_producer *p, uint64_t n, void **ptr)
     shmr_ring *r = p->r;
     uint64_t s = p->head & r->mask;
     n = shmr_min_u64(n, r->cap - s); /* contiguous part only */
-    uint64_t k = q_writable(p, n);
+    uint64_t k = shmr_q_writable(p, n);
     if (k == 0)
         return 0;
     *ptr = r->slots + s * r->stride;
@@ -72,42 +72,53 @@ int64_t shmr_q_reserve(shmr_producer *p, uint64_t n, void **ptr)
     return (int64_t)k;
 }
 
-int shmr_q_producer_ready(void *arg) { return q_writable((shmr_producer *)arg, 1) > 0; }
+int shmr_q_producer_ready(void *arg) { return shmr_q_writable((shmr_producer *)arg, 1) > 0; }
 
-/* Claim up to max positions from tail. The claim is recorded in our slot before
- * the CAS, so a sweeper that finds us dead knows what we held. */
-static inline uint64_t q_claim(shmr_consumer *c, uint64_t max, int contiguous, uint64_t *pos)
+/* Records the claim [*t, *t + k) in our slot, then CASes tail from *t to
+ * *t + k. The claim is recorded before the CAS, so a sweeper that finds us dead
+ * knows what we held. On failure *t is the tail now and nothing is held. */
+int shmr_q_try_claim(shmr_consumer *c, uint64_t *t, uint64_t k)
 {
     shmr_ring *r = c->r;
     struct shmr_cslot *s = c->slot;
+    shmr_store_relaxed64(&s->claim_pos, *t);
+    shmr_store_relaxed64(&s->claim_n, k);
+    shmr_store_relaxed32(&s->claim_state, CLAIM_INTENT);
+    SHMR_HOOK(SHMR_HOOK_CLAIM_INTENT);
+    /* seq_cst: publishes the claim record before the claim (see shmr_q_reclaim) */
+    if (shmr_cas_seqcst64(&r->tail_block->tail, t, *t + k)) {
+        SHMR_HOOK(SHMR_HOOK_CLAIM_WON);
+        shmr_store_relaxed32(&s->claim_state, CLAIM_HELD);
+        return 1;
+    }
+    return 0;
+}
+
+/* Claim up to max positions from tail. */
+static inline uint64_t q_claim(shmr_consumer *c, uint64_t max, int contiguous, uint64_t *pos)
+{
+    shmr_ring *r = c->r;
     uint64_t t = shmr_load_relaxed64(&r->tail_block->tail);
     for (;;) {
         if (t >= c->head_cache) {
             /* pairs with the producer's release store of head in shmr_q_publish() */
             c->head_cache = shmr_load_acquire64(&r->prod->head);
             if (t >= c->head_cache) {
-                shmr_store_relaxed32(&s->claim_state, CLAIM_NONE);
+                shmr_store_relaxed32(&c->slot->claim_state, CLAIM_NONE);
                 return 0;
             }
         }
         uint64_t k = shmr_min_u64(max, c->head_cache - t);
         if (contiguous)
             k = shmr_min_u64(k, r->cap - (t & r->mask));
-        shmr_store_relaxed64(&s->claim_pos, t);
-        shmr_store_relaxed64(&s->claim_n, k);
-        shmr_store_relaxed32(&s->claim_state, CLAIM_INTENT);
-        SHMR_HOOK(SHMR_HOOK_CLAIM_INTENT);
-        /* seq_cst: publishes the claim record before the claim (see shmr_q_reclaim) */
-        if (shmr_cas_seqcst64(&r->tail_block->tail, &t, t + k)) {
-            SHMR_HOOK(SHMR_HOOK_CLAIM_WON);
-            shmr_store_relaxed32(&s->claim_state, CLAIM_HELD);
+        if (shmr_q_try_claim(c, &t, k)) {
             *pos = t;
             return k;
         }
     }
 }
 
-void shmr_q_release(shmr_consumer *c, uint64_t pos, uint64_t k)
+void shmr_q_release(shmr_consumer *c, uint64_t pos, uint64_t k, uint64_t delivered)
 {
     shmr_ring *r = c->r;
     struct shmr_release_rec *d = &r->releases[pos & r->mask];
@@ -116,7 +127,7 @@ void shmr_q_release(shmr_consumer *c, uint64_t pos, uint64_t k)
      * batch (and the len above) happen before it writes these slots again */
     shmr_store_release64(&d->tag, pos + r->cap);
     shmr_store_release32(&c->slot->claim_state, CLAIM_NONE);
-    c->popped += k;
+    c->popped += delivered;
     shmr_store_relaxed64(&c->slot->popped, c->popped);
     shmr_ec_notify(r->space_ec);
 }
@@ -127,7 +138,7 @@ int64_t shmr_q_pop(shmr_consumer *c, void *dst, uint64_t max)
     if (k == 0)
         return 0;
     shmr_copy_out(c->r, pos, dst, k);
-    shmr_q_release(c, pos, k);
+    shmr_q_release(c, pos, k, k);
     return (int64_t)k;
 }
 
@@ -196,10 +207,17 @@ uint64_t shmr_q_reclaim(shmr_ring *r, uint32_t i, const int *alive, const int *d
     uint64_t cur = shmr_load_acquire64(&d->tag);
     if (cur >= p0 + r->cap)
         return 0; /* already released (by its owner, or by another sweeper) */
+    /* a message ring counts messages and bytes, read from the frames before the
+     * release record below overwrites the first header */
+    uint64_t lost = n, lost_bytes = 0;
+    if (r->kind == SHMR_KIND_MESSAGES)
+        shmr_m_count(r, p0, n, &lost, &lost_bytes);
     shmr_store_relaxed64(&d->len, n);
-    /* pairs with the producer's acquire load of the tag in q_writable() */
+    /* pairs with the producer's acquire load of the tag in shmr_q_writable() */
     if (!shmr_cas_seqcst64(&d->tag, &cur, p0 + r->cap))
         return 0;
-    shmr_fetch_add_relaxed64(&r->ctl->abandoned, n);
-    return n;
+    shmr_fetch_add_relaxed64(&r->ctl->abandoned, lost);
+    if (lost_bytes)
+        shmr_fetch_add_relaxed64(&r->ctl->abandoned_bytes, lost_bytes);
+    return lost;
 }

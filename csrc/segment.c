@@ -53,12 +53,14 @@ struct layout {
     uint64_t consumers, releases, slots, size;
 };
 
-static struct layout compute_layout(uint64_t cap, uint64_t stride, uint32_t mode, uint32_t max_consumers)
+static struct layout compute_layout(uint64_t cap, uint64_t stride, uint32_t mode, uint32_t max_consumers,
+                                    uint32_t kind)
 {
     struct layout l;
     l.consumers = OFF_CONSUMERS;
     uint64_t end = l.consumers + (uint64_t)max_consumers * SHMR_BLOCK;
-    if (mode == SHMR_MODE_QUEUE) {
+    /* a message ring keeps its release records in the frames (messages.c) */
+    if (mode == SHMR_MODE_QUEUE && kind == SHMR_KIND_RECORDS) {
         l.releases = round_up(end, SHMR_BLOCK);
         end = l.releases + cap * sizeof(struct shmr_release_rec);
     } else {
@@ -81,6 +83,9 @@ static void bind(shmr_ring *r)
     r->cslots = (struct shmr_cslot *)(r->base + h->consumers_offset);
     r->releases = h->releases_offset ? (struct shmr_release_rec *)(r->base + h->releases_offset) : NULL;
     r->slots = r->base + h->slots_offset;
+    r->kind = h->kind;
+    if (r->kind == SHMR_KIND_MESSAGES && h->mode == SHMR_MODE_QUEUE)
+        r->releases = (struct shmr_release_rec *)r->slots; /* one unit = one release record */
     r->cap = h->capacity;
     r->mask = h->capacity - 1;
     r->stride = h->stride;
@@ -107,6 +112,13 @@ static int check_params(const shmr_params *p)
         return -E2BIG;
     if (p->capacity > (UINT64_MAX / 4) / p->record_size)
         return -EINVAL;
+    if (p->kind > SHMR_KIND_MESSAGES)
+        return -EINVAL;
+    /* messages: whole units, and room for a frame header and a body of at least
+     * one unit in half the ring */
+    if (p->kind == SHMR_KIND_MESSAGES &&
+        (p->record_size != SHMR_MSG_UNIT || p->record_align != SHMR_MSG_UNIT || p->capacity < 16))
+        return -EINVAL;
     return 0;
 }
 
@@ -122,7 +134,7 @@ int shmr_create(const char *name, const shmr_params *p, unsigned mode_bits, shmr
         return rc;
     if ((rc = check_params(p)))
         return rc;
-    struct layout l = compute_layout(p->capacity, p->record_size, p->mode, p->max_consumers);
+    struct layout l = compute_layout(p->capacity, p->record_size, p->mode, p->max_consumers, p->kind);
     if (l.size > (uint64_t)SIZE_MAX / 2)
         return -ENOMEM;
 
@@ -166,6 +178,7 @@ int shmr_create(const char *name, const shmr_params *p, unsigned mode_bits, shmr
     h->create_time_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
     h->creator_pid = (uint32_t)getpid();
     h->descr_len = p->descr_len;
+    h->kind = p->kind;
     memcpy(h->descr, p->descr, p->descr_len);
 
     shmr_ring *r = calloc(1, sizeof *r);
@@ -204,7 +217,7 @@ static int validate(const uint8_t *base, uint64_t file_size)
     if (h->header_size != sizeof(struct shmr_header))
         return -SHMR_ECORRUPT;
     shmr_params p = {h->capacity, h->record_size, h->record_align, h->mode, h->overflow,
-                     h->max_consumers, h->descr, h->descr_len};
+                     h->max_consumers, h->descr, h->descr_len, h->kind};
     if (check_params(&p) || h->stride != h->record_size)
         return -SHMR_ECORRUPT;
     if (h->mode == SHMR_MODE_QUEUE && h->overflow != SHMR_OVERFLOW_BLOCK)
@@ -212,7 +225,7 @@ static int validate(const uint8_t *base, uint64_t file_size)
     for (uint32_t i = 0; i < h->descr_len; i++)
         if (h->descr[i] < 0x20 || h->descr[i] > 0x7e)
             return -SHMR_ECORRUPT;
-    struct layout l = compute_layout(h->capacity, h->stride, h->mode, h->max_consumers);
+    struct layout l = compute_layout(h->capacity, h->stride, h->mode, h->max_consumers, h->kind);
     if (h->consumers_offset != l.consumers || h->releases_offset != l.releases || h->slots_offset != l.slots ||
         h->segment_size != l.size)
         return -SHMR_ECORRUPT;
@@ -312,6 +325,7 @@ uint64_t shmr_capacity(const shmr_ring *r) { return r->cap; }
 uint64_t shmr_record_size(const shmr_ring *r) { return r->stride; }
 uint32_t shmr_mode(const shmr_ring *r) { return r->mode; }
 uint32_t shmr_overflow(const shmr_ring *r) { return r->overflow; }
+uint32_t shmr_kind(const shmr_ring *r) { return r->kind; }
 
 /* Map every page of the segment into this process up front, once a producer or
  * consumer is opened here: the pages exist already (posix_fallocate), but the
@@ -351,15 +365,20 @@ static const shmr_layout_field layout_fields[] = {
     FIELD("header", 0, shmr_header, create_time_ns),
     FIELD("header", 0, shmr_header, creator_pid),
     FIELD("header", 0, shmr_header, descr_len),
-    {"header.reserved0", offsetof(struct shmr_header, reserved), 8},
-    {"header.reserved1", offsetof(struct shmr_header, reserved) + 8, 8},
-    {"header.reserved2", offsetof(struct shmr_header, reserved) + 16, 8},
+    FIELD("header", 0, shmr_header, kind),
+    FIELD("header", 0, shmr_header, reserved32),
+    {"header.reserved1", offsetof(struct shmr_header, reserved), 8},
+    {"header.reserved2", offsetof(struct shmr_header, reserved) + 8, 8},
     FIELD("header", 0, shmr_header, descr),
     REGION("prod", OFF_PROD, shmr_prod_block),
     FIELD("prod", OFF_PROD, shmr_prod_block, head),
     FIELD("prod", OFF_PROD, shmr_prod_block, intent),
     FIELD("prod", OFF_PROD, shmr_prod_block, join_claim),
     FIELD("prod", OFF_PROD, shmr_prod_block, writable_end),
+    FIELD("prod", OFF_PROD, shmr_prod_block, msgs),
+    FIELD("prod", OFF_PROD, shmr_prod_block, bytes),
+    FIELD("prod", OFF_PROD, shmr_prod_block, oldest),
+    FIELD("prod", OFF_PROD, shmr_prod_block, last_frame),
     REGION("tail", OFF_TAIL, shmr_tail_block),
     FIELD("tail", OFF_TAIL, shmr_tail_block, tail),
     REGION("data_ec", OFF_DATA_EC, shmr_ec),
@@ -376,6 +395,7 @@ static const shmr_layout_field layout_fields[] = {
     FIELD("ctl", OFF_CTL, shmr_ctl, abandoned),
     FIELD("ctl", OFF_CTL, shmr_ctl, evicted),
     FIELD("ctl", OFF_CTL, shmr_ctl, popped_retired),
+    FIELD("ctl", OFF_CTL, shmr_ctl, abandoned_bytes),
     REGION("cslot", OFF_CONSUMERS, shmr_cslot),
     FIELD("cslot", 0, shmr_cslot, owner),
     FIELD("cslot", 0, shmr_cslot, ready),
@@ -385,9 +405,15 @@ static const shmr_layout_field layout_fields[] = {
     FIELD("cslot", 0, shmr_cslot, claim_n),
     FIELD("cslot", 0, shmr_cslot, popped),
     FIELD("cslot", 0, shmr_cslot, dropped),
+    FIELD("cslot", 0, shmr_cslot, dropped_bytes),
     REGION("release", 0, shmr_release_rec),
     FIELD("release", 0, shmr_release_rec, tag),
     FIELD("release", 0, shmr_release_rec, len),
+    REGION("frame", 0, shmr_frame),
+    FIELD("frame", 0, shmr_frame, tag),
+    FIELD("frame", 0, shmr_frame, info),
+    FIELD("frame", 0, shmr_frame, seq),
+    FIELD("frame", 0, shmr_frame, cum),
 };
 
 const shmr_layout_field *shmr_layout_fields(uint32_t *n)
@@ -438,6 +464,15 @@ int shmr_info(shmr_ring *r, shmr_ring_info *o)
     }
     o->tail = r->mode == SHMR_MODE_QUEUE ? shmr_load_acquire64(&r->tail_block->tail) : minc;
     o->available = o->pushed > o->tail ? o->pushed - o->tail : 0;
+    o->kind = r->kind;
+    if (r->kind == SHMR_KIND_MESSAGES) {
+        /* positions count units: report messages, and what is waiting in bytes */
+        o->available *= SHMR_MSG_UNIT;
+        o->pushed = shmr_load_relaxed64(&r->prod->msgs);
+        o->bytes_pushed = shmr_load_relaxed64(&r->prod->bytes);
+        o->abandoned_bytes = shmr_load_relaxed64(&r->ctl->abandoned_bytes);
+        o->max_message = shmr_msg_max(r);
+    }
     return 0;
 }
 
@@ -456,6 +491,7 @@ int shmr_consumer_infos(shmr_ring *r, shmr_consumer_info *out, uint32_t max, uin
         o->cursor = shmr_load_acquire64(&s->cursor);
         o->popped = shmr_load_relaxed64(&s->popped);
         o->dropped = shmr_load_relaxed64(&s->dropped);
+        o->dropped_bytes = shmr_load_relaxed64(&s->dropped_bytes);
         o->claim_pos = shmr_load_relaxed64(&s->claim_pos);
         o->claimed = shmr_load_relaxed32(&s->claim_state) == CLAIM_HELD ? shmr_load_relaxed64(&s->claim_n) : 0;
         o->alive = shmr_owner_alive(owner);

@@ -33,6 +33,7 @@ struct shmr_ring {
     uint8_t *slots;
     uint64_t cap, mask, stride;
     uint32_t mode, overflow, max_consumers;
+    uint32_t kind;            /* enum shmr_kind */
     shmr_a32 populated; /* process-local, but handles may be opened from several threads */
 };
 
@@ -45,6 +46,12 @@ struct shmr_producer {
     uint64_t min_cache;    /* broadcast-block: lower bound of live cursors */
     uint32_t join_seen;    /* broadcast-block: join_epoch at the last min refresh */
     uint64_t reserved;     /* slots handed out by the last shmr_reserve */
+    /* message rings (messages.c) */
+    uint64_t pend, pend_msgs, pend_bytes; /* placed, not yet published: units, messages, bytes */
+    uint64_t last_pend;    /* the last placed message frame */
+    uint64_t msgs, bytes;  /* published so far */
+    uint64_t oldest;       /* broadcast: private copy of prod->oldest */
+    uint64_t want;         /* units of the frame a waiting producer needs */
 };
 
 struct shmr_consumer {
@@ -56,6 +63,11 @@ struct shmr_consumer {
     uint64_t head_cache;   /* cached producer head */
     uint64_t claim_pos, claim_n; /* outstanding zero-copy claim */
     uint64_t popped, dropped;
+    /* message rings (messages.c) */
+    uint64_t claim_msgs;   /* messages in the claim */
+    uint64_t next_seq, next_cum; /* broadcast: sequence number and byte count at cursor */
+    uint64_t claim_seq, claim_cum; /* ... at the end of the claim */
+    uint64_t dropped_bytes;
 };
 
 static inline uint64_t shmr_min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
@@ -92,6 +104,10 @@ static inline void shmr_copy_out(shmr_ring *r, uint64_t pos, void *dst, uint64_t
 /* segment.c */
 void shmr_populate(shmr_ring *r);
 
+/* queue.c, for messages.c as well: q_writable, the claim CAS and the release */
+uint64_t shmr_q_writable(shmr_producer *p, uint64_t n);
+int shmr_q_try_claim(shmr_consumer *c, uint64_t *t, uint64_t k);
+
 /* queue.c: each returns what the public call of the same name returns, except
  * that "nothing there" is 0 and the public layer decides about end of stream. */
 void shmr_q_producer_open(shmr_producer *p);
@@ -101,7 +117,8 @@ void shmr_q_publish(shmr_producer *p, uint64_t k);
 int shmr_q_producer_ready(void *p);
 int64_t shmr_q_pop(shmr_consumer *c, void *dst, uint64_t max);
 int64_t shmr_q_claim(shmr_consumer *c, uint64_t max, const void **ptr);
-void shmr_q_release(shmr_consumer *c, uint64_t pos, uint64_t k);
+/* delivered: what the consumer counts as received (k records; a message batch's message count) */
+void shmr_q_release(shmr_consumer *c, uint64_t pos, uint64_t k, uint64_t delivered);
 int shmr_q_consumer_ready(void *c);
 uint64_t shmr_q_reclaim(shmr_ring *r, uint32_t i, const int *alive, const int *dead);
 
@@ -118,5 +135,16 @@ int64_t shmr_b_pop(shmr_consumer *c, void *dst, uint64_t max, uint64_t *dropped)
 int64_t shmr_b_claim(shmr_consumer *c, uint64_t max, const void **ptr, uint64_t *dropped);
 int64_t shmr_b_release(shmr_consumer *c, uint64_t pos, uint64_t k);
 int shmr_b_consumer_ready(void *c);
+/* for messages.c as well */
+uint64_t shmr_b_writable(shmr_producer *p, uint64_t n);
+uint64_t shmr_b_announce(shmr_producer *p, uint64_t k);
+void shmr_b_advance(shmr_consumer *c, uint64_t to, uint64_t delivered, uint64_t lost);
+
+/* messages.c */
+void shmr_m_producer_open(shmr_producer *p);
+void shmr_m_join(shmr_consumer *c, uint32_t start);
+int64_t shmr_m_claim(shmr_consumer *c, shmr_msg *out, uint64_t max, shmr_loss *loss);
+int64_t shmr_m_release(shmr_consumer *c, const shmr_msg *msgs, shmr_loss *loss);
+void shmr_m_count(const shmr_ring *r, uint64_t pos, uint64_t units, uint64_t *msgs, uint64_t *bytes);
 
 #endif

@@ -50,7 +50,9 @@ struct shmr_header {
     uint64_t create_time_ns;
     uint32_t creator_pid;
     uint32_t descr_len;
-    uint64_t reserved[3];
+    uint32_t kind;            /* enum shmr_kind; a v1 segment written before message rings has 0 here */
+    uint32_t reserved32;
+    uint64_t reserved[2];
     char descr[SHMR_DESCR_MAX];
 };
 
@@ -62,6 +64,11 @@ struct SHMR_ALIGNED_BLOCK shmr_prod_block {
                           * while an announcement is checked (see announce) */
     shmr_a64 writable_end; /* queue: the producer's walk of release records got this
                             * far (a batch boundary), for a producer that takes over */
+    /* message rings (messages.c) */
+    shmr_a64 msgs;         /* messages published */
+    shmr_a64 bytes;        /* their body bytes */
+    shmr_a64 oldest;       /* broadcast: the oldest message frame not being overwritten */
+    shmr_a64 last_frame;   /* the last message frame published (below head) */
 };
 
 /* Queue mode: next position to claim; consumers CAS it. */
@@ -85,6 +92,7 @@ struct SHMR_ALIGNED_BLOCK shmr_ctl {
     shmr_a64 abandoned;      /* queue: claimed records reclaimed from dead consumers */
     shmr_a64 evicted;        /* consumer slots freed because their process died */
     shmr_a64 popped_retired; /* records received by consumers that have left */
+    shmr_a64 abandoned_bytes; /* message rings: body bytes of the abandoned messages */
 };
 
 /* One per consumer, each on its own block: written by its consumer (and by a
@@ -98,6 +106,7 @@ struct SHMR_ALIGNED_BLOCK shmr_cslot {
     shmr_a64 claim_n;
     shmr_a64 popped;
     shmr_a64 dropped;
+    shmr_a64 dropped_bytes; /* message rings: body bytes of the dropped messages */
 };
 
 /* Queue mode: one release record per slot, written only at the first slot of a
@@ -112,6 +121,19 @@ struct shmr_release_rec {
 };
 
 enum { CLAIM_NONE = 0, CLAIM_INTENT = 1, CLAIM_HELD = 2 };
+
+/* Message rings (messages.c): positions count 16-byte units, and a message is
+ * one frame of whole units: this header, then the body. A padding frame (kind
+ * 0) is the first two words only and runs to the end of the ring. The first
+ * two words have the layout of struct shmr_release_rec: in queue mode the
+ * release record of a batch overwrites the header of its first frame, so a
+ * message ring needs no separate array of release records. */
+struct shmr_frame {
+    shmr_a64 tag;  /* the frame's position; a release record: its position + capacity */
+    shmr_a64 info; /* (body length << 8) | kind; a release record: its length in units */
+    shmr_a64 seq;  /* messages published before this one */
+    shmr_a64 cum;  /* body bytes published before this one */
+};
 
 #define OFF_PROD SHMR_PAGE
 #define OFF_TAIL (OFF_PROD + SHMR_BLOCK)
@@ -133,5 +155,11 @@ _Static_assert(offsetof(struct shmr_ec, epoch) % 4 == 0, "futex word is 4-byte a
 _Static_assert(sizeof(shmr_a64) == 8 && sizeof(shmr_a32) == 4, "atomics have plain width");
 _Static_assert(sizeof(struct shmr_release_rec) == 16, "release records are two words");
 _Static_assert(OFF_CONSUMERS == SHMR_PAGE + 5 * SHMR_BLOCK, "five control blocks after the header");
+_Static_assert(offsetof(struct shmr_header, kind) == 104, "kind took the first reserved word");
+_Static_assert(sizeof(struct shmr_frame) == 2 * SHMR_MSG_UNIT, "a frame header is two units");
+_Static_assert(sizeof(struct shmr_release_rec) == SHMR_MSG_UNIT, "a release record is one unit");
+_Static_assert(offsetof(struct shmr_frame, tag) == offsetof(struct shmr_release_rec, tag) &&
+                   offsetof(struct shmr_frame, info) == offsetof(struct shmr_release_rec, len),
+               "a release record overlays the first two words of a frame");
 
 #endif

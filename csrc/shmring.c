@@ -58,6 +58,8 @@ int shmr_producer_open(shmr_ring *r, shmr_producer **out)
         shmr_q_producer_open(p);
     else
         shmr_b_producer_open(p);
+    if (r->kind == SHMR_KIND_MESSAGES)
+        shmr_m_producer_open(p);
     /* A new producer re-opens the stream under a new generation, after taking
      * the role: a consumer that judged the old producer dead CASes only the
      * generation it read before looking at the owner, so it cannot close ours. */
@@ -160,8 +162,11 @@ int shmr_consumer_open(shmr_ring *r, uint32_t start, shmr_consumer **out)
     shmr_store_relaxed32(&s->claim_state, CLAIM_NONE);
     shmr_store_relaxed64(&s->popped, 0);
     shmr_store_relaxed64(&s->dropped, 0);
+    shmr_store_relaxed64(&s->dropped_bytes, 0);
     if (IS_QUEUE(r))
         shmr_store_release32(&s->ready, 1);
+    else if (r->kind == SHMR_KIND_MESSAGES)
+        shmr_m_join(c, start);
     else
         shmr_b_join(c, start);
     c->head_cache = shmr_load_acquire64(&r->prod->head);
@@ -174,8 +179,12 @@ void shmr_consumer_free(shmr_consumer *c)
     if (!c)
         return;
     shmr_ring *r = c->r;
-    if (c->claim_n)
-        shmr_release(c);
+    if (c->claim_n) {
+        if (r->kind == SHMR_KIND_MESSAGES)
+            shmr_m_release(c, NULL, NULL);
+        else
+            shmr_release(c);
+    }
     shmr_store_release32(&c->slot->ready, 0);
     shmr_fetch_add_relaxed64(&r->ctl->popped_retired, c->popped);
     uint64_t me = c->owner;
@@ -232,10 +241,27 @@ int64_t shmr_release(shmr_consumer *c)
         return 0;
     c->claim_n = 0;
     if (IS_QUEUE(c->r)) {
-        shmr_q_release(c, pos, k);
+        shmr_q_release(c, pos, k, k);
         return 0;
     }
     return shmr_b_release(c, pos, k);
+}
+
+int64_t shmr_msg_claim(shmr_consumer *c, shmr_msg *out, uint64_t max, shmr_loss *loss)
+{
+    if (c->claim_n)
+        return -EBUSY;
+    if (max == 0)
+        return 0;
+    int64_t k = shmr_m_claim(c, out, max, loss);
+    if (k == 0 && closed_and_drained(c))
+        return -SHMR_ECLOSED;
+    return k;
+}
+
+int64_t shmr_msg_release(shmr_consumer *c, const shmr_msg *msgs, shmr_loss *loss)
+{
+    return shmr_m_release(c, msgs, loss);
 }
 
 int shmr_consumer_wait(shmr_consumer *c, int64_t timeout_ns, int64_t spin_ns)

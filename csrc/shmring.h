@@ -38,6 +38,9 @@
 enum shmr_mode { SHMR_MODE_QUEUE = 0, SHMR_MODE_BROADCAST = 1 };
 enum shmr_overflow { SHMR_OVERFLOW_BLOCK = 0, SHMR_OVERFLOW_OVERWRITE = 1 };
 enum shmr_start { SHMR_START_LATEST = 0, SHMR_START_OLDEST = 1 };
+/* a ring of fixed-size records of one dtype, or of messages of any size (messages.c) */
+enum shmr_kind { SHMR_KIND_RECORDS = 0, SHMR_KIND_MESSAGES = 1 };
+#define SHMR_MSG_UNIT 16u       /* message rings: positions count units of this many bytes */
 
 /* why a stream ended (shmr_ring_info.close_reason) */
 enum shmr_close_reason {
@@ -59,6 +62,8 @@ typedef struct shmr_params {
     uint32_t max_consumers;
     const char *descr;      /* dtype descriptor text */
     uint32_t descr_len;
+    uint32_t kind;          /* enum shmr_kind; messages: capacity counts units,
+                             * record_size = record_align = SHMR_MSG_UNIT */
 } shmr_params;
 
 /* The stats of a ring. The field names are the keys of Ring.stats() (the
@@ -70,6 +75,7 @@ typedef struct shmr_consumer_info {
     uint64_t cursor;        /* broadcast: next position to read */
     uint64_t popped;        /* records received */
     uint64_t dropped;       /* broadcast-overwrite: records lost to laps */
+    uint64_t dropped_bytes; /* message rings: body bytes of those */
     uint64_t claim_pos;     /* queue: first position of the batch held, if any */
     uint64_t claimed;       /* queue: records claimed, not yet released */
     int alive;
@@ -98,6 +104,11 @@ typedef struct shmr_ring_info {
     uint64_t evicted;       /* consumers evicted because their process died */
     uint32_t creator_pid;
     uint64_t create_time_ns; /* CLOCK_REALTIME */
+    uint32_t kind;          /* enum shmr_kind; message rings count pushed / popped /
+                             * available / abandoned / dropped in messages */
+    uint64_t bytes_pushed;  /* message rings: body bytes published */
+    uint64_t abandoned_bytes; /* message rings: body bytes of the abandoned messages */
+    uint64_t max_message;   /* message rings: the largest body */
 } shmr_ring_info;
 
 /* segments */
@@ -112,6 +123,7 @@ uint64_t shmr_capacity(const shmr_ring *r);
 uint64_t shmr_record_size(const shmr_ring *r);
 uint32_t shmr_mode(const shmr_ring *r);
 uint32_t shmr_overflow(const shmr_ring *r);
+uint32_t shmr_kind(const shmr_ring *r);
 int shmr_info(shmr_ring *r, shmr_ring_info *out);
 int shmr_consumer_infos(shmr_ring *r, shmr_consumer_info *out, uint32_t max, uint32_t *n);
 
@@ -168,5 +180,48 @@ uint64_t shmr_consumer_dropped(const shmr_consumer *c);
 uint32_t shmr_consumer_index(const shmr_consumer *c);
 uint32_t shmr_close_reason(const shmr_ring *r);
 void shmr_wake_all(shmr_ring *r);
+
+/* ---- message rings (messages.c) ----------------------------------------- */
+
+/* one message as a consumer claimed it, in place */
+typedef struct shmr_msg {
+    const void *body;       /* 16-byte aligned, len bytes, contiguous */
+    uint64_t pos;           /* position of its frame (units) */
+    uint64_t len;
+    uint32_t kind;          /* what the body holds, 1..255 (the codec's business) */
+} shmr_msg;
+
+/* what a broadcast-overwrite consumer lost to laps */
+typedef struct shmr_loss {
+    uint64_t msgs, bytes;
+} shmr_loss;
+
+/* the largest body a message ring carries: half the ring less a frame header,
+ * because a frame never wraps and may have to follow a padding frame */
+uint64_t shmr_msg_max(const shmr_ring *r);
+/* Producer: places a message of len bytes after those already placed and not
+ * yet published; *body = where to write it. 1: placed, 0: no room now (publish
+ * what is pending, wait, try again), -EMSGSIZE: larger than shmr_msg_max,
+ * -EINVAL: kind out of 1..255. Nothing is visible before shmr_msg_commit. */
+int shmr_msg_reserve(shmr_producer *p, uint32_t kind, uint64_t len, void **body);
+/* publishes every placed message at once; returns how many */
+uint64_t shmr_msg_commit(shmr_producer *p);
+/* forgets the placed, unpublished messages */
+void shmr_msg_cancel(shmr_producer *p);
+/* waits until a message of len bytes can be placed; 0, -ETIMEDOUT, -EINTR */
+int shmr_msg_producer_wait(shmr_producer *p, uint64_t len, int64_t timeout_ns, int64_t spin_ns);
+/* Consumer: claims up to max messages in place (queue: a batch that is this
+ * consumer's alone; broadcast: the next ones). Count, 0 when empty,
+ * -SHMR_ECLOSED when closed and drained, -EBUSY with a claim outstanding,
+ * -EIO on a corrupt frame. loss (may be NULL) += messages lapped before them. */
+int64_t shmr_msg_claim(shmr_consumer *c, shmr_msg *out, uint64_t max, shmr_loss *loss);
+/* Releases the claim; msgs is what shmr_msg_claim filled. Returns how many
+ * leading messages of it may have been overwritten while held (broadcast-
+ * overwrite; their contents are invalid), also added to loss. */
+int64_t shmr_msg_release(shmr_consumer *c, const shmr_msg *msgs, shmr_loss *loss);
+/* 1 if the first claimed message is still intact (broadcast-overwrite check
+ * of a copy made before release); always 1 in the other modes */
+int shmr_msg_intact(shmr_consumer *c, const shmr_msg *msgs);
+uint64_t shmr_consumer_dropped_bytes(const shmr_consumer *c);
 
 #endif

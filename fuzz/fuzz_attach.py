@@ -197,11 +197,12 @@ def round_up(v: int, a: int) -> int:
     return (v + a - 1) // a * a
 
 
-def layout(cap: int, stride: int, mode: int, max_consumers: int) -> tuple[int, int, int, int]:
-    """(consumers_offset, releases_offset, slots_offset, segment_size), as the core computes it."""
+def layout(cap: int, stride: int, mode: int, max_consumers: int, kind: int = 0) -> tuple[int, int, int, int]:
+    """(consumers_offset, releases_offset, slots_offset, segment_size), as the core computes it.
+    A message ring (kind 1) keeps its release records in its frames: no side array."""
     consumers = CONSUMERS_OFF
     end = consumers + max_consumers * CSLOT_SIZE
-    if mode == 0:
+    if mode == 0 and kind == 0:
         releases = round_up(end, BLOCK)
         end = releases + cap * RELEASE_SIZE
     else:
@@ -589,8 +590,10 @@ def control_cases(seeds: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
 
 
 def every_field() -> list[str]:
-    """The layout names of every header and control field the fuzzer must mutate."""
-    return sorted(k for k in LAYOUT if "." in k)
+    """The layout names of every header and control field the fuzzer must mutate.
+    Message frame headers live in the data area of message rings; their
+    corruption is tested in tests/test_messages.py (test_corrupt_frame_headers)."""
+    return sorted(k for k in LAYOUT if "." in k and not k.startswith("frame."))
 
 
 def field_counts(seeds: list[tuple[str, bytes]], random_n: int = 2000, seed: int = 20261124) -> Counter[str]:

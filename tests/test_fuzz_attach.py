@@ -169,14 +169,19 @@ def expected_attach(data: bytes) -> str:
         return corrupt
     if g["stride"] != rs or cap > (fz.U64 // 4) // rs:
         return corrupt
+    kind = g["kind"]  # 0 records, 1 messages (whole 16-byte units, at least 16 of them)
+    if kind > 1 or (kind == 1 and (rs != 16 or g["record_align"] != 16 or cap < 16)):
+        return corrupt
     text = seg[fz.DESCR_OFF:fz.DESCR_OFF + g["descr_len"]]
     if any(b < 0x20 or b > 0x7E for b in text):
         return corrupt
-    lay = fz.layout(cap, rs, g["mode"], g["max_consumers"])
+    lay = fz.layout(cap, rs, g["mode"], g["max_consumers"], kind)
     if (g["consumers_offset"], g["releases_offset"], g["slots_offset"], g["segment_size"]) != lay:
         return corrupt
     if size < g["segment_size"]:
         return corrupt  # truncated
+    if kind == 1:
+        return "attached"  # a message ring has no dtype; its descriptor text is not read
     import numpy as np
     from numpy.lib.format import descr_to_dtype
 

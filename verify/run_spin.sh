@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Model-check verify/ring.pml (the ring) and verify/board.pml (the board) with
-# SPIN, one configuration at a time.
+# Model-check verify/ring.pml (the ring), verify/board.pml (the board) and
+# verify/messages.pml (message rings) with SPIN, one configuration at a time.
 #
 #   verify/run_spin.sh            the default set (under a minute on 2 idle cores)
 #   EXTENDED=1 verify/run_spin.sh the default set plus the larger "ext" ones
@@ -51,7 +51,12 @@ mutant_board_no_recheck|default|mutant|-DCRASHY -DBUG_NO_RECHECK|safety|board.pm
 mutant_board_no_odd_mark|default|mutant|-DCRASHY -DBUG_NO_ODD_MARK|safety|board.pml
 mutant_board_no_takeover|default|mutant|-DCRASHY -DBUG_NO_TAKEOVER|safety|board.pml
 mutant_board_one_copy|default|mutant|-DCRASHY -DBUG_ONE_COPY|safety|board.pml
+msg_queue|default|check|-DNMSG=3|safety|messages.pml
+msg_mutant_release_early|default|mutant|-DBUG_RELEASE_EARLY|safety|messages.pml
+msg_mutant_no_cas|default|mutant|-DBUG_NO_CAS|safety|messages.pml
+msg_mutant_no_pad|default|mutant|-DBUG_NO_PAD|safety|messages.pml
 queue_cap4|ext|check|-DQUEUE -DCAP=4 -DNREC=6|safety
+msg_queue_nmsg4|ext|check|-DNMSG=4|safety|messages.pml
 overwrite_nrec4|ext|check|-DOVERWRITE -DRESERVE -DNREC=4|safety
 overwrite_join_full|ext|check|-DOVERWRITE -DJOIN -DRESERVE|safety
 block_join_nrec4_full|ext|check|-DBLOCK -DJOIN -DNREC=4|safety

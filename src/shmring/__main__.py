@@ -1,6 +1,6 @@
 """Command line: inspect, watch and clean up the rings and boards on this machine.
 
-    shmring ls [--json]             rings: name, mode, capacity, fill, producer, consumers, age, dtype;
+    shmring ls [--json]             rings: name, kind, mode, size, fill, producer, consumers, age, dtype;
                                     boards: name, keys, writes, last writer, dtype
     shmring info NAME [--json]      full stats: per-consumer lag; per-key version and last writer
     shmring top [--once] [--json]   live view: rates in and out, fill, each consumer's lag and rate
@@ -33,6 +33,7 @@ from ._inspect import (
     mode_text,
     producer_text,
     ring_names,
+    size_text,
 )
 
 
@@ -48,24 +49,25 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if not rows:
         print("no rings")
         return 0
-    table = [("NAME", "MODE", "CAP", "FILL", "PRODUCER", "CONS", "AGE", "DTYPE")]
+    table = [("NAME", "KIND", "MODE", "SIZE", "FILL", "PRODUCER", "CONS", "AGE", "DTYPE")]
     errors = []
     for st in rows:
         if "error" in st:
             errors.append(st)
             continue
-        dtype = st["dtype"] if len(st["dtype"]) <= 40 else st["dtype"][:37] + "..."
+        dtype = st["dtype"] or "-"
+        dtype = dtype if len(dtype) <= 40 else dtype[:37] + "..."
         if st.get("kind") == "board":
             last = last_writer(st)
             who = "-" if last is None else str(last["last_writer_pid"])
-            table.append((st["name"], "board", f"{st['n_keys']} keys", f"{st['writes']} writes", who,
+            table.append((st["name"], "board", "-", f"{st['n_keys']} keys", f"{st['writes']} writes", who,
                           "-", "-", dtype))
             continue
         live = sum(1 for c in st["consumers"] if c["alive"])
-        table.append((st["name"], mode_text(st), str(st["capacity"]), fill_text(st), producer_text(st),
+        table.append((st["name"], st["kind"], mode_text(st), size_text(st), fill_text(st), producer_text(st),
                       str(live), age_text(st["age"]), dtype))
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]) - 1)]
-    right = {2, 3, 4, 5, 6}  # numbers right-aligned
+    right = {3, 4, 5, 6, 7}  # numbers right-aligned
     for row in table:
         cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
         print("  ".join(cells + [row[-1]]))
@@ -84,16 +86,21 @@ def cmd_info(args: argparse.Namespace) -> int:
         return 1
     if st.get("kind") == "board":
         return _board_info(st)
-    for key in ("name", "dtype", "mode", "overflow", "capacity", "record_size", "segment_size", "pushed",
-                "popped", "available", "retained", "producer_pid", "producer_alive", "closed", "close_reason",
-                "abandoned", "evicted", "waiters", "creator_pid", "layout_version"):
+    keys = ["name", "kind", "dtype", "mode", "overflow", "capacity", "record_size", "segment_size", "pushed",
+            "popped", "available", "retained", "producer_pid", "producer_alive", "closed", "close_reason",
+            "abandoned", "evicted", "waiters", "creator_pid", "layout_version"]
+    if st["kind"] == "messages":
+        keys[keys.index("capacity"):keys.index("segment_size")] = ["nbytes", "max_message"]
+        keys[keys.index("abandoned") + 1:keys.index("abandoned") + 1] = ["abandoned_bytes", "bytes_pushed"]
+    for key in keys:
         print(f"{key:<15} {st[key]}")
     print(f"{'age':<15} {age_text(st['age'])}")
     print(f"consumers       {st['n_consumers']} of {st['max_consumers']}")
     for c in st["consumers"]:
         lag = c.get("lag", c["claimed"])
+        dropped = f"{c['dropped']} ({c['dropped_bytes']} B)" if st["kind"] == "messages" else c["dropped"]
         print(f"  #{c['index']:<3} pid {c['pid']:<8} {'alive' if c['alive'] else 'dead':<5} "
-              f"popped {c['popped']:<12} dropped {c['dropped']:<10} lag {lag}")
+              f"popped {c['popped']:<12} dropped {dropped!s:<10} lag {lag}")
     if "bridge" in st:
         b = st["bridge"]
         print(f"bridge          fed by pid {b['pid']}: records {b['records']}, batches {b['batches']}, "

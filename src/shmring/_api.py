@@ -12,7 +12,7 @@ import numpy as np
 from numpy.lib.format import descr_to_dtype, dtype_to_descr
 
 from . import _ring
-from ._ring import Consumer, Producer
+from ._ring import Consumer, MessageConsumer, MessageProducer, Producer
 from .errors import CorruptRingError, RingError
 
 
@@ -31,6 +31,7 @@ class ConsumerStats(TypedDict, total=False):
     cursor: int
     popped: int
     dropped: int
+    dropped_bytes: int
     claim_pos: int
     claimed: int
     alive: bool
@@ -39,11 +40,18 @@ class ConsumerStats(TypedDict, total=False):
 
 class RingStats(TypedDict):
     """Ring.stats(): struct shmr_ring_info (csrc/shmring.h) field for field, with
-    codes given as names (mode, overflow, close_reason), plus what only the Python
-    layer knows (name, dtype, consumers, closed, created). README "Stats" has the table."""
+    codes given as names (mode, overflow, close_reason, kind), plus what only the
+    Python layer knows (name, dtype, nbytes, consumers, closed, created). On a
+    message ring pushed / popped / abandoned / dropped count messages and
+    available counts bytes. README "Stats" has the table."""
 
     name: str
-    dtype: str
+    kind: str
+    dtype: str | None
+    nbytes: int
+    max_message: int | None
+    bytes_pushed: int
+    abandoned_bytes: int
     mode: str
     overflow: str
     capacity: int
@@ -75,6 +83,8 @@ DEFAULT_MAX_CONSUMERS = 64
 MAX_RECORD_NDIM = 31
 DEFAULT_SPIN = 20e-6  # seconds of busy polling before a blocked call sleeps
 SHM_DIR = "/dev/shm"
+MESSAGES_DESCR = b"messages"  # the descriptor text of a message ring (its kind is in the header)
+MIN_MESSAGE_RING = 256  # bytes: 16 units, so the largest message is 96 bytes
 SEGMENT_PREFIX = "shmr-"
 
 
@@ -143,6 +153,18 @@ def _round_capacity(capacity: Any) -> int:
     return 1 << (capacity - 1).bit_length()
 
 
+def _round_nbytes(nbytes: Any) -> int:
+    if isinstance(nbytes, bool) or not isinstance(nbytes, (int, np.integer)):
+        raise TypeError(f"nbytes must be an int, not {type(nbytes).__name__}")
+    nbytes = int(nbytes)
+    if nbytes < 1:
+        raise ValueError(f"nbytes must be >= 1, got {nbytes}")
+    limit = _ring.MSG_UNIT << 32
+    if nbytes > limit:
+        raise ValueError(f"nbytes {nbytes} is too large (at most 2**{limit.bit_length() - 1} bytes)")
+    return max(MIN_MESSAGE_RING, 1 << (nbytes - 1).bit_length())
+
+
 def _shm_free_bytes() -> int | None:
     try:
         st = os.statvfs(SHM_DIR)
@@ -158,10 +180,11 @@ class Ring:
     :meth:`attach` (or pass it to a ``multiprocessing.Process``: it pickles by name).
     """
 
-    def __init__(self, mapping: _ring.Mapping, name: str, dtype: np.dtype) -> None:
+    def __init__(self, mapping: _ring.Mapping, name: str, dtype: np.dtype | None) -> None:
         self._map: _ring.Mapping | None = mapping
         self._name = name
         self._dtype = dtype
+        self._kind = "messages" if mapping.kind == _ring.KIND_MESSAGES else "records"
         self._capacity = mapping.capacity
         self._mode = "queue" if mapping.mode == _ring.MODES["queue"] else "broadcast"
         self._overflow = "overwrite" if mapping.overflow == _ring.OVERFLOWS["overwrite"] else "block"
@@ -173,19 +196,47 @@ class Ring:
     def create(
         cls,
         name: str,
-        dtype: Any,
-        capacity: int,
+        dtype: Any = None,
+        capacity: int | None = None,
         *,
+        nbytes: int | None = None,
         mode: str = "queue",
         overflow: str = "block",
         max_consumers: int = DEFAULT_MAX_CONSUMERS,
         exist_ok: bool = False,
         permissions: int = 0o600,
     ) -> "Ring":
-        """Create a ring of ``capacity`` records (rounded up to a power of two)."""
+        """Create a ring. With ``dtype``: a ring of ``capacity`` records of that dtype
+        (capacity rounded up to a power of two). Without: a message ring of ``nbytes``
+        bytes (rounded up to a power of two, at least 256), carrying bytes, numpy
+        arrays and any picklable object, each message up to half the ring."""
         name = _check_name(name)
-        dt = _check_dtype(dtype)
-        cap = _round_capacity(capacity)
+        if dtype is None:
+            if nbytes is None:
+                raise TypeError("Ring.create() needs either dtype= and capacity= (a ring of records) "
+                                "or nbytes= (a message ring of that many bytes)")
+            if capacity is not None:
+                raise TypeError("a message ring is sized by nbytes=, not capacity= "
+                                "(capacity counts records of a dtype)")
+            kind = _ring.KIND_MESSAGES
+            size = _round_nbytes(nbytes)
+            cap, rsize, align, descr = size // _ring.MSG_UNIT, _ring.MSG_UNIT, _ring.MSG_UNIT, MESSAGES_DESCR
+            dt = None
+        else:
+            if nbytes is not None:
+                raise TypeError("give either dtype= and capacity= (a ring of records) or nbytes= "
+                                "(a message ring), not both")
+            if capacity is None:
+                raise TypeError("a ring of records needs capacity= (the number of records it holds)")
+            kind = _ring.KIND_RECORDS
+            dt = _check_dtype(dtype)
+            cap = _round_capacity(capacity)
+            if dt.itemsize > 1 << 30:
+                raise ValueError(f"records of {dt.itemsize} bytes are too large (at most 1 GiB)")
+            descr = _encode_dtype(dt).encode("ascii")
+            if len(descr) >= _ring.DESCR_MAX:
+                raise ValueError(f"dtype {dt} is too complex to store ({len(descr)} bytes of descriptor)")
+            rsize, align = dt.itemsize, max(dt.alignment, 1)
         if mode not in _ring.MODES:
             raise ValueError(f"mode must be 'queue' or 'broadcast', not {mode!r}")
         if overflow not in _ring.OVERFLOWS:
@@ -194,34 +245,33 @@ class Ring:
             raise ValueError("overflow='overwrite' needs mode='broadcast' (a work queue never drops records)")
         if not 1 <= int(max_consumers) <= _ring.MAX_CONSUMERS:
             raise ValueError(f"max_consumers must be in 1..{_ring.MAX_CONSUMERS}, got {max_consumers}")
-        if dt.itemsize > 1 << 30:
-            raise ValueError(f"records of {dt.itemsize} bytes are too large (at most 1 GiB)")
-        descr = _encode_dtype(dt).encode("ascii")
-        if len(descr) >= _ring.DESCR_MAX:
-            raise ValueError(f"dtype {dt} is too complex to store ({len(descr)} bytes of descriptor)")
         try:
             mapping = _ring.Mapping.create(
-                name, cap, dt.itemsize, max(dt.alignment, 1), _ring.MODES[mode],
-                _ring.OVERFLOWS[overflow], int(max_consumers), descr, permissions,
+                name, cap, rsize, align, _ring.MODES[mode], _ring.OVERFLOWS[overflow], int(max_consumers),
+                descr, permissions, kind,
             )
         except FileExistsError:
             if not exist_ok:
                 raise FileExistsError(errno.EEXIST, f"a ring named {name!r} already exists") from None
             ring = cls.attach(name)
-            if (ring.dtype, ring.capacity, ring.mode, ring.overflow) != (dt, cap, mode, overflow):
+            want = (dt, cap, mode, overflow) if dt is not None else ("messages", cap * _ring.MSG_UNIT, mode, overflow)
+            have = ((ring.dtype, ring.capacity, ring.mode, ring.overflow) if ring.kind == "records"
+                    else ("messages", ring.nbytes, ring.mode, ring.overflow))
+            if have != want:
                 ring.close()
                 raise FileExistsError(
                     errno.EEXIST,
-                    f"ring {name!r} exists with dtype={ring.dtype}, capacity={ring.capacity}, "
-                    f"mode={ring.mode!r}, overflow={ring.overflow!r}, not dtype={dt}, capacity={cap}, "
-                    f"mode={mode!r}, overflow={overflow!r}",
+                    f"ring {name!r} exists as {ring._describe()}, not as "
+                    + (f"dtype={dt}, capacity={cap}" if dt is not None else f"a message ring of nbytes={cap * _ring.MSG_UNIT}")
+                    + f", mode={mode!r}, overflow={overflow!r}",
                 ) from None
-            ring._dtype = dt  # equal to the stored one; keep the caller's (alignment flag)
+            if dt is not None:
+                ring._dtype = dt  # equal to the stored one; keep the caller's (alignment flag)
             return ring
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 free = _shm_free_bytes()
-                need = cap * dt.itemsize
+                need = cap * rsize
                 raise OSError(
                     errno.ENOSPC,
                     f"not enough shared memory for ring {name!r}: needs about {need} bytes, "
@@ -236,6 +286,10 @@ class Ring:
         name = _check_name(name)
         want = _check_dtype(dtype) if dtype is not None else None
         mapping = _ring.Mapping.attach(name)
+        if mapping.kind == _ring.KIND_MESSAGES:
+            if want is not None:
+                raise TypeError(f"ring {name!r} is a message ring (it has no dtype); attach it without dtype=")
+            return cls(mapping, name, None)
         stored = _decode_dtype(mapping.descr, f"attach ring {name!r}")
         if stored.itemsize != mapping.record_size:
             raise CorruptRingError(f"attach ring {name!r}: dtype size disagrees with the record size")
@@ -264,9 +318,17 @@ class Ring:
         self.close()
 
     def __reduce__(self):
-        return (_attach_for_pickle, (self._name, _encode_dtype(self._dtype)))
+        return (_attach_for_pickle, (self._name, _encode_dtype(self._dtype) if self._dtype is not None else None))
+
+    def _describe(self) -> str:
+        if self._kind == "messages":
+            return f"a message ring of nbytes={self.nbytes}, mode={self._mode!r}, overflow={self._overflow!r}"
+        return f"dtype={self._dtype}, capacity={self._capacity}, mode={self._mode!r}, overflow={self._overflow!r}"
 
     def __repr__(self) -> str:
+        if self._kind == "messages":
+            state = "closed" if self._map is None else f"nbytes={self.nbytes}"
+            return f"<shmring.Ring {self._name!r} messages mode={self._mode!r} {state}>"
         state = "closed" if self._map is None else f"capacity={self._capacity}"
         return f"<shmring.Ring {self._name!r} {self._dtype} mode={self._mode!r} {state}>"
 
@@ -277,30 +339,44 @@ class Ring:
             raise RingError(f"ring {self._name!r} is closed")
         return self._map
 
+    # The handle's class follows the ring's kind, known only at run time: Producer /
+    # Consumer for a ring of records, MessageProducer / MessageConsumer for messages.
     def producer(self, *, spin: float = DEFAULT_SPIN,
-                 liveness_interval: float = _ring.DEFAULT_LIVENESS_INTERVAL) -> Producer:
-        """The producer handle. Only one live process may hold it; a new one may take
+                 liveness_interval: float = _ring.DEFAULT_LIVENESS_INTERVAL) -> Any:
+        """The producer handle (MessageProducer on a message ring). Only one live process may hold it; a new one may take
         over from a producer whose process died. ``spin``: seconds of busy polling
         before a blocked push sleeps. ``liveness_interval``: while blocked, how often
         (seconds) to look for dead consumers holding the ring back; a dead consumer's
         claim is reclaimed (and counted in stats()["abandoned"]) within this bound."""
-        p = Producer._open(self._mapping(), self._dtype, self, float(spin), float(liveness_interval))
+        if self._kind == "messages":
+            p = MessageProducer._open(self._mapping(), self, float(spin), float(liveness_interval))
+        else:
+            p = Producer._open(self._mapping(), self._dtype, self, float(spin), float(liveness_interval))
         self._handles.add(p)
         return p
 
     def consumer(self, *, start: str = "latest", on_lag: str = "skip", spin: float = DEFAULT_SPIN,
-                 liveness_interval: float = _ring.DEFAULT_LIVENESS_INTERVAL) -> Consumer:
-        """Register a consumer. Broadcast mode: ``start`` is "latest" (the next record
+                 liveness_interval: float = _ring.DEFAULT_LIVENESS_INTERVAL,
+                 allow_pickle: bool = True) -> Any:
+        """Register a consumer (MessageConsumer on a message ring). Broadcast mode: ``start`` is "latest" (the next record
         pushed) or "oldest" (the oldest record still in the ring); ``on_lag`` is "skip"
         (count lost records in ``consumer.dropped``) or "raise" (raise Lagged).
         ``liveness_interval``: while blocked, how often (seconds) to check that the
-        producer is alive; a dead producer's stream ends within this bound."""
+        producer is alive; a dead producer's stream ends within this bound.
+        ``allow_pickle`` (message rings): False refuses pickled messages with
+        PickleRefusedError (unpickling runs code); bytes and arrays still arrive."""
         if start not in _ring.STARTS:
             raise ValueError(f"start must be 'latest' or 'oldest', not {start!r}")
         if on_lag not in ("skip", "raise"):
             raise ValueError(f"on_lag must be 'skip' or 'raise', not {on_lag!r}")
-        c = Consumer._open(self._mapping(), self._dtype, self, _ring.STARTS[start], on_lag == "raise",
-                           float(spin), float(liveness_interval))
+        if self._kind == "messages":
+            c = MessageConsumer._open(self._mapping(), self, _ring.STARTS[start], on_lag == "raise",
+                                      bool(allow_pickle), float(spin), float(liveness_interval))
+        else:
+            if allow_pickle is not True:
+                raise TypeError("allow_pickle applies to message rings; a ring of records never unpickles")
+            c = Consumer._open(self._mapping(), self._dtype, self, _ring.STARTS[start], on_lag == "raise",
+                               float(spin), float(liveness_interval))
         self._handles.add(c)
         return c
 
@@ -311,8 +387,24 @@ class Ring:
         return self._name
 
     @property
-    def dtype(self) -> np.dtype:
+    def dtype(self) -> np.dtype | None:
+        """The record dtype (None for a message ring)."""
         return self._dtype
+
+    @property
+    def kind(self) -> str:
+        """"records" (a ring of one dtype) or "messages" (bytes, arrays, objects)."""
+        return self._kind
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of ring memory for data (message rings: the rounded ``nbytes``)."""
+        return self._capacity * (_ring.MSG_UNIT if self._kind == "messages" else self._dtype.itemsize)
+
+    @property
+    def max_message(self) -> int | None:
+        """The largest message body this ring can carry (None for a ring of records)."""
+        return self._mapping().max_message if self._kind == "messages" else None
 
     @property
     def capacity(self) -> int:
@@ -338,12 +430,15 @@ class Ring:
         consumers: list[dict[str, Any]] = m.consumer_infos()
         for c in consumers:
             c["alive"] = bool(c["alive"])
-            if self._mode == "broadcast":
+            if self._kind == "messages":
+                c["claimed"] *= _ring.MSG_UNIT  # positions count 16-byte units: bytes held
+            elif self._mode == "broadcast":
                 c["lag"] = max(0, info["pushed"] - c["cursor"])
         reason = _ring.CLOSE_REASONS.get(info["close_reason"])
         info.update(
             name=self._name,
-            dtype=str(self._dtype),
+            kind=self._kind,
+            dtype=str(self._dtype) if self._dtype is not None else None,
             mode=self._mode,
             overflow=self._overflow,
             producer_pid=info["producer_pid"] or None,
@@ -353,11 +448,14 @@ class Ring:
             created=info["create_time_ns"] / 1e9,
             consumers=consumers,
         )
+        info["nbytes"] = self.nbytes
+        if self._kind == "records":
+            info["max_message"] = None
         return info  # type: ignore[return-value]
 
 
-def _attach_for_pickle(name: str, descr: str) -> Ring:
-    return Ring.attach(name, dtype=_decode_dtype(descr, "unpickle"))
+def _attach_for_pickle(name: str, descr: str | None) -> Ring:
+    return Ring.attach(name, dtype=_decode_dtype(descr, "unpickle") if descr is not None else None)
 
 
 def unlink(name: str) -> None:

@@ -25,6 +25,9 @@ cdef extern from "shmring.h" nogil:
         SHMR_OPEN
         SHMR_CLOSED_BY_PRODUCER
         SHMR_CLOSED_PRODUCER_DIED
+        SHMR_KIND_RECORDS
+        SHMR_KIND_MESSAGES
+        SHMR_MSG_UNIT
 
     ctypedef struct shmr_ring:
         pass
@@ -42,6 +45,7 @@ cdef extern from "shmring.h" nogil:
         uint32_t max_consumers
         const char *descr
         uint32_t descr_len
+        uint32_t kind
 
     ctypedef struct shmr_consumer_info:
         uint32_t index
@@ -50,6 +54,7 @@ cdef extern from "shmring.h" nogil:
         uint64_t cursor
         uint64_t popped
         uint64_t dropped
+        uint64_t dropped_bytes
         uint64_t claim_pos
         uint64_t claimed
         int alive
@@ -76,6 +81,19 @@ cdef extern from "shmring.h" nogil:
         uint64_t evicted
         uint32_t creator_pid
         uint64_t create_time_ns
+        uint32_t kind
+        uint64_t bytes_pushed
+        uint64_t abandoned_bytes
+        uint64_t max_message
+
+    ctypedef struct shmr_msg:
+        const void *body
+        uint64_t pos
+        uint64_t len
+        uint32_t kind
+
+    ctypedef struct shmr_loss:
+        uint64_t msgs, bytes
 
     int shmr_name_check(const char *name)
     int shmr_create(const char *name, const shmr_params *params, unsigned mode_bits, shmr_ring **out)
@@ -88,6 +106,7 @@ cdef extern from "shmring.h" nogil:
     uint64_t shmr_record_size(const shmr_ring *r)
     uint32_t shmr_mode(const shmr_ring *r)
     uint32_t shmr_overflow(const shmr_ring *r)
+    uint32_t shmr_kind(const shmr_ring *r)
     int shmr_info(shmr_ring *r, shmr_ring_info *out)
     int shmr_consumer_infos(shmr_ring *r, shmr_consumer_info *out, uint32_t max, uint32_t *n)
     ctypedef struct shmr_layout_field:
@@ -121,6 +140,15 @@ cdef extern from "shmring.h" nogil:
     uint32_t shmr_close_reason(const shmr_ring *r)
     void shmr_wake_all(shmr_ring *r)
 
+    uint64_t shmr_msg_max(const shmr_ring *r)
+    int shmr_msg_reserve(shmr_producer *p, uint32_t kind, uint64_t len, void **body)
+    uint64_t shmr_msg_commit(shmr_producer *p)
+    void shmr_msg_cancel(shmr_producer *p)
+    int shmr_msg_producer_wait(shmr_producer *p, uint64_t len, int64_t timeout_ns, int64_t spin_ns)
+    int64_t shmr_msg_claim(shmr_consumer *c, shmr_msg *out, uint64_t max, shmr_loss *loss)
+    int64_t shmr_msg_release(shmr_consumer *c, const shmr_msg *msgs, shmr_loss *loss)
+    int shmr_msg_intact(shmr_consumer *c, const shmr_msg *msgs)
+    uint64_t shmr_consumer_dropped_bytes(const shmr_consumer *c)
 
 cdef extern from "shmr_layout.h" nogil:
     const unsigned long long SHMR_MAGIC

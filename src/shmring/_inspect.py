@@ -66,16 +66,28 @@ def last_writer(st: dict[str, Any]) -> dict[str, Any] | None:
 def retained(st: dict[str, Any]) -> int:
     """Records still readable in the ring. In broadcast-overwrite mode the slowest
     consumer may be more than a ring behind ("available" then exceeds the capacity):
-    only the newest ``capacity`` records are still there, the rest were overwritten."""
+    only the newest ``capacity`` records are still there, the rest were overwritten.
+    A message ring counts bytes."""
+    if st.get("kind") == "messages":
+        return min(st["available"], st["nbytes"])
     return min(st["available"], st["capacity"])
 
 
 def overwritten_behind(st: dict[str, Any]) -> int:
     """Records the slowest consumer of a broadcast-overwrite ring has already lost."""
+    if st.get("kind") == "messages":
+        return 0  # counted per consumer (dropped, dropped_bytes), not derivable here
     return max(0, st["available"] - st["capacity"])
 
 
+def size_text(st: dict[str, Any]) -> str:
+    """A record ring's capacity in records, a message ring's in bytes."""
+    return f"{st['nbytes']} B" if st.get("kind") == "messages" else str(st["capacity"])
+
+
 def fill_text(st: dict[str, Any]) -> str:
+    if st.get("kind") == "messages":
+        return f"{st['available']} B"
     text = f"{retained(st)}/{st['capacity']}"
     lost = overwritten_behind(st)
     return f"{text} ({lost} overwritten)" if lost else text

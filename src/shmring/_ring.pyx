@@ -18,7 +18,7 @@ cimport numpy as cnp
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.ref cimport PyObject, Py_INCREF
-from libc.errno cimport EACCES, EEXIST, ENOENT, EPERM
+from libc.errno cimport EACCES, EBUSY, EEXIST, EINTR, EIO, EMSGSIZE, ENOENT, EPERM, ETIMEDOUT
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
@@ -193,7 +193,8 @@ cdef class Mapping:
 
     @staticmethod
     def create(str name, uint64_t capacity, uint64_t record_size, uint32_t align, uint32_t mode,
-               uint32_t overflow, uint32_t max_consumers, bytes descr, unsigned perm):
+               uint32_t overflow, uint32_t max_consumers, bytes descr, unsigned perm,
+               uint32_t kind=SHMR_KIND_RECORDS):
         cdef Mapping m = Mapping.__new__(Mapping)
         cdef shmr_params p
         p.capacity = capacity
@@ -204,6 +205,7 @@ cdef class Mapping:
         p.max_consumers = max_consumers
         p.descr = descr
         p.descr_len = <uint32_t>len(descr)
+        p.kind = kind
         cdef bytes bname = name.encode()
         cdef const char *cname = bname
         cdef int rc
@@ -255,6 +257,14 @@ cdef class Mapping:
     @property
     def overflow(self):
         return shmr_overflow(self.r)
+
+    @property
+    def kind(self):
+        return shmr_kind(self.r)
+
+    @property
+    def max_message(self):
+        return shmr_msg_max(self.r) if shmr_kind(self.r) == SHMR_KIND_MESSAGES else None
 
     def info(self):
         """shmr_ring_info as a dict, field for field (codes stay codes; shmring._api
@@ -916,3 +926,4 @@ cdef class View:
 
 
 include "_board.pxi"
+include "_messages.pxi"

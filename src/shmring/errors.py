@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import queue
 
 
@@ -56,12 +57,14 @@ class Closed(EOFError):
 class Lagged(RuntimeError):
     """A broadcast consumer was lapped by an overwriting producer.
 
-    ``count`` is the exact number of records this consumer lost.
+    ``count`` is the exact number of records (messages, on a message ring) this
+    consumer lost; ``nbytes`` the bytes of those messages (message rings).
     """
 
-    def __init__(self, count: int, msg: str | None = None) -> None:
+    def __init__(self, count: int, msg: str | None = None, nbytes: int | None = None) -> None:
         super().__init__(msg or f"consumer was lapped by the producer: {count} records lost")
         self.count = count
+        self.nbytes = nbytes
 
 
 class NotABoardError(RingError):
@@ -78,3 +81,14 @@ class BoardChanged(RuntimeError):
                                 f"was viewed; what was read from it is not valid")
         self.key = key
         self.version = version
+
+
+class CorruptMessageError(ValueError):
+    """A message's body does not decode: its header, table or descriptor is inconsistent."""
+
+
+class PickleRefusedError(pickle.UnpicklingError):
+    """A consumer opened with ``allow_pickle=False`` met a pickled message.
+
+    The message is consumed (a queue does not hand it to another consumer);
+    bytes and numpy arrays, which are never pickled, still arrive."""

@@ -101,13 +101,15 @@ class RingProvider:
         if st.get("kind") == "board":
             return _board_sample(name, st)
         size = st["record_size"]
+        if st["kind"] == "messages":
+            size = st["bytes_pushed"] / st["pushed"] if st["pushed"] else 0  # the mean message size
         consumers = [
             ConsumerSample(ident=f"#{c['index']}", pid=c["pid"], alive=c["alive"], received=c["popped"],
                            lag=c.get("lag"), dropped=c["dropped"])
             for c in st["consumers"]
         ]
         return Sample(
-            kind=self.kind, name=name, mode=mode_text(st), capacity=st["capacity"], fill=retained(st),
+            kind=self.kind, name=name, mode=mode_text(st), capacity=st.get("nbytes", st["capacity"]), fill=retained(st),
             overwritten=overwritten_behind(st), lag=st["available"], items_in=st["pushed"], items_out=st["popped"],
             bytes_in=st["pushed"] * size, bytes_out=st["popped"] * size,
             producer_pid=st["producer_pid"], producer_alive=st["producer_alive"],

@@ -1,0 +1,525 @@
+/*
+ * Message rings: messages of any size in a ring of 16-byte units.
+ *
+ * A message is one contiguous frame: a 32-byte header (struct shmr_frame:
+ * its position, kind and body length, its sequence number and the body bytes
+ * published before it) and the body, rounded up to whole units. A frame that
+ * would run past the end of the ring is preceded by a padding frame (one
+ * header unit, kind 0) that fills the rest of the lap and is published
+ * together with the message after it; so every body is contiguous and a
+ * zero-copy view is one pointer. Placement must succeed from any position,
+ * which bounds a frame at half the ring (shmr_msg_max).
+ *
+ * Positions count units, and the queue and broadcast machinery run unchanged
+ * on them: head/tail/cursors/intent/writable_end, the claim records, the tail
+ * CAS, the eventcounts, sweeping. What is particular to messages:
+ *
+ * - Queue mode keeps its release records inside the ring: the first two words
+ *   of a frame header have the layout of struct shmr_release_rec, and a
+ *   consumer that is done with a batch overwrites the header of the batch's
+ *   first frame with the release record (tag = pos + cap). The producer walks
+ *   them exactly as for records (r->releases points at the units), and writes
+ *   a frame only over units it has walked past. No side array: a ring of
+ *   small messages would otherwise spend 16 bytes of release record per unit.
+ * - A queue consumer reads the headers from tail onward to size its claim,
+ *   but trusts them only once its tail CAS succeeded: while tail still equals
+ *   the position it read from, none of those frames was released, so none
+ *   can have been overwritten (tail only grows, so there is no ABA).
+ * - Broadcast-overwrite: a reader validates every header before it follows
+ *   its length (acquire fence, then intent <= pos + cap); a lapped reader
+ *   jumps to prod->oldest, the oldest frame the producer has not begun to
+ *   overwrite, and its loss is the difference of the sequence numbers and
+ *   byte counts in the headers: exact in messages and in bytes.
+ *
+ * Pairs (beyond those of queue.c and broadcast.c, which carry over):
+ *   frame headers: relaxed atomic stores by the producer before its release
+ *                  store of head / relaxed loads by consumers after their
+ *                  acquire load of head (overwrite: validated by the
+ *                  acquire fence + intent re-read, as broadcast.c's b_torn)
+ *   oldest:        release store in m_advance_oldest, before the announcement
+ *                  (seq_cst join_claim store) / acquire load in m_jump and
+ *                  m_join after reading intent or join_claim
+ *   last_frame:    relaxed store before the release store of head / relaxed
+ *                  load after an acquire load of head in m_join
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "eventcount.h"
+#include "shmr_internal.h"
+
+#define KIND_PAD 0u
+#define UNIT SHMR_MSG_UNIT
+#define HDR_UNITS (sizeof(struct shmr_frame) / UNIT)
+
+static inline struct shmr_frame *frame_at(const shmr_ring *r, uint64_t pos)
+{
+    return (struct shmr_frame *)(r->slots + (pos & r->mask) * UNIT);
+}
+
+static inline uint64_t body_units(uint64_t len) { return (len + UNIT - 1) / UNIT; }
+static inline uint64_t frame_units(uint64_t len) { return HDR_UNITS + body_units(len); }
+static inline uint64_t pad_units(const shmr_ring *r, uint64_t pos) { return r->cap - (pos & r->mask); }
+
+uint64_t shmr_msg_max(const shmr_ring *r) { return (r->cap / 2 - HDR_UNITS) * UNIT; }
+
+/* A header as read by a consumer; ok = 0 when it cannot be a frame at pos. */
+struct hdr {
+    uint64_t tag, kind, len, seq, cum, units;
+    int ok;
+};
+
+static inline struct hdr read_hdr(const shmr_ring *r, uint64_t pos)
+{
+    struct shmr_frame *f = frame_at(r, pos);
+    struct hdr h;
+    h.tag = shmr_load_relaxed64(&f->tag);
+    uint64_t info = shmr_load_relaxed64(&f->info);
+    h.kind = info & 0xff;
+    h.len = info >> 8;
+    h.ok = h.tag == pos;
+    if (h.kind == KIND_PAD) {
+        h.units = pad_units(r, pos);
+        h.seq = h.cum = 0;
+        return h;
+    }
+    h.seq = shmr_load_relaxed64(&f->seq);
+    h.cum = shmr_load_relaxed64(&f->cum);
+    /* bounds: a frame never exceeds half the ring and never wraps */
+    h.units = h.len <= shmr_msg_max(r) ? frame_units(h.len) : 0;
+    if (h.units == 0 || h.units > pad_units(r, pos))
+        h.ok = 0;
+    return h;
+}
+
+/* Broadcast-overwrite: the header just read at pos was not being overwritten.
+ * The acquire fence pairs with the producer's release fence after it
+ * announces intent (broadcast.c announce): if the loads above saw any newer
+ * write, the intent load sees its announcement. */
+static inline int hdr_unchanged(const shmr_ring *r, uint64_t pos)
+{
+    shmr_fence_acquire();
+    return shmr_load_relaxed64(&r->prod->intent) <= pos + r->cap;
+}
+
+/* In block mode nothing a consumer holds a cursor on is overwritten. */
+static inline int hdr_intact(const shmr_ring *r, uint64_t pos)
+{
+    return r->overflow != SHMR_OVERFLOW_OVERWRITE || hdr_unchanged(r, pos);
+}
+
+/* ---- producer ------------------------------------------------------------ */
+
+void shmr_m_producer_open(shmr_producer *p)
+{
+    shmr_ring *r = p->r;
+    p->pend = p->pend_msgs = p->pend_bytes = 0;
+    p->msgs = shmr_load_relaxed64(&r->prod->msgs);
+    p->bytes = shmr_load_relaxed64(&r->prod->bytes);
+    p->oldest = shmr_load_acquire64(&r->prod->oldest);
+    if (p->oldest > p->head)
+        p->oldest = p->head;
+}
+
+/* Broadcast: before positions below limit are overwritten, move oldest past
+ * the frames that lie there (our own frames of the previous lap, intact until
+ * we write). oldest always names a message frame or head. */
+static void m_advance_oldest(shmr_producer *p, uint64_t limit)
+{
+    shmr_ring *r = p->r;
+    uint64_t o = p->oldest;
+    if (o >= limit)
+        return;
+    while (o < limit && o < p->head) {
+        struct shmr_frame *f = frame_at(r, o);
+        uint64_t info = shmr_load_relaxed64(&f->info);
+        uint64_t u = (info & 0xff) == KIND_PAD ? pad_units(r, o) : frame_units(info >> 8);
+        o += u;
+    }
+    /* a padding frame is always followed by the message published with it */
+    if (o < p->head && (shmr_load_relaxed64(&frame_at(r, o)->info) & 0xff) == KIND_PAD)
+        o += pad_units(r, o);
+    if (o > p->head)
+        o = p->head; /* a reservation that never got published */
+    p->oldest = o;
+    /* before the announcement that lets these frames be overwritten: a joiner
+     * that reads join_claim (seq_cst) then oldest sees at least this value */
+    shmr_store_release64(&r->prod->oldest, o);
+}
+
+static void write_hdr(shmr_ring *r, uint64_t pos, uint64_t kind, uint64_t len, uint64_t seq, uint64_t cum)
+{
+    struct shmr_frame *f = frame_at(r, pos);
+    /* relaxed atomics: an overwrite-mode reader may load these concurrently */
+    shmr_store_relaxed64(&f->tag, pos);
+    shmr_store_relaxed64(&f->info, len << 8 | kind);
+    if (kind != KIND_PAD) {
+        shmr_store_relaxed64(&f->seq, seq);
+        shmr_store_relaxed64(&f->cum, cum);
+    }
+}
+
+int shmr_msg_reserve(shmr_producer *p, uint32_t kind, uint64_t len, void **body)
+{
+    shmr_ring *r = p->r;
+    if (kind == KIND_PAD || kind > 0xff)
+        return -EINVAL;
+    if (len > shmr_msg_max(r))
+        return -EMSGSIZE;
+    uint64_t pos = p->head + p->pend;
+    uint64_t u = frame_units(len);
+    uint64_t pad = u > pad_units(r, pos) ? pad_units(r, pos) : 0;
+    uint64_t need = p->pend + pad + u; /* <= cap: pend was placed, pad + u < cap */
+    if (need > r->cap)
+        return 0; /* publish what is pending first */
+    if (r->mode == SHMR_MODE_QUEUE) {
+        if (shmr_q_writable(p, need) < need)
+            return 0;
+    } else {
+        if (shmr_b_writable(p, need) < need)
+            return 0;
+        if (p->head + need > r->cap)
+            m_advance_oldest(p, p->head + need - r->cap);
+        if (shmr_b_announce(p, need) < need)
+            return 0; /* a joiner cut the room; its announcement stays harmless */
+    }
+    if (pad) {
+        write_hdr(r, pos, KIND_PAD, 0, 0, 0);
+        pos += pad;
+    }
+    write_hdr(r, pos, kind, len, p->msgs + p->pend_msgs, p->bytes + p->pend_bytes);
+    p->last_pend = pos;
+    p->pend = need;
+    p->pend_msgs++;
+    p->pend_bytes += len;
+    *body = frame_at(r, pos) + 1;
+    return 1;
+}
+
+uint64_t shmr_msg_commit(shmr_producer *p)
+{
+    shmr_ring *r = p->r;
+    uint64_t n = p->pend_msgs;
+    if (n == 0)
+        return 0;
+    p->msgs += n;
+    p->bytes += p->pend_bytes;
+    shmr_store_relaxed64(&r->prod->msgs, p->msgs);
+    shmr_store_relaxed64(&r->prod->bytes, p->bytes);
+    shmr_store_relaxed64(&r->prod->last_frame, p->last_pend); /* made visible by the head store */
+    uint64_t k = p->pend;
+    p->pend = p->pend_msgs = p->pend_bytes = 0;
+    if (r->mode == SHMR_MODE_QUEUE)
+        shmr_q_publish(p, k);
+    else
+        shmr_b_publish(p, k);
+    return n;
+}
+
+void shmr_msg_cancel(shmr_producer *p) { p->pend = p->pend_msgs = p->pend_bytes = 0; }
+
+/* The producer can place a frame of want units (after what is pending). */
+static int m_producer_ready(void *arg)
+{
+    shmr_producer *p = arg;
+    uint64_t pos = p->head + p->pend;
+    uint64_t pad = p->want > pad_units(p->r, pos) ? pad_units(p->r, pos) : 0;
+    uint64_t need = p->pend + pad + p->want;
+    if (p->r->mode == SHMR_MODE_QUEUE)
+        return shmr_q_writable(p, need) >= need;
+    return shmr_b_writable(p, need) >= need;
+}
+
+int shmr_msg_producer_wait(shmr_producer *p, uint64_t len, int64_t timeout_ns, int64_t spin_ns)
+{
+    if (len > shmr_msg_max(p->r))
+        return -EMSGSIZE;
+    p->want = frame_units(len);
+    return shmr_ec_wait(p->r->space_ec, m_producer_ready, p, timeout_ns, spin_ns);
+}
+
+/* ---- queue consumers ----------------------------------------------------- */
+
+static int64_t m_q_claim(shmr_consumer *c, shmr_msg *out, uint64_t max)
+{
+    shmr_ring *r = c->r;
+    uint64_t t = shmr_load_relaxed64(&r->tail_block->tail);
+    for (;;) {
+        if (t >= c->head_cache) {
+            /* pairs with the producer's release store of head in shmr_q_publish() */
+            c->head_cache = shmr_load_acquire64(&r->prod->head);
+            if (t >= c->head_cache)
+                return 0;
+        }
+        /* Size the claim from the headers. They may be stale if tail moved on
+         * meanwhile; then the CAS below fails and nothing read here is used. */
+        uint64_t q = t, n = 0;
+        int stale = 0;
+        while (n < max && q < c->head_cache) {
+            struct hdr h = read_hdr(r, q);
+            if (!h.ok || q + h.units > c->head_cache) {
+                stale = 1;
+                break;
+            }
+            if (h.kind != KIND_PAD) {
+                out[n].pos = q;
+                out[n].kind = (uint32_t)h.kind;
+                out[n].len = h.len;
+                out[n].body = frame_at(r, q) + 1;
+                n++;
+            }
+            q += h.units;
+        }
+        if (n == 0 || (stale && q == t)) {
+            uint64_t now = shmr_load_relaxed64(&r->tail_block->tail);
+            if (now == t && stale) {
+                /* tail has not moved and the frame at it is not a frame: the
+                 * ring is corrupt (never written by shmring). Stall, never spin. */
+                return -EIO;
+            }
+            t = now;
+            continue;
+        }
+        if (shmr_q_try_claim(c, &t, q - t)) {
+            c->claim_pos = t;
+            c->claim_n = q - t;
+            c->claim_msgs = n;
+            return (int64_t)n;
+        }
+    }
+}
+
+/* Sweeper support (queue.c shmr_q_reclaim): messages and body bytes in the
+ * frames of [pos, pos + units), a dead consumer's claim, before its release
+ * record overwrites the first header. */
+void shmr_m_count(const shmr_ring *r, uint64_t pos, uint64_t units, uint64_t *msgs, uint64_t *bytes)
+{
+    uint64_t end = pos + units, m = 0, b = 0;
+    while (pos < end) {
+        struct hdr h = read_hdr(r, pos);
+        if (!h.ok)
+            break;
+        if (h.kind != KIND_PAD) {
+            m++;
+            b += h.len;
+        }
+        pos += h.units;
+    }
+    *msgs = m;
+    *bytes = b;
+}
+
+/* ---- broadcast consumers ------------------------------------------------- */
+
+/* Moves a lapped consumer to the oldest frame still intact and counts what it
+ * lost, from the sequence numbers and byte counts in the headers. 0 when no
+ * intact frame is published yet (the producer is mid-way through a batch
+ * that overwrites everything). */
+static int m_jump(shmr_consumer *c, shmr_loss *loss)
+{
+    shmr_ring *r = c->r;
+    for (int tries = 0; tries < 64; tries++) {
+        /* pairs with the release store in m_advance_oldest() */
+        uint64_t o = shmr_load_acquire64(&r->prod->oldest);
+        uint64_t h = shmr_load_acquire64(&r->prod->head); /* pairs with shmr_b_publish() */
+        c->head_cache = h;
+        if (o >= h && shmr_stream_reason(r) != SHMR_OPEN) {
+            /* the producer overwrote everything and will publish no more (it
+             * may have died inside a reservation): what is left is lost, and
+             * the counters are final once the stream word says closed */
+            uint64_t lost = shmr_load_relaxed64(&r->prod->msgs) - c->next_seq;
+            uint64_t lost_bytes = shmr_load_relaxed64(&r->prod->bytes) - c->next_cum;
+            c->next_seq += lost;
+            c->next_cum += lost_bytes;
+            c->dropped_bytes += lost_bytes;
+            shmr_store_relaxed64(&c->slot->dropped_bytes, c->dropped_bytes);
+            shmr_b_advance(c, h, 0, lost);
+            if (loss) {
+                loss->msgs += lost;
+                loss->bytes += lost_bytes;
+            }
+            return 0;
+        }
+        if (o >= h || o <= c->cursor)
+            return 0;
+        struct hdr f = read_hdr(r, o);
+        if (!f.ok || f.kind == KIND_PAD || !hdr_intact(r, o))
+            continue; /* oldest moved on meanwhile */
+        uint64_t lost = f.seq - c->next_seq, lost_bytes = f.cum - c->next_cum;
+        c->next_seq = f.seq;
+        c->next_cum = f.cum;
+        c->dropped_bytes += lost_bytes;
+        shmr_store_relaxed64(&c->slot->dropped_bytes, c->dropped_bytes);
+        shmr_b_advance(c, o, 0, lost);
+        if (loss) {
+            loss->msgs += lost;
+            loss->bytes += lost_bytes;
+        }
+        return 1;
+    }
+    return 0;
+}
+
+static int64_t m_b_claim(shmr_consumer *c, shmr_msg *out, uint64_t max, shmr_loss *loss)
+{
+    shmr_ring *r = c->r;
+    for (;;) {
+        if (c->cursor >= c->head_cache) {
+            /* pairs with the producer's release store of head in shmr_b_publish() */
+            c->head_cache = shmr_load_acquire64(&r->prod->head);
+            if (c->cursor >= c->head_cache)
+                return 0;
+        }
+        uint64_t q = c->cursor, n = 0, seq = c->next_seq, cum = c->next_cum;
+        int lapped = 0;
+        while (n < max && q < c->head_cache) {
+            struct hdr h = read_hdr(r, q);
+            if (!hdr_intact(r, q)) {
+                lapped = 1;
+                break;
+            }
+            if (!h.ok || q + h.units > c->head_cache)
+                return -EIO; /* intact yet not a frame: corrupt, never written by shmring */
+            if (h.kind != KIND_PAD) {
+                out[n].pos = q;
+                out[n].kind = (uint32_t)h.kind;
+                out[n].len = h.len;
+                out[n].body = frame_at(r, q) + 1;
+                seq = h.seq + 1;
+                cum = h.cum + h.len;
+                n++;
+            }
+            q += h.units;
+        }
+        if (n) {
+            c->claim_pos = c->cursor;
+            c->claim_n = q - c->cursor;
+            c->claim_msgs = n;
+            c->claim_seq = seq;
+            c->claim_cum = cum;
+            return (int64_t)n;
+        }
+        if (lapped) {
+            if (!m_jump(c, loss))
+                return 0;
+            continue;
+        }
+        /* only a padding frame before head: step over it */
+        shmr_b_advance(c, q, 0, 0);
+    }
+}
+
+/* Join: as shmr_b_join (the same Dekker with announce), but a cursor must sit
+ * on a frame, and the consumer must know the sequence number and byte count
+ * of the frame it starts at, so that a later jump counts its loss exactly. */
+void shmr_m_join(shmr_consumer *c, uint32_t start)
+{
+    shmr_ring *r = c->r;
+    struct shmr_cslot *s = c->slot;
+    for (;;) {
+        uint64_t h = shmr_load_acquire64(&r->prod->head); /* pairs with shmr_b_publish() */
+        uint64_t cur = h, seq = 0, cum = 0;
+        if (h) {
+            /* the last message before h: a store made before h's release */
+            uint64_t lf = shmr_load_relaxed64(&r->prod->last_frame);
+            if (lf >= h)
+                continue; /* the producer is publishing past h: read head again */
+            struct hdr f = read_hdr(r, lf);
+            if (!f.ok || f.kind == KIND_PAD || !hdr_unchanged(r, lf))
+                continue; /* overwritten meanwhile (we hold no cursor yet): again */
+            seq = f.seq + 1;
+            cum = f.cum + f.len;
+        }
+        if (start == SHMR_START_OLDEST && h) {
+            uint64_t o = shmr_load_acquire64(&r->prod->oldest);
+            if (o < h) {
+                struct hdr f = read_hdr(r, o);
+                if (f.ok && f.kind != KIND_PAD && hdr_unchanged(r, o)) {
+                    cur = o;
+                    seq = f.seq;
+                    cum = f.cum;
+                }
+            }
+        }
+        shmr_store_seqcst64(&s->cursor, cur);
+        shmr_store_seqcst32(&s->ready, 1);
+        /* the other half of announce()'s Dekker (block mode); in overwrite
+         * mode a stale start is found by the intact checks and jumps */
+        shmr_fetch_add_seqcst32(&r->ctl->join_epoch, 1);
+        if (r->overflow == SHMR_OVERFLOW_BLOCK) {
+            uint64_t in = shmr_load_seqcst64(&r->prod->join_claim);
+            if (in > cur + r->cap) {
+                /* an unaware batch overwrites our start: begin at the oldest
+                 * frame it leaves, stored before that claim */
+                uint64_t o = shmr_load_acquire64(&r->prod->oldest);
+                struct hdr f = read_hdr(r, o);
+                if (o < cur || !f.ok || f.kind == KIND_PAD || !hdr_unchanged(r, o)) {
+                    shmr_store_seqcst32(&s->ready, 0);
+                    continue;
+                }
+                cur = o;
+                seq = f.seq;
+                cum = f.cum;
+                shmr_store_seqcst64(&s->cursor, cur);
+            }
+        }
+        c->cursor = cur;
+        c->next_seq = seq;
+        c->next_cum = cum;
+        c->dropped_bytes = 0;
+        shmr_store_relaxed64(&s->dropped_bytes, 0);
+        if (r->overflow == SHMR_OVERFLOW_BLOCK)
+            shmr_ec_notify(r->space_ec); /* a producer may have seen our provisional cursor */
+        return;
+    }
+}
+
+/* ---- consumers, both modes ---------------------------------------------- */
+
+int64_t shmr_m_claim(shmr_consumer *c, shmr_msg *out, uint64_t max, shmr_loss *loss)
+{
+    return c->r->mode == SHMR_MODE_QUEUE ? m_q_claim(c, out, max) : m_b_claim(c, out, max, loss);
+}
+
+int shmr_msg_intact(shmr_consumer *c, const shmr_msg *msgs)
+{
+    return c->claim_n == 0 || hdr_intact(c->r, msgs[0].pos);
+}
+
+/* msgs may be NULL (a consumer leaving with a claim): nothing is counted torn */
+int64_t shmr_m_release(shmr_consumer *c, const shmr_msg *msgs, shmr_loss *loss)
+{
+    shmr_ring *r = c->r;
+    uint64_t pos = c->claim_pos, k = c->claim_n, n = c->claim_msgs;
+    if (k == 0)
+        return 0;
+    c->claim_n = 0;
+    if (r->mode == SHMR_MODE_QUEUE) {
+        shmr_q_release(c, pos, k, n);
+        return 0;
+    }
+    /* overwrite: which leading messages may have been overwritten while we
+     * read them (a message is intact iff its first unit is: the producer
+     * overwrites in position order); pairs as in hdr_intact */
+    uint64_t torn = 0, torn_bytes = 0;
+    if (r->overflow == SHMR_OVERFLOW_OVERWRITE && msgs) {
+        shmr_fence_acquire();
+        uint64_t in = shmr_load_relaxed64(&r->prod->intent);
+        while (torn < n && in > msgs[torn].pos + r->cap)
+            torn_bytes += msgs[torn++].len;
+    }
+    c->next_seq = c->claim_seq;
+    c->next_cum = c->claim_cum;
+    if (torn) {
+        c->dropped_bytes += torn_bytes;
+        shmr_store_relaxed64(&c->slot->dropped_bytes, c->dropped_bytes);
+        if (loss) {
+            loss->msgs += torn;
+            loss->bytes += torn_bytes;
+        }
+    }
+    shmr_b_advance(c, pos + k, n - torn, torn);
+    return (int64_t)torn;
+}
+
+uint64_t shmr_consumer_dropped_bytes(const shmr_consumer *c) { return c->dropped_bytes; }

@@ -1,0 +1,650 @@
+# Message rings: producer and consumer handles (included into _ring.pyx, so
+# they share _Handle, Mapping, _raise and the waiting helpers).
+#
+# The framing lives in csrc/messages.c; what a body holds is shmring._codec.
+# Hot paths (bytes in and out) stay in C calls; arrays and pickles go through
+# the codec, which writes straight into the ring and reads straight out of it.
+
+from cpython.buffer cimport PyBUF_ANY_CONTIGUOUS, PyBUF_WRITABLE, PyBuffer_FillInfo
+from cpython.bytearray cimport PyByteArray_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.string cimport memcpy
+
+from pickle import dumps as _pickle_dumps, loads as _pickle_loads
+
+from shmring import _codec
+from shmring.errors import CorruptMessageError, PickleRefusedError
+
+cdef uint32_t K_BYTES = _codec.BYTES
+cdef uint32_t K_PICKLE = _codec.PICKLE
+cdef uint32_t K_ARRAY = _codec.ARRAY
+
+KIND_RECORDS = SHMR_KIND_RECORDS
+KIND_MESSAGES = SHMR_KIND_MESSAGES
+MSG_UNIT = SHMR_MSG_UNIT
+
+DEF MSG_BATCH = 256   # messages claimed per call by pop_many
+
+
+cdef object _too_large(uint64_t n, uint64_t limit):
+    return ValueError(
+        f"a message of {n} bytes can never fit this ring: at most {limit} bytes per message "
+        f"(half the ring less a 32-byte frame header: every message is contiguous, and one that "
+        f"does not fit before the end of the ring starts again at its beginning)")
+
+
+@cython.final
+cdef class _Span:
+    """A window of ring memory exporting the buffer protocol; holds the mapping,
+    so a memoryview or array over it can never point at unmapped memory."""
+    cdef Mapping _map
+    cdef char *_ptr
+    cdef Py_ssize_t _len
+    cdef bint _readonly
+
+    def __getbuffer__(self, Py_buffer *buf, int flags):
+        if (flags & PyBUF_WRITABLE) and self._readonly:
+            raise BufferError("this view of a message is read-only")
+        PyBuffer_FillInfo(buf, self, self._ptr, self._len, self._readonly, flags)
+
+    def __releasebuffer__(self, Py_buffer *buf):
+        pass
+
+
+cdef inline _Span _raw_span(Mapping m, const void *ptr, uint64_t n, bint readonly):
+    cdef _Span s = _Span.__new__(_Span)
+    s._map = m
+    s._ptr = <char *>ptr
+    s._len = <Py_ssize_t>n
+    s._readonly = readonly
+    return s
+
+
+cdef inline object _span(Mapping m, const void *ptr, uint64_t n, bint readonly):
+    return memoryview(_raw_span(m, ptr, n, readonly))
+
+
+cdef object _copy_out(Mapping mp, uint32_t kind, const char *body, uint64_t n, bint allow_pickle):
+    """A decoded copy of a body: every buffer copied once with memcpy (without
+    the GIL when large) into memory the result owns."""
+    cdef char *dst
+    cdef uint64_t nb, at
+    span = _span(mp, body, n, True)
+    if kind == K_ARRAY:
+        dt, shape, order, off = _codec.array_meta(span)
+        out = np.empty(shape, dt, order=order)
+        nb = out.nbytes
+        at = off
+        dst = <char *>cnp.PyArray_DATA(out)
+        if nb >= NOGIL_BYTES:
+            with nogil:
+                memcpy(dst, body + at, nb)
+        elif nb:
+            memcpy(dst, body + at, nb)
+        return out
+    if kind == _codec.PICKLE_OOB and allow_pickle:
+        pos, slen, table = _codec.oob_table(span)
+        bufs = [PyByteArray_FromStringAndSize(body + <uint64_t>o, <Py_ssize_t>ln) for o, ln in table]
+        return _pickle_loads(span[pos:pos + slen], buffers=bufs)
+    return _codec.decode(kind, span, copy=True, allow_pickle=allow_pickle)
+
+
+# ---- producer ---------------------------------------------------------------
+
+@cython.no_gc_clear
+cdef class MessageProducer(_Handle):
+    """The one writer of a message ring. Obtain it with ``Ring.producer()``."""
+
+    cdef shmr_producer *_p
+    cdef bint _reserving
+    cdef uint64_t _want          # body bytes of the message a blocked call waits to place
+    cdef readonly uint64_t max_message
+    cdef readonly object ring
+
+    def __cinit__(self):
+        self._p = NULL
+
+    @staticmethod
+    def _open(Mapping m, object ring, double spin, double liveness_interval):
+        cdef MessageProducer self = MessageProducer.__new__(MessageProducer)
+        self._setup(m, np.dtype(np.uint8), spin, liveness_interval)
+        cdef int rc = shmr_producer_open(m.r, &self._p)
+        if rc:
+            _raise(rc, f"producer of ring {m.name!r}")
+        self.max_message = shmr_msg_max(m.r)
+        self.ring = ring
+        return self
+
+    def __dealloc__(self):
+        self._free_handle()
+
+    cdef int _sleep(self, int64_t timeout_ns, int64_t spin_ns) noexcept nogil:
+        return shmr_msg_producer_wait(self._p, self._want, timeout_ns, spin_ns)
+
+    cdef void _between_slices(self) noexcept:
+        cdef uint64_t reclaimed
+        shmr_producer_recover(self._p, &reclaimed)
+
+    cdef void *_place(self, uint32_t kind, uint64_t nbytes, object timeout, uint64_t *pushed) except NULL:
+        """Room for one message after those pending; waits (publishing what is
+        pending first) until there is some."""
+        cdef void *body = NULL
+        cdef int rc
+        cdef Waiting w
+        _waiting_init(&w, self._spin_ns)
+        while True:
+            rc = shmr_msg_reserve(self._p, kind, nbytes, &body)
+            if rc == 1:
+                return body
+            if rc < 0:
+                if rc == -EMSGSIZE:
+                    raise _too_large(nbytes, self.max_message)
+                _raise(rc, "push")
+            pushed[0] += shmr_msg_commit(self._p)  # what is pending may be what frees room
+            self._want = nbytes
+            if not self._block(&w, timeout):
+                raise Full(f"ring is full: {pushed[0]} messages pushed before the timeout", pushed=pushed[0])
+
+    cdef int _write(self, object enc, void *body) except -1:
+        """One memcpy per buffer (without the GIL for large ones); a strided array
+        is copied into its new layout by numpy instead."""
+        cdef uint64_t n = enc.nbytes
+        cdef Py_buffer buf
+        cdef Py_ssize_t off
+        if n == 0:
+            return 0
+        parts = enc.parts()
+        if parts is None:
+            enc.write_into(_span(self._map, body, n, False))
+            return 0
+        for off, obj in parts:
+            PyObject_GetBuffer(obj, &buf, PyBUF_ANY_CONTIGUOUS)
+            try:
+                if <uint64_t>(off + buf.len) > n:
+                    raise ValueError("a message part lies outside its body")  # never from the codec
+                if buf.len >= NOGIL_BYTES:
+                    with nogil:
+                        memcpy(<char *>body + off, buf.buf, buf.len)
+                else:
+                    memcpy(<char *>body + off, buf.buf, buf.len)
+            finally:
+                PyBuffer_Release(&buf)
+        return 0
+
+    cdef int _check_push(self) except -1:
+        self._check()
+        if self._reserving:
+            raise RuntimeError("push inside an open reserve() block")
+        return 0
+
+    def push(self, obj, timeout=None):
+        """Send one message: bytes-likes arrive as bytes, numpy arrays as arrays (never
+        pickled), anything else pickled (protocol 5, arrays inside it out of band).
+        Blocks while the ring is full: ``timeout`` None = forever, 0 = never, else seconds."""
+        cdef void *body
+        cdef uint64_t n, pushed = 0
+        cdef uint32_t kind = K_BYTES
+        self._check_push()
+        t = type(obj)
+        if t is not bytes and t is not bytearray and t is not memoryview and t is not np.ndarray:
+            # a pickle; most have no out-of-band buffer and are copied like bytes
+            pbs = []
+            obj = _pickle_dumps(obj, protocol=5, buffer_callback=pbs.append)
+            if pbs:
+                obj = _codec.pickled(obj, pbs)
+            kind = K_PICKLE
+        if type(obj) is bytes:  # the common cases, without the codec
+            n = <uint64_t>PyBytes_GET_SIZE(obj)
+            if n > self.max_message:
+                raise _too_large(n, self.max_message)
+            body = self._place(kind, n, timeout, &pushed)
+            memcpy(body, PyBytes_AS_STRING(obj), n)
+            shmr_msg_commit(self._p)
+            return None
+        enc = obj if kind == K_PICKLE else _codec.encode(obj)
+        if enc.nbytes > self.max_message:
+            raise _too_large(enc.nbytes, self.max_message)
+        body = self._place(enc.kind, enc.nbytes, timeout, &pushed)
+        try:
+            self._write(enc, body)
+        except BaseException:
+            shmr_msg_cancel(self._p)
+            raise
+        shmr_msg_commit(self._p)
+
+    def push_many(self, objects, timeout=None):
+        """Send every object of an iterable as one message each, in order, publishing
+        in batches. Every object is encoded before anything is published, so an
+        object that cannot be sent publishes nothing. Returns the count; on timeout
+        raises Full with ``pushed`` = messages published (they stay published)."""
+        cdef void *body
+        cdef uint64_t pushed = 0
+        self._check_push()
+        if isinstance(objects, np.ndarray):
+            raise TypeError("push_many() on a message ring takes an iterable of objects, not an array "
+                            "(to send the array as one message use push(array))")
+        if isinstance(objects, (bytes, bytearray, memoryview, str, dict)):
+            raise TypeError(f"push_many() takes an iterable of messages, not a {type(objects).__name__} "
+                            f"(use push() to send it as one message)")
+        encs = [_codec.encode(o) for o in objects]
+        for enc in encs:
+            if enc.nbytes > self.max_message:
+                raise _too_large(enc.nbytes, self.max_message)
+        try:
+            for enc in encs:
+                body = self._place(enc.kind, enc.nbytes, timeout, &pushed)
+                self._write(enc, body)
+        except BaseException:
+            shmr_msg_cancel(self._p)  # published batches stay published, as Full.pushed says
+            raise
+        shmr_msg_commit(self._p)
+        return len(encs)
+
+    def reserve(self, Py_ssize_t nbytes, timeout=None):
+        """Context manager giving a writable numpy uint8 array of exactly ``nbytes``
+        inside the ring; leaving the block publishes it as one bytes message, an
+        exception inside it publishes nothing."""
+        cdef void *body
+        cdef cnp.npy_intp dims[1]
+        cdef uint64_t pushed = 0
+        self._check_push()
+        if nbytes < 1:
+            raise ValueError(f"reserve() needs nbytes >= 1, got {nbytes} (push(b'') sends an empty message)")
+        if <uint64_t>nbytes > self.max_message:
+            raise _too_large(nbytes, self.max_message)
+        body = self._place(_codec.BYTES, nbytes, timeout, &pushed)
+        dims[0] = nbytes
+        descr = np.dtype(np.uint8)
+        Py_INCREF(descr)
+        arr = PyArray_NewFromDescr(np.ndarray, descr, 1, dims, NULL, body,
+                                   cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_WRITEABLE, NULL)
+        cnp.set_array_base(arr, self._map)
+        self._reserving = True
+        return MessageReservation._make(self, arr)
+
+    cdef _finish(self, bint publish):
+        self._reserving = False
+        if self._closed or self._p == NULL or self._gen != _fork_gen:
+            return
+        if publish:
+            shmr_msg_commit(self._p)
+        else:
+            shmr_msg_cancel(self._p)
+
+    def close(self):
+        """End the stream: consumers drain what was published, then see Closed."""
+        _Handle.close(self)
+
+    cdef void _free_handle(self) noexcept:
+        if self._p == NULL:
+            return
+        if self._gen == _fork_gen:
+            shmr_msg_cancel(self._p)
+            shmr_producer_close_stream(self._p)
+            shmr_producer_free(self._p)
+        else:
+            free(<void *>self._p)  # inherited through fork: the role is the parent's
+        self._p = NULL
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+@cython.no_gc_clear
+cdef class MessageReservation:
+    cdef MessageProducer _prod
+    cdef object _arr
+    cdef bint _done
+
+    @staticmethod
+    cdef MessageReservation _make(MessageProducer prod, object arr):
+        cdef MessageReservation r = MessageReservation.__new__(MessageReservation)
+        r._prod = prod
+        r._arr = arr
+        return r
+
+    @property
+    def array(self):
+        return self._arr
+
+    def __len__(self):
+        return self._arr.shape[0]
+
+    def __enter__(self):
+        return self._arr
+
+    def __exit__(self, et, ev, tb):
+        if not self._done:
+            self._done = True
+            self._prod._finish(et is None)
+        return False
+
+    def __dealloc__(self):
+        if not self._done and self._prod is not None:  # never exited: publish nothing
+            self._done = True
+            self._prod._finish(False)
+
+
+# ---- consumer ---------------------------------------------------------------
+
+@cython.no_gc_clear
+cdef class MessageConsumer(_Handle):
+    """A reader of a message ring. Obtain it with ``Ring.consumer()``; iterate it or pop()."""
+
+    cdef shmr_consumer *_c
+    cdef shmr_msg _one[1]
+    cdef bint _allow_pickle
+    cdef bint _raise_lag
+    cdef bint _viewing
+    cdef bint _overwrite
+    cdef list _pending       # messages received while an error was being raised
+    cdef readonly object ring
+
+    def __cinit__(self):
+        self._c = NULL
+
+    @staticmethod
+    def _open(Mapping m, object ring, uint32_t start, bint raise_lag, bint allow_pickle, double spin,
+              double liveness_interval):
+        cdef MessageConsumer self = MessageConsumer.__new__(MessageConsumer)
+        self._setup(m, np.dtype(np.uint8), spin, liveness_interval)
+        self._raise_lag = raise_lag
+        self._allow_pickle = allow_pickle
+        self._overwrite = shmr_overflow(m.r) == SHMR_OVERFLOW_OVERWRITE
+        cdef int rc = shmr_consumer_open(m.r, start, &self._c)
+        if rc:
+            _raise(rc, f"consumer of ring {m.name!r}")
+        self.ring = ring
+        return self
+
+    def __dealloc__(self):
+        self._free_handle()
+
+    cdef int _sleep(self, int64_t timeout_ns, int64_t spin_ns) noexcept nogil:
+        return shmr_consumer_wait(self._c, timeout_ns, spin_ns)
+
+    cdef void _between_slices(self) noexcept:
+        shmr_consumer_check_producer(self._c)
+
+    cdef object _closed_error(self):
+        reason = CLOSE_REASONS.get(shmr_close_reason(self._map.r)) or "closed"
+        return Closed(f"ring {self._map.name!r}: the stream is closed ({reason}) and drained", reason)
+
+    cdef int _lag(self, shmr_loss *loss, list got) except -1:
+        """With on_lag="raise": keep what did arrive for the next call, report the loss."""
+        if loss.msgs and self._raise_lag:
+            if got:
+                self._pending = got
+            raise Lagged(loss.msgs, f"consumer was lapped by the producer: {loss.msgs} messages "
+                                    f"({loss.bytes} bytes) lost", nbytes=loss.bytes)
+        return 0
+
+    cdef int64_t _claim(self, shmr_msg *out, uint64_t max, object timeout, shmr_loss *loss) except -1:
+        cdef int64_t n
+        cdef Waiting w
+        _waiting_init(&w, self._spin_ns)
+        while True:
+            n = shmr_msg_claim(self._c, out, max, loss)
+            if n > 0:
+                return n
+            if n == -SHMR_ECLOSED:
+                self._lag(loss, None)
+                raise self._closed_error()
+            if n < 0:
+                if n == -EIO:
+                    raise CorruptRingError(f"ring {self._map.name!r}: a message frame is corrupt "
+                                           f"(never written by shmring)")
+                _raise(n, "pop")
+            if not self._block(&w, timeout):
+                self._lag(loss, None)  # a loss is reported even when nothing arrived
+                raise Empty()
+
+    cdef object _decode_copy(self, shmr_msg *m):
+        """The message as an object owning its memory, read straight from the ring
+        (queue and broadcast-block: the claim keeps the frame from being reused)."""
+        if m.kind == K_BYTES:
+            return PyBytes_FromStringAndSize(<const char *>m.body, m.len)
+        if m.kind == K_PICKLE and self._allow_pickle:
+            return _pickle_loads(_raw_span(self._map, m.body, m.len, True))
+        return _copy_out(self._map, m.kind, <const char *>m.body, m.len, self._allow_pickle)
+
+    cdef list _take(self, Py_ssize_t max_messages, object timeout):
+        """Up to max_messages decoded messages (at least one: waits like pop)."""
+        cdef shmr_loss loss
+        cdef shmr_msg *msgs = self._one
+        cdef int64_t n, i, torn
+        cdef list out = []
+        cdef list raws
+        cdef object err = None
+        loss.msgs = 0
+        loss.bytes = 0
+        if max_messages > 1:
+            msgs = <shmr_msg *>malloc(min(max_messages, MSG_BATCH) * sizeof(shmr_msg))
+            if msgs == NULL:
+                raise MemoryError()
+        try:
+            while True:
+                n = self._claim(msgs, min(max_messages, MSG_BATCH), timeout, &loss)
+                if not self._overwrite:
+                    for i in range(n):
+                        try:
+                            out.append(self._decode_copy(&msgs[i]))
+                        except (PickleRefusedError, CorruptMessageError) as exc:
+                            err = err or exc  # this message is consumed; the others still arrive
+                    shmr_msg_release(self._c, msgs, &loss)
+                    break
+                # overwrite: copy out, then check nothing was overwritten meanwhile,
+                # and only then decode (never unpickle what may be torn)
+                # bytes arrive as bytes; anything else decodes over a private,
+                # writable copy (arrays from pop() are writable)
+                raws = [PyBytes_FromStringAndSize(<const char *>msgs[i].body, msgs[i].len)
+                        if msgs[i].kind == _codec.BYTES else
+                        PyByteArray_FromStringAndSize(<const char *>msgs[i].body, msgs[i].len)
+                        for i in range(n)]
+                kinds = [msgs[i].kind for i in range(n)]
+                torn = shmr_msg_release(self._c, msgs, &loss)
+                for i in range(torn, n):
+                    if kinds[i] == _codec.BYTES:
+                        out.append(raws[i])
+                        continue
+                    try:
+                        out.append(_codec.decode(kinds[i], raws[i], copy=False, allow_pickle=self._allow_pickle))
+                    except (PickleRefusedError, CorruptMessageError) as exc:
+                        err = err or exc
+                if out or err is not None:
+                    break
+                # every message of the claim was overwritten: counted, try again
+        finally:
+            if msgs != self._one:
+                free(msgs)
+        self._lag(&loss, out)
+        if err is not None:
+            if out:
+                self._pending = out
+            raise err
+        return out
+
+    cdef int _ready_check(self) except -1:
+        self._check()
+        if self._viewing:
+            raise RuntimeError("pop inside an open view() block")
+        return 0
+
+    def pop(self, timeout=None):
+        """The next message as the object that was pushed (bytes-likes as bytes),
+        owning its memory. Blocks while empty: ``timeout`` None = forever, 0 = never,
+        else seconds. Raises Empty on timeout and Closed once the stream ended and
+        everything was consumed."""
+        cdef shmr_loss loss
+        cdef int64_t n
+        self._ready_check()
+        if self._pending:
+            return self._pending.pop(0)
+        if not self._overwrite:
+            # the hot path: one message, no list
+            loss.msgs = 0
+            n = shmr_msg_claim(self._c, self._one, 1, &loss)
+            if n <= 0:
+                n = self._claim(self._one, 1, timeout, &loss)
+            try:
+                obj = self._decode_copy(self._one)
+            finally:
+                shmr_msg_release(self._c, self._one, &loss)
+            return obj
+        out = self._take(1, timeout)
+        obj = out.pop(0)
+        if out:
+            self._pending = out
+        return obj
+
+    def pop_many(self, Py_ssize_t max_messages, timeout=None):
+        """A list of 1..max_messages messages (waits for the first one like pop())."""
+        self._ready_check()
+        if max_messages < 1:
+            raise ValueError(f"max_messages must be >= 1, got {max_messages}")
+        if self._pending:
+            out = self._pending[:max_messages]
+            del self._pending[:max_messages]
+            return out
+        return self._take(max_messages, timeout)
+
+    def view(self, timeout=None):
+        """Context manager giving the next message with every buffer in it (the bytes,
+        the array, the arrays inside an object) as a read-only view into the ring, no
+        copy. Valid inside the block; leaving it releases the message."""
+        cdef shmr_loss loss
+        loss.msgs = 0
+        loss.bytes = 0
+        self._ready_check()
+        if self._pending:  # held back by an earlier error: they come first, as copies
+            return MessageView._make(None, self._pending.pop(0))
+        self._claim(self._one, 1, timeout, &loss)
+        self._viewing = True
+        try:
+            span = _span(self._map, self._one[0].body, self._one[0].len, True)
+            if self._one[0].kind == _codec.BYTES:
+                obj = span
+            elif self._overwrite and self._one[0].kind != _codec.ARRAY:
+                # a pickle is never run over memory that may be overwritten under it:
+                # the stream is copied and checked first, the buffers stay views
+                obj = self._view_pickle(span)
+            else:
+                obj = _codec.decode(self._one[0].kind, span, copy=False, allow_pickle=self._allow_pickle)
+        except BaseException:
+            self._release()
+            raise
+        if loss.msgs and self._raise_lag:
+            held = _codec.decode(self._one[0].kind, bytes(span), copy=True, allow_pickle=self._allow_pickle)
+            bad = self._release()
+            self._lag(&loss, [held] if not bad else [])
+        return MessageView._make(self, obj)
+
+    cdef object _view_pickle(self, object span):
+        raw = bytes(span)
+        if shmr_msg_intact(self._c, self._one) == 0:
+            raise Lagged(1, "the producer overwrote this message while it was being read", nbytes=len(raw))
+        kind = self._one[0].kind
+        if kind == _codec.PICKLE:
+            return _codec.decode(kind, raw, copy=True, allow_pickle=self._allow_pickle)
+        return _codec.decode(kind, raw, copy=False, allow_pickle=self._allow_pickle, buffers_from=span)
+
+    cdef int64_t _release(self) except -1:
+        cdef shmr_loss loss
+        self._viewing = False
+        if self._closed or self._c == NULL or self._gen != _fork_gen:
+            return 0
+        return shmr_msg_release(self._c, self._one, &loss)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        try:
+            return self.pop()
+        except Closed:
+            raise StopIteration from None
+
+    @property
+    def popped(self):
+        """Messages this consumer received."""
+        return shmr_consumer_popped(self._c) if self._c != NULL else 0
+
+    @property
+    def dropped(self):
+        """Messages this consumer lost because an overwriting producer lapped it."""
+        return shmr_consumer_dropped(self._c) if self._c != NULL else 0
+
+    @property
+    def dropped_bytes(self):
+        """Body bytes of the messages counted in ``dropped``."""
+        return shmr_consumer_dropped_bytes(self._c) if self._c != NULL else 0
+
+    @property
+    def index(self):
+        return shmr_consumer_index(self._c) if self._c != NULL else -1
+
+    def close(self):
+        """Leave the ring; a broadcast producer stops waiting for this consumer at once."""
+        _Handle.close(self)
+
+    cdef void _free_handle(self) noexcept:
+        cdef shmr_loss loss
+        if self._c == NULL:
+            return
+        if self._gen == _fork_gen:
+            if self._viewing:
+                shmr_msg_release(self._c, self._one, &loss)
+            shmr_consumer_free(self._c)
+        else:
+            free(<void *>self._c)
+        self._c = NULL
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+@cython.no_gc_clear
+cdef class MessageView:
+    cdef MessageConsumer _cons
+    cdef object _obj
+    cdef bint _done
+
+    @staticmethod
+    cdef MessageView _make(MessageConsumer cons, object obj):
+        cdef MessageView v = MessageView.__new__(MessageView)
+        v._cons = cons
+        v._obj = obj
+        return v
+
+    @property
+    def message(self):
+        return self._obj
+
+    def __enter__(self):
+        return self._obj
+
+    def __exit__(self, et, ev, tb):
+        if self._done:
+            return False
+        self._done = True
+        if self._cons is None:
+            return False
+        cdef int64_t bad = self._cons._release()
+        if bad > 0 and et is None:
+            raise Lagged(bad, "the producer overwrote this message while the view was held; "
+                              "its contents are not valid")
+        return False
+
+    def __dealloc__(self):
+        if not self._done and self._cons is not None:
+            self._done = True
+            try:
+                self._cons._release()
+            except Exception:
+                pass
