@@ -81,12 +81,12 @@ def test_ls_shows_age_and_overwrite_fill_as_retained_records(ring_names, rings):
     assert 0 <= rows[over]["age"] < 120
     lines = run_cli("ls").stdout.splitlines()
     header = lines[0].split()
-    assert header == ["NAME", "MODE", "CAP", "FILL", "PRODUCER", "CONS", "AGE", "DTYPE"]
+    assert header == ["NAME", "KIND", "MODE", "SIZE", "FILL", "PRODUCER", "CONS", "AGE", "DTYPE"]
     row = next(ln for ln in lines if ln.split()[0] == over)
     assert "4/4 (6 overwritten)" in row
     assert re.search(r"\s\d+s\s+int64$", row), row
     # columns line up: every cell of a row ends where its header ends (right-aligned numbers)
-    cap_end = lines[0].index("CAP") + 3
+    cap_end = lines[0].index("SIZE") + 4
     for ln in lines[1:]:
         if ln.split()[0] in (over, block):
             assert ln[cap_end - 1].isdigit() and ln[cap_end] == " "

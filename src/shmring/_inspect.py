@@ -82,12 +82,12 @@ def overwritten_behind(st: dict[str, Any]) -> int:
 
 def size_text(st: dict[str, Any]) -> str:
     """A record ring's capacity in records, a message ring's in bytes."""
-    return f"{st['nbytes']} B" if st.get("kind") == "messages" else str(st["capacity"])
+    return f"{st['nbytes']}B" if st.get("kind") == "messages" else str(st["capacity"])
 
 
 def fill_text(st: dict[str, Any]) -> str:
     if st.get("kind") == "messages":
-        return f"{st['available']} B"
+        return f"{st['available']}B"
     text = f"{retained(st)}/{st['capacity']}"
     lost = overwritten_behind(st)
     return f"{text} ({lost} overwritten)" if lost else text

@@ -109,7 +109,7 @@ class RingProvider:
             for c in st["consumers"]
         ]
         return Sample(
-            kind=self.kind, name=name, mode=mode_text(st), capacity=st.get("nbytes", st["capacity"]), fill=retained(st),
+            kind=self.kind, name=name, mode=mode_text(st), capacity=st["nbytes"] if st["kind"] == "messages" else st["capacity"], fill=retained(st),
             overwritten=overwritten_behind(st), lag=st["available"], items_in=st["pushed"], items_out=st["popped"],
             bytes_in=st["pushed"] * size, bytes_out=st["popped"] * size,
             producer_pid=st["producer_pid"], producer_alive=st["producer_alive"],
