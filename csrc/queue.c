@@ -74,6 +74,10 @@ int64_t shmr_q_reserve(shmr_producer *p, uint64_t n, void **ptr)
 
 int shmr_q_producer_ready(void *arg) { return q_writable((shmr_producer *)arg, 1) > 0; }
 
+/* Slots the producer may write now: the same walk of release records a push
+ * makes, so it costs nothing a later push would not pay anyway. */
+uint64_t shmr_q_free(shmr_producer *p) { return q_writable(p, p->r->cap); }
+
 /* Claim up to max positions from tail. The claim is recorded in our slot before
  * the CAS, so a sweeper that finds us dead knows what we held. */
 static inline uint64_t q_claim(shmr_consumer *c, uint64_t max, int contiguous, uint64_t *pos)
@@ -140,6 +144,16 @@ int64_t shmr_q_claim(shmr_consumer *c, uint64_t max, const void **ptr)
     c->claim_n = k;
     *ptr = c->r->slots + (pos & c->r->mask) * c->r->stride;
     return (int64_t)k;
+}
+
+/* Records published and not yet claimed by any consumer. tail may pass the
+ * head we read (another consumer claimed meanwhile): then nothing is left. */
+uint64_t shmr_q_available(shmr_consumer *c)
+{
+    shmr_ring *r = c->r;
+    uint64_t h = shmr_load_acquire64(&r->prod->head); /* pairs with shmr_q_publish() */
+    uint64_t t = shmr_load_relaxed64(&r->tail_block->tail);
+    return h > t ? shmr_min_u64(h - t, r->cap) : 0;
 }
 
 int shmr_q_consumer_ready(void *arg)

@@ -103,6 +103,8 @@ int64_t shmr_q_pop(shmr_consumer *c, void *dst, uint64_t max);
 int64_t shmr_q_claim(shmr_consumer *c, uint64_t max, const void **ptr);
 void shmr_q_release(shmr_consumer *c, uint64_t pos, uint64_t k);
 int shmr_q_consumer_ready(void *c);
+uint64_t shmr_q_free(shmr_producer *p);
+uint64_t shmr_q_available(shmr_consumer *c);
 uint64_t shmr_q_reclaim(shmr_ring *r, uint32_t i, const int *alive, const int *dead);
 
 /* broadcast.c */
@@ -118,5 +120,7 @@ int64_t shmr_b_pop(shmr_consumer *c, void *dst, uint64_t max, uint64_t *dropped)
 int64_t shmr_b_claim(shmr_consumer *c, uint64_t max, const void **ptr, uint64_t *dropped);
 int64_t shmr_b_release(shmr_consumer *c, uint64_t pos, uint64_t k);
 int shmr_b_consumer_ready(void *c);
+uint64_t shmr_b_free(shmr_producer *p);
+uint64_t shmr_b_available(shmr_consumer *c);
 
 #endif

@@ -19,7 +19,7 @@ import sys
 from typing import Any
 
 from . import _ring
-from ._api import SEGMENT_PREFIX, SHM_DIR, Ring, unlink
+from ._api import SEGMENT_PREFIX, SHM_DIR, Ring, segment_state, unlink
 from .errors import RingError
 
 
@@ -114,8 +114,8 @@ def cmd_rm(args) -> int:
 def cmd_gc(args) -> int:
     removed = []
     for name in ring_names():
-        st = describe(name)
-        if all_dead(st):
+        # segment_state also judges a segment whose creator died before finishing it
+        if segment_state(name)["all_dead"]:
             if not args.dry_run:
                 try:
                     unlink(name)

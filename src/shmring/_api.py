@@ -5,8 +5,10 @@ from __future__ import annotations
 import ast
 import errno
 import os
+import time
+import uuid
 import weakref
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.lib.format import descr_to_dtype, dtype_to_descr
@@ -15,11 +17,20 @@ from . import _ring
 from ._ring import Consumer, Producer
 from .errors import CorruptRingError, RingError
 
+Mode = Literal["queue", "broadcast"]
+Overflow = Literal["block", "overwrite"]
+Start = Literal["latest", "oldest"]
+OnLag = Literal["skip", "raise"]
+
 DEFAULT_MAX_CONSUMERS = 64
 MAX_RECORD_NDIM = 31
 DEFAULT_SPIN = 20e-6  # seconds of busy polling before a blocked call sleeps
 SHM_DIR = "/dev/shm"
 SEGMENT_PREFIX = "shmr-"
+# A segment whose header was never completed is left alone for this long after
+# it was created (posix_fallocate of a large ring takes a while), then judged by
+# its creator's liveness.
+INIT_GRACE_SECONDS = 60.0
 
 
 def _check_name(name: Any) -> str:
@@ -29,6 +40,9 @@ def _check_name(name: Any) -> str:
         raise ValueError(f"ring name {name!r} may not contain '/'")
     if not name:
         raise ValueError("ring name may not be empty")
+    if name.startswith("-"):
+        raise ValueError(f"ring name {name!r} may not start with '-' (it would read as an option "
+                         f"on the command line)")
     if "\0" in name:
         raise ValueError(f"ring name {name!r} may not contain a NUL character")
     if len(name.encode()) > _ring.NAME_MAX:
@@ -95,6 +109,86 @@ def _shm_free_bytes() -> int | None:
     return st.f_bavail * st.f_frsize
 
 
+def _read_header_word(fd: int, field: str) -> int:
+    off, size = _ring.LAYOUT[field]
+    data = os.pread(fd, size, off)
+    return int.from_bytes(data, "little") if len(data) == size else 0
+
+
+def segment_state(name: str) -> dict[str, Any]:
+    """Who is behind an existing segment, read without changing it.
+
+    Keys: ``state`` ("ring", "initialising" or "invalid"), ``creator_pid``,
+    ``creator_alive``, ``producer_pid``, ``producer_alive``, ``consumers_alive``,
+    ``consumers_dead``, ``age`` (seconds since the segment file was created),
+    ``error`` (for "invalid"), and ``all_dead``: no participant is alive (for an
+    unfinished segment: its creator is dead and the grace period is over)."""
+    path = os.path.join(SHM_DIR, SEGMENT_PREFIX + name)
+    out: dict[str, Any] = {"name": name, "state": "invalid", "creator_pid": None, "creator_alive": False,
+                           "producer_pid": None, "producer_alive": False, "consumers_alive": 0,
+                           "consumers_dead": 0, "age": None, "all_dead": False}
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        out["error"] = "no such ring"
+        return out
+    try:
+        st = os.fstat(fd)
+        out["age"] = max(0.0, time.time() - st.st_ctime)
+        magic = _read_header_word(fd, "header.magic") if st.st_size >= _ring.LAYOUT_PAGE else 0
+        creator = _read_header_word(fd, "header.creator_pid") if st.st_size >= _ring.LAYOUT_PAGE else 0
+        start = (_read_header_word(fd, "header.creator_start")
+                 if "header.creator_start" in _ring.LAYOUT and st.st_size >= _ring.LAYOUT_PAGE else 0)
+    finally:
+        os.close(fd)
+    if magic == 0:
+        out["state"] = "initialising"
+        out["creator_pid"] = creator or None
+        out["creator_alive"] = bool(creator) and _ring.process_alive(creator, start)
+        # no creator recorded yet: judged by age alone
+        out["all_dead"] = not out["creator_alive"] and out["age"] >= INIT_GRACE_SECONDS
+        return out
+    try:
+        ring = Ring.attach(name)
+    except (RingError, OSError, TypeError, ValueError) as exc:
+        out["error"] = str(exc)
+        return out
+    try:
+        info = ring._mapping().info()
+        cons = ring._mapping().consumer_infos()
+    finally:
+        ring.close()
+    out["state"] = "ring"
+    out["creator_pid"] = info["creator_pid"] or None
+    out["creator_alive"] = bool(info["creator_pid"]) and _ring.process_alive(
+        info["creator_pid"], info.get("creator_start", 0))
+    out["producer_pid"] = info["producer_pid"] or None
+    out["producer_alive"] = info["producer_alive"]
+    out["consumers_alive"] = sum(1 for c in cons if c["alive"])
+    out["consumers_dead"] = sum(1 for c in cons if not c["alive"])
+    out["all_dead"] = not (out["creator_alive"] or out["producer_alive"] or out["consumers_alive"])
+    return out
+
+
+def _who(st: dict[str, Any]) -> str:
+    """The participants of a segment in words, for error messages."""
+    def pid(role: str) -> str:
+        p = st[f"{role}_pid"]
+        if p is None:
+            return f"no {role}"
+        return f"{role} pid {p} {'alive' if st[f'{role}_alive'] else 'dead'}"
+    if st["state"] == "initialising":
+        return (f"never finished initialising; {pid('creator')}, segment {st['age']:.0f} s old")
+    if st["state"] == "invalid":
+        return f"not a usable ring: {st.get('error')}"
+    return (f"{pid('creator')}, {pid('producer')}, {st['consumers_alive']} live and "
+            f"{st['consumers_dead']} dead consumers")
+
+
+def _generated_name() -> str:
+    return f"ring-{uuid.uuid4().hex}"
+
+
 class Ring:
     """A ring of numpy records in a POSIX shared-memory segment.
 
@@ -110,23 +204,41 @@ class Ring:
         self._mode = "queue" if mapping.mode == _ring.MODES["queue"] else "broadcast"
         self._overflow = "overwrite" if mapping.overflow == _ring.OVERFLOWS["overwrite"] else "block"
         self._handles: weakref.WeakSet = weakref.WeakSet()
+        self._unlink_on_close = False
 
     # -- life cycle -----------------------------------------------------------
 
     @classmethod
     def create(
         cls,
-        name: str,
+        name: str | None,
         dtype: Any,
         capacity: int,
         *,
-        mode: str = "queue",
-        overflow: str = "block",
+        mode: Mode = "queue",
+        overflow: Overflow = "block",
         max_consumers: int = DEFAULT_MAX_CONSUMERS,
         exist_ok: bool = False,
         permissions: int = 0o600,
+        replace: bool = False,
+        unlink_on_close: bool = False,
     ) -> "Ring":
-        """Create a ring of ``capacity`` records (rounded up to a power of two)."""
+        """Create a ring of ``capacity`` records (rounded up to a power of two).
+
+        ``name=None`` picks a unique name (read it from ``ring.name``). On a name
+        that exists: ``exist_ok=True`` attaches to that ring (same dtype, capacity
+        and mode required), which then delivers the records it still holds, a
+        crashed run's leftovers included; ``replace=True`` removes it and creates
+        afresh, refused while its creator, producer or a consumer is alive.
+        ``unlink_on_close=True`` removes the name when this object is closed (or
+        leaves its ``with`` block), so a script can run twice."""
+        if exist_ok and replace:
+            raise ValueError("exist_ok=True and replace=True contradict each other: pick one")
+        generated = name is None
+        if generated:
+            if exist_ok or replace:
+                raise ValueError("exist_ok and replace need a name (name=None always creates a new ring)")
+            name = _generated_name()
         name = _check_name(name)
         dt = _check_dtype(dtype)
         cap = _round_capacity(capacity)
@@ -136,21 +248,47 @@ class Ring:
             raise ValueError(f"overflow must be 'block' or 'overwrite', not {overflow!r}")
         if mode == "queue" and overflow != "block":
             raise ValueError("overflow='overwrite' needs mode='broadcast' (a work queue never drops records)")
-        if not 1 <= int(max_consumers) <= _ring.MAX_CONSUMERS:
-            raise ValueError(f"max_consumers must be in 1..{_ring.MAX_CONSUMERS}, got {max_consumers}")
+        max_consumers = _ring.check_count(max_consumers, "max_consumers", 1, _ring.MAX_CONSUMERS)
+        if isinstance(permissions, bool) or not isinstance(permissions, int) or not 0 <= permissions <= 0o777:
+            raise ValueError(f"permissions must be an int in 0..0o777, not {permissions!r}")
         if dt.itemsize > 1 << 30:
             raise ValueError(f"records of {dt.itemsize} bytes are too large (at most 1 GiB)")
         descr = _encode_dtype(dt).encode("ascii")
         if len(descr) >= _ring.DESCR_MAX:
             raise ValueError(f"dtype {dt} is too complex to store ({len(descr)} bytes of descriptor)")
-        try:
-            mapping = _ring.Mapping.create(
+        def make() -> _ring.Mapping:
+            return _ring.Mapping.create(
                 name, cap, dt.itemsize, max(dt.alignment, 1), _ring.MODES[mode],
-                _ring.OVERFLOWS[overflow], int(max_consumers), descr, permissions,
+                _ring.OVERFLOWS[overflow], max_consumers, descr, permissions,
             )
+
+        try:
+            try:
+                mapping = make()
+            except FileExistsError:
+                if generated:  # 122 random bits collided: draw again
+                    name = _generated_name()
+                    mapping = make()
+                elif replace:
+                    cls._remove_stale(name)
+                    mapping = make()
+                else:
+                    raise
         except FileExistsError:
+            if replace:  # refused by _remove_stale, which says why
+                raise
             if not exist_ok:
-                raise FileExistsError(errno.EEXIST, f"a ring named {name!r} already exists") from None
+                st = segment_state(name)
+                if st["all_dead"]:
+                    advice = ("it is left over from a run that ended without unlinking it: pass "
+                              "exist_ok=True to attach and receive the records it still holds, "
+                              "replace=True to start afresh, or remove it (`python -m shmring rm "
+                              f"{name}` or shmring.unlink({name!r}))")
+                else:
+                    advice = ("it is in use: attach to it (Ring.attach or exist_ok=True) or pick another "
+                              "name (name=None generates one)")
+                raise FileExistsError(errno.EEXIST, f"a ring named {name!r} already exists ({_who(st)}); "
+                                      f"{advice}") from None
             ring = cls.attach(name)
             if (ring.dtype, ring.capacity, ring.mode, ring.overflow) != (dt, cap, mode, overflow):
                 ring.close()
@@ -163,16 +301,24 @@ class Ring:
             ring._dtype = dt  # equal to the stored one; keep the caller's (alignment flag)
             return ring
         except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                free = _shm_free_bytes()
-                need = cap * dt.itemsize
-                raise OSError(
-                    errno.ENOSPC,
-                    f"not enough shared memory for ring {name!r}: needs about {need} bytes, "
-                    f"{SHM_DIR} has {free if free is not None else 'unknown'} free",
-                ) from None
+            if exc.errno in (errno.ENOSPC, errno.ENOMEM):
+                raise OSError(exc.errno, _no_memory_message(name, cap * dt.itemsize)) from None
             raise
-        return cls(mapping, name, dt)
+        ring = cls(mapping, name, dt)
+        ring._unlink_on_close = bool(unlink_on_close)
+        return ring
+
+    @staticmethod
+    def _remove_stale(name: str) -> None:
+        """replace=True: unlink the segment called name if nobody uses it."""
+        st = segment_state(name)
+        if not st["all_dead"]:
+            raise FileExistsError(errno.EEXIST, f"replace=True refused: ring {name!r} is in use ({_who(st)}); "
+                                                f"close it there first, or pick another name")
+        try:
+            unlink(name)
+        except FileNotFoundError:
+            pass
 
     @classmethod
     def attach(cls, name: str, *, dtype: Any = None) -> "Ring":
@@ -195,6 +341,11 @@ class Ring:
         for h in list(self._handles):
             h.close()
         self._handles.clear()
+        if self._map is not None and self._unlink_on_close:
+            try:
+                unlink(self._name)
+            except FileNotFoundError:
+                pass
         self._map = None
 
     def unlink(self) -> None:
@@ -228,11 +379,11 @@ class Ring:
         before a blocked push sleeps. ``liveness_interval``: while blocked, how often
         (seconds) to look for dead consumers holding the ring back; a dead consumer's
         claim is reclaimed (and counted in stats()["abandoned"]) within this bound."""
-        p = Producer._open(self._mapping(), self._dtype, self, float(spin), float(liveness_interval))
+        p = Producer._open(self._mapping(), self._dtype, self, spin, liveness_interval)
         self._handles.add(p)
         return p
 
-    def consumer(self, *, start: str = "latest", on_lag: str = "skip", spin: float = DEFAULT_SPIN,
+    def consumer(self, *, start: Start = "latest", on_lag: OnLag = "skip", spin: float = DEFAULT_SPIN,
                  liveness_interval: float = _ring.DEFAULT_LIVENESS_INTERVAL) -> Consumer:
         """Register a consumer. Broadcast mode: ``start`` is "latest" (the next record
         pushed) or "oldest" (the oldest record still in the ring); ``on_lag`` is "skip"
@@ -243,8 +394,11 @@ class Ring:
             raise ValueError(f"start must be 'latest' or 'oldest', not {start!r}")
         if on_lag not in ("skip", "raise"):
             raise ValueError(f"on_lag must be 'skip' or 'raise', not {on_lag!r}")
+        if on_lag == "raise" and self._mode == "queue":
+            raise ValueError(f"on_lag='raise' applies to broadcast rings (a lapped consumer); ring "
+                             f"{self._name!r} is a queue, which never drops records")
         c = Consumer._open(self._mapping(), self._dtype, self, _ring.STARTS[start], on_lag == "raise",
-                           float(spin), float(liveness_interval))
+                           spin, liveness_interval)
         self._handles.add(c)
         return c
 
@@ -314,6 +468,20 @@ class Ring:
             "created": info["create_time_ns"] / 1e9,
             "layout_version": info["version"],
         }
+
+
+def _no_memory_message(name: str, need: int) -> str:
+    free = _shm_free_bytes()
+    try:
+        with open("/proc/meminfo") as f:
+            avail = next((int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:")), None)
+    except OSError:
+        avail = None
+    known = [f"{SHM_DIR} reports {free} bytes free" if free is not None else None,
+             f"the machine has {avail} bytes of memory available" if avail is not None else None]
+    return (f"cannot create ring {name!r}: reserving its {need} bytes of records in {SHM_DIR} failed "
+            f"(tmpfs could not allocate the memory: the real limit is the smaller of the tmpfs size and "
+            f"the memory the kernel can give; " + "; ".join(k for k in known if k) + ")")
 
 
 def _attach_for_pickle(name: str, descr: str) -> Ring:
