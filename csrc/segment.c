@@ -115,9 +115,10 @@ static int check_params(const shmr_params *p)
 
 /* ---- create / attach ---------------------------------------------------- */
 
-int shmr_create(const char *name, const shmr_params *p, unsigned mode_bits, int exist_ok, shmr_ring **out)
+/* O_EXCL: an existing segment is -EEXIST; Ring.create(exist_ok=True) then
+ * attaches and compares, in the Python layer. */
+int shmr_create(const char *name, const shmr_params *p, unsigned mode_bits, shmr_ring **out)
 {
-    (void)exist_ok; /* handled by the caller, which attaches and compares */
     char path[SHMR_PATH_MAX];
     int rc = full_name(name, path, sizeof path);
     if (rc)
@@ -410,40 +411,36 @@ int shmr_info(shmr_ring *r, shmr_ring_info *o)
     o->mode = r->mode;
     o->overflow = r->overflow;
     o->max_consumers = r->max_consumers;
-    o->version = h->version;
-    o->head = shmr_load_acquire64(&r->prod->head);
+    o->layout_version = h->version;
+    o->pushed = shmr_load_acquire64(&r->prod->head);
     uint64_t owner = shmr_load_acquire64(&r->ctl->producer_owner);
     o->producer_pid = (uint32_t)owner;
     o->producer_start = owner >> 32;
     o->producer_alive = shmr_owner_alive(owner);
     o->close_reason = shmr_stream_reason(r);
-    o->data_waiters = shmr_load_relaxed32(&r->data_ec->waiters);
-    o->space_waiters = shmr_load_relaxed32(&r->space_ec->waiters);
+    o->waiters.consumers = shmr_load_relaxed32(&r->data_ec->waiters);
+    o->waiters.producer = shmr_load_relaxed32(&r->space_ec->waiters);
     o->abandoned = shmr_load_relaxed64(&r->ctl->abandoned);
     o->evicted = shmr_load_relaxed64(&r->ctl->evicted);
     o->popped_retired = shmr_load_relaxed64(&r->ctl->popped_retired);
     o->creator_pid = h->creator_pid;
     o->create_time_ns = h->create_time_ns;
-    uint64_t minc = o->head;
+    o->popped = o->popped_retired;
+    uint64_t minc = o->pushed;
     for (uint32_t i = 0; i < r->max_consumers; i++) {
         struct shmr_cslot *s = &r->cslots[i];
-        if (shmr_load_acquire64(&s->owner) == 0 || !shmr_load_acquire32(&s->ready))
+        uint64_t so = shmr_load_acquire64(&s->owner);
+        if (so != 0 && !SHMR_IS_BUSY(so)) /* a BUSY slot's count is moving to popped_retired */
+            o->popped += shmr_load_relaxed64(&s->popped);
+        if (so == 0 || !shmr_load_acquire32(&s->ready))
             continue;
         o->n_consumers++;
         uint64_t cur = shmr_load_acquire64(&s->cursor);
         if (cur < minc)
             minc = cur;
     }
-    if (r->mode == SHMR_MODE_QUEUE) {
-        o->tail = shmr_load_acquire64(&r->tail_block->tail);
-        uint64_t released = 0;
-        for (uint32_t i = 0; i < r->max_consumers; i++)
-            released += shmr_load_relaxed64(&r->cslots[i].popped);
-        o->consumed = released;
-    } else {
-        o->tail = minc;
-        o->consumed = minc;
-    }
+    o->tail = r->mode == SHMR_MODE_QUEUE ? shmr_load_acquire64(&r->tail_block->tail) : minc;
+    o->available = o->pushed > o->tail ? o->pushed - o->tail : 0;
     return 0;
 }
 
@@ -463,7 +460,7 @@ int shmr_consumer_infos(shmr_ring *r, shmr_consumer_info *out, uint32_t max, uin
         o->popped = shmr_load_relaxed64(&s->popped);
         o->dropped = shmr_load_relaxed64(&s->dropped);
         o->claim_pos = shmr_load_relaxed64(&s->claim_pos);
-        o->claim_n = shmr_load_relaxed32(&s->claim_state) == CLAIM_HELD ? shmr_load_relaxed64(&s->claim_n) : 0;
+        o->claimed = shmr_load_relaxed32(&s->claim_state) == CLAIM_HELD ? shmr_load_relaxed64(&s->claim_n) : 0;
         o->alive = shmr_owner_alive(owner);
     }
     *n = k;

@@ -8,7 +8,7 @@ import os
 import time
 import uuid
 import weakref
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import numpy as np
 from numpy.lib.format import descr_to_dtype, dtype_to_descr
@@ -21,6 +21,62 @@ Mode = Literal["queue", "broadcast"]
 Overflow = Literal["block", "overwrite"]
 Start = Literal["latest", "oldest"]
 OnLag = Literal["skip", "raise"]
+
+
+class Waiters(TypedDict):
+    consumers: int  # consumers asleep waiting for records
+    producer: int  # the producer asleep waiting for room (0 or 1)
+
+
+class ConsumerStats(TypedDict, total=False):
+    """One consumer in Ring.stats()["consumers"]: struct shmr_consumer_info
+    (csrc/shmring.h) field for field, plus ``lag`` in broadcast mode."""
+
+    index: int
+    pid: int
+    start_time: int
+    cursor: int
+    popped: int
+    dropped: int
+    claim_pos: int
+    claimed: int
+    alive: bool
+    lag: int
+
+
+class RingStats(TypedDict):
+    """Ring.stats(): struct shmr_ring_info (csrc/shmring.h) field for field, with
+    codes given as names (mode, overflow, close_reason), plus what only the Python
+    layer knows (name, dtype, consumers, closed, created). README "Stats" has the table."""
+
+    name: str
+    dtype: str
+    mode: str
+    overflow: str
+    capacity: int
+    record_size: int
+    segment_size: int
+    max_consumers: int
+    layout_version: int
+    pushed: int
+    tail: int
+    popped: int
+    popped_retired: int
+    available: int
+    n_consumers: int
+    waiters: Waiters
+    producer_pid: int | None
+    producer_start: int
+    producer_alive: bool
+    closed: bool
+    close_reason: str | None
+    abandoned: int
+    evicted: int
+    creator_pid: int
+    create_time_ns: int
+    created: float
+    consumers: list[ConsumerStats]
+
 
 DEFAULT_MAX_CONSUMERS = 64
 MAX_RECORD_NDIM = 31
@@ -428,46 +484,30 @@ class Ring:
     def closed(self) -> bool:
         return self._map is None
 
-    def stats(self) -> dict:
+    def stats(self) -> RingStats:
         """A snapshot of the ring's counters (read without locks; values may be
-        mid-update relative to each other)."""
+        mid-update relative to each other). Keys: see RingStats."""
         m = self._mapping()
-        info = m.info()
-        consumers = m.consumer_infos()
-        head = info["head"]
-        # records received by every consumer, including those that have left
-        popped = info["popped_retired"] + sum(c["popped"] for c in consumers)
-        if self._mode == "queue":
-            available = head - info["tail"]
-        else:
-            available = head - info["consumed"]
-            for c in consumers:
-                c["lag"] = max(0, head - c["cursor"])
-        return {
-            "name": self._name,
-            "dtype": str(self._dtype),
-            "mode": self._mode,
-            "overflow": self._overflow,
-            "capacity": info["capacity"],
-            "record_size": info["record_size"],
-            "segment_size": info["segment_size"],
-            "pushed": head,
-            "popped": popped,
-            "available": available,
-            "consumers": consumers,
-            "n_consumers": info["n_consumers"],
-            "max_consumers": info["max_consumers"],
-            "waiters": {"consumers": info["data_waiters"], "producer": info["space_waiters"]},
-            "producer_pid": info["producer_pid"] or None,
-            "producer_alive": info["producer_alive"],
-            "closed": info["close_reason"] is not None,
-            "close_reason": info["close_reason"],
-            "abandoned": info["abandoned"],
-            "evicted": info["evicted"],
-            "creator_pid": info["creator_pid"],
-            "created": info["create_time_ns"] / 1e9,
-            "layout_version": info["version"],
-        }
+        info: dict[str, Any] = m.info()
+        consumers: list[dict[str, Any]] = m.consumer_infos()
+        for c in consumers:
+            c["alive"] = bool(c["alive"])
+            if self._mode == "broadcast":
+                c["lag"] = max(0, info["pushed"] - c["cursor"])
+        reason = _ring.CLOSE_REASONS.get(info["close_reason"])
+        info.update(
+            name=self._name,
+            dtype=str(self._dtype),
+            mode=self._mode,
+            overflow=self._overflow,
+            producer_pid=info["producer_pid"] or None,
+            producer_alive=bool(info["producer_alive"]),
+            closed=reason is not None,
+            close_reason=reason,
+            created=info["create_time_ns"] / 1e9,
+            consumers=consumers,
+        )
+        return info  # type: ignore[return-value]
 
 
 def _no_memory_message(name: str, need: int) -> str:

@@ -51,29 +51,34 @@ cdef extern from "shmring.h" nogil:
         uint64_t popped
         uint64_t dropped
         uint64_t claim_pos
-        uint64_t claim_n
+        uint64_t claimed
         int alive
+
+    ctypedef struct shmr_waiters:
+        uint32_t consumers
+        uint32_t producer
 
     ctypedef struct shmr_ring_info:
         uint64_t capacity, record_size, segment_size
-        uint32_t mode, overflow, max_consumers, version
-        uint64_t head
+        uint32_t mode, overflow, max_consumers, layout_version
+        uint64_t pushed
         uint64_t tail
-        uint64_t consumed
+        uint64_t popped
+        uint64_t popped_retired
+        uint64_t available
+        uint32_t n_consumers
+        shmr_waiters waiters
         uint32_t producer_pid
         uint64_t producer_start
         int producer_alive
         uint32_t close_reason
-        uint32_t data_waiters, space_waiters
         uint64_t abandoned
         uint64_t evicted
-        uint64_t popped_retired
         uint32_t creator_pid
         uint64_t create_time_ns
-        uint32_t n_consumers
 
     int shmr_name_check(const char *name)
-    int shmr_create(const char *name, const shmr_params *params, unsigned mode_bits, int exist_ok, shmr_ring **out)
+    int shmr_create(const char *name, const shmr_params *params, unsigned mode_bits, shmr_ring **out)
     int shmr_attach(const char *name, shmr_ring **out)
     int shmr_attach_fd(int fd, shmr_ring **out)
     void shmr_detach(shmr_ring *r)

@@ -1,4 +1,6 @@
-from typing import Any, Iterator, NoReturn, overload
+from typing import Any, Iterator, NoReturn, TypedDict, overload
+
+from typing_extensions import disjoint_base
 
 import numpy as np
 
@@ -16,6 +18,49 @@ OVERFLOWS: dict[str, int]
 STARTS: dict[str, int]
 CLOSE_REASONS: dict[int, str | None]
 
+class _Waiters(TypedDict):
+    consumers: int
+    producer: int
+
+class _RingInfo(TypedDict):
+    """struct shmr_ring_info, field for field."""
+
+    capacity: int
+    record_size: int
+    segment_size: int
+    mode: int
+    overflow: int
+    max_consumers: int
+    layout_version: int
+    pushed: int
+    tail: int
+    popped: int
+    popped_retired: int
+    available: int
+    n_consumers: int
+    waiters: _Waiters
+    producer_pid: int
+    producer_start: int
+    producer_alive: int
+    close_reason: int
+    abandoned: int
+    evicted: int
+    creator_pid: int
+    create_time_ns: int
+
+class _ConsumerInfo(TypedDict):
+    """struct shmr_consumer_info, field for field."""
+
+    index: int
+    pid: int
+    start_time: int
+    cursor: int
+    popped: int
+    dropped: int
+    claim_pos: int
+    claimed: int
+    alive: int
+
 def start_time_of(pid: int) -> int: ...
 def process_alive(pid: int, start_time: int = ...) -> bool: ...
 def check_name(name: str) -> int: ...
@@ -23,6 +68,7 @@ def unlink(name: str) -> None: ...
 def check_seconds(value: float, what: str) -> float: ...
 def check_count(value: int, what: str, lo: int, hi: int) -> int: ...
 
+@disjoint_base
 class Mapping:
     name: str
     @staticmethod
@@ -42,30 +88,35 @@ class Mapping:
     def mode(self) -> int: ...
     @property
     def overflow(self) -> int: ...
-    def info(self) -> dict[str, Any]: ...
-    def consumer_infos(self) -> list[dict[str, Any]]: ...
+    def info(self) -> _RingInfo: ...
+    def consumer_infos(self) -> list[_ConsumerInfo]: ...
 
+@disjoint_base
 class _Handle:
     @property
     def dtype(self) -> np.dtype: ...
     @property
     def closed(self) -> bool: ...
+    def close(self) -> None: ...
     def __reduce__(self) -> NoReturn: ...
 
+@disjoint_base
 class Reservation:
     @property
     def array(self) -> np.ndarray: ...
     def __len__(self) -> int: ...
     def __enter__(self) -> np.ndarray: ...
-    def __exit__(self, *exc: Any) -> bool: ...
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: Any) -> bool: ...
 
+@disjoint_base
 class View:
     @property
     def array(self) -> np.ndarray: ...
     def __len__(self) -> int: ...
     def __enter__(self) -> np.ndarray: ...
-    def __exit__(self, *exc: Any) -> bool: ...
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: Any) -> bool: ...
 
+@disjoint_base
 class Producer(_Handle):
     ring: Any
     def push(self, record: Any, timeout: float | None = None) -> None: ...
@@ -77,6 +128,7 @@ class Producer(_Handle):
     def __enter__(self) -> Producer: ...
     def __exit__(self, *exc: Any) -> None: ...
 
+@disjoint_base
 class Consumer(_Handle):
     ring: Any
     def pop(self, timeout: float | None = None) -> Any: ...

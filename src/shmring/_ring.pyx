@@ -2,8 +2,11 @@
 """Compiled core of shmring: segment handles, producer and consumer.
 
 The C core returns 0 / counts / -errno; _raise() is the one place where codes
-become Python exceptions. Everything friendly (dtype handling, names, stats,
-pickling) lives in the pure-Python layer (shmring._api).
+become Python exceptions, and _Handle._block() the one place where a call
+waits. Records cross here: the handles turn numpy arrays, scalars and np.void
+into ring records and back (dtype checks and conversions on the hot path).
+Naming, dtype descriptors, the stats dict and pickling live in the pure-Python
+layer (shmring._api).
 """
 
 import os
@@ -15,7 +18,7 @@ cimport numpy as cnp
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.ref cimport PyObject, Py_INCREF
-from libc.errno cimport EINTR, ETIMEDOUT, EBUSY
+from libc.errno cimport EACCES, EEXIST, ENOENT, EPERM
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
@@ -105,11 +108,11 @@ cdef int _raise(int64_t rc, str what) except -1:
     if code == SHMR_ECLOSED:
         raise Closed(f"{what}: the stream is closed and drained")
     msg = f"{what}: {os.strerror(code)}"
-    if code == 2:
+    if code == ENOENT:
         raise FileNotFoundError(code, msg)
-    if code == 17:
+    if code == EEXIST:
         raise FileExistsError(code, msg)
-    if code == 13 or code == 1:
+    if code == EACCES or code == EPERM:
         raise PermissionError(code, msg)
     raise OSError(code, msg)
 
@@ -120,19 +123,33 @@ cdef inline int64_t _mono_ns() noexcept nogil:
     return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
 
 
-cdef int64_t _deadline(object timeout) except -2:
-    """-1 = wait forever, else an absolute CLOCK_MONOTONIC time in ns."""
+# State of one blocking call. The timeout is parsed only once the call finds it
+# must wait, so a call that succeeds at once never reads the clock.
+cdef struct Waiting:
+    bint started        # deadline is set
+    int64_t deadline    # -1 = wait forever, else an absolute CLOCK_MONOTONIC time in ns
+    int64_t spin_ns     # busy-poll before the first sleep only
+
+
+cdef inline void _waiting_init(Waiting *w, int64_t spin_ns) noexcept:
+    w.started = False
+    w.deadline = -1
+    w.spin_ns = spin_ns
+
+
+cdef int _waiting_start(Waiting *w, object timeout) except -1:
     cdef double t = _timeout_arg(timeout)
-    if t < 0 or t > TIMEOUT_FOREVER:
-        return -1
-    return _mono_ns() + <int64_t>(t * 1e9)
+    w.started = True
+    w.deadline = -1 if (t < 0 or t > TIMEOUT_FOREVER) else _mono_ns() + <int64_t>(t * 1e9)
+    return 0
 
 
-cdef inline int64_t _slice(int64_t deadline, int64_t slice_ns) noexcept:
+cdef inline int64_t _waiting_slice(const Waiting *w, int64_t slice_ns) noexcept:
+    """How long the next sleep may last: at most one slice, 0 once the deadline passed."""
     cdef int64_t left
-    if deadline < 0:
+    if w.deadline < 0:
         return slice_ns
-    left = deadline - _mono_ns()
+    left = w.deadline - _mono_ns()
     if left <= 0:
         return 0
     return left if left < slice_ns else slice_ns
@@ -189,7 +206,7 @@ cdef class Mapping:
         cdef const char *cname = bname
         cdef int rc
         with nogil:  # posix_fallocate of a large segment takes a while
-            rc = shmr_create(cname, &p, perm, 0, &m.r)
+            rc = shmr_create(cname, &p, perm, &m.r)
         if rc:
             _raise(rc, f"create ring {name!r}")
         m.name = name
@@ -238,21 +255,14 @@ cdef class Mapping:
         return shmr_overflow(self.r)
 
     def info(self):
+        """shmr_ring_info as a dict, field for field (codes stay codes; shmring._api
+        names them)."""
         cdef shmr_ring_info i
         shmr_info(self.r, &i)
-        return {
-            "capacity": i.capacity, "record_size": i.record_size, "segment_size": i.segment_size,
-            "mode": i.mode, "overflow": i.overflow, "max_consumers": i.max_consumers,
-            "version": i.version, "head": i.head, "tail": i.tail, "consumed": i.consumed,
-            "producer_pid": i.producer_pid, "producer_start": i.producer_start,
-            "producer_alive": bool(i.producer_alive), "close_reason": CLOSE_REASONS.get(i.close_reason),
-            "data_waiters": i.data_waiters, "space_waiters": i.space_waiters,
-            "abandoned": i.abandoned, "evicted": i.evicted, "popped_retired": i.popped_retired,
-            "creator_pid": i.creator_pid,
-            "create_time_ns": i.create_time_ns, "n_consumers": i.n_consumers,
-        }
+        return i
 
     def consumer_infos(self):
+        """One shmr_consumer_info dict per consumer, field for field."""
         cdef uint32_t n = 0
         cdef uint32_t cap = SHMR_MAX_CONSUMERS
         cdef shmr_consumer_info *buf = <shmr_consumer_info *>malloc(cap * sizeof(shmr_consumer_info))
@@ -260,9 +270,7 @@ cdef class Mapping:
             raise MemoryError()
         try:
             shmr_consumer_infos(self.r, buf, cap, &n)
-            return [{"index": buf[k].index, "pid": buf[k].pid, "start_time": buf[k].start_time,
-                     "cursor": buf[k].cursor, "popped": buf[k].popped, "dropped": buf[k].dropped,
-                     "claimed": buf[k].claim_n, "alive": bool(buf[k].alive)} for k in range(n)]
+            return [buf[k] for k in range(n)]
         finally:
             free(buf)
 
@@ -279,7 +287,7 @@ cdef class _Handle:
     cdef object _base           # dtype of array elements (subarray base, else _dtype)
     cdef tuple _shape           # per-record array shape: subarray shape, else ()
     cdef object _rec_descr      # descr used for scalars
-    cdef Py_ssize_t _rs
+    cdef Py_ssize_t _record_size
     cdef bint _is_sub
     cdef int64_t _spin_ns
     cdef int64_t _slice_ns
@@ -297,7 +305,7 @@ cdef class _Handle:
             self._base, self._shape = dtype, ()
             self._is_sub = False
         self._rec_descr = dtype
-        self._rs = dtype.itemsize
+        self._record_size = dtype.itemsize
         # a spin budget beyond a minute is busy-polling for good: cap it there
         self._spin_ns = <int64_t>(min(_spin_arg(spin), 60.0) * 1e9)
         self._slice_ns = <int64_t>(_liveness_arg(liveness_interval) * 1e9)
@@ -323,12 +331,43 @@ cdef class _Handle:
     cdef int _leave_nogil(self) except -1:
         self._busy = False
         if self._closed:
-            self._release_c()
+            self._free_handle()
             raise Closed("the handle was closed while a call on it was blocked", "handle closed")
         return 0
 
-    cdef void _release_c(self) noexcept:
+    cdef void _free_handle(self) noexcept:
+        """Gives the C handle back (role or consumer slot); the subclass knows how."""
         pass
+
+    cdef int _sleep(self, int64_t timeout_ns, int64_t spin_ns) noexcept nogil:
+        """One eventcount wait of this side (0 = may be ready, else -errno)."""
+        return 0
+
+    cdef void _between_slices(self) noexcept:
+        """Liveness work between two sleeps (sweep dead consumers / notice a dead producer)."""
+        pass
+
+    cdef bint _block(self, Waiting *w, object timeout) except -1:
+        """The one place a call waits: after the caller found nothing to do, sleeps
+        at most one liveness slice, runs signal handlers and the liveness check.
+        True: try again; False: the timeout is over."""
+        cdef int rc
+        cdef int64_t sl
+        if not w.started:
+            _waiting_start(w, timeout)
+        sl = _waiting_slice(w, self._slice_ns)
+        if sl == 0:
+            return False
+        self._enter_nogil()
+        with nogil:
+            rc = self._sleep(sl, w.spin_ns)
+        self._leave_nogil()
+        w.spin_ns = 0
+        if rc == 0:
+            return True
+        PyErr_CheckSignals()
+        self._between_slices()
+        return not (w.deadline >= 0 and _mono_ns() >= w.deadline)
 
     cdef void _wake(self) noexcept:
         if self._map is not None and self._map.r != NULL:
@@ -341,7 +380,7 @@ cdef class _Handle:
         if self._busy:
             self._wake()
             return
-        self._release_c()
+        self._free_handle()
 
     cdef object _array(self, void *ptr, Py_ssize_t n, bint writable):
         """An ndarray of n records over ring memory that keeps the mapping alive."""
@@ -388,6 +427,8 @@ cdef class Producer(_Handle):
     cdef bint _reserving
     cdef object _same_dtype     # a dtype object already found equal to the ring's
     cdef _Packer _packer        # tuples / scalars straight into a record (None: general path)
+    cdef uint32_t _consumers_wanted  # inside wait_for_consumers: _sleep waits for joins, not room
+    cdef shmr_ring *_ring_c
     cdef bint _packer_built
     cdef readonly object ring
 
@@ -409,7 +450,7 @@ cdef class Producer(_Handle):
         return self
 
     def __dealloc__(self):
-        self._release_c()  # a producer that goes away ends its stream, like close()
+        self._free_handle()  # a producer that goes away ends its stream, like close()
 
     cdef object _as_records(self, object obj, bint many):
         """obj as a C-contiguous ndarray (or np.void) of this ring's records."""
@@ -445,44 +486,35 @@ cdef class Producer(_Handle):
             arr = np.ascontiguousarray(arr)
         return arr
 
-    cdef int _wait(self, int64_t deadline, int64_t *spin) except -1:
-        """0: try again; -ETIMEDOUT: give up."""
-        cdef int rc
+    cdef int _sleep(self, int64_t timeout_ns, int64_t spin_ns) noexcept nogil:
+        if self._consumers_wanted:
+            return shmr_wait_consumers(self._ring_c, self._consumers_wanted, timeout_ns, spin_ns)
+        return shmr_producer_wait(self._p, timeout_ns, spin_ns)
+
+    cdef void _between_slices(self) noexcept:
         cdef uint64_t reclaimed
-        cdef int64_t sl = _slice(deadline, self._slice_ns)
-        if sl == 0:
-            return -ETIMEDOUT
-        self._enter_nogil()
-        with nogil:
-            rc = shmr_producer_wait(self._p, sl, spin[0])
-        self._leave_nogil()
-        spin[0] = 0
-        if rc == 0:
-            return 0
-        PyErr_CheckSignals()
         shmr_producer_recover(self._p, &reclaimed)
-        return -ETIMEDOUT if (deadline >= 0 and _mono_ns() >= deadline) else 0
 
     cdef int64_t _push_ptr(self, const char *src, uint64_t n, object timeout) except -1:
         cdef uint64_t done = 0
-        cdef int64_t k, deadline = -2, spin = self._spin_ns
-        cdef bint nogil_copy = n * self._rs >= NOGIL_BYTES
+        cdef int64_t k
+        cdef Waiting w
+        cdef bint nogil_copy = n * self._record_size >= NOGIL_BYTES
+        _waiting_init(&w, self._spin_ns)
         while True:
             if nogil_copy:
                 self._enter_nogil()
                 with nogil:
-                    k = shmr_push(self._p, src + done * self._rs, n - done)
+                    k = shmr_push(self._p, src + done * self._record_size, n - done)
                 self._leave_nogil()
             else:
-                k = shmr_push(self._p, src + done * self._rs, n - done)
+                k = shmr_push(self._p, src + done * self._record_size, n - done)
             done += k
             if done == n:
                 return done
             if k > 0:
                 continue
-            if deadline == -2:
-                deadline = _deadline(timeout)
-            if self._wait(deadline, &spin) != 0:
+            if not self._block(&w, timeout):
                 raise Full(f"ring is full: {done} of {n} records pushed before the timeout", pushed=done)
 
     cdef _Packer _get_packer(self):
@@ -517,8 +549,8 @@ cdef class Producer(_Handle):
         obj = self._as_records(record, False)
         PyObject_GetBuffer(obj, &buf, PyBUF_SIMPLE)
         try:
-            if buf.len != self._rs:
-                raise ValueError(f"record is {buf.len} bytes, the ring's records are {self._rs}")
+            if buf.len != self._record_size:
+                raise ValueError(f"record is {buf.len} bytes, the ring's records are {self._record_size}")
             if shmr_push(self._p, buf.buf, 1) == 1:
                 return None
             self._push_ptr(<const char *>buf.buf, 1, timeout)
@@ -551,28 +583,23 @@ cdef class Producer(_Handle):
         seconds pass first. Dead consumers are swept first, so they do not count."""
         cdef shmr_ring_info info
         cdef uint32_t want
-        cdef int64_t deadline, sl, spin = self._spin_ns
         cdef uint64_t reclaimed
-        cdef int rc
+        cdef Waiting w
+        _waiting_init(&w, self._spin_ns)
         _timeout_arg(timeout)
         self._check()
         shmr_info(self._map.r, &info)
         want = <uint32_t>_count_arg(n, "n", 0, info.max_consumers)
         shmr_producer_recover(self._p, &reclaimed)
-        deadline = _deadline(timeout)
-        while shmr_consumer_count(self._map.r) < want:
-            sl = _slice(deadline, self._slice_ns)
-            if sl == 0:
-                raise TimeoutError(f"ring {self._map.name!r}: {shmr_consumer_count(self._map.r)} of {want} "
-                                   f"consumers registered before the timeout")
-            self._enter_nogil()
-            with nogil:
-                rc = shmr_wait_consumers(self._map.r, want, sl, spin)
-            self._leave_nogil()
-            spin = 0
-            if rc != 0:
-                PyErr_CheckSignals()
-                shmr_producer_recover(self._p, &reclaimed)
+        self._ring_c = self._map.r
+        self._consumers_wanted = want
+        try:
+            while shmr_consumer_count(self._map.r) < want:
+                if not self._block(&w, timeout):
+                    raise TimeoutError(f"ring {self._map.name!r}: {shmr_consumer_count(self._map.r)} of {want} "
+                                       f"consumers registered before the timeout")
+        finally:
+            self._consumers_wanted = 0
         return shmr_consumer_count(self._map.r)
 
     def reserve(self, Py_ssize_t n, timeout=None):
@@ -580,7 +607,9 @@ cdef class Producer(_Handle):
         (only the contiguous part up to the wrap point, so possibly fewer). Leaving the
         block publishes them; an exception inside it publishes nothing."""
         cdef void *ptr = NULL
-        cdef int64_t k, deadline = -2, spin = self._spin_ns
+        cdef int64_t k
+        cdef Waiting w
+        _waiting_init(&w, self._spin_ns)
         if timeout is not None:
             _timeout_arg(timeout)
         self._check()
@@ -592,9 +621,7 @@ cdef class Producer(_Handle):
             k = shmr_reserve(self._p, n, &ptr)
             if k > 0:
                 break
-            if deadline == -2:
-                deadline = _deadline(timeout)
-            if self._wait(deadline, &spin) != 0:
+            if not self._block(&w, timeout):
                 raise Full("ring is full: nothing to reserve before the timeout")
         self._reserving = True
         return Reservation._make(self, self._array(ptr, k, True), k)
@@ -608,7 +635,7 @@ cdef class Producer(_Handle):
         """End the stream: consumers drain what was published, then see Closed."""
         _Handle.close(self)
 
-    cdef void _release_c(self) noexcept:
+    cdef void _free_handle(self) noexcept:
         if self._p == NULL:
             return
         if self._gen == _fork_gen:
@@ -688,9 +715,9 @@ cdef class Consumer(_Handle):
         cdef Consumer self = Consumer.__new__(Consumer)
         self._setup(m, dtype, spin, liveness_interval)
         self._raise_lag = raise_lag
-        self._scalar_path = (not self._is_sub) and self._rs <= SCRATCH_MAX
+        self._scalar_path = (not self._is_sub) and self._record_size <= SCRATCH_MAX
         if self._scalar_path:
-            self._scratch = <char *>malloc(self._rs)
+            self._scratch = <char *>malloc(self._record_size)
             if self._scratch == NULL:
                 raise MemoryError()
         cdef int rc = shmr_consumer_open(m.r, start, &self._c)
@@ -700,26 +727,16 @@ cdef class Consumer(_Handle):
         return self
 
     def __dealloc__(self):
-        self._release_c()
+        self._free_handle()
         if self._scratch != NULL:
             free(self._scratch)
             self._scratch = NULL
 
-    cdef int _wait(self, int64_t deadline, int64_t *spin) except -1:
-        cdef int rc
-        cdef int64_t sl = _slice(deadline, self._slice_ns)
-        if sl == 0:
-            return -ETIMEDOUT
-        self._enter_nogil()
-        with nogil:
-            rc = shmr_consumer_wait(self._c, sl, spin[0])
-        self._leave_nogil()
-        spin[0] = 0
-        if rc == 0:
-            return 0
-        PyErr_CheckSignals()
+    cdef int _sleep(self, int64_t timeout_ns, int64_t spin_ns) noexcept nogil:
+        return shmr_consumer_wait(self._c, timeout_ns, spin_ns)
+
+    cdef void _between_slices(self) noexcept:
         shmr_consumer_check_producer(self._c)
-        return -ETIMEDOUT if (deadline >= 0 and _mono_ns() >= deadline) else 0
 
     cdef int _lagged(self, uint64_t dropped, object records) except -1:
         """With on_lag="raise": keep the records that did arrive for the next call
@@ -734,8 +751,10 @@ cdef class Consumer(_Handle):
         return Closed(f"ring {self._map.name!r}: the stream is closed ({reason}) and drained", reason)
 
     cdef int64_t _pop_into(self, char *dst, uint64_t max, object timeout, uint64_t *dropped) except -1:
-        cdef int64_t n, deadline = -2, spin = self._spin_ns
-        cdef bint nogil_copy = max * self._rs >= NOGIL_BYTES
+        cdef int64_t n
+        cdef Waiting w
+        cdef bint nogil_copy = max * self._record_size >= NOGIL_BYTES
+        _waiting_init(&w, self._spin_ns)
         while True:
             if nogil_copy:
                 self._enter_nogil()
@@ -749,9 +768,7 @@ cdef class Consumer(_Handle):
             if n == -SHMR_ECLOSED:
                 self._lagged(dropped[0], None)
                 raise self._closed_error()
-            if deadline == -2:
-                deadline = _deadline(timeout)
-            if self._wait(deadline, &spin) != 0:
+            if not self._block(&w, timeout):
                 self._lagged(dropped[0], None)  # a loss is reported even when nothing arrived
                 raise Empty()
 
@@ -895,7 +912,9 @@ cdef class Consumer(_Handle):
         lives in the ring (no copy). Leaving the block releases them to the producer."""
         cdef const void *ptr = NULL
         cdef uint64_t dropped = 0
-        cdef int64_t k, deadline = -2, spin = self._spin_ns
+        cdef int64_t k
+        cdef Waiting w
+        _waiting_init(&w, self._spin_ns)
         if timeout is not None:
             _timeout_arg(timeout)
         self._ready_check()
@@ -914,26 +933,24 @@ cdef class Consumer(_Handle):
                 raise self._closed_error()
             if k < 0:
                 _raise(k, "view")
-            if deadline == -2:
-                deadline = _deadline(timeout)
-            if self._wait(deadline, &spin) != 0:
+            if not self._block(&w, timeout):
                 self._lagged(dropped, None)
                 raise Empty()
         self._viewing = True
         try:
             arr = self._array(<void *>ptr, k, False)
         except BaseException:
-            self._release()
+            self._release_claim()
             raise
         if dropped and self._raise_lag:
             # report the loss now; what this claim got is copied and handed out
             # first by the next call (less whatever was overwritten meanwhile)
             held = arr.copy()
-            bad = self._release()
+            bad = self._release_claim()
             self._lagged(dropped + bad, held[bad:])
         return View._make(self, arr)
 
-    cdef int64_t _release(self) except -1:
+    cdef int64_t _release_claim(self) except -1:
         self._viewing = False
         if self._closed or self._c == NULL or self._gen != _fork_gen:
             return 0
@@ -966,7 +983,7 @@ cdef class Consumer(_Handle):
         """Leave the ring; a broadcast producer stops waiting for this consumer at once."""
         _Handle.close(self)
 
-    cdef void _release_c(self) noexcept:
+    cdef void _free_handle(self) noexcept:
         if self._c == NULL:
             return
         if self._gen == _fork_gen:
@@ -1011,7 +1028,7 @@ cdef class View:
         self._done = True
         if self._cons is None:  # a copy of held-back records: nothing to release
             return False
-        cdef int64_t bad = self._cons._release()
+        cdef int64_t bad = self._cons._release_claim()
         if bad > 0 and et is None:
             raise Lagged(bad, f"the producer overwrote {bad} records of this view while it was held; "
                               f"their contents are not valid")
@@ -1022,6 +1039,6 @@ cdef class View:
         if not self._done and self._cons is not None:
             self._done = True
             try:
-                self._cons._release()
+                self._cons._release_claim()
             except Exception:
                 pass
