@@ -19,7 +19,10 @@
 #include <sys/types.h>
 
 #define SHMR_LAYOUT_VERSION 1u
-#define SHMR_NAME_MAX 250       /* user part; with "shmr-" it fits NAME_MAX (255) of /dev/shm */
+/* User part of a name. /dev/shm allows 255-byte file names; 200 leaves room for
+ * the "shmr-" prefix and for a private name a segment may be built under
+ * (prefix, creator pid and start time before the name). */
+#define SHMR_NAME_MAX 200
 #define SHMR_DESCR_MAX 3968u    /* dtype descriptor text, header padded to 4 KiB */
 #define SHMR_MAX_CAPACITY (1ull << 32)
 #define SHMR_MAX_CONSUMERS 1024u

@@ -263,6 +263,45 @@ def test_gc_keeps_an_unfinished_segment_whose_creator_lives(ring_name, monkeypat
         shmring.Ring.create(ring_name, np.int64, 8, replace=True)
 
 
+def _init_file(pid: int, name: str) -> str:
+    start = shmring._ring.start_time_of(pid) & 0xFFFFFFFF
+    return f"/dev/shm/{_api.INIT_PREFIX}{pid}-{start}-{name}"
+
+
+def _die_while_building(name, conn):
+    """A creator killed while its segment is still under its private name."""
+    path = _init_file(os.getpid(), name)
+    conn.send(path)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    os.ftruncate(fd, 4096)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_gc_removes_a_private_build_file_of_a_dead_creator(ring_name, procs, monkeypatch, capsys):
+    parent_end, child_end = FORK.Pipe()
+    p = procs(FORK, _die_while_building, ring_name, child_end)
+    assert parent_end.poll(30)
+    path = parent_end.recv()
+    p.join(30)
+    mine = _init_file(os.getpid(), ring_name + "-live")
+    try:
+        assert p.exitcode == -signal.SIGKILL and os.path.exists(path)
+        open(mine, "wb").close()  # a creator that is alive: this process
+        segs = {s["file"]: s for s in _api.unfinished_segments()}
+        dead, live = segs[os.path.basename(path)], segs[os.path.basename(mine)]
+        assert (dead["creator_pid"], dead["creator_alive"], dead["all_dead"]) == (p.pid, False, False)
+        assert live["creator_alive"] and not live["all_dead"]
+        monkeypatch.setattr(_api, "INIT_GRACE_SECONDS", 0.0)
+        assert cli_main(["gc", "--json"]) == 0
+        removed = json.loads(capsys.readouterr().out)["removed"]
+        assert os.path.basename(path) in removed and os.path.basename(mine) not in removed
+        assert not os.path.exists(path) and os.path.exists(mine)
+    finally:
+        for f in (path, mine):
+            if os.path.exists(f):
+                os.unlink(f)
+
+
 # ---- broadcast start-up ---------------------------------------------------------------------------
 
 def _late_consumer(name, delay, n, q):

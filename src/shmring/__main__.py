@@ -18,7 +18,7 @@ import os
 import sys
 from typing import Any
 
-from . import _ring
+from . import _api, _ring
 from ._api import SEGMENT_PREFIX, SHM_DIR, Ring, segment_state, unlink
 from .errors import RingError
 
@@ -122,6 +122,14 @@ def cmd_gc(args) -> int:
                 except FileNotFoundError:
                     continue
             removed.append(name)
+    for seg in _api.unfinished_segments():  # creators killed during create
+        if seg["all_dead"]:
+            if not args.dry_run:
+                try:
+                    os.unlink(os.path.join(SHM_DIR, seg["file"]))
+                except FileNotFoundError:
+                    continue
+            removed.append(seg["file"])
     if args.json:
         print(json.dumps({"removed": removed, "dry_run": args.dry_run}))
     else:

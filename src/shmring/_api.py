@@ -226,6 +226,36 @@ def segment_state(name: str) -> dict[str, Any]:
     return out
 
 
+INIT_PREFIX = ".shmr-init-"  # a segment being built: INIT_PREFIX + "PID-START-NAME" (csrc/segment.c)
+
+
+def unfinished_segments() -> list[dict[str, Any]]:
+    """Segments still being built under their private name, each with its
+    creator (pid, start time, from the file name), whether that process lives,
+    the file's age, and ``all_dead``: the creator is dead and the grace period
+    is over, so nothing will ever finish it."""
+    try:
+        entries = os.listdir(SHM_DIR)
+    except OSError:
+        return []
+    out = []
+    for entry in sorted(entries):
+        if not entry.startswith(INIT_PREFIX):
+            continue
+        pid, _, rest = entry[len(INIT_PREFIX):].partition("-")
+        start, _, name = rest.partition("-")
+        if not (pid.isdigit() and start.isdigit() and name) or int(pid) >= 1 << 32 or int(start) >= 1 << 32:
+            continue  # not a name shmring makes: never ours to remove
+        try:
+            age = max(0.0, time.time() - os.lstat(os.path.join(SHM_DIR, entry)).st_ctime)
+        except FileNotFoundError:
+            continue  # finished (or removed) meanwhile
+        alive = _ring.process_alive(int(pid), int(start))
+        out.append({"file": entry, "name": name, "creator_pid": int(pid), "creator_alive": alive, "age": age,
+                    "all_dead": not alive and age >= INIT_GRACE_SECONDS})
+    return out
+
+
 def _who(st: dict[str, Any]) -> str:
     """The participants of a segment in words, for error messages."""
     def pid(role: str) -> str:
