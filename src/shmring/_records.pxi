@@ -112,7 +112,7 @@ cdef class _Packer:
         if not self.is_struct:
             self._put(0, obj, self.buf)
             return self.buf
-        t = <tuple>obj
+        t = obj  # checked: only tuples are packed into structured records
         if len(t) != self.n_fields:
             raise ValueError(f"a record of this ring has {self.n_fields} fields, got a tuple of {len(t)}")
         for i in range(self.n_fields):

@@ -34,6 +34,9 @@ cdef extern from "numpy/arrayobject.h":
 
 cnp.import_array()
 
+# looked up once: push() compares a record's type with it on every call
+cdef object _NP_VOID = np.void
+
 include "_args.pxi"
 include "_records.pxi"
 
@@ -427,6 +430,7 @@ cdef class Producer(_Handle):
     cdef bint _reserving
     cdef object _same_dtype     # a dtype object already found equal to the ring's
     cdef _Packer _packer        # tuples / scalars straight into a record (None: general path)
+    cdef bint _is_struct
     cdef uint32_t _consumers_wanted  # inside wait_for_consumers: _sleep waits for joins, not room
     cdef shmr_ring *_ring_c
     cdef bint _packer_built
@@ -439,6 +443,7 @@ cdef class Producer(_Handle):
     def _open(Mapping m, object dtype, object ring, object spin, object liveness_interval):
         cdef Producer self = Producer.__new__(Producer)
         self._setup(m, dtype, spin, liveness_interval)
+        self._is_struct = dtype.names is not None
         cdef int rc = shmr_producer_open(m.r, &self._p)
         if rc == -SHMR_EPRODUCER and m.info()["producer_pid"] == os.getpid():
             raise ProducerBusyError(
@@ -455,7 +460,7 @@ cdef class Producer(_Handle):
     cdef object _as_records(self, object obj, bint many):
         """obj as a C-contiguous ndarray (or np.void) of this ring's records."""
         cdef tuple want
-        if type(obj) is np.void:
+        if type(obj) is _NP_VOID:
             if many:
                 raise TypeError("push_many() takes an array of records, not a single np.void")
             dt = (<object>obj).dtype
@@ -536,7 +541,8 @@ cdef class Producer(_Handle):
         if self._reserving:
             raise RuntimeError("push() inside an open reserve() block")
         tr = type(record)
-        if tr is not np.void and (tr is tuple or (self._dtype.names is None and not self._is_sub
+        # a np.void (the fast path) is recognised by one pointer comparison
+        if tr is not _NP_VOID and (tr is tuple or (not self._is_struct and not self._is_sub
                                                    and (tr is int or tr is float or tr is bool or tr is bytes
                                                         or tr is complex or isinstance(record, np.generic)))):
             packer = self._get_packer()
