@@ -1,6 +1,6 @@
 # Argument checks of the binding, in one place so that an argument gets the
 # same rule and the same message wherever it is passed (included by _ring.pyx;
-# the pure-Python layer calls the def wrappers at the end).
+# the pure-Python layer calls check_count at the end).
 #
 # bool is rejected wherever a number is expected: True is an int to Python but
 # never what a caller meant by a timeout, a spin budget or a count.
@@ -79,15 +79,8 @@ cdef Py_ssize_t _count_arg(object value, str what, Py_ssize_t lo, Py_ssize_t hi)
     return <Py_ssize_t>value
 
 
-def check_seconds(value, str what):
-    """Python-layer access to the duration rule (spin, liveness_interval)."""
-    if what == "liveness_interval":
-        return _liveness_arg(value)
-    return _seconds(value, what)
-
-
 def check_count(value, str what, Py_ssize_t lo, Py_ssize_t hi):
-    """Python-layer access to the integer-argument rule (max_consumers, n)."""
+    """The integer-argument rule for the Python layer (max_consumers)."""
     return _count_arg(value, what, lo, hi)
 
 
