@@ -381,6 +381,7 @@ def test_len_and_free_count_exactly(mode, overflow, ring_name, rings):
     prod = ring.producer()
     a, b = ring.consumer(), ring.consumer()
     assert (len(a), len(b), prod.free()) == (0, 0, 8)
+    assert a and b  # empty, yet a consumer handle is truthy
     prod.push_many(np.arange(5, dtype=np.int64))
     room = 8 if overflow == "overwrite" else 3
     assert (len(a), len(b), prod.free()) == (5, 5, room)

@@ -848,6 +848,10 @@ cdef class Consumer(_Handle):
             return held
         return <Py_ssize_t>shmr_consumer_available(self._c) + held
 
+    def __bool__(self):
+        # a handle stays truthy when nothing is waiting (`if cons:` means "have a consumer")
+        return True
+
     cdef object _take_pending(self, Py_ssize_t max_records):
         """The first max_records held-back records, as an array."""
         pend = self._pending
