@@ -287,8 +287,8 @@ class Ring:
         self._name = name
         self._dtype = dtype
         self._capacity = mapping.capacity
-        self._mode = "queue" if mapping.mode == _ring.MODES["queue"] else "broadcast"
-        self._overflow = "overwrite" if mapping.overflow == _ring.OVERFLOWS["overwrite"] else "block"
+        self._mode: Mode = "queue" if mapping.mode == _ring.MODES["queue"] else "broadcast"
+        self._overflow: Overflow = "overwrite" if mapping.overflow == _ring.OVERFLOWS["overwrite"] else "block"
         self._handles: weakref.WeakSet = weakref.WeakSet()
         self._unlink_on_close = False
 
@@ -503,11 +503,11 @@ class Ring:
         return self._capacity
 
     @property
-    def mode(self) -> str:
+    def mode(self) -> Mode:
         return self._mode
 
     @property
-    def overflow(self) -> str:
+    def overflow(self) -> Overflow:
         return self._overflow
 
     @property
