@@ -268,6 +268,16 @@ int64_t shmr_b_release(shmr_consumer *c, uint64_t pos, uint64_t k)
     return (int64_t)bad;
 }
 
+/* Records this consumer has not read yet (a lapped consumer can still read cap). */
+uint64_t shmr_b_available(shmr_consumer *c)
+{
+    uint64_t h = shmr_load_acquire64(&c->r->prod->head); /* pairs with shmr_b_publish() */
+    return h > c->cursor ? shmr_min_u64(h - c->cursor, c->r->cap) : 0;
+}
+
+/* Overwrite mode never waits: every slot counts as free. */
+uint64_t shmr_b_free(shmr_producer *p) { return shmr_b_writable(p, p->r->cap); }
+
 int shmr_b_consumer_ready(void *arg)
 {
     shmr_consumer *c = arg;

@@ -74,6 +74,10 @@ int64_t shmr_q_reserve(shmr_producer *p, uint64_t n, void **ptr)
 
 int shmr_q_producer_ready(void *arg) { return shmr_q_writable((shmr_producer *)arg, 1) > 0; }
 
+/* Slots the producer may write now: the same walk of release records a push
+ * makes, so it costs nothing a later push would not pay anyway. */
+uint64_t shmr_q_free(shmr_producer *p) { return shmr_q_writable(p, p->r->cap); }
+
 /* Records the claim [*t, *t + k) in our slot, then CASes tail from *t to
  * *t + k. The claim is recorded before the CAS, so a sweeper that finds us dead
  * knows what we held. On failure *t is the tail now and nothing is held. */
@@ -151,6 +155,16 @@ int64_t shmr_q_claim(shmr_consumer *c, uint64_t max, const void **ptr)
     c->claim_n = k;
     *ptr = c->r->slots + (pos & c->r->mask) * c->r->stride;
     return (int64_t)k;
+}
+
+/* Records published and not yet claimed by any consumer. tail may pass the
+ * head we read (another consumer claimed meanwhile): then nothing is left. */
+uint64_t shmr_q_available(shmr_consumer *c)
+{
+    shmr_ring *r = c->r;
+    uint64_t h = shmr_load_acquire64(&r->prod->head); /* pairs with shmr_q_publish() */
+    uint64_t t = shmr_load_relaxed64(&r->tail_block->tail);
+    return h > t ? shmr_min_u64(h - t, r->cap) : 0;
 }
 
 int shmr_q_consumer_ready(void *arg)

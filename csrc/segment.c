@@ -23,12 +23,15 @@ static uint64_t round_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 /* ---- names -------------------------------------------------------------- */
 
 #define SHMR_PREFIX "/shmr-"
+#define SHMR_PATH_MAX (sizeof SHMR_PREFIX + SHMR_NAME_MAX)
 
 int shmr_name_check(const char *name)
 {
     size_t n = strlen(name);
     if (n == 0 || n > SHMR_NAME_MAX)
         return -ENAMETOOLONG;
+    if (name[0] == '-') /* would read as an option on the command line */
+        return -EINVAL;
     for (size_t i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)name[i];
         if (!(ch >= 'a' && ch <= 'z') && !(ch >= 'A' && ch <= 'Z') && !(ch >= '0' && ch <= '9') &&
@@ -128,7 +131,7 @@ static int check_params(const shmr_params *p)
  * attaches and compares, in the Python layer. */
 int shmr_create(const char *name, const shmr_params *p, unsigned mode_bits, shmr_ring **out)
 {
-    char path[64];
+    char path[SHMR_PATH_MAX];
     int rc = full_name(name, path, sizeof path);
     if (rc)
         return rc;
@@ -289,7 +292,7 @@ int shmr_attach_fd(int fd, shmr_ring **out)
 
 int shmr_attach(const char *name, shmr_ring **out)
 {
-    char path[64];
+    char path[SHMR_PATH_MAX];
     int rc = full_name(name, path, sizeof path);
     if (rc)
         return rc;
@@ -309,7 +312,7 @@ void shmr_detach(shmr_ring *r)
 
 int shmr_unlink(const char *name)
 {
-    char path[64];
+    char path[SHMR_PATH_MAX];
     int rc = full_name(name, path, sizeof path);
     if (rc)
         return rc;

@@ -120,6 +120,8 @@ int64_t shmr_q_claim(shmr_consumer *c, uint64_t max, const void **ptr);
 /* delivered: what the consumer counts as received (k records; a message batch's message count) */
 void shmr_q_release(shmr_consumer *c, uint64_t pos, uint64_t k, uint64_t delivered);
 int shmr_q_consumer_ready(void *c);
+uint64_t shmr_q_free(shmr_producer *p);
+uint64_t shmr_q_available(shmr_consumer *c);
 uint64_t shmr_q_reclaim(shmr_ring *r, uint32_t i, const int *alive, const int *dead);
 
 /* broadcast.c */
@@ -135,6 +137,8 @@ int64_t shmr_b_pop(shmr_consumer *c, void *dst, uint64_t max, uint64_t *dropped)
 int64_t shmr_b_claim(shmr_consumer *c, uint64_t max, const void **ptr, uint64_t *dropped);
 int64_t shmr_b_release(shmr_consumer *c, uint64_t pos, uint64_t k);
 int shmr_b_consumer_ready(void *c);
+uint64_t shmr_b_free(shmr_producer *p);
+uint64_t shmr_b_available(shmr_consumer *c);
 /* for messages.c as well */
 uint64_t shmr_b_writable(shmr_producer *p, uint64_t n);
 uint64_t shmr_b_announce(shmr_producer *p, uint64_t k);

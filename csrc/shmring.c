@@ -128,6 +128,41 @@ int shmr_producer_recover(shmr_producer *p, uint64_t *reclaimed)
     return freed;
 }
 
+uint64_t shmr_producer_room(shmr_producer *p)
+{
+    return IS_QUEUE(p->r) ? shmr_q_free(p) : shmr_b_free(p);
+}
+
+uint32_t shmr_consumer_count(shmr_ring *r)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < r->max_consumers; i++) {
+        uint64_t owner = shmr_load_acquire64(&r->cslots[i].owner);
+        /* seq_cst: pairs with the fence of the shmr_ec_notify() a joining
+         * consumer makes after setting ready (see shmr_consumer_open) */
+        if (owner != 0 && !SHMR_IS_BUSY(owner) && shmr_load_seqcst32(&r->cslots[i].ready))
+            n++;
+    }
+    return n;
+}
+
+struct consumers_wanted {
+    shmr_ring *r;
+    uint32_t n;
+};
+
+static int enough_consumers(void *arg)
+{
+    struct consumers_wanted *w = arg;
+    return shmr_consumer_count(w->r) >= w->n;
+}
+
+int shmr_wait_consumers(shmr_ring *r, uint32_t n, int64_t timeout_ns, int64_t spin_ns)
+{
+    struct consumers_wanted w = {r, n};
+    return shmr_ec_wait(r->space_ec, enough_consumers, &w, timeout_ns, spin_ns);
+}
+
 /* ---- consumer ----------------------------------------------------------- */
 
 int shmr_consumer_open(shmr_ring *r, uint32_t start, shmr_consumer **out)
@@ -169,6 +204,10 @@ int shmr_consumer_open(shmr_ring *r, uint32_t start, shmr_consumer **out)
         shmr_m_join(c, start);
     else
         shmr_b_join(c, start);
+    /* a producer may sleep in shmr_wait_consumers(); broadcast-block joins
+     * have notified already (shmr_b_join) */
+    if (IS_QUEUE(r) || r->overflow != SHMR_OVERFLOW_BLOCK)
+        shmr_ec_notify(r->space_ec);
     c->head_cache = shmr_load_acquire64(&r->prod->head);
     *out = c;
     return 0;
@@ -197,6 +236,11 @@ void shmr_consumer_free(shmr_consumer *c)
 uint64_t shmr_consumer_popped(const shmr_consumer *c) { return c->popped; }
 uint64_t shmr_consumer_dropped(const shmr_consumer *c) { return c->dropped; }
 uint32_t shmr_consumer_index(const shmr_consumer *c) { return c->index; }
+
+uint64_t shmr_consumer_available(shmr_consumer *c)
+{
+    return IS_QUEUE(c->r) ? shmr_q_available(c) : shmr_b_available(c);
+}
 
 /* Called when a read found nothing: the stream is closed and this consumer
  * has everything published before the close. */

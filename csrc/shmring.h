@@ -19,7 +19,10 @@
 #include <sys/types.h>
 
 #define SHMR_LAYOUT_VERSION 1u
-#define SHMR_NAME_MAX 25        /* user part; with "/shmr-" it fits macOS PSHMNAMLEN (31) */
+/* User part of a name. /dev/shm allows 255-byte file names; 200 leaves room for
+ * the "shmr-" prefix and for a private name a segment may be built under
+ * (prefix, creator pid and start time before the name). */
+#define SHMR_NAME_MAX 200
 #define SHMR_DESCR_MAX 3968u    /* dtype descriptor text, header padded to 4 KiB */
 #define SHMR_MAX_CAPACITY (1ull << 32)
 #define SHMR_MAX_CONSUMERS 1024u
@@ -159,6 +162,13 @@ int shmr_producer_wait(shmr_producer *p, int64_t timeout_ns, int64_t spin_ns);
 /* between wait slices: evict dead consumers and release what they had claimed;
  * returns the consumers evicted, *reclaimed = records released */
 int shmr_producer_recover(shmr_producer *p, uint64_t *reclaimed);
+/* slots a push could fill now without waiting (capacity in overwrite mode) */
+uint64_t shmr_producer_room(shmr_producer *p);
+/* registered consumers (slots taken and ready, alive or not yet swept) */
+uint32_t shmr_consumer_count(shmr_ring *r);
+/* waits until at least n consumers are registered; 0, -ETIMEDOUT or -EINTR.
+ * Every join notifies the producer's eventcount, so this sleeps on the futex. */
+int shmr_wait_consumers(shmr_ring *r, uint32_t n, int64_t timeout_ns, int64_t spin_ns);
 
 /* consumer */
 int shmr_consumer_open(shmr_ring *r, uint32_t start, shmr_consumer **out);
@@ -178,6 +188,8 @@ int shmr_consumer_check_producer(shmr_consumer *c);
 uint64_t shmr_consumer_popped(const shmr_consumer *c);
 uint64_t shmr_consumer_dropped(const shmr_consumer *c);
 uint32_t shmr_consumer_index(const shmr_consumer *c);
+/* records this consumer could read now (queue: not yet claimed by anyone) */
+uint64_t shmr_consumer_available(shmr_consumer *c);
 uint32_t shmr_close_reason(const shmr_ring *r);
 void shmr_wake_all(shmr_ring *r);
 

@@ -699,7 +699,7 @@ class RingMachine(RuleBasedStateMachine):
 
 
 class QueueMachine(RingMachine):
-    MODE, OVERFLOW, LAG_CHOICES = "queue", "block", ("skip", "raise")
+    MODE, OVERFLOW, LAG_CHOICES = "queue", "block", ("skip",)  # on_lag="raise" is refused on a queue ring
 
 
 class BroadcastBlockMachine(RingMachine):

@@ -23,7 +23,8 @@ import os
 import sys
 from typing import Any
 
-from ._api import unlink
+from . import _api
+from ._api import SHM_DIR, segment_state, unlink
 from ._inspect import (
     age_text,
     all_dead,
@@ -143,14 +144,23 @@ def cmd_rm(args: argparse.Namespace) -> int:
 def cmd_gc(args: argparse.Namespace) -> int:
     removed = []
     for name in ring_names():
-        st = describe(name)
-        if all_dead(st):
+        # describe/all_dead judge rings and boards; segment_state also judges a
+        # segment whose creator died before finishing it
+        if all_dead(describe(name)) or segment_state(name)["all_dead"]:
             if not args.dry_run:
                 try:
                     unlink(name)
                 except FileNotFoundError:
                     continue
             removed.append(name)
+    for seg in _api.unfinished_segments():  # creators killed during create
+        if seg["all_dead"]:
+            if not args.dry_run:
+                try:
+                    os.unlink(os.path.join(SHM_DIR, seg["file"]))
+                except FileNotFoundError:
+                    continue
+            removed.append(seg["file"])
     if args.json:
         _print_json({"removed": removed, "dry_run": args.dry_run}, indent=None)
     else:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import ast
 import errno
 import os
+import time
+import uuid
 import weakref
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict
 
 import numpy as np
 from numpy.lib.format import descr_to_dtype, dtype_to_descr
@@ -14,6 +16,11 @@ from numpy.lib.format import descr_to_dtype, dtype_to_descr
 from . import _ring
 from ._ring import Consumer, MessageConsumer, MessageProducer, Producer
 from .errors import CorruptRingError, RingError
+
+Mode = Literal["queue", "broadcast"]
+Overflow = Literal["block", "overwrite"]
+Start = Literal["latest", "oldest"]
+OnLag = Literal["skip", "raise"]
 
 
 class Waiters(TypedDict):
@@ -86,6 +93,10 @@ SHM_DIR = "/dev/shm"
 MESSAGES_DESCR = b"messages"  # the descriptor text of a message ring (its kind is in the header)
 MIN_MESSAGE_RING = 256  # bytes: 16 units, so the largest message is 96 bytes
 SEGMENT_PREFIX = "shmr-"
+# A segment whose header was never completed is left alone for this long after
+# it was created (posix_fallocate of a large ring takes a while), then judged by
+# its creator's liveness.
+INIT_GRACE_SECONDS = 60.0
 
 
 def _check_name(name: Any) -> str:
@@ -95,6 +106,9 @@ def _check_name(name: Any) -> str:
         raise ValueError(f"ring name {name!r} may not contain '/'")
     if not name:
         raise ValueError("ring name may not be empty")
+    if name.startswith("-"):
+        raise ValueError(f"ring name {name!r} may not start with '-' (it would read as an option "
+                         f"on the command line)")
     if "\0" in name:
         raise ValueError(f"ring name {name!r} may not contain a NUL character")
     if len(name.encode()) > _ring.NAME_MAX:
@@ -173,6 +187,116 @@ def _shm_free_bytes() -> int | None:
     return st.f_bavail * st.f_frsize
 
 
+def _read_header_word(fd: int, field: str) -> int:
+    off, size = _ring.LAYOUT[field]
+    data = os.pread(fd, size, off)
+    return int.from_bytes(data, "little") if len(data) == size else 0
+
+
+def segment_state(name: str) -> dict[str, Any]:
+    """Who is behind an existing segment, read without changing it.
+
+    Keys: ``state`` ("ring", "initialising" or "invalid"), ``creator_pid``,
+    ``creator_alive``, ``producer_pid``, ``producer_alive``, ``consumers_alive``,
+    ``consumers_dead``, ``age`` (seconds since the segment file was created),
+    ``error`` (for "invalid"), and ``all_dead``: no participant is alive (for an
+    unfinished segment: its creator is dead and the grace period is over)."""
+    path = os.path.join(SHM_DIR, SEGMENT_PREFIX + name)
+    out: dict[str, Any] = {"name": name, "state": "invalid", "creator_pid": None, "creator_alive": False,
+                           "producer_pid": None, "producer_alive": False, "consumers_alive": 0,
+                           "consumers_dead": 0, "age": None, "all_dead": False}
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        out["error"] = "no such ring"
+        return out
+    try:
+        st = os.fstat(fd)
+        out["age"] = max(0.0, time.time() - st.st_ctime)
+        magic = _read_header_word(fd, "header.magic") if st.st_size >= _ring.LAYOUT_PAGE else 0
+        creator = _read_header_word(fd, "header.creator_pid") if st.st_size >= _ring.LAYOUT_PAGE else 0
+        start = (_read_header_word(fd, "header.creator_start")
+                 if "header.creator_start" in _ring.LAYOUT and st.st_size >= _ring.LAYOUT_PAGE else 0)
+    finally:
+        os.close(fd)
+    if magic == 0:
+        out["state"] = "initialising"
+        out["creator_pid"] = creator or None
+        out["creator_alive"] = bool(creator) and _ring.process_alive(creator, start)
+        # no creator recorded yet: judged by age alone
+        out["all_dead"] = not out["creator_alive"] and out["age"] >= INIT_GRACE_SECONDS
+        return out
+    try:
+        ring = Ring.attach(name)
+    except (RingError, OSError, TypeError, ValueError) as exc:
+        out["error"] = str(exc)
+        return out
+    try:
+        info = ring._mapping().info()
+        cons = ring._mapping().consumer_infos()
+    finally:
+        ring.close()
+    out["state"] = "ring"
+    out["creator_pid"] = info["creator_pid"] or None
+    out["creator_alive"] = bool(info["creator_pid"]) and _ring.process_alive(
+        info["creator_pid"], info.get("creator_start", 0))
+    out["producer_pid"] = info["producer_pid"] or None
+    out["producer_alive"] = info["producer_alive"]
+    out["consumers_alive"] = sum(1 for c in cons if c["alive"])
+    out["consumers_dead"] = sum(1 for c in cons if not c["alive"])
+    out["all_dead"] = not (out["creator_alive"] or out["producer_alive"] or out["consumers_alive"])
+    return out
+
+
+INIT_PREFIX = ".shmr-init-"  # a segment being built: INIT_PREFIX + "PID-START-NAME" (csrc/segment.c)
+
+
+def unfinished_segments() -> list[dict[str, Any]]:
+    """Segments still being built under their private name, each with its
+    creator (pid, start time, from the file name), whether that process lives,
+    the file's age, and ``all_dead``: the creator is dead and the grace period
+    is over, so nothing will ever finish it."""
+    try:
+        entries = os.listdir(SHM_DIR)
+    except OSError:
+        return []
+    out = []
+    for entry in sorted(entries):
+        if not entry.startswith(INIT_PREFIX):
+            continue
+        pid, _, rest = entry[len(INIT_PREFIX):].partition("-")
+        start, _, name = rest.partition("-")
+        if not (pid.isdigit() and start.isdigit() and name) or int(pid) >= 1 << 32 or int(start) >= 1 << 32:
+            continue  # not a name shmring makes: never ours to remove
+        try:
+            age = max(0.0, time.time() - os.lstat(os.path.join(SHM_DIR, entry)).st_ctime)
+        except FileNotFoundError:
+            continue  # finished (or removed) meanwhile
+        alive = _ring.process_alive(int(pid), int(start))
+        out.append({"file": entry, "name": name, "creator_pid": int(pid), "creator_alive": alive, "age": age,
+                    "all_dead": not alive and age >= INIT_GRACE_SECONDS})
+    return out
+
+
+def _who(st: dict[str, Any]) -> str:
+    """The participants of a segment in words, for error messages."""
+    def pid(role: str) -> str:
+        p = st[f"{role}_pid"]
+        if p is None:
+            return f"no {role}"
+        return f"{role} pid {p} {'alive' if st[f'{role}_alive'] else 'dead'}"
+    if st["state"] == "initialising":
+        return (f"never finished initialising; {pid('creator')}, segment {st['age']:.0f} s old")
+    if st["state"] == "invalid":
+        return f"not a usable ring: {st.get('error')}"
+    return (f"{pid('creator')}, {pid('producer')}, {st['consumers_alive']} live and "
+            f"{st['consumers_dead']} dead consumers")
+
+
+def _generated_name() -> str:
+    return f"ring-{uuid.uuid4().hex}"
+
+
 class Ring:
     """A ring of numpy records in a POSIX shared-memory segment.
 
@@ -186,30 +310,48 @@ class Ring:
         self._dtype = dtype
         self._kind = "messages" if mapping.kind == _ring.KIND_MESSAGES else "records"
         self._capacity = mapping.capacity
-        self._mode = "queue" if mapping.mode == _ring.MODES["queue"] else "broadcast"
-        self._overflow = "overwrite" if mapping.overflow == _ring.OVERFLOWS["overwrite"] else "block"
+        self._mode: Mode = "queue" if mapping.mode == _ring.MODES["queue"] else "broadcast"
+        self._overflow: Overflow = "overwrite" if mapping.overflow == _ring.OVERFLOWS["overwrite"] else "block"
         self._handles: weakref.WeakSet = weakref.WeakSet()
+        self._unlink_on_close = False
 
     # -- life cycle -----------------------------------------------------------
 
     @classmethod
     def create(
         cls,
-        name: str,
+        name: str | None,
         dtype: Any = None,
         capacity: int | None = None,
         *,
         nbytes: int | None = None,
-        mode: str = "queue",
-        overflow: str = "block",
+        mode: Mode = "queue",
+        overflow: Overflow = "block",
         max_consumers: int = DEFAULT_MAX_CONSUMERS,
         exist_ok: bool = False,
         permissions: int = 0o600,
+        replace: bool = False,
+        unlink_on_close: bool = False,
     ) -> "Ring":
         """Create a ring. With ``dtype``: a ring of ``capacity`` records of that dtype
         (capacity rounded up to a power of two). Without: a message ring of ``nbytes``
         bytes (rounded up to a power of two, at least 256), carrying bytes, numpy
-        arrays and any picklable object, each message up to half the ring."""
+        arrays and any picklable object, each message up to half the ring.
+
+        ``name=None`` picks a unique name (read it from ``ring.name``). On a name
+        that exists: ``exist_ok=True`` attaches to that ring (same dtype, capacity
+        and mode required), which then delivers the records it still holds, a
+        crashed run's leftovers included; ``replace=True`` removes it and creates
+        afresh, refused while its creator, producer or a consumer is alive.
+        ``unlink_on_close=True`` removes the name when this object is closed (or
+        leaves its ``with`` block), so a script can run twice."""
+        if exist_ok and replace:
+            raise ValueError("exist_ok=True and replace=True contradict each other: pick one")
+        generated = name is None
+        if generated:
+            if exist_ok or replace:
+                raise ValueError("exist_ok and replace need a name (name=None always creates a new ring)")
+            name = _generated_name()
         name = _check_name(name)
         if dtype is None:
             if nbytes is None:
@@ -243,16 +385,43 @@ class Ring:
             raise ValueError(f"overflow must be 'block' or 'overwrite', not {overflow!r}")
         if mode == "queue" and overflow != "block":
             raise ValueError("overflow='overwrite' needs mode='broadcast' (a work queue never drops records)")
-        if not 1 <= int(max_consumers) <= _ring.MAX_CONSUMERS:
-            raise ValueError(f"max_consumers must be in 1..{_ring.MAX_CONSUMERS}, got {max_consumers}")
-        try:
-            mapping = _ring.Mapping.create(
-                name, cap, rsize, align, _ring.MODES[mode], _ring.OVERFLOWS[overflow], int(max_consumers),
+        max_consumers = _ring.check_count(max_consumers, "max_consumers", 1, _ring.MAX_CONSUMERS)
+        if isinstance(permissions, bool) or not isinstance(permissions, int) or not 0 <= permissions <= 0o777:
+            raise ValueError(f"permissions must be an int in 0..0o777, not {permissions!r}")
+
+        def make() -> _ring.Mapping:
+            return _ring.Mapping.create(
+                name, cap, rsize, align, _ring.MODES[mode], _ring.OVERFLOWS[overflow], max_consumers,
                 descr, permissions, kind,
             )
+
+        try:
+            try:
+                mapping = make()
+            except FileExistsError:
+                if generated:  # 122 random bits collided: draw again
+                    name = _generated_name()
+                    mapping = make()
+                elif replace:
+                    cls._remove_stale(name)
+                    mapping = make()
+                else:
+                    raise
         except FileExistsError:
+            if replace:  # refused by _remove_stale, which says why
+                raise
             if not exist_ok:
-                raise FileExistsError(errno.EEXIST, f"a ring named {name!r} already exists") from None
+                st = segment_state(name)
+                if st["all_dead"]:
+                    advice = ("it is left over from a run that ended without unlinking it: pass "
+                              "exist_ok=True to attach and receive the records it still holds, "
+                              "replace=True to start afresh, or remove it (`python -m shmring rm "
+                              f"{name}` or shmring.unlink({name!r}))")
+                else:
+                    advice = ("it is in use: attach to it (Ring.attach or exist_ok=True) or pick another "
+                              "name (name=None generates one)")
+                raise FileExistsError(errno.EEXIST, f"a ring named {name!r} already exists ({_who(st)}); "
+                                      f"{advice}") from None
             ring = cls.attach(name)
             want = (dt, cap, mode, overflow) if dt is not None else ("messages", cap * _ring.MSG_UNIT, mode, overflow)
             have = ((ring.dtype, ring.capacity, ring.mode, ring.overflow) if ring.kind == "records"
@@ -269,16 +438,24 @@ class Ring:
                 ring._dtype = dt  # equal to the stored one; keep the caller's (alignment flag)
             return ring
         except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                free = _shm_free_bytes()
-                need = cap * rsize
-                raise OSError(
-                    errno.ENOSPC,
-                    f"not enough shared memory for ring {name!r}: needs about {need} bytes, "
-                    f"{SHM_DIR} has {free if free is not None else 'unknown'} free",
-                ) from None
+            if exc.errno in (errno.ENOSPC, errno.ENOMEM):
+                raise OSError(exc.errno, _no_memory_message(name, cap * rsize)) from None
             raise
-        return cls(mapping, name, dt)
+        ring = cls(mapping, name, dt)
+        ring._unlink_on_close = bool(unlink_on_close)
+        return ring
+
+    @staticmethod
+    def _remove_stale(name: str) -> None:
+        """replace=True: unlink the segment called name if nobody uses it."""
+        st = segment_state(name)
+        if not st["all_dead"]:
+            raise FileExistsError(errno.EEXIST, f"replace=True refused: ring {name!r} is in use ({_who(st)}); "
+                                                f"close it there first, or pick another name")
+        try:
+            unlink(name)
+        except FileNotFoundError:
+            pass
 
     @classmethod
     def attach(cls, name: str, *, dtype: Any = None) -> "Ring":
@@ -305,6 +482,11 @@ class Ring:
         for h in list(self._handles):
             h.close()
         self._handles.clear()
+        if self._map is not None and self._unlink_on_close:
+            try:
+                unlink(self._name)
+            except FileNotFoundError:
+                pass
         self._map = None
 
     def unlink(self) -> None:
@@ -349,13 +531,13 @@ class Ring:
         (seconds) to look for dead consumers holding the ring back; a dead consumer's
         claim is reclaimed (and counted in stats()["abandoned"]) within this bound."""
         if self._kind == "messages":
-            p = MessageProducer._open(self._mapping(), self, float(spin), float(liveness_interval))
+            p = MessageProducer._open(self._mapping(), self, spin, liveness_interval)
         else:
-            p = Producer._open(self._mapping(), self._dtype, self, float(spin), float(liveness_interval))
+            p = Producer._open(self._mapping(), self._dtype, self, spin, liveness_interval)
         self._handles.add(p)
         return p
 
-    def consumer(self, *, start: str = "latest", on_lag: str = "skip", spin: float = DEFAULT_SPIN,
+    def consumer(self, *, start: Start = "latest", on_lag: OnLag = "skip", spin: float = DEFAULT_SPIN,
                  liveness_interval: float = _ring.DEFAULT_LIVENESS_INTERVAL,
                  allow_pickle: bool = True) -> Any:
         """Register a consumer (MessageConsumer on a message ring). Broadcast mode: ``start`` is "latest" (the next record
@@ -369,14 +551,17 @@ class Ring:
             raise ValueError(f"start must be 'latest' or 'oldest', not {start!r}")
         if on_lag not in ("skip", "raise"):
             raise ValueError(f"on_lag must be 'skip' or 'raise', not {on_lag!r}")
+        if on_lag == "raise" and self._mode == "queue":
+            raise ValueError(f"on_lag='raise' applies to broadcast rings (a lapped consumer); ring "
+                             f"{self._name!r} is a queue, which never drops records")
         if self._kind == "messages":
             c = MessageConsumer._open(self._mapping(), self, _ring.STARTS[start], on_lag == "raise",
-                                      bool(allow_pickle), float(spin), float(liveness_interval))
+                                      bool(allow_pickle), spin, liveness_interval)
         else:
             if allow_pickle is not True:
                 raise TypeError("allow_pickle applies to message rings; a ring of records never unpickles")
             c = Consumer._open(self._mapping(), self._dtype, self, _ring.STARTS[start], on_lag == "raise",
-                               float(spin), float(liveness_interval))
+                               spin, liveness_interval)
         self._handles.add(c)
         return c
 
@@ -411,11 +596,11 @@ class Ring:
         return self._capacity
 
     @property
-    def mode(self) -> str:
+    def mode(self) -> Mode:
         return self._mode
 
     @property
-    def overflow(self) -> str:
+    def overflow(self) -> Overflow:
         return self._overflow
 
     @property
@@ -452,6 +637,20 @@ class Ring:
         if self._kind == "records":
             info["max_message"] = None
         return info  # type: ignore[return-value]
+
+
+def _no_memory_message(name: str, need: int) -> str:
+    free = _shm_free_bytes()
+    try:
+        with open("/proc/meminfo") as f:
+            avail = next((int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:")), None)
+    except OSError:
+        avail = None
+    known = [f"{SHM_DIR} reports {free} bytes free" if free is not None else None,
+             f"the machine has {avail} bytes of memory available" if avail is not None else None]
+    return (f"cannot create ring {name!r}: reserving its {need} bytes of records in {SHM_DIR} failed "
+            f"(tmpfs could not allocate the memory: the real limit is the smaller of the tmpfs size and "
+            f"the memory the kernel can give; " + "; ".join(k for k in known if k) + ")")
 
 
 def _attach_for_pickle(name: str, descr: str | None) -> Ring:

@@ -126,6 +126,9 @@ cdef extern from "shmring.h" nogil:
     void shmr_commit(shmr_producer *p, uint64_t n)
     int shmr_producer_wait(shmr_producer *p, int64_t timeout_ns, int64_t spin_ns)
     int shmr_producer_recover(shmr_producer *p, uint64_t *reclaimed)
+    uint64_t shmr_producer_room(shmr_producer *p)
+    uint32_t shmr_consumer_count(shmr_ring *r)
+    int shmr_wait_consumers(shmr_ring *r, uint32_t n, int64_t timeout_ns, int64_t spin_ns)
 
     int shmr_consumer_open(shmr_ring *r, uint32_t start, shmr_consumer **out)
     void shmr_consumer_free(shmr_consumer *c)
@@ -137,6 +140,7 @@ cdef extern from "shmring.h" nogil:
     uint64_t shmr_consumer_popped(const shmr_consumer *c)
     uint64_t shmr_consumer_dropped(const shmr_consumer *c)
     uint32_t shmr_consumer_index(const shmr_consumer *c)
+    uint64_t shmr_consumer_available(shmr_consumer *c)
     uint32_t shmr_close_reason(const shmr_ring *r)
     void shmr_wake_all(shmr_ring *r)
 

@@ -19,7 +19,7 @@ from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.ref cimport PyObject, Py_INCREF
 from libc.errno cimport EACCES, EBUSY, EEXIST, EINTR, EIO, EMSGSIZE, ENOENT, EPERM, ETIMEDOUT
-from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
@@ -33,6 +33,12 @@ cdef extern from "numpy/arrayobject.h":
                                 cnp.npy_intp *strides, void *data, int flags, PyObject *obj)
 
 cnp.import_array()
+
+# looked up once: push() compares a record's type with it on every call
+cdef object _NP_VOID = np.void
+
+include "_args.pxi"
+include "_records.pxi"
 
 # ---- constants the Python layer needs ------------------------------------
 
@@ -135,14 +141,9 @@ cdef inline void _waiting_init(Waiting *w, int64_t spin_ns) noexcept:
 
 
 cdef int _waiting_start(Waiting *w, object timeout) except -1:
+    cdef double t = _timeout_arg(timeout)
     w.started = True
-    if timeout is None:
-        w.deadline = -1
-        return 0
-    t = float(timeout)
-    if t != t or t < 0:
-        raise ValueError(f"timeout must be None or a number >= 0, not {timeout!r}")
-    w.deadline = -1 if t > 1e9 else _mono_ns() + <int64_t>(t * 1e9)
+    w.deadline = -1 if (t < 0 or t > TIMEOUT_FOREVER) else _mono_ns() + <int64_t>(t * 1e9)
     return 0
 
 
@@ -307,7 +308,7 @@ cdef class _Handle:
     cdef bint _closed
     cdef bint _busy             # a call on this handle is running without the GIL
 
-    cdef _setup(self, Mapping m, object dtype, double spin, double liveness_interval):
+    cdef _setup(self, Mapping m, object dtype, object spin, object liveness_interval):
         self._map = m
         self._dtype = dtype
         if dtype.subdtype is not None:
@@ -318,12 +319,9 @@ cdef class _Handle:
             self._is_sub = False
         self._rec_descr = dtype
         self._record_size = dtype.itemsize
-        if spin < 0:
-            raise ValueError(f"spin must be >= 0 seconds, not {spin!r}")
-        self._spin_ns = <int64_t>(spin * 1e9)
-        if not (0.001 <= liveness_interval <= 60):
-            raise ValueError(f"liveness_interval must be in [0.001, 60] seconds, not {liveness_interval!r}")
-        self._slice_ns = <int64_t>(liveness_interval * 1e9)
+        # a spin budget beyond a minute is busy-polling for good: cap it there
+        self._spin_ns = <int64_t>(min(_spin_arg(spin), 60.0) * 1e9)
+        self._slice_ns = <int64_t>(_liveness_arg(liveness_interval) * 1e9)
         self._gen = _fork_gen
 
     cdef int _check(self) except -1:
@@ -424,24 +422,15 @@ cdef class _Handle:
     def closed(self):
         return self._closed
 
+    def __reduce__(self):
+        # A handle is a role in this process (a producer role, a consumer slot);
+        # it cannot move to another process. The Ring pickles by name.
+        raise TypeError(f"a shmring {type(self).__name__} cannot be pickled or sent to another process: "
+                        f"pass the Ring and open the handle in the worker "
+                        f"(ring.{type(self).__name__.lower()}())")
+
 
 # ---- producer ---------------------------------------------------------------
-
-# Python scalars a plain-dtype ring accepts, by dtype kind: no silent truncation
-# of floats into integers or of complex into reals. Range is checked by numpy.
-_SCALAR_KINDS = {bool: "biufc", int: "iufc", float: "fc", complex: "c"}
-
-
-cdef _check_scalar(object obj, object dtype):
-    kinds = _SCALAR_KINDS.get(type(obj))
-    if kinds is not None:
-        if dtype.kind not in kinds:
-            raise TypeError(f"cannot push {type(obj).__name__} into a ring of {dtype}")
-        return
-    probe = np.asarray(obj)
-    if probe.dtype.hasobject or not np.can_cast(probe.dtype, dtype, "same_kind"):
-        raise TypeError(f"cannot push {type(obj).__name__} ({probe.dtype}) into a ring of {dtype}")
-
 
 @cython.no_gc_clear
 cdef class Producer(_Handle):
@@ -450,16 +439,26 @@ cdef class Producer(_Handle):
     cdef shmr_producer *_p
     cdef bint _reserving
     cdef object _same_dtype     # a dtype object already found equal to the ring's
+    cdef _Packer _packer        # tuples / scalars straight into a record (None: general path)
+    cdef bint _is_struct
+    cdef uint32_t _consumers_wanted  # inside wait_for_consumers: _sleep waits for joins, not room
+    cdef shmr_ring *_ring_c
+    cdef bint _packer_built
     cdef readonly object ring
 
     def __cinit__(self):
         self._p = NULL
 
     @staticmethod
-    def _open(Mapping m, object dtype, object ring, double spin, double liveness_interval):
+    def _open(Mapping m, object dtype, object ring, object spin, object liveness_interval):
         cdef Producer self = Producer.__new__(Producer)
         self._setup(m, dtype, spin, liveness_interval)
+        self._is_struct = dtype.names is not None
         cdef int rc = shmr_producer_open(m.r, &self._p)
+        if rc == -SHMR_EPRODUCER and m.info()["producer_pid"] == os.getpid():
+            raise ProducerBusyError(
+                f"producer of ring {m.name!r}: this process already holds the producer of this ring "
+                f"(a Producer that is not closed yet); use that one, or close() it before opening another")
         if rc:
             _raise(rc, f"producer of ring {m.name!r}")
         self.ring = ring
@@ -471,7 +470,7 @@ cdef class Producer(_Handle):
     cdef object _as_records(self, object obj, bint many):
         """obj as a C-contiguous ndarray (or np.void) of this ring's records."""
         cdef tuple want
-        if type(obj) is np.void:
+        if type(obj) is _NP_VOID:
             if many:
                 raise TypeError("push_many() takes an array of records, not a single np.void")
             dt = (<object>obj).dtype
@@ -491,12 +490,7 @@ cdef class Producer(_Handle):
             if self._dtype.names is not None and not many and not isinstance(obj, tuple):
                 raise TypeError(f"cannot push {type(obj).__name__} into a ring of {self._dtype}: "
                                 f"pass a np.void, a tuple or a 1-record array")
-            if self._dtype.names is None and not self._is_sub and not many:
-                _check_scalar(obj, self._dtype)
-            try:
-                arr = np.asarray(obj, dtype=self._dtype if not self._is_sub else self._base)
-            except (TypeError, ValueError, OverflowError) as exc:
-                raise TypeError(f"cannot convert {type(obj).__name__} to records of {self._dtype}: {exc}") from None
+            arr = _checked_records(obj, self._dtype if not self._is_sub else self._base)
         shape = arr.shape
         if many:
             if arr.ndim == 0 or shape[1:] != self._shape:
@@ -508,6 +502,8 @@ cdef class Producer(_Handle):
         return arr
 
     cdef int _sleep(self, int64_t timeout_ns, int64_t spin_ns) noexcept nogil:
+        if self._consumers_wanted:
+            return shmr_wait_consumers(self._ring_c, self._consumers_wanted, timeout_ns, spin_ns)
         return shmr_producer_wait(self._p, timeout_ns, spin_ns)
 
     cdef void _between_slices(self) noexcept:
@@ -536,13 +532,36 @@ cdef class Producer(_Handle):
             if not self._block(&w, timeout):
                 raise Full(f"ring is full: {done} of {n} records pushed before the timeout", pushed=done)
 
+    cdef _Packer _get_packer(self):
+        if not self._packer_built:
+            self._packer = _Packer.build(self._dtype)
+            self._packer_built = True
+        return self._packer
+
     def push(self, record, timeout=None):
         """Publish one record (np.void, tuple, scalar or 1-record array).
-        Blocks while the ring is full: ``timeout`` None = forever, 0 = never, else seconds."""
+        Blocks while the ring is full: ``timeout`` None = forever, 0 = never, else seconds.
+        Values are converted only where nothing is lost (see the README)."""
         cdef Py_buffer buf
+        cdef const char *packed
+        cdef _Packer packer
+        if timeout is not None:
+            _timeout_arg(timeout)
         self._check()
         if self._reserving:
             raise RuntimeError("push() inside an open reserve() block")
+        tr = type(record)
+        # a np.void (the fast path) is recognised by one pointer comparison
+        if tr is not _NP_VOID and (tr is tuple or (not self._is_struct and not self._is_sub
+                                                   and (tr is int or tr is float or tr is bool or tr is bytes
+                                                        or tr is complex or isinstance(record, np.generic)))):
+            packer = self._get_packer()
+            if packer is not None:
+                packed = packer.pack(record)
+                if shmr_push(self._p, packed, 1) == 1:
+                    return None
+                self._push_ptr(packed, 1, timeout)
+                return None
         obj = self._as_records(record, False)
         PyObject_GetBuffer(obj, &buf, PyBUF_SIMPLE)
         try:
@@ -557,6 +576,8 @@ cdef class Producer(_Handle):
     def push_many(self, records, timeout=None):
         """Publish an array of records in order, in as few copies as the ring allows.
         Returns the count. On timeout raises Full with ``pushed`` = records published."""
+        if timeout is not None:
+            _timeout_arg(timeout)
         self._check()
         if self._reserving:
             raise RuntimeError("push_many() inside an open reserve() block")
@@ -566,6 +587,37 @@ cdef class Producer(_Handle):
             return 0
         return self._push_ptr(<const char *>cnp.PyArray_DATA(arr), n, timeout)
 
+    def free(self):
+        """Records a push could place now without waiting (the capacity in
+        broadcast-overwrite mode, where the producer never waits)."""
+        self._check()
+        return shmr_producer_room(self._p)
+
+    def wait_for_consumers(self, n=1, timeout=None):
+        """Block until at least ``n`` consumers are registered (sleeping on the
+        futex, no CPU). Returns the count; raises TimeoutError when ``timeout``
+        seconds pass first. Dead consumers are swept first, so they do not count."""
+        cdef shmr_ring_info info
+        cdef uint32_t want
+        cdef uint64_t reclaimed
+        cdef Waiting w
+        _waiting_init(&w, self._spin_ns)
+        _timeout_arg(timeout)
+        self._check()
+        shmr_info(self._map.r, &info)
+        want = <uint32_t>_count_arg(n, "n", 0, info.max_consumers)
+        shmr_producer_recover(self._p, &reclaimed)
+        self._ring_c = self._map.r
+        self._consumers_wanted = want
+        try:
+            while shmr_consumer_count(self._map.r) < want:
+                if not self._block(&w, timeout):
+                    raise TimeoutError(f"ring {self._map.name!r}: {shmr_consumer_count(self._map.r)} of {want} "
+                                       f"consumers registered before the timeout")
+        finally:
+            self._consumers_wanted = 0
+        return shmr_consumer_count(self._map.r)
+
     def reserve(self, Py_ssize_t n, timeout=None):
         """Context manager giving a writable array of up to n records inside the ring
         (only the contiguous part up to the wrap point, so possibly fewer). Leaving the
@@ -574,6 +626,8 @@ cdef class Producer(_Handle):
         cdef int64_t k
         cdef Waiting w
         _waiting_init(&w, self._spin_ns)
+        if timeout is not None:
+            _timeout_arg(timeout)
         self._check()
         if self._reserving:
             raise RuntimeError("reserve() blocks cannot nest")
@@ -672,8 +726,8 @@ cdef class Consumer(_Handle):
         self._scratch = NULL
 
     @staticmethod
-    def _open(Mapping m, object dtype, object ring, uint32_t start, bint raise_lag, double spin,
-              double liveness_interval):
+    def _open(Mapping m, object dtype, object ring, uint32_t start, bint raise_lag, object spin,
+              object liveness_interval):
         cdef Consumer self = Consumer.__new__(Consumer)
         self._setup(m, dtype, spin, liveness_interval)
         self._raise_lag = raise_lag
@@ -747,11 +801,15 @@ cdef class Consumer(_Handle):
         Closed once the stream ended and everything was consumed."""
         cdef uint64_t dropped = 0
         cdef int64_t n
+        if timeout is not None:
+            _timeout_arg(timeout)
         self._ready_check()
         if self._pending is not None:
             return self._take_pending(1)[0]
         if self._scalar_path:
             n = shmr_pop(self._c, self._scratch, 1, &dropped)
+            if n == 0 and not dropped and _is_zero_timeout(timeout):
+                raise Empty()  # the common poll: no deadline, no wait machinery
             if n <= 0:
                 self._pop_into(self._scratch, 1, timeout, &dropped)
             rec = PyArray_Scalar(self._scratch, self._rec_descr, NULL)
@@ -764,6 +822,46 @@ cdef class Consumer(_Handle):
             self._lagged(dropped, arr)
         return arr[0]
 
+    def try_pop(self):
+        """One record like pop(), or None at once when none is there (never waits,
+        never raises Empty). Raises Closed once the stream ended and was drained."""
+        cdef uint64_t dropped = 0
+        cdef int64_t n
+        self._ready_check()
+        if self._pending is not None:
+            return self._take_pending(1)[0]
+        if self._scalar_path:
+            n = shmr_pop(self._c, self._scratch, 1, &dropped)
+            if n == 1:
+                rec = PyArray_Scalar(self._scratch, self._rec_descr, NULL)
+                if dropped:
+                    self._lagged(dropped, np.array([rec], dtype=self._dtype))
+                return rec
+        else:
+            arr = self._empty(1)
+            n = shmr_pop(self._c, <char *>cnp.PyArray_DATA(arr), 1, &dropped)
+            if n == 1:
+                if dropped:
+                    self._lagged(dropped, arr)
+                return arr[0]
+        if n == -SHMR_ECLOSED:
+            self._lagged(dropped, None)
+            raise self._closed_error()
+        self._lagged(dropped, None)
+        return None
+
+    def __len__(self):
+        """Records this consumer could take now without waiting (queue mode: not yet
+        taken by any consumer; broadcast: not yet read by this one)."""
+        cdef Py_ssize_t held = 0 if self._pending is None else len(self._pending)
+        if self._c == NULL:
+            return held
+        return <Py_ssize_t>shmr_consumer_available(self._c) + held
+
+    def __bool__(self):
+        # a handle stays truthy when nothing is waiting (`if cons:` means "have a consumer")
+        return True
+
     cdef object _take_pending(self, Py_ssize_t max_records):
         """The first max_records held-back records, as an array."""
         pend = self._pending
@@ -772,23 +870,62 @@ cdef class Consumer(_Handle):
         self._pending = rest if len(rest) else None
         return out
 
-    def pop_many(self, Py_ssize_t max_records, timeout=None):
+    def pop_many(self, max_records=None, timeout=None, *, out=None):
         """An array of 1..max_records records copied out of the ring (waits for the
-        first one like pop())."""
+        first one like pop()). With ``out`` (a C-contiguous writable array of the
+        ring's records), fills out[:n] without allocating and returns n;
+        max_records then defaults to len(out)."""
         cdef uint64_t dropped = 0
         cdef int64_t n
+        cdef Py_ssize_t cap
+        if timeout is not None:
+            _timeout_arg(timeout)
+        if out is not None:
+            return self._pop_many_into(max_records, timeout, out)
+        if max_records is None:
+            raise TypeError("pop_many() needs max_records (or out=)")
+        cap = _count_arg(max_records, "max_records", 1, PY_SSIZE_T_MAX)
         self._ready_check()
-        if max_records < 1:
-            raise ValueError(f"max_records must be >= 1, got {max_records}")
         if self._pending is not None:
-            return self._take_pending(max_records)
-        arr = self._empty(max_records)
-        n = self._pop_into(<char *>cnp.PyArray_DATA(arr), max_records, timeout, &dropped)
-        if n < max_records:
-            arr = arr[:n].copy() if n * 4 < max_records else arr[:n]
+            return self._take_pending(cap)
+        arr = self._empty(cap)
+        max_records = cap
+        n = self._pop_into(<char *>cnp.PyArray_DATA(arr), cap, timeout, &dropped)
+        if n < cap:
+            arr = arr[:n].copy() if n * 4 < cap else arr[:n]
         if dropped:
             self._lagged(dropped, arr)
         return arr
+
+    cdef object _pop_many_into(self, object max_records, object timeout, object out):
+        cdef uint64_t dropped = 0
+        cdef int64_t n
+        cdef Py_ssize_t cap, k
+        cdef cnp.ndarray a
+        if type(out) is not np.ndarray:
+            raise TypeError(f"out must be a numpy array of the ring's records, not {type(out).__name__}")
+        a = <cnp.ndarray>out
+        if a.dtype is not self._base and a.dtype != self._base:
+            raise TypeError(f"out has dtype {a.dtype}, the ring holds {self._dtype}")
+        if a.ndim != 1 + len(self._shape) or tuple(out.shape[1:]) != self._shape:
+            raise ValueError(f"out needs shape (n,) + {self._shape}, got {out.shape}")
+        if not cnp.PyArray_ISCARRAY(a):
+            raise ValueError("out must be C-contiguous, aligned and writable")
+        cap = a.shape[0]
+        if max_records is not None:
+            cap = _count_arg(max_records, "max_records", 1, cap) if cap else 0
+        if cap < 1:
+            raise ValueError("out has room for no record")
+        self._ready_check()
+        if self._pending is not None:
+            pend = self._take_pending(cap)
+            k = len(pend)
+            out[:k] = pend
+            return k
+        n = self._pop_into(<char *>cnp.PyArray_DATA(a), cap, timeout, &dropped)
+        if dropped:
+            self._lagged(dropped, out[:n].copy())
+        return n
 
     def view(self, Py_ssize_t max_records, timeout=None):
         """Context manager giving a read-only array of 1..max_records records that
@@ -798,6 +935,8 @@ cdef class Consumer(_Handle):
         cdef int64_t k
         cdef Waiting w
         _waiting_init(&w, self._spin_ns)
+        if timeout is not None:
+            _timeout_arg(timeout)
         self._ready_check()
         if max_records < 1:
             raise ValueError(f"max_records must be >= 1, got {max_records}")

@@ -44,14 +44,25 @@ class Full(queue.Full):
 class Empty(queue.Empty):
     """pop/pop_many/view found no record before the timeout."""
 
+    # A message without an __init__ of our own: pop(timeout=0) on an empty ring
+    # builds one per call, and the C constructor is what keeps that cheap.
+    def __str__(self) -> str:
+        return super().__str__() or "no record was available before the timeout"
+
 
 class Closed(EOFError):
-    """The stream ended (``reason``: "closed by producer" or "producer died") and
-    every record published before that was consumed; or the handle was closed."""
+    """The stream ended and every record published before that was consumed, or
+    the handle itself was closed. ``reason`` is one of CLOSE_REASONS."""
 
     def __init__(self, msg: str = "ring closed", reason: str = "closed") -> None:
         super().__init__(msg)
         self.reason = reason
+
+
+# Every value Closed.reason takes: the stream was closed by its producer, the
+# producer's process died, or this handle was closed (by close(), possibly from
+# another thread while a call on it was blocked).
+CLOSE_REASONS = ("closed by producer", "producer died", "handle closed")
 
 
 class Lagged(RuntimeError):

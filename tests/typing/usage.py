@@ -43,6 +43,24 @@ def consume(ring: Ring) -> list[int]:
     return got
 
 
+def poll(ring: Ring) -> int:
+    """The cheap calls: waiting for consumers, free room, queue length, try_pop, pop_many(out=)."""
+    out = np.zeros(32, dtype=np.uint64)
+    with ring.producer() as prod:
+        joined: int = prod.wait_for_consumers(1, timeout=1.0)
+        room: int = prod.free()
+    with ring.consumer() as cons:
+        rec = cons.try_pop()
+        n: int = cons.pop_many(out=out, timeout=0)
+        waiting: int = len(cons)
+    return joined + room + n + waiting + (0 if rec is None else 1)
+
+
+def fresh() -> str:
+    with Ring.create(None, np.uint64, 8, mode="broadcast", overflow="overwrite", unlink_on_close=True) as ring:
+        return ring.name
+
+
 def report(ring: Ring) -> str:
     st: RingStats = ring.stats()
     consumers: list[ConsumerStats] = st["consumers"]
@@ -58,7 +76,8 @@ def main() -> None:
     ring = Ring.create("typing-usage", np.uint64, 64, mode="queue", exist_ok=True)
     try:
         produce(ring, 8)
-        print(consume(ring), report(ring))
+        print(consume(ring), poll(ring), fresh(), report(ring))
+        Ring.create("typing-usage", np.uint64, 64, replace=True).close()
         again = Ring.attach("typing-usage", dtype=np.uint64)
         again.close()
     finally:
