@@ -204,12 +204,8 @@ cdef class BoardCore:
             if self._base.names is not None and not isinstance(obj, tuple):
                 raise TypeError(f"cannot write {type(obj).__name__} to board {self.name!r} of {self._dtype}: "
                                 f"pass a np.void, a tuple or an array of that dtype")
-            if self._base.names is None and not self._is_sub:
-                _check_scalar(obj, self._dtype)
-            try:
-                arr = np.asarray(obj, dtype=self._base)
-            except (TypeError, ValueError, OverflowError) as exc:
-                raise TypeError(f"cannot convert {type(obj).__name__} to a value of {self._dtype}: {exc}") from None
+            # the rings' lossless conversion: same_kind casts, ranges and string lengths checked
+            arr = _checked_records(obj, self._base)
         if arr.shape != self._shape and not (arr.shape == (1,) + self._shape):
             raise ValueError(f"a value of board {self.name!r} has shape {self._shape}, got {arr.shape}")
         if not arr.flags.c_contiguous:
