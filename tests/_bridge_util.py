@@ -15,7 +15,7 @@ import numpy as np
 import shmring
 from shmring.bridge import read_sidecar, remove_sidecar
 
-from _workers import REC, bad_records, make_records
+from _records import REC, make_records, n_bad as bad_records
 
 # A 4 KiB record for tests that must overflow socket buffers quickly.
 BIG = np.dtype([("seq", "<u8"), ("fill", "u1", (4088,))])

@@ -19,7 +19,7 @@ zmq = pytest.importorskip("zmq", reason="the bridge needs pyzmq (pip install 'sh
 
 import shmring
 from _bridge_util import Reader, cleanup_ring, wait_for
-from _workers import REC, bad_records, make_records
+from _records import REC, make_records, n_bad as bad_records
 from shmring import bridge
 from shmring.bridge import HEADER, MAGIC, BridgeError, Receiver, Sender, read_sidecar
 

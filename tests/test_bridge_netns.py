@@ -18,7 +18,7 @@ pytest.importorskip("zmq", reason="the bridge needs pyzmq (pip install 'shmring[
 import shmring
 from _bridge_util import (BIG, Net, Reader, cleanup_ring, consumers_of, netns_unavailable, produce,
                           sidecar_pid, wait_for)
-from _workers import REC
+from _records import REC
 from shmring.bridge import read_sidecar
 
 SOAK = os.environ.get("SHMRING_SOAK") == "1"
