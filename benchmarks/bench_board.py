@@ -45,8 +45,10 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "src"))
+sys.path.insert(0, HERE)  # the harness package
 
 import shmring  # noqa: E402
+from harness.report import fmt_gain, fmt_rate  # noqa: E402 - the comparison's own figure and ratio formats
 
 SMALL = 64
 FRAME = 6 * 1000 * 1000
@@ -78,33 +80,44 @@ def _timed(fn, seconds: float) -> float:
 # ---- peers: each gives a setup in the parent and writer / reader bodies ------------
 
 
+def _fill(store, v, nkeys):
+    for k in range(nkeys):
+        store[k] = v
+
+
+def _store_round_robin(store, v, nkeys):
+    """A writer body: call i stores v under key i mod nkeys."""
+    def w(i):
+        store[i % nkeys] = v
+    return w
+
+
+def _load_round_robin(store, nkeys):
+    """A reader body: call i reads key i mod nkeys."""
+    return lambda i: store[i % nkeys]
+
+
 class BoardPeer:
     name = "shmring.Board"
 
     def __init__(self, size, nkeys):
         self.size, self.nkeys = size, nkeys
         self.board = shmring.Board.create(_name("b"), TICK if size == SMALL else ("u1", (size,)), nkeys)
-        v = np.zeros((), TICK)[()] if size == SMALL else np.zeros(size, np.uint8)
-        for k in range(nkeys):
-            self.board[k] = v
+        _fill(self.board, np.zeros((), TICK)[()] if size == SMALL else np.zeros(size, np.uint8), nkeys)
 
     def handle(self):
         return self.board
 
     @staticmethod
     def writer(board, size, nkeys):
-        v = np.ones((), TICK)[()] if size == SMALL else np.ones(size, np.uint8)
-
-        def w(i):
-            board[i % nkeys] = v
-        return w
+        return _store_round_robin(board, np.ones((), TICK)[()] if size == SMALL else np.ones(size, np.uint8), nkeys)
 
     @staticmethod
     def reader(board, size, nkeys):
         out = np.empty(size, np.uint8)
         if size > 1024:  # read into a reused buffer: no allocation per read
             return lambda i: board.read(i % nkeys, out=out)
-        return lambda i: board[i % nkeys]
+        return _load_round_robin(board, nkeys)
 
     def close(self):
         self.board.close()
@@ -117,23 +130,18 @@ class ManagerPeer:
     def __init__(self, size, nkeys):
         self.mgr = CTX.Manager()
         self.d = self.mgr.dict()
-        v = bytes(size)
-        for k in range(nkeys):
-            self.d[k] = v
+        _fill(self.d, bytes(size), nkeys)
 
     def handle(self):
         return self.d
 
     @staticmethod
     def writer(d, size, nkeys):
-        v = b"\x01" * size
-        def w(i):
-            d[i % nkeys] = v
-        return w
+        return _store_round_robin(d, b"\x01" * size, nkeys)
 
     @staticmethod
     def reader(d, size, nkeys):
-        return lambda i: d[i % nkeys]
+        return _load_round_robin(d, nkeys)
 
     def close(self):
         self.mgr.shutdown()
@@ -149,10 +157,14 @@ class ArrayPeer:
         return self.arr
 
     @staticmethod
+    def _slots(arr, size, nkeys):
+        """A row of the shared byte array per key, and the array's lock."""
+        return np.frombuffer(arr.get_obj(), np.uint8).reshape(nkeys, size), arr.get_lock()
+
+    @staticmethod
     def writer(arr, size, nkeys):
-        view = np.frombuffer(arr.get_obj(), np.uint8).reshape(nkeys, size)
+        view, lock = ArrayPeer._slots(arr, size, nkeys)
         v = np.ones(size, np.uint8)
-        lock = arr.get_lock()
 
         def w(i):
             with lock:
@@ -161,9 +173,8 @@ class ArrayPeer:
 
     @staticmethod
     def reader(arr, size, nkeys):
-        view = np.frombuffer(arr.get_obj(), np.uint8).reshape(nkeys, size)
+        view, lock = ArrayPeer._slots(arr, size, nkeys)
         out = np.empty(size, np.uint8)
-        lock = arr.get_lock()
 
         def r(i):
             with lock:
@@ -389,13 +400,7 @@ def rates(seconds: float, sizes, keysets):
 
 
 def _fmt_rate(r):
-    if r is None:
-        return "-"
-    if r >= 1e6:
-        return f"{r / 1e6:.2f} M/s"
-    if r >= 1e3:
-        return f"{r / 1e3:.1f} k/s"
-    return f"{r:.0f} /s"
+    return "-" if r is None else fmt_rate(r).strip() + "/s"
 
 
 def print_rates(rows):
@@ -416,10 +421,10 @@ def print_rates(rows):
                     print(f"{label} skipped: {r['skip']}")
                     continue
                 kept = r["write_4r"] / r["write"] if r.get("write") else 0
-                wr = f"{base['write'] / r['write']:.1f}x" if base and r.get("write") else "-"
-                rr = f"{base['read'] / r['read']:.1f}x" if base and r.get("read") else "-"
+                wr = fmt_gain(base["write"] / r["write"]) if base and r.get("write") else "-"
+                rr = fmt_gain(base["read"] / r["read"]) if base and r.get("read") else "-"
                 if r["peer"] == "shmring.Board":
-                    wr = rr = "1.0x"
+                    wr = rr = ""
                 print(f"{label} {_fmt_rate(r['write']):>11} {_fmt_rate(r['read']):>11} "
                       f"{_fmt_rate(r['write_4r']):>11} {_fmt_rate(r['read_4r']):>11}  {kept:>5.0%}  "
                       f"{wr:>12} {rr:>12}" + (f"  ({r['error']})" if r.get("error") else ""))
@@ -519,8 +524,8 @@ def big_table(mb: int, nworkers: int = 8):
     base = out[0]
     print(f"{'shared through':<16} {'wall':>8} {'total PSS':>10} {'x board wall':>13} {'x board PSS':>12}  sums")
     for r in out:
-        print(f"{r['kind']:<16} {r['wall_s']:>7.2f}s {r['pss_mb']:>8.0f}MB {r['wall_s'] / base['wall_s']:>12.1f}x "
-              f"{r['pss_mb'] / base['pss_mb']:>11.1f}x  {'ok' if r['ok'] else 'WRONG'}")
+        print(f"{r['kind']:<16} {r['wall_s']:>7.2f}s {r['pss_mb']:>8.0f}MB {fmt_gain(r['wall_s'] / base['wall_s']):>13} "
+              f"{fmt_gain(r['pss_mb'] / base['pss_mb']):>12}  {'ok' if r['ok'] else 'WRONG'}")
     return out
 
 

@@ -11,6 +11,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
 import shmring
 from shmring.bridge import read_sidecar, remove_sidecar
@@ -151,6 +152,20 @@ def cleanup_ring(name: str) -> None:
     except FileNotFoundError:
         pass
     remove_sidecar(name)
+
+
+@pytest.fixture
+def names(ring_names):
+    """names() gives a new ring name; each ring and its sidecar is removed at teardown."""
+    made = []
+
+    def new():
+        made.append(ring_names())
+        return made[-1]
+
+    yield new
+    for n in made:
+        cleanup_ring(n)
 
 
 # -- network namespaces ----------------------------------------------------------

@@ -18,25 +18,12 @@ import pytest
 zmq = pytest.importorskip("zmq", reason="the bridge needs pyzmq (pip install 'shmring[bridge]')")
 
 import shmring
-from _bridge_util import Reader, cleanup_ring, wait_for
+from _bridge_util import Reader, names, wait_for  # noqa: F401 - names is a fixture
 from _records import REC, make_records, n_bad
 from shmring import bridge
 from shmring.bridge import HEADER, MAGIC, BridgeError, Receiver, Sender, read_sidecar
 
 LOOP = "tcp://127.0.0.1:0"
-
-
-@pytest.fixture
-def names(ring_names):
-    made = []
-
-    def new():
-        made.append(ring_names())
-        return made[-1]
-
-    yield new
-    for n in made:
-        cleanup_ring(n)
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ import pytest
 pytest.importorskip("zmq", reason="the bridge needs pyzmq (pip install 'shmring[bridge]')")
 
 import shmring
-from _bridge_util import (BIG, Net, Reader, cleanup_ring, consumers_of, netns_unavailable, produce,
-                          sidecar_pid, wait_for)
+from _bridge_util import (BIG, Net, Reader, consumers_of, names, netns_unavailable,  # noqa: F401 - names is a fixture
+                          produce, sidecar_pid, wait_for)
 from _records import REC
 from shmring.bridge import read_sidecar
 
@@ -36,19 +36,6 @@ def net(tmp_path):
         yield n
     finally:
         n.close()
-
-
-@pytest.fixture
-def names(ring_names):
-    made = []
-
-    def new():
-        made.append(ring_names())
-        return made[-1]
-
-    yield new
-    for n in made:
-        cleanup_ring(n)
 
 
 def star(net, n_receivers):

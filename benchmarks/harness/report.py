@@ -54,6 +54,21 @@ def _get(rows, impl, variant, config=None):
     return None
 
 
+def _ran(L: list, rows, width: int):
+    """The rows that ran to the end, in order; for each that did not, its status line goes into L."""
+    for r in rows:
+        if r.get("status") == "ok":
+            yield r
+        else:
+            L.append(f"  {r['impl'] + _mark(r):16s} {r['variant']:{width}s} {r['status']}")
+
+
+def _gain_over(rows, r, key):
+    """shmring's figure over this peer's in the same variant (None for shmring itself)."""
+    base = _get(rows, "shmring", r["variant"])
+    return None if r["impl"] == "shmring" or not base else base[key] / r[key]
+
+
 def _spread(r, key):
     """(min, median, max) of the runs behind a row."""
     tr = r.get("trials") or [r[key]]
@@ -197,10 +212,7 @@ def report(results: dict, machine: dict, cfg_name: str) -> tuple[str, list]:
         L.append(f"  {'implementation':16s} {'wait':6s} {'p50':>8s} {'p99':>8s} {'p99.9':>8s} {'gain p50':>9s}  note")
         spin = _get(lat, "shmring", "spin")
         sleep = _get(lat, "shmring", "sleep")
-        for r in lat:
-            if r.get("status") != "ok":
-                L.append(f"  {r['impl'] + _mark(r):16s} {r['variant']:6s} {r['status']}")
-                continue
+        for r in _ran(L, lat, 6):
             wait = r["variant"].split("-")[0]
             base = spin if wait == "spin" else sleep
             gain = None if r["impl"] == "shmring" or not base else r["p50_us"] / base["p50_us"]
@@ -221,12 +233,8 @@ def report(results: dict, machine: dict, cfg_name: str) -> tuple[str, list]:
     if fr:
         L.append("(c) 6 MB frames (1080x1920x3 uint8), one producer -> one consumer (pinned, GC off)")
         L.append(f"  {'implementation':16s} {'path':10s} {'frames/s':>9s} {'GB/s':>7s} {'gain':>8s}  note")
-        for r in fr:
-            if r.get("status") != "ok":
-                L.append(f"  {r['impl'] + _mark(r):16s} {r['variant']:10s} {r['status']}")
-                continue
-            base = _get(fr, "shmring", r["variant"])
-            gain = None if r["impl"] == "shmring" or not base else base["GB_per_s"] / r["GB_per_s"]
+        for r in _ran(L, fr, 10):
+            gain = _gain_over(fr, r, "GB_per_s")
             note = note_for("frames", r)
             if r.get("trials"):
                 note += f"; median of {len(r['trials'])}, range {min(r['trials']):.1f}-{max(r['trials']):.1f}"
@@ -239,12 +247,8 @@ def report(results: dict, machine: dict, cfg_name: str) -> tuple[str, list]:
         L.append("(d) Scaling: 1 producer, N consumers (not pinned, GC off), records/s delivered to all consumers "
                  "in total")
         L.append(f"  {'implementation':16s} {'case':30s} {'pushed/s':>11s} {'delivered/s':>12s} {'gain':>7s}  per consumer")
-        for r in sc:
-            if r.get("status") != "ok":
-                L.append(f"  {r['impl'] + _mark(r):16s} {r['variant']:30s} {r['status']}")
-                continue
-            base = _get(sc, "shmring", r["variant"])
-            gain = None if r["impl"] == "shmring" or not base else base["delivered_per_s"] / r["delivered_per_s"]
+        for r in _ran(L, sc, 30):
+            gain = _gain_over(sc, r, "delivered_per_s")
             per = " ".join(_r(x) for x in r["per_consumer_per_s"])
             lossless = "" if r["lossless"] else "  LOST RECORDS"
             L.append(f"  {r['impl'] + _mark(r):16s} {r['variant']:30s} {fmt_rate(r['pushed_per_s']):>11s} "

@@ -10,6 +10,20 @@ from harness.peer import Peer
 from harness.records import FRAME, REC, Endpoint
 
 
+def _socket(chan, kind, hwm_option, *, linger, bind):
+    """A socket of the channel: one end binds, the other connects (the fan-out PUSH binds)."""
+    import zmq
+
+    s = zmq.Context.instance().socket(kind)
+    s.setsockopt(zmq.LINGER, linger)
+    s.setsockopt(hwm_option, chan["hwm"])
+    if bind:
+        s.bind(chan["addr"])
+    else:
+        s.connect(chan["addr"])
+    return s
+
+
 class Pyzmq(Peer):
     name = "pyzmq"
     order = 40
@@ -26,14 +40,7 @@ class Pyzmq(Peer):
     def tx(self, chan, spin):
         import zmq
 
-        ctx = zmq.Context.instance()
-        s = ctx.socket(zmq.PUSH)
-        s.setsockopt(zmq.LINGER, 2000)
-        s.setsockopt(zmq.SNDHWM, chan["hwm"])
-        if chan.get("fanout"):
-            s.bind(chan["addr"])
-        else:
-            s.connect(chan["addr"])
+        s = _socket(chan, zmq.PUSH, zmq.SNDHWM, linger=2000, bind=chan.get("fanout"))
         e = Endpoint()
         e.send1 = e.send_batch = s.send
         e.send_frame = partial(s.send, copy=False)
@@ -49,14 +56,7 @@ class Pyzmq(Peer):
     def rx(self, chan, spin):
         import zmq
 
-        ctx = zmq.Context.instance()
-        s = ctx.socket(zmq.PULL)
-        s.setsockopt(zmq.LINGER, 0)
-        s.setsockopt(zmq.RCVHWM, chan["hwm"])
-        if chan.get("fanout"):
-            s.connect(chan["addr"])
-        else:
-            s.bind(chan["addr"])
+        s = _socket(chan, zmq.PULL, zmq.RCVHWM, linger=0, bind=not chan.get("fanout"))
         e = Endpoint()
         e.recv1 = s.recv
         recv = s.recv

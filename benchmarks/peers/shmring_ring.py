@@ -20,6 +20,17 @@ def _attach(chan: dict):
     return shmring.Ring.attach(chan["name"], dtype=dt if chan["own_dtype"] else None)
 
 
+def _owning(e, ring, handle):
+    """e, made to keep ring and its producer or consumer alive; close() closes both."""
+    def close():
+        handle.close()
+        ring.close()
+
+    e.close = close
+    e._keep = (ring, handle)
+    return e
+
+
 class Shmring(Peer):
     name = "shmring"
     order = 0
@@ -78,14 +89,7 @@ class Shmring(Peer):
 
         e.send_frame_fill = send_frame_fill
         e.end = lambda n: prod.close()
-
-        def close():
-            prod.close()
-            ring.close()
-
-        e.close = close
-        e._keep = (ring, prod)
-        return e
+        return _owning(e, ring, prod)
 
     def rx(self, chan, spin):
         ring = _attach(chan)
@@ -102,14 +106,7 @@ class Shmring(Peer):
                 return v[0, 0, 0, 0]  # read in place; nothing is copied
 
         e.recv_frame_zc = recv_frame_zc
-
-        def close():
-            cons.close()
-            ring.close()
-
-        e.close = close
-        e._keep = (ring, cons)
-        return e
+        return _owning(e, ring, cons)
 
     def item(self):
         return tick_record()

@@ -22,7 +22,6 @@ module does not import it.
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 import mmap
@@ -34,9 +33,9 @@ import time
 from typing import Any
 
 import numpy as np
-from numpy.lib.format import descr_to_dtype, dtype_to_descr
 
-from ._api import SHM_DIR, Ring
+from ._api import SHM_DIR, Ring, _encode_dtype
+from ._api import _decode_dtype as _api_decode_dtype
 from .errors import Closed, Empty, Full, RingError
 
 __all__ = ["Sender", "Receiver", "BridgeError", "keygen", "read_sidecar", "remove_sidecar", "sidecar_path"]
@@ -74,24 +73,11 @@ def _zmq():
 
 # -- wire helpers -------------------------------------------------------------
 
-def _encode_dtype(dt: np.dtype) -> str:
-    if dt.subdtype is not None:
-        base, shape = dt.subdtype
-        return repr(("v1", dtype_to_descr(base), tuple(shape)))
-    return repr(("v1", dtype_to_descr(dt), ()))
-
-
 def _decode_dtype(text: Any) -> np.dtype:
     if not isinstance(text, str) or len(text) > MAX_DESC:
         raise ValueError("dtype descriptor missing or too long")
-    tag, descr, shape = ast.literal_eval(text)  # literals only: never runs code
-    if tag != "v1":
-        raise ValueError(f"unknown dtype descriptor tag {tag!r}")
-    base = descr_to_dtype(descr)
-    dt = np.dtype((base, tuple(shape))) if shape else base
-    if dt.hasobject or dt.itemsize == 0:
-        raise ValueError(f"dtype {dt} cannot travel (Python objects or empty)")
-    return dt
+    # the same descriptor a ring header stores: literals only, never runs code
+    return _api_decode_dtype(text, "handshake")
 
 
 def _header(mtype: int, kind: int, flags: int, stream: int, source: int, seq: int, first: int,
@@ -953,18 +939,27 @@ class Receiver(_Bridge):
             data = self.codec.trim(data, skip)
         return data
 
-    def _broadcast_msg(self, frames: list) -> None:
+    def _header_of(self, frames: list, mode: str, wrong_mode: str) -> tuple | None:
+        """The header of a message, a DESC already applied; None for a malformed
+        message (counted as bad)."""
         h = _parse(frames[0])
         if h is None:
             self._bad()
-            return
+            return None
         if h[1] == T_DESC:
             if len(frames) != 2:
                 self._bad()
-                return
+                return None
             self._configure(h, frames[1].bytes)
-            if self.mode != "broadcast":
-                raise BridgeError("sender publishes a queue ring over PUB (protocol error)")
+            if self.mode != mode:
+                raise BridgeError(wrong_mode)
+        return h
+
+    def _broadcast_msg(self, frames: list) -> None:
+        h = self._header_of(frames, "broadcast", "sender publishes a queue ring over PUB (protocol error)")
+        if h is None:
+            return
+        if h[1] == T_DESC:
             self._on_position(h, None)
             if h[3] & F_CLOSED and self._side.state["expected"] >= h[7]:
                 self._end_stream()
@@ -1027,17 +1022,10 @@ class Receiver(_Bridge):
             pass  # not connected: the sender will resync us
 
     def _queue_msg(self, frames: list) -> None:
-        h = _parse(frames[0])
+        h = self._header_of(frames, "queue", "sender sends a broadcast ring over ROUTER (protocol error)")
         if h is None:
-            self._bad()
             return
         if h[1] == T_DESC:
-            if len(frames) != 2:
-                self._bad()
-                return
-            self._configure(h, frames[1].bytes)
-            if self.mode != "queue":
-                raise BridgeError("sender sends a broadcast ring over ROUTER (protocol error)")
             if h[4] != self._granted or h[3] & F_RESYNC:
                 # a new sender, a restarted one, one that forgot us, or we restarted
                 s = self._side.state
@@ -1100,20 +1088,22 @@ class Receiver(_Bridge):
                 else:
                     self._keepalive()
             events = dict(self._poller.poll(int(min(self.heartbeat, 0.05) * 1000)))
-            if self._sub is not None and self._sub in events:
-                while not self._stop.is_set() and self._sub is not None:
-                    try:
-                        frames = self._sub.recv_multipart(flags=zmq.NOBLOCK, copy=False)
-                    except zmq.Again:
-                        break
-                    self._guard(self._broadcast_msg, frames)
-            if self._dealer is not None and self._dealer in events:
-                while not self._stop.is_set() and self._dealer is not None:
-                    try:
-                        frames = self._dealer.recv_multipart(flags=zmq.NOBLOCK, copy=False)
-                    except zmq.Again:
-                        break
-                    self._guard(self._queue_msg, frames)
+            self._drain("_sub", events, self._broadcast_msg)
+            self._drain("_dealer", events, self._queue_msg)
+
+    def _drain(self, attr: str, events: dict, handle) -> None:
+        """Handles every message waiting on the socket named attr; a message may
+        replace or drop that socket, so it is looked up again each time."""
+        zmq = self._zmq
+        sock = getattr(self, attr)
+        if sock is None or sock not in events:
+            return
+        while not self._stop.is_set() and (sock := getattr(self, attr)) is not None:
+            try:
+                frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            self._guard(handle, frames)
 
     def _guard(self, fn, frames) -> None:
         try:
