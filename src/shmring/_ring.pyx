@@ -18,7 +18,7 @@ cimport numpy as cnp
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.ref cimport PyObject, Py_INCREF
-from libc.errno cimport EACCES, EEXIST, ENOENT, EPERM
+from libc.errno cimport EACCES, EAGAIN, EEXIST, EINTR, ENOENT, EPERM, ETIMEDOUT
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
@@ -296,6 +296,8 @@ cdef class _Handle:
     cdef int _gen
     cdef bint _closed
     cdef bint _busy             # a call on this handle is running without the GIL
+    cdef uint32_t _arm_count    # event-loop waits armed on this handle (_async.pxi)
+    cdef object _fdw            # the poller behind fileno(), once asked for
 
     cdef _setup(self, Mapping m, object dtype, double spin, double liveness_interval):
         self._map = m
@@ -362,6 +364,8 @@ cdef class _Handle:
             _waiting_start(w, timeout)
         sl = _waiting_slice(w, self._slice_ns)
         if sl == 0:
+            if self._fdw is not None:
+                self._fdw.rearm()  # fileno() protocol: a call that found nothing re-arms
             return False
         self._enter_nogil()
         with nogil:
@@ -590,6 +594,7 @@ cdef class Producer(_Handle):
     cdef void _free_handle(self) noexcept:
         if self._p == NULL:
             return
+        _drop_arms(self)
         if self._gen == _fork_gen:
             shmr_producer_close_stream(self._p)
             shmr_producer_free(self._p)
@@ -602,6 +607,19 @@ cdef class Producer(_Handle):
 
     def __exit__(self, *exc):
         self.close()
+
+    # event loops: shmring.aio does the waiting
+    def fileno(self):
+        """A descriptor that polls readable when push may make progress (see README)."""
+        return _aio_mod().fileno(self)
+
+    def apush(self, record, timeout=None):
+        """Coroutine form of push()."""
+        return _aio_mod().apush(self, record, timeout)
+
+    def apush_many(self, records, timeout=None):
+        """Coroutine form of push_many()."""
+        return _aio_mod().apush_many(self, records, timeout)
 
 
 @cython.no_gc_clear
@@ -857,6 +875,7 @@ cdef class Consumer(_Handle):
     cdef void _free_handle(self) noexcept:
         if self._c == NULL:
             return
+        _drop_arms(self)
         if self._gen == _fork_gen:
             shmr_consumer_free(self._c)
         else:
@@ -868,6 +887,25 @@ cdef class Consumer(_Handle):
 
     def __exit__(self, *exc):
         self.close()
+
+    # event loops: shmring.aio does the waiting
+    def fileno(self):
+        """A descriptor that polls readable when pop may make progress (see README)."""
+        return _aio_mod().fileno(self)
+
+    def apop(self, timeout=None):
+        """Coroutine form of pop()."""
+        return _aio_mod().apop(self, timeout)
+
+    def apop_many(self, Py_ssize_t max_records, timeout=None):
+        """Coroutine form of pop_many()."""
+        return _aio_mod().apop_many(self, max_records, timeout)
+
+    def __aiter__(self):
+        return self
+
+    def __anext__(self):
+        return _aio_mod().anext(self)
 
 
 @cython.no_gc_clear
@@ -913,3 +951,6 @@ cdef class View:
                 self._cons._release_claim()
             except Exception:
                 pass
+
+
+include "_async.pxi"

@@ -1,0 +1,424 @@
+"""Event loops: coroutines on ring handles, pollable descriptors, waits on many rings.
+
+A futex cannot be polled, so a wait is taken apart (see ``_async.pxi``): *arm*
+counts the handle as a sleeper of its eventcount and re-checks, exactly as a
+blocking call does before it sleeps; the sleep itself is an io_uring
+``IORING_OP_FUTEX_WAIT`` on the same word with the value seen at the arm, whose
+completion makes an eventfd readable; *disarm* un-counts the handle. The
+producer's side is unchanged: it pays a wake syscall only while someone is
+counted, and a notify between the arm and the sleep changes the word, so the
+kernel ends the wait at once. One io_uring (one eventfd, one ``add_reader``)
+serves every handle awaited in an event loop, so awaiting consumers need no
+threads and cost nothing while idle.
+
+A dead producer writes nothing, so an awaiting consumer also watches the
+producer's process through a pidfd (readable when it exits; one per producer
+per loop). Where no pidfd can be had (no producer yet, pid namespaces) and for
+producers (which look for dead consumers), the wait ends after one liveness
+interval instead and the handle runs the check a blocking call runs between
+its sleeps.
+
+Without io_uring futex waits (kernels before 6.7, io_uring disabled) awaits
+fall back to futex_waitv (Linux 5.16) in helper threads, one per 127 awaited
+handles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import os
+import threading
+import time
+import weakref
+from typing import Any, Iterable
+
+from . import _ring
+from ._ring import Consumer, Producer
+from .errors import Closed, Empty, Full
+
+__all__ = ["wait_any", "await_any", "backend"]
+
+_FUTEX = 1       # token of the futex wait of a fileno() poller
+_LIVENESS = 2    # token of its liveness watch
+
+
+def _deadline(timeout: Any) -> float | None:
+    if timeout is None:
+        return None
+    t = float(timeout)
+    if t != t or t < 0:
+        raise ValueError(f"timeout must be None or a number >= 0, not {timeout!r}")
+    return time.monotonic() + t
+
+
+def _owner_pidfd(owner: int) -> int | None:
+    """A pidfd of the producer recorded in owner, or None if it cannot be had.
+    Opened first, then the start time compared, so a reused pid is never
+    watched in place of the dead producer."""
+    pid = owner & 0xFFFFFFFF
+    if owner == 0 or owner >> 63:
+        return None
+    try:
+        fd = os.pidfd_open(pid)
+    except (OSError, AttributeError):
+        return None
+    if (_ring.start_time_of(pid) & 0xFFFFFFFF) != (owner >> 32):
+        os.close(fd)
+        return None
+    return fd
+
+
+# ---- the per-loop poller ----------------------------------------------------
+
+class _UringReactor:
+    """One io_uring per event loop; completions are dispatched to futures by token."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.uw = _ring.UringWaiter(256)
+        self.futs: dict[int, asyncio.Future[None]] = {}
+        self.tokens = itertools.count(3)
+        self.watches: dict[int, list[Any]] = {}  # owner -> [pidfd, set of futures]
+        loop.add_reader(self.uw.fileno(), self._on_completions)
+
+    def _on_completions(self) -> None:
+        for token, _res in self.uw.reap():
+            fut = self.futs.pop(token, None)
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+
+    def _watch(self, owner: int, fut: asyncio.Future[None]) -> bool:
+        w = self.watches.get(owner)
+        if w is None:
+            fd = _owner_pidfd(owner)
+            if fd is None:
+                return False
+            w = self.watches[owner] = [fd, set()]
+            self.loop.add_reader(fd, self._on_exit, owner)
+        w[1].add(fut)
+        return True
+
+    def _unwatch(self, owner: int, fut: asyncio.Future[None]) -> None:
+        w = self.watches.get(owner)
+        if w is None:
+            return
+        w[1].discard(fut)
+        if not w[1]:
+            del self.watches[owner]
+            self.loop.remove_reader(w[0])
+            os.close(w[0])
+
+    def _on_exit(self, owner: int) -> None:
+        w = self.watches.get(owner)
+        if w is not None:
+            for fut in list(w[1]):
+                if not fut.done():
+                    fut.set_result(None)
+
+    async def wait(self, handles: list[Any], deadline: float | None) -> bool:
+        """Sleeps until one of handles may make progress, the deadline or a
+        liveness event. True: woken by the ring (or ready at the arm); False:
+        the slice ended or a watched producer exited, run the liveness check."""
+        fut = self.loop.create_future()
+        armed: list[tuple[Any, int]] = []
+        watched: list[int] = []
+        timer = None
+        try:
+            for h in handles:
+                token = next(self.tokens)
+                if not self.uw.arm(h, token):
+                    return True
+                armed.append((h, token))
+                self.futs[token] = fut
+            limit = math.inf
+            for h in handles:
+                owner = _ring._producer_owner(h) if isinstance(h, Consumer) else 0
+                if owner and self._watch(owner, fut):
+                    watched.append(owner)
+                else:
+                    limit = min(limit, _ring._slice(h))
+            if deadline is not None:
+                limit = min(limit, deadline - time.monotonic())
+            if limit != math.inf:
+                timer = self.loop.call_later(max(limit, 0.0), _wake, fut, False)
+            return await fut is None
+        finally:
+            for h, token in armed:
+                _ring._disarm(h)
+                if self.futs.pop(token, None) is not None:
+                    try:
+                        self.uw.cancel(token)  # the kernel forgets the futex wait
+                    except (OSError, ValueError):
+                        pass
+            for owner in watched:
+                self._unwatch(owner, fut)
+            if timer is not None:
+                timer.cancel()
+
+
+def _wake(fut: asyncio.Future[Any], value: Any) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+class _ThreadReactor:
+    """Fallback without io_uring futex waits: a helper thread sleeps in
+    futex_waitv on the handles of one wait (at most 128), waking the loop with
+    call_soon_threadsafe. The thread sleeps in slices of the liveness interval."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+
+    async def wait(self, handles: list[Any], deadline: float | None) -> bool:
+        for h in handles:
+            if _ring._ready(h):
+                return True
+        fut = self.loop.create_future()
+        stop = threading.Event()
+        limit = min(_ring._slice(h) for h in handles)
+        if deadline is not None:
+            limit = max(0.0, min(limit, deadline - time.monotonic()))
+
+        def run() -> None:
+            woke = False
+            try:
+                woke = _ring._wait_many(handles, limit)
+            except BaseException:
+                pass
+            if not stop.is_set():
+                self.loop.call_soon_threadsafe(_wake, fut, woke)
+
+        t = threading.Thread(target=run, daemon=True, name="shmring-waitv")
+        t.start()
+        try:
+            return bool(await fut)
+        finally:
+            stop.set()  # a cancelled wait leaves the thread to end its slice
+
+
+_reactors: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]" = weakref.WeakKeyDictionary()
+_backend: str | None = None
+
+
+def backend() -> str:
+    """"io_uring" when awaits sleep in io_uring futex waits, else "futex_waitv"."""
+    global _backend
+    if _backend is None:
+        forced = os.environ.get("SHMRING_AIO_BACKEND")
+        if forced in ("io_uring", "futex_waitv"):
+            _backend = forced
+        else:
+            try:
+                _ring.UringWaiter(2).close()
+                _backend = "io_uring"
+            except OSError:
+                _backend = "futex_waitv"
+    return _backend
+
+
+def _reactor() -> Any:
+    loop = asyncio.get_running_loop()
+    r = _reactors.get(loop)
+    if r is None:
+        r = _reactors[loop] = _UringReactor(loop) if backend() == "io_uring" else _ThreadReactor(loop)
+    return r
+
+
+# ---- coroutines on handles ---------------------------------------------------
+# Each tries the non-blocking call first (the fast path never touches the loop),
+# then waits and tries again. The record is taken only by that non-blocking
+# call, after the last await: a cancelled or timed-out coroutine has consumed
+# nothing.
+
+async def _progress(h: Any, deadline: float | None) -> bool:
+    """One wait; False once the deadline has passed."""
+    if deadline is not None and time.monotonic() >= deadline:
+        return False
+    if not await _reactor().wait([h], deadline):
+        _ring._liveness(h)
+    return True
+
+
+async def apop(c: Consumer, timeout: Any = None) -> Any:
+    try:
+        return c.pop(0)
+    except Empty:
+        pass
+    deadline = _deadline(timeout)
+    while await _progress(c, deadline):
+        try:
+            return c.pop(0)
+        except Empty:
+            pass
+    raise Empty()
+
+
+async def apop_many(c: Consumer, max_records: int, timeout: Any = None) -> Any:
+    try:
+        return c.pop_many(max_records, 0)
+    except Empty:
+        pass
+    deadline = _deadline(timeout)
+    while await _progress(c, deadline):
+        try:
+            return c.pop_many(max_records, 0)
+        except Empty:
+            pass
+    raise Empty()
+
+
+async def anext(c: Consumer) -> Any:
+    try:
+        return await apop(c)
+    except Closed:
+        raise StopAsyncIteration from None
+
+
+async def apush(p: Producer, record: Any, timeout: Any = None) -> None:
+    try:
+        return p.push(record, 0)
+    except Full:
+        pass
+    deadline = _deadline(timeout)
+    while await _progress(p, deadline):
+        try:
+            return p.push(record, 0)
+        except Full:
+            pass
+    raise Full("ring is full: nothing pushed before the timeout")
+
+
+async def apush_many(p: Producer, records: Any, timeout: Any = None) -> int:
+    total = len(records)
+    done = 0
+    try:
+        return p.push_many(records, 0)
+    except Full as exc:
+        done = exc.pushed
+    deadline = _deadline(timeout)
+    while await _progress(p, deadline):
+        try:
+            p.push_many(records[done:], 0)
+            return total
+        except Full as exc:
+            done += exc.pushed
+    raise Full(f"ring is full: {done} of {total} records pushed before the timeout", pushed=done)
+
+
+# ---- many rings --------------------------------------------------------------
+
+def _check_handles(handles: Iterable[Any]) -> list[Any]:
+    hs = list(handles)
+    if not hs:
+        raise ValueError("wait on at least one handle")
+    for h in hs:
+        if not isinstance(h, (Consumer, Producer)):
+            raise TypeError(f"expected shmring Consumer or Producer handles, got {type(h).__name__}")
+    return hs
+
+
+def wait_any(handles: Iterable[Any], timeout: Any = None) -> list[Any]:
+    """The handles that can make progress now (a consumer with records or at the
+    end of its stream, a producer with room), waiting up to ``timeout`` seconds
+    (None: forever) for one; [] when the time is over. At most 128 handles."""
+    hs = _check_handles(handles)
+    deadline = _deadline(timeout)
+    slice_s = min(_ring._slice(h) for h in hs)
+    while True:
+        ready = [h for h in hs if _ring._ready(h)]
+        if ready:
+            return ready
+        left = slice_s if deadline is None else min(slice_s, deadline - time.monotonic())
+        if left <= 0:
+            return []
+        if not _ring._wait_many(hs, left):
+            for h in hs:
+                _ring._liveness(h)
+
+
+async def await_any(handles: Iterable[Any], timeout: Any = None) -> list[Any]:
+    """Coroutine form of wait_any(), for any number of handles."""
+    hs = _check_handles(handles)
+    deadline = _deadline(timeout)
+    while True:
+        ready = [h for h in hs if _ring._ready(h)]
+        if ready:
+            return ready
+        if deadline is not None and time.monotonic() >= deadline:
+            return []
+        if not await _reactor().wait(hs, deadline):
+            for h in hs:
+                _ring._liveness(h)
+
+
+# ---- fileno() ----------------------------------------------------------------
+
+class _FdWaiter:
+    """The poller behind a handle's fileno(): its own small io_uring, whose
+    eventfd is the descriptor handed out. Readable means "try now"; a
+    non-blocking call that then finds nothing (Empty / Full) re-arms it."""
+
+    def __init__(self, h: Any) -> None:
+        self.h = h
+        self.uw = _ring.UringWaiter(4)
+        self.futex_pending = False
+        self.armed = False
+        self.live_pending = False
+        self.pidfd: int | None = None
+        self.rearm()
+
+    def fileno(self) -> int:
+        return self.uw.fileno()
+
+    def rearm(self) -> None:
+        live_due = False
+        for token, _res in self.uw.reap():
+            if token == _FUTEX:
+                self.futex_pending = False
+                if self.armed:
+                    self.armed = False
+                    _ring._disarm(self.h)
+            elif token == _LIVENESS:
+                self.live_pending = False
+                live_due = True
+                if self.pidfd is not None:
+                    os.close(self.pidfd)
+                    self.pidfd = None
+        if live_due:
+            _ring._liveness(self.h)
+        if not self.futex_pending:
+            if not self.uw.arm(self.h, _FUTEX):
+                os.eventfd_write(self.uw.fileno(), 1)  # progress possible now
+                return
+            self.armed = self.futex_pending = True
+        if not self.live_pending:
+            owner = _ring._producer_owner(self.h) if isinstance(self.h, Consumer) else 0
+            fd = _owner_pidfd(owner) if owner else None
+            if fd is not None:
+                self.pidfd = fd
+                self.uw.poll(fd, _LIVENESS)
+            else:
+                self.uw.timeout(_ring._slice(self.h), _LIVENESS)
+            self.live_pending = True
+
+    def close(self) -> None:
+        self.uw.close()  # cancels what is pending
+        if self.armed:
+            self.armed = False
+            _ring._disarm(self.h)
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+
+
+def fileno(h: Any) -> int:
+    w = _ring._fd_waiter(h)
+    if w is None:
+        if backend() != "io_uring":
+            raise OSError(95, "fileno() needs io_uring futex waits (Linux 6.7, io_uring enabled); "
+                              "use wait_any() or the coroutines instead")
+        w = _FdWaiter(h)
+        _ring._set_fd_waiter(h, w)
+    return w.fileno()
