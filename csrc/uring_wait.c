@@ -25,6 +25,9 @@
 #define SHMR_IORING_OP_FUTEX_WAIT 51 /* Linux 6.7 */
 #define SHMR_FUTEX2_SIZE_U32 0x02    /* no FUTEX2_PRIVATE: the words are shared between processes */
 #define SHMR_FUTEX_BITSET_ANY 0xffffffffu
+#define SHMR_IOSQE_CQE_SKIP_SUCCESS (1u << 6) /* Linux 5.17 */
+#define SHMR_IORING_SQ_CQ_OVERFLOW (1u << 1)
+#define SHMR_IORING_SETUP_CQSIZE (1u << 3)
 #ifndef __NR_futex_waitv
 #define __NR_futex_waitv 449
 #endif
@@ -40,7 +43,7 @@ struct shmr_uring {
     size_t sq_map_len, cq_map_len;
     struct io_uring_sqe *sqes;
     size_t sqes_len;
-    shmr_a32 *sq_head, *sq_tail, *cq_head, *cq_tail;
+    shmr_a32 *sq_head, *sq_tail, *sq_flags, *cq_head, *cq_tail;
     uint32_t *sq_array, sq_mask, cq_mask, sq_entries;
     struct io_uring_cqe *cqes;
 };
@@ -80,7 +83,11 @@ int shmr_uring_open(unsigned entries, shmr_uring **out)
 {
     struct io_uring_params prm;
     memset(&prm, 0, sizeof prm);
-    prm.flags = IORING_SETUP_CLAMP;
+    /* every armed wait is one pending operation, and its completion may wait
+     * a loop iteration to be reaped: a roomy completion queue keeps the
+     * kernel's overflow list (and -EBUSY on submit) out of the common case */
+    prm.flags = IORING_SETUP_CLAMP | SHMR_IORING_SETUP_CQSIZE;
+    prm.cq_entries = entries * 8;
     shmr_uring *u = calloc(1, sizeof *u);
     if (!u)
         return -ENOMEM;
@@ -128,6 +135,7 @@ int shmr_uring_open(unsigned entries, shmr_uring **out)
     uint8_t *sq = u->sq_map, *cq = u->cq_map;
     u->sq_head = (shmr_a32 *)(sq + prm.sq_off.head);
     u->sq_tail = (shmr_a32 *)(sq + prm.sq_off.tail);
+    u->sq_flags = (shmr_a32 *)(sq + prm.sq_off.flags);
     u->sq_mask = *(uint32_t *)(sq + prm.sq_off.ring_mask);
     u->sq_entries = prm.sq_entries;
     u->sq_array = (uint32_t *)(sq + prm.sq_off.array);
@@ -167,10 +175,16 @@ static int uring_push(shmr_uring *u, const struct io_uring_sqe *sqe)
     shmr_store_release32(u->sq_tail, tail + 1);
     for (;;) {
         long rc = syscall(__NR_io_uring_enter, u->ring_fd, 1, 0, 0, NULL, 0);
-        if (rc >= 0)
+        if (rc == 1)
             return 0;
-        if (errno != EINTR)
-            return -errno;
+        if (rc < 0 && errno == EINTR)
+            continue;
+        /* not taken (-EBUSY while completions overflow): no SQPOLL thread, so
+         * the kernel reads the tail only inside io_uring_enter and we may
+         * withdraw the entry; the caller reaps and tries again */
+        int err = rc < 0 ? errno : EBUSY;
+        shmr_store_release32(u->sq_tail, tail);
+        return -err;
     }
 }
 
@@ -217,6 +231,7 @@ int shmr_uring_cancel(shmr_uring *u, uint64_t user_data)
     struct io_uring_sqe s;
     memset(&s, 0, sizeof s);
     s.opcode = IORING_OP_ASYNC_CANCEL;
+    s.flags = SHMR_IOSQE_CQE_SKIP_SUCCESS; /* only the cancelled operation completes */
     s.addr = user_data;
     s.user_data = 0;
     return uring_push(u, &s);
@@ -229,6 +244,9 @@ int shmr_uring_reap(shmr_uring *u, uint64_t *user_data, int32_t *res, unsigned m
      * read of the tail signals it again, so none is left unnoticed */
     while (read(u->event_fd, &junk, sizeof junk) < 0 && errno == EINTR)
         ;
+    /* completions the full queue could not take wait in the kernel until asked for */
+    if (shmr_load_acquire32(u->sq_flags) & SHMR_IORING_SQ_CQ_OVERFLOW)
+        syscall(__NR_io_uring_enter, u->ring_fd, 0, 0, IORING_ENTER_GETEVENTS, NULL, 0);
     uint32_t head = shmr_load_relaxed32(u->cq_head);
     uint32_t tail = shmr_load_acquire32(u->cq_tail); /* pairs with the kernel's release of cqe + tail */
     unsigned n = 0;

@@ -6,6 +6,7 @@ exactly one consumer, ``mode="broadcast"`` to every consumer.
 
 from ._api import ConsumerStats, Ring, RingStats, Waiters, unlink
 from ._ring import Consumer, Producer, Reservation, View
+from .aio import await_any, wait_any
 from .errors import (
     Closed,
     ConsumerTableFull,
@@ -22,6 +23,6 @@ from .errors import (
 __all__ = [
     "Ring", "Producer", "Consumer", "Reservation", "View", "unlink", "RingStats", "ConsumerStats", "Waiters",
     "RingError", "NotARingError", "LayoutVersionError", "CorruptRingError", "ProducerBusyError",
-    "ConsumerTableFull", "Full", "Empty", "Closed", "Lagged",
+    "ConsumerTableFull", "Full", "Empty", "Closed", "Lagged", "wait_any", "await_any",
 ]
 __version__ = "0.1.0"

@@ -11,21 +11,23 @@ kernel ends the wait at once. One io_uring (one eventfd, one ``add_reader``)
 serves every handle awaited in an event loop, so awaiting consumers need no
 threads and cost nothing while idle.
 
-A dead producer writes nothing, so an awaiting consumer also watches the
-producer's process through a pidfd (readable when it exits; one per producer
-per loop). Where no pidfd can be had (no producer yet, pid namespaces) and for
-producers (which look for dead consumers), the wait ends after one liveness
-interval instead and the handle runs the check a blocking call runs between
-its sleeps.
+A dead producer writes nothing, so beside its futex wait an awaiting consumer
+watches the producer's process through a pidfd (readable when it exits; one
+per producer per loop) and runs the liveness check a blocking call runs between
+its sleeps when it fires. Where no pidfd can be had (no producer yet, another
+pid namespace) and for producers (which look for dead consumers), the check
+runs once per liveness interval instead, with the futex wait left in place.
 
-Without io_uring futex waits (kernels before 6.7, io_uring disabled) awaits
-fall back to futex_waitv (Linux 5.16) in helper threads, one per 127 awaited
-handles.
+Without io_uring futex waits (kernels before 6.7, io_uring disabled) an await
+sleeps in futex_waitv (Linux 5.16) in a helper thread for the duration of the
+wait, in slices of the liveness interval.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import functools
 import itertools
 import math
 import os
@@ -89,7 +91,16 @@ class _UringReactor:
             if fut is not None and not fut.done():
                 fut.set_result(None)
 
-    def _watch(self, owner: int, fut: asyncio.Future[None]) -> bool:
+    def _arm(self, h: Any, token: int) -> bool:
+        try:
+            return bool(self.uw.arm(h, token))
+        except OSError as exc:
+            if exc.errno != errno.EBUSY:
+                raise
+            self._on_completions()  # make room, then once more
+            return bool(self.uw.arm(h, token))
+
+    def _watch(self, owner: int, wake: Any) -> bool:
         w = self.watches.get(owner)
         if w is None:
             fd = _owner_pidfd(owner)
@@ -97,14 +108,14 @@ class _UringReactor:
                 return False
             w = self.watches[owner] = [fd, set()]
             self.loop.add_reader(fd, self._on_exit, owner)
-        w[1].add(fut)
+        w[1].add(wake)
         return True
 
-    def _unwatch(self, owner: int, fut: asyncio.Future[None]) -> None:
+    def _unwatch(self, owner: int, wake: Any) -> None:
         w = self.watches.get(owner)
         if w is None:
             return
-        w[1].discard(fut)
+        w[1].discard(wake)
         if not w[1]:
             del self.watches[owner]
             self.loop.remove_reader(w[0])
@@ -113,37 +124,58 @@ class _UringReactor:
     def _on_exit(self, owner: int) -> None:
         w = self.watches.get(owner)
         if w is not None:
-            for fut in list(w[1]):
-                if not fut.done():
+            for wake in list(w[1]):
+                wake()
+
+    async def wait(self, handles: list[Any], deadline: float | None) -> None:
+        """Sleeps until one of handles may make progress or the deadline.
+
+        The futex waits stay submitted for the whole call. Liveness runs
+        beside them: a consumer whose producer can be watched through a pidfd
+        runs the check when that process exits; other handles run it once
+        per liveness interval (no producer yet, a producer waiting for room).
+        A check that ends the stream makes the consumer ready, which ends the
+        wait."""
+        loop = self.loop
+        fut = loop.create_future()
+        armed: list[tuple[Any, int]] = []
+        watched: list[tuple[int, Any]] = []
+        timers: list[Any] = []
+
+        def check(hs: list[Any]) -> None:
+            for h in hs:
+                _ring._liveness(h)
+                if not fut.done() and _ring._ready(h):
                     fut.set_result(None)
 
-    async def wait(self, handles: list[Any], deadline: float | None) -> bool:
-        """Sleeps until one of handles may make progress, the deadline or a
-        liveness event. True: woken by the ring (or ready at the arm); False:
-        the slice ended or a watched producer exited, run the liveness check."""
-        fut = self.loop.create_future()
-        armed: list[tuple[Any, int]] = []
-        watched: list[int] = []
-        timer = None
         try:
             for h in handles:
                 token = next(self.tokens)
-                if not self.uw.arm(h, token):
-                    return True
+                if not self._arm(h, token):
+                    return
                 armed.append((h, token))
                 self.futs[token] = fut
-            limit = math.inf
+            unwatched = []
             for h in handles:
                 owner = _ring._producer_owner(h) if isinstance(h, Consumer) else 0
-                if owner and self._watch(owner, fut):
-                    watched.append(owner)
+                wake = functools.partial(check, [h])
+                if owner and self._watch(owner, wake):
+                    watched.append((owner, wake))
                 else:
-                    limit = min(limit, _ring._slice(h))
+                    unwatched.append(h)
+            if unwatched:
+                interval = min(_ring._slice(h) for h in unwatched)
+
+                def tick() -> None:
+                    check(unwatched)
+                    if not fut.done():
+                        timers[0] = loop.call_later(interval, tick)
+
+                timers.append(loop.call_later(interval, tick))
             if deadline is not None:
-                limit = min(limit, deadline - time.monotonic())
-            if limit != math.inf:
-                timer = self.loop.call_later(max(limit, 0.0), _wake, fut, False)
-            return await fut is None
+                timers.append(loop.call_at(loop.time() + max(0.0, deadline - time.monotonic()),
+                                           _wake, fut, None))
+            await fut
         finally:
             for h, token in armed:
                 _ring._disarm(h)
@@ -152,10 +184,10 @@ class _UringReactor:
                         self.uw.cancel(token)  # the kernel forgets the futex wait
                     except (OSError, ValueError):
                         pass
-            for owner in watched:
-                self._unwatch(owner, fut)
-            if timer is not None:
-                timer.cancel()
+            for owner, wake in watched:
+                self._unwatch(owner, wake)
+            for t in timers:
+                t.cancel()
 
 
 def _wake(fut: asyncio.Future[Any], value: Any) -> None:
@@ -171,10 +203,10 @@ class _ThreadReactor:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
 
-    async def wait(self, handles: list[Any], deadline: float | None) -> bool:
+    async def wait(self, handles: list[Any], deadline: float | None) -> None:
         for h in handles:
             if _ring._ready(h):
-                return True
+                return
         fut = self.loop.create_future()
         stop = threading.Event()
         limit = min(_ring._slice(h) for h in handles)
@@ -193,7 +225,9 @@ class _ThreadReactor:
         t = threading.Thread(target=run, daemon=True, name="shmring-waitv")
         t.start()
         try:
-            return bool(await fut)
+            if not await fut:
+                for h in handles:
+                    _ring._liveness(h)
         finally:
             stop.set()  # a cancelled wait leaves the thread to end its slice
 
@@ -236,8 +270,7 @@ async def _progress(h: Any, deadline: float | None) -> bool:
     """One wait; False once the deadline has passed."""
     if deadline is not None and time.monotonic() >= deadline:
         return False
-    if not await _reactor().wait([h], deadline):
-        _ring._liveness(h)
+    await _reactor().wait([h], deadline)
     return True
 
 
@@ -348,9 +381,7 @@ async def await_any(handles: Iterable[Any], timeout: Any = None) -> list[Any]:
             return ready
         if deadline is not None and time.monotonic() >= deadline:
             return []
-        if not await _reactor().wait(hs, deadline):
-            for h in hs:
-                _ring._liveness(h)
+        await _reactor().wait(hs, deadline)
 
 
 # ---- fileno() ----------------------------------------------------------------
