@@ -78,12 +78,18 @@ class _UringReactor:
     """One io_uring per event loop; completions are dispatched to futures by token."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+        # a proxy: the reactor is the value of a dict weakly keyed by its loop,
+        # and goes (closing its io_uring) when the loop does
+        self.loop: Any = weakref.proxy(loop)
         self.uw = _ring.UringWaiter(256)
         self.futs: dict[int, asyncio.Future[None]] = {}
         self.tokens = itertools.count(3)
         self.watches: dict[int, list[Any]] = {}  # owner -> [pidfd, set of futures]
         loop.add_reader(self.uw.fileno(), self._on_completions)
+
+    def __del__(self) -> None:
+        for fd, _ in self.watches.values():
+            os.close(fd)
 
     def _on_completions(self) -> None:
         for token, _res in self.uw.reap():
@@ -112,20 +118,29 @@ class _UringReactor:
         return True
 
     def _unwatch(self, owner: int, wake: Any) -> None:
+        # An idle watch stays open (one descriptor per producer process) until
+        # that process exits: the next wait on its rings costs no pidfd_open,
+        # /proc read or epoll_ctl. Past 64 idle watches the idle ones go.
         w = self.watches.get(owner)
         if w is None:
             return
         w[1].discard(wake)
-        if not w[1]:
-            del self.watches[owner]
-            self.loop.remove_reader(w[0])
-            os.close(w[0])
+        if len(self.watches) > 64:
+            for o, (fd, wakes) in list(self.watches.items()):
+                if not wakes:
+                    self._drop_watch(o)
+
+    def _drop_watch(self, owner: int) -> None:
+        fd, _ = self.watches.pop(owner)
+        self.loop.remove_reader(fd)
+        os.close(fd)
 
     def _on_exit(self, owner: int) -> None:
         w = self.watches.get(owner)
         if w is not None:
             for wake in list(w[1]):
                 wake()
+            self._drop_watch(owner)
 
     async def wait(self, handles: list[Any], deadline: float | None) -> None:
         """Sleeps until one of handles may make progress or the deadline.
@@ -201,7 +216,7 @@ class _ThreadReactor:
     call_soon_threadsafe. The thread sleeps in slices of the liveness interval."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+        self.loop: Any = weakref.proxy(loop)
 
     async def wait(self, handles: list[Any], deadline: float | None) -> None:
         for h in handles:
