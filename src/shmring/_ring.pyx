@@ -613,13 +613,24 @@ cdef class Producer(_Handle):
         """A descriptor that polls readable when push may make progress (see README)."""
         return _aio_mod().fileno(self)
 
-    def apush(self, record, timeout=None):
+    # The coroutines try the non-blocking call first, here, so that with room
+    # (records) there they finish on their first step and never reach the loop.
+    async def apush(self, record, timeout=None):
         """Coroutine form of push()."""
-        return _aio_mod().apush(self, record, timeout)
+        try:
+            return self.push(record, 0)
+        except Full:
+            pass
+        return await _aio_mod().apush_wait(self, record, timeout)
 
-    def apush_many(self, records, timeout=None):
+    async def apush_many(self, records, timeout=None):
         """Coroutine form of push_many()."""
-        return _aio_mod().apush_many(self, records, timeout)
+        cdef Py_ssize_t done
+        try:
+            return self.push_many(records, 0)
+        except Full as exc:
+            done = exc.pushed
+        return await _aio_mod().apush_many_wait(self, records, done, timeout)
 
 
 @cython.no_gc_clear
@@ -893,19 +904,55 @@ cdef class Consumer(_Handle):
         """A descriptor that polls readable when pop may make progress (see README)."""
         return _aio_mod().fileno(self)
 
-    def apop(self, timeout=None):
-        """Coroutine form of pop()."""
-        return _aio_mod().apop(self, timeout)
+    # As for the producer: the non-blocking try is made here, on the first step.
+    cdef object _pop_now(self):
+        """pop()'s fast path without the call overhead: a record, or None when
+        the ring is empty (or the record needs pop()'s other paths)."""
+        cdef uint64_t dropped = 0
+        self._ready_check()
+        if self._scalar_path and self._pending is None and shmr_pop(self._c, self._scratch, 1, &dropped) == 1:
+            rec = PyArray_Scalar(self._scratch, self._rec_descr, NULL)
+            if dropped:
+                self._lagged(dropped, np.array([rec], dtype=self._dtype))
+            return rec
+        return None
 
-    def apop_many(self, Py_ssize_t max_records, timeout=None):
+    async def apop(self, timeout=None):
+        """Coroutine form of pop()."""
+        rec = self._pop_now()
+        if rec is not None:
+            return rec
+        try:
+            return self.pop(0)
+        except Empty:
+            pass
+        return await _aio_mod().apop_wait(self, timeout)
+
+    async def apop_many(self, Py_ssize_t max_records, timeout=None):
         """Coroutine form of pop_many()."""
-        return _aio_mod().apop_many(self, max_records, timeout)
+        try:
+            return self.pop_many(max_records, 0)
+        except Empty:
+            pass
+        return await _aio_mod().apop_many_wait(self, max_records, timeout)
 
     def __aiter__(self):
         return self
 
-    def __anext__(self):
-        return _aio_mod().anext(self)
+    async def __anext__(self):
+        rec = self._pop_now()
+        if rec is not None:
+            return rec
+        try:
+            return self.pop(0)
+        except Empty:
+            pass
+        except Closed:
+            raise StopAsyncIteration from None
+        try:
+            return await _aio_mod().apop_wait(self, None)
+        except Closed:
+            raise StopAsyncIteration from None
 
 
 @cython.no_gc_clear

@@ -276,8 +276,9 @@ def _reactor() -> Any:
 
 
 # ---- coroutines on handles ---------------------------------------------------
-# Each tries the non-blocking call first (the fast path never touches the loop),
-# then waits and tries again. The record is taken only by that non-blocking
+# Consumer.apop() and the others (in _ring.pyx) try the non-blocking call first,
+# so the fast path never touches the loop; these are their slow halves: wait,
+# then try again. The record is taken only by that non-blocking
 # call, after the last await: a cancelled or timed-out coroutine has consumed
 # nothing.
 
@@ -289,11 +290,7 @@ async def _progress(h: Any, deadline: float | None) -> bool:
     return True
 
 
-async def apop(c: Consumer, timeout: Any = None) -> Any:
-    try:
-        return c.pop(0)
-    except Empty:
-        pass
+async def apop_wait(c: Consumer, timeout: Any = None) -> Any:
     deadline = _deadline(timeout)
     while await _progress(c, deadline):
         try:
@@ -303,11 +300,7 @@ async def apop(c: Consumer, timeout: Any = None) -> Any:
     raise Empty()
 
 
-async def apop_many(c: Consumer, max_records: int, timeout: Any = None) -> Any:
-    try:
-        return c.pop_many(max_records, 0)
-    except Empty:
-        pass
+async def apop_many_wait(c: Consumer, max_records: int, timeout: Any = None) -> Any:
     deadline = _deadline(timeout)
     while await _progress(c, deadline):
         try:
@@ -317,18 +310,7 @@ async def apop_many(c: Consumer, max_records: int, timeout: Any = None) -> Any:
     raise Empty()
 
 
-async def anext(c: Consumer) -> Any:
-    try:
-        return await apop(c)
-    except Closed:
-        raise StopAsyncIteration from None
-
-
-async def apush(p: Producer, record: Any, timeout: Any = None) -> None:
-    try:
-        return p.push(record, 0)
-    except Full:
-        pass
+async def apush_wait(p: Producer, record: Any, timeout: Any = None) -> None:
     deadline = _deadline(timeout)
     while await _progress(p, deadline):
         try:
@@ -338,13 +320,9 @@ async def apush(p: Producer, record: Any, timeout: Any = None) -> None:
     raise Full("ring is full: nothing pushed before the timeout")
 
 
-async def apush_many(p: Producer, records: Any, timeout: Any = None) -> int:
+async def apush_many_wait(p: Producer, records: Any, done: int, timeout: Any = None) -> int:
+    """The rest of an apush_many() whose first try published `done` records."""
     total = len(records)
-    done = 0
-    try:
-        return p.push_many(records, 0)
-    except Full as exc:
-        done = exc.pushed
     deadline = _deadline(timeout)
     while await _progress(p, deadline):
         try:
