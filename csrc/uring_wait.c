@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "eventcount.h"
 #include "shmr_atomic.h"
 
 /* Kernel ABI numbers newer than some installed headers. */
@@ -293,4 +294,19 @@ int shmr_futex_waitv(void *const *words, const uint32_t *seen, unsigned n, int64
     }
     long rc = syscall(__NR_futex_waitv, w, n, 0, tsp, CLOCK_MONOTONIC);
     return rc >= 0 ? (int)rc : -errno;
+}
+
+/* acquire / seq_cst: the bump publishes whatever the bumping thread changed
+ * before it (the set of handles to wait on) to the thread that sees it */
+uint32_t shmr_wakeword_load(void *w) { return shmr_load_acquire32((shmr_a32 *)w); }
+
+void shmr_wakeword_bump(void *w)
+{
+    shmr_fetch_add_seqcst32((shmr_a32 *)w, 1);
+    shmr_futex_wake_all((shmr_a32 *)w);
+}
+
+int shmr_wakeword_wait(void *w, uint32_t seen, int64_t timeout_ns)
+{
+    return shmr_futex_wait((shmr_a32 *)w, seen, timeout_ns);
 }

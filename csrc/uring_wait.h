@@ -40,4 +40,10 @@ int shmr_uring_reap(shmr_uring *u, uint64_t *user_data, int32_t *res, unsigned m
 int shmr_futex_waitv(void *const *words, const uint32_t *seen, unsigned n, int64_t timeout_ns);
 #define SHMR_WAITV_MAX 128u
 
+/* A process-private 32-bit word that one thread bumps to end another's
+ * futex_waitv (passed as one of its words) or shmr_wakeword_wait early. */
+uint32_t shmr_wakeword_load(void *w);
+void shmr_wakeword_bump(void *w);
+int shmr_wakeword_wait(void *w, uint32_t seen, int64_t timeout_ns);
+
 #endif

@@ -550,3 +550,33 @@ def test_futex_waitv_fallback(rings, ring_names, procs, monkeypatch):
 
     assert run(main()) == 400
     join_ok(child)
+
+
+def test_futex_waitv_fallback_shares_threads(rings, ring_names, procs, monkeypatch):
+    """Without io_uring, 150 awaited rings need two helper threads (127 handles
+    each), not 150; every record arrives."""
+    monkeypatch.setattr(aio, "_backend", "futex_waitv")
+    monkeypatch.setattr(aio, "_reactors", aio.weakref.WeakKeyDictionary())
+    ctx = multiprocessing.get_context("fork")
+    rs = [rings.create(ring_names(), capacity=8, dtype=np.int64) for _ in range(150)]
+    cs = [r.consumer() for r in rs]
+    threads_before = _threads()
+
+    async def main():
+        got = [[] for _ in cs]
+
+        async def drain(k):
+            async for v in cs[k]:
+                got[k].append(int(v))
+
+        tasks = [asyncio.ensure_future(drain(k)) for k in range(len(cs))]
+        await asyncio.sleep(0.3)
+        threads = _threads()
+        feeder = procs(ctx, W.random_feeder, [r.name for r in rs], 4, 9, 0.0005)
+        await asyncio.wait_for(asyncio.gather(*tasks), 60)
+        join_ok(feeder)
+        return got, threads
+
+    got, threads = run(main())
+    assert threads - threads_before == 2, (threads_before, threads)
+    assert all(g == list(range(4)) for g in got)

@@ -10,6 +10,7 @@ from shmring._curing_wait cimport *
 DEF REAP_MAX = 256
 
 _aio = None
+WAITV_MAX = SHMR_WAITV_MAX
 
 cdef object _aio_mod():
     global _aio
@@ -101,16 +102,46 @@ def _set_fd_waiter(_Handle h, w):
     h._fdw = w
 
 
-def _wait_many(list handles, double timeout):
+cdef class WakeWord:
+    """A process-private futex word: a thread sleeping in _wait_many(..., ctl)
+    also wakes when another thread bumps it."""
+
+    cdef uint32_t *w
+
+    def __cinit__(self):
+        self.w = <uint32_t *>malloc(sizeof(uint32_t))
+        if self.w == NULL:
+            raise MemoryError()
+        self.w[0] = 0
+
+    def __dealloc__(self):
+        free(self.w)
+
+    @property
+    def value(self):
+        return shmr_wakeword_load(self.w)
+
+    def bump(self):
+        shmr_wakeword_bump(self.w)
+
+    def wait(self, uint32_t seen, double timeout=-1):
+        cdef int64_t ns = <int64_t>(timeout * 1e9) if timeout >= 0 else -1
+        with nogil:
+            shmr_wakeword_wait(self.w, seen, ns)
+
+
+def _wait_many(list handles, double timeout, WakeWord ctl=None, uint32_t ctl_seen=0):
     """Sleeps (futex_waitv, GIL released) until one of the handles may make
-    progress or timeout seconds pass. True: woken or ready, try now; False:
-    the time is over."""
+    progress, ctl is bumped past ctl_seen, or timeout seconds pass. True: woken
+    or ready, try now; False: the time is over."""
     cdef void *words[SHMR_WAITV_MAX]
     cdef uint32_t seen[SHMR_WAITV_MAX]
-    cdef Py_ssize_t n = len(handles), k, armed = 0
+    cdef Py_ssize_t n = len(handles), k, armed = 0, limit = SHMR_WAITV_MAX
     cdef int rc = 0
     cdef int64_t ns = <int64_t>(timeout * 1e9) if timeout >= 0 else -1
-    if n > SHMR_WAITV_MAX:
+    if ctl is not None:
+        limit -= 1
+    if n > limit:
         raise ValueError(f"wait_any() takes at most {SHMR_WAITV_MAX} handles (the futex_waitv limit), "
                          f"got {n}; await_any() takes any number")
     try:
@@ -118,8 +149,11 @@ def _wait_many(list handles, double timeout):
             if _arm_one(<_Handle>handles[k], &words[k], &seen[k]):
                 return True
             armed += 1
+        if ctl is not None:
+            words[n] = <void *>ctl.w
+            seen[n] = ctl_seen
         with nogil:
-            rc = shmr_futex_waitv(words, seen, <unsigned>n, ns)
+            rc = shmr_futex_waitv(words, seen, <unsigned>(n + (ctl is not None)), ns)
     finally:
         for k in range(armed):
             _disarm_one(<_Handle>handles[k])

@@ -15,3 +15,6 @@ cdef extern from "uring_wait.h" nogil:
     int shmr_uring_cancel(shmr_uring *u, uint64_t user_data)
     int shmr_uring_reap(shmr_uring *u, uint64_t *user_data, int32_t *res, unsigned max)
     int shmr_futex_waitv(void *const *words, const uint32_t *seen, unsigned n, int64_t timeout_ns)
+    uint32_t shmr_wakeword_load(void *w)
+    void shmr_wakeword_bump(void *w)
+    int shmr_wakeword_wait(void *w, uint32_t seen, int64_t timeout_ns)

@@ -18,9 +18,9 @@ its sleeps when it fires. Where no pidfd can be had (no producer yet, another
 pid namespace) and for producers (which look for dead consumers), the check
 runs once per liveness interval instead, with the futex wait left in place.
 
-Without io_uring futex waits (kernels before 6.7, io_uring disabled) an await
-sleeps in futex_waitv (Linux 5.16) in a helper thread for the duration of the
-wait, in slices of the liveness interval.
+Without io_uring futex waits (kernels before 6.7, io_uring disabled) awaits
+sleep in futex_waitv (Linux 5.16) in helper threads, one per 127 handles
+awaited at once, in slices of the liveness interval.
 """
 
 from __future__ import annotations
@@ -210,41 +210,113 @@ def _wake(fut: asyncio.Future[Any], value: Any) -> None:
         fut.set_result(value)
 
 
+class _WaitvGroup:
+    """A helper thread sleeping in futex_waitv on the handles of up to 127
+    awaited handles, plus a private wake word that makes it re-read its set.
+    A wait whose handle may make progress is fired once (woken in the loop
+    through call_soon_threadsafe) and not watched again until it re-registers."""
+
+    def __init__(self, reactor: "_ThreadReactor") -> None:
+        self.reactor = reactor
+        self.lock = threading.Lock()
+        self.entries: list[list[Any]] = []  # [handles, future, fired]
+        self.size = 0
+        self.ctl = _ring.WakeWord()
+        self.closed = False
+        self.thread = threading.Thread(target=self._run, daemon=True, name="shmring-waitv")
+        self.thread.start()
+
+    def add(self, entry: list[Any]) -> None:
+        with self.lock:
+            self.entries.append(entry)
+            self.size += len(entry[0])
+        self.ctl.bump()
+
+    def remove(self, entry: list[Any]) -> None:
+        with self.lock:
+            self.entries.remove(entry)
+            self.size -= len(entry[0])
+        self.ctl.bump()
+
+    def close(self) -> None:
+        self.closed = True
+        self.ctl.bump()
+
+    def _fire(self, entry: list[Any], woke: bool) -> None:
+        entry[2] = True
+        try:
+            self.reactor.loop.call_soon_threadsafe(_wake, entry[1], woke)
+        except (RuntimeError, ReferenceError):
+            self.closed = True  # the loop is gone
+
+    def _run(self) -> None:
+        while not self.closed:
+            with self.lock:
+                seen = self.ctl.value
+                snap = [e for e in self.entries if not e[2]]
+            if not snap:
+                self.ctl.wait(seen)
+                continue
+            hs = [h for e in snap for h in e[0]]
+            slice_s = min(_ring._slice(h) for h in hs)
+            try:
+                woke = _ring._wait_many(hs, slice_s, self.ctl, seen)
+            except Exception:
+                woke = None  # a handle was closed: let its coroutine find out
+            with self.lock:
+                for e in snap:
+                    if e[2] or e not in self.entries:
+                        continue
+                    if woke is None or woke is False:
+                        self._fire(e, bool(woke))
+                    else:
+                        try:
+                            ready = any(_ring._ready(h) for h in e[0])
+                        except Exception:
+                            ready = True
+                        if ready:
+                            self._fire(e, True)
+
+
 class _ThreadReactor:
-    """Fallback without io_uring futex waits: a helper thread sleeps in
-    futex_waitv on the handles of one wait (at most 128), waking the loop with
-    call_soon_threadsafe. The thread sleeps in slices of the liveness interval."""
+    """Fallback without io_uring futex waits: helper threads sleep in
+    futex_waitv, each on up to 127 awaited handles (one thread per 127 handles
+    awaited at once, not one per wait), and wake the loop with
+    call_soon_threadsafe. They sleep in slices of the liveness interval; a
+    slice that ends with nothing to do runs the liveness check in the loop."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop: Any = weakref.proxy(loop)
+        self.groups: list[_WaitvGroup] = []
+
+    def __del__(self) -> None:
+        for g in self.groups:
+            g.close()
 
     async def wait(self, handles: list[Any], deadline: float | None) -> None:
         for h in handles:
             if _ring._ready(h):
                 return
+        if len(handles) > int(_ring.WAITV_MAX) - 1:
+            raise ValueError(f"without io_uring, await_any() takes at most {int(_ring.WAITV_MAX) - 1} handles")
         fut = self.loop.create_future()
-        stop = threading.Event()
-        limit = min(_ring._slice(h) for h in handles)
+        entry = [handles, fut, False]
+        group = next((g for g in self.groups if g.size + len(handles) <= int(_ring.WAITV_MAX) - 1), None)
+        if group is None:
+            group = _WaitvGroup(self)
+            self.groups.append(group)
+        group.add(entry)
+        timer = None
         if deadline is not None:
-            limit = max(0.0, min(limit, deadline - time.monotonic()))
-
-        def run() -> None:
-            woke = False
-            try:
-                woke = _ring._wait_many(handles, limit)
-            except BaseException:
-                pass
-            if not stop.is_set():
-                self.loop.call_soon_threadsafe(_wake, fut, woke)
-
-        t = threading.Thread(target=run, daemon=True, name="shmring-waitv")
-        t.start()
+            timer = self.loop.call_at(self.loop.time() + max(0.0, deadline - time.monotonic()), _wake, fut, True)
         try:
             if not await fut:
                 for h in handles:
                     _ring._liveness(h)
         finally:
-            stop.set()  # a cancelled wait leaves the thread to end its slice
+            group.remove(entry)
+            if timer is not None:
+                timer.cancel()
 
 
 _reactors: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]" = weakref.WeakKeyDictionary()
