@@ -580,3 +580,12 @@ def test_futex_waitv_fallback_shares_threads(rings, ring_names, procs, monkeypat
     got, threads = run(main())
     assert threads - threads_before == 2, (threads_before, threads)
     assert all(g == list(range(4)) for g in got)
+
+
+def test_dropped_handle_with_fileno_leaves_nothing_counted(rings, ring_name):
+    r = rings.create(ring_name, capacity=8, dtype=np.int64)
+    c = r.consumer()
+    c.fileno()
+    assert consumer_waiters(r) == 1 and r.stats()["n_consumers"] == 1
+    del c  # no cycle keeps it: the slot and the counted waiter go at once
+    assert consumer_waiters(r) == 0 and r.stats()["n_consumers"] == 0

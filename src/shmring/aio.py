@@ -457,13 +457,23 @@ class _FdWaiter:
     non-blocking call that then finds nothing (Empty / Full) re-arms it."""
 
     def __init__(self, h: Any) -> None:
-        self.h = h
+        # weak: the handle owns this poller (it closes it when it closes), and a
+        # dropped handle must give its consumer slot back at once, not at the
+        # next cycle collection
+        self._h = weakref.ref(h)
         self.uw = _ring.UringWaiter(4)
         self.futex_pending = False
         self.armed = False
         self.live_pending = False
         self.pidfd: int | None = None
         self.rearm()
+
+    @property
+    def h(self) -> Any:
+        h = self._h()
+        if h is None:
+            raise Closed("the handle is gone", "handle closed")
+        return h
 
     def fileno(self) -> int:
         return self.uw.fileno()
@@ -501,9 +511,10 @@ class _FdWaiter:
 
     def close(self) -> None:
         self.uw.close()  # cancels what is pending
-        if self.armed:
+        h = self._h()
+        if self.armed and h is not None:
             self.armed = False
-            _ring._disarm(self.h)
+            _ring._disarm(h)
         if self.pidfd is not None:
             os.close(self.pidfd)
             self.pidfd = None
