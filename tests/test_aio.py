@@ -28,6 +28,8 @@ except ImportError:  # pragma: no cover - a test dependency (scripts/bootstrap.s
     uvloop = None
 
 LOOPS = ["asyncio", "uvloop"]
+# start method x loop: each start method and each loop once, to keep the suite short
+CTX_LOOPS = [("fork", "uvloop"), ("spawn", "asyncio")]
 
 
 def run(coro, loop_kind: str = "asyncio"):
@@ -134,8 +136,9 @@ def test_partial_apush_many_completes_when_room_appears(rings, ring_name, procs)
 
 # ---- between processes -----------------------------------------------------------
 
-@pytest.mark.parametrize("loop_kind", LOOPS)
-def test_ping_pong(mp_ctx, rings, ring_names, procs, loop_kind):
+@pytest.mark.parametrize("start,loop_kind", CTX_LOOPS)
+def test_ping_pong(start, rings, ring_names, procs, loop_kind):
+    mp_ctx = multiprocessing.get_context(start)
     a = rings.create(ring_names(), capacity=4, dtype=np.int64)
     b = rings.create(ring_names(), capacity=4, dtype=np.int64)
     rounds = 500
@@ -421,8 +424,9 @@ def test_wait_any_timeout_and_await_any(rings, ring_names):
 
 # ---- cancellation and crashes ----------------------------------------------------
 
-@pytest.mark.parametrize("loop_kind", LOOPS)
-def test_cancellation_and_wait_for_lose_nothing(mp_ctx, rings, ring_name, procs, loop_kind):
+@pytest.mark.parametrize("start,loop_kind", CTX_LOOPS)
+def test_cancellation_and_wait_for_lose_nothing(start, rings, ring_name, procs, loop_kind):
+    mp_ctx = multiprocessing.get_context(start)
     n = 3000
     r = rings.create(ring_name, capacity=16, dtype=np.int64)
     c = r.consumer()
@@ -460,9 +464,10 @@ def test_cancellation_and_wait_for_lose_nothing(mp_ctx, rings, ring_name, procs,
     assert consumer_waiters(r) == 0, "a cancelled wait stayed counted"
 
 
-@pytest.mark.parametrize("loop_kind", LOOPS)
+@pytest.mark.parametrize("start,loop_kind", CTX_LOOPS)
 @pytest.mark.parametrize("mode", ["queue", "broadcast"])
-def test_killed_producer_ends_awaiting_consumers(mp_ctx, rings, ring_name, procs, loop_kind, mode):
+def test_killed_producer_ends_awaiting_consumers(start, rings, ring_name, procs, loop_kind, mode):
+    mp_ctx = multiprocessing.get_context(start)
     r = rings.create(ring_name, capacity=64, dtype=np.int64, mode=mode)
     cs = [r.consumer(start="oldest", liveness_interval=0.05) for _ in range(3)]
     ready = mp_ctx.Event()
