@@ -92,3 +92,21 @@ int shmr_ec_wait(struct shmr_ec *ec, shmr_ready_fn ready, void *arg, int64_t tim
             return -ETIMEDOUT;
     }
 }
+
+int shmr_ec_arm(struct shmr_ec *ec, shmr_ready_fn ready, void *arg, uint32_t *seen)
+{
+    if (ready(arg))
+        return 1;
+    /* as in shmr_ec_wait: a notify after this read of epoch changes the word,
+     * so the wait the caller submits with *seen ends at once */
+    *seen = shmr_load_acquire32(&ec->epoch);
+    shmr_fetch_add_seqcst32(&ec->waiters, 1);
+    shmr_fence_seqcst(); /* pairs with the fence in shmr_ec_notify */
+    if (ready(arg)) {
+        shmr_fetch_sub_seqcst32(&ec->waiters, 1);
+        return 1;
+    }
+    return 0;
+}
+
+void shmr_ec_disarm(struct shmr_ec *ec) { shmr_fetch_sub_seqcst32(&ec->waiters, 1); }

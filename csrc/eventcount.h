@@ -27,6 +27,14 @@ void shmr_ec_notify_always(struct shmr_ec *ec);
  * timeout_ns (< 0: no limit) until ready(arg). 0, -ETIMEDOUT or -EINTR. */
 int shmr_ec_wait(struct shmr_ec *ec, shmr_ready_fn ready, void *arg, int64_t timeout_ns, int64_t spin_ns);
 
+/* Event-loop waits take the blocking wait apart: arm counts the caller as a
+ * sleeper and re-checks (the same epoch read, increment and seq_cst fence as
+ * shmr_ec_wait), the caller then sleeps elsewhere (io_uring, futex_waitv) on
+ * &ec->epoch with the value *seen, and disarm un-counts it. 1: ready now,
+ * nothing counted; 0: armed, one shmr_ec_disarm owed. */
+int shmr_ec_arm(struct shmr_ec *ec, shmr_ready_fn ready, void *arg, uint32_t *seen);
+void shmr_ec_disarm(struct shmr_ec *ec);
+
 /* Notifier side, inline because every publish calls it. The caller has just
  * published (a release store of head, a release record or a cursor). The
  * seq_cst fence pairs with the waiter's seq_cst fence in shmr_ec_wait: either we

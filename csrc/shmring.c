@@ -338,3 +338,32 @@ void shmr_wake_all(shmr_ring *r)
     shmr_ec_notify_always(r->data_ec);
     shmr_ec_notify_always(r->space_ec);
 }
+
+/* Event-loop waits (see shmr_ec_arm and uring_wait.h). */
+int shmr_consumer_arm(shmr_consumer *c, void **word, uint32_t *seen)
+{
+    *word = (void *)&c->r->data_ec->epoch;
+    return shmr_ec_arm(c->r->data_ec, IS_QUEUE(c->r) ? shmr_q_consumer_ready : shmr_b_consumer_ready, c, seen);
+}
+
+void shmr_consumer_disarm(shmr_consumer *c) { shmr_ec_disarm(c->r->data_ec); }
+
+int shmr_consumer_ready(shmr_consumer *c)
+{
+    return IS_QUEUE(c->r) ? shmr_q_consumer_ready(c) : shmr_b_consumer_ready(c);
+}
+
+int shmr_producer_arm(shmr_producer *p, void **word, uint32_t *seen)
+{
+    *word = (void *)&p->r->space_ec->epoch;
+    return shmr_ec_arm(p->r->space_ec, IS_QUEUE(p->r) ? shmr_q_producer_ready : shmr_b_producer_ready, p, seen);
+}
+
+void shmr_producer_disarm(shmr_producer *p) { shmr_ec_disarm(p->r->space_ec); }
+
+int shmr_producer_ready(shmr_producer *p)
+{
+    return IS_QUEUE(p->r) ? shmr_q_producer_ready(p) : shmr_b_producer_ready(p);
+}
+
+uint64_t shmr_producer_owner(const shmr_ring *r) { return shmr_load_acquire64(&r->ctl->producer_owner); }

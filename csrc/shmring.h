@@ -236,4 +236,18 @@ int64_t shmr_msg_release(shmr_consumer *c, const shmr_msg *msgs, shmr_loss *loss
 int shmr_msg_intact(shmr_consumer *c, const shmr_msg *msgs);
 uint64_t shmr_consumer_dropped_bytes(const shmr_consumer *c);
 
+/* Event-loop waits (uring_wait.h sleeps on the word): arm counts the caller as
+ * a sleeper of its side and re-checks, as a blocking wait does before it
+ * sleeps. 1: ready now (nothing counted); 0: armed, *word is the futex word to
+ * wait on with the value *seen, and one *_disarm is owed. ready: the side may
+ * make progress now (records or end of stream / room). */
+int shmr_consumer_arm(shmr_consumer *c, void **word, uint32_t *seen);
+void shmr_consumer_disarm(shmr_consumer *c);
+int shmr_consumer_ready(shmr_consumer *c);
+int shmr_producer_arm(shmr_producer *p, void **word, uint32_t *seen);
+void shmr_producer_disarm(shmr_producer *p);
+int shmr_producer_ready(shmr_producer *p);
+/* the producer's owner word, (start time low 32 bits << 32) | pid, 0: none */
+uint64_t shmr_producer_owner(const shmr_ring *r);
+
 #endif

@@ -22,7 +22,7 @@ pipq() {
 # the demo's chart, a real terminal for the CLI tests).
 DEPS=("setuptools>=77" wheel "Cython>=3.1" "numpy>=2" "pytest>=7" pytest-benchmark hypothesis
       "mypy>=1.18" "typing_extensions>=4.15" "pyzmq>=25"
-      "pexpect>=4.8" "pyte>=0.8" "rich>=13" "matplotlib>=3.5")
+      "pexpect>=4.8" "pyte>=0.8" "rich>=13" "matplotlib>=3.5" "uvloop>=0.19")
 
 deps_stamp=.venv/.deps-installed
 deps_key=$(printf '%s\n' "${DEPS[@]}" | cat - pyproject.toml | sha256sum | cut -d' ' -f1)

@@ -9,6 +9,7 @@ from ._api import ConsumerStats, Ring, RingStats, Waiters, unlink
 from ._version import __version__
 from ._ring import BoardView, Consumer, Producer, Reservation, View
 from .board import Board
+from .aio import await_any, wait_any
 from .errors import (
     BoardChanged,
     Closed,
@@ -27,6 +28,6 @@ from .errors import (
 __all__ = [
     "Ring", "Producer", "Consumer", "Reservation", "View", "unlink", "RingStats", "ConsumerStats", "Waiters",
     "RingError", "NotARingError", "LayoutVersionError", "CorruptRingError", "ProducerBusyError",
-    "ConsumerTableFull", "Full", "Empty", "Closed", "Lagged",
+    "ConsumerTableFull", "Full", "Empty", "Closed", "Lagged", "wait_any", "await_any",
     "Board", "BoardView", "BoardChanged", "NotABoardError",
 ]

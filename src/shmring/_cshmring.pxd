@@ -159,3 +159,14 @@ cdef extern from "shmr_layout.h" nogil:
     enum:
         SHMR_PAGE
         SHMR_BLOCK
+
+
+# event-loop waits (the arm/disarm half of an eventcount wait)
+cdef extern from "shmring.h" nogil:
+    int shmr_consumer_arm(shmr_consumer *c, void **word, uint32_t *seen)
+    void shmr_consumer_disarm(shmr_consumer *c)
+    int shmr_consumer_ready(shmr_consumer *c)
+    int shmr_producer_arm(shmr_producer *p, void **word, uint32_t *seen)
+    void shmr_producer_disarm(shmr_producer *p)
+    int shmr_producer_ready(shmr_producer *p)
+    uint64_t shmr_producer_owner(const shmr_ring *r)

@@ -18,7 +18,7 @@ cimport numpy as cnp
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.ref cimport PyObject, Py_INCREF
-from libc.errno cimport EACCES, EBUSY, EEXIST, EINTR, EIO, EMSGSIZE, ENOENT, EPERM, ETIMEDOUT
+from libc.errno cimport EACCES, EAGAIN, EBUSY, EEXIST, EINTR, EIO, EMSGSIZE, ENOENT, EPERM, ETIMEDOUT
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
@@ -307,6 +307,8 @@ cdef class _Handle:
     cdef int _gen
     cdef bint _closed
     cdef bint _busy             # a call on this handle is running without the GIL
+    cdef uint32_t _arm_count    # event-loop waits armed on this handle (_async.pxi)
+    cdef object _fdw            # the poller behind fileno(), once asked for
 
     cdef _setup(self, Mapping m, object dtype, object spin, object liveness_interval):
         self._map = m
@@ -370,6 +372,8 @@ cdef class _Handle:
             _waiting_start(w, timeout)
         sl = _waiting_slice(w, self._slice_ns)
         if sl == 0:
+            if self._fdw is not None:
+                self._fdw.rearm()  # fileno() protocol: a call that found nothing re-arms
             return False
         self._enter_nogil()
         with nogil:
@@ -654,6 +658,7 @@ cdef class Producer(_Handle):
     cdef void _free_handle(self) noexcept:
         if self._p == NULL:
             return
+        _drop_arms(self)
         if self._gen == _fork_gen:
             shmr_producer_close_stream(self._p)
             shmr_producer_free(self._p)
@@ -666,6 +671,30 @@ cdef class Producer(_Handle):
 
     def __exit__(self, *exc):
         self.close()
+
+    # event loops: shmring.aio does the waiting
+    def fileno(self):
+        """A descriptor that polls readable when push may make progress (see README)."""
+        return _aio_mod().fileno(self)
+
+    # The coroutines try the non-blocking call first, here, so that with room
+    # (records) there they finish on their first step and never reach the loop.
+    async def apush(self, record, timeout=None):
+        """Coroutine form of push()."""
+        try:
+            return self.push(record, 0)
+        except Full:
+            pass
+        return await _aio_mod().apush_wait(self, record, timeout)
+
+    async def apush_many(self, records, timeout=None):
+        """Coroutine form of push_many()."""
+        cdef Py_ssize_t done
+        try:
+            return self.push_many(records, 0)
+        except Full as exc:
+            done = exc.pushed
+        return await _aio_mod().apush_many_wait(self, records, done, timeout)
 
 
 @cython.no_gc_clear
@@ -1006,6 +1035,7 @@ cdef class Consumer(_Handle):
     cdef void _free_handle(self) noexcept:
         if self._c == NULL:
             return
+        _drop_arms(self)
         if self._gen == _fork_gen:
             shmr_consumer_free(self._c)
         else:
@@ -1017,6 +1047,61 @@ cdef class Consumer(_Handle):
 
     def __exit__(self, *exc):
         self.close()
+
+    # event loops: shmring.aio does the waiting
+    def fileno(self):
+        """A descriptor that polls readable when pop may make progress (see README)."""
+        return _aio_mod().fileno(self)
+
+    # As for the producer: the non-blocking try is made here, on the first step.
+    cdef object _pop_now(self):
+        """pop()'s fast path without the call overhead: a record, or None when
+        the ring is empty (or the record needs pop()'s other paths)."""
+        cdef uint64_t dropped = 0
+        self._ready_check()
+        if self._scalar_path and self._pending is None and shmr_pop(self._c, self._scratch, 1, &dropped) == 1:
+            rec = PyArray_Scalar(self._scratch, self._rec_descr, NULL)
+            if dropped:
+                self._lagged(dropped, np.array([rec], dtype=self._dtype))
+            return rec
+        return None
+
+    async def apop(self, timeout=None):
+        """Coroutine form of pop()."""
+        rec = self._pop_now()
+        if rec is not None:
+            return rec
+        try:
+            return self.pop(0)
+        except Empty:
+            pass
+        return await _aio_mod().apop_wait(self, timeout)
+
+    async def apop_many(self, Py_ssize_t max_records, timeout=None):
+        """Coroutine form of pop_many()."""
+        try:
+            return self.pop_many(max_records, 0)
+        except Empty:
+            pass
+        return await _aio_mod().apop_many_wait(self, max_records, timeout)
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        rec = self._pop_now()
+        if rec is not None:
+            return rec
+        try:
+            return self.pop(0)
+        except Empty:
+            pass
+        except Closed:
+            raise StopAsyncIteration from None
+        try:
+            return await _aio_mod().apop_wait(self, None)
+        except Closed:
+            raise StopAsyncIteration from None
 
 
 @cython.no_gc_clear
@@ -1066,3 +1151,4 @@ cdef class View:
 
 include "_board.pxi"
 include "_messages.pxi"
+include "_async.pxi"

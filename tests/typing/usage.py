@@ -72,6 +72,21 @@ def report(ring: Ring) -> str:
             f"reason={reason} producer={st['producer_pid']}")
 
 
+async def consume_async(ring: Ring) -> int:
+    """The event-loop API, typed."""
+    total = 0
+    cons = ring.consumer()
+    ready: list[shmring.Consumer | shmring.Producer] = await shmring.await_any([cons], timeout=0)
+    if ready and shmring.wait_any([cons], timeout=0):
+        total += int(await cons.apop(timeout=1.0))
+        batch: npt.NDArray[np.uint64] = await cons.apop_many(16, timeout=1.0)
+        total += int(batch.sum())
+    async for rec in cons:
+        total += int(rec)
+    fd: int = cons.fileno()
+    return total + (fd >= 0)
+
+
 def main() -> None:
     ring = Ring.create("typing-usage", np.uint64, 64, mode="queue", exist_ok=True)
     try:

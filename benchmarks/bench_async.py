@@ -1,0 +1,311 @@
+#!/usr/bin/env python3
+"""shmring under an event loop, against its own blocking calls and zmq.asyncio.
+
+    python benchmarks/bench_async.py [--quick]
+
+(a) one-way latency: a producer process stamps each 64-byte record with
+    CLOCK_MONOTONIC just before sending, at a pace that lets the receiver fall
+    asleep between records; the receiver takes the difference on arrival.
+    Receivers: shmring blocking pop() with spin=0 (it sleeps in the futex),
+    shmring apop() on asyncio and on uvloop, zmq.asyncio PULL over ipc://.
+(b) throughput with data waiting: a producer process publishes every record
+    before the clock starts (zmq: the sender floods the socket); the receiver
+    takes records one per call and 1024 per call: shmring pop()/pop_many() vs
+    apop()/apop_many() (`async for` for one per call) vs zmq.asyncio recv().
+    Each shmring figure is the best of --rounds runs, taken in turns.
+
+Processes are started with "spawn" and not pinned. Ratios are taken between
+figures measured in the same run; the targets are printed beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import shmring  # noqa: E402
+
+REC = np.dtype([("seq", "<u8"), ("ts", "<u8"), ("px", "<f8", (6,))])
+BATCH = 1024
+STOP = (1 << 64) - 1
+
+
+def _ring_name(tag: str) -> str:
+    return f"ba{os.getpid() % 100000}-{tag}"
+
+
+# ---- senders (child processes) -----------------------------------------------
+
+def shm_latency_sender(name: str, n: int, gap: float, ready) -> None:
+    r = shmring.Ring.attach(name)
+    p = r.producer()
+    ready.wait(30)
+    rec = np.zeros((), REC)
+    for i in range(n):
+        time.sleep(gap)
+        rec["seq"] = i
+        rec["ts"] = time.monotonic_ns()
+        p.push(rec[()], timeout=30)
+    p.close()
+
+
+def zmq_latency_sender(addr: str, n: int, gap: float, ready) -> None:
+    import zmq
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.PUSH)
+    s.connect(addr)
+    ready.wait(30)
+    time.sleep(0.2)  # the connection is up
+    rec = np.zeros((), REC)
+    for i in range(n):
+        time.sleep(gap)
+        rec["seq"] = i
+        rec["ts"] = time.monotonic_ns()
+        s.send(rec.tobytes(), copy=True)
+    s.send(b"")
+    s.close(linger=5000)
+    ctx.term()
+
+
+def shm_flood_sender(name: str, n: int) -> None:
+    r = shmring.Ring.attach(name)
+    p = r.producer()
+    block = np.zeros(BATCH, REC)
+    block["seq"] = np.arange(BATCH)
+    k = 0
+    while k < n:
+        m = min(BATCH, n - k)
+        p.push_many(block[:m], timeout=60)
+        k += m
+    p.close()
+
+
+def zmq_flood_sender(addr: str, n: int, per_msg: int) -> None:
+    import zmq
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.PUSH)
+    s.connect(addr)
+    payload = np.zeros(per_msg, REC).tobytes()
+    for _ in range(n // per_msg):
+        s.send(payload)
+    s.send(b"")
+    time.sleep(3)  # let the receiver drain before the socket goes
+    s.close(linger=10000)
+    ctx.term()
+
+
+# ---- receivers (this process) ------------------------------------------------
+
+def _run(coro, loop_kind: str):
+    if loop_kind == "uvloop":
+        import uvloop
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(coro)
+    return asyncio.run(coro)
+
+
+def latency_shm(kind: str, n: int, gap: float) -> np.ndarray:
+    ctx = mp.get_context("spawn")
+    name = _ring_name("lat")
+    r = shmring.Ring.create(name, capacity=1024, dtype=REC)
+    try:
+        c = r.consumer(spin=0)
+        ready = ctx.Event()
+        p = ctx.Process(target=shm_latency_sender, args=(name, n, gap, ready), daemon=True)
+        p.start()
+        lat = np.empty(n, np.int64)
+        if kind == "blocking":
+            ready.set()
+            for i in range(n):
+                rec = c.pop(timeout=30)
+                lat[i] = time.monotonic_ns() - int(rec["ts"])
+        else:
+            async def main():
+                ready.set()
+                for i in range(n):
+                    rec = await c.apop(timeout=30)
+                    lat[i] = time.monotonic_ns() - int(rec["ts"])
+            _run(main(), kind)
+        p.join(60)
+        c.close()
+        return lat
+    finally:
+        r.close()
+        shmring.unlink(name)
+
+
+def latency_zmq(n: int, gap: float) -> np.ndarray:
+    import zmq
+    import zmq.asyncio
+    ctx = mp.get_context("spawn")
+    with tempfile.TemporaryDirectory() as d:
+        addr = f"ipc://{d}/lat"
+        zctx = zmq.asyncio.Context()
+        s = zctx.socket(zmq.PULL)
+        s.bind(addr)
+        ready = ctx.Event()
+        p = ctx.Process(target=zmq_latency_sender, args=(addr, n, gap, ready), daemon=True)
+        p.start()
+        lat = np.empty(n, np.int64)
+
+        async def main():
+            ready.set()
+            for i in range(n):
+                msg = await s.recv()
+                lat[i] = time.monotonic_ns() - int(np.frombuffer(msg, REC)[0]["ts"])
+            await s.recv()
+
+        asyncio.run(main())
+        p.join(60)
+        s.close(linger=0)
+        zctx.term()
+        return lat
+
+
+def throughput_shm(kind: str, per_call: int, n: int) -> float:
+    """Records/s draining n records that a producer process published before
+    the clock started (the ring holds them all: data is waiting)."""
+    ctx = mp.get_context("spawn")
+    name = _ring_name("thr")
+    cap = 1 << max(10, (n - 1).bit_length())
+    r = shmring.Ring.create(name, capacity=cap, dtype=REC)
+    try:
+        c = r.consumer()
+        p = ctx.Process(target=shm_flood_sender, args=(name, n), daemon=True)
+        p.start()
+        p.join(120)
+        got = 0
+        if kind == "blocking":
+            t0 = time.perf_counter()
+            if per_call == 1:
+                for _ in c:
+                    got += 1
+            else:
+                try:
+                    while True:
+                        got += len(c.pop_many(per_call, timeout=30))
+                except shmring.Closed:
+                    pass
+            dt = time.perf_counter() - t0
+        else:
+            async def main():
+                nonlocal got
+                t0 = time.perf_counter()
+                if per_call == 1:
+                    async for _ in c:
+                        got += 1
+                else:
+                    try:
+                        while True:
+                            got += len(await c.apop_many(per_call, timeout=30))
+                    except shmring.Closed:
+                        pass
+                return time.perf_counter() - t0
+            dt = _run(main(), kind)
+        assert got == n, (got, n)
+        c.close()
+        return n / dt
+    finally:
+        r.close()
+        shmring.unlink(name)
+
+
+def throughput_zmq(per_call: int, n: int) -> float:
+    import zmq
+    import zmq.asyncio
+    ctx = mp.get_context("spawn")
+    with tempfile.TemporaryDirectory() as d:
+        addr = f"ipc://{d}/thr"
+        zctx = zmq.asyncio.Context()
+        s = zctx.socket(zmq.PULL)
+        s.bind(addr)
+        p = ctx.Process(target=zmq_flood_sender, args=(addr, n, per_call), daemon=True)
+        p.start()
+
+        async def main():
+            got = 0
+            msg = await s.recv()  # the first message: the sender is up
+            t0 = time.perf_counter()
+            while msg:
+                got += len(np.frombuffer(msg, REC))
+                msg = await s.recv()
+            return got, time.perf_counter() - t0
+
+        got, dt = asyncio.run(main())
+        p.join(60)
+        s.close(linger=0)
+        zctx.term()
+        return got / dt
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer samples")
+    ap.add_argument("--rounds", type=int, default=3, help="throughput runs per receiver (best is kept)")
+    args = ap.parse_args()
+    n_lat = 500 if args.quick else 3000
+    n_thr = 1 << (17 if args.quick else 19)
+    gap = 0.0005
+
+    try:
+        import uvloop  # noqa: F401
+        loops = ["asyncio", "uvloop"]
+    except ImportError:
+        loops = ["asyncio"]
+    try:
+        import zmq  # noqa: F401
+        have_zmq = True
+    except ImportError:
+        have_zmq = False
+
+    from compare import machine_info
+    m = machine_info()
+    print(f"# bench_async: {m.get('cpu')} x{os.cpu_count()}, Linux {m.get('kernel')}, Python {m.get('python')}, "
+          f"shmring aio backend {shmring.aio.backend()}; 64-byte records; load avg {os.getloadavg()[0]:.1f}")
+
+    print("\n## one-way latency (us), sender paced every 0.5 ms, receiver asleep between records")
+    lats = {"blocking pop (spin=0)": latency_shm("blocking", n_lat, gap)}
+    for lk in loops:
+        lats[f"apop on {lk}"] = latency_shm(lk, n_lat, gap)
+    if have_zmq:
+        lats["zmq.asyncio PULL ipc"] = latency_zmq(n_lat, gap)
+    base = np.percentile(lats["blocking pop (spin=0)"], 50)
+    p50 = {k: np.percentile(v, 50) for k, v in lats.items()}
+    print(f"{'receiver':<26}{'p50':>9}{'p99':>9}{'p50 / blocking':>16}")
+    for k, v in lats.items():
+        print(f"{k:<26}{p50[k] / 1e3:9.1f}{np.percentile(v, 99) / 1e3:9.1f}{p50[k] / base:16.2f}")
+    a50 = p50["apop on asyncio"]
+    print(f"target: apop p50 <= 1.5x blocking p50 -> {a50 / base:.2f}x")
+    if have_zmq:
+        print(f"target: apop p50 >= 2x better than zmq.asyncio -> {p50['zmq.asyncio PULL ipc'] / a50:.2f}x better")
+
+    for per_call in (1, BATCH):
+        print(f"\n## throughput with data waiting, {per_call} record(s) per call (records/s)")
+        kinds = {"blocking": "blocking", **{f"async on {lk}": lk for lk in loops}}
+        thr = {k: 0.0 for k in kinds}
+        for _ in range(args.rounds):
+            for label, kind in kinds.items():
+                thr[label] = max(thr[label], throughput_shm(kind, per_call, n_thr))
+        if have_zmq:
+            thr["zmq.asyncio"] = throughput_zmq(per_call, n_thr if per_call > 1 else n_thr // 5)
+        print(f"{'receiver':<22}{'records/s':>14}{'/ blocking':>12}")
+        for k, v in thr.items():
+            print(f"{k:<22}{v:14,.0f}{v / thr['blocking']:12.2f}")
+        a = thr["async on asyncio"]
+        print(f"target: async within 1.2x of blocking -> blocking/async = {thr['blocking'] / a:.2f}x")
+        if have_zmq:
+            print(f"target: async >= 10x zmq.asyncio records/s -> {a / thr['zmq.asyncio']:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

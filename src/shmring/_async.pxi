@@ -1,0 +1,246 @@
+# Included at the end of _ring.pyx: the primitives shmring.aio builds event-loop
+# waits from. A wait is taken apart into arm (count this handle as a sleeper of
+# its eventcount and re-check, as a blocking wait does before it sleeps), a
+# sleep somewhere else (an io_uring futex wait, futex_waitv), and disarm. The
+# futex word never leaves this file.
+
+from libc.stdint cimport int32_t
+from shmring._curing_wait cimport *
+
+DEF REAP_MAX = 256
+
+_aio = None
+WAITV_MAX = SHMR_WAITV_MAX
+
+cdef object _aio_mod():
+    global _aio
+    if _aio is None:
+        import shmring.aio as m
+        _aio = m
+    return _aio
+
+
+cdef bint _live(_Handle h) noexcept:
+    """The C handle exists and belongs to this process."""
+    if h._gen != _fork_gen:
+        return False
+    if isinstance(h, Consumer):
+        return (<Consumer>h)._c != NULL
+    return (<Producer>h)._p != NULL
+
+
+cdef int _arm_one(_Handle h, void **word, uint32_t *seen) except -1:
+    """1: the handle may make progress now (nothing counted); 0: armed."""
+    cdef int rc
+    h._check()
+    if isinstance(h, Consumer):
+        rc = shmr_consumer_arm((<Consumer>h)._c, word, seen)
+    else:
+        rc = shmr_producer_arm((<Producer>h)._p, word, seen)
+    if rc == 0:
+        h._arm_count += 1
+    return rc
+
+
+cdef void _disarm_one(_Handle h) noexcept:
+    if h._arm_count == 0:
+        return
+    h._arm_count -= 1
+    if not _live(h):
+        return
+    if isinstance(h, Consumer):
+        shmr_consumer_disarm((<Consumer>h)._c)
+    else:
+        shmr_producer_disarm((<Producer>h)._p)
+
+
+cdef void _drop_arms(_Handle h) noexcept:
+    """Before the C handle goes: no sleeper stays counted for it."""
+    fdw = h._fdw
+    h._fdw = None
+    if fdw is not None:
+        try:
+            fdw.close()
+        except Exception:
+            pass
+    while h._arm_count:
+        _disarm_one(h)
+
+
+def _disarm(_Handle h):
+    _disarm_one(h)
+
+
+def _ready(_Handle h):
+    """True when a non-blocking call on h may make progress (or raise Closed)."""
+    h._check()
+    if isinstance(h, Consumer):
+        return (<Consumer>h)._pending is not None or shmr_consumer_ready((<Consumer>h)._c) != 0
+    return shmr_producer_ready((<Producer>h)._p) != 0
+
+
+def _liveness(_Handle h):
+    """What a blocking call does between two sleeps (notice a dead producer /
+    sweep dead consumers)."""
+    if _live(h) and not h._closed:
+        h._between_slices()
+
+
+def _slice(_Handle h):
+    return h._slice_ns / 1e9
+
+
+def _producer_owner(_Handle h):
+    return shmr_producer_owner(h._map.r)
+
+
+def _fd_waiter(_Handle h):
+    return h._fdw
+
+
+def _set_fd_waiter(_Handle h, w):
+    h._fdw = w
+
+
+cdef class WakeWord:
+    """A process-private futex word: a thread sleeping in _wait_many(..., ctl)
+    also wakes when another thread bumps it."""
+
+    cdef uint32_t *w
+
+    def __cinit__(self):
+        self.w = <uint32_t *>malloc(sizeof(uint32_t))
+        if self.w == NULL:
+            raise MemoryError()
+        self.w[0] = 0
+
+    def __dealloc__(self):
+        free(self.w)
+
+    @property
+    def value(self):
+        return shmr_wakeword_load(self.w)
+
+    def bump(self):
+        shmr_wakeword_bump(self.w)
+
+    def wait(self, uint32_t seen, double timeout=-1):
+        cdef int64_t ns = <int64_t>(timeout * 1e9) if timeout >= 0 else -1
+        with nogil:
+            shmr_wakeword_wait(self.w, seen, ns)
+
+
+def _wait_many(list handles, double timeout, WakeWord ctl=None, uint32_t ctl_seen=0):
+    """Sleeps (futex_waitv, GIL released) until one of the handles may make
+    progress, ctl is bumped past ctl_seen, or timeout seconds pass. True: woken
+    or ready, try now; False: the time is over."""
+    cdef void *words[SHMR_WAITV_MAX]
+    cdef uint32_t seen[SHMR_WAITV_MAX]
+    cdef Py_ssize_t n = len(handles), k, armed = 0, limit = SHMR_WAITV_MAX
+    cdef int rc = 0
+    cdef int64_t ns = <int64_t>(timeout * 1e9) if timeout >= 0 else -1
+    if ctl is not None:
+        limit -= 1
+    if n > limit:
+        raise ValueError(f"wait_any() takes at most {SHMR_WAITV_MAX} handles (the futex_waitv limit), "
+                         f"got {n}; await_any() takes any number")
+    try:
+        for k in range(n):
+            if _arm_one(<_Handle>handles[k], &words[k], &seen[k]):
+                return True
+            armed += 1
+        if ctl is not None:
+            words[n] = <void *>ctl.w
+            seen[n] = ctl_seen
+        with nogil:
+            rc = shmr_futex_waitv(words, seen, <unsigned>(n + (ctl is not None)), ns)
+    finally:
+        for k in range(armed):
+            _disarm_one(<_Handle>handles[k])
+    if rc == -EINTR:
+        PyErr_CheckSignals()
+        return True
+    if rc == -ETIMEDOUT:
+        return False
+    if rc < 0 and rc != -EAGAIN:
+        _raise(rc, "wait_any")
+    return True
+
+
+cdef class UringWaiter:
+    """An io_uring whose completions make one eventfd readable: the poller of
+    shmring.aio (one per event loop) and of fileno() (one per handle)."""
+
+    cdef shmr_uring *u
+
+    def __cinit__(self, unsigned entries=64):
+        cdef int rc = shmr_uring_open(entries, &self.u)
+        if rc:
+            self.u = NULL
+            _raise(rc, "io_uring futex waits")
+
+    def __dealloc__(self):
+        if self.u != NULL:
+            shmr_uring_close(self.u)
+            self.u = NULL
+
+    cdef int _ok(self) except -1:
+        if self.u == NULL:
+            raise ValueError("the waiter is closed")
+        return 0
+
+    def close(self):
+        if self.u != NULL:
+            shmr_uring_close(self.u)
+            self.u = NULL
+
+    def fileno(self):
+        self._ok()
+        return shmr_uring_eventfd(self.u)
+
+    def arm(self, _Handle h, uint64_t token):
+        """Arms h and submits a futex wait completing with token. False: h may
+        make progress now (nothing armed). True: armed; one _disarm(h) is owed."""
+        cdef void *word = NULL
+        cdef uint32_t seen = 0
+        self._ok()
+        if _arm_one(h, &word, &seen):
+            return False
+        cdef int rc = shmr_uring_futex_wait(self.u, word, seen, token)
+        if rc:
+            _disarm_one(h)
+            _raise(rc, "io_uring futex wait")
+        return True
+
+    def poll(self, int fd, uint64_t token):
+        self._ok()
+        cdef int rc = shmr_uring_poll(self.u, fd, token)
+        if rc:
+            _raise(rc, "io_uring poll")
+
+    def timeout(self, double seconds, uint64_t token):
+        self._ok()
+        cdef int rc = shmr_uring_timeout(self.u, <int64_t>(seconds * 1e9), token)
+        if rc:
+            _raise(rc, "io_uring timeout")
+
+    def cancel(self, uint64_t token):
+        self._ok()
+        cdef int rc = shmr_uring_cancel(self.u, token)
+        if rc:
+            _raise(rc, "io_uring cancel")
+
+    def reap(self):
+        """[(token, result), ...] of the operations completed since the last call."""
+        cdef uint64_t ud[REAP_MAX]
+        cdef int32_t res[REAP_MAX]
+        cdef int n, k
+        self._ok()
+        out = []
+        while True:
+            n = shmr_uring_reap(self.u, ud, res, REAP_MAX)
+            for k in range(n):
+                if ud[k]:  # 0: the completion of a cancel request
+                    out.append((ud[k], res[k]))
+            if n < REAP_MAX:
+                return out

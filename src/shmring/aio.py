@@ -1,0 +1,531 @@
+"""Event loops: coroutines on ring handles, pollable descriptors, waits on many rings.
+
+A futex cannot be polled, so a wait is taken apart (see ``_async.pxi``): *arm*
+counts the handle as a sleeper of its eventcount and re-checks, exactly as a
+blocking call does before it sleeps; the sleep itself is an io_uring
+``IORING_OP_FUTEX_WAIT`` on the same word with the value seen at the arm, whose
+completion makes an eventfd readable; *disarm* un-counts the handle. The
+producer's side is unchanged: it pays a wake syscall only while someone is
+counted, and a notify between the arm and the sleep changes the word, so the
+kernel ends the wait at once. One io_uring (one eventfd, one ``add_reader``)
+serves every handle awaited in an event loop, so awaiting consumers need no
+threads and cost nothing while idle.
+
+A dead producer writes nothing, so beside its futex wait an awaiting consumer
+watches the producer's process through a pidfd (readable when it exits; one
+per producer per loop) and runs the liveness check a blocking call runs between
+its sleeps when it fires. Where no pidfd can be had (no producer yet, another
+pid namespace) and for producers (which look for dead consumers), the check
+runs once per liveness interval instead, with the futex wait left in place.
+
+Without io_uring futex waits (kernels before 6.7, io_uring disabled) awaits
+sleep in futex_waitv (Linux 5.16) in helper threads, one per 127 handles
+awaited at once, in slices of the liveness interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import functools
+import itertools
+import math
+import os
+import threading
+import time
+import weakref
+from typing import Any, Iterable
+
+from . import _ring
+from ._ring import Consumer, Producer
+from .errors import Closed, Empty, Full
+
+__all__ = ["wait_any", "await_any", "backend"]
+
+_FUTEX = 1       # token of the futex wait of a fileno() poller
+_LIVENESS = 2    # token of its liveness watch
+
+
+def _deadline(timeout: Any) -> float | None:
+    if timeout is None:
+        return None
+    t = float(timeout)
+    if t != t or t < 0:
+        raise ValueError(f"timeout must be None or a number >= 0, not {timeout!r}")
+    return time.monotonic() + t
+
+
+def _owner_pidfd(owner: int) -> int | None:
+    """A pidfd of the producer recorded in owner, or None if it cannot be had.
+    Opened first, then the start time compared, so a reused pid is never
+    watched in place of the dead producer."""
+    pid = owner & 0xFFFFFFFF
+    if owner == 0 or owner >> 63:
+        return None
+    try:
+        fd = os.pidfd_open(pid)
+    except (OSError, AttributeError):
+        return None
+    if (_ring.start_time_of(pid) & 0xFFFFFFFF) != (owner >> 32):
+        os.close(fd)
+        return None
+    return fd
+
+
+# ---- the per-loop poller ----------------------------------------------------
+
+class _UringReactor:
+    """One io_uring per event loop; completions are dispatched to futures by token."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        # a proxy: the reactor is the value of a dict weakly keyed by its loop,
+        # and goes (closing its io_uring) when the loop does
+        self.loop: Any = weakref.proxy(loop)
+        self.uw = _ring.UringWaiter(256)
+        self.futs: dict[int, asyncio.Future[None]] = {}
+        self.tokens = itertools.count(3)
+        self.watches: dict[int, list[Any]] = {}  # owner -> [pidfd, set of futures]
+        loop.add_reader(self.uw.fileno(), self._on_completions)
+
+    def __del__(self) -> None:
+        for fd, _ in self.watches.values():
+            os.close(fd)
+
+    def _on_completions(self) -> None:
+        for token, _res in self.uw.reap():
+            fut = self.futs.pop(token, None)
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+
+    def _arm(self, h: Any, token: int) -> bool:
+        try:
+            return bool(self.uw.arm(h, token))
+        except OSError as exc:
+            if exc.errno != errno.EBUSY:
+                raise
+            self._on_completions()  # make room, then once more
+            return bool(self.uw.arm(h, token))
+
+    def _watch(self, owner: int, wake: Any) -> bool:
+        w = self.watches.get(owner)
+        if w is None:
+            fd = _owner_pidfd(owner)
+            if fd is None:
+                return False
+            w = self.watches[owner] = [fd, set()]
+            self.loop.add_reader(fd, self._on_exit, owner)
+        w[1].add(wake)
+        return True
+
+    def _unwatch(self, owner: int, wake: Any) -> None:
+        # An idle watch stays open (one descriptor per producer process) until
+        # that process exits: the next wait on its rings costs no pidfd_open,
+        # /proc read or epoll_ctl. Past 64 idle watches the idle ones go.
+        w = self.watches.get(owner)
+        if w is None:
+            return
+        w[1].discard(wake)
+        if len(self.watches) > 64:
+            for o, (fd, wakes) in list(self.watches.items()):
+                if not wakes:
+                    self._drop_watch(o)
+
+    def _drop_watch(self, owner: int) -> None:
+        fd, _ = self.watches.pop(owner)
+        self.loop.remove_reader(fd)
+        os.close(fd)
+
+    def _on_exit(self, owner: int) -> None:
+        w = self.watches.get(owner)
+        if w is not None:
+            for wake in list(w[1]):
+                wake()
+            self._drop_watch(owner)
+
+    async def wait(self, handles: list[Any], deadline: float | None) -> None:
+        """Sleeps until one of handles may make progress or the deadline.
+
+        The futex waits stay submitted for the whole call. Liveness runs
+        beside them: a consumer whose producer can be watched through a pidfd
+        runs the check when that process exits; other handles run it once
+        per liveness interval (no producer yet, a producer waiting for room).
+        A check that ends the stream makes the consumer ready, which ends the
+        wait."""
+        loop = self.loop
+        fut = loop.create_future()
+        armed: list[tuple[Any, int]] = []
+        watched: list[tuple[int, Any]] = []
+        timers: list[Any] = []
+
+        def check(hs: list[Any]) -> None:
+            for h in hs:
+                _ring._liveness(h)
+                if not fut.done() and _ring._ready(h):
+                    fut.set_result(None)
+
+        try:
+            for h in handles:
+                token = next(self.tokens)
+                if not self._arm(h, token):
+                    return
+                armed.append((h, token))
+                self.futs[token] = fut
+            unwatched = []
+            for h in handles:
+                owner = _ring._producer_owner(h) if isinstance(h, Consumer) else 0
+                wake = functools.partial(check, [h])
+                if owner and self._watch(owner, wake):
+                    watched.append((owner, wake))
+                else:
+                    unwatched.append(h)
+            if unwatched:
+                interval = min(_ring._slice(h) for h in unwatched)
+
+                def tick() -> None:
+                    check(unwatched)
+                    if not fut.done():
+                        timers[0] = loop.call_later(interval, tick)
+
+                timers.append(loop.call_later(interval, tick))
+            if deadline is not None:
+                timers.append(loop.call_at(loop.time() + max(0.0, deadline - time.monotonic()),
+                                           _wake, fut, None))
+            await fut
+        finally:
+            for h, token in armed:
+                _ring._disarm(h)
+                if self.futs.pop(token, None) is not None:
+                    try:
+                        self.uw.cancel(token)  # the kernel forgets the futex wait
+                    except (OSError, ValueError):
+                        pass
+            for owner, wake in watched:
+                self._unwatch(owner, wake)
+            for t in timers:
+                t.cancel()
+
+
+def _wake(fut: asyncio.Future[Any], value: Any) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+class _WaitvGroup:
+    """A helper thread sleeping in futex_waitv on the handles of up to 127
+    awaited handles, plus a private wake word that makes it re-read its set.
+    A wait whose handle may make progress is fired once (woken in the loop
+    through call_soon_threadsafe) and not watched again until it re-registers."""
+
+    def __init__(self, reactor: "_ThreadReactor") -> None:
+        self.reactor = reactor
+        self.lock = threading.Lock()
+        self.entries: list[list[Any]] = []  # [handles, future, fired]
+        self.size = 0
+        self.ctl = _ring.WakeWord()
+        self.closed = False
+        self.thread = threading.Thread(target=self._run, daemon=True, name="shmring-waitv")
+        self.thread.start()
+
+    def add(self, entry: list[Any]) -> None:
+        with self.lock:
+            self.entries.append(entry)
+            self.size += len(entry[0])
+        self.ctl.bump()
+
+    def remove(self, entry: list[Any]) -> None:
+        with self.lock:
+            self.entries.remove(entry)
+            self.size -= len(entry[0])
+        self.ctl.bump()
+
+    def close(self) -> None:
+        self.closed = True
+        self.ctl.bump()
+
+    def _fire(self, entry: list[Any], woke: bool) -> None:
+        entry[2] = True
+        try:
+            self.reactor.loop.call_soon_threadsafe(_wake, entry[1], woke)
+        except (RuntimeError, ReferenceError):
+            self.closed = True  # the loop is gone
+
+    def _run(self) -> None:
+        while not self.closed:
+            with self.lock:
+                seen = self.ctl.value
+                snap = [e for e in self.entries if not e[2]]
+            if not snap:
+                self.ctl.wait(seen)
+                continue
+            hs = [h for e in snap for h in e[0]]
+            slice_s = min(_ring._slice(h) for h in hs)
+            try:
+                woke = _ring._wait_many(hs, slice_s, self.ctl, seen)
+            except Exception:
+                woke = None  # a handle was closed: let its coroutine find out
+            with self.lock:
+                for e in snap:
+                    if e[2] or e not in self.entries:
+                        continue
+                    if woke is None or woke is False:
+                        self._fire(e, bool(woke))
+                    else:
+                        try:
+                            ready = any(_ring._ready(h) for h in e[0])
+                        except Exception:
+                            ready = True
+                        if ready:
+                            self._fire(e, True)
+
+
+class _ThreadReactor:
+    """Fallback without io_uring futex waits: helper threads sleep in
+    futex_waitv, each on up to 127 awaited handles (one thread per 127 handles
+    awaited at once, not one per wait), and wake the loop with
+    call_soon_threadsafe. They sleep in slices of the liveness interval; a
+    slice that ends with nothing to do runs the liveness check in the loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop: Any = weakref.proxy(loop)
+        self.groups: list[_WaitvGroup] = []
+
+    def __del__(self) -> None:
+        for g in self.groups:
+            g.close()
+
+    async def wait(self, handles: list[Any], deadline: float | None) -> None:
+        for h in handles:
+            if _ring._ready(h):
+                return
+        if len(handles) > int(_ring.WAITV_MAX) - 1:
+            raise ValueError(f"without io_uring, await_any() takes at most {int(_ring.WAITV_MAX) - 1} handles")
+        fut = self.loop.create_future()
+        entry = [handles, fut, False]
+        group = next((g for g in self.groups if g.size + len(handles) <= int(_ring.WAITV_MAX) - 1), None)
+        if group is None:
+            group = _WaitvGroup(self)
+            self.groups.append(group)
+        group.add(entry)
+        timer = None
+        if deadline is not None:
+            timer = self.loop.call_at(self.loop.time() + max(0.0, deadline - time.monotonic()), _wake, fut, True)
+        try:
+            if not await fut:
+                for h in handles:
+                    _ring._liveness(h)
+        finally:
+            group.remove(entry)
+            if timer is not None:
+                timer.cancel()
+
+
+_reactors: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]" = weakref.WeakKeyDictionary()
+_backend: str | None = None
+
+
+def backend() -> str:
+    """"io_uring" when awaits sleep in io_uring futex waits, else "futex_waitv"."""
+    global _backend
+    if _backend is None:
+        forced = os.environ.get("SHMRING_AIO_BACKEND")
+        if forced in ("io_uring", "futex_waitv"):
+            _backend = forced
+        else:
+            try:
+                _ring.UringWaiter(2).close()
+                _backend = "io_uring"
+            except OSError:
+                _backend = "futex_waitv"
+    return _backend
+
+
+def _reactor() -> Any:
+    loop = asyncio.get_running_loop()
+    r = _reactors.get(loop)
+    if r is None:
+        r = _reactors[loop] = _UringReactor(loop) if backend() == "io_uring" else _ThreadReactor(loop)
+    return r
+
+
+# ---- coroutines on handles ---------------------------------------------------
+# Consumer.apop() and the others (in _ring.pyx) try the non-blocking call first,
+# so the fast path never touches the loop; these are their slow halves: wait,
+# then try again. The record is taken only by that non-blocking
+# call, after the last await: a cancelled or timed-out coroutine has consumed
+# nothing.
+
+async def _progress(h: Any, deadline: float | None) -> bool:
+    """One wait; False once the deadline has passed."""
+    if deadline is not None and time.monotonic() >= deadline:
+        return False
+    await _reactor().wait([h], deadline)
+    return True
+
+
+async def apop_wait(c: Consumer, timeout: Any = None) -> Any:
+    deadline = _deadline(timeout)
+    while await _progress(c, deadline):
+        try:
+            return c.pop(0)
+        except Empty:
+            pass
+    raise Empty()
+
+
+async def apop_many_wait(c: Consumer, max_records: int, timeout: Any = None) -> Any:
+    deadline = _deadline(timeout)
+    while await _progress(c, deadline):
+        try:
+            return c.pop_many(max_records, 0)
+        except Empty:
+            pass
+    raise Empty()
+
+
+async def apush_wait(p: Producer, record: Any, timeout: Any = None) -> None:
+    deadline = _deadline(timeout)
+    while await _progress(p, deadline):
+        try:
+            return p.push(record, 0)
+        except Full:
+            pass
+    raise Full("ring is full: nothing pushed before the timeout")
+
+
+async def apush_many_wait(p: Producer, records: Any, done: int, timeout: Any = None) -> int:
+    """The rest of an apush_many() whose first try published `done` records."""
+    total = len(records)
+    deadline = _deadline(timeout)
+    while await _progress(p, deadline):
+        try:
+            p.push_many(records[done:], 0)
+            return total
+        except Full as exc:
+            done += exc.pushed
+    raise Full(f"ring is full: {done} of {total} records pushed before the timeout", pushed=done)
+
+
+# ---- many rings --------------------------------------------------------------
+
+def _check_handles(handles: Iterable[Any]) -> list[Any]:
+    hs = list(handles)
+    if not hs:
+        raise ValueError("wait on at least one handle")
+    for h in hs:
+        if not isinstance(h, (Consumer, Producer)):
+            raise TypeError(f"expected shmring Consumer or Producer handles, got {type(h).__name__}")
+    return hs
+
+
+def wait_any(handles: Iterable[Any], timeout: Any = None) -> list[Any]:
+    """The handles that can make progress now (a consumer with records or at the
+    end of its stream, a producer with room), waiting up to ``timeout`` seconds
+    (None: forever) for one; [] when the time is over. At most 128 handles."""
+    hs = _check_handles(handles)
+    deadline = _deadline(timeout)
+    slice_s = min(_ring._slice(h) for h in hs)
+    while True:
+        ready = [h for h in hs if _ring._ready(h)]
+        if ready:
+            return ready
+        left = slice_s if deadline is None else min(slice_s, deadline - time.monotonic())
+        if left <= 0:
+            return []
+        if not _ring._wait_many(hs, left):
+            for h in hs:
+                _ring._liveness(h)
+
+
+async def await_any(handles: Iterable[Any], timeout: Any = None) -> list[Any]:
+    """Coroutine form of wait_any(), for any number of handles."""
+    hs = _check_handles(handles)
+    deadline = _deadline(timeout)
+    while True:
+        ready = [h for h in hs if _ring._ready(h)]
+        if ready:
+            return ready
+        if deadline is not None and time.monotonic() >= deadline:
+            return []
+        await _reactor().wait(hs, deadline)
+
+
+# ---- fileno() ----------------------------------------------------------------
+
+class _FdWaiter:
+    """The poller behind a handle's fileno(): its own small io_uring, whose
+    eventfd is the descriptor handed out. Readable means "try now"; a
+    non-blocking call that then finds nothing (Empty / Full) re-arms it."""
+
+    def __init__(self, h: Any) -> None:
+        # weak: the handle owns this poller (it closes it when it closes), and a
+        # dropped handle must give its consumer slot back at once, not at the
+        # next cycle collection
+        self._h = weakref.ref(h)
+        self.uw = _ring.UringWaiter(4)
+        self.futex_pending = False
+        self.armed = False
+        self.live_pending = False
+        self.pidfd: int | None = None
+        self.rearm()
+
+    @property
+    def h(self) -> Any:
+        h = self._h()
+        if h is None:
+            raise Closed("the handle is gone", "handle closed")
+        return h
+
+    def fileno(self) -> int:
+        return self.uw.fileno()
+
+    def rearm(self) -> None:
+        live_due = False
+        for token, _res in self.uw.reap():
+            if token == _FUTEX:
+                self.futex_pending = False
+                if self.armed:
+                    self.armed = False
+                    _ring._disarm(self.h)
+            elif token == _LIVENESS:
+                self.live_pending = False
+                live_due = True
+                if self.pidfd is not None:
+                    os.close(self.pidfd)
+                    self.pidfd = None
+        if live_due:
+            _ring._liveness(self.h)
+        if not self.futex_pending:
+            if not self.uw.arm(self.h, _FUTEX):
+                os.eventfd_write(self.uw.fileno(), 1)  # progress possible now
+                return
+            self.armed = self.futex_pending = True
+        if not self.live_pending:
+            owner = _ring._producer_owner(self.h) if isinstance(self.h, Consumer) else 0
+            fd = _owner_pidfd(owner) if owner else None
+            if fd is not None:
+                self.pidfd = fd
+                self.uw.poll(fd, _LIVENESS)
+            else:
+                self.uw.timeout(_ring._slice(self.h), _LIVENESS)
+            self.live_pending = True
+
+    def close(self) -> None:
+        self.uw.close()  # cancels what is pending
+        h = self._h()
+        if self.armed and h is not None:
+            self.armed = False
+            _ring._disarm(h)
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+
+
+def fileno(h: Any) -> int:
+    w = _ring._fd_waiter(h)
+    if w is None:
+        if backend() != "io_uring":
+            raise OSError(95, "fileno() needs io_uring futex waits (Linux 6.7, io_uring enabled); "
+                              "use wait_any() or the coroutines instead")
+        w = _FdWaiter(h)
+        _ring._set_fd_waiter(h, w)
+    return w.fileno()

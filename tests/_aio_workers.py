@@ -1,0 +1,143 @@
+"""Child-process workers of tests/test_aio.py (importable under spawn).
+
+Each reports through its exit code (0 = ran to the end as expected) and, where
+it has data, a file or a multiprocessing queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+
+import shmring
+from _records import REC, make_records, n_bad
+
+
+def run(coro, use_uvloop: bool = False):
+    if use_uvloop:
+        import uvloop
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(coro)
+    return asyncio.run(coro)
+
+
+def pong(ring_in, ring_out, rounds: int, use_uvloop: bool) -> None:
+    """await a value, send it back plus one, `rounds` times."""
+    async def main():
+        c = ring_in.consumer()
+        p = ring_out.producer()
+        for _ in range(rounds):
+            v = await asyncio.wait_for(c.apop(), 30)
+            await p.apush(int(v) + 1, timeout=30)
+        p.close()
+        c.close()
+    run(main(), use_uvloop)
+
+
+def apush_stream(ring, n: int, batch_max: int, seed: int) -> None:
+    """Push records 0..n-1 with apush() and apush_many() of random sizes, then close."""
+    rng = np.random.default_rng(seed)
+
+    async def main():
+        p = ring.producer()
+        k = 0
+        while k < n:
+            m = int(rng.integers(0, batch_max + 1))
+            if m == 0:
+                await p.apush(make_records(k, 1)[0], timeout=30)
+                k += 1
+            else:
+                m = min(m, n - k)
+                assert await p.apush_many(make_records(k, m), timeout=30) == m
+                k += m
+        p.close()
+    run(main())
+
+
+def async_for_consumer(ring, out_path: str, ready) -> None:
+    """Receive with `async for` until the stream ends; save seqs and the bad count."""
+    async def main():
+        c = ring.consumer()
+        ready.set()
+        seqs = []
+        bad = 0
+        async for rec in c:
+            seqs.append(int(rec["seq"]))
+            bad += n_bad(rec)
+        np.savez(out_path, seqs=np.array(seqs, dtype=np.uint64), bad=bad)
+        c.close()
+    run(main())
+
+
+def many_ring_feeder(names: list[str], per_ring: int, go, seed: int) -> None:
+    """Producer of every ring: per_ring records to each at random, then waits for
+    `go`, then per_ring more to each and closes every stream."""
+    rng = np.random.default_rng(seed)
+    rings = [shmring.Ring.attach(n) for n in names]
+    prods = [r.producer() for r in rings]
+    seq = [0] * len(prods)
+
+    def burst():
+        order = np.repeat(np.arange(len(prods)), per_ring)
+        rng.shuffle(order)
+        for k in order:
+            prods[k].push(make_records(seq[k], 1)[0], timeout=30)
+            seq[k] += 1
+            if rng.random() < 0.01:
+                time.sleep(0.001)
+
+    burst()
+    if not go.wait(60):
+        raise SystemExit(3)
+    burst()
+    for p in prods:
+        p.close()
+
+
+def random_feeder(names: list[str], per_ring: int, seed: int, max_sleep: float) -> None:
+    """Feeds each ring 0..per_ring-1 (int64) in a random interleaving with random
+    pauses, then closes every stream."""
+    rng = np.random.default_rng(seed)
+    prods = [shmring.Ring.attach(n).producer() for n in names]
+    order = np.repeat(np.arange(len(prods)), per_ring)
+    rng.shuffle(order)
+    seq = [0] * len(prods)
+    for k in order:
+        prods[k].push(seq[k], timeout=30)
+        seq[k] += 1
+        if rng.random() < 0.2:
+            time.sleep(float(rng.random()) * max_sleep)
+    for p in prods:
+        p.close()
+
+
+def paced_producer(ring, n: int, seed: int) -> None:
+    """Push 0..n-1 one by one with random small pauses (so consumers wait often), then close."""
+    rng = np.random.default_rng(seed)
+    p = ring.producer()
+    for k in range(n):
+        p.push(k, timeout=30)
+        r = rng.random()
+        if r < 0.3:
+            time.sleep(float(rng.random()) * 0.002)
+    p.close()
+
+
+def push_then_hang(ring, n: int, ready) -> None:
+    """Push 0..n-1, then sleep until killed (never closes the stream)."""
+    p = ring.producer()
+    for k in range(n):
+        p.push(k, timeout=30)
+    ready.set()
+    time.sleep(600)
+
+
+def slow_popper(ring, n: int, delay: float, results) -> None:
+    """Pop n records after a delay, report them."""
+    c = ring.consumer()
+    time.sleep(delay)
+    got = [int(c.pop(timeout=30)) for _ in range(n)]
+    results.put(got)
+    c.close()
