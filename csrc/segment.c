@@ -5,6 +5,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include "eventcount.h"
 #include "liveness.h"
 #include "shmr_internal.h"
 
@@ -23,6 +24,8 @@ static uint64_t round_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 /* ---- names -------------------------------------------------------------- */
 
 #define SHMR_PREFIX "/shmr-"
+#define SHMR_SHM_DIR "/dev/shm" /* where glibc's shm_open puts names on Linux */
+#define SHMR_INIT_PREFIX ".shmr-init-" /* a segment being created: ".shmr-init-PID-START-NAME" */
 
 int shmr_name_check(const char *name)
 {
@@ -87,6 +90,7 @@ static void bind(shmr_ring *r)
     r->mode = h->mode;
     r->overflow = h->overflow;
     r->max_consumers = h->max_consumers;
+    r->descr_len = h->descr_len < SHMR_DESCR_MAX ? h->descr_len : 0;
 }
 
 static int is_pow2(uint64_t v) { return v && !(v & (v - 1)); }
@@ -112,6 +116,12 @@ static int check_params(const shmr_params *p)
 
 /* ---- create / attach ---------------------------------------------------- */
 
+/* A segment is built under a private name and linked to its real name only
+ * once complete, so no one ever attaches to a half-made ring, and a creator
+ * killed mid-way leaves only its private file, named after it (pid and start
+ * time: `shmring gc` removes it once that process is dead). The creator is
+ * also the first thing written into the header. link() fails with EEXIST if
+ * the name is taken, which keeps create's exclusive semantics. */
 int shmr_create(const char *name, const shmr_params *p, unsigned mode_bits, int exist_ok, shmr_ring **out)
 {
     (void)exist_ok; /* handled by the caller, which attaches and compares */
@@ -125,10 +135,34 @@ int shmr_create(const char *name, const shmr_params *p, unsigned mode_bits, int 
     if (l.size > (uint64_t)SIZE_MAX / 2)
         return -ENOMEM;
 
-    int fd = shm_open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode_bits & 0777);
+    uint64_t me = shmr_self_owner();
+    char tmp[128], final[96];
+    snprintf(tmp, sizeof tmp, SHMR_SHM_DIR "/" SHMR_INIT_PREFIX "%u-%u-%s", (uint32_t)me, (uint32_t)(me >> 32),
+             name);
+    snprintf(final, sizeof final, SHMR_SHM_DIR "%s", path);
+    struct stat taken;
+    if (stat(final, &taken) == 0)
+        return -EEXIST; /* the common case, without building a segment first */
+    int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode_bits & 0777);
     if (fd < 0)
         return -errno;
-    if (fchmod(fd, mode_bits & 0777) != 0 || ftruncate(fd, (off_t)l.size) != 0) {
+    uint8_t *base = MAP_FAILED;
+    if (fchmod(fd, mode_bits & 0777) != 0 || ftruncate(fd, SHMR_PAGE) != 0) {
+        rc = -errno;
+        goto fail;
+    }
+    base = mmap(NULL, SHMR_PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (base == MAP_FAILED) {
+        rc = -errno;
+        goto fail;
+    }
+    struct shmr_header *h = (struct shmr_header *)base;
+    h->creator_pid = (uint32_t)me;
+    h->creator_start = me >> 32;
+    h->creator_pidns = shmr_self_pidns();
+    munmap(base, SHMR_PAGE);
+    base = MAP_FAILED;
+    if (ftruncate(fd, (off_t)l.size) != 0) {
         rc = -errno;
         goto fail;
     }
@@ -139,14 +173,12 @@ int shmr_create(const char *name, const shmr_params *p, unsigned mode_bits, int 
         rc = -rc;
         goto fail;
     }
-    uint8_t *base = mmap(NULL, l.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    base = mmap(NULL, l.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (base == MAP_FAILED) {
         rc = -errno;
         goto fail;
     }
-    close(fd);
-
-    struct shmr_header *h = (struct shmr_header *)base;
+    h = (struct shmr_header *)base;
     h->version = SHMR_LAYOUT_VERSION;
     h->header_size = sizeof(struct shmr_header);
     h->segment_size = l.size;
@@ -163,18 +195,18 @@ int shmr_create(const char *name, const shmr_params *p, unsigned mode_bits, int 
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     h->create_time_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-    h->creator_pid = (uint32_t)getpid();
     h->descr_len = p->descr_len;
     memcpy(h->descr, p->descr, p->descr_len);
 
     shmr_ring *r = calloc(1, sizeof *r);
     if (!r) {
-        munmap(base, l.size);
-        shm_unlink(path);
-        return -ENOMEM;
+        rc = -ENOMEM;
+        goto fail;
     }
     r->base = base;
     r->size = l.size;
+    r->file_uid = (uint32_t)geteuid();
+    r->file_mode = mode_bits & 0777;
     bind(r);
     if (r->releases) { /* the first lap is one free batch; other records are never read before written */
         shmr_store_relaxed64(&r->releases[0].len, r->cap);
@@ -182,11 +214,20 @@ int shmr_create(const char *name, const shmr_params *p, unsigned mode_bits, int 
     }
     /* publishes every field above; pairs with the acquire load in validate() */
     shmr_store_release64(&h->magic, SHMR_MAGIC);
+    if (link(tmp, final) != 0) {
+        rc = -errno;
+        free(r);
+        goto fail;
+    }
+    unlink(tmp);
+    close(fd);
     *out = r;
     return 0;
 fail:
+    if (base != MAP_FAILED)
+        munmap(base, l.size);
     close(fd);
-    shm_unlink(path);
+    unlink(tmp);
     return rc;
 }
 
@@ -194,8 +235,15 @@ static int validate(const uint8_t *base, uint64_t file_size)
 {
     const struct shmr_header *h = (const struct shmr_header *)base;
     uint64_t magic = shmr_load_acquire64((shmr_a64 *)&h->magic); /* pairs with the creator's release */
-    if (magic == 0)
+    if (magic == 0) {
+        /* only a segment not made by this version's create (which links the
+         * name when complete) is seen unfinished: the creator, if recorded,
+         * says whether it can still finish */
+        if (h->creator_pid != 0 &&
+            shmr_proc_liveness(h->creator_pid, h->creator_start, h->creator_pidns) == SHMR_DEAD)
+            return -SHMR_ECREATOR;
         return -SHMR_EINIT;
+    }
     if (magic != SHMR_MAGIC)
         return -SHMR_EBADMAGIC;
     if (h->version != SHMR_LAYOUT_VERSION)
@@ -230,6 +278,7 @@ int shmr_attach_fd(int fd, shmr_ring **out)
         return rc;
     }
     uint64_t fsize = (uint64_t)st.st_size;
+    uint32_t fuid = (uint32_t)st.st_uid, fmode = (uint32_t)st.st_mode & 07777;
     if (fsize == 0) {
         close(fd);
         return -SHMR_EINIT;
@@ -268,9 +317,17 @@ int shmr_attach_fd(int fd, shmr_ring **out)
     }
     r->base = base;
     r->size = size;
+    r->file_uid = fuid;
+    r->file_mode = fmode;
     bind(r);
     *out = r;
     return 0;
+}
+
+void shmr_file_owner(const shmr_ring *r, uint32_t *uid, uint32_t *mode)
+{
+    *uid = r->file_uid;
+    *mode = r->file_mode;
 }
 
 int shmr_attach(const char *name, shmr_ring **out)
@@ -304,7 +361,7 @@ int shmr_unlink(const char *name)
 
 const char *shmr_descr(const shmr_ring *r, uint32_t *len)
 {
-    *len = r->hdr->descr_len;
+    *len = r->descr_len; /* the bound checked at attach, not today's header word */
     return r->hdr->descr;
 }
 uint64_t shmr_capacity(const shmr_ring *r) { return r->cap; }
@@ -350,9 +407,9 @@ static const shmr_layout_field layout_fields[] = {
     FIELD("header", 0, shmr_header, create_time_ns),
     FIELD("header", 0, shmr_header, creator_pid),
     FIELD("header", 0, shmr_header, descr_len),
-    {"header.reserved0", offsetof(struct shmr_header, reserved), 8},
-    {"header.reserved1", offsetof(struct shmr_header, reserved) + 8, 8},
-    {"header.reserved2", offsetof(struct shmr_header, reserved) + 16, 8},
+    FIELD("header", 0, shmr_header, creator_start),
+    FIELD("header", 0, shmr_header, creator_pidns),
+    FIELD("header", 0, shmr_header, reserved),
     FIELD("header", 0, shmr_header, descr),
     REGION("prod", OFF_PROD, shmr_prod_block),
     FIELD("prod", OFF_PROD, shmr_prod_block, head),
@@ -372,9 +429,11 @@ static const shmr_layout_field layout_fields[] = {
     FIELD("ctl", OFF_CTL, shmr_ctl, stream),
     FIELD("ctl", OFF_CTL, shmr_ctl, join_epoch),
     FIELD("ctl", OFF_CTL, shmr_ctl, pad0),
-    FIELD("ctl", OFF_CTL, shmr_ctl, abandoned),
+    FIELD("ctl", OFF_CTL, shmr_ctl, producer_pidns),
     FIELD("ctl", OFF_CTL, shmr_ctl, evicted),
-    FIELD("ctl", OFF_CTL, shmr_ctl, popped_retired),
+    FIELD("ctl", OFF_CTL, shmr_ctl, stall),
+    FIELD("ctl", OFF_CTL, shmr_ctl, stall_since_ns),
+    FIELD("ctl", OFF_CTL, shmr_ctl, evicted_stalled),
     REGION("cslot", OFF_CONSUMERS, shmr_cslot),
     FIELD("cslot", 0, shmr_cslot, owner),
     FIELD("cslot", 0, shmr_cslot, ready),
@@ -384,6 +443,14 @@ static const shmr_layout_field layout_fields[] = {
     FIELD("cslot", 0, shmr_cslot, claim_n),
     FIELD("cslot", 0, shmr_cslot, popped),
     FIELD("cslot", 0, shmr_cslot, dropped),
+    FIELD("cslot", 0, shmr_cslot, claim_pbase),
+    FIELD("cslot", 0, shmr_cslot, abandoned),
+    FIELD("cslot", 0, shmr_cslot, abandoned_base),
+    FIELD("cslot", 0, shmr_cslot, popped_base),
+    FIELD("cslot", 0, shmr_cslot, dropped_base),
+    FIELD("cslot", 0, shmr_cslot, pidns),
+    FIELD("cslot", 0, shmr_cslot, evicted_flag),
+    FIELD("cslot", 0, shmr_cslot, pad0),
     REGION("release", 0, shmr_release_rec),
     FIELD("release", 0, shmr_release_rec, tag),
     FIELD("release", 0, shmr_release_rec, len),
@@ -412,14 +479,29 @@ int shmr_info(shmr_ring *r, shmr_ring_info *o)
     uint64_t owner = shmr_load_acquire64(&r->ctl->producer_owner);
     o->producer_pid = (uint32_t)owner;
     o->producer_start = owner >> 32;
-    o->producer_alive = shmr_owner_alive(owner);
+    o->producer_alive = owner ? shmr_owner_liveness(owner, shmr_load_acquire64(&r->ctl->producer_pidns)) : SHMR_DEAD;
     o->close_reason = shmr_stream_reason(r);
     o->data_waiters = shmr_load_relaxed32(&r->data_ec->waiters);
     o->space_waiters = shmr_load_relaxed32(&r->space_ec->waiters);
-    o->abandoned = shmr_load_relaxed64(&r->ctl->abandoned);
     o->evicted = shmr_load_relaxed64(&r->ctl->evicted);
-    o->popped_retired = shmr_load_relaxed64(&r->ctl->popped_retired);
+    o->evicted_stalled = shmr_load_relaxed64(&r->ctl->evicted_stalled);
+    uint64_t stall = shmr_load_relaxed64(&r->ctl->stall);
+    if (stall != 0 && stall <= r->max_consumers) {
+        o->stall_valid = 1;
+        o->stall_index = (uint32_t)(stall - 1);
+        int64_t since = (int64_t)shmr_load_relaxed64(&r->ctl->stall_since_ns);
+        int64_t now = shmr_mono_ns();
+        o->stall_ns = now > since ? (uint64_t)(now - since) : 0;
+    }
+    /* cumulative per slot (see struct shmr_cslot): the sums cover every
+     * consumer that ever used the ring, whatever became of it */
+    for (uint32_t i = 0; i < r->max_consumers; i++) {
+        o->popped += shmr_load_relaxed64(&r->cslots[i].popped);
+        o->abandoned += shmr_load_relaxed64(&r->cslots[i].abandoned);
+    }
     o->creator_pid = h->creator_pid;
+    o->creator_start = h->creator_start;
+    o->creator_alive = shmr_proc_liveness(h->creator_pid, h->creator_start, h->creator_pidns);
     o->create_time_ns = h->create_time_ns;
     uint64_t minc = o->head;
     for (uint32_t i = 0; i < r->max_consumers; i++) {
@@ -433,10 +515,7 @@ int shmr_info(shmr_ring *r, shmr_ring_info *o)
     }
     if (r->mode == SHMR_MODE_QUEUE) {
         o->tail = shmr_load_acquire64(&r->tail_block->tail);
-        uint64_t released = 0;
-        for (uint32_t i = 0; i < r->max_consumers; i++)
-            released += shmr_load_relaxed64(&r->cslots[i].popped);
-        o->consumed = released;
+        o->consumed = o->popped + o->abandoned;
     } else {
         o->tail = minc;
         o->consumed = minc;
@@ -457,11 +536,12 @@ int shmr_consumer_infos(shmr_ring *r, shmr_consumer_info *out, uint32_t max, uin
         o->pid = (uint32_t)owner;
         o->start_time = owner >> 32;
         o->cursor = shmr_load_acquire64(&s->cursor);
-        o->popped = shmr_load_relaxed64(&s->popped);
-        o->dropped = shmr_load_relaxed64(&s->dropped);
+        o->popped = shmr_load_relaxed64(&s->popped) - shmr_load_relaxed64(&s->popped_base);
+        o->dropped = shmr_load_relaxed64(&s->dropped) - shmr_load_relaxed64(&s->dropped_base);
         o->claim_pos = shmr_load_relaxed64(&s->claim_pos);
         o->claim_n = shmr_load_relaxed32(&s->claim_state) == CLAIM_HELD ? shmr_load_relaxed64(&s->claim_n) : 0;
-        o->alive = shmr_owner_alive(owner);
+        o->alive = shmr_owner_liveness(owner, shmr_load_acquire64(&s->pidns));
+        o->evicted = shmr_load_relaxed32(&s->evicted_flag);
     }
     *n = k;
     return 0;

@@ -21,6 +21,8 @@
 
 struct shmr_ring {
     uint8_t *base;
+    uint32_t descr_len;  /* copied and bounded at attach: the header is writable by peers */
+    uint32_t file_uid, file_mode; /* fstat of the segment when it was mapped */
     size_t size;
     struct shmr_header *hdr;
     struct shmr_prod_block *prod;
@@ -55,7 +57,8 @@ struct shmr_consumer {
     uint64_t cursor;       /* broadcast: private copy of slot->cursor */
     uint64_t head_cache;   /* cached producer head */
     uint64_t claim_pos, claim_n; /* outstanding zero-copy claim */
-    uint64_t popped, dropped;
+    uint64_t popped, dropped;    /* this handle's own counts */
+    uint64_t popped_base, dropped_base; /* the slot's cumulative counters when we took it */
 };
 
 static inline uint64_t shmr_min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
@@ -94,7 +97,7 @@ void shmr_populate(shmr_ring *r);
 
 /* queue.c: each returns what the public call of the same name returns, except
  * that "nothing there" is 0 and the public layer decides about end of stream. */
-void shmr_q_producer_open(shmr_producer *p);
+int shmr_q_producer_open(shmr_producer *p);
 int64_t shmr_q_push(shmr_producer *p, const void *src, uint64_t n);
 int64_t shmr_q_reserve(shmr_producer *p, uint64_t n, void **ptr);
 void shmr_q_publish(shmr_producer *p, uint64_t k);
@@ -106,7 +109,7 @@ int shmr_q_consumer_ready(void *c);
 uint64_t shmr_q_reclaim(shmr_ring *r, uint32_t i, const int *alive, const int *dead);
 
 /* broadcast.c */
-void shmr_b_producer_open(shmr_producer *p);
+int shmr_b_producer_open(shmr_producer *p);
 int64_t shmr_b_push(shmr_producer *p, const void *src, uint64_t n);
 int64_t shmr_b_reserve(shmr_producer *p, uint64_t n, void **ptr);
 void shmr_b_publish(shmr_producer *p, uint64_t k);

@@ -41,7 +41,7 @@ static int sweep(shmr_ring *r, uint64_t *reclaimed)
 int shmr_producer_open(shmr_ring *r, shmr_producer **out)
 {
     uint64_t me = shmr_self_owner();
-    int rc = shmr_claim_owner(&r->ctl->producer_owner, me);
+    int rc = shmr_claim_owner(&r->ctl->producer_owner, &r->ctl->producer_pidns, me);
     if (rc)
         return rc;
     shmr_populate(r);
@@ -54,10 +54,11 @@ int shmr_producer_open(shmr_ring *r, shmr_producer **out)
     p->owner = me;
     /* we are the only writer of head (and intent) from here on */
     p->head = shmr_load_acquire64(&r->prod->head);
-    if (IS_QUEUE(r))
-        shmr_q_producer_open(p);
-    else
-        shmr_b_producer_open(p);
+    rc = IS_QUEUE(r) ? shmr_q_producer_open(p) : shmr_b_producer_open(p);
+    if (rc) {
+        shmr_producer_free(p);
+        return rc;
+    }
     /* A new producer re-opens the stream under a new generation, after taking
      * the role: a consumer that judged the old producer dead CASes only the
      * generation it read before looking at the owner, so it cannot close ours. */
@@ -137,6 +138,7 @@ int shmr_consumer_open(shmr_ring *r, uint32_t start, shmr_consumer **out)
             uint64_t expect = 0;
             if (shmr_cas_seqcst64(&r->cslots[i].owner, &expect, me)) {
                 idx = (int)i;
+                SHMR_HOOK(SHMR_HOOK_SLOT_TAKEN);
                 break;
             }
         }
@@ -156,10 +158,18 @@ int shmr_consumer_open(shmr_ring *r, uint32_t start, shmr_consumer **out)
     c->slot = s;
     c->index = (uint32_t)idx;
     c->owner = me;
+    shmr_store_release64(&s->pidns, shmr_self_pidns());
     shmr_store_relaxed64(&s->claim_n, 0);
     shmr_store_relaxed32(&s->claim_state, CLAIM_NONE);
-    shmr_store_relaxed64(&s->popped, 0);
-    shmr_store_relaxed64(&s->dropped, 0);
+    shmr_store_relaxed32(&s->evicted_flag, 0);
+    /* The counters are cumulative over the slot's occupants (see struct
+     * shmr_cslot): we only note where ours start. No one else writes them
+     * while we own the slot. */
+    c->popped_base = shmr_load_relaxed64(&s->popped);
+    c->dropped_base = shmr_load_relaxed64(&s->dropped);
+    shmr_store_relaxed64(&s->popped_base, c->popped_base);
+    shmr_store_relaxed64(&s->dropped_base, c->dropped_base);
+    shmr_store_relaxed64(&s->abandoned_base, shmr_load_relaxed64(&s->abandoned));
     if (IS_QUEUE(r))
         shmr_store_release32(&s->ready, 1);
     else
@@ -177,7 +187,7 @@ void shmr_consumer_free(shmr_consumer *c)
     if (c->claim_n)
         shmr_release(c);
     shmr_store_release32(&c->slot->ready, 0);
-    shmr_fetch_add_relaxed64(&r->ctl->popped_retired, c->popped);
+    shmr_store_relaxed64(&c->slot->pidns, 0);
     uint64_t me = c->owner;
     shmr_cas_seqcst64(&c->slot->owner, &me, 0);
     if (!IS_QUEUE(r))
@@ -251,7 +261,9 @@ int shmr_consumer_check_producer(shmr_consumer *c)
     if ((uint32_t)w != SHMR_OPEN)
         return (int)(uint32_t)w;
     uint64_t owner = shmr_load_acquire64(&r->ctl->producer_owner);
-    if (owner == 0 || shmr_owner_alive(owner))
+    /* only a producer known dead ends the stream; one in another pid namespace
+     * or not ours to inspect is waited for like a live one */
+    if (owner == 0 || shmr_owner_liveness(owner, shmr_load_acquire64(&r->ctl->producer_pidns)) != SHMR_DEAD)
         return SHMR_OPEN;
     SHMR_HOOK(SHMR_HOOK_PRODUCER_DEAD);
     /* the producer died without closing: everything it published stays

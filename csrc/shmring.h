@@ -14,7 +14,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define SHMR_LAYOUT_VERSION 1u
+#define SHMR_LAYOUT_VERSION 2u /* 2: cumulative per-slot counters, pid namespaces, stall words */
 #define SHMR_NAME_MAX 25        /* user part; with "/shmr-" it fits macOS PSHMNAMLEN (31) */
 #define SHMR_DESCR_MAX 3968u    /* dtype descriptor text, header padded to 4 KiB */
 #define SHMR_MAX_CAPACITY (1ull << 32)
@@ -30,6 +30,12 @@
 #define SHMR_EPRODUCER (SHMR_E_BASE + 6)   /* a live producer already holds the ring */
 #define SHMR_ETABLEFULL (SHMR_E_BASE + 7)  /* every consumer slot is taken */
 #define SHMR_EINIT (SHMR_E_BASE + 8)       /* creator has not finished initialising */
+#define SHMR_ESTATE (SHMR_E_BASE + 9)      /* a shared index is impossible (corrupt ring state) */
+#define SHMR_ECREATOR (SHMR_E_BASE + 10)   /* the creator died before finishing the segment */
+#define SHMR_EEVICTED (SHMR_E_BASE + 11)   /* this consumer was evicted for stalling (evict_after) */
+
+/* liveness of a recorded process */
+enum shmr_liveness { SHMR_DEAD = 0, SHMR_ALIVE = 1, SHMR_UNKNOWN = 2 };
 
 enum shmr_mode { SHMR_MODE_QUEUE = 0, SHMR_MODE_BROADCAST = 1 };
 enum shmr_overflow { SHMR_OVERFLOW_BLOCK = 0, SHMR_OVERFLOW_OVERWRITE = 1 };
@@ -66,7 +72,8 @@ typedef struct shmr_consumer_info {
     uint64_t dropped;       /* broadcast-overwrite: records lost to laps */
     uint64_t claim_pos;     /* queue: records claimed, not yet released */
     uint64_t claim_n;
-    int alive;
+    int alive;              /* enum shmr_liveness */
+    uint32_t evicted;       /* evicted for stalling, not yet told */
 } shmr_consumer_info;
 
 typedef struct shmr_ring_info {
@@ -77,13 +84,19 @@ typedef struct shmr_ring_info {
     uint64_t consumed;      /* queue: records released; broadcast: min cursor */
     uint32_t producer_pid;
     uint64_t producer_start;
-    int producer_alive;
+    int producer_alive;     /* enum shmr_liveness */
     uint32_t close_reason;
     uint32_t data_waiters, space_waiters;
     uint64_t abandoned;     /* queue: records reclaimed from dead consumers */
     uint64_t evicted;       /* consumers evicted because their process died */
-    uint64_t popped_retired; /* records received by consumers that have left */
+    uint64_t popped;        /* records delivered, every consumer ever */
+    uint64_t evicted_stalled; /* live consumers evicted by evict_after */
+    uint32_t stall_index;   /* consumer holding the producer back, if stall_valid */
+    int stall_valid;
+    uint64_t stall_ns;      /* for how long (ns) */
     uint32_t creator_pid;
+    uint64_t creator_start;
+    int creator_alive;      /* enum shmr_liveness */
     uint64_t create_time_ns;
     uint32_t n_consumers;
 } shmr_ring_info;
@@ -119,7 +132,12 @@ const shmr_layout_field *shmr_layout_fields(uint32_t *n);
 
 /* process identity: (pid, start time) so pid reuse cannot fool liveness */
 uint64_t shmr_proc_start_time(uint32_t pid);
-int shmr_proc_alive(uint32_t pid, uint64_t start_time);
+/* enum shmr_liveness; pidns 0 = the caller's namespace */
+int shmr_proc_liveness(uint32_t pid, uint64_t start_time, uint64_t pidns);
+int shmr_proc_alive(uint32_t pid, uint64_t start_time); /* not known dead */
+uint64_t shmr_self_pidns(void);
+/* owner and mode bits of the segment's file, as fstat saw them when mapped */
+void shmr_file_owner(const shmr_ring *r, uint32_t *uid, uint32_t *mode);
 
 /* producer */
 int shmr_producer_open(shmr_ring *r, shmr_producer **out);

@@ -10,6 +10,7 @@ from .errors import (
     Closed,
     ConsumerTableFull,
     CorruptRingError,
+    CreatorDiedError,
     Empty,
     Full,
     Lagged,
@@ -21,7 +22,7 @@ from .errors import (
 
 __all__ = [
     "Ring", "Producer", "Consumer", "Reservation", "View", "unlink",
-    "RingError", "NotARingError", "LayoutVersionError", "CorruptRingError", "ProducerBusyError",
+    "RingError", "NotARingError", "LayoutVersionError", "CorruptRingError", "CreatorDiedError", "ProducerBusyError",
     "ConsumerTableFull", "Full", "Empty", "Closed", "Lagged",
 ]
 __version__ = "0.1.0"

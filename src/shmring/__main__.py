@@ -20,7 +20,7 @@ from typing import Any
 
 from . import _ring
 from ._api import SEGMENT_PREFIX, SHM_DIR, Ring, unlink
-from .errors import RingError
+from .errors import CreatorDiedError, RingError
 
 
 def ring_names() -> list[str]:
@@ -31,10 +31,31 @@ def ring_names() -> list[str]:
     return sorted(e[len(SEGMENT_PREFIX):] for e in entries if e.startswith(SEGMENT_PREFIX))
 
 
+INIT_PREFIX = ".shmr-init-"  # a segment being built: ".shmr-init-PID-START-NAME"
+
+
+def unfinished() -> list[tuple[str, int, int]]:
+    """(file, pid, start) of segments still being built, or left by a creator that died."""
+    out = []
+    try:
+        entries = os.listdir(SHM_DIR)
+    except OSError:
+        return out
+    for e in entries:
+        if not e.startswith(INIT_PREFIX):
+            continue
+        parts = e[len(INIT_PREFIX):].split("-", 2)
+        if len(parts) == 3 and parts[0].isdigit() and parts[1].isdigit():
+            out.append((e, int(parts[0]), int(parts[1])))
+    return out
+
+
 def describe(name: str) -> dict[str, Any]:
     """stats() of a ring, or an 'error' entry for a segment that is not a valid ring."""
     try:
         ring = Ring.attach(name)
+    except CreatorDiedError as exc:
+        return {"name": name, "error": str(exc), "creator_died": True}
     except (RingError, OSError, TypeError, ValueError) as exc:
         return {"name": name, "error": str(exc)}
     try:
@@ -45,11 +66,13 @@ def describe(name: str) -> dict[str, Any]:
 
 
 def all_dead(st: dict[str, Any]) -> bool:
+    """Every participant is known dead. One in another pid namespace, or one we
+    may not inspect, is "unknown" and keeps the ring."""
     if "error" in st:
-        return False  # not ours to judge: `rm` it explicitly
+        return bool(st.get("creator_died"))  # others are not ours to judge: `rm` them explicitly
     if st["producer_alive"] or any(c["alive"] for c in st["consumers"]):
         return False
-    return not _ring.process_alive(st["creator_pid"])
+    return st["creator_liveness"] == "dead"
 
 
 def _fill(st: dict[str, Any]) -> str:
@@ -113,6 +136,14 @@ def cmd_rm(args) -> int:
 
 def cmd_gc(args) -> int:
     removed = []
+    for entry, pid, start in unfinished():
+        if _ring.liveness(pid, start) == "dead":
+            if not args.dry_run:
+                try:
+                    os.unlink(os.path.join(SHM_DIR, entry))
+                except FileNotFoundError:
+                    continue
+            removed.append(entry)
     for name in ring_names():
         st = describe(name)
         if all_dead(st):

@@ -151,7 +151,9 @@ class Ring:
         except FileExistsError:
             if not exist_ok:
                 raise FileExistsError(errno.EEXIST, f"a ring named {name!r} already exists") from None
-            ring = cls.attach(name)
+            # joining what is there must not hand our records to whoever made it:
+            # it must be ours, and no more open than we asked for
+            ring = cls.attach(name, owner_only=True, permissions=permissions)
             if (ring.dtype, ring.capacity, ring.mode, ring.overflow) != (dt, cap, mode, overflow):
                 ring.close()
                 raise FileExistsError(
@@ -175,11 +177,27 @@ class Ring:
         return cls(mapping, name, dt)
 
     @classmethod
-    def attach(cls, name: str, *, dtype: Any = None) -> "Ring":
-        """Attach to an existing ring; if ``dtype`` is given it must match the ring's."""
+    def attach(cls, name: str, *, dtype: Any = None, owner_only: bool = False,
+               permissions: int | None = None) -> "Ring":
+        """Attach to an existing ring; if ``dtype`` is given it must match the ring's.
+
+        A ring may be shared between users on purpose (``permissions=0o660``), so
+        by default any segment this process may open is joined. ``owner_only=True``
+        refuses (PermissionError) a segment not owned by this process's user;
+        ``permissions=BITS`` refuses one more open than BITS. ``create(...,
+        exist_ok=True)`` applies both, with its own ``permissions``."""
         name = _check_name(name)
         want = _check_dtype(dtype) if dtype is not None else None
         mapping = _ring.Mapping.attach(name)
+        uid, mode = mapping.file_owner
+        if owner_only and uid != os.geteuid():
+            raise PermissionError(
+                errno.EPERM, f"ring {name!r} is owned by uid {uid}, not by this user (uid {os.geteuid()}); "
+                             f"refusing to join it")
+        if permissions is not None and mode & ~int(permissions) & 0o7777:
+            raise PermissionError(
+                errno.EPERM, f"ring {name!r} has permissions {oct(mode)}, more open than the {oct(permissions)} "
+                             f"asked for; refusing to join it")
         stored = _decode_dtype(mapping.descr, f"attach ring {name!r}")
         if stored.itemsize != mapping.record_size:
             raise CorruptRingError(f"attach ring {name!r}: dtype size disagrees with the record size")
@@ -282,7 +300,7 @@ class Ring:
         consumers = m.consumer_infos()
         head = info["head"]
         # records received by every consumer, including those that have left
-        popped = info["popped_retired"] + sum(c["popped"] for c in consumers)
+        popped = info["popped"]
         if self._mode == "queue":
             available = head - info["tail"]
         else:
@@ -306,11 +324,14 @@ class Ring:
             "waiters": {"consumers": info["data_waiters"], "producer": info["space_waiters"]},
             "producer_pid": info["producer_pid"] or None,
             "producer_alive": info["producer_alive"],
+            "producer_liveness": info["producer_liveness"],
             "closed": info["close_reason"] is not None,
             "close_reason": info["close_reason"],
             "abandoned": info["abandoned"],
             "evicted": info["evicted"],
             "creator_pid": info["creator_pid"],
+            "creator_start": info["creator_start"],
+            "creator_liveness": info["creator_liveness"],
             "created": info["create_time_ns"] / 1e9,
             "layout_version": info["version"],
         }

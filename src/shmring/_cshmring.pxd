@@ -16,6 +16,12 @@ cdef extern from "shmring.h" nogil:
         SHMR_EPRODUCER
         SHMR_ETABLEFULL
         SHMR_EINIT
+        SHMR_ESTATE
+        SHMR_ECREATOR
+        SHMR_EEVICTED
+        SHMR_DEAD
+        SHMR_ALIVE
+        SHMR_UNKNOWN
         SHMR_MODE_QUEUE
         SHMR_MODE_BROADCAST
         SHMR_OVERFLOW_BLOCK
@@ -53,6 +59,7 @@ cdef extern from "shmring.h" nogil:
         uint64_t claim_pos
         uint64_t claim_n
         int alive
+        uint32_t evicted
 
     ctypedef struct shmr_ring_info:
         uint64_t capacity, record_size, segment_size
@@ -67,8 +74,14 @@ cdef extern from "shmring.h" nogil:
         uint32_t data_waiters, space_waiters
         uint64_t abandoned
         uint64_t evicted
-        uint64_t popped_retired
+        uint64_t popped
+        uint64_t evicted_stalled
+        uint32_t stall_index
+        int stall_valid
+        uint64_t stall_ns
         uint32_t creator_pid
+        uint64_t creator_start
+        int creator_alive
         uint64_t create_time_ns
         uint32_t n_consumers
 
@@ -93,6 +106,9 @@ cdef extern from "shmring.h" nogil:
 
     uint64_t shmr_proc_start_time(uint32_t pid)
     int shmr_proc_alive(uint32_t pid, uint64_t start_time)
+    int shmr_proc_liveness(uint32_t pid, uint64_t start_time, uint64_t pidns)
+    uint64_t shmr_self_pidns()
+    void shmr_file_owner(const shmr_ring *r, uint32_t *uid, uint32_t *mode)
 
     int shmr_producer_open(shmr_ring *r, shmr_producer **out)
     void shmr_producer_free(shmr_producer *p)

@@ -21,7 +21,7 @@ from libc.stdlib cimport free, malloc
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from shmring._cshmring cimport *
-from shmring.errors import (Closed, ConsumerTableFull, CorruptRingError, Empty, Full, Lagged,
+from shmring.errors import (Closed, ConsumerTableFull, CorruptRingError, CreatorDiedError, Empty, Full, Lagged,
                             LayoutVersionError, NotARingError, ProducerBusyError, RingError)
 
 cdef extern from "numpy/arrayobject.h":
@@ -95,6 +95,12 @@ cdef int _raise(int64_t rc, str what) except -1:
         raise CorruptRingError(f"{what}: the ring header is corrupt (a field is out of bounds)")
     if code == SHMR_EINIT:
         raise RingError(f"{what}: the ring is still being initialised by its creator")
+    if code == SHMR_ECREATOR:
+        raise CreatorDiedError(f"{what}: the ring's creator died before finishing it; remove it "
+                        f"(`python -m shmring gc` or `rm`) and create it again")
+    if code == SHMR_ESTATE:
+        raise CorruptRingError(f"{what}: the ring's shared state is corrupt (an impossible head, tail "
+                               f"or release position); nothing was read from it")
     if code == SHMR_EPRODUCER:
         raise ProducerBusyError(f"{what}: another live process is already the producer of this ring")
     if code == SHMR_ETABLEFULL:
@@ -145,7 +151,22 @@ def start_time_of(uint32_t pid):
 
 
 def process_alive(uint32_t pid, uint64_t start_time=0):
+    """False only for a process known to be dead (see liveness())."""
     return bool(shmr_proc_alive(pid, start_time))
+
+
+LIVENESS = {SHMR_DEAD: "dead", SHMR_ALIVE: "alive", SHMR_UNKNOWN: "unknown"}
+
+
+def liveness(uint32_t pid, uint64_t start_time=0, uint64_t pidns=0):
+    """"alive", "dead" or "unknown" (a process in another pid namespace, or one
+    this user may not inspect): unknown never counts as dead."""
+    return LIVENESS[shmr_proc_liveness(pid, start_time, pidns)]
+
+
+def self_pidns():
+    """The inode of this process's pid namespace (0 if /proc is not mounted)."""
+    return shmr_self_pidns()
 
 
 def check_name(str name):
@@ -217,6 +238,13 @@ cdef class Mapping:
         return m
 
     @property
+    def file_owner(self):
+        """(uid, mode bits) of the segment file, from fstat on the descriptor mapped."""
+        cdef uint32_t uid, mode
+        shmr_file_owner(self.r, &uid, &mode)
+        return uid, mode
+
+    @property
     def descr(self):
         cdef uint32_t n
         cdef const char *d = shmr_descr(self.r, &n)
@@ -246,10 +274,15 @@ cdef class Mapping:
             "mode": i.mode, "overflow": i.overflow, "max_consumers": i.max_consumers,
             "version": i.version, "head": i.head, "tail": i.tail, "consumed": i.consumed,
             "producer_pid": i.producer_pid, "producer_start": i.producer_start,
-            "producer_alive": bool(i.producer_alive), "close_reason": CLOSE_REASONS.get(i.close_reason),
+            "producer_alive": i.producer_alive != SHMR_DEAD and i.producer_pid != 0,
+            "producer_liveness": LIVENESS[i.producer_alive] if i.producer_pid else None,
+            "close_reason": CLOSE_REASONS.get(i.close_reason),
             "data_waiters": i.data_waiters, "space_waiters": i.space_waiters,
-            "abandoned": i.abandoned, "evicted": i.evicted, "popped_retired": i.popped_retired,
-            "creator_pid": i.creator_pid,
+            "abandoned": i.abandoned, "evicted": i.evicted, "popped": i.popped,
+            "evicted_stalled": i.evicted_stalled,
+            "stall": (i.stall_index, i.stall_ns / 1e9) if i.stall_valid else None,
+            "creator_pid": i.creator_pid, "creator_start": i.creator_start,
+            "creator_liveness": LIVENESS[i.creator_alive],
             "create_time_ns": i.create_time_ns, "n_consumers": i.n_consumers,
         }
 
@@ -263,7 +296,8 @@ cdef class Mapping:
             shmr_consumer_infos(self.r, buf, cap, &n)
             return [{"index": buf[k].index, "pid": buf[k].pid, "start_time": buf[k].start_time,
                      "cursor": buf[k].cursor, "popped": buf[k].popped, "dropped": buf[k].dropped,
-                     "claimed": buf[k].claim_n, "alive": bool(buf[k].alive)} for k in range(n)]
+                     "claimed": buf[k].claim_n, "alive": buf[k].alive != SHMR_DEAD,
+                     "liveness": LIVENESS[buf[k].alive]} for k in range(n)]
         finally:
             free(buf)
 
@@ -287,6 +321,7 @@ cdef class _Handle:
     cdef int _gen
     cdef bint _closed
     cdef bint _busy             # a call on this handle is running without the GIL
+    cdef int64_t _next_check_ns # a non-blocking call may run the liveness checks from then on
 
     cdef _setup(self, Mapping m, object dtype, double spin, double liveness_interval):
         self._map = m
@@ -321,15 +356,30 @@ cdef class _Handle:
     # another thread (or a signal handler) while a call sleeps without the GIL:
     # then close() only marks it and wakes the sleeper, and the blocked call
     # frees the C handle when it takes the GIL back.
+    #
+    # A call that completed its work without the GIL (a large copy) keeps its
+    # result when close() landed meanwhile: the records it took or published
+    # are returned or counted, and Closed comes with the next call.
     cdef inline void _enter_nogil(self) noexcept:
         self._busy = True
 
-    cdef int _leave_nogil(self) except -1:
+    cdef bint _leave_nogil(self) noexcept:
+        """True if the handle was closed meanwhile (the C handle is then freed)."""
         self._busy = False
         if self._closed:
             self._release_c()
-            raise Closed("the handle was closed while a call on it was blocked", "handle closed")
-        return 0
+            return True
+        return False
+
+    cdef bint _check_due(self) noexcept:
+        """Rate limit for the liveness checks of non-blocking calls: True at most
+        once per liveness interval, so a polling loop recovers from dead peers
+        while the fast path never reads /proc."""
+        cdef int64_t now = _mono_ns()
+        if now < self._next_check_ns:
+            return False
+        self._next_check_ns = now + self._slice_ns
+        return True
 
     cdef void _release_c(self) noexcept:
         pass
@@ -457,21 +507,28 @@ cdef class Producer(_Handle):
             arr = np.ascontiguousarray(arr)
         return arr
 
-    cdef int _wait(self, int64_t deadline, int64_t *spin) except -1:
-        """0: try again; -ETIMEDOUT: give up."""
+    cdef int _wait(self, int64_t deadline, int64_t *spin, uint64_t done) except -1:
+        """0: try again; -ETIMEDOUT: give up. Raises Closed (with ``pushed`` =
+        done) if the handle was closed while waiting."""
         cdef int rc
-        cdef uint64_t reclaimed
+        cdef uint64_t reclaimed = 0
         cdef int64_t sl = _slice(deadline, self._slice_ns)
         if sl == 0:
+            # non-blocking (or out of time): recover from dead consumers now and
+            # then, else a polling loop would see Full forever
+            if self._check_due() and shmr_producer_recover(self._p, &reclaimed) > 0:
+                return 0
             return -ETIMEDOUT
         self._enter_nogil()
         with nogil:
             rc = shmr_producer_wait(self._p, sl, spin[0])
-        self._leave_nogil()
+        if self._leave_nogil():
+            raise Closed("the handle was closed while a call on it was blocked", "handle closed", done)
         spin[0] = 0
         if rc == 0:
             return 0
         PyErr_CheckSignals()
+        self._next_check_ns = _mono_ns() + self._slice_ns
         shmr_producer_recover(self._p, &reclaimed)
         return -ETIMEDOUT if (deadline >= 0 and _mono_ns() >= deadline) else 0
 
@@ -479,22 +536,26 @@ cdef class Producer(_Handle):
         cdef uint64_t done = 0
         cdef int64_t k, deadline = -2, spin = self._spin_ns
         cdef bint nogil_copy = n * self._rs >= NOGIL_BYTES
+        cdef bint closed = False
         while True:
             if nogil_copy:
                 self._enter_nogil()
                 with nogil:
                     k = shmr_push(self._p, src + done * self._rs, n - done)
-                self._leave_nogil()
+                closed = self._leave_nogil()
             else:
                 k = shmr_push(self._p, src + done * self._rs, n - done)
             done += k
             if done == n:
-                return done
+                return done  # published: a close() that landed meanwhile shows on the next call
+            if closed:
+                raise Closed(f"the handle was closed during push_many: {done} of {n} records were "
+                             f"published", "handle closed", done)
             if k > 0:
                 continue
             if deadline == -2:
                 deadline = _deadline(timeout)
-            if self._wait(deadline, &spin) != 0:
+            if self._wait(deadline, &spin, done) != 0:
                 raise Full(f"ring is full: {done} of {n} records pushed before the timeout", pushed=done)
 
     def push(self, record, timeout=None):
@@ -544,7 +605,7 @@ cdef class Producer(_Handle):
                 break
             if deadline == -2:
                 deadline = _deadline(timeout)
-            if self._wait(deadline, &spin) != 0:
+            if self._wait(deadline, &spin, 0) != 0:
                 raise Full("ring is full: nothing to reserve before the timeout")
         self._reserving = True
         return Reservation._make(self, self._array(ptr, k, True), k)
@@ -659,15 +720,21 @@ cdef class Consumer(_Handle):
         cdef int rc
         cdef int64_t sl = _slice(deadline, self._slice_ns)
         if sl == 0:
+            # non-blocking (or out of time): notice a dead producer now and then,
+            # else a polling loop would see Empty forever
+            if self._check_due() and shmr_consumer_check_producer(self._c) != SHMR_OPEN:
+                return 0
             return -ETIMEDOUT
         self._enter_nogil()
         with nogil:
             rc = shmr_consumer_wait(self._c, sl, spin[0])
-        self._leave_nogil()
+        if self._leave_nogil():
+            raise Closed("the handle was closed while a call on it was blocked", "handle closed")
         spin[0] = 0
         if rc == 0:
             return 0
         PyErr_CheckSignals()
+        self._next_check_ns = _mono_ns() + self._slice_ns
         shmr_consumer_check_producer(self._c)
         return -ETIMEDOUT if (deadline >= 0 and _mono_ns() >= deadline) else 0
 
@@ -686,16 +753,21 @@ cdef class Consumer(_Handle):
     cdef int64_t _pop_into(self, char *dst, uint64_t max, object timeout, uint64_t *dropped) except -1:
         cdef int64_t n, deadline = -2, spin = self._spin_ns
         cdef bint nogil_copy = max * self._rs >= NOGIL_BYTES
+        cdef bint closed = False
         while True:
             if nogil_copy:
                 self._enter_nogil()
                 with nogil:
                     n = shmr_pop(self._c, dst, max, dropped)
-                self._leave_nogil()
+                closed = self._leave_nogil()
             else:
                 n = shmr_pop(self._c, dst, max, dropped)
             if n > 0:
-                return n
+                return n  # taken out of the ring: returned even if close() landed meanwhile
+            if closed:
+                raise Closed("the handle was closed while a call on it was blocked", "handle closed")
+            if n < 0 and n != -SHMR_ECLOSED:
+                _raise(n, f"pop from ring {self._map.name!r}")
             if n == -SHMR_ECLOSED:
                 self._lagged(dropped[0], None)
                 raise self._closed_error()

@@ -1,0 +1,397 @@
+"""Regression tests for defects found by an adversarial run: corrupted shared
+indices, close() racing a GIL-free copy, counters under kill timing, recovery on
+non-blocking calls, creators killed mid-create. Real segments, real processes,
+real signals; every child goes through the `procs` fixture, which kills and
+reaps it at teardown."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import struct
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import shmring
+from shmring import _ring
+from shmring.errors import Closed, CorruptRingError, Empty, Full
+
+import _workers as W
+
+CTX = mp.get_context("fork")
+SHM = "/dev/shm"
+
+
+def poke(name: str, field: str, value: int, index: int = 0) -> None:
+    """Write one shared word of a ring as a corrupting peer would."""
+    off, size = _ring.LAYOUT[field]
+    if field.startswith("cslot."):
+        off += _ring.LAYOUT["cslot"][0] + index * _ring.LAYOUT["cslot"][1]
+    with open(f"{SHM}/shmr-{name}", "r+b") as f:
+        f.seek(off)
+        f.write(value.to_bytes(size, "little"))
+
+
+def peek(name: str, field: str, index: int = 0) -> int:
+    off, size = _ring.LAYOUT[field]
+    if field.startswith("cslot."):
+        off += _ring.LAYOUT["cslot"][0] + index * _ring.LAYOUT["cslot"][1]
+    with open(f"{SHM}/shmr-{name}", "rb") as f:
+        f.seek(off)
+        return int.from_bytes(f.read(size), "little")
+
+
+def wait_for(pred, timeout, what):
+    t0 = time.monotonic()
+    while not pred():
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.002)
+    return time.monotonic() - t0
+
+
+# ---- corrupted shared indices ------------------------------------------------
+
+def _pop_after_corruption(name, how):
+    """Exit 0: CorruptRingError; 1: returned normally; 2: another exception.
+    A segfault shows as -SIGSEGV."""
+    ring = shmring.Ring.attach(name)
+    c = ring.consumer()
+    try:
+        if how == "pop_many":
+            c.pop_many(10**6, timeout=1)
+        elif how == "view":
+            with c.view(10**6, timeout=1):
+                pass
+        else:
+            c.pop(timeout=1)
+    except CorruptRingError:
+        os._exit(0)
+    except BaseException:
+        os._exit(2)
+    os._exit(1)
+
+
+@pytest.mark.parametrize("how", ["pop_many", "view", "pop"])
+def test_corrupt_head_raises_instead_of_reading_past_the_mapping(ring_name, rings, procs, how):
+    ring = rings.create(ring_name, np.uint64, 16)
+    p = ring.producer()
+    p.push_many(np.arange(4, dtype=np.uint64))
+    poke(ring_name, "prod.head", 10**6)  # 10**6 - tail records "published" in a ring of 16
+    child = procs(CTX, _pop_after_corruption, ring_name, how)
+    child.join(30)
+    assert child.exitcode == 0, f"exit {child.exitcode} (-11 = segfault, 1 = no error, 2 = other error)"
+
+
+def test_corrupt_tail_beyond_head_raises(ring_name, rings):
+    ring = rings.create(ring_name, np.uint64, 16)
+    c = ring.consumer()
+    ring.producer().push_many(np.arange(4, dtype=np.uint64))
+    poke(ring_name, "tail.tail", 10**9)
+    with pytest.raises(CorruptRingError, match="head|tail"):
+        c.pop(timeout=0.2)
+
+
+def test_corrupt_claim_length_is_not_reclaimed(ring_name, rings, procs):
+    """A dead consumer's slot whose claim length exceeds the capacity: the sweep
+    leaves the release records alone (no abandoned count of 10**12 records)."""
+    ring = rings.create(ring_name, np.uint64, 8, max_consumers=2)
+    p = ring.producer(liveness_interval=0.01)
+    p.push_many(np.arange(8, dtype=np.uint64))
+    owner = _dead_owner(procs)
+    poke(ring_name, "cslot.owner", owner, 1)
+    poke(ring_name, "cslot.claim_pos", 0, 1)
+    poke(ring_name, "cslot.claim_n", 10**12, 1)
+    poke(ring_name, "cslot.claim_state", 2, 1)
+    poke(ring_name, "tail.tail", 8)
+    with pytest.raises(Full):
+        p.push(1, timeout=0.1)
+    st = ring.stats()
+    assert st["abandoned"] == 0 and st["evicted"] == 1
+
+
+def test_corrupt_writable_end_refuses_producer(ring_name, rings):
+    ring = rings.create(ring_name, np.uint64, 16)
+    poke(ring_name, "prod.writable_end", 10**9)
+    with pytest.raises(CorruptRingError):
+        ring.producer()
+
+
+# ---- close() while a large copy runs without the GIL --------------------------
+
+BIG = np.dtype([("seq", "<u8"), ("pad", "u1", (1 << 20) - 8)])  # 1 MiB records: copies drop the GIL
+
+
+def _big(start, n):
+    a = np.zeros(n, BIG)
+    a["seq"] = np.arange(start, start + n)
+    return a
+
+
+def test_consumer_close_during_copy_returns_the_batch(ring_name, rings):
+    """A batch taken out of the ring before close() lands is returned; Closed comes
+    with the next call. Records taken are exactly the records returned."""
+    ring = rings.create(ring_name, BIG, 32)
+    p = ring.producer()
+    landed = 0
+    seq = 0
+    for trial in range(12):
+        p.push_many(_big(seq, 32))
+        c = ring.consumer()
+        out = {}
+
+        def run():
+            try:
+                a = c.pop_many(32)
+                out["arr"] = a
+                out["closed_at_return"] = c.closed
+            except Closed as exc:
+                out["exc"] = exc
+
+        t = threading.Thread(target=run)
+        t.start()
+        time.sleep(0.001 + 0.0005 * (trial % 4))
+        c.close()
+        t.join(30)
+        assert not t.is_alive()
+        st = ring.stats()
+        taken = 32 - st["available"]
+        if "arr" in out:
+            assert len(out["arr"]) == taken
+            assert np.array_equal(out["arr"]["seq"], np.arange(seq, seq + taken))
+            landed += out["closed_at_return"]
+            with pytest.raises(Closed):
+                c.pop(timeout=0)
+        else:
+            assert taken == 0, f"Closed raised after {taken} records left the ring (trial {trial})"
+        # whatever is left is drained by a fresh consumer, in order
+        rest = ring.consumer()
+        if st["available"]:
+            r = rest.pop_many(32, timeout=5)
+            assert np.array_equal(r["seq"], np.arange(seq + taken, seq + 32))
+        rest.close()
+        seq += 32
+    assert landed >= 1, "close() never landed during a copy: the test did not test anything"
+
+
+def test_producer_close_during_copy_reports_what_was_published(ring_name, rings):
+    ring = rings.create(ring_name, BIG, 32)
+    c = ring.consumer()
+    landed = 0
+    seq = 0
+    for trial in range(12):
+        p = ring.producer()
+        before = ring.stats()["pushed"]
+        out = {}
+
+        def run():
+            try:
+                out["n"] = p.push_many(_big(seq, 32))
+                out["closed_at_return"] = p.closed
+            except Closed as exc:
+                out["exc"] = exc
+
+        t = threading.Thread(target=run)
+        t.start()
+        time.sleep(0.001 + 0.0005 * (trial % 4))
+        p.close()
+        t.join(30)
+        assert not t.is_alive()
+        published = ring.stats()["pushed"] - before
+        if "n" in out:
+            assert out["n"] == published == 32
+            landed += out["closed_at_return"]
+            with pytest.raises(Closed):
+                p.push_many(_big(0, 1))
+        else:
+            assert getattr(out["exc"], "pushed", None) == published, \
+                f"Closed without the count of the {published} records already published"
+        got = c.pop_many(32, timeout=5) if published else np.zeros(0, BIG)
+        assert np.array_equal(got["seq"], np.arange(seq, seq + published))
+        seq += published
+    assert landed >= 1, "close() never landed during a copy: the test did not test anything"
+
+
+# ---- counters under kill timing ----------------------------------------------
+
+def _exit_now():
+    os._exit(0)
+
+
+def _dead_owner(procs) -> int:
+    """The owner word of a process that really ran and is now dead (and reaped)."""
+    child = procs(CTX, time.sleep, 30)
+    start = _ring.start_time_of(child.pid)
+    assert start
+    pid = child.pid
+    os.kill(pid, signal.SIGKILL)
+    child.join(10)
+    return ((start & 0xFFFFFFFF) << 32) | pid
+
+
+def test_consumer_killed_while_taking_a_slot_is_not_counted_twice(ring_name, rings, procs):
+    """A consumer killed inside consumer(), after taking a slot and before anything
+    else, leaves the slot as its previous occupant left it plus its own owner word;
+    the sweep must not count the previous occupant's records again."""
+    ring = rings.create(ring_name, np.uint64, 1024, max_consumers=1)
+    p = ring.producer()
+    p.push_many(np.arange(1000, dtype=np.uint64))
+    a = ring.consumer()
+    assert len(a.pop_many(1000)) == 1000
+    a.close()
+    assert ring.stats()["popped"] == 1000
+    poke(ring_name, "cslot.owner", _dead_owner(procs), 0)  # the state such a kill leaves
+    b = ring.consumer()  # the table is full: this sweeps the dead slot and takes it
+    st = ring.stats()
+    assert st["evicted"] == 1
+    assert st["popped"] == 1000, f"popped {st['popped']} after 1000 records were popped"
+    p.push_many(np.arange(5, dtype=np.uint64))
+    assert len(b.pop_many(5)) == 5
+    st = ring.stats()
+    assert st["popped"] == 1005 and st["popped"] + st["abandoned"] == st["pushed"]
+    assert [c["popped"] for c in st["consumers"]] == [5]
+
+
+def test_popped_counted_once_when_killed_between_leaving_steps(ring_name, rings, procs):
+    """A consumer killed after its last pop but before its slot is free is swept:
+    its records count once, whoever did the accounting."""
+    ring = rings.create(ring_name, np.uint64, 64, max_consumers=1)
+    p = ring.producer()
+    p.push_many(np.arange(40, dtype=np.uint64))
+    child = procs(CTX, _pop_then_hang, ring, 25)
+    wait_for(lambda: ring.stats()["popped"] == 25, 10, "the child's pops")
+    os.kill(child.pid, signal.SIGKILL)
+    child.join(10)
+    c = ring.consumer()  # sweeps the dead one
+    assert len(c.pop_many(64)) == 15
+    st = ring.stats()
+    assert (st["popped"], st["abandoned"], st["evicted"]) == (40, 0, 1)
+
+
+def _pop_then_hang(ring, n):
+    c = ring.consumer()
+    got = 0
+    while got < n:
+        got += len(c.pop_many(n - got))
+    time.sleep(60)
+
+
+# ---- recovery on non-blocking calls --------------------------------------------
+
+def _hold_view(ring, ready):
+    c = ring.consumer()
+    with c.view(8):
+        ready.set()
+        time.sleep(60)
+
+
+def _idle_consumer(ring, ready):
+    c = ring.consumer()  # registered, never reads
+    ready.set()
+    time.sleep(60)
+    c.close()
+
+
+def _push_then_hang(ring, ready):
+    p = ring.producer()
+    p.push_many(np.arange(3, dtype=np.uint64))
+    ready.set()
+    time.sleep(60)
+
+
+@pytest.mark.parametrize("case", ["queue_claim", "broadcast_block"])
+def test_polling_producer_recovers_from_dead_consumer(ring_name, rings, procs, case):
+    mode = "queue" if case == "queue_claim" else "broadcast"
+    ring = rings.create(ring_name, np.uint64, 8, mode=mode)
+    p = ring.producer(liveness_interval=0.02)
+    if mode == "queue":
+        p.push_many(np.arange(8, dtype=np.uint64))
+    ready = CTX.Event()
+    child = procs(CTX, _hold_view if mode == "queue" else _idle_consumer, ring, ready)
+    assert ready.wait(10)
+    if mode == "broadcast":
+        p.push_many(np.arange(8, dtype=np.uint64))
+    with pytest.raises(Full):
+        p.push(8, timeout=0)
+    os.kill(child.pid, signal.SIGKILL)
+    child.join(10)
+    t0 = time.monotonic()
+    calls = 0
+    while True:
+        calls += 1
+        try:
+            p.push(8, timeout=0)
+            break
+        except Full:
+            assert time.monotonic() - t0 < 3, "push(timeout=0) never recovered the dead consumer's hold"
+            time.sleep(0.001)
+    st = ring.stats()
+    assert st["evicted"] == 1
+    if mode == "queue":
+        assert st["abandoned"] == 8
+
+
+def test_polling_consumer_sees_dead_producer(ring_name, rings, procs):
+    ring = rings.create(ring_name, np.uint64, 8)
+    c = ring.consumer(liveness_interval=0.02)
+    ready = CTX.Event()
+    child = procs(CTX, _push_then_hang, ring, ready)
+    assert ready.wait(10)
+    os.kill(child.pid, signal.SIGKILL)
+    child.join(10)
+    got = []
+    t0 = time.monotonic()
+    while True:
+        try:
+            got.append(int(c.pop(timeout=0)))
+        except Empty:
+            assert time.monotonic() - t0 < 3, "pop(timeout=0) never saw the producer die"
+            time.sleep(0.001)
+        except Closed as exc:
+            assert exc.reason == "producer died"
+            break
+    assert got == [0, 1, 2]
+
+
+# ---- a creator killed during create --------------------------------------------
+
+HUGE = np.dtype(("u1", 1 << 16))
+
+
+def _create_huge(name, go):
+    go.set()
+    shmring.Ring.create(name, HUGE, 1 << 13)  # 512 MiB: posix_fallocate takes a while
+    time.sleep(60)
+
+
+def test_creator_killed_during_create_does_not_wedge_the_name(ring_name, rings, procs):
+    go = CTX.Event()
+    child = procs(CTX, _create_huge, ring_name, go)
+    assert go.wait(10)
+    wait_for(lambda: any(ring_name in e for e in os.listdir(SHM)), 10, "the segment to appear")
+    os.kill(child.pid, signal.SIGKILL)
+    child.join(10)
+    left = [e for e in os.listdir(SHM) if ring_name in e]
+    assert left, "nothing was left behind: the kill missed the creation"
+    if f"shmr-{ring_name}" in left:
+        assert peek(ring_name, "header.magic") == 0, "the kill landed after the creation finished"
+    # the name is not wedged: attach says why, and create(exist_ok=True) works
+    try:
+        shmring.Ring.attach(ring_name)
+    except FileNotFoundError:
+        pass
+    except shmring.RingError as exc:
+        assert "died" in str(exc)
+    ring = rings.create(ring_name, np.uint64, 8, exist_ok=True)
+    ring.producer().push(7)
+    assert int(ring.consumer(start="oldest").pop(timeout=1)) == 7
+    # gc removes what the dead creator left (and leaves the live ring alone)
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "shmring", "gc"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert [e for e in os.listdir(SHM) if ring_name in e] == [f"shmr-{ring_name}"]
