@@ -229,7 +229,7 @@ static shmr_ring *make_ring(const char *suffix, uint32_t mode)
     static const char descr[] = "('v1', [('seq', '<u8'), ('ts', '<u8'), ('px', '<f8', (6,))], ())";
     shmr_params p = {RING_CAP, REC_SIZE, 8, mode, SHMR_OVERFLOW_BLOCK, 4, descr, (uint32_t)strlen(descr)};
     shmr_ring *r;
-    int rc = shmr_create(name, &p, 0600, 0, &r);
+    int rc = shmr_create(name, &p, 0600, &r);
     if (rc)
         die("shmr_create", rc);
     n_names++;

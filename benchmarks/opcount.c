@@ -46,7 +46,11 @@ int main(int argc, char **argv)
     shmr_producer *p;
     shmr_consumer *c;
     long rc;
+#ifdef OPCOUNT_CREATE_EXIST_OK /* cores before the split took a dead exist_ok argument */
     if ((rc = shmr_create(name, &prm, 0600, 0, &r)))
+#else
+    if ((rc = shmr_create(name, &prm, 0600, &r)))
+#endif
         die("create", rc);
     shmr_unlink(name);
     if ((rc = shmr_producer_open(r, &p)))

@@ -10,6 +10,7 @@ cc=${CC:-gcc}
 flags=${OPCOUNT_CFLAGS:--O2}
 work=$(mktemp -d "${TMPDIR:-/tmp}/shmr-opcount.XXXXXX")
 trap 'rm -rf "$work"' EXIT
+grep -q "int exist_ok" "$core/shmring.h" && flags="$flags -DOPCOUNT_CREATE_EXIST_OK"
 # shellcheck disable=SC2086
 $cc $flags -std=c11 -D_GNU_SOURCE= -I"$core" -o "$work/opcount" "$here/opcount.c" "$core"/*.c -lrt -pthread
 n=20000

@@ -122,9 +122,8 @@ static int check_params(const shmr_params *p)
  * time: `shmring gc` removes it once that process is dead). The creator is
  * also the first thing written into the header. link() fails with EEXIST if
  * the name is taken, which keeps create's exclusive semantics. */
-int shmr_create(const char *name, const shmr_params *p, unsigned mode_bits, int exist_ok, shmr_ring **out)
+int shmr_create(const char *name, const shmr_params *p, unsigned mode_bits, shmr_ring **out)
 {
-    (void)exist_ok; /* handled by the caller, which attaches and compares */
     char path[64];
     int rc = full_name(name, path, sizeof path);
     if (rc)
@@ -433,7 +432,6 @@ static const shmr_layout_field layout_fields[] = {
     FIELD("ctl", OFF_CTL, shmr_ctl, evicted),
     FIELD("ctl", OFF_CTL, shmr_ctl, stall),
     FIELD("ctl", OFF_CTL, shmr_ctl, stall_since_ns),
-    FIELD("ctl", OFF_CTL, shmr_ctl, evicted_stalled),
     REGION("cslot", OFF_CONSUMERS, shmr_cslot),
     FIELD("cslot", 0, shmr_cslot, owner),
     FIELD("cslot", 0, shmr_cslot, ready),
@@ -449,8 +447,6 @@ static const shmr_layout_field layout_fields[] = {
     FIELD("cslot", 0, shmr_cslot, popped_base),
     FIELD("cslot", 0, shmr_cslot, dropped_base),
     FIELD("cslot", 0, shmr_cslot, pidns),
-    FIELD("cslot", 0, shmr_cslot, evicted_flag),
-    FIELD("cslot", 0, shmr_cslot, pad0),
     REGION("release", 0, shmr_release_rec),
     FIELD("release", 0, shmr_release_rec, tag),
     FIELD("release", 0, shmr_release_rec, len),
@@ -474,25 +470,16 @@ int shmr_info(shmr_ring *r, shmr_ring_info *o)
     o->mode = r->mode;
     o->overflow = r->overflow;
     o->max_consumers = r->max_consumers;
-    o->version = h->version;
-    o->head = shmr_load_acquire64(&r->prod->head);
+    o->layout_version = h->version;
+    o->pushed = shmr_load_acquire64(&r->prod->head);
     uint64_t owner = shmr_load_acquire64(&r->ctl->producer_owner);
     o->producer_pid = (uint32_t)owner;
     o->producer_start = owner >> 32;
     o->producer_alive = owner ? shmr_owner_liveness(owner, shmr_load_acquire64(&r->ctl->producer_pidns)) : SHMR_DEAD;
     o->close_reason = shmr_stream_reason(r);
-    o->data_waiters = shmr_load_relaxed32(&r->data_ec->waiters);
-    o->space_waiters = shmr_load_relaxed32(&r->space_ec->waiters);
+    o->waiters.consumers = shmr_load_relaxed32(&r->data_ec->waiters);
+    o->waiters.producer = shmr_load_relaxed32(&r->space_ec->waiters);
     o->evicted = shmr_load_relaxed64(&r->ctl->evicted);
-    o->evicted_stalled = shmr_load_relaxed64(&r->ctl->evicted_stalled);
-    uint64_t stall = shmr_load_relaxed64(&r->ctl->stall);
-    if (stall != 0 && stall <= r->max_consumers) {
-        o->stall_valid = 1;
-        o->stall_index = (uint32_t)(stall - 1);
-        int64_t since = (int64_t)shmr_load_relaxed64(&r->ctl->stall_since_ns);
-        int64_t now = shmr_mono_ns();
-        o->stall_ns = now > since ? (uint64_t)(now - since) : 0;
-    }
     /* cumulative per slot (see struct shmr_cslot): the sums cover every
      * consumer that ever used the ring, whatever became of it */
     for (uint32_t i = 0; i < r->max_consumers; i++) {
@@ -503,24 +490,37 @@ int shmr_info(shmr_ring *r, shmr_ring_info *o)
     o->creator_start = h->creator_start;
     o->creator_alive = shmr_proc_liveness(h->creator_pid, h->creator_start, h->creator_pidns);
     o->create_time_ns = h->create_time_ns;
-    uint64_t minc = o->head;
+    /* of which by consumers that have left: all but the current occupants' own shares */
+    o->popped_retired = o->popped;
+    uint64_t minc = o->pushed;
     for (uint32_t i = 0; i < r->max_consumers; i++) {
         struct shmr_cslot *s = &r->cslots[i];
-        if (shmr_load_acquire64(&s->owner) == 0 || !shmr_load_acquire32(&s->ready))
+        uint64_t so = shmr_load_acquire64(&s->owner);
+        if (so != 0 && !SHMR_IS_BUSY(so))
+            o->popped_retired -= shmr_load_relaxed64(&s->popped) - shmr_load_relaxed64(&s->popped_base);
+        if (so == 0 || !shmr_load_acquire32(&s->ready))
             continue;
         o->n_consumers++;
         uint64_t cur = shmr_load_acquire64(&s->cursor);
         if (cur < minc)
             minc = cur;
     }
-    if (r->mode == SHMR_MODE_QUEUE) {
-        o->tail = shmr_load_acquire64(&r->tail_block->tail);
-        o->consumed = o->popped + o->abandoned;
-    } else {
-        o->tail = minc;
-        o->consumed = minc;
-    }
+    o->tail = r->mode == SHMR_MODE_QUEUE ? shmr_load_acquire64(&r->tail_block->tail) : minc;
+    o->available = o->pushed > o->tail ? o->pushed - o->tail : 0;
     return 0;
+}
+
+int shmr_stall_info(shmr_ring *r, uint32_t *index, uint64_t *ns)
+{
+    /* hints written by the producer alone (shmr_producer_stall), read relaxed */
+    uint64_t stall = shmr_load_relaxed64(&r->ctl->stall);
+    if (stall == 0 || stall > r->max_consumers)
+        return 0;
+    *index = (uint32_t)(stall - 1);
+    int64_t since = (int64_t)shmr_load_relaxed64(&r->ctl->stall_since_ns);
+    int64_t now = shmr_mono_ns();
+    *ns = now > since ? (uint64_t)(now - since) : 0;
+    return 1;
 }
 
 int shmr_consumer_infos(shmr_ring *r, shmr_consumer_info *out, uint32_t max, uint32_t *n)
@@ -539,9 +539,8 @@ int shmr_consumer_infos(shmr_ring *r, shmr_consumer_info *out, uint32_t max, uin
         o->popped = shmr_load_relaxed64(&s->popped) - shmr_load_relaxed64(&s->popped_base);
         o->dropped = shmr_load_relaxed64(&s->dropped) - shmr_load_relaxed64(&s->dropped_base);
         o->claim_pos = shmr_load_relaxed64(&s->claim_pos);
-        o->claim_n = shmr_load_relaxed32(&s->claim_state) == CLAIM_HELD ? shmr_load_relaxed64(&s->claim_n) : 0;
+        o->claimed = shmr_load_relaxed32(&s->claim_state) == CLAIM_HELD ? shmr_load_relaxed64(&s->claim_n) : 0;
         o->alive = shmr_owner_liveness(owner, shmr_load_acquire64(&s->pidns));
-        o->evicted = shmr_load_relaxed32(&s->evicted_flag);
     }
     *n = k;
     return 0;

@@ -89,7 +89,6 @@ struct SHMR_ALIGNED_BLOCK shmr_ctl {
     shmr_a64 stall;          /* broadcast-block / queue: (slot + 1) holding the producer
                               * back, 0 = none; written by the producer only */
     shmr_a64 stall_since_ns; /* CLOCK_MONOTONIC when the producer first waited on it */
-    shmr_a64 evicted_stalled; /* live consumers evicted by evict_after */
 };
 
 /* One per consumer, each on its own block: written by its consumer (and by a
@@ -115,8 +114,6 @@ struct SHMR_ALIGNED_BLOCK shmr_cslot {
     shmr_a64 popped_base;    /* popped when the current occupant took the slot */
     shmr_a64 dropped_base;   /* dropped likewise */
     shmr_a64 pidns;      /* pid namespace of owner (0: not recorded) */
-    shmr_a32 evicted_flag; /* 1: the occupant was evicted while alive (evict_after) */
-    shmr_a32 pad0;
 };
 
 /* Queue mode: one release record per slot, written only at the first slot of a

@@ -127,6 +127,49 @@ int shmr_producer_recover(shmr_producer *p, uint64_t *reclaimed)
     return freed;
 }
 
+/* Which consumer holds the producer back, for Full's message and stats(): in
+ * queue mode the one whose claim starts the batch the producer waits to see
+ * released (none if no one has taken those records yet); in broadcast-block
+ * mode the one at the slowest cursor. Records it in the control block with
+ * the time the producer first waited on that consumer. 1 if one was found. */
+int shmr_producer_stall(shmr_producer *p, uint32_t *index, uint64_t *behind)
+{
+    shmr_ring *r = p->r;
+    int found = 0;
+    if (IS_QUEUE(r)) {
+        uint64_t want = p->writable_end_cache - r->cap; /* the batch whose release we wait for */
+        for (uint32_t i = 0; i < r->max_consumers && !found; i++) {
+            struct shmr_cslot *s = &r->cslots[i];
+            if (shmr_load_acquire64(&s->owner) != 0 && shmr_load_acquire32(&s->claim_state) != CLAIM_NONE &&
+                shmr_load_relaxed64(&s->claim_pos) == want) {
+                *index = i;
+                *behind = shmr_load_relaxed64(&s->claim_n);
+                found = 1;
+            }
+        }
+    } else if (r->overflow == SHMR_OVERFLOW_BLOCK) {
+        uint64_t m = shmr_b_refresh_min(p);
+        for (uint32_t i = 0; i < r->max_consumers && !found; i++) {
+            struct shmr_cslot *s = &r->cslots[i];
+            if (shmr_load_acquire64(&s->owner) != 0 && shmr_load_acquire32(&s->ready) &&
+                shmr_load_acquire64(&s->cursor) <= m) {
+                *index = i;
+                *behind = p->head - m;
+                found = 1;
+            }
+        }
+    }
+    uint64_t word = found ? (uint64_t)*index + 1 : 0;
+    /* written by the producer only; stats read them relaxed as a hint */
+    if (shmr_load_relaxed64(&r->ctl->stall) != word) {
+        shmr_store_relaxed64(&r->ctl->stall_since_ns, (uint64_t)shmr_mono_ns());
+        shmr_store_relaxed64(&r->ctl->stall, word);
+    }
+    return found;
+}
+
+void shmr_producer_unstall(shmr_producer *p) { shmr_store_relaxed64(&p->r->ctl->stall, 0); }
+
 /* ---- consumer ----------------------------------------------------------- */
 
 int shmr_consumer_open(shmr_ring *r, uint32_t start, shmr_consumer **out)
@@ -161,7 +204,6 @@ int shmr_consumer_open(shmr_ring *r, uint32_t start, shmr_consumer **out)
     shmr_store_release64(&s->pidns, shmr_self_pidns());
     shmr_store_relaxed64(&s->claim_n, 0);
     shmr_store_relaxed32(&s->claim_state, CLAIM_NONE);
-    shmr_store_relaxed32(&s->evicted_flag, 0);
     /* The counters are cumulative over the slot's occupants (see struct
      * shmr_cslot): we only note where ours start. No one else writes them
      * while we own the slot. */

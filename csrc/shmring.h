@@ -2,8 +2,12 @@
  * shmring: a single-producer, multi-consumer ring of fixed-size records in a
  * POSIX shared-memory segment.
  *
- * Every function returns 0 (or a count) on success and -errno on failure;
- * the Python binding turns codes into exceptions in one place. Handles
+ * Calls that can fail return 0 (or a count) on success and -errno (or
+ * -SHMR_E...) on failure; the Python binding turns codes into exceptions in
+ * one place. The others say what they return: getters return the value,
+ * shmr_proc_alive a truth value, shmr_consumer_check_producer the close
+ * reason, shmr_producer_recover the number of consumers evicted, and the
+ * *_free / shmr_detach / shmr_commit / shmr_wake_all calls nothing. Handles
  * (shmr_ring, shmr_producer, shmr_consumer) are private to a process; only
  * the segment they point into is shared.
  */
@@ -32,7 +36,6 @@
 #define SHMR_EINIT (SHMR_E_BASE + 8)       /* creator has not finished initialising */
 #define SHMR_ESTATE (SHMR_E_BASE + 9)      /* a shared index is impossible (corrupt ring state) */
 #define SHMR_ECREATOR (SHMR_E_BASE + 10)   /* the creator died before finishing the segment */
-#define SHMR_EEVICTED (SHMR_E_BASE + 11)   /* this consumer was evicted for stalling (evict_after) */
 
 /* liveness of a recorded process */
 enum shmr_liveness { SHMR_DEAD = 0, SHMR_ALIVE = 1, SHMR_UNKNOWN = 2 };
@@ -63,47 +66,50 @@ typedef struct shmr_params {
     uint32_t descr_len;
 } shmr_params;
 
+/* The stats of a ring. The field names are the keys of Ring.stats() (the
+ * binding turns the struct into a dict as it is; README "Stats" documents it). */
 typedef struct shmr_consumer_info {
-    uint32_t index;
+    uint32_t index;         /* consumer slot */
     uint32_t pid;
-    uint64_t start_time;
+    uint64_t start_time;    /* process start time (low 32 bits), with pid its identity */
     uint64_t cursor;        /* broadcast: next position to read */
-    uint64_t popped;
+    uint64_t popped;        /* records received */
     uint64_t dropped;       /* broadcast-overwrite: records lost to laps */
-    uint64_t claim_pos;     /* queue: records claimed, not yet released */
-    uint64_t claim_n;
-    int alive;              /* enum shmr_liveness */
-    uint32_t evicted;       /* evicted for stalling, not yet told */
+    uint64_t claim_pos;     /* queue: first position of the batch held, if any */
+    uint64_t claimed;       /* queue: records claimed, not yet released */
+    int alive;              /* enum shmr_liveness (the binding names it "liveness") */
 } shmr_consumer_info;
+
+typedef struct shmr_waiters {
+    uint32_t consumers;     /* consumers asleep waiting for records */
+    uint32_t producer;      /* the producer asleep waiting for room */
+} shmr_waiters;
 
 typedef struct shmr_ring_info {
     uint64_t capacity, record_size, segment_size;
-    uint32_t mode, overflow, max_consumers, version;
-    uint64_t head;          /* records published */
-    uint64_t tail;          /* queue: records claimed by consumers */
-    uint64_t consumed;      /* queue: records released; broadcast: min cursor */
-    uint32_t producer_pid;
+    uint32_t mode, overflow, max_consumers, layout_version;
+    uint64_t pushed;        /* records published (the head position) */
+    uint64_t tail;          /* queue: records claimed by consumers; broadcast: slowest cursor */
+    uint64_t popped;        /* records received by consumers, those that left included */
+    uint64_t popped_retired; /* of which by consumers that have left */
+    uint64_t available;     /* published, not yet taken (queue) / not yet read by the slowest (broadcast) */
+    uint32_t n_consumers;
+    shmr_waiters waiters;
+    uint32_t producer_pid;  /* 0: no producer */
     uint64_t producer_start;
     int producer_alive;     /* enum shmr_liveness */
-    uint32_t close_reason;
-    uint32_t data_waiters, space_waiters;
+    uint32_t close_reason;  /* enum shmr_close_reason */
     uint64_t abandoned;     /* queue: records reclaimed from dead consumers */
     uint64_t evicted;       /* consumers evicted because their process died */
-    uint64_t popped;        /* records delivered, every consumer ever */
-    uint64_t evicted_stalled; /* live consumers evicted by evict_after */
-    uint32_t stall_index;   /* consumer holding the producer back, if stall_valid */
-    int stall_valid;
-    uint64_t stall_ns;      /* for how long (ns) */
     uint32_t creator_pid;
-    uint64_t creator_start;
+    uint64_t creator_start; /* with creator_pid its identity */
     int creator_alive;      /* enum shmr_liveness */
-    uint64_t create_time_ns;
-    uint32_t n_consumers;
+    uint64_t create_time_ns; /* CLOCK_REALTIME */
 } shmr_ring_info;
 
 /* segments */
 int shmr_name_check(const char *name);
-int shmr_create(const char *name, const shmr_params *params, unsigned mode_bits, int exist_ok, shmr_ring **out);
+int shmr_create(const char *name, const shmr_params *params, unsigned mode_bits, shmr_ring **out);
 int shmr_attach(const char *name, shmr_ring **out);
 int shmr_attach_fd(int fd, shmr_ring **out);          /* validates, takes over fd */
 void shmr_detach(shmr_ring *r);
@@ -115,6 +121,8 @@ uint32_t shmr_mode(const shmr_ring *r);
 uint32_t shmr_overflow(const shmr_ring *r);
 int shmr_info(shmr_ring *r, shmr_ring_info *out);
 int shmr_consumer_infos(shmr_ring *r, shmr_consumer_info *out, uint32_t max, uint32_t *n);
+/* the consumer a waiting producer last found holding it back, and for how long (ns); 1 if any */
+int shmr_stall_info(shmr_ring *r, uint32_t *index, uint64_t *ns);
 
 /* The segment layout for tools and tests (csrc/shmr_layout.h is its source):
  * one entry per field, "region.field", and one per region, "region". Field
@@ -150,7 +158,8 @@ int64_t shmr_reserve(shmr_producer *p, uint64_t n, void **ptr);
 void shmr_commit(shmr_producer *p, uint64_t n);
 /* waits until a slot may be free; busy-polls spin_ns first; 0, -ETIMEDOUT, -EINTR */
 int shmr_producer_wait(shmr_producer *p, int64_t timeout_ns, int64_t spin_ns);
-/* between wait slices: reclaim dead consumers' claims / evict dead consumers */
+/* between wait slices: evict dead consumers and release what they had claimed;
+ * returns the consumers evicted, *reclaimed = records released */
 int shmr_producer_recover(shmr_producer *p, uint64_t *reclaimed);
 
 /* consumer */
@@ -165,7 +174,8 @@ int64_t shmr_claim(shmr_consumer *c, uint64_t max, const void **ptr, uint64_t *d
  * overwritten while held (broadcast-overwrite only) */
 int64_t shmr_release(shmr_consumer *c);
 int shmr_consumer_wait(shmr_consumer *c, int64_t timeout_ns, int64_t spin_ns);
-/* between wait slices: close the stream if the producer died */
+/* between wait slices: close the stream if the producer died; returns the
+ * close reason (SHMR_OPEN while it runs) */
 int shmr_consumer_check_producer(shmr_consumer *c);
 uint64_t shmr_consumer_popped(const shmr_consumer *c);
 uint64_t shmr_consumer_dropped(const shmr_consumer *c);

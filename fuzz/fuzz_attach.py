@@ -259,14 +259,14 @@ def relayout(seg: bytearray, **params: int) -> bytearray:
     """Set capacity/record_size/mode/max_consumers/... and recompute the offsets and
     segment_size so that a header stays self-consistent."""
     for k, v in params.items():
-        put(seg, k, v)
+        mutate_field(seg, k, v)
     if "record_size" in params and "stride" not in params:
         put(seg, "stride", params["record_size"])
-    cap, stride, mode, mc = (get(seg, f) for f in ("capacity", "stride", "mode", "max_consumers"))
-    c, d, s, size = layout(cap, stride, mode, mc)  # noqa: E741
-    put(seg, "consumers_offset", c)
-    put(seg, "releases_offset", d)
-    put(seg, "slots_offset", s)
+    cap, stride, mode, max_consumers = (get(seg, f) for f in ("capacity", "stride", "mode", "max_consumers"))
+    consumers, releases, slots, size = layout(cap, stride, mode, max_consumers)
+    put(seg, "consumers_offset", consumers)
+    put(seg, "releases_offset", releases)
+    put(seg, "slots_offset", slots)
     put(seg, "segment_size", size)
     return seg
 
@@ -471,13 +471,13 @@ def make_seeds() -> list[tuple[str, bytes]]:
     import shmring
 
     out = []
-    for i, (label, dt, cap, mode, ov, mc, n, keep, close) in enumerate(SEED_CONFIGS):
+    for i, (label, dt, cap, mode, ov, max_consumers, n, keep, close) in enumerate(SEED_CONFIGS):
         name = f"fzs{os.getpid()}-{i}"
         try:
             shmring.unlink(name)
         except FileNotFoundError:
             pass
-        ring = shmring.Ring.create(name, dt, cap, mode=mode, overflow=ov, max_consumers=mc)
+        ring = shmring.Ring.create(name, dt, cap, mode=mode, overflow=ov, max_consumers=max_consumers)
         try:
             cons = [ring.consumer(start="oldest") for _ in range(keep)]
             prod = ring.producer()

@@ -11,7 +11,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 stamp=.venv/.deps-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/python -m pip install -q -U pip "setuptools>=68" wheel
-    .venv/bin/python -m pip install -q "Cython>=3.1" "numpy>=2" pytest pytest-benchmark hypothesis
+    .venv/bin/python -m pip install -q "Cython>=3.1" "numpy>=2" pytest pytest-benchmark pytest-timeout hypothesis "mypy>=1.18" "typing_extensions>=4.15"
     touch "$stamp"
 fi
 # Rebuilds only what changed; --no-build-isolation reuses the tools installed above.

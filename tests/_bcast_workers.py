@@ -21,67 +21,7 @@ import traceback
 import numpy as np
 
 import shmring
-
-# ---- records ----------------------------------------------------------------
-
-# 64-byte checksummed record: seq, 6 payload words derived from seq, hash of all.
-REC = np.dtype([("seq", "<u8"), ("payload", "<u8", (6,)), ("check", "<u8")])
-assert REC.itemsize == 64
-
-_K = np.array(
-    [0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB,
-     0xD6E8FEB86659FD93, 0xA0761D6478BD642F, 0xE7037ED1A0B428DB],
-    dtype=np.uint64,
-)
-_M = np.uint64(0xFF51AFD7ED558CCD)
-_SALT = np.uint64(0x2545F4914F6CDD1D)
-_S31 = np.uint64(31)
-
-
-def payload_of(seq: np.ndarray) -> np.ndarray:
-    seq = np.asarray(seq, dtype=np.uint64).reshape(-1)
-    return (seq[:, None] + np.uint64(1)) * _K[None, :]
-
-
-def checksum(seq: np.ndarray, payload: np.ndarray) -> np.ndarray:
-    """Order-sensitive hash of seq and every payload word (wrapping uint64)."""
-    h = np.asarray(seq, dtype=np.uint64).reshape(-1) * _M + _SALT
-    payload = np.asarray(payload, dtype=np.uint64).reshape(-1, 6)
-    for j in range(6):
-        h = (h ^ payload[:, j]) * _M
-        h = h ^ (h >> _S31)
-    return h
-
-
-def fill(arr: np.ndarray, start: int) -> None:
-    """Write records start .. start+len(arr)-1 into arr (field by field, in place)."""
-    n = len(arr)
-    seq = np.arange(start, start + n, dtype=np.uint64)
-    pl = payload_of(seq)
-    arr["seq"] = seq
-    arr["payload"] = pl
-    arr["check"] = checksum(seq, pl)
-
-
-def make_records(start: int, n: int) -> np.ndarray:
-    a = np.empty(n, REC)
-    fill(a, start)
-    return a
-
-
-def as_records(x) -> np.ndarray:
-    """A popped np.void / array of REC as a 1-d REC array."""
-    return np.atleast_1d(np.asarray(x)).reshape(-1)
-
-
-def n_bad(a: np.ndarray) -> int:
-    """How many records of a are not intact (torn or garbage)."""
-    a = as_records(a)
-    if len(a) == 0:
-        return 0
-    seq = a["seq"]
-    ok = (a["check"] == checksum(seq, a["payload"])) & (a["payload"] == payload_of(seq)).all(axis=1)
-    return int(len(a) - np.count_nonzero(ok))
+from _records import REC, as_records, fill, make_records, n_bad  # noqa: F401 - REC re-exported for the tests
 
 
 # ---- large frames -------------------------------------------------------------

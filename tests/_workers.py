@@ -15,53 +15,7 @@ import time
 import numpy as np
 
 import shmring
-
-# 64-byte checksummed record used by the exactly-once tests.
-REC = np.dtype([("seq", "<u8"), ("payload", "<u8", (6,)), ("check", "<u8")])
-assert REC.itemsize == 64
-
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
-_GOLD = np.uint64(0x9E3779B97F4A7C15)
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser, vectorised, wrapping uint64 arithmetic."""
-    x = x ^ (x >> np.uint64(30))
-    x = x * _M1
-    x = x ^ (x >> np.uint64(27))
-    x = x * _M2
-    return x ^ (x >> np.uint64(31))
-
-
-def checksum(seq: np.ndarray, payload: np.ndarray) -> np.ndarray:
-    """A hash of seq and every payload word (order-sensitive)."""
-    h = _mix(seq.astype(np.uint64) + _GOLD)
-    for j in range(payload.shape[1]):
-        h = _mix(h ^ payload[:, j])
-    return h
-
-
-def make_records(start: int, n: int) -> np.ndarray:
-    """Records with seq start..start+n-1, a seq-derived payload and its checksum."""
-    recs = np.empty(n, dtype=REC)
-    seq = np.arange(start, start + n, dtype=np.uint64)
-    recs["seq"] = seq
-    base = seq[:, None] * np.uint64(6) + np.arange(6, dtype=np.uint64)[None, :]
-    recs["payload"] = _mix(base)
-    recs["check"] = checksum(seq, recs["payload"])
-    return recs
-
-
-def bad_records(recs: np.ndarray) -> int:
-    """How many records fail their checksum or carry a payload that is not their seq's."""
-    if len(recs) == 0:
-        return 0
-    seq = recs["seq"]
-    ok = recs["check"] == checksum(seq, recs["payload"])
-    base = seq[:, None] * np.uint64(6) + np.arange(6, dtype=np.uint64)[None, :]
-    ok &= (recs["payload"] == _mix(base)).all(axis=1)
-    return int((~ok).sum())
+from _records import REC, make_records, n_bad  # noqa: F401 - the one record scheme, re-exported
 
 
 # ---- exactly-once consumer ----------------------------------------------------
@@ -94,7 +48,7 @@ def eo_consumer(ring, out_path: str, seed: int, max_batch: int) -> None:
     except shmring.Closed as exc:
         assert exc.reason == "closed by producer", exc.reason
     recs = np.concatenate(chunks) if chunks else np.empty(0, dtype=REC)
-    np.savez(out_path, seqs=recs["seq"], bad=bad_records(recs), singles=singles, calls=k - 1)
+    np.savez(out_path, seqs=recs["seq"], bad=n_bad(recs), singles=singles, calls=k - 1)
     cons.close()
     ring.close()
 

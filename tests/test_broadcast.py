@@ -1,6 +1,6 @@
 """Broadcast mode across real processes: every consumer sees every record.
 
-Records are 64-byte checksummed structs (tests/_bcast_workers.py); consumers run
+Records are 64-byte checksummed structs (tests/_records.py); consumers run
 in separate processes (fork and spawn) and report what actually arrived.
 """
 

@@ -18,25 +18,10 @@ import numpy as np
 import pytest
 
 import shmring
+from _records import REC, make_records, n_bad
 
-REC = np.dtype([("seq", "<u8"), ("payload", "<u8", (6,)), ("check", "<u8")])
-MIX = np.uint64(0x9E3779B97F4A7C15)
 KILLS = int(os.environ.get("SHMRING_KILLS", "200" if os.environ.get("SHMRING_SOAK") else "50"))
 CTX = mp.get_context("fork")
-
-
-def make(start, n):
-    a = np.zeros(n, REC)
-    a["seq"] = np.arange(start, start + n, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        a["payload"] = (a["seq"][:, None] * np.arange(1, 7, dtype=np.uint64)) ^ MIX
-    a["check"] = check(a)
-    return a
-
-
-def check(a):
-    with np.errstate(over="ignore"):
-        return a["seq"] * MIX ^ np.bitwise_xor.reduce(a["payload"], axis=1)
 
 
 def _unique(tag):
@@ -59,7 +44,7 @@ def producer_until_stopped(ring, stop, pushed_out):
     with ring.producer(liveness_interval=0.02) as p:
         seq = 0
         while not stop.is_set():
-            p.push_many(make(seq, 32))
+            p.push_many(make_records(seq, 32))
             seq += 32
         pushed_out.value = seq
 
@@ -73,7 +58,7 @@ def victim(ring, log_path, max_n):
         try:
             with c.view(16) as a:
                 k = len(a)
-                if np.any(check(a) != a["check"]):
+                if n_bad(a):
                     log[max_n - 1] = np.uint64(2**64 - 1)  # torn marker
                 log[n:n + k] = a["seq"]
                 log[max_n] = n + k  # the durable length: set before the release
@@ -93,7 +78,7 @@ def survivor(ring, out_path):
         except shmring.Closed:
             break
         for_pop += 1
-        bad += int(np.count_nonzero(check(a) != a["check"]))
+        bad += n_bad(a)
         got.append(a["seq"].copy())
     seqs = np.concatenate(got) if got else np.zeros(0, np.uint64)
     np.save(out_path, seqs)
@@ -174,11 +159,11 @@ def test_kill_consumers_queue(name, tmp_path):
 
 def producer_then_killed(ring, started, n_first):
     p = ring.producer()
-    p.push_many(make(0, n_first))
+    p.push_many(make_records(0, n_first))
     started.set()
     seq = n_first
     while True:  # keep pushing until killed
-        p.push_many(make(seq, 16))
+        p.push_many(make_records(seq, 16))
         seq += 16
 
 
@@ -200,7 +185,7 @@ def test_kill_producer_then_takeover(name):
         except shmring.Closed as exc:
             assert exc.reason == "producer died"
             break
-        assert np.all(check(a) == a["check"])
+        assert n_bad(a) == 0
         got.append(a["seq"])
     recovery = time.monotonic() - killed_at
     seqs = np.concatenate(got)
@@ -212,7 +197,7 @@ def test_kill_producer_then_takeover(name):
     print(f"end-of-stream {recovery * 1e3:.1f} ms after the producer was killed")
     # a new producer may take over once the old one is dead, and the stream reopens
     with ring.producer() as p2:
-        p2.push_many(make(pushed, 10))
+        p2.push_many(make_records(pushed, 10))
         b = cons.pop_many(10, timeout=5)
         assert np.array_equal(b["seq"], np.arange(pushed, pushed + 10, dtype=np.uint64))
     with pytest.raises(shmring.Closed):
@@ -235,16 +220,16 @@ def test_dead_broadcast_consumer_is_evicted(name):
     assert ready.wait(30)
     live = ring.consumer()
     p = ring.producer(liveness_interval=0.02)
-    p.push_many(make(0, 8))
+    p.push_many(make_records(0, 8))
     got = [live.pop_many(8, timeout=5)["seq"]]
     with pytest.raises(shmring.Full):  # held back by the idle (live) consumer only
-        p.push(make(8, 1), timeout=0.1)
+        p.push(make_records(8, 1), timeout=0.1)
     assert ring.stats()["evicted"] == 0
     os.kill(proc.pid, signal.SIGKILL)
     proc.join()
     t0 = time.monotonic()
     for i in range(8, 200, 8):
-        p.push_many(make(i, 8), timeout=5)  # would raise Full if the dead one still held it back
+        p.push_many(make_records(i, 8), timeout=5)  # would raise Full if the dead one still held it back
         got.append(live.pop_many(8, timeout=5)["seq"])
     assert np.array_equal(np.concatenate(got), np.arange(200, dtype=np.uint64))
     st = ring.stats()
@@ -272,7 +257,7 @@ def test_cli_ls_info_rm_gc(name):
     live = shmring.Ring.create(name, REC, 32, mode="broadcast")
     c = live.consumer()
     p = live.producer()
-    p.push_many(make(0, 5))
+    p.push_many(make_records(0, 5))
     try:
         rc, out, _ = run_cli("ls", "--json")
         assert rc == 0

@@ -395,3 +395,116 @@ def test_creator_killed_during_create_does_not_wedge_the_name(ring_name, rings, 
     r = subprocess.run([sys.executable, "-m", "shmring", "gc"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert [e for e in os.listdir(SHM) if ring_name in e] == [f"shmr-{ring_name}"]
+
+
+# ---- a stalled consumer is named ------------------------------------------------
+
+def _read_then_stop(ring, ready, take_view):
+    c = ring.consumer()
+    if take_view:
+        with c.view(4):
+            ready.set()
+            os.kill(os.getpid(), signal.SIGSTOP)
+    else:
+        ready.set()
+        os.kill(os.getpid(), signal.SIGSTOP)
+    c.close()
+
+
+@pytest.mark.parametrize("mode", ["queue", "broadcast"])
+def test_full_names_the_stalled_consumer(ring_name, rings, procs, mode):
+    """A stopped (live) consumer holds the producer back: Full says which one,
+    and stats()["stall"] too; the record goes once records flow again."""
+    ring = rings.create(ring_name, np.uint64, 8, mode=mode)
+    p = ring.producer(liveness_interval=0.02)
+    if mode == "queue":
+        p.push_many(np.arange(8, dtype=np.uint64))
+    ready = CTX.Event()
+    child = procs(CTX, _read_then_stop, ring, ready, mode == "queue")
+    assert ready.wait(10)
+    if mode == "broadcast":
+        p.push_many(np.arange(8, dtype=np.uint64))
+    wait_for(lambda: open(f"/proc/{child.pid}/stat").read().rsplit(")", 1)[1].split()[0] == "T", 10, "SIGSTOP")
+    if mode == "queue":  # the four records not in the stopped view go to a live reader
+        assert len(ring.consumer().pop_many(8, timeout=1)) == 4
+    with pytest.raises(Full) as ei:
+        p.push_many(np.arange(8, dtype=np.uint64), timeout=0.2)
+    [c] = [c for c in ring.stats()["consumers"] if c["pid"] == child.pid]
+    msg = str(ei.value)
+    assert f"consumer #{c['index']} (pid {child.pid}" in msg, msg
+    assert ("4 records behind" if mode == "queue" else "8 records behind") in msg, msg
+    st = ring.stats()["stall"]
+    assert st["index"] == c["index"] and st["pid"] == child.pid and st["seconds"] >= 0.1
+    os.kill(child.pid, signal.SIGCONT)
+    child.join(10)
+    p.push(1, timeout=5)
+    assert ring.stats()["stall"] is None
+
+
+# ---- waits end on time, and a wake-up is never lost ------------------------------
+
+def test_timeouts_are_bounded_above_with_a_long_liveness_interval(ring_name, rings):
+    """A wait ends at its timeout, not at the end of a liveness slice (1 s here)."""
+    ring = rings.create(ring_name, np.uint64, 4)
+    p = ring.producer(liveness_interval=1.0, spin=0)
+    c = ring.consumer(liveness_interval=1.0, spin=0)
+    calls = {
+        "pop": lambda: c.pop(timeout=0.02),
+        "pop_many": lambda: c.pop_many(4, timeout=0.02),
+        "view": lambda: c.view(4, timeout=0.02),
+    }
+    for what, call in calls.items():
+        t0 = time.monotonic()
+        with pytest.raises(Empty):
+            call()
+        took = time.monotonic() - t0
+        assert 0.02 <= took < 0.5, f"{what}(timeout=0.02) took {took:.3f} s"
+    p.push_many(np.arange(4, dtype=np.uint64))
+    calls = {
+        "push": lambda: p.push(9, timeout=0.02),
+        "push_many": lambda: p.push_many(np.arange(3, dtype=np.uint64), timeout=0.02),
+        "reserve": lambda: p.reserve(2, timeout=0.02),
+    }
+    for what, call in calls.items():
+        t0 = time.monotonic()
+        with pytest.raises(Full):
+            call()
+        took = time.monotonic() - t0
+        assert 0.02 <= took < 0.5, f"{what}(timeout=0.02) took {took:.3f} s"
+
+
+def _echo(ring_in, ring_out, n):
+    c = ring_in.consumer(liveness_interval=60, spin=0)
+    p = ring_out.producer(liveness_interval=60, spin=0)
+    for _ in range(n):
+        p.push(c.pop(timeout=30), timeout=30)
+    p.close()
+
+
+ROUND_TRIPS = int(os.environ.get("SHMRING_WAKE_TRIPS", "3000"))
+
+
+def test_no_lost_wakeup_over_many_round_trips(ring_names, rings, procs):
+    """Ping-pong through two rings, both sides sleeping in the futex (spin=0) with
+    60 s liveness slices: a lost wake-up would show as a round trip of seconds
+    (a slice never ends early), not the usual microseconds. Removing the seq_cst
+    fence of the notify path makes this fail."""
+    a = rings.create(ring_names(), np.uint64, 2)
+    b = rings.create(ring_names(), np.uint64, 2)
+    ca = b.consumer(liveness_interval=60, spin=0)
+    child = procs(CTX, _echo, a, b, ROUND_TRIPS)
+    p = a.producer(liveness_interval=60, spin=0)
+    worst = 0.0
+    for i in range(ROUND_TRIPS):
+        t0 = time.monotonic()
+        p.push(i, timeout=30)
+        try:
+            got = int(ca.pop(timeout=2.0))
+        except Empty:
+            raise AssertionError(f"round trip {i}: no answer within 2 s (a lost wake-up)") from None
+        worst = max(worst, time.monotonic() - t0)
+        assert got == i
+    child.join(30)
+    assert child.exitcode == 0
+    print(f"worst round trip of {ROUND_TRIPS}: {worst * 1e3:.2f} ms")
+    assert worst < 1.0

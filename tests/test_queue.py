@@ -352,7 +352,7 @@ def test_push_many_larger_than_capacity_with_remote_consumer(mp_ctx, ring_name, 
     got = np.load(out)
     assert len(got) == 20000
     assert np.array_equal(got["seq"], np.arange(20000, dtype=np.uint64))
-    assert W.bad_records(got) == 0
+    assert W.n_bad(got) == 0
 
 
 def test_pop_blocks_until_data_from_other_process(mp_ctx, ring_name, rings):

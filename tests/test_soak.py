@@ -15,27 +15,14 @@ import numpy as np
 import pytest
 
 import shmring
+from _records import REC, fill, n_bad
+
+pytestmark = pytest.mark.timeout(7200)  # soak runs are long by design
 
 SOAK = bool(os.environ.get("SHMRING_SOAK"))
 N = int(os.environ.get("SHMRING_SOAK_RECORDS", 100_000_000 if SOAK else 2_000_000))
-REC = np.dtype([("seq", "<u8"), ("payload", "<u8", (6,)), ("check", "<u8")])
-MIX = np.uint64(0x9E3779B97F4A7C15)
 BATCH = 1024
 CTX = mp.get_context("fork")
-
-
-def fill(block, start):
-    n = len(block)
-    block["seq"] = np.arange(start, start + n, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        block["payload"][:, 0] = block["seq"] * MIX
-        block["check"] = block["seq"] ^ block["payload"][:, 0] ^ block["payload"][:, 5]
-
-
-def torn(a):
-    with np.errstate(over="ignore"):
-        return int(np.count_nonzero((a["seq"] ^ a["payload"][:, 0] ^ a["payload"][:, 5] != a["check"])
-                                    | (a["payload"][:, 0] != a["seq"] * MIX)))
 
 
 def consumer_main(ring, mode, ready, out):
@@ -52,7 +39,7 @@ def consumer_main(ring, mode, ready, out):
             a = c.pop_many(BATCH)
         except shmring.Closed:
             break
-        bad += torn(a)
+        bad += n_bad(a)
         seq = a["seq"]
         count += len(a)
         if mode == "queue":

@@ -16,6 +16,9 @@ import subprocess
 
 import pytest
 
+# model checking and the sanitizer stress run long by design
+pytestmark = pytest.mark.timeout(1800)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VERIFY = os.path.join(ROOT, "verify")
 RUN_SPIN = os.path.join(VERIFY, "run_spin.sh")

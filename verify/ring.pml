@@ -1,5 +1,6 @@
 /*
- * ring.pml -- Promela model of the shmring delivery protocols (csrc/shmring.c).
+ * ring.pml -- Promela model of the shmring delivery protocols (csrc/queue.c,
+ * csrc/broadcast.c, csrc/eventcount.c).
  *
  * One file, several configurations, selected with -D switches:
  *
@@ -89,9 +90,9 @@
 byte head;              /* prod->head: positions < head are published */
 byte intent;            /* prod->intent: positions < intent may be being written */
 byte jclaim;            /* prod->join_claim (block): the joiners' Dekker word, >= intent */
-byte tail;              /* tailb->tail (queue) */
-byte qtag[CAP];         /* r->done[s].tag (queue): start of the released batch + cap */
-byte qlen[CAP];         /* r->done[s].len: its length, written before tag */
+byte tail;              /* tail_block->tail (queue) */
+byte qtag[CAP];         /* r->releases[s].tag (queue): start of the released batch + cap */
+byte qlen[CAP];         /* r->releases[s].len: its length, written before tag */
 byte slot_lo[CAP];      /* first half of each slot: record id = position + 1 */
 byte slot_hi[CAP];      /* second half, written separately (models a torn write) */
 bit  owner[NC];         /* cslot.owner != 0 */
@@ -186,9 +187,9 @@ inline refresh_min()
 inline writable(nn)
 {
 #if defined(QUEUE)
-    /* while (limit_cache < h + n) { d = &done[limit_cache & mask];
-     *     if (acquire load d->tag != limit_cache) break;
-     *     limit_cache += relaxed load d->len; (relaxed store prod->limit: takeover only, not modelled) } */
+    /* while (writable_end_cache < h + n) { d = &releases[writable_end_cache & mask];
+     *     if (acquire load d->tag != writable_end_cache) break;
+     *     writable_end_cache += relaxed load d->len; (relaxed store prod->writable_end: takeover only, not modelled) } */
     do
     :: lc < h + nn ->
         if
@@ -306,7 +307,7 @@ proctype Producer()
     /* shmr_producer_open */
     h = head;                                   /* acquire load of head */
     pint = intent;                              /* acquire load of intent */
-    lc = h;                                     /* limit_cache */
+    lc = h;                                     /* writable_end_cache */
     minc = (h > CAP -> h - CAP : 0);            /* min_cache */
     js = join_epoch - 1;                        /* join_seen: force a refresh */
 
@@ -532,8 +533,8 @@ progress_qread:
             od;
 #ifndef BUG_DONE_EARLY
             /* q_release(c, pos, k) (pop, or shmr_release after a claim) */
-            qlen[pos & MASK] = k;                   /* relaxed store of done[pos & mask].len */
-            qtag[pos & MASK] = pos + CAP;           /* release store of done[pos & mask].tag */
+            qlen[pos & MASK] = k;                   /* relaxed store of releases[pos & mask].len */
+            qtag[pos & MASK] = pos + CAP;           /* release store of releases[pos & mask].tag */
 #endif
             /* (claim_state = CLAIM_NONE, popped counter: for the sweeper and stats, not modelled) */
             ec_notify_space()
@@ -749,7 +750,7 @@ progress_advance:
 init
 {
     byte i;
-    /* shmr_create: the first lap is one free batch: done[0] = {tag 0, len cap} */
+    /* shmr_create: the first lap is one free batch: releases[0] = {tag 0, len cap} */
     d_step {
         qlen[0] = CAP;
         qtag[0] = 0

@@ -377,7 +377,7 @@ static int run_mode(enum kind kind, uint64_t n)
         .descr_len = 4,
     };
     shmr_unlink(ring_name);
-    int rc = shmr_create(ring_name, &prm, 0600, 0, &R.ring);
+    int rc = shmr_create(ring_name, &prm, 0600, &R.ring);
     if (rc) {
         fprintf(stderr, "shmr_create(%s): %d\n", ring_name, rc);
         return 1;
@@ -472,8 +472,8 @@ static int run_mode(enum kind kind, uint64_t n)
     }
     shmr_ring_info info;
     shmr_info(R.ring, &info);
-    if (info.head != n)
-        FAIL("%s: head %" PRIu64 " != %" PRIu64, R.name, info.head, n);
+    if (info.pushed != n)
+        FAIL("%s: head %" PRIu64 " != %" PRIu64, R.name, info.pushed, n);
 
     printf("%-9s records=%" PRIu64 " time=%.2fs", R.name, n, secs);
     for (int i = 0; i < nc; i++)

@@ -4,7 +4,7 @@ One producer, many consumer processes; ``mode="queue"`` hands each record to
 exactly one consumer, ``mode="broadcast"`` to every consumer.
 """
 
-from ._api import Ring, unlink
+from ._api import ConsumerStats, Ring, RingStats, Waiters, unlink
 from ._ring import Consumer, Producer, Reservation, View
 from .errors import (
     Closed,
@@ -21,7 +21,7 @@ from .errors import (
 )
 
 __all__ = [
-    "Ring", "Producer", "Consumer", "Reservation", "View", "unlink",
+    "Ring", "Producer", "Consumer", "Reservation", "View", "unlink", "RingStats", "ConsumerStats", "Waiters",
     "RingError", "NotARingError", "LayoutVersionError", "CorruptRingError", "CreatorDiedError", "ProducerBusyError",
     "ConsumerTableFull", "Full", "Empty", "Closed", "Lagged",
 ]

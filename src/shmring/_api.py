@@ -6,7 +6,7 @@ import ast
 import errno
 import os
 import weakref
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 from numpy.lib.format import descr_to_dtype, dtype_to_descr
@@ -14,6 +14,77 @@ from numpy.lib.format import descr_to_dtype, dtype_to_descr
 from . import _ring
 from ._ring import Consumer, Producer
 from .errors import CorruptRingError, RingError
+
+
+class Waiters(TypedDict):
+    consumers: int  # consumers asleep waiting for records
+    producer: int  # the producer asleep waiting for room (0 or 1)
+
+
+class ConsumerStats(TypedDict, total=False):
+    """One consumer in Ring.stats()["consumers"]: struct shmr_consumer_info
+    (csrc/shmring.h) field for field, plus ``lag`` in broadcast mode."""
+
+    index: int
+    pid: int
+    start_time: int
+    cursor: int
+    popped: int
+    dropped: int
+    claim_pos: int
+    claimed: int
+    alive: bool  # not known dead: alive, or "unknown" (see liveness)
+    liveness: str  # "alive", "dead" or "unknown" (another pid namespace, or not ours to inspect)
+    lag: int
+
+
+class StallInfo(TypedDict):
+    """Ring.stats()["stall"]: the consumer holding a full ring back."""
+
+    index: int
+    pid: int | None
+    lag: int | None  # records it holds (queue) or is behind (broadcast)
+    seconds: float  # since the producer first waited on it
+
+
+class RingStats(TypedDict):
+    """Ring.stats(): struct shmr_ring_info (csrc/shmring.h) field for field, with
+    codes given as names (mode, overflow, close_reason), plus what only the Python
+    layer knows (name, dtype, consumers, closed, created). README "Stats" has the table."""
+
+    name: str
+    dtype: str
+    mode: str
+    overflow: str
+    capacity: int
+    record_size: int
+    segment_size: int
+    max_consumers: int
+    layout_version: int
+    pushed: int
+    tail: int
+    popped: int
+    popped_retired: int
+    available: int
+    n_consumers: int
+    waiters: Waiters
+    producer_pid: int | None
+    producer_start: int
+    producer_alive: bool  # a producer holds the role and is not known dead
+    producer_liveness: str | None  # "alive", "dead", "unknown"; None without a producer
+    closed: bool
+    close_reason: str | None
+    abandoned: int
+    evicted: int
+    stall: StallInfo | None
+    creator_pid: int
+    creator_start: int
+    creator_alive: bool  # not known dead
+    creator_liveness: str
+    create_time_ns: int
+    created: float
+    consumers: list[ConsumerStats]
+
 
 DEFAULT_MAX_CONSUMERS = 64
 MAX_RECORD_NDIM = 31
@@ -292,49 +363,42 @@ class Ring:
     def closed(self) -> bool:
         return self._map is None
 
-    def stats(self) -> dict:
+    def stats(self) -> RingStats:
         """A snapshot of the ring's counters (read without locks; values may be
-        mid-update relative to each other)."""
+        mid-update relative to each other). Keys: see RingStats."""
         m = self._mapping()
-        info = m.info()
-        consumers = m.consumer_infos()
-        head = info["head"]
-        # records received by every consumer, including those that have left
-        popped = info["popped"]
-        if self._mode == "queue":
-            available = head - info["tail"]
-        else:
-            available = head - info["consumed"]
-            for c in consumers:
-                c["lag"] = max(0, head - c["cursor"])
-        return {
-            "name": self._name,
-            "dtype": str(self._dtype),
-            "mode": self._mode,
-            "overflow": self._overflow,
-            "capacity": info["capacity"],
-            "record_size": info["record_size"],
-            "segment_size": info["segment_size"],
-            "pushed": head,
-            "popped": popped,
-            "available": available,
-            "consumers": consumers,
-            "n_consumers": info["n_consumers"],
-            "max_consumers": info["max_consumers"],
-            "waiters": {"consumers": info["data_waiters"], "producer": info["space_waiters"]},
-            "producer_pid": info["producer_pid"] or None,
-            "producer_alive": info["producer_alive"],
-            "producer_liveness": info["producer_liveness"],
-            "closed": info["close_reason"] is not None,
-            "close_reason": info["close_reason"],
-            "abandoned": info["abandoned"],
-            "evicted": info["evicted"],
-            "creator_pid": info["creator_pid"],
-            "creator_start": info["creator_start"],
-            "creator_liveness": info["creator_liveness"],
-            "created": info["create_time_ns"] / 1e9,
-            "layout_version": info["version"],
-        }
+        info: dict[str, Any] = m.info()
+        consumers: list[dict[str, Any]] = m.consumer_infos()
+        for c in consumers:
+            c["liveness"] = _ring.LIVENESS[c["alive"]]
+            c["alive"] = c["liveness"] != "dead"
+            if self._mode == "broadcast":
+                c["lag"] = max(0, info["pushed"] - c["cursor"])
+        reason = _ring.CLOSE_REASONS.get(info["close_reason"])
+        has_producer = info["producer_pid"] != 0
+        stall: StallInfo | None = None
+        held = m.stall()
+        if held is not None:
+            who = next((c for c in consumers if c["index"] == held[0]), None)
+            stall = {"index": held[0], "pid": who["pid"] if who else None, "seconds": held[1],
+                     "lag": (who.get("lag", who["claimed"]) if who else None)}
+        info.update(
+            stall=stall,
+            producer_liveness=_ring.LIVENESS[info["producer_alive"]] if has_producer else None,
+            creator_liveness=_ring.LIVENESS[info["creator_alive"]],
+            creator_alive=info["creator_alive"] != _ring.LIVENESS_DEAD,
+            name=self._name,
+            dtype=str(self._dtype),
+            mode=self._mode,
+            overflow=self._overflow,
+            producer_pid=info["producer_pid"] or None,
+            producer_alive=has_producer and info["producer_alive"] != _ring.LIVENESS_DEAD,
+            closed=reason is not None,
+            close_reason=reason,
+            created=info["create_time_ns"] / 1e9,
+            consumers=consumers,
+        )
+        return info  # type: ignore[return-value]
 
 
 def _attach_for_pickle(name: str, descr: str) -> Ring:

@@ -18,7 +18,6 @@ cdef extern from "shmring.h" nogil:
         SHMR_EINIT
         SHMR_ESTATE
         SHMR_ECREATOR
-        SHMR_EEVICTED
         SHMR_DEAD
         SHMR_ALIVE
         SHMR_UNKNOWN
@@ -57,36 +56,36 @@ cdef extern from "shmring.h" nogil:
         uint64_t popped
         uint64_t dropped
         uint64_t claim_pos
-        uint64_t claim_n
+        uint64_t claimed
         int alive
-        uint32_t evicted
+
+    ctypedef struct shmr_waiters:
+        uint32_t consumers
+        uint32_t producer
 
     ctypedef struct shmr_ring_info:
         uint64_t capacity, record_size, segment_size
-        uint32_t mode, overflow, max_consumers, version
-        uint64_t head
+        uint32_t mode, overflow, max_consumers, layout_version
+        uint64_t pushed
         uint64_t tail
-        uint64_t consumed
+        uint64_t popped
+        uint64_t popped_retired
+        uint64_t available
+        uint32_t n_consumers
+        shmr_waiters waiters
         uint32_t producer_pid
         uint64_t producer_start
         int producer_alive
         uint32_t close_reason
-        uint32_t data_waiters, space_waiters
         uint64_t abandoned
         uint64_t evicted
-        uint64_t popped
-        uint64_t evicted_stalled
-        uint32_t stall_index
-        int stall_valid
-        uint64_t stall_ns
         uint32_t creator_pid
         uint64_t creator_start
         int creator_alive
         uint64_t create_time_ns
-        uint32_t n_consumers
 
     int shmr_name_check(const char *name)
-    int shmr_create(const char *name, const shmr_params *params, unsigned mode_bits, int exist_ok, shmr_ring **out)
+    int shmr_create(const char *name, const shmr_params *params, unsigned mode_bits, shmr_ring **out)
     int shmr_attach(const char *name, shmr_ring **out)
     int shmr_attach_fd(int fd, shmr_ring **out)
     void shmr_detach(shmr_ring *r)
@@ -97,6 +96,7 @@ cdef extern from "shmring.h" nogil:
     uint32_t shmr_mode(const shmr_ring *r)
     uint32_t shmr_overflow(const shmr_ring *r)
     int shmr_info(shmr_ring *r, shmr_ring_info *out)
+    int shmr_stall_info(shmr_ring *r, uint32_t *index, uint64_t *ns)
     int shmr_consumer_infos(shmr_ring *r, shmr_consumer_info *out, uint32_t max, uint32_t *n)
     ctypedef struct shmr_layout_field:
         const char *name
@@ -117,6 +117,8 @@ cdef extern from "shmring.h" nogil:
     int64_t shmr_reserve(shmr_producer *p, uint64_t n, void **ptr)
     void shmr_commit(shmr_producer *p, uint64_t n)
     int shmr_producer_wait(shmr_producer *p, int64_t timeout_ns, int64_t spin_ns)
+    int shmr_producer_stall(shmr_producer *p, uint32_t *index, uint64_t *behind)
+    void shmr_producer_unstall(shmr_producer *p)
     int shmr_producer_recover(shmr_producer *p, uint64_t *reclaimed)
 
     int shmr_consumer_open(shmr_ring *r, uint32_t start, shmr_consumer **out)

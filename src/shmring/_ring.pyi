@@ -1,4 +1,6 @@
-from typing import Any, Iterator
+from typing import Any, Iterator, TypedDict
+
+from typing_extensions import disjoint_base
 
 import numpy as np
 
@@ -15,12 +17,62 @@ MODES: dict[str, int]
 OVERFLOWS: dict[str, int]
 STARTS: dict[str, int]
 CLOSE_REASONS: dict[int, str | None]
+LIVENESS: dict[int, str]
+LIVENESS_DEAD: int
+
+class _Waiters(TypedDict):
+    consumers: int
+    producer: int
+
+class _RingInfo(TypedDict):
+    """struct shmr_ring_info, field for field."""
+
+    capacity: int
+    record_size: int
+    segment_size: int
+    mode: int
+    overflow: int
+    max_consumers: int
+    layout_version: int
+    pushed: int
+    tail: int
+    popped: int
+    popped_retired: int
+    available: int
+    n_consumers: int
+    waiters: _Waiters
+    producer_pid: int
+    producer_start: int
+    producer_alive: int
+    close_reason: int
+    abandoned: int
+    evicted: int
+    creator_pid: int
+    creator_start: int
+    creator_alive: int
+    create_time_ns: int
+
+class _ConsumerInfo(TypedDict):
+    """struct shmr_consumer_info, field for field."""
+
+    index: int
+    pid: int
+    start_time: int
+    cursor: int
+    popped: int
+    dropped: int
+    claim_pos: int
+    claimed: int
+    alive: int
 
 def start_time_of(pid: int) -> int: ...
 def process_alive(pid: int, start_time: int = ...) -> bool: ...
+def liveness(pid: int, start_time: int = ..., pidns: int = ...) -> str: ...
+def self_pidns() -> int: ...
 def check_name(name: str) -> int: ...
 def unlink(name: str) -> None: ...
 
+@disjoint_base
 class Mapping:
     name: str
     @staticmethod
@@ -33,6 +85,9 @@ class Mapping:
     @property
     def descr(self) -> str: ...
     @property
+    def file_owner(self) -> tuple[int, int]: ...
+    def stall(self) -> tuple[int, float] | None: ...
+    @property
     def capacity(self) -> int: ...
     @property
     def record_size(self) -> int: ...
@@ -40,29 +95,34 @@ class Mapping:
     def mode(self) -> int: ...
     @property
     def overflow(self) -> int: ...
-    def info(self) -> dict[str, Any]: ...
-    def consumer_infos(self) -> list[dict[str, Any]]: ...
+    def info(self) -> _RingInfo: ...
+    def consumer_infos(self) -> list[_ConsumerInfo]: ...
 
+@disjoint_base
 class _Handle:
     @property
     def dtype(self) -> np.dtype: ...
     @property
     def closed(self) -> bool: ...
+    def close(self) -> None: ...
 
+@disjoint_base
 class Reservation:
     @property
     def array(self) -> np.ndarray: ...
     def __len__(self) -> int: ...
     def __enter__(self) -> np.ndarray: ...
-    def __exit__(self, *exc: Any) -> bool: ...
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: Any) -> bool: ...
 
+@disjoint_base
 class View:
     @property
     def array(self) -> np.ndarray: ...
     def __len__(self) -> int: ...
     def __enter__(self) -> np.ndarray: ...
-    def __exit__(self, *exc: Any) -> bool: ...
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: Any) -> bool: ...
 
+@disjoint_base
 class Producer(_Handle):
     ring: Any
     def push(self, record: Any, timeout: float | None = None) -> None: ...
@@ -72,6 +132,7 @@ class Producer(_Handle):
     def __enter__(self) -> Producer: ...
     def __exit__(self, *exc: Any) -> None: ...
 
+@disjoint_base
 class Consumer(_Handle):
     ring: Any
     def pop(self, timeout: float | None = None) -> Any: ...

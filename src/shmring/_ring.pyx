@@ -2,8 +2,11 @@
 """Compiled core of shmring: segment handles, producer and consumer.
 
 The C core returns 0 / counts / -errno; _raise() is the one place where codes
-become Python exceptions. Everything friendly (dtype handling, names, stats,
-pickling) lives in the pure-Python layer (shmring._api).
+become Python exceptions, and _Handle._block() the one place where a call
+waits. Records cross here: the handles turn numpy arrays, scalars and np.void
+into ring records and back (dtype checks and conversions on the hot path).
+Naming, dtype descriptors, the stats dict and pickling live in the pure-Python
+layer (shmring._api).
 """
 
 import os
@@ -15,7 +18,7 @@ cimport numpy as cnp
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.ref cimport PyObject, Py_INCREF
-from libc.errno cimport EINTR, ETIMEDOUT, EBUSY
+from libc.errno cimport EACCES, EEXIST, ENOENT, EPERM
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
@@ -97,7 +100,7 @@ cdef int _raise(int64_t rc, str what) except -1:
         raise RingError(f"{what}: the ring is still being initialised by its creator")
     if code == SHMR_ECREATOR:
         raise CreatorDiedError(f"{what}: the ring's creator died before finishing it; remove it "
-                        f"(`python -m shmring gc` or `rm`) and create it again")
+                               f"(`python -m shmring gc` or `rm`) and create it again")
     if code == SHMR_ESTATE:
         raise CorruptRingError(f"{what}: the ring's shared state is corrupt (an impossible head, tail "
                                f"or release position); nothing was read from it")
@@ -108,11 +111,11 @@ cdef int _raise(int64_t rc, str what) except -1:
     if code == SHMR_ECLOSED:
         raise Closed(f"{what}: the stream is closed and drained")
     msg = f"{what}: {os.strerror(code)}"
-    if code == 2:
+    if code == ENOENT:
         raise FileNotFoundError(code, msg)
-    if code == 17:
+    if code == EEXIST:
         raise FileExistsError(code, msg)
-    if code == 13 or code == 1:
+    if code == EACCES or code == EPERM:
         raise PermissionError(code, msg)
     raise OSError(code, msg)
 
@@ -123,23 +126,38 @@ cdef inline int64_t _mono_ns() noexcept nogil:
     return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
 
 
-cdef int64_t _deadline(object timeout) except -2:
-    """-1 = wait forever, else an absolute CLOCK_MONOTONIC time in ns."""
+# State of one blocking call. The timeout is parsed only once the call finds it
+# must wait, so a call that succeeds at once never reads the clock.
+cdef struct Waiting:
+    bint started        # deadline is set
+    int64_t deadline    # -1 = wait forever, else an absolute CLOCK_MONOTONIC time in ns
+    int64_t spin_ns     # busy-poll before the first sleep only
+
+
+cdef inline void _waiting_init(Waiting *w, int64_t spin_ns) noexcept:
+    w.started = False
+    w.deadline = -1
+    w.spin_ns = spin_ns
+
+
+cdef int _waiting_start(Waiting *w, object timeout) except -1:
+    w.started = True
     if timeout is None:
-        return -1
+        w.deadline = -1
+        return 0
     t = float(timeout)
     if t != t or t < 0:
         raise ValueError(f"timeout must be None or a number >= 0, not {timeout!r}")
-    if t > 1e9:
-        return -1
-    return _mono_ns() + <int64_t>(t * 1e9)
+    w.deadline = -1 if t > 1e9 else _mono_ns() + <int64_t>(t * 1e9)
+    return 0
 
 
-cdef inline int64_t _slice(int64_t deadline, int64_t slice_ns) noexcept:
+cdef inline int64_t _waiting_slice(const Waiting *w, int64_t slice_ns) noexcept:
+    """How long the next sleep may last: at most one slice, 0 once the deadline passed."""
     cdef int64_t left
-    if deadline < 0:
+    if w.deadline < 0:
         return slice_ns
-    left = deadline - _mono_ns()
+    left = w.deadline - _mono_ns()
     if left <= 0:
         return 0
     return left if left < slice_ns else slice_ns
@@ -156,6 +174,7 @@ def process_alive(uint32_t pid, uint64_t start_time=0):
 
 
 LIVENESS = {SHMR_DEAD: "dead", SHMR_ALIVE: "alive", SHMR_UNKNOWN: "unknown"}
+LIVENESS_DEAD = SHMR_DEAD
 
 
 def liveness(uint32_t pid, uint64_t start_time=0, uint64_t pidns=0):
@@ -211,7 +230,7 @@ cdef class Mapping:
         cdef const char *cname = bname
         cdef int rc
         with nogil:  # posix_fallocate of a large segment takes a while
-            rc = shmr_create(cname, &p, perm, 0, &m.r)
+            rc = shmr_create(cname, &p, perm, &m.r)
         if rc:
             _raise(rc, f"create ring {name!r}")
         m.name = name
@@ -236,6 +255,14 @@ cdef class Mapping:
             _raise(rc, f"attach {label}")
         m.name = label
         return m
+
+    def stall(self):
+        """(consumer index, seconds) a waiting producer last found holding it back, or None."""
+        cdef uint32_t idx = 0
+        cdef uint64_t ns = 0
+        if not shmr_stall_info(self.r, &idx, &ns):
+            return None
+        return idx, ns / 1e9
 
     @property
     def file_owner(self):
@@ -267,26 +294,14 @@ cdef class Mapping:
         return shmr_overflow(self.r)
 
     def info(self):
+        """shmr_ring_info as a dict, field for field (codes stay codes; shmring._api
+        names them)."""
         cdef shmr_ring_info i
         shmr_info(self.r, &i)
-        return {
-            "capacity": i.capacity, "record_size": i.record_size, "segment_size": i.segment_size,
-            "mode": i.mode, "overflow": i.overflow, "max_consumers": i.max_consumers,
-            "version": i.version, "head": i.head, "tail": i.tail, "consumed": i.consumed,
-            "producer_pid": i.producer_pid, "producer_start": i.producer_start,
-            "producer_alive": i.producer_alive != SHMR_DEAD and i.producer_pid != 0,
-            "producer_liveness": LIVENESS[i.producer_alive] if i.producer_pid else None,
-            "close_reason": CLOSE_REASONS.get(i.close_reason),
-            "data_waiters": i.data_waiters, "space_waiters": i.space_waiters,
-            "abandoned": i.abandoned, "evicted": i.evicted, "popped": i.popped,
-            "evicted_stalled": i.evicted_stalled,
-            "stall": (i.stall_index, i.stall_ns / 1e9) if i.stall_valid else None,
-            "creator_pid": i.creator_pid, "creator_start": i.creator_start,
-            "creator_liveness": LIVENESS[i.creator_alive],
-            "create_time_ns": i.create_time_ns, "n_consumers": i.n_consumers,
-        }
+        return i
 
     def consumer_infos(self):
+        """One shmr_consumer_info dict per consumer, field for field."""
         cdef uint32_t n = 0
         cdef uint32_t cap = SHMR_MAX_CONSUMERS
         cdef shmr_consumer_info *buf = <shmr_consumer_info *>malloc(cap * sizeof(shmr_consumer_info))
@@ -294,10 +309,7 @@ cdef class Mapping:
             raise MemoryError()
         try:
             shmr_consumer_infos(self.r, buf, cap, &n)
-            return [{"index": buf[k].index, "pid": buf[k].pid, "start_time": buf[k].start_time,
-                     "cursor": buf[k].cursor, "popped": buf[k].popped, "dropped": buf[k].dropped,
-                     "claimed": buf[k].claim_n, "alive": buf[k].alive != SHMR_DEAD,
-                     "liveness": LIVENESS[buf[k].alive]} for k in range(n)]
+            return [buf[k] for k in range(n)]
         finally:
             free(buf)
 
@@ -314,7 +326,7 @@ cdef class _Handle:
     cdef object _base           # dtype of array elements (subarray base, else _dtype)
     cdef tuple _shape           # per-record array shape: subarray shape, else ()
     cdef object _rec_descr      # descr used for scalars
-    cdef Py_ssize_t _rs
+    cdef Py_ssize_t _record_size
     cdef bint _is_sub
     cdef int64_t _spin_ns
     cdef int64_t _slice_ns
@@ -333,7 +345,7 @@ cdef class _Handle:
             self._base, self._shape = dtype, ()
             self._is_sub = False
         self._rec_descr = dtype
-        self._rs = dtype.itemsize
+        self._record_size = dtype.itemsize
         if spin < 0:
             raise ValueError(f"spin must be >= 0 seconds, not {spin!r}")
         self._spin_ns = <int64_t>(spin * 1e9)
@@ -355,11 +367,9 @@ cdef class _Handle:
     # A handle is used by one thread at a time, but close() may come from
     # another thread (or a signal handler) while a call sleeps without the GIL:
     # then close() only marks it and wakes the sleeper, and the blocked call
-    # frees the C handle when it takes the GIL back.
-    #
-    # A call that completed its work without the GIL (a large copy) keeps its
-    # result when close() landed meanwhile: the records it took or published
-    # are returned or counted, and Closed comes with the next call.
+    # frees the C handle when it takes the GIL back. A call that completed its
+    # work without the GIL (a large copy) keeps its result: the records it took
+    # or published are returned or counted, and Closed comes with the next call.
     cdef inline void _enter_nogil(self) noexcept:
         self._busy = True
 
@@ -367,22 +377,54 @@ cdef class _Handle:
         """True if the handle was closed meanwhile (the C handle is then freed)."""
         self._busy = False
         if self._closed:
-            self._release_c()
+            self._free_handle()
             return True
         return False
 
-    cdef bint _check_due(self) noexcept:
-        """Rate limit for the liveness checks of non-blocking calls: True at most
-        once per liveness interval, so a polling loop recovers from dead peers
-        while the fast path never reads /proc."""
-        cdef int64_t now = _mono_ns()
-        if now < self._next_check_ns:
-            return False
-        self._next_check_ns = now + self._slice_ns
-        return True
-
-    cdef void _release_c(self) noexcept:
+    cdef void _free_handle(self) noexcept:
+        """Gives the C handle back (role or consumer slot); the subclass knows how."""
         pass
+
+    cdef int _sleep(self, int64_t timeout_ns, int64_t spin_ns) noexcept nogil:
+        """One eventcount wait of this side (0 = may be ready, else -errno)."""
+        return 0
+
+    cdef bint _between_slices(self) noexcept:
+        """Liveness work between two sleeps (sweep dead consumers / notice a dead
+        producer). True if it changed something worth another try."""
+        return False
+
+    cdef bint _block(self, Waiting *w, object timeout) except -1:
+        """The one place a call waits: after the caller found nothing to do, sleeps
+        at most one liveness slice, runs signal handlers and the liveness check.
+        True: try again; False: the timeout is over."""
+        cdef int rc
+        cdef int64_t sl
+        cdef int64_t now
+        if not w.started:
+            _waiting_start(w, timeout)
+        sl = _waiting_slice(w, self._slice_ns)
+        if sl == 0:
+            # Non-blocking (or out of time): the liveness check still runs, at
+            # most once per liveness interval, else a polling loop would see
+            # Full / Empty forever behind a dead peer; the fast path never pays.
+            now = _mono_ns()
+            if now >= self._next_check_ns:
+                self._next_check_ns = now + self._slice_ns
+                return self._between_slices()
+            return False
+        self._enter_nogil()
+        with nogil:
+            rc = self._sleep(sl, w.spin_ns)
+        if self._leave_nogil():
+            raise Closed("the handle was closed while a call on it was blocked", "handle closed")
+        w.spin_ns = 0
+        if rc == 0:
+            return True
+        PyErr_CheckSignals()
+        self._next_check_ns = _mono_ns() + self._slice_ns
+        self._between_slices()
+        return not (w.deadline >= 0 and _mono_ns() >= w.deadline)
 
     cdef void _wake(self) noexcept:
         if self._map is not None and self._map.r != NULL:
@@ -395,7 +437,7 @@ cdef class _Handle:
         if self._busy:
             self._wake()
             return
-        self._release_c()
+        self._free_handle()
 
     cdef object _array(self, void *ptr, Py_ssize_t n, bint writable):
         """An ndarray of n records over ring memory that keeps the mapping alive."""
@@ -449,6 +491,7 @@ cdef class Producer(_Handle):
 
     cdef shmr_producer *_p
     cdef bint _reserving
+    cdef bint _stalled          # a stall was recorded for stats(); cleared once records flow
     cdef object _same_dtype     # a dtype object already found equal to the ring's
     cdef readonly object ring
 
@@ -466,7 +509,7 @@ cdef class Producer(_Handle):
         return self
 
     def __dealloc__(self):
-        self._release_c()  # a producer that goes away ends its stream, like close()
+        self._free_handle()  # a producer that goes away ends its stream, like close()
 
     cdef object _as_records(self, object obj, bint many):
         """obj as a C-contiguous ndarray (or np.void) of this ring's records."""
@@ -507,56 +550,48 @@ cdef class Producer(_Handle):
             arr = np.ascontiguousarray(arr)
         return arr
 
-    cdef int _wait(self, int64_t deadline, int64_t *spin, uint64_t done) except -1:
-        """0: try again; -ETIMEDOUT: give up. Raises Closed (with ``pushed`` =
-        done) if the handle was closed while waiting."""
-        cdef int rc
+    cdef int _sleep(self, int64_t timeout_ns, int64_t spin_ns) noexcept nogil:
+        return shmr_producer_wait(self._p, timeout_ns, spin_ns)
+
+    cdef bint _between_slices(self) noexcept:
         cdef uint64_t reclaimed = 0
-        cdef int64_t sl = _slice(deadline, self._slice_ns)
-        if sl == 0:
-            # non-blocking (or out of time): recover from dead consumers now and
-            # then, else a polling loop would see Full forever
-            if self._check_due() and shmr_producer_recover(self._p, &reclaimed) > 0:
-                return 0
-            return -ETIMEDOUT
-        self._enter_nogil()
-        with nogil:
-            rc = shmr_producer_wait(self._p, sl, spin[0])
-        if self._leave_nogil():
-            raise Closed("the handle was closed while a call on it was blocked", "handle closed", done)
-        spin[0] = 0
-        if rc == 0:
-            return 0
-        PyErr_CheckSignals()
-        self._next_check_ns = _mono_ns() + self._slice_ns
-        shmr_producer_recover(self._p, &reclaimed)
-        return -ETIMEDOUT if (deadline >= 0 and _mono_ns() >= deadline) else 0
+        return shmr_producer_recover(self._p, &reclaimed) > 0
 
     cdef int64_t _push_ptr(self, const char *src, uint64_t n, object timeout) except -1:
         cdef uint64_t done = 0
-        cdef int64_t k, deadline = -2, spin = self._spin_ns
-        cdef bint nogil_copy = n * self._rs >= NOGIL_BYTES
+        cdef int64_t k
+        cdef Waiting w
+        cdef bint nogil_copy = n * self._record_size >= NOGIL_BYTES
         cdef bint closed = False
+        _waiting_init(&w, self._spin_ns)
         while True:
             if nogil_copy:
                 self._enter_nogil()
                 with nogil:
-                    k = shmr_push(self._p, src + done * self._rs, n - done)
+                    k = shmr_push(self._p, src + done * self._record_size, n - done)
                 closed = self._leave_nogil()
             else:
-                k = shmr_push(self._p, src + done * self._rs, n - done)
+                k = shmr_push(self._p, src + done * self._record_size, n - done)
             done += k
             if done == n:
+                if self._stalled:
+                    self._stalled = False
+                    shmr_producer_unstall(self._p)
                 return done  # published: a close() that landed meanwhile shows on the next call
             if closed:
                 raise Closed(f"the handle was closed during push_many: {done} of {n} records were "
                              f"published", "handle closed", done)
             if k > 0:
                 continue
-            if deadline == -2:
-                deadline = _deadline(timeout)
-            if self._wait(deadline, &spin, done) != 0:
-                raise Full(f"ring is full: {done} of {n} records pushed before the timeout", pushed=done)
+            if not w.started:
+                self._note_stall()
+            try:
+                if not self._block(&w, timeout):
+                    raise Full(f"ring is full: {done} of {n} records pushed before the timeout"
+                               f"{self._stall_text()}", pushed=done)
+            except Closed as exc:
+                exc.pushed = done
+                raise
 
     def push(self, record, timeout=None):
         """Publish one record (np.void, tuple, scalar or 1-record array).
@@ -568,9 +603,12 @@ cdef class Producer(_Handle):
         obj = self._as_records(record, False)
         PyObject_GetBuffer(obj, &buf, PyBUF_SIMPLE)
         try:
-            if buf.len != self._rs:
-                raise ValueError(f"record is {buf.len} bytes, the ring's records are {self._rs}")
+            if buf.len != self._record_size:
+                raise ValueError(f"record is {buf.len} bytes, the ring's records are {self._record_size}")
             if shmr_push(self._p, buf.buf, 1) == 1:
+                if self._stalled:
+                    self._stalled = False
+                    shmr_producer_unstall(self._p)
                 return None
             self._push_ptr(<const char *>buf.buf, 1, timeout)
         finally:
@@ -593,7 +631,9 @@ cdef class Producer(_Handle):
         (only the contiguous part up to the wrap point, so possibly fewer). Leaving the
         block publishes them; an exception inside it publishes nothing."""
         cdef void *ptr = NULL
-        cdef int64_t k, deadline = -2, spin = self._spin_ns
+        cdef int64_t k
+        cdef Waiting w
+        _waiting_init(&w, self._spin_ns)
         self._check()
         if self._reserving:
             raise RuntimeError("reserve() blocks cannot nest")
@@ -602,13 +642,36 @@ cdef class Producer(_Handle):
         while True:
             k = shmr_reserve(self._p, n, &ptr)
             if k > 0:
+                if self._stalled:
+                    self._stalled = False
+                    shmr_producer_unstall(self._p)
                 break
-            if deadline == -2:
-                deadline = _deadline(timeout)
-            if self._wait(deadline, &spin, 0) != 0:
-                raise Full("ring is full: nothing to reserve before the timeout")
+            if not w.started:
+                self._note_stall()
+            if not self._block(&w, timeout):
+                raise Full(f"ring is full: nothing to reserve before the timeout{self._stall_text()}")
         self._reserving = True
         return Reservation._make(self, self._array(ptr, k, True), k)
+
+    cdef void _note_stall(self) noexcept:
+        """The producer starts waiting: record who holds it back, and since when."""
+        cdef uint32_t idx = 0
+        cdef uint64_t behind = 0
+        if self._p != NULL and shmr_producer_stall(self._p, &idx, &behind):
+            self._stalled = True
+
+    cdef str _stall_text(self):
+        """Who holds the ring full, for Full's message (also recorded for stats())."""
+        cdef uint32_t idx = 0
+        cdef uint64_t behind = 0
+        if self._p == NULL or not shmr_producer_stall(self._p, &idx, &behind):
+            return ""
+        self._stalled = True
+        st = self._map.stall()
+        who = next((c for c in self._map.consumer_infos() if c["index"] == idx), None)
+        pid = f"pid {who['pid']}, " if who else ""
+        since = f", stalled for {st[1]:.3g} s" if st is not None else ""
+        return f"; held back by consumer #{idx} ({pid}{behind} records behind{since})"
 
     cdef _commit(self, uint64_t k):
         self._reserving = False
@@ -619,7 +682,7 @@ cdef class Producer(_Handle):
         """End the stream: consumers drain what was published, then see Closed."""
         _Handle.close(self)
 
-    cdef void _release_c(self) noexcept:
+    cdef void _free_handle(self) noexcept:
         if self._p == NULL:
             return
         if self._gen == _fork_gen:
@@ -699,9 +762,9 @@ cdef class Consumer(_Handle):
         cdef Consumer self = Consumer.__new__(Consumer)
         self._setup(m, dtype, spin, liveness_interval)
         self._raise_lag = raise_lag
-        self._scalar_path = (not self._is_sub) and self._rs <= SCRATCH_MAX
+        self._scalar_path = (not self._is_sub) and self._record_size <= SCRATCH_MAX
         if self._scalar_path:
-            self._scratch = <char *>malloc(self._rs)
+            self._scratch = <char *>malloc(self._record_size)
             if self._scratch == NULL:
                 raise MemoryError()
         cdef int rc = shmr_consumer_open(m.r, start, &self._c)
@@ -711,32 +774,16 @@ cdef class Consumer(_Handle):
         return self
 
     def __dealloc__(self):
-        self._release_c()
+        self._free_handle()
         if self._scratch != NULL:
             free(self._scratch)
             self._scratch = NULL
 
-    cdef int _wait(self, int64_t deadline, int64_t *spin) except -1:
-        cdef int rc
-        cdef int64_t sl = _slice(deadline, self._slice_ns)
-        if sl == 0:
-            # non-blocking (or out of time): notice a dead producer now and then,
-            # else a polling loop would see Empty forever
-            if self._check_due() and shmr_consumer_check_producer(self._c) != SHMR_OPEN:
-                return 0
-            return -ETIMEDOUT
-        self._enter_nogil()
-        with nogil:
-            rc = shmr_consumer_wait(self._c, sl, spin[0])
-        if self._leave_nogil():
-            raise Closed("the handle was closed while a call on it was blocked", "handle closed")
-        spin[0] = 0
-        if rc == 0:
-            return 0
-        PyErr_CheckSignals()
-        self._next_check_ns = _mono_ns() + self._slice_ns
-        shmr_consumer_check_producer(self._c)
-        return -ETIMEDOUT if (deadline >= 0 and _mono_ns() >= deadline) else 0
+    cdef int _sleep(self, int64_t timeout_ns, int64_t spin_ns) noexcept nogil:
+        return shmr_consumer_wait(self._c, timeout_ns, spin_ns)
+
+    cdef bint _between_slices(self) noexcept:
+        return shmr_consumer_check_producer(self._c) != SHMR_OPEN
 
     cdef int _lagged(self, uint64_t dropped, object records) except -1:
         """With on_lag="raise": keep the records that did arrive for the next call
@@ -751,9 +798,11 @@ cdef class Consumer(_Handle):
         return Closed(f"ring {self._map.name!r}: the stream is closed ({reason}) and drained", reason)
 
     cdef int64_t _pop_into(self, char *dst, uint64_t max, object timeout, uint64_t *dropped) except -1:
-        cdef int64_t n, deadline = -2, spin = self._spin_ns
-        cdef bint nogil_copy = max * self._rs >= NOGIL_BYTES
+        cdef int64_t n
+        cdef Waiting w
+        cdef bint nogil_copy = max * self._record_size >= NOGIL_BYTES
         cdef bint closed = False
+        _waiting_init(&w, self._spin_ns)
         while True:
             if nogil_copy:
                 self._enter_nogil()
@@ -771,9 +820,7 @@ cdef class Consumer(_Handle):
             if n == -SHMR_ECLOSED:
                 self._lagged(dropped[0], None)
                 raise self._closed_error()
-            if deadline == -2:
-                deadline = _deadline(timeout)
-            if self._wait(deadline, &spin) != 0:
+            if not self._block(&w, timeout):
                 self._lagged(dropped[0], None)  # a loss is reported even when nothing arrived
                 raise Empty()
 
@@ -838,7 +885,9 @@ cdef class Consumer(_Handle):
         lives in the ring (no copy). Leaving the block releases them to the producer."""
         cdef const void *ptr = NULL
         cdef uint64_t dropped = 0
-        cdef int64_t k, deadline = -2, spin = self._spin_ns
+        cdef int64_t k
+        cdef Waiting w
+        _waiting_init(&w, self._spin_ns)
         self._ready_check()
         if max_records < 1:
             raise ValueError(f"max_records must be >= 1, got {max_records}")
@@ -855,26 +904,24 @@ cdef class Consumer(_Handle):
                 raise self._closed_error()
             if k < 0:
                 _raise(k, "view")
-            if deadline == -2:
-                deadline = _deadline(timeout)
-            if self._wait(deadline, &spin) != 0:
+            if not self._block(&w, timeout):
                 self._lagged(dropped, None)
                 raise Empty()
         self._viewing = True
         try:
             arr = self._array(<void *>ptr, k, False)
         except BaseException:
-            self._release()
+            self._release_claim()
             raise
         if dropped and self._raise_lag:
             # report the loss now; what this claim got is copied and handed out
             # first by the next call (less whatever was overwritten meanwhile)
             held = arr.copy()
-            bad = self._release()
+            bad = self._release_claim()
             self._lagged(dropped + bad, held[bad:])
         return View._make(self, arr)
 
-    cdef int64_t _release(self) except -1:
+    cdef int64_t _release_claim(self) except -1:
         self._viewing = False
         if self._closed or self._c == NULL or self._gen != _fork_gen:
             return 0
@@ -907,7 +954,7 @@ cdef class Consumer(_Handle):
         """Leave the ring; a broadcast producer stops waiting for this consumer at once."""
         _Handle.close(self)
 
-    cdef void _release_c(self) noexcept:
+    cdef void _free_handle(self) noexcept:
         if self._c == NULL:
             return
         if self._gen == _fork_gen:
@@ -952,7 +999,7 @@ cdef class View:
         self._done = True
         if self._cons is None:  # a copy of held-back records: nothing to release
             return False
-        cdef int64_t bad = self._cons._release()
+        cdef int64_t bad = self._cons._release_claim()
         if bad > 0 and et is None:
             raise Lagged(bad, f"the producer overwrote {bad} records of this view while it was held; "
                               f"their contents are not valid")
@@ -963,6 +1010,6 @@ cdef class View:
         if not self._done and self._cons is not None:
             self._done = True
             try:
-                self._cons._release()
+                self._cons._release_claim()
             except Exception:
                 pass

@@ -192,7 +192,7 @@ T_UNUSED static shmr_ring *t_mk(const char *name, uint32_t mode, uint32_t overfl
     shmr_unlink(name);
     shmr_params p = {cap, 8, 8, mode, overflow, 8, "<u8", 3};
     shmr_ring *r;
-    CHECK(shmr_create(name, &p, 0600, 0, &r));
+    CHECK(shmr_create(name, &p, 0600, &r));
     return r;
 }
 
