@@ -89,9 +89,11 @@ int shmr_q_producer_ready(void *arg) { return q_writable((shmr_producer *)arg, 1
  * head and tail are shared words a corrupting peer can set to anything; a
  * batch is never longer than the capacity, and impossible values (tail past
  * head, more than a lap published beyond tail) are reported, never copied
- * from. tail <= head always holds: consumers move tail only up to a head they
- * read, and head never decreases. head - tail <= cap likewise: the producer
- * writes only positions released a lap earlier, and releases follow claims. */
+ * from. A tail read before head is <= head: consumers move tail only up to a
+ * head they read, and head never decreases. A head read before tail is <=
+ * tail + cap: the producer writes only positions released a lap earlier, and
+ * releases follow claims. Each bound is checked only with the reads in that
+ * order (verify/ring.pml asserts both). */
 static inline int64_t q_claim(shmr_consumer *c, uint64_t max, int contiguous, uint64_t *pos)
 {
     shmr_ring *r = c->r;
@@ -108,8 +110,16 @@ static inline int64_t q_claim(shmr_consumer *c, uint64_t max, int contiguous, ui
                 return 0;
             }
         }
-        if (c->head_cache - t > r->cap)
+        if (c->head_cache - t > r->cap) {
+            /* t may predate head_cache (another consumer moved tail on
+             * since): only a tail read after head can be held to the bound */
+            uint64_t t2 = shmr_load_relaxed64(&r->tail_block->tail);
+            if (t2 > t) {
+                t = t2;
+                continue;
+            }
             return -SHMR_ESTATE;
+        }
         uint64_t k = shmr_min_u64(max, c->head_cache - t);
         if (contiguous)
             k = shmr_min_u64(k, r->cap - (t & r->mask));

@@ -508,3 +508,88 @@ def test_no_lost_wakeup_over_many_round_trips(ring_names, rings, procs):
     assert child.exitcode == 0
     print(f"worst round trip of {ROUND_TRIPS}: {worst * 1e3:.2f} ms")
     assert worst < 1.0
+
+
+# ---- smaller defects ------------------------------------------------------------
+
+def test_reserved_array_is_read_only_after_the_block(ring_name, rings):
+    ring = rings.create(ring_name, np.uint64, 8)
+    p, c = ring.producer(), ring.consumer()
+    with p.reserve(2) as a:
+        a[:] = [5, 6]
+    with pytest.raises(ValueError, match="read-only"):
+        a[0] = 99  # would rewrite a published record
+    assert list(c.pop_many(2)) == [5, 6]
+
+
+def test_consumer_close_inside_a_view_defers_the_release(ring_name, rings):
+    ring = rings.create(ring_name, np.uint64, 4)
+    p, c = ring.producer(), ring.consumer()
+    p.push_many(np.arange(4, dtype=np.uint64))
+    with c.view(4) as v:
+        c.close()
+        with pytest.raises(Full):  # the view still holds every slot
+            p.push_many(np.arange(10, 14, dtype=np.uint64), timeout=0.1)
+        assert list(v) == [0, 1, 2, 3]
+    assert c.closed
+    p.push_many(np.arange(10, 14, dtype=np.uint64), timeout=1)  # released at the block's end
+    with pytest.raises(Closed):
+        c.pop(timeout=0)
+    st = ring.stats()
+    assert st["popped"] == 4 and st["n_consumers"] == 0
+
+
+def test_exist_ok_compares_max_consumers(ring_name, rings):
+    rings.create(ring_name, np.uint64, 8, max_consumers=4)
+    with pytest.raises(FileExistsError, match="max_consumers=4"):
+        shmring.Ring.create(ring_name, np.uint64, 8, max_consumers=8, exist_ok=True)
+    rings.create(ring_name, np.uint64, 8, max_consumers=4, exist_ok=True)
+
+
+@pytest.mark.parametrize("mode,cap,dtype,maxc", [("queue", 1, np.uint8, 1), ("queue", 1 << 12, np.uint8, 64),
+                                                 ("broadcast", 64, np.float64, 3), ("queue", 16, W.REC, 1024)])
+def test_segment_size_estimate_is_exact(ring_name, rings, mode, cap, dtype, maxc):
+    from shmring._api import _segment_bytes
+    ring = rings.create(ring_name, dtype, cap, mode=mode, max_consumers=maxc)
+    assert _segment_bytes(cap, np.dtype(dtype).itemsize, mode, maxc) == ring.stats()["segment_size"]
+
+
+ENOSPC_CHILD = """
+import errno, sys
+import numpy as np
+import shmring
+try:
+    shmring.Ring.create(sys.argv[1], np.uint8, 1 << 20)  # 1 MiB of records + 16 MiB of release records
+except OSError as exc:
+    assert exc.errno == errno.ENOSPC, exc
+    print(exc)
+    sys.exit(0)
+sys.exit(1)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount a private tmpfs")
+def test_enospc_message_counts_the_whole_segment(ring_name, popen):
+    import subprocess
+    import sys
+    from shmring._api import _segment_bytes
+    script = f"mount -t tmpfs -o size=4m tmpfs /dev/shm && exec {sys.executable} -c '{ENOSPC_CHILD}' {ring_name}"
+    proc = popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = proc.communicate(timeout=60)
+    if proc.returncode != 0 and "mount" in err:
+        pytest.skip(f"cannot mount a private tmpfs here: {err.strip()}")
+    assert proc.returncode == 0, (out, err)
+    need = _segment_bytes(1 << 20, 1, "queue", 64)
+    assert need > 17 << 20
+    assert f"needs about {need} bytes" in out, out
+
+
+def test_union_dtype_round_trips(ring_name, rings):
+    dt = np.dtype((np.int32, {"lo": (np.int16, 0), "hi": (np.int16, 2)}))
+    ring = rings.create(ring_name, dt, 8)
+    again = rings.create(ring_name, dt, 8, exist_ok=True)  # failed: "exists with dtype [('lo'..."
+    assert rings.attach(ring_name).dtype == dt == again.dtype
+    ring.producer().push_many(np.array([0x10002, 7], dtype=dt))
+    got = again.consumer(start="oldest").pop_many(2, timeout=1)
+    assert list(got["lo"]) == [2, 7] and list(got["hi"]) == [1, 0]

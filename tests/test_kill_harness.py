@@ -53,7 +53,7 @@ def producer_main(ring, stop, seed):
             time.sleep(0.001)
     seq = ring.stats()["pushed"]  # a successor goes on from the published head
     buf = make_records(0, 64)
-    while not stop.is_set():
+    while not stop.value:
         op = rng.randrange(3)
         n = rng.randint(1, 40)
         try:
@@ -139,7 +139,8 @@ def run_harness(name, mode, overflow, seconds, seed, tmp_path, procs):
     cap = 256
     ring = shmring.Ring.create(name, REC, cap, mode=mode, overflow=overflow, max_consumers=16)
     try:
-        stop = CTX.Event()
+        # lock-free: a producer killed inside an Event's lock would wedge its successors
+        stop = CTX.RawValue("b", 0)
         readies = [CTX.Event() for _ in range(2)]
         surv_paths = [str(tmp_path / f"{name}-s{i}.npy") for i in range(2)]
         survivors = [procs(CTX, consumer_main, ring, surv_paths[i], readies[i], seed * 10 + i, "oldest")
@@ -175,7 +176,7 @@ def run_harness(name, mode, overflow, seconds, seed, tmp_path, procs):
                 victims[i].join(10)
                 kills["consumer"] += 1
                 victims[i] = new_victim()
-        stop.set()
+        stop.value = 1
         prod.join(60)
         assert prod.exitcode == 0, f"the last producer did not finish (exit {prod.exitcode})"
         for p in survivors + victims:

@@ -125,7 +125,12 @@ def _check_dtype(dtype: Any) -> np.dtype:
 
 
 def _encode_dtype(dt: np.dtype) -> str:
-    # dtype.descr and dtype_to_descr lose a top-level subarray, so it is kept apart.
+    # dtype.descr and dtype_to_descr lose a top-level subarray, so it is kept apart;
+    # likewise a union (a scalar type with named fields over it, np.dtype((np.int32,
+    # {...}))), which they turn into a plain struct.
+    if dt.fields is not None and dt.type is not np.void:
+        fields = [(n, dtype_to_descr(f[0]), f[1]) for n, f in dt.fields.items()]
+        return repr(("v1u", dtype_to_descr(np.dtype(dt.type).newbyteorder(dt.byteorder)), fields))
     if dt.subdtype is not None:
         base, shape = dt.subdtype
         return repr(("v1", dtype_to_descr(base), tuple(shape)))
@@ -135,10 +140,13 @@ def _encode_dtype(dt: np.dtype) -> str:
 def _decode_dtype(text: str, where: str) -> np.dtype:
     try:
         tag, descr, shape = ast.literal_eval(text)
-        if tag != "v1":
+        if tag == "v1u":  # a union: shape holds its fields (name, descr, offset)
+            dt = np.dtype((descr_to_dtype(descr), {n: (descr_to_dtype(d), int(o)) for n, d, o in shape}))
+        elif tag == "v1":
+            base = descr_to_dtype(descr)
+            dt = np.dtype((base, tuple(shape))) if shape else base
+        else:
             raise ValueError(tag)
-        base = descr_to_dtype(descr)
-        dt = np.dtype((base, tuple(shape))) if shape else base
     except Exception as exc:  # any malformed text is a corrupt header, never a crash
         raise CorruptRingError(f"{where}: the ring's dtype descriptor is corrupt ({exc!r})") from None
     # create() never stores these: reading pointers out of shared memory would crash
@@ -156,6 +164,18 @@ def _round_capacity(capacity: Any) -> int:
     if capacity > 1 << 32:
         raise ValueError(f"capacity {capacity} is too large (at most 2**32 records)")
     return 1 << (capacity - 1).bit_length()
+
+
+def _segment_bytes(cap: int, record_size: int, mode: str, max_consumers: int) -> int:
+    """The segment size create() asks for (compute_layout in csrc/segment.c): the
+    header and control pages, the consumer slots, in queue mode a 16-byte release
+    record per slot, then the records, each part rounded as the core rounds it."""
+    page, block = _ring.LAYOUT_PAGE, _ring.LAYOUT_BLOCK
+    end = _ring.LAYOUT["cslot"][0] + max_consumers * _ring.LAYOUT["cslot"][1]
+    if mode == "queue":
+        end = -(-end // block) * block + cap * _ring.LAYOUT["release"][1]
+    slots = -(-end // page) * page
+    return -(-(slots + cap * record_size) // page) * page
 
 
 def _shm_free_bytes() -> int | None:
@@ -225,20 +245,23 @@ class Ring:
             # joining what is there must not hand our records to whoever made it:
             # it must be ours, and no more open than we asked for
             ring = cls.attach(name, owner_only=True, permissions=permissions)
-            if (ring.dtype, ring.capacity, ring.mode, ring.overflow) != (dt, cap, mode, overflow):
+            have_mc = ring._mapping().info()["max_consumers"]
+            if (ring.dtype, ring.capacity, ring.mode, ring.overflow, have_mc) != (
+                    dt, cap, mode, overflow, int(max_consumers)):
                 ring.close()
                 raise FileExistsError(
                     errno.EEXIST,
                     f"ring {name!r} exists with dtype={ring.dtype}, capacity={ring.capacity}, "
-                    f"mode={ring.mode!r}, overflow={ring.overflow!r}, not dtype={dt}, capacity={cap}, "
-                    f"mode={mode!r}, overflow={overflow!r}",
+                    f"mode={ring.mode!r}, overflow={ring.overflow!r}, max_consumers={have_mc}, not "
+                    f"dtype={dt}, capacity={cap}, mode={mode!r}, overflow={overflow!r}, "
+                    f"max_consumers={int(max_consumers)}",
                 ) from None
             ring._dtype = dt  # equal to the stored one; keep the caller's (alignment flag)
             return ring
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 free = _shm_free_bytes()
-                need = cap * dt.itemsize
+                need = _segment_bytes(cap, dt.itemsize, mode, int(max_consumers))
                 raise OSError(
                     errno.ENOSPC,
                     f"not enough shared memory for ring {name!r}: needs about {need} bytes, "

@@ -728,6 +728,10 @@ cdef class Reservation:
         if self._done:
             return False
         self._done = True
+        # the slots belong to the consumers from here on: the array handed out
+        # must not write into published records (views taken of it inside the
+        # block keep their own flags)
+        self._arr.flags.writeable = False
         self._prod._commit(self._k if et is None else 0)
         return False
 
@@ -922,9 +926,16 @@ cdef class Consumer(_Handle):
         return View._make(self, arr)
 
     cdef int64_t _release_claim(self) except -1:
+        cdef int64_t bad
         self._viewing = False
-        if self._closed or self._c == NULL or self._gen != _fork_gen:
+        if self._c == NULL or self._gen != _fork_gen:
             return 0
+        if self._closed and not self._busy:
+            # close() came inside the view block and was deferred to here: the
+            # records stay the view's until the block ends
+            bad = shmr_release(self._c)
+            self._free_handle()
+            return bad
         return shmr_release(self._c)
 
     def __iter__(self):
@@ -951,7 +962,11 @@ cdef class Consumer(_Handle):
         return shmr_consumer_index(self._c) if self._c != NULL else -1
 
     def close(self):
-        """Leave the ring; a broadcast producer stops waiting for this consumer at once."""
+        """Leave the ring; a broadcast producer stops waiting for this consumer at once.
+        Inside a view() block the records stay held until the block ends."""
+        if self._viewing and not self._closed:
+            self._closed = True  # the view's __exit__ releases and leaves
+            return
         _Handle.close(self)
 
     cdef void _free_handle(self) noexcept:
