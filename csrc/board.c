@@ -398,9 +398,9 @@ int shmr_board_key_info_get(const shmr_board *b, uint64_t key, shmr_board_key_in
     uint64_t last = shmr_load_relaxed64(&k->last_writer);
     o->version = shmr_load_acquire64(&k->version);
     o->owner_pid = (uint32_t)owner;
-    o->owner_alive = shmr_owner_alive(owner);
+    o->owner_alive = (shmr_owner_liveness(owner, 0) != SHMR_DEAD);
     o->last_writer_pid = (uint32_t)last;
-    o->last_writer_alive = shmr_owner_alive(last);
+    o->last_writer_alive = (shmr_owner_liveness(last, 0) != SHMR_DEAD);
     o->write_time_ns = shmr_load_relaxed64(&k->write_ns);
     o->takeovers = shmr_load_relaxed64(&k->takeovers);
     o->waiters = shmr_load_relaxed32(&b->kec[key].waiters);
@@ -440,7 +440,7 @@ static int claim(struct board_key *k, struct shmr_ec *ec, uint64_t me, int64_t w
         cur = 0;
         if (shmr_cas_seqcst64(&k->owner, &cur, me))
             return 0;
-        if (cur != me && !shmr_owner_alive(cur)) {
+        if (cur != me && !(shmr_owner_liveness(cur, 0) != SHMR_DEAD)) {
             if (shmr_cas_seqcst64(&k->owner, &cur, me)) {
                 shmr_fetch_add_relaxed64(&k->takeovers, 1);
                 return 1;

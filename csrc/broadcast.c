@@ -18,14 +18,19 @@
 #include "eventcount.h"
 #include "shmr_internal.h"
 
-void shmr_b_producer_open(shmr_producer *p)
+int shmr_b_producer_open(shmr_producer *p)
 {
     shmr_ring *r = p->r;
     p->intent = shmr_load_acquire64(&r->prod->intent);
     if (p->intent < p->head)
         p->intent = p->head;
+    /* an announcement never reaches more than a lap past head; a larger one
+     * would make every reader discard everything as torn */
+    if (p->intent - p->head > r->cap)
+        return -SHMR_ESTATE;
     p->min_cache = p->head > r->cap ? p->head - r->cap : 0;
     p->join_seen = shmr_load_acquire32(&r->ctl->join_epoch) - 1; /* force a refresh */
+    return 0;
 }
 
 /* Broadcast-block: lowest cursor of ready consumers (head if none). A joining
@@ -210,10 +215,10 @@ void shmr_b_advance(shmr_consumer *c, uint64_t to, uint64_t delivered, uint64_t 
     /* pairs with the producer's acquire load in shmr_b_refresh_min() */
     shmr_store_release64(&c->slot->cursor, to);
     c->popped += delivered;
-    shmr_store_relaxed64(&c->slot->popped, c->popped);
+    shmr_store_relaxed64(&c->slot->popped, c->popped_base + c->popped);
     if (lost) {
         c->dropped += lost;
-        shmr_store_relaxed64(&c->slot->dropped, c->dropped);
+        shmr_store_relaxed64(&c->slot->dropped, c->dropped_base + c->dropped);
     }
     if (r->overflow == SHMR_OVERFLOW_BLOCK)
         shmr_ec_notify(r->space_ec);

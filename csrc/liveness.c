@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* Reads /proc/PID/<file> into buf as a C string; 0 if unreadable (gone). */
@@ -72,25 +73,50 @@ static int proc_threads(uint32_t pid)
     return t ? atoi(t + 9) : 0;
 }
 
-int shmr_proc_alive(uint32_t pid, uint64_t start_time)
+/* Three answers, because two would lie: a process we may not inspect (another
+ * user's under hidepid, EPERM) or cannot name (another pid namespace, where its
+ * pid means some other process here) is UNKNOWN, and UNKNOWN never evicts,
+ * reclaims or closes anything. Only ESRCH, a zombie, or a different start time
+ * at the same pid in our own namespace proves death. */
+int shmr_proc_liveness(uint32_t pid, uint64_t start_time, uint64_t pidns)
 {
     if (pid == 0)
-        return 0;
+        return SHMR_DEAD;
+    if (pidns != 0 && pidns != shmr_self_pidns())
+        return SHMR_UNKNOWN;
     if (kill((pid_t)pid, 0) != 0 && errno == ESRCH)
-        return 0;
+        return SHMR_DEAD;
     char state = '?';
     uint64_t st = proc_stat(pid, &state);
-    if (st == 0) /* no /proc entry: gone (or /proc hidden: trust kill) */
-        return access("/proc/self/stat", R_OK) == 0 ? 0 : 1;
+    if (st == 0) {
+        /* kill() says the pid exists (or may not be signalled); without its
+         * stat we cannot tell it from a reuse. A process that exits meanwhile
+         * is seen dead (ESRCH) by the next check. */
+        return kill((pid_t)pid, 0) != 0 && errno == ESRCH ? SHMR_DEAD : SHMR_UNKNOWN;
+    }
     if (state == 'Z' || state == 'X') {
         /* a zombie can do nothing more, unless only its main thread exited
          * and other threads still run (Linux shows the group leader as Z) */
         if (proc_threads(pid) <= 1)
-            return 0;
+            return SHMR_DEAD;
     }
     if (start_time != 0 && (st & 0xffffffffu) != (start_time & 0xffffffffu))
-        return 0; /* pid reused by another process */
-    return 1;
+        return SHMR_DEAD; /* pid reused by another process */
+    return SHMR_ALIVE;
+}
+
+int shmr_proc_alive(uint32_t pid, uint64_t start_time)
+{
+    return shmr_proc_liveness(pid, start_time, 0) != SHMR_DEAD;
+}
+
+/* The inode of /proc/self/ns/pid: names our pid namespace. Read each time
+ * (one stat, cheaper than the /proc reads around it): a cache would need
+ * invalidating after fork into a namespace the parent unshared. */
+uint64_t shmr_self_pidns(void)
+{
+    struct stat sb;
+    return stat("/proc/self/ns/pid", &sb) == 0 ? (uint64_t)sb.st_ino : 0;
 }
 
 uint64_t shmr_self_owner(void)
@@ -100,23 +126,28 @@ uint64_t shmr_self_owner(void)
     return ((st & 0xffffffffu) << 32) | pid;
 }
 
-int shmr_owner_alive(uint64_t owner)
+int shmr_owner_liveness(uint64_t owner, uint64_t pidns)
 {
     if (owner == 0)
-        return 0;
+        return SHMR_DEAD;
     if (SHMR_IS_BUSY(owner)) /* alive while its sweeper is */
-        return shmr_proc_alive((uint32_t)owner, 0);
-    return shmr_proc_alive((uint32_t)owner, owner >> 32);
+        return shmr_proc_liveness((uint32_t)owner, 0, pidns);
+    return shmr_proc_liveness((uint32_t)owner, owner >> 32, pidns);
 }
 
-int shmr_claim_owner(shmr_a64 *word, uint64_t me)
+int shmr_claim_owner(shmr_a64 *word, shmr_a64 *ns_word, uint64_t me)
 {
     uint64_t cur = shmr_load_acquire64(word);
     for (;;) {
-        if (cur != 0 && shmr_owner_alive(cur))
+        /* the namespace word is written after the owner word: one read after
+         * the owner can be stale only for an owner that just changed, and the
+         * CAS below fails then */
+        if (cur != 0 && shmr_owner_liveness(cur, shmr_load_acquire64(ns_word)) != SHMR_DEAD)
             return -SHMR_EPRODUCER;
-        if (shmr_cas_seqcst64(word, &cur, me))
+        if (shmr_cas_seqcst64(word, &cur, me)) {
+            shmr_store_release64(ns_word, shmr_self_pidns());
             return 0;
+        }
     }
 }
 
@@ -129,9 +160,14 @@ void shmr_sweep_mark(shmr_ring *r, int *alive, int *dead)
     uint64_t me = SHMR_OWNER_BUSY((uint32_t)getpid());
     SHMR_HOOK(SHMR_HOOK_SWEEP_START);
     for (uint32_t i = 0; i < r->max_consumers; i++) {
-        uint64_t owner = shmr_load_acquire64(&r->cslots[i].owner);
-        alive[i] = owner != 0 && shmr_owner_alive(owner);
-        dead[i] = owner != 0 && !alive[i] && shmr_cas_seqcst64(&r->cslots[i].owner, &owner, me);
+        struct shmr_cslot *s = &r->cslots[i];
+        uint64_t owner = shmr_load_acquire64(&s->owner);
+        int l = owner != 0 ? shmr_owner_liveness(owner, shmr_load_acquire64(&s->pidns)) : SHMR_DEAD;
+        /* unknown counts as alive: it holds its claims and is never freed */
+        alive[i] = owner != 0 && l != SHMR_DEAD;
+        dead[i] = owner != 0 && l == SHMR_DEAD && shmr_cas_seqcst64(&s->owner, &owner, me);
+        if (dead[i]) /* the slot is ours now: judge us, the sweeper, by our namespace */
+            shmr_store_release64(&s->pidns, shmr_self_pidns());
     }
 }
 
@@ -145,8 +181,10 @@ int shmr_sweep_free(shmr_ring *r, const int *dead)
         shmr_store_release32(&s->claim_state, CLAIM_NONE);
         shmr_store_release64(&s->claim_n, 0);
         shmr_store_release32(&s->ready, 0);
-        shmr_fetch_add_relaxed64(&r->ctl->popped_retired, shmr_load_relaxed64(&s->popped));
+        /* popped, dropped and abandoned stay in the slot (cumulative): nothing
+         * to move, so nothing to lose or double if this sweeper dies here */
         shmr_fetch_add_relaxed64(&r->ctl->evicted, 1);
+        shmr_store_relaxed64(&s->pidns, 0);
         shmr_store_release64(&s->owner, 0); /* pairs with the acquire of a joiner's CAS */
         freed++;
     }

@@ -14,10 +14,12 @@
 
 /* This process as an owner word. */
 uint64_t shmr_self_owner(void);
-/* The owner word's process still runs (a BUSY word: its sweeper still runs). */
-int shmr_owner_alive(uint64_t owner);
-/* Takes *word for me unless a live owner holds it: 0 or -SHMR_EPRODUCER. */
-int shmr_claim_owner(shmr_a64 *word, uint64_t me);
+/* enum shmr_liveness of the owner word's process (a BUSY word: of its
+ * sweeper); pidns is the namespace recorded beside the word (0: not recorded). */
+int shmr_owner_liveness(uint64_t owner, uint64_t pidns);
+/* Takes *word for me unless an owner not known dead holds it: 0 or
+ * -SHMR_EPRODUCER; records our namespace in *ns_word after taking it. */
+int shmr_claim_owner(shmr_a64 *word, shmr_a64 *ns_word, uint64_t me);
 
 /* Sweep step 1: marks every dead consumer slot BUSY(this process); alive[i] /
  * dead[i] say what was found. Step 3: frees the slots marked dead, counts them

@@ -245,12 +245,11 @@ static int64_t m_q_claim(shmr_consumer *c, shmr_msg *out, uint64_t max)
     shmr_ring *r = c->r;
     uint64_t t = shmr_load_relaxed64(&r->tail_block->tail);
     for (;;) {
-        if (t >= c->head_cache) {
-            /* pairs with the producer's release store of head in shmr_q_publish() */
-            c->head_cache = shmr_load_acquire64(&r->prod->head);
-            if (t >= c->head_cache)
-                return 0;
-        }
+        /* the same bounds as a record claim: tail past head or more than a lap
+         * published beyond tail is a corrupt ring, never walked */
+        int rc = shmr_q_claimable(c, &t);
+        if (rc <= 0)
+            return rc;
         /* Size the claim from the headers. They may be stale if tail moved on
          * meanwhile; then the CAS below fails and nothing read here is used. */
         uint64_t q = t, n = 0;

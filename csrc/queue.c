@@ -15,9 +15,18 @@
 #include "eventcount.h"
 #include "shmr_internal.h"
 
-void shmr_q_producer_open(shmr_producer *p)
+int shmr_q_producer_open(shmr_producer *p)
 {
-    p->writable_end_cache = shmr_load_acquire64(&p->r->prod->writable_end);
+    shmr_ring *r = p->r;
+    p->writable_end_cache = shmr_load_acquire64(&r->prod->writable_end);
+    /* the walk never passes what consumers released, and they release only
+     * what was published: head <= writable_end <= head + cap, or the ring is
+     * corrupt and a walk from here would overwrite unread records */
+    if (p->writable_end_cache < p->head || p->writable_end_cache - p->head > r->cap)
+        return -SHMR_ESTATE;
+    if (shmr_load_acquire64(&r->tail_block->tail) > p->head)
+        return -SHMR_ESTATE;
+    return 0;
 }
 
 /* How many of the next n positions may be written now (at most cap). */
@@ -78,15 +87,58 @@ int shmr_q_producer_ready(void *arg) { return shmr_q_writable((shmr_producer *)a
  * makes, so it costs nothing a later push would not pay anyway. */
 uint64_t shmr_q_free(shmr_producer *p) { return shmr_q_writable(p, p->r->cap); }
 
+/* Whether anything may be claimed from *t (records and message rings alike):
+ * 1 if so, up to c->head_cache; 0 if nothing is published there;
+ * -SHMR_ESTATE for impossible indices.
+ *
+ * head and tail are shared words a corrupting peer can set to anything; a
+ * batch is never longer than the capacity, and impossible values (tail past
+ * head, more than a lap published beyond tail) are reported, never copied
+ * from. A tail read before head is <= head: consumers move tail only up to a
+ * head they read, and head never decreases. A head read before tail is <=
+ * tail + cap: the producer writes only positions released a lap earlier, and
+ * releases follow claims. Each bound is checked only with the reads in that
+ * order (verify/ring.pml asserts both). */
+int shmr_q_claimable(shmr_consumer *c, uint64_t *t)
+{
+    shmr_ring *r = c->r;
+    for (;;) {
+        if (*t >= c->head_cache) {
+            /* pairs with the producer's release store of head in shmr_q_publish() */
+            c->head_cache = shmr_load_acquire64(&r->prod->head);
+            if (*t > c->head_cache)
+                return -SHMR_ESTATE;
+            if (*t == c->head_cache) {
+                shmr_store_relaxed32(&c->slot->claim_state, CLAIM_NONE);
+                return 0;
+            }
+        }
+        if (c->head_cache - *t > r->cap) {
+            /* t may predate head_cache (another consumer moved tail on
+             * since): only a tail read after head can be held to the bound */
+            uint64_t t2 = shmr_load_relaxed64(&r->tail_block->tail);
+            if (t2 > *t) {
+                *t = t2;
+                continue;
+            }
+            return -SHMR_ESTATE;
+        }
+        return 1;
+    }
+}
+
 /* Records the claim [*t, *t + k) in our slot, then CASes tail from *t to
  * *t + k. The claim is recorded before the CAS, so a sweeper that finds us dead
- * knows what we held. On failure *t is the tail now and nothing is held. */
+ * knows what we held; claim_pbase lets it tell a batch counted as delivered
+ * from an abandoned one (see shmr_q_release). On failure *t is the tail now
+ * and nothing is held. */
 int shmr_q_try_claim(shmr_consumer *c, uint64_t *t, uint64_t k)
 {
     shmr_ring *r = c->r;
     struct shmr_cslot *s = c->slot;
     shmr_store_relaxed64(&s->claim_pos, *t);
     shmr_store_relaxed64(&s->claim_n, k);
+    shmr_store_relaxed64(&s->claim_pbase, c->popped_base + c->popped);
     shmr_store_relaxed32(&s->claim_state, CLAIM_INTENT);
     SHMR_HOOK(SHMR_HOOK_CLAIM_INTENT);
     /* seq_cst: publishes the claim record before the claim (see shmr_q_reclaim) */
@@ -99,58 +151,62 @@ int shmr_q_try_claim(shmr_consumer *c, uint64_t *t, uint64_t k)
 }
 
 /* Claim up to max positions from tail. */
-static inline uint64_t q_claim(shmr_consumer *c, uint64_t max, int contiguous, uint64_t *pos)
+static inline int64_t q_claim(shmr_consumer *c, uint64_t max, int contiguous, uint64_t *pos)
 {
     shmr_ring *r = c->r;
     uint64_t t = shmr_load_relaxed64(&r->tail_block->tail);
     for (;;) {
-        if (t >= c->head_cache) {
-            /* pairs with the producer's release store of head in shmr_q_publish() */
-            c->head_cache = shmr_load_acquire64(&r->prod->head);
-            if (t >= c->head_cache) {
-                shmr_store_relaxed32(&c->slot->claim_state, CLAIM_NONE);
-                return 0;
-            }
-        }
+        int rc = shmr_q_claimable(c, &t);
+        if (rc <= 0)
+            return rc;
         uint64_t k = shmr_min_u64(max, c->head_cache - t);
         if (contiguous)
             k = shmr_min_u64(k, r->cap - (t & r->mask));
         if (shmr_q_try_claim(c, &t, k)) {
             *pos = t;
-            return k;
+            return (int64_t)k;
         }
     }
 }
 
+/* Counting first, then the release: a process killed between the two leaves a
+ * held claim whose popped already says "delivered" (popped == claim_pbase + delivered),
+ * and the sweeper releases it without counting it abandoned. Killed before the
+ * count, the batch is abandoned; after the release, there is nothing to undo.
+ * delivered is what the batch counts: k records, or the messages in k
+ * units (messages.c). Each record is counted once, as popped or as abandoned, whenever the kill. */
 void shmr_q_release(shmr_consumer *c, uint64_t pos, uint64_t k, uint64_t delivered)
 {
     shmr_ring *r = c->r;
     struct shmr_release_rec *d = &r->releases[pos & r->mask];
+    c->popped += delivered;
+    shmr_store_relaxed64(&c->slot->popped, c->popped_base + c->popped);
+    SHMR_HOOK(SHMR_HOOK_RELEASE_COUNTED);
     shmr_store_relaxed64(&d->len, k);
     /* pairs with the producer's acquire load in q_writable(): our reads of the
      * batch (and the len above) happen before it writes these slots again */
     shmr_store_release64(&d->tag, pos + r->cap);
     shmr_store_release32(&c->slot->claim_state, CLAIM_NONE);
-    c->popped += delivered;
-    shmr_store_relaxed64(&c->slot->popped, c->popped);
     shmr_ec_notify(r->space_ec);
 }
 
 int64_t shmr_q_pop(shmr_consumer *c, void *dst, uint64_t max)
 {
-    uint64_t pos, k = q_claim(c, max, 0, &pos);
-    if (k == 0)
-        return 0;
-    shmr_copy_out(c->r, pos, dst, k);
-    shmr_q_release(c, pos, k, k);
-    return (int64_t)k;
+    uint64_t pos;
+    int64_t k = q_claim(c, max, 0, &pos);
+    if (k <= 0)
+        return k;
+    shmr_copy_out(c->r, pos, dst, (uint64_t)k);
+    shmr_q_release(c, pos, (uint64_t)k, (uint64_t)k);
+    return k;
 }
 
 int64_t shmr_q_claim(shmr_consumer *c, uint64_t max, const void **ptr)
 {
-    uint64_t pos, k = q_claim(c, max, 1, &pos);
-    if (k == 0)
-        return 0;
+    uint64_t pos;
+    int64_t k = q_claim(c, max, 1, &pos);
+    if (k <= 0)
+        return k;
     c->claim_pos = pos;
     c->claim_n = k;
     *ptr = c->r->slots + (pos & c->r->mask) * c->r->stride;
@@ -201,6 +257,8 @@ uint64_t shmr_q_reclaim(shmr_ring *r, uint32_t i, const int *alive, const int *d
     uint64_t tail = shmr_load_seqcst64(&r->tail_block->tail);
     if (state == CLAIM_NONE || n == 0 || p0 >= tail)
         return 0;
+    if (n > r->cap || n > tail - p0)
+        return 0; /* no claim is longer than a lap or reaches past tail: corrupt, leave it */
     if (state == CLAIM_INTENT) {
         for (uint32_t j = 0; j < r->max_consumers; j++) {
             if (j == i || !(alive[j] || dead[j]))
@@ -220,18 +278,34 @@ uint64_t shmr_q_reclaim(shmr_ring *r, uint32_t i, const int *alive, const int *d
     struct shmr_release_rec *d = &r->releases[p0 & r->mask];
     uint64_t cur = shmr_load_acquire64(&d->tag);
     if (cur >= p0 + r->cap)
-        return 0; /* already released (by its owner, or by another sweeper) */
+        return 0; /* released by its owner, or by a sweeper that counted it before */
     /* a message ring counts messages and bytes, read from the frames before the
      * release record below overwrites the first header */
     uint64_t lost = n, lost_bytes = 0;
     if (r->kind == SHMR_KIND_MESSAGES)
         shmr_m_count(r, p0, n, &lost, &lost_bytes);
+    /* The owner counts a batch as delivered before releasing it (see
+     * shmr_q_release): then only the release itself may be missing. */
+    int delivered = shmr_load_relaxed64(&s->popped) == shmr_load_relaxed64(&s->claim_pbase) + lost;
+    /* The slot's abandoned totals are stored, not added: their values when the
+     * dead occupant arrived plus this batch (only an occupant's last claim can
+     * be outstanding). A HELD claim is this slot's alone, so it is counted
+     * before the release and a sweeper that dies in between and the one that
+     * takes over store the same numbers. An INTENT may tie with another dead
+     * slot's at the same position; only the one whose release wins counts it. */
+    uint64_t count = delivered ? 0 : shmr_load_relaxed64(&s->abandoned_base) + lost;
+    uint64_t count_bytes = delivered ? 0 : shmr_load_relaxed64(&s->abandoned_bytes_base) + lost_bytes;
+    if (count && state == CLAIM_HELD) {
+        shmr_store_relaxed64(&s->abandoned, count);
+        shmr_store_relaxed64(&s->abandoned_bytes, count_bytes);
+    }
     shmr_store_relaxed64(&d->len, n);
     /* pairs with the producer's acquire load of the tag in shmr_q_writable() */
     if (!shmr_cas_seqcst64(&d->tag, &cur, p0 + r->cap))
         return 0;
-    shmr_fetch_add_relaxed64(&r->ctl->abandoned, lost);
-    if (lost_bytes)
-        shmr_fetch_add_relaxed64(&r->ctl->abandoned_bytes, lost_bytes);
-    return lost;
+    if (count && state == CLAIM_INTENT) {
+        shmr_store_relaxed64(&s->abandoned, count);
+        shmr_store_relaxed64(&s->abandoned_bytes, count_bytes);
+    }
+    return delivered ? 0 : lost;
 }

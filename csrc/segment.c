@@ -5,6 +5,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include "eventcount.h"
 #include "liveness.h"
 #include "shmr_internal.h"
 
@@ -24,6 +25,11 @@ static uint64_t round_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
 #define SHMR_PREFIX "/shmr-"
 #define SHMR_PATH_MAX (sizeof SHMR_PREFIX + SHMR_NAME_MAX)
+#define SHMR_SHM_DIR "/dev/shm" /* where glibc's shm_open puts names on Linux */
+#define SHMR_INIT_PREFIX ".shmr-init-" /* a segment being created: ".shmr-init-PID-START-NAME" */
+/* the private build name and the published name as files: the build name
+ * adds two decimal 32-bit numbers, two dashes and the directory */
+#define SHMR_FILE_PATH_MAX (sizeof SHMR_SHM_DIR + sizeof SHMR_INIT_PREFIX + 22 + SHMR_NAME_MAX + 1)
 
 int shmr_name_check(const char *name)
 {
@@ -95,6 +101,7 @@ static void bind(shmr_ring *r)
     r->mode = h->mode;
     r->overflow = h->overflow;
     r->max_consumers = h->max_consumers;
+    r->descr_len = h->descr_len < SHMR_DESCR_MAX ? h->descr_len : 0;
 }
 
 static int is_pow2(uint64_t v) { return v && !(v & (v - 1)); }
@@ -127,8 +134,12 @@ static int check_params(const shmr_params *p)
 
 /* ---- create / attach ---------------------------------------------------- */
 
-/* O_EXCL: an existing segment is -EEXIST; Ring.create(exist_ok=True) then
- * attaches and compares, in the Python layer. */
+/* A segment is built under a private name and linked to its real name only
+ * once complete, so no one ever attaches to a half-made ring, and a creator
+ * killed mid-way leaves only its private file, named after it (pid and start
+ * time: `shmring gc` removes it once that process is dead). The creator is
+ * also the first thing written into the header. link() fails with EEXIST if
+ * the name is taken, which keeps create's exclusive semantics. */
 int shmr_create(const char *name, const shmr_params *p, unsigned mode_bits, shmr_ring **out)
 {
     char path[SHMR_PATH_MAX];
@@ -141,10 +152,34 @@ int shmr_create(const char *name, const shmr_params *p, unsigned mode_bits, shmr
     if (l.size > (uint64_t)SIZE_MAX / 2)
         return -ENOMEM;
 
-    int fd = shm_open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode_bits & 0777);
+    uint64_t me = shmr_self_owner();
+    char tmp[SHMR_FILE_PATH_MAX], final[SHMR_FILE_PATH_MAX];
+    snprintf(tmp, sizeof tmp, SHMR_SHM_DIR "/" SHMR_INIT_PREFIX "%u-%u-%s", (uint32_t)me, (uint32_t)(me >> 32),
+             name);
+    snprintf(final, sizeof final, SHMR_SHM_DIR "%s", path);
+    struct stat taken;
+    if (stat(final, &taken) == 0)
+        return -EEXIST; /* the common case, without building a segment first */
+    int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode_bits & 0777);
     if (fd < 0)
         return -errno;
-    if (fchmod(fd, mode_bits & 0777) != 0 || ftruncate(fd, (off_t)l.size) != 0) {
+    uint8_t *base = MAP_FAILED;
+    if (fchmod(fd, mode_bits & 0777) != 0 || ftruncate(fd, SHMR_PAGE) != 0) {
+        rc = -errno;
+        goto fail;
+    }
+    base = mmap(NULL, SHMR_PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (base == MAP_FAILED) {
+        rc = -errno;
+        goto fail;
+    }
+    struct shmr_header *h = (struct shmr_header *)base;
+    h->creator_pid = (uint32_t)me;
+    h->creator_start = me >> 32;
+    h->creator_pidns = shmr_self_pidns();
+    munmap(base, SHMR_PAGE);
+    base = MAP_FAILED;
+    if (ftruncate(fd, (off_t)l.size) != 0) {
         rc = -errno;
         goto fail;
     }
@@ -155,14 +190,12 @@ int shmr_create(const char *name, const shmr_params *p, unsigned mode_bits, shmr
         rc = -rc;
         goto fail;
     }
-    uint8_t *base = mmap(NULL, l.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    base = mmap(NULL, l.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (base == MAP_FAILED) {
         rc = -errno;
         goto fail;
     }
-    close(fd);
-
-    struct shmr_header *h = (struct shmr_header *)base;
+    h = (struct shmr_header *)base;
     h->version = SHMR_LAYOUT_VERSION;
     h->header_size = sizeof(struct shmr_header);
     h->segment_size = l.size;
@@ -179,19 +212,19 @@ int shmr_create(const char *name, const shmr_params *p, unsigned mode_bits, shmr
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     h->create_time_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-    h->creator_pid = (uint32_t)getpid();
     h->descr_len = p->descr_len;
     h->kind = p->kind;
     memcpy(h->descr, p->descr, p->descr_len);
 
     shmr_ring *r = calloc(1, sizeof *r);
     if (!r) {
-        munmap(base, l.size);
-        shm_unlink(path);
-        return -ENOMEM;
+        rc = -ENOMEM;
+        goto fail;
     }
     r->base = base;
     r->size = l.size;
+    r->file_uid = (uint32_t)geteuid();
+    r->file_mode = mode_bits & 0777;
     bind(r);
     if (r->releases) { /* the first lap is one free batch; other records are never read before written */
         shmr_store_relaxed64(&r->releases[0].len, r->cap);
@@ -199,11 +232,20 @@ int shmr_create(const char *name, const shmr_params *p, unsigned mode_bits, shmr
     }
     /* publishes every field above; pairs with the acquire load in validate() */
     shmr_store_release64(&h->magic, SHMR_MAGIC);
+    if (link(tmp, final) != 0) {
+        rc = -errno;
+        free(r);
+        goto fail;
+    }
+    unlink(tmp);
+    close(fd);
     *out = r;
     return 0;
 fail:
+    if (base != MAP_FAILED)
+        munmap(base, l.size);
     close(fd);
-    shm_unlink(path);
+    unlink(tmp);
     return rc;
 }
 
@@ -211,8 +253,15 @@ static int validate(const uint8_t *base, uint64_t file_size)
 {
     const struct shmr_header *h = (const struct shmr_header *)base;
     uint64_t magic = shmr_load_acquire64((shmr_a64 *)&h->magic); /* pairs with the creator's release */
-    if (magic == 0)
+    if (magic == 0) {
+        /* only a segment not made by this version's create (which links the
+         * name when complete) is seen unfinished: the creator, if recorded,
+         * says whether it can still finish */
+        if (h->creator_pid != 0 &&
+            shmr_proc_liveness(h->creator_pid, h->creator_start, h->creator_pidns) == SHMR_DEAD)
+            return -SHMR_ECREATOR;
         return -SHMR_EINIT;
+    }
     if (magic != SHMR_MAGIC)
         return -SHMR_EBADMAGIC;
     if (h->version != SHMR_LAYOUT_VERSION)
@@ -247,6 +296,7 @@ int shmr_attach_fd(int fd, shmr_ring **out)
         return rc;
     }
     uint64_t fsize = (uint64_t)st.st_size;
+    uint32_t fuid = (uint32_t)st.st_uid, fmode = (uint32_t)st.st_mode & 07777;
     if (fsize == 0) {
         close(fd);
         return -SHMR_EINIT;
@@ -285,9 +335,17 @@ int shmr_attach_fd(int fd, shmr_ring **out)
     }
     r->base = base;
     r->size = size;
+    r->file_uid = fuid;
+    r->file_mode = fmode;
     bind(r);
     *out = r;
     return 0;
+}
+
+void shmr_file_owner(const shmr_ring *r, uint32_t *uid, uint32_t *mode)
+{
+    *uid = r->file_uid;
+    *mode = r->file_mode;
 }
 
 int shmr_attach(const char *name, shmr_ring **out)
@@ -321,7 +379,7 @@ int shmr_unlink(const char *name)
 
 const char *shmr_descr(const shmr_ring *r, uint32_t *len)
 {
-    *len = r->hdr->descr_len;
+    *len = r->descr_len; /* the bound checked at attach, not today's header word */
     return r->hdr->descr;
 }
 uint64_t shmr_capacity(const shmr_ring *r) { return r->cap; }
@@ -370,8 +428,8 @@ static const shmr_layout_field layout_fields[] = {
     FIELD("header", 0, shmr_header, descr_len),
     FIELD("header", 0, shmr_header, kind),
     FIELD("header", 0, shmr_header, reserved32),
-    {"header.reserved1", offsetof(struct shmr_header, reserved), 8},
-    {"header.reserved2", offsetof(struct shmr_header, reserved) + 8, 8},
+    FIELD("header", 0, shmr_header, creator_start),
+    FIELD("header", 0, shmr_header, creator_pidns),
     FIELD("header", 0, shmr_header, descr),
     REGION("prod", OFF_PROD, shmr_prod_block),
     FIELD("prod", OFF_PROD, shmr_prod_block, head),
@@ -395,10 +453,10 @@ static const shmr_layout_field layout_fields[] = {
     FIELD("ctl", OFF_CTL, shmr_ctl, stream),
     FIELD("ctl", OFF_CTL, shmr_ctl, join_epoch),
     FIELD("ctl", OFF_CTL, shmr_ctl, pad0),
-    FIELD("ctl", OFF_CTL, shmr_ctl, abandoned),
+    FIELD("ctl", OFF_CTL, shmr_ctl, producer_pidns),
     FIELD("ctl", OFF_CTL, shmr_ctl, evicted),
-    FIELD("ctl", OFF_CTL, shmr_ctl, popped_retired),
-    FIELD("ctl", OFF_CTL, shmr_ctl, abandoned_bytes),
+    FIELD("ctl", OFF_CTL, shmr_ctl, stall),
+    FIELD("ctl", OFF_CTL, shmr_ctl, stall_since_ns),
     REGION("cslot", OFF_CONSUMERS, shmr_cslot),
     FIELD("cslot", 0, shmr_cslot, owner),
     FIELD("cslot", 0, shmr_cslot, ready),
@@ -408,7 +466,15 @@ static const shmr_layout_field layout_fields[] = {
     FIELD("cslot", 0, shmr_cslot, claim_n),
     FIELD("cslot", 0, shmr_cslot, popped),
     FIELD("cslot", 0, shmr_cslot, dropped),
+    FIELD("cslot", 0, shmr_cslot, claim_pbase),
+    FIELD("cslot", 0, shmr_cslot, abandoned),
+    FIELD("cslot", 0, shmr_cslot, abandoned_base),
+    FIELD("cslot", 0, shmr_cslot, popped_base),
+    FIELD("cslot", 0, shmr_cslot, dropped_base),
+    FIELD("cslot", 0, shmr_cslot, pidns),
     FIELD("cslot", 0, shmr_cslot, dropped_bytes),
+    FIELD("cslot", 0, shmr_cslot, abandoned_bytes),
+    FIELD("cslot", 0, shmr_cslot, abandoned_bytes_base),
     REGION("release", 0, shmr_release_rec),
     FIELD("release", 0, shmr_release_rec, tag),
     FIELD("release", 0, shmr_release_rec, len),
@@ -442,22 +508,29 @@ int shmr_info(shmr_ring *r, shmr_ring_info *o)
     uint64_t owner = shmr_load_acquire64(&r->ctl->producer_owner);
     o->producer_pid = (uint32_t)owner;
     o->producer_start = owner >> 32;
-    o->producer_alive = shmr_owner_alive(owner);
+    o->producer_alive = owner ? shmr_owner_liveness(owner, shmr_load_acquire64(&r->ctl->producer_pidns)) : SHMR_DEAD;
     o->close_reason = shmr_stream_reason(r);
     o->waiters.consumers = shmr_load_relaxed32(&r->data_ec->waiters);
     o->waiters.producer = shmr_load_relaxed32(&r->space_ec->waiters);
-    o->abandoned = shmr_load_relaxed64(&r->ctl->abandoned);
     o->evicted = shmr_load_relaxed64(&r->ctl->evicted);
-    o->popped_retired = shmr_load_relaxed64(&r->ctl->popped_retired);
+    /* cumulative per slot (see struct shmr_cslot): the sums cover every
+     * consumer that ever used the ring, whatever became of it */
+    for (uint32_t i = 0; i < r->max_consumers; i++) {
+        o->popped += shmr_load_relaxed64(&r->cslots[i].popped);
+        o->abandoned += shmr_load_relaxed64(&r->cslots[i].abandoned);
+    }
     o->creator_pid = h->creator_pid;
+    o->creator_start = h->creator_start;
+    o->creator_alive = shmr_proc_liveness(h->creator_pid, h->creator_start, h->creator_pidns);
     o->create_time_ns = h->create_time_ns;
-    o->popped = o->popped_retired;
+    /* of which by consumers that have left: all but the current occupants' own shares */
+    o->popped_retired = o->popped;
     uint64_t minc = o->pushed;
     for (uint32_t i = 0; i < r->max_consumers; i++) {
         struct shmr_cslot *s = &r->cslots[i];
         uint64_t so = shmr_load_acquire64(&s->owner);
-        if (so != 0 && !SHMR_IS_BUSY(so)) /* a BUSY slot's count is moving to popped_retired */
-            o->popped += shmr_load_relaxed64(&s->popped);
+        if (so != 0 && !SHMR_IS_BUSY(so))
+            o->popped_retired -= shmr_load_relaxed64(&s->popped) - shmr_load_relaxed64(&s->popped_base);
         if (so == 0 || !shmr_load_acquire32(&s->ready))
             continue;
         o->n_consumers++;
@@ -473,10 +546,24 @@ int shmr_info(shmr_ring *r, shmr_ring_info *o)
         o->available *= SHMR_MSG_UNIT;
         o->pushed = shmr_load_relaxed64(&r->prod->msgs);
         o->bytes_pushed = shmr_load_relaxed64(&r->prod->bytes);
-        o->abandoned_bytes = shmr_load_relaxed64(&r->ctl->abandoned_bytes);
+        for (uint32_t i = 0; i < r->max_consumers; i++) /* cumulative per slot, as abandoned */
+            o->abandoned_bytes += shmr_load_relaxed64(&r->cslots[i].abandoned_bytes);
         o->max_message = shmr_msg_max(r);
     }
     return 0;
+}
+
+int shmr_stall_info(shmr_ring *r, uint32_t *index, uint64_t *ns)
+{
+    /* hints written by the producer alone (shmr_producer_stall), read relaxed */
+    uint64_t stall = shmr_load_relaxed64(&r->ctl->stall);
+    if (stall == 0 || stall > r->max_consumers)
+        return 0;
+    *index = (uint32_t)(stall - 1);
+    int64_t since = (int64_t)shmr_load_relaxed64(&r->ctl->stall_since_ns);
+    int64_t now = shmr_mono_ns();
+    *ns = now > since ? (uint64_t)(now - since) : 0;
+    return 1;
 }
 
 int shmr_consumer_infos(shmr_ring *r, shmr_consumer_info *out, uint32_t max, uint32_t *n)
@@ -492,12 +579,12 @@ int shmr_consumer_infos(shmr_ring *r, shmr_consumer_info *out, uint32_t max, uin
         o->pid = (uint32_t)owner;
         o->start_time = owner >> 32;
         o->cursor = shmr_load_acquire64(&s->cursor);
-        o->popped = shmr_load_relaxed64(&s->popped);
-        o->dropped = shmr_load_relaxed64(&s->dropped);
+        o->popped = shmr_load_relaxed64(&s->popped) - shmr_load_relaxed64(&s->popped_base);
+        o->dropped = shmr_load_relaxed64(&s->dropped) - shmr_load_relaxed64(&s->dropped_base);
         o->dropped_bytes = shmr_load_relaxed64(&s->dropped_bytes);
         o->claim_pos = shmr_load_relaxed64(&s->claim_pos);
         o->claimed = shmr_load_relaxed32(&s->claim_state) == CLAIM_HELD ? shmr_load_relaxed64(&s->claim_n) : 0;
-        o->alive = shmr_owner_alive(owner);
+        o->alive = shmr_owner_liveness(owner, shmr_load_acquire64(&s->pidns));
     }
     *n = k;
     return 0;

@@ -15,6 +15,8 @@ enum shmr_hook_site {
     SHMR_HOOK_SWEEP_START = 4,      /* sweep, before scanning owners */
     SHMR_HOOK_PRODUCER_DEAD = 5,    /* consumer found the producer dead, stream not yet closed */
     SHMR_HOOK_CLAIM_WON = 6,        /* queue claim, tail CAS succeeded, before CLAIM_HELD */
+    SHMR_HOOK_SLOT_TAKEN = 7,       /* consumer open, slot owner CAS won, nothing else written */
+    SHMR_HOOK_RELEASE_COUNTED = 8,  /* queue release, popped stored, release record not yet */
 };
 
 #ifdef SHMR_TEST_HOOKS

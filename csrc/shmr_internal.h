@@ -21,6 +21,8 @@
 
 struct shmr_ring {
     uint8_t *base;
+    uint32_t descr_len;  /* copied and bounded at attach: the header is writable by peers */
+    uint32_t file_uid, file_mode; /* fstat of the segment when it was mapped */
     size_t size;
     struct shmr_header *hdr;
     struct shmr_prod_block *prod;
@@ -62,7 +64,8 @@ struct shmr_consumer {
     uint64_t cursor;       /* broadcast: private copy of slot->cursor */
     uint64_t head_cache;   /* cached producer head */
     uint64_t claim_pos, claim_n; /* outstanding zero-copy claim */
-    uint64_t popped, dropped;
+    uint64_t popped, dropped;    /* this handle's own counts */
+    uint64_t popped_base, dropped_base; /* the slot's cumulative counters when we took it */
     /* message rings (messages.c) */
     uint64_t claim_msgs;   /* messages in the claim */
     uint64_t next_seq, next_cum; /* broadcast: sequence number and byte count at cursor */
@@ -107,10 +110,11 @@ void shmr_populate(shmr_ring *r);
 /* queue.c, for messages.c as well: q_writable, the claim CAS and the release */
 uint64_t shmr_q_writable(shmr_producer *p, uint64_t n);
 int shmr_q_try_claim(shmr_consumer *c, uint64_t *t, uint64_t k);
+int shmr_q_claimable(shmr_consumer *c, uint64_t *t);
 
 /* queue.c: each returns what the public call of the same name returns, except
  * that "nothing there" is 0 and the public layer decides about end of stream. */
-void shmr_q_producer_open(shmr_producer *p);
+int shmr_q_producer_open(shmr_producer *p);
 int64_t shmr_q_push(shmr_producer *p, const void *src, uint64_t n);
 int64_t shmr_q_reserve(shmr_producer *p, uint64_t n, void **ptr);
 void shmr_q_publish(shmr_producer *p, uint64_t k);
@@ -125,7 +129,7 @@ uint64_t shmr_q_available(shmr_consumer *c);
 uint64_t shmr_q_reclaim(shmr_ring *r, uint32_t i, const int *alive, const int *dead);
 
 /* broadcast.c */
-void shmr_b_producer_open(shmr_producer *p);
+int shmr_b_producer_open(shmr_producer *p);
 int64_t shmr_b_push(shmr_producer *p, const void *src, uint64_t n);
 int64_t shmr_b_reserve(shmr_producer *p, uint64_t n, void **ptr);
 void shmr_b_publish(shmr_producer *p, uint64_t k);

@@ -50,9 +50,10 @@ struct shmr_header {
     uint64_t create_time_ns;
     uint32_t creator_pid;
     uint32_t descr_len;
-    uint32_t kind;            /* enum shmr_kind; a v1 segment written before message rings has 0 here */
+    uint32_t kind;            /* enum shmr_kind */
     uint32_t reserved32;
-    uint64_t reserved[2];
+    uint64_t creator_start; /* with creator_pid: who made the segment (written first) */
+    uint64_t creator_pidns; /* inode of the creator's pid namespace (0: unknown) */
     char descr[SHMR_DESCR_MAX];
 };
 
@@ -89,14 +90,21 @@ struct SHMR_ALIGNED_BLOCK shmr_ctl {
     shmr_a64 stream;         /* (producer generation << 32) | enum shmr_close_reason */
     shmr_a32 join_epoch;     /* broadcast: bumped by every joining consumer */
     shmr_a32 pad0;
-    shmr_a64 abandoned;      /* queue: claimed records reclaimed from dead consumers */
+    shmr_a64 producer_pidns; /* pid namespace of producer_owner (0: not recorded) */
     shmr_a64 evicted;        /* consumer slots freed because their process died */
-    shmr_a64 popped_retired; /* records received by consumers that have left */
-    shmr_a64 abandoned_bytes; /* message rings: body bytes of the abandoned messages */
+    shmr_a64 stall;          /* broadcast-block / queue: (slot + 1) holding the producer
+                              * back, 0 = none; written by the producer only */
+    shmr_a64 stall_since_ns; /* CLOCK_MONOTONIC when the producer first waited on it */
 };
 
 /* One per consumer, each on its own block: written by its consumer (and by a
- * sweeper once the consumer is dead), read by the producer and by stats. */
+ * sweeper once the consumer is dead), read by the producer and by stats.
+ *
+ * The counters popped, dropped and abandoned are cumulative over every
+ * occupant of the slot and are never moved elsewhere: a ring-wide total is the
+ * sum over slots, so a process killed at any point can neither lose a count in
+ * transit nor leave one to be added twice. An occupant's own share is the
+ * counter minus the *_base it read when it took the slot. */
 struct SHMR_ALIGNED_BLOCK shmr_cslot {
     shmr_a64 owner;      /* (start32 << 32) | pid, 0 = free */
     shmr_a32 ready;      /* 1 once cursor is valid */
@@ -104,9 +112,17 @@ struct SHMR_ALIGNED_BLOCK shmr_cslot {
     shmr_a64 cursor;     /* broadcast: next position this consumer reads */
     shmr_a64 claim_pos;  /* queue: claimed range, recorded before the claim CAS */
     shmr_a64 claim_n;
-    shmr_a64 popped;
-    shmr_a64 dropped;
-    shmr_a64 dropped_bytes; /* message rings: body bytes of the dropped messages */
+    shmr_a64 popped;     /* records delivered by this slot's occupants */
+    shmr_a64 dropped;    /* broadcast-overwrite: records its occupants lost to laps */
+    shmr_a64 claim_pbase; /* queue: popped when the claim was recorded */
+    shmr_a64 abandoned;  /* queue: claimed records of dead occupants never delivered */
+    shmr_a64 abandoned_base; /* abandoned when the current occupant took the slot */
+    shmr_a64 popped_base;    /* popped when the current occupant took the slot */
+    shmr_a64 dropped_base;   /* dropped likewise */
+    shmr_a64 pidns;      /* pid namespace of owner (0: not recorded) */
+    shmr_a64 dropped_bytes; /* message rings: body bytes the current occupant lost to laps */
+    shmr_a64 abandoned_bytes; /* message rings: body bytes of abandoned messages, cumulative as abandoned */
+    shmr_a64 abandoned_bytes_base; /* abandoned_bytes when the current occupant took the slot */
 };
 
 /* Queue mode: one release record per slot, written only at the first slot of a
@@ -146,6 +162,7 @@ _Static_assert(sizeof(struct shmr_header) == SHMR_PAGE, "header is one page");
 _Static_assert(offsetof(struct shmr_header, descr) == 128, "fixed header fields fill the first block");
 _Static_assert(offsetof(struct shmr_header, capacity) == 24, "layout v1");
 _Static_assert(offsetof(struct shmr_header, descr_len) == 100, "layout v1");
+_Static_assert(sizeof(struct shmr_cslot) == SHMR_BLOCK, "a consumer slot is one block");
 _Static_assert(sizeof(struct shmr_prod_block) == SHMR_BLOCK, "one block");
 _Static_assert(sizeof(struct shmr_tail_block) == SHMR_BLOCK, "one block");
 _Static_assert(sizeof(struct shmr_ec) == SHMR_BLOCK, "one block");

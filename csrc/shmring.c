@@ -41,7 +41,7 @@ static int sweep(shmr_ring *r, uint64_t *reclaimed)
 int shmr_producer_open(shmr_ring *r, shmr_producer **out)
 {
     uint64_t me = shmr_self_owner();
-    int rc = shmr_claim_owner(&r->ctl->producer_owner, me);
+    int rc = shmr_claim_owner(&r->ctl->producer_owner, &r->ctl->producer_pidns, me);
     if (rc)
         return rc;
     shmr_populate(r);
@@ -54,10 +54,11 @@ int shmr_producer_open(shmr_ring *r, shmr_producer **out)
     p->owner = me;
     /* we are the only writer of head (and intent) from here on */
     p->head = shmr_load_acquire64(&r->prod->head);
-    if (IS_QUEUE(r))
-        shmr_q_producer_open(p);
-    else
-        shmr_b_producer_open(p);
+    rc = IS_QUEUE(r) ? shmr_q_producer_open(p) : shmr_b_producer_open(p);
+    if (rc) {
+        shmr_producer_free(p);
+        return rc;
+    }
     if (r->kind == SHMR_KIND_MESSAGES)
         shmr_m_producer_open(p);
     /* A new producer re-opens the stream under a new generation, after taking
@@ -163,6 +164,49 @@ int shmr_wait_consumers(shmr_ring *r, uint32_t n, int64_t timeout_ns, int64_t sp
     return shmr_ec_wait(r->space_ec, enough_consumers, &w, timeout_ns, spin_ns);
 }
 
+/* Which consumer holds the producer back, for Full's message and stats(): in
+ * queue mode the one whose claim starts the batch the producer waits to see
+ * released (none if no one has taken those records yet); in broadcast-block
+ * mode the one at the slowest cursor. Records it in the control block with
+ * the time the producer first waited on that consumer. 1 if one was found. */
+int shmr_producer_stall(shmr_producer *p, uint32_t *index, uint64_t *behind)
+{
+    shmr_ring *r = p->r;
+    int found = 0;
+    if (IS_QUEUE(r)) {
+        uint64_t want = p->writable_end_cache - r->cap; /* the batch whose release we wait for */
+        for (uint32_t i = 0; i < r->max_consumers && !found; i++) {
+            struct shmr_cslot *s = &r->cslots[i];
+            if (shmr_load_acquire64(&s->owner) != 0 && shmr_load_acquire32(&s->claim_state) != CLAIM_NONE &&
+                shmr_load_relaxed64(&s->claim_pos) == want) {
+                *index = i;
+                *behind = shmr_load_relaxed64(&s->claim_n);
+                found = 1;
+            }
+        }
+    } else if (r->overflow == SHMR_OVERFLOW_BLOCK) {
+        uint64_t m = shmr_b_refresh_min(p);
+        for (uint32_t i = 0; i < r->max_consumers && !found; i++) {
+            struct shmr_cslot *s = &r->cslots[i];
+            if (shmr_load_acquire64(&s->owner) != 0 && shmr_load_acquire32(&s->ready) &&
+                shmr_load_acquire64(&s->cursor) <= m) {
+                *index = i;
+                *behind = p->head - m;
+                found = 1;
+            }
+        }
+    }
+    uint64_t word = found ? (uint64_t)*index + 1 : 0;
+    /* written by the producer only; stats read them relaxed as a hint */
+    if (shmr_load_relaxed64(&r->ctl->stall) != word) {
+        shmr_store_relaxed64(&r->ctl->stall_since_ns, (uint64_t)shmr_mono_ns());
+        shmr_store_relaxed64(&r->ctl->stall, word);
+    }
+    return found;
+}
+
+void shmr_producer_unstall(shmr_producer *p) { shmr_store_relaxed64(&p->r->ctl->stall, 0); }
+
 /* ---- consumer ----------------------------------------------------------- */
 
 int shmr_consumer_open(shmr_ring *r, uint32_t start, shmr_consumer **out)
@@ -174,6 +218,7 @@ int shmr_consumer_open(shmr_ring *r, uint32_t start, shmr_consumer **out)
             uint64_t expect = 0;
             if (shmr_cas_seqcst64(&r->cslots[i].owner, &expect, me)) {
                 idx = (int)i;
+                SHMR_HOOK(SHMR_HOOK_SLOT_TAKEN);
                 break;
             }
         }
@@ -193,10 +238,19 @@ int shmr_consumer_open(shmr_ring *r, uint32_t start, shmr_consumer **out)
     c->slot = s;
     c->index = (uint32_t)idx;
     c->owner = me;
+    shmr_store_release64(&s->pidns, shmr_self_pidns());
     shmr_store_relaxed64(&s->claim_n, 0);
     shmr_store_relaxed32(&s->claim_state, CLAIM_NONE);
-    shmr_store_relaxed64(&s->popped, 0);
-    shmr_store_relaxed64(&s->dropped, 0);
+    /* The counters are cumulative over the slot's occupants (see struct
+     * shmr_cslot): we only note where ours start. No one else writes them
+     * while we own the slot. */
+    c->popped_base = shmr_load_relaxed64(&s->popped);
+    c->dropped_base = shmr_load_relaxed64(&s->dropped);
+    shmr_store_relaxed64(&s->popped_base, c->popped_base);
+    shmr_store_relaxed64(&s->dropped_base, c->dropped_base);
+    shmr_store_relaxed64(&s->abandoned_base, shmr_load_relaxed64(&s->abandoned));
+    shmr_store_relaxed64(&s->abandoned_bytes_base, shmr_load_relaxed64(&s->abandoned_bytes));
+    /* a message ring's lost bytes are the current occupant's own count */
     shmr_store_relaxed64(&s->dropped_bytes, 0);
     if (IS_QUEUE(r))
         shmr_store_release32(&s->ready, 1);
@@ -225,7 +279,7 @@ void shmr_consumer_free(shmr_consumer *c)
             shmr_release(c);
     }
     shmr_store_release32(&c->slot->ready, 0);
-    shmr_fetch_add_relaxed64(&r->ctl->popped_retired, c->popped);
+    shmr_store_relaxed64(&c->slot->pidns, 0);
     uint64_t me = c->owner;
     shmr_cas_seqcst64(&c->slot->owner, &me, 0);
     if (!IS_QUEUE(r))
@@ -321,7 +375,9 @@ int shmr_consumer_check_producer(shmr_consumer *c)
     if ((uint32_t)w != SHMR_OPEN)
         return (int)(uint32_t)w;
     uint64_t owner = shmr_load_acquire64(&r->ctl->producer_owner);
-    if (owner == 0 || shmr_owner_alive(owner))
+    /* only a producer known dead ends the stream; one in another pid namespace
+     * or not ours to inspect is waited for like a live one */
+    if (owner == 0 || shmr_owner_liveness(owner, shmr_load_acquire64(&r->ctl->producer_pidns)) != SHMR_DEAD)
         return SHMR_OPEN;
     SHMR_HOOK(SHMR_HOOK_PRODUCER_DEAD);
     /* the producer died without closing: everything it published stays

@@ -18,7 +18,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define SHMR_LAYOUT_VERSION 1u
+#define SHMR_LAYOUT_VERSION 2u /* 2: cumulative per-slot counters, pid namespaces, stall words */
 /* User part of a name. /dev/shm allows 255-byte file names; 200 leaves room for
  * the "shmr-" prefix and for a private name a segment may be built under
  * (prefix, creator pid and start time before the name). */
@@ -37,6 +37,11 @@
 #define SHMR_EPRODUCER (SHMR_E_BASE + 6)   /* a live producer already holds the ring */
 #define SHMR_ETABLEFULL (SHMR_E_BASE + 7)  /* every consumer slot is taken */
 #define SHMR_EINIT (SHMR_E_BASE + 8)       /* creator has not finished initialising */
+#define SHMR_ESTATE (SHMR_E_BASE + 9)      /* a shared index is impossible (corrupt ring state) */
+#define SHMR_ECREATOR (SHMR_E_BASE + 10)   /* the creator died before finishing the segment */
+
+/* liveness of a recorded process */
+enum shmr_liveness { SHMR_DEAD = 0, SHMR_ALIVE = 1, SHMR_UNKNOWN = 2 };
 
 enum shmr_mode { SHMR_MODE_QUEUE = 0, SHMR_MODE_BROADCAST = 1 };
 enum shmr_overflow { SHMR_OVERFLOW_BLOCK = 0, SHMR_OVERFLOW_OVERWRITE = 1 };
@@ -81,7 +86,7 @@ typedef struct shmr_consumer_info {
     uint64_t dropped_bytes; /* message rings: body bytes of those */
     uint64_t claim_pos;     /* queue: first position of the batch held, if any */
     uint64_t claimed;       /* queue: records claimed, not yet released */
-    int alive;
+    int alive;              /* enum shmr_liveness (the binding names it "liveness") */
 } shmr_consumer_info;
 
 typedef struct shmr_waiters {
@@ -101,11 +106,13 @@ typedef struct shmr_ring_info {
     shmr_waiters waiters;
     uint32_t producer_pid;  /* 0: no producer */
     uint64_t producer_start;
-    int producer_alive;
+    int producer_alive;     /* enum shmr_liveness */
     uint32_t close_reason;  /* enum shmr_close_reason */
     uint64_t abandoned;     /* queue: records reclaimed from dead consumers */
     uint64_t evicted;       /* consumers evicted because their process died */
     uint32_t creator_pid;
+    uint64_t creator_start; /* with creator_pid its identity */
+    int creator_alive;      /* enum shmr_liveness */
     uint64_t create_time_ns; /* CLOCK_REALTIME */
     uint32_t kind;          /* enum shmr_kind; message rings count pushed / popped /
                              * available / abandoned / dropped in messages */
@@ -129,6 +136,8 @@ uint32_t shmr_overflow(const shmr_ring *r);
 uint32_t shmr_kind(const shmr_ring *r);
 int shmr_info(shmr_ring *r, shmr_ring_info *out);
 int shmr_consumer_infos(shmr_ring *r, shmr_consumer_info *out, uint32_t max, uint32_t *n);
+/* the consumer a waiting producer last found holding it back, and for how long (ns); 1 if any */
+int shmr_stall_info(shmr_ring *r, uint32_t *index, uint64_t *ns);
 
 /* The segment layout for tools and tests (csrc/shmr_layout.h is its source):
  * one entry per field, "region.field", and one per region, "region". Field
@@ -146,7 +155,12 @@ const shmr_layout_field *shmr_layout_fields(uint32_t *n);
 
 /* process identity: (pid, start time) so pid reuse cannot fool liveness */
 uint64_t shmr_proc_start_time(uint32_t pid);
-int shmr_proc_alive(uint32_t pid, uint64_t start_time);
+/* enum shmr_liveness; pidns 0 = the caller's namespace */
+int shmr_proc_liveness(uint32_t pid, uint64_t start_time, uint64_t pidns);
+int shmr_proc_alive(uint32_t pid, uint64_t start_time); /* not known dead */
+uint64_t shmr_self_pidns(void);
+/* owner and mode bits of the segment's file, as fstat saw them when mapped */
+void shmr_file_owner(const shmr_ring *r, uint32_t *uid, uint32_t *mode);
 
 /* producer */
 int shmr_producer_open(shmr_ring *r, shmr_producer **out);

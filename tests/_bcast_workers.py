@@ -437,7 +437,8 @@ def view_holder(ring, cmd_q, reply_q) -> None:
 
 def kept_arrays_child(name, mode, overflow, result_q) -> None:
     """Keeps arrays from view() and reserve() past their blocks, past the handles'
-    close, ring.close(), gc and unlink; reads/writes them at every step."""
+    close, ring.close(), gc and unlink; reads them at every step (a reservation's
+    array is read-only once its block is left)."""
     out = dict(steps=[], view_seqs=None, error=None)
     try:
         ring = shmring.Ring.create(name, REC, 16, mode=mode, overflow=overflow)
@@ -452,27 +453,26 @@ def kept_arrays_child(name, mode, overflow, result_q) -> None:
             fill(w, 8)
             kept_res = w
         _ = int(kept_view["seq"].sum())
+        assert not kept_res.flags.writeable
         out["steps"].append("after-block")
         prod.close()
         cons.close()
         _ = int(kept_view["seq"].sum()) + int(kept_view["check"].sum())
-        kept_res["seq"] = 7
+        _ = int(kept_res["seq"].sum())
         out["steps"].append("after-handle-close")
         ring.close()
         _ = int(kept_view["payload"].sum())
-        kept_res["payload"] = 1
-        kept_res[:] = kept_res[::-1]
+        _ = int(kept_res["payload"].sum())
         out["steps"].append("after-ring-close")
         del prod, cons, v, w, ring
         gc.collect()
         _ = int(kept_view["seq"].sum())
-        kept_res["check"] = 3
+        _ = int(kept_res["check"].sum())
         out["steps"].append("after-gc")
         shmring.unlink(name)
         gc.collect()
         _ = bytes(kept_view.tobytes())
-        kept_res.fill(0)
-        _ = int(kept_res["check"].sum())
+        _ = bytes(kept_res.tobytes())
         out["steps"].append("after-unlink")
         sub = kept_view[1:3]
         del kept_view
@@ -488,7 +488,7 @@ def kept_arrays_child(name, mode, overflow, result_q) -> None:
 
 
 def close_inside_reserve_child(name, out) -> None:
-    """ring.close() while a reserve() block is open; the array is written afterwards."""
+    """ring.close() while a reserve() block is open; the array is read afterwards."""
     try:
         ring = shmring.Ring.create(name, REC, 8, mode="queue")
         p = ring.producer()
@@ -497,8 +497,8 @@ def close_inside_reserve_child(name, out) -> None:
             fill(a, 0)  # writing must not crash
         del p, ring
         gc.collect()
-        a[:] = a[::-1]
-        fill(a, 100)
+        assert not a.flags.writeable
+        _ = int(a["seq"].sum()) + len(bytes(a.tobytes()))
         out.put(("result", "ok"))
     except BaseException:
         out.put(("result", traceback.format_exc()))

@@ -119,3 +119,26 @@ def procs():
         if p.is_alive():
             p.kill()
         p.join(10)
+
+
+@pytest.fixture
+def popen():
+    """subprocess.Popen in a new session; the whole session is SIGKILLed and
+    reaped at teardown, so a hung child (and its children) never outlives a test."""
+    import signal
+    import subprocess
+
+    started = []
+
+    def start(args, **kwargs):
+        p = subprocess.Popen(args, start_new_session=True, **kwargs)
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.wait(10)

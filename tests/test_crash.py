@@ -85,7 +85,7 @@ def survivor(ring, out_path):
     sys.exit(3 if bad else 0)
 
 
-def test_kill_consumers_queue(name, tmp_path):
+def test_kill_consumers_queue(name, tmp_path, procs):
     """SIGKILL consumers at random points, many times: the producer and the survivors
     finish; every record reached a survivor, a victim's log, or the abandoned count."""
     rng = random.Random(int(os.environ.get("SHMRING_SEED", "1234")))
@@ -93,11 +93,8 @@ def test_kill_consumers_queue(name, tmp_path):
     ring = shmring.Ring.create(name, REC, 64, max_consumers=32)
     stop = CTX.Event()
     pushed = CTX.Value("q", -1)
-    prod = CTX.Process(target=producer_until_stopped, args=(ring, stop, pushed))
-    survivors = [CTX.Process(target=survivor, args=(ring, str(tmp_path / f"s{i}.npy"))) for i in range(2)]
-    for p in survivors:
-        p.start()
-    prod.start()
+    survivors = [procs(CTX, survivor, ring, str(tmp_path / f"s{i}.npy")) for i in range(2)]
+    prod = procs(CTX, producer_until_stopped, ring, stop, pushed)
     max_n = 2_000_000
     logs, victims = [], []
 
@@ -107,9 +104,7 @@ def test_kill_consumers_queue(name, tmp_path):
         log[max_n] = 0
         del log
         logs.append(path)
-        v = CTX.Process(target=victim, args=(ring, path, max_n))
-        v.start()
-        return v
+        return procs(CTX, victim, ring, path, max_n)
 
     victims = [spawn_victim() for _ in range(2)]
     for _ in range(KILLS):
@@ -154,6 +149,9 @@ def test_kill_consumers_queue(name, tmp_path):
           f"abandoned {st['abandoned']}, evicted {st['evicted']}")
     assert missing <= st["abandoned"] <= missing + 16 * KILLS
     assert st["evicted"] <= KILLS
+    # every record left the ring exactly once: delivered or abandoned
+    assert st["available"] == 0
+    assert st["popped"] + st["abandoned"] == st["pushed"]
     ring.close()
 
 
@@ -167,12 +165,11 @@ def producer_then_killed(ring, started, n_first):
         seq += 16
 
 
-def test_kill_producer_then_takeover(name):
+def test_kill_producer_then_takeover(name, procs):
     ring = shmring.Ring.create(name, REC, 1024)
     cons = ring.consumer(liveness_interval=0.02)
     started = CTX.Event()
-    proc = CTX.Process(target=producer_then_killed, args=(ring, started, 100))
-    proc.start()
+    proc = procs(CTX, producer_then_killed, ring, started, 100)
     assert started.wait(30)
     got = [cons.pop_many(50)["seq"]]
     time.sleep(0.05)
@@ -206,35 +203,39 @@ def test_kill_producer_then_takeover(name):
 
 
 def idle_consumer(ring, ready):
-    c = ring.consumer(start="latest")  # registered, never reads
+    c = ring.consumer(start="oldest")  # reads the first record, then never again
+    assert int(c.pop(timeout=10)["seq"]) == 0
     ready.set()
     time.sleep(600)
     c.close()
 
 
-def test_dead_broadcast_consumer_is_evicted(name):
+def test_dead_broadcast_consumer_is_evicted(name, procs):
     ring = shmring.Ring.create(name, REC, 8, mode="broadcast")
     ready = CTX.Event()
-    proc = CTX.Process(target=idle_consumer, args=(ring, ready))
-    proc.start()
-    assert ready.wait(30)
     live = ring.consumer()
     p = ring.producer(liveness_interval=0.02)
     p.push_many(make_records(0, 8))
+    proc = procs(CTX, idle_consumer, ring, ready)
+    assert ready.wait(30)
     got = [live.pop_many(8, timeout=5)["seq"]]
+    p.push(make_records(8, 1), timeout=1)  # room for one: the idle consumer read one record
     with pytest.raises(shmring.Full):  # held back by the idle (live) consumer only
-        p.push(make_records(8, 1), timeout=0.1)
+        p.push(make_records(9, 1), timeout=0.1)
+    got.append(live.pop_many(8, timeout=5)["seq"])
     assert ring.stats()["evicted"] == 0
     os.kill(proc.pid, signal.SIGKILL)
-    proc.join()
+    proc.join(10)
     t0 = time.monotonic()
-    for i in range(8, 200, 8):
+    for i in range(9, 201, 8):
         p.push_many(make_records(i, 8), timeout=5)  # would raise Full if the dead one still held it back
         got.append(live.pop_many(8, timeout=5)["seq"])
-    assert np.array_equal(np.concatenate(got), np.arange(200, dtype=np.uint64))
+    assert np.array_equal(np.concatenate(got), np.arange(201, dtype=np.uint64))
     st = ring.stats()
     assert st["evicted"] == 1
     assert st["n_consumers"] == 1
+    # the evicted consumer's record still counts: 201 to the live one, 1 to it
+    assert st["popped"] == 202
     print(f"evicted within {(time.monotonic() - t0) * 1e3:.1f} ms")
     ring.close()
 
@@ -249,11 +250,10 @@ def run_cli(*args):
     return r.returncode, r.stdout, r.stderr
 
 
-def test_cli_ls_info_rm_gc(name):
+def test_cli_ls_info_rm_gc(name, procs):
     dead = name + "d"
-    proc = CTX.Process(target=creator_exits, args=(dead,))
-    proc.start()
-    proc.join()
+    proc = procs(CTX, creator_exits, dead)
+    proc.join(30)
     live = shmring.Ring.create(name, REC, 32, mode="broadcast")
     c = live.consumer()
     p = live.producer()

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import shmring
+from shmring import _ring
 import _workers as W
 from shmring._ring import LAYOUT, LAYOUT_PAGE
 
@@ -261,6 +262,7 @@ _ZERO_D_SCRIPT = r"""
 import sys
 import numpy as np
 import shmring
+from shmring import _ring
 name, kind = sys.argv[1], sys.argv[2]
 dt = np.dtype([("a", "<i4"), ("b", "<f8")]) if kind == "struct" else np.dtype("int32")
 ring = shmring.Ring.create(name, dt, 8)
@@ -442,8 +444,8 @@ def test_other_layout_version(ring_name, rings):
     prod, cons = ring.producer(), ring.consumer()
     prod.push(41)
     path = seg_path(ring_name)
-    assert _read_field(path, "header.version") == 1
-    _write_field(path, "header.version", 2)
+    assert _read_field(path, "header.version") == _ring.LAYOUT_VERSION
+    _write_field(path, "header.version", _ring.LAYOUT_VERSION + 1)
     with pytest.raises(shmring.LayoutVersionError) as ei:
         rings.attach(ring_name)
     assert isinstance(ei.value, shmring.RingError)
@@ -452,7 +454,7 @@ def test_other_layout_version(ring_name, rings):
     # handles mapped before the change keep working
     assert int(cons.pop(timeout=1)) == 41
     roundtrip(ring, prod, cons)
-    _write_field(path, "header.version", 1)
+    _write_field(path, "header.version", _ring.LAYOUT_VERSION)
     again = rings.attach(ring_name)
     roundtrip(again, prod, again.consumer())
 

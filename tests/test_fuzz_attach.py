@@ -27,6 +27,8 @@ from pathlib import Path
 
 import pytest
 
+from shmring import _ring
+
 ROOT = Path(__file__).resolve().parents[1]
 FUZZ = ROOT / "fuzz" / "fuzz_attach.py"
 
@@ -153,7 +155,7 @@ def expected_attach(data: bytes) -> str:
         return "attach:RingError"
     if g["magic"] != fz.MAGIC:
         return "attach:NotARingError"
-    if g["version"] != 1:
+    if g["version"] != _ring.LAYOUT_VERSION:
         return "attach:LayoutVersionError"
     corrupt = "attach:CorruptRingError"
     cap, rs = g["capacity"], g["record_size"]
@@ -322,7 +324,7 @@ def test_layout_offsets_are_the_cores(seeds):
     the core): magic, version, capacity and the offsets the core computed."""
     by_label = dict(seeds)
     seg = by_label["queue-u8-c4"]
-    assert fz.get(seg, "magic") == fz.MAGIC and fz.get(seg, "version") == 1
+    assert fz.get(seg, "magic") == fz.MAGIC and fz.get(seg, "version") == _ring.LAYOUT_VERSION
     assert fz.get(seg, "capacity") == 4 and fz.get(seg, "record_size") == 8
     lay = fz.layout(4, 8, 0, 1)
     assert (fz.get(seg, "consumers_offset"), fz.get(seg, "releases_offset"),

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import shmring
+from shmring import _ring
 import _workers as W
 
 
@@ -597,7 +598,7 @@ def test_stats_counts(ring_name, rings):
     assert (st["pushed"], st["popped"], st["available"]) == (0, 0, 0)
     assert st["consumers"] == [] and st["producer_pid"] is None and not st["closed"]
     assert st["capacity"] == 16 and st["record_size"] == 8 and st["mode"] == "queue"
-    assert st["creator_pid"] == os.getpid() and st["layout_version"] == 1
+    assert st["creator_pid"] == os.getpid() and st["layout_version"] == _ring.LAYOUT_VERSION
     prod = ring.producer()
     c1, c2 = ring.consumer(), ring.consumer()
     assert ring.stats()["producer_pid"] == os.getpid()

@@ -17,6 +17,8 @@ import pytest
 import shmring
 from _records import REC, fill, n_bad
 
+pytestmark = pytest.mark.timeout(7200)  # soak runs are long by design
+
 SOAK = bool(os.environ.get("SHMRING_SOAK"))
 N = int(os.environ.get("SHMRING_SOAK_RECORDS", 100_000_000 if SOAK else 2_000_000))
 BATCH = 1024

@@ -485,12 +485,20 @@ class RingMachine(RuleBasedStateMachine):
         view = c.view
         c.handle.close()
         self.cons.remove(c)
-        if view is not None:  # close() releases the claim first
-            c.popped += view[3] - self.torn(view[2], view[3])
+        bad = 0
+        if view is not None:  # close() inside a view waits for the block's end to release
+            bad = self.torn(view[2], view[3])
+            c.popped += view[3] - bad
         self.popped_retired += c.popped
         if view is not None:
-            # close() released the claim; leaving the block afterwards is a no-op
-            assert view[0].__exit__(None, None, None) is False
+            # leaving the block releases the claim and leaves the ring; records
+            # overwritten while it was held are reported as usual
+            if bad:
+                with pytest.raises(shmring.Lagged) as ei:
+                    view[0].__exit__(None, None, None)
+                assert ei.value.count == bad
+            else:
+                assert view[0].__exit__(None, None, None) is False
         with pytest.raises(shmring.Closed):
             c.handle.pop(timeout=0)
 

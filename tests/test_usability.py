@@ -289,7 +289,8 @@ def test_gc_removes_a_private_build_file_of_a_dead_creator(ring_name, procs, mon
         open(mine, "wb").close()  # a creator that is alive: this process
         segs = {s["file"]: s for s in _api.unfinished_segments()}
         dead, live = segs[os.path.basename(path)], segs[os.path.basename(mine)]
-        assert (dead["creator_pid"], dead["creator_alive"], dead["all_dead"]) == (p.pid, False, False)
+        # the file names its creator: once that process is known dead, nothing can finish it
+        assert (dead["creator_pid"], dead["creator_alive"], dead["all_dead"]) == (p.pid, False, True)
         assert live["creator_alive"] and not live["all_dead"]
         monkeypatch.setattr(_api, "INIT_GRACE_SECONDS", 0.0)
         assert cli_main(["gc", "--json"]) == 0

@@ -473,11 +473,17 @@ proctype QConsumer(byte me)
         :: claimed -> break
         :: !claimed && t >= hc ->
             hc = head;                          /* acquire load of head (pairs with publish) */
+            assert(t <= hc);                    /* q_claim reports t > head as corrupt (SHMR_ESTATE) */
             if
             :: t >= hc -> k = 0; break          /* empty: return 0 */
             :: else -> skip
             fi
-        :: !claimed && t < hc ->
+        :: !claimed && t < hc && hc - t > CAP ->
+            /* t predates hc: q_claim re-reads tail; read after head it is never
+             * a lap behind (else q_claim reports the ring corrupt) */
+            t = tail;                           /* relaxed load of tail */
+            assert(t >= hc || hc - t <= CAP)
+        :: !claimed && t < hc && hc - t <= CAP ->
             k = MIN(max, hc - t);
             if
             :: contig -> k = MIN(k, CAP - (t & MASK))
@@ -536,7 +542,9 @@ progress_qread:
             qlen[pos & MASK] = k;                   /* relaxed store of releases[pos & mask].len */
             qtag[pos & MASK] = pos + CAP;           /* release store of releases[pos & mask].tag */
 #endif
-            /* (claim_state = CLAIM_NONE, popped counter: for the sweeper and stats, not modelled) */
+            /* (the popped counter is stored before the release record and claim_state =
+             * CLAIM_NONE after it, for the sweeper and stats: not modelled; exact
+             * counting under kills is pinned by verify/interleavings/kill_accounting.c) */
             ec_notify_space()
         fi;
         d_step { t = 0; k = 0; pos = 0; i = 0; max = 0; contig = 0; claimed = 0 }

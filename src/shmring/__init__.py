@@ -15,6 +15,7 @@ from .errors import (
     Closed,
     ConsumerTableFull,
     CorruptRingError,
+    CreatorDiedError,
     Empty,
     Full,
     Lagged,
@@ -27,7 +28,7 @@ from .errors import (
 
 __all__ = [
     "Ring", "Producer", "Consumer", "Reservation", "View", "unlink", "RingStats", "ConsumerStats", "Waiters",
-    "RingError", "NotARingError", "LayoutVersionError", "CorruptRingError", "ProducerBusyError",
+    "RingError", "NotARingError", "LayoutVersionError", "CorruptRingError", "CreatorDiedError", "ProducerBusyError",
     "ConsumerTableFull", "Full", "Empty", "Closed", "Lagged", "wait_any", "await_any",
     "Board", "BoardView", "BoardChanged", "NotABoardError",
 ]

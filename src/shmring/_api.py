@@ -41,8 +41,18 @@ class ConsumerStats(TypedDict, total=False):
     dropped_bytes: int
     claim_pos: int
     claimed: int
-    alive: bool
+    alive: bool  # not known dead: alive, or "unknown" (see liveness)
+    liveness: str  # "alive", "dead" or "unknown" (another pid namespace, or not ours to inspect)
     lag: int
+
+
+class StallInfo(TypedDict):
+    """Ring.stats()["stall"]: the consumer holding a full ring back."""
+
+    index: int
+    pid: int | None
+    lag: int | None  # records it holds (queue) or is behind (broadcast)
+    seconds: float  # since the producer first waited on it
 
 
 class RingStats(TypedDict):
@@ -75,12 +85,17 @@ class RingStats(TypedDict):
     waiters: Waiters
     producer_pid: int | None
     producer_start: int
-    producer_alive: bool
+    producer_alive: bool  # a producer holds the role and is not known dead
+    producer_liveness: str | None  # "alive", "dead", "unknown"; None without a producer
     closed: bool
     close_reason: str | None
     abandoned: int
     evicted: int
+    stall: StallInfo | None
     creator_pid: int
+    creator_start: int
+    creator_alive: bool  # not known dead
+    creator_liveness: str
     create_time_ns: int
     created: float
     consumers: list[ConsumerStats]
@@ -134,7 +149,12 @@ def _check_dtype(dtype: Any) -> np.dtype:
 
 
 def _encode_dtype(dt: np.dtype) -> str:
-    # dtype.descr and dtype_to_descr lose a top-level subarray, so it is kept apart.
+    # dtype.descr and dtype_to_descr lose a top-level subarray, so it is kept apart;
+    # likewise a union (a scalar type with named fields over it, np.dtype((np.int32,
+    # {...}))), which they turn into a plain struct.
+    if dt.fields is not None and dt.type is not np.void:
+        fields = [(n, dtype_to_descr(f[0]), f[1]) for n, f in dt.fields.items()]
+        return repr(("v1u", dtype_to_descr(np.dtype(dt.type).newbyteorder(dt.byteorder)), fields))
     if dt.subdtype is not None:
         base, shape = dt.subdtype
         return repr(("v1", dtype_to_descr(base), tuple(shape)))
@@ -144,10 +164,13 @@ def _encode_dtype(dt: np.dtype) -> str:
 def _decode_dtype(text: str, where: str) -> np.dtype:
     try:
         tag, descr, shape = ast.literal_eval(text)
-        if tag != "v1":
+        if tag == "v1u":  # a union: shape holds its fields (name, descr, offset)
+            dt = np.dtype((descr_to_dtype(descr), {n: (descr_to_dtype(d), int(o)) for n, d, o in shape}))
+        elif tag == "v1":
+            base = descr_to_dtype(descr)
+            dt = np.dtype((base, tuple(shape))) if shape else base
+        else:
             raise ValueError(tag)
-        base = descr_to_dtype(descr)
-        dt = np.dtype((base, tuple(shape))) if shape else base
     except Exception as exc:  # any malformed text is a corrupt header, never a crash
         raise CorruptRingError(f"{where}: the ring's dtype descriptor is corrupt ({exc!r})") from None
     # create() never stores these: reading pointers out of shared memory would crash
@@ -177,6 +200,19 @@ def _round_nbytes(nbytes: Any) -> int:
     if nbytes > limit:
         raise ValueError(f"nbytes {nbytes} is too large (at most 2**{limit.bit_length() - 1} bytes)")
     return max(MIN_MESSAGE_RING, 1 << (nbytes - 1).bit_length())
+
+
+def _segment_bytes(cap: int, record_size: int, mode: str, max_consumers: int, messages: bool = False) -> int:
+    """The segment size create() asks for (compute_layout in csrc/segment.c): the
+    header and control pages, the consumer slots, in a queue of records a 16-byte
+    release record per slot (a message ring keeps them in its frames), then the
+    records, each part rounded as the core rounds it."""
+    page, block = _ring.LAYOUT_PAGE, _ring.LAYOUT_BLOCK
+    end = _ring.LAYOUT["cslot"][0] + max_consumers * _ring.LAYOUT["cslot"][1]
+    if mode == "queue" and not messages:
+        end = -(-end // block) * block + cap * _ring.LAYOUT["release"][1]
+    slots = -(-end // page) * page
+    return -(-(slots + cap * record_size) // page) * page
 
 
 def _shm_free_bytes() -> int | None:
@@ -222,7 +258,7 @@ def segment_state(name: str) -> dict[str, Any]:
     if magic == 0:
         out["state"] = "initialising"
         out["creator_pid"] = creator or None
-        out["creator_alive"] = bool(creator) and _ring.process_alive(creator, start)
+        out["creator_alive"] = bool(creator) and _ring.liveness(creator, start) != "dead"
         # no creator recorded yet: judged by age alone
         out["all_dead"] = not out["creator_alive"] and out["age"] >= INIT_GRACE_SECONDS
         return out
@@ -238,8 +274,7 @@ def segment_state(name: str) -> dict[str, Any]:
         ring.close()
     out["state"] = "ring"
     out["creator_pid"] = info["creator_pid"] or None
-    out["creator_alive"] = bool(info["creator_pid"]) and _ring.process_alive(
-        info["creator_pid"], info.get("creator_start", 0))
+    out["creator_alive"] = bool(info["creator_pid"]) and info["creator_alive"] != _ring.LIVENESS_DEAD
     out["producer_pid"] = info["producer_pid"] or None
     out["producer_alive"] = info["producer_alive"]
     out["consumers_alive"] = sum(1 for c in cons if c["alive"])
@@ -272,9 +307,11 @@ def unfinished_segments() -> list[dict[str, Any]]:
             age = max(0.0, time.time() - os.lstat(os.path.join(SHM_DIR, entry)).st_ctime)
         except FileNotFoundError:
             continue  # finished (or removed) meanwhile
-        alive = _ring.process_alive(int(pid), int(start))
+        # the file is named after its creator, so a dead creator is proof enough:
+        # no grace period (one in another pid namespace is unknown, never removed)
+        alive = _ring.liveness(int(pid), int(start)) != "dead"
         out.append({"file": entry, "name": name, "creator_pid": int(pid), "creator_alive": alive, "age": age,
-                    "all_dead": not alive and age >= INIT_GRACE_SECONDS})
+                    "all_dead": not alive})
     return out
 
 
@@ -422,24 +459,28 @@ class Ring:
                               "name (name=None generates one)")
                 raise FileExistsError(errno.EEXIST, f"a ring named {name!r} already exists ({_who(st)}); "
                                       f"{advice}") from None
-            ring = cls.attach(name)
+            # joining what is there must not hand our records to whoever made it:
+            # it must be ours, and no more open than we asked for
+            ring = cls.attach(name, owner_only=True, permissions=permissions)
+            have_mc = ring._mapping().info()["max_consumers"]
             want = (dt, cap, mode, overflow) if dt is not None else ("messages", cap * _ring.MSG_UNIT, mode, overflow)
             have = ((ring.dtype, ring.capacity, ring.mode, ring.overflow) if ring.kind == "records"
                     else ("messages", ring.nbytes, ring.mode, ring.overflow))
-            if have != want:
+            if have + (have_mc,) != want + (max_consumers,):
                 ring.close()
                 raise FileExistsError(
                     errno.EEXIST,
-                    f"ring {name!r} exists as {ring._describe()}, not as "
+                    f"ring {name!r} exists as {ring._describe()}, max_consumers={have_mc}, not as "
                     + (f"dtype={dt}, capacity={cap}" if dt is not None else f"a message ring of nbytes={cap * _ring.MSG_UNIT}")
-                    + f", mode={mode!r}, overflow={overflow!r}",
+                    + f", mode={mode!r}, overflow={overflow!r}, max_consumers={max_consumers}",
                 ) from None
             if dt is not None:
                 ring._dtype = dt  # equal to the stored one; keep the caller's (alignment flag)
             return ring
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.ENOMEM):
-                raise OSError(exc.errno, _no_memory_message(name, cap * rsize)) from None
+                need = _segment_bytes(cap, rsize, mode, max_consumers, messages=dt is None)
+                raise OSError(exc.errno, _no_memory_message(name, need)) from None
             raise
         ring = cls(mapping, name, dt)
         ring._unlink_on_close = bool(unlink_on_close)
@@ -458,11 +499,27 @@ class Ring:
             pass
 
     @classmethod
-    def attach(cls, name: str, *, dtype: Any = None) -> "Ring":
-        """Attach to an existing ring; if ``dtype`` is given it must match the ring's."""
+    def attach(cls, name: str, *, dtype: Any = None, owner_only: bool = False,
+               permissions: int | None = None) -> "Ring":
+        """Attach to an existing ring; if ``dtype`` is given it must match the ring's.
+
+        A ring may be shared between users on purpose (``permissions=0o660``), so
+        by default any segment this process may open is joined. ``owner_only=True``
+        refuses (PermissionError) a segment not owned by this process's user;
+        ``permissions=BITS`` refuses one more open than BITS. ``create(...,
+        exist_ok=True)`` applies both, with its own ``permissions``."""
         name = _check_name(name)
         want = _check_dtype(dtype) if dtype is not None else None
         mapping = _ring.Mapping.attach(name)
+        uid, mode = mapping.file_owner
+        if owner_only and uid != os.geteuid():
+            raise PermissionError(
+                errno.EPERM, f"ring {name!r} is owned by uid {uid}, not by this user (uid {os.geteuid()}); "
+                             f"refusing to join it")
+        if permissions is not None and mode & ~int(permissions) & 0o7777:
+            raise PermissionError(
+                errno.EPERM, f"ring {name!r} has permissions {oct(mode)}, more open than the {oct(permissions)} "
+                             f"asked for; refusing to join it")
         if mapping.kind == _ring.KIND_MESSAGES:
             if want is not None:
                 raise TypeError(f"ring {name!r} is a message ring (it has no dtype); attach it without dtype=")
@@ -614,20 +671,32 @@ class Ring:
         info: dict[str, Any] = m.info()
         consumers: list[dict[str, Any]] = m.consumer_infos()
         for c in consumers:
-            c["alive"] = bool(c["alive"])
+            c["liveness"] = _ring.LIVENESS[c["alive"]]
+            c["alive"] = c["liveness"] != "dead"
             if self._kind == "messages":
                 c["claimed"] *= _ring.MSG_UNIT  # positions count 16-byte units: bytes held
             elif self._mode == "broadcast":
                 c["lag"] = max(0, info["pushed"] - c["cursor"])
         reason = _ring.CLOSE_REASONS.get(info["close_reason"])
+        has_producer = info["producer_pid"] != 0
+        stall: StallInfo | None = None
+        held = m.stall()
+        if held is not None:
+            who = next((c for c in consumers if c["index"] == held[0]), None)
+            stall = {"index": held[0], "pid": who["pid"] if who else None, "seconds": held[1],
+                     "lag": (who.get("lag", who["claimed"]) if who else None)}
         info.update(
+            stall=stall,
+            producer_liveness=_ring.LIVENESS[info["producer_alive"]] if has_producer else None,
+            creator_liveness=_ring.LIVENESS[info["creator_alive"]],
+            creator_alive=info["creator_alive"] != _ring.LIVENESS_DEAD,
             name=self._name,
             kind=self._kind,
             dtype=str(self._dtype) if self._dtype is not None else None,
             mode=self._mode,
             overflow=self._overflow,
             producer_pid=info["producer_pid"] or None,
-            producer_alive=bool(info["producer_alive"]),
+            producer_alive=has_producer and info["producer_alive"] != _ring.LIVENESS_DEAD,
             closed=reason is not None,
             close_reason=reason,
             created=info["create_time_ns"] / 1e9,
@@ -648,7 +717,7 @@ def _no_memory_message(name: str, need: int) -> str:
         avail = None
     known = [f"{SHM_DIR} reports {free} bytes free" if free is not None else None,
              f"the machine has {avail} bytes of memory available" if avail is not None else None]
-    return (f"cannot create ring {name!r}: reserving its {need} bytes of records in {SHM_DIR} failed "
+    return (f"cannot create ring {name!r}: it needs about {need} bytes and reserving them in {SHM_DIR} failed "
             f"(tmpfs could not allocate the memory: the real limit is the smaller of the tmpfs size and "
             f"the memory the kernel can give; " + "; ".join(k for k in known if k) + ")")
 

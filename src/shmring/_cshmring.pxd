@@ -16,6 +16,11 @@ cdef extern from "shmring.h" nogil:
         SHMR_EPRODUCER
         SHMR_ETABLEFULL
         SHMR_EINIT
+        SHMR_ESTATE
+        SHMR_ECREATOR
+        SHMR_DEAD
+        SHMR_ALIVE
+        SHMR_UNKNOWN
         SHMR_MODE_QUEUE
         SHMR_MODE_BROADCAST
         SHMR_OVERFLOW_BLOCK
@@ -80,6 +85,8 @@ cdef extern from "shmring.h" nogil:
         uint64_t abandoned
         uint64_t evicted
         uint32_t creator_pid
+        uint64_t creator_start
+        int creator_alive
         uint64_t create_time_ns
         uint32_t kind
         uint64_t bytes_pushed
@@ -108,6 +115,7 @@ cdef extern from "shmring.h" nogil:
     uint32_t shmr_overflow(const shmr_ring *r)
     uint32_t shmr_kind(const shmr_ring *r)
     int shmr_info(shmr_ring *r, shmr_ring_info *out)
+    int shmr_stall_info(shmr_ring *r, uint32_t *index, uint64_t *ns)
     int shmr_consumer_infos(shmr_ring *r, shmr_consumer_info *out, uint32_t max, uint32_t *n)
     ctypedef struct shmr_layout_field:
         const char *name
@@ -117,6 +125,9 @@ cdef extern from "shmring.h" nogil:
 
     uint64_t shmr_proc_start_time(uint32_t pid)
     int shmr_proc_alive(uint32_t pid, uint64_t start_time)
+    int shmr_proc_liveness(uint32_t pid, uint64_t start_time, uint64_t pidns)
+    uint64_t shmr_self_pidns()
+    void shmr_file_owner(const shmr_ring *r, uint32_t *uid, uint32_t *mode)
 
     int shmr_producer_open(shmr_ring *r, shmr_producer **out)
     void shmr_producer_free(shmr_producer *p)
@@ -125,6 +136,8 @@ cdef extern from "shmring.h" nogil:
     int64_t shmr_reserve(shmr_producer *p, uint64_t n, void **ptr)
     void shmr_commit(shmr_producer *p, uint64_t n)
     int shmr_producer_wait(shmr_producer *p, int64_t timeout_ns, int64_t spin_ns)
+    int shmr_producer_stall(shmr_producer *p, uint32_t *index, uint64_t *behind)
+    void shmr_producer_unstall(shmr_producer *p)
     int shmr_producer_recover(shmr_producer *p, uint64_t *reclaimed)
     uint64_t shmr_producer_room(shmr_producer *p)
     uint32_t shmr_consumer_count(shmr_ring *r)

@@ -11,7 +11,7 @@ from typing import Any
 from . import _ring
 from ._api import SEGMENT_PREFIX, SHM_DIR, Ring
 from .board import Board
-from .errors import NotARingError, RingError
+from .errors import CreatorDiedError, NotARingError, RingError
 
 
 def ring_names() -> list[str]:
@@ -31,6 +31,8 @@ def describe(name: str) -> dict[str, Any]:
         ring = Ring.attach(name)
     except NotARingError:
         return _describe_board(name)
+    except CreatorDiedError as exc:
+        return {"name": name, "error": str(exc), "creator_died": True}
     except (RingError, OSError, TypeError, ValueError) as exc:
         return {"name": name, "error": str(exc)}
     try:
@@ -109,14 +111,15 @@ def all_dead(st: dict[str, Any]) -> bool:
     """True when the ring's creator, producer and every consumer are gone (a board:
     its creator, writers and claim holders; its readers are not recorded)."""
     if "error" in st:
-        return False  # not ours to judge: `rm` it explicitly
+        return bool(st.get("creator_died"))  # others are not ours to judge: `rm` them explicitly
     if st.get("kind") == "board":
         if any(k["owner_alive"] or k["last_writer_alive"] for k in st["keys"]):
             return False
         return not _ring.process_alive(st["creator_pid"])
     if st["producer_alive"] or any(c["alive"] for c in st["consumers"]):
         return False
-    return not _ring.process_alive(st["creator_pid"])
+    # one in another pid namespace, or one we may not inspect, is "unknown" and keeps the ring
+    return st["creator_liveness"] == "dead"
 
 
 def age_text(seconds: float) -> str:

@@ -121,9 +121,9 @@ cdef class MessageProducer(_Handle):
     cdef int _sleep(self, int64_t timeout_ns, int64_t spin_ns) noexcept nogil:
         return shmr_msg_producer_wait(self._p, self._want, timeout_ns, spin_ns)
 
-    cdef void _between_slices(self) noexcept:
-        cdef uint64_t reclaimed
-        shmr_producer_recover(self._p, &reclaimed)
+    cdef bint _between_slices(self) noexcept:
+        cdef uint64_t reclaimed = 0
+        return shmr_producer_recover(self._p, &reclaimed) > 0
 
     cdef void *_place(self, uint32_t kind, uint64_t nbytes, object timeout, uint64_t *pushed) except NULL:
         """Room for one message after those pending; waits (publishing what is
@@ -366,8 +366,8 @@ cdef class MessageConsumer(_Handle):
     cdef int _sleep(self, int64_t timeout_ns, int64_t spin_ns) noexcept nogil:
         return shmr_consumer_wait(self._c, timeout_ns, spin_ns)
 
-    cdef void _between_slices(self) noexcept:
-        shmr_consumer_check_producer(self._c)
+    cdef bint _between_slices(self) noexcept:
+        return shmr_consumer_check_producer(self._c) != SHMR_OPEN
 
     cdef object _closed_error(self):
         reason = CLOSE_REASONS.get(shmr_close_reason(self._map.r)) or "closed"

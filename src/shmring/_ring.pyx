@@ -24,7 +24,7 @@ from libc.stdlib cimport free, malloc
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from shmring._cshmring cimport *
-from shmring.errors import (Closed, ConsumerTableFull, CorruptRingError, Empty, Full, Lagged,
+from shmring.errors import (Closed, ConsumerTableFull, CorruptRingError, CreatorDiedError, Empty, Full, Lagged,
                             LayoutVersionError, NotARingError, ProducerBusyError, RingError)
 
 cdef extern from "numpy/arrayobject.h":
@@ -104,6 +104,12 @@ cdef int _raise(int64_t rc, str what) except -1:
         raise CorruptRingError(f"{what}: the ring header is corrupt (a field is out of bounds)")
     if code == SHMR_EINIT:
         raise RingError(f"{what}: the ring is still being initialised by its creator")
+    if code == SHMR_ECREATOR:
+        raise CreatorDiedError(f"{what}: the ring's creator died before finishing it; remove it "
+                               f"(`python -m shmring gc` or `rm`) and create it again")
+    if code == SHMR_ESTATE:
+        raise CorruptRingError(f"{what}: the ring's shared state is corrupt (an impossible head, tail "
+                               f"or release position); nothing was read from it")
     if code == SHMR_EPRODUCER:
         raise ProducerBusyError(f"{what}: another live process is already the producer of this ring")
     if code == SHMR_ETABLEFULL:
@@ -164,7 +170,23 @@ def start_time_of(uint32_t pid):
 
 
 def process_alive(uint32_t pid, uint64_t start_time=0):
+    """False only for a process known to be dead (see liveness())."""
     return bool(shmr_proc_alive(pid, start_time))
+
+
+LIVENESS = {SHMR_DEAD: "dead", SHMR_ALIVE: "alive", SHMR_UNKNOWN: "unknown"}
+LIVENESS_DEAD = SHMR_DEAD
+
+
+def liveness(uint32_t pid, uint64_t start_time=0, uint64_t pidns=0):
+    """"alive", "dead" or "unknown" (a process in another pid namespace, or one
+    this user may not inspect): unknown never counts as dead."""
+    return LIVENESS[shmr_proc_liveness(pid, start_time, pidns)]
+
+
+def self_pidns():
+    """The inode of this process's pid namespace (0 if /proc is not mounted)."""
+    return shmr_self_pidns()
 
 
 def check_name(str name):
@@ -236,6 +258,21 @@ cdef class Mapping:
             _raise(rc, f"attach {label}")
         m.name = label
         return m
+
+    def stall(self):
+        """(consumer index, seconds) a waiting producer last found holding it back, or None."""
+        cdef uint32_t idx = 0
+        cdef uint64_t ns = 0
+        if not shmr_stall_info(self.r, &idx, &ns):
+            return None
+        return idx, ns / 1e9
+
+    @property
+    def file_owner(self):
+        """(uid, mode bits) of the segment file, from fstat on the descriptor mapped."""
+        cdef uint32_t uid, mode
+        shmr_file_owner(self.r, &uid, &mode)
+        return uid, mode
 
     @property
     def descr(self):
@@ -309,6 +346,7 @@ cdef class _Handle:
     cdef bint _busy             # a call on this handle is running without the GIL
     cdef uint32_t _arm_count    # event-loop waits armed on this handle (_async.pxi)
     cdef object _fdw            # the poller behind fileno(), once asked for
+    cdef int64_t _next_check_ns # a non-blocking call may run the liveness checks from then on
 
     cdef _setup(self, Mapping m, object dtype, object spin, object liveness_interval):
         self._map = m
@@ -339,16 +377,19 @@ cdef class _Handle:
     # A handle is used by one thread at a time, but close() may come from
     # another thread (or a signal handler) while a call sleeps without the GIL:
     # then close() only marks it and wakes the sleeper, and the blocked call
-    # frees the C handle when it takes the GIL back.
+    # frees the C handle when it takes the GIL back. A call that completed its
+    # work without the GIL (a large copy) keeps its result: the records it took
+    # or published are returned or counted, and Closed comes with the next call.
     cdef inline void _enter_nogil(self) noexcept:
         self._busy = True
 
-    cdef int _leave_nogil(self) except -1:
+    cdef bint _leave_nogil(self) noexcept:
+        """True if the handle was closed meanwhile (the C handle is then freed)."""
         self._busy = False
         if self._closed:
             self._free_handle()
-            raise Closed("the handle was closed while a call on it was blocked", "handle closed")
-        return 0
+            return True
+        return False
 
     cdef void _free_handle(self) noexcept:
         """Gives the C handle back (role or consumer slot); the subclass knows how."""
@@ -358,9 +399,10 @@ cdef class _Handle:
         """One eventcount wait of this side (0 = may be ready, else -errno)."""
         return 0
 
-    cdef void _between_slices(self) noexcept:
-        """Liveness work between two sleeps (sweep dead consumers / notice a dead producer)."""
-        pass
+    cdef bint _between_slices(self) noexcept:
+        """Liveness work between two sleeps (sweep dead consumers / notice a dead
+        producer). True if it changed something worth another try."""
+        return False
 
     cdef bint _block(self, Waiting *w, object timeout) except -1:
         """The one place a call waits: after the caller found nothing to do, sleeps
@@ -368,21 +410,32 @@ cdef class _Handle:
         True: try again; False: the timeout is over."""
         cdef int rc
         cdef int64_t sl
+        cdef int64_t now
         if not w.started:
             _waiting_start(w, timeout)
         sl = _waiting_slice(w, self._slice_ns)
         if sl == 0:
+            # Non-blocking (or out of time): the liveness check still runs, at
+            # most once per liveness interval, else a polling loop would see
+            # Full / Empty forever behind a dead peer; the fast path never pays.
+            now = _mono_ns()
+            if now >= self._next_check_ns:
+                self._next_check_ns = now + self._slice_ns
+                if self._between_slices():
+                    return True
             if self._fdw is not None:
                 self._fdw.rearm()  # fileno() protocol: a call that found nothing re-arms
             return False
         self._enter_nogil()
         with nogil:
             rc = self._sleep(sl, w.spin_ns)
-        self._leave_nogil()
+        if self._leave_nogil():
+            raise Closed("the handle was closed while a call on it was blocked", "handle closed")
         w.spin_ns = 0
         if rc == 0:
             return True
         PyErr_CheckSignals()
+        self._next_check_ns = _mono_ns() + self._slice_ns
         self._between_slices()
         return not (w.deadline >= 0 and _mono_ns() >= w.deadline)
 
@@ -442,6 +495,7 @@ cdef class Producer(_Handle):
 
     cdef shmr_producer *_p
     cdef bint _reserving
+    cdef bint _stalled          # a stall was recorded for stats(); cleared once records flow
     cdef object _same_dtype     # a dtype object already found equal to the ring's
     cdef _Packer _packer        # tuples / scalars straight into a record (None: general path)
     cdef bint _is_struct
@@ -510,31 +564,45 @@ cdef class Producer(_Handle):
             return shmr_wait_consumers(self._ring_c, self._consumers_wanted, timeout_ns, spin_ns)
         return shmr_producer_wait(self._p, timeout_ns, spin_ns)
 
-    cdef void _between_slices(self) noexcept:
-        cdef uint64_t reclaimed
-        shmr_producer_recover(self._p, &reclaimed)
+    cdef bint _between_slices(self) noexcept:
+        cdef uint64_t reclaimed = 0
+        return shmr_producer_recover(self._p, &reclaimed) > 0
 
     cdef int64_t _push_ptr(self, const char *src, uint64_t n, object timeout) except -1:
         cdef uint64_t done = 0
         cdef int64_t k
         cdef Waiting w
         cdef bint nogil_copy = n * self._record_size >= NOGIL_BYTES
+        cdef bint closed = False
         _waiting_init(&w, self._spin_ns)
         while True:
             if nogil_copy:
                 self._enter_nogil()
                 with nogil:
                     k = shmr_push(self._p, src + done * self._record_size, n - done)
-                self._leave_nogil()
+                closed = self._leave_nogil()
             else:
                 k = shmr_push(self._p, src + done * self._record_size, n - done)
             done += k
             if done == n:
-                return done
+                if self._stalled:
+                    self._stalled = False
+                    shmr_producer_unstall(self._p)
+                return done  # published: a close() that landed meanwhile shows on the next call
+            if closed:
+                raise Closed(f"the handle was closed during push_many: {done} of {n} records were "
+                             f"published", "handle closed", done)
             if k > 0:
                 continue
-            if not self._block(&w, timeout):
-                raise Full(f"ring is full: {done} of {n} records pushed before the timeout", pushed=done)
+            if not w.started:
+                self._note_stall()
+            try:
+                if not self._block(&w, timeout):
+                    raise Full(f"ring is full: {done} of {n} records pushed before the timeout"
+                               f"{self._stall_text()}", pushed=done)
+            except Closed as exc:
+                exc.pushed = done
+                raise
 
     cdef _Packer _get_packer(self):
         if not self._packer_built:
@@ -563,6 +631,9 @@ cdef class Producer(_Handle):
             if packer is not None:
                 packed = packer.pack(record)
                 if shmr_push(self._p, packed, 1) == 1:
+                    if self._stalled:
+                        self._stalled = False
+                        shmr_producer_unstall(self._p)
                     return None
                 self._push_ptr(packed, 1, timeout)
                 return None
@@ -572,6 +643,9 @@ cdef class Producer(_Handle):
             if buf.len != self._record_size:
                 raise ValueError(f"record is {buf.len} bytes, the ring's records are {self._record_size}")
             if shmr_push(self._p, buf.buf, 1) == 1:
+                if self._stalled:
+                    self._stalled = False
+                    shmr_producer_unstall(self._p)
                 return None
             self._push_ptr(<const char *>buf.buf, 1, timeout)
         finally:
@@ -640,11 +714,36 @@ cdef class Producer(_Handle):
         while True:
             k = shmr_reserve(self._p, n, &ptr)
             if k > 0:
+                if self._stalled:
+                    self._stalled = False
+                    shmr_producer_unstall(self._p)
                 break
+            if not w.started:
+                self._note_stall()
             if not self._block(&w, timeout):
-                raise Full("ring is full: nothing to reserve before the timeout")
+                raise Full(f"ring is full: nothing to reserve before the timeout{self._stall_text()}")
         self._reserving = True
         return Reservation._make(self, self._array(ptr, k, True), k)
+
+    cdef void _note_stall(self) noexcept:
+        """The producer starts waiting: record who holds it back, and since when."""
+        cdef uint32_t idx = 0
+        cdef uint64_t behind = 0
+        if self._p != NULL and shmr_producer_stall(self._p, &idx, &behind):
+            self._stalled = True
+
+    cdef str _stall_text(self):
+        """Who holds the ring full, for Full's message (also recorded for stats())."""
+        cdef uint32_t idx = 0
+        cdef uint64_t behind = 0
+        if self._p == NULL or not shmr_producer_stall(self._p, &idx, &behind):
+            return ""
+        self._stalled = True
+        st = self._map.stall()
+        who = next((c for c in self._map.consumer_infos() if c["index"] == idx), None)
+        pid = f"pid {who['pid']}, " if who else ""
+        since = f", stalled for {st[1]:.3g} s" if st is not None else ""
+        return f"; held back by consumer #{idx} ({pid}{behind} records behind{since})"
 
     cdef _commit(self, uint64_t k):
         self._reserving = False
@@ -726,6 +825,10 @@ cdef class Reservation:
         if self._done:
             return False
         self._done = True
+        # the slots belong to the consumers from here on: the array handed out
+        # must not write into published records (views taken of it inside the
+        # block keep their own flags)
+        self._arr.flags.writeable = False
         self._prod._commit(self._k if et is None else 0)
         return False
 
@@ -780,8 +883,8 @@ cdef class Consumer(_Handle):
     cdef int _sleep(self, int64_t timeout_ns, int64_t spin_ns) noexcept nogil:
         return shmr_consumer_wait(self._c, timeout_ns, spin_ns)
 
-    cdef void _between_slices(self) noexcept:
-        shmr_consumer_check_producer(self._c)
+    cdef bint _between_slices(self) noexcept:
+        return shmr_consumer_check_producer(self._c) != SHMR_OPEN
 
     cdef int _lagged(self, uint64_t dropped, object records) except -1:
         """With on_lag="raise": keep the records that did arrive for the next call
@@ -799,17 +902,22 @@ cdef class Consumer(_Handle):
         cdef int64_t n
         cdef Waiting w
         cdef bint nogil_copy = max * self._record_size >= NOGIL_BYTES
+        cdef bint closed = False
         _waiting_init(&w, self._spin_ns)
         while True:
             if nogil_copy:
                 self._enter_nogil()
                 with nogil:
                     n = shmr_pop(self._c, dst, max, dropped)
-                self._leave_nogil()
+                closed = self._leave_nogil()
             else:
                 n = shmr_pop(self._c, dst, max, dropped)
             if n > 0:
-                return n
+                return n  # taken out of the ring: returned even if close() landed meanwhile
+            if closed:
+                raise Closed("the handle was closed while a call on it was blocked", "handle closed")
+            if n < 0 and n != -SHMR_ECLOSED:
+                _raise(n, f"pop from ring {self._map.name!r}")
             if n == -SHMR_ECLOSED:
                 self._lagged(dropped[0], None)
                 raise self._closed_error()
@@ -837,8 +945,11 @@ cdef class Consumer(_Handle):
             return self._take_pending(1)[0]
         if self._scalar_path:
             n = shmr_pop(self._c, self._scratch, 1, &dropped)
-            if n == 0 and not dropped and _is_zero_timeout(timeout):
-                raise Empty()  # the common poll: no deadline, no wait machinery
+            if (n == 0 and not dropped and _is_zero_timeout(timeout) and self._fdw is None
+                    and _mono_ns() < self._next_check_ns):
+                # the common poll: no deadline, no wait machinery (unless a
+                # fileno() waiter must re-arm, or the liveness check is due)
+                raise Empty()
             if n <= 0:
                 self._pop_into(self._scratch, 1, timeout, &dropped)
             rec = PyArray_Scalar(self._scratch, self._rec_descr, NULL)
@@ -1000,9 +1111,16 @@ cdef class Consumer(_Handle):
         return View._make(self, arr)
 
     cdef int64_t _release_claim(self) except -1:
+        cdef int64_t bad
         self._viewing = False
-        if self._closed or self._c == NULL or self._gen != _fork_gen:
+        if self._c == NULL or self._gen != _fork_gen:
             return 0
+        if self._closed and not self._busy:
+            # close() came inside the view block and was deferred to here: the
+            # records stay the view's until the block ends
+            bad = shmr_release(self._c)
+            self._free_handle()
+            return bad
         return shmr_release(self._c)
 
     def __iter__(self):
@@ -1029,7 +1147,11 @@ cdef class Consumer(_Handle):
         return shmr_consumer_index(self._c) if self._c != NULL else -1
 
     def close(self):
-        """Leave the ring; a broadcast producer stops waiting for this consumer at once."""
+        """Leave the ring; a broadcast producer stops waiting for this consumer at once.
+        Inside a view() block the records stay held until the block ends."""
+        if self._viewing and not self._closed:
+            self._closed = True  # the view's __exit__ releases and leaves
+            return
         _Handle.close(self)
 
     cdef void _free_handle(self) noexcept:

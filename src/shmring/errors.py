@@ -22,6 +22,10 @@ class CorruptRingError(RingError):
     """A header field is out of bounds or the segment is shorter than its header says."""
 
 
+class CreatorDiedError(RingError):
+    """The segment's creator died before finishing it: nothing can use it; remove it."""
+
+
 class ProducerBusyError(RingError):
     """Another live process already holds the producer role."""
 
@@ -52,11 +56,15 @@ class Empty(queue.Empty):
 
 class Closed(EOFError):
     """The stream ended and every record published before that was consumed, or
-    the handle itself was closed. ``reason`` is one of CLOSE_REASONS."""
+    the handle itself was closed. ``reason`` is one of CLOSE_REASONS.
 
-    def __init__(self, msg: str = "ring closed", reason: str = "closed") -> None:
+    ``pushed``: from push_many, how many records of the call were published
+    before the handle was closed under it (a retry must skip them)."""
+
+    def __init__(self, msg: str = "ring closed", reason: str = "closed", pushed: int = 0) -> None:
         super().__init__(msg)
         self.reason = reason
+        self.pushed = pushed
 
 
 # Every value Closed.reason takes: the stream was closed by its producer, the

@@ -1,0 +1,240 @@
+"""Kill harness: random SIGKILLs of producers and consumers while every call is
+used (push, push_many, reserve; pop, pop_many, view), in every mode, with
+checksummed records and exact accounting.
+
+The default suite runs a short version (a few seconds per mode). The standing
+stress test is opt-in:
+
+    SHMRING_SOAK=1 ./test.sh tests/test_kill_harness.py -s      (SHMRING_KILL_SECONDS per mode, default 60)
+
+What must hold, whatever was killed when:
+  * nothing torn: every record any consumer returned passes its checksum;
+  * queue: no record delivered twice (across survivors and victims); once the
+    last producer closes and the survivors drain, popped + abandoned == pushed
+    exactly and nothing is left; what no one logged is at most what was counted
+    abandoned plus what victims took but died before logging;
+  * broadcast block: every survivor gets every record once, in order;
+  * broadcast overwrite: every survivor's records are strictly increasing and
+    received + dropped == pushed exactly.
+A killed producer is replaced by a new one that takes over the role and goes on
+from the published head, so sequence numbers always equal ring positions.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import random
+import signal
+import time
+
+import numpy as np
+import pytest
+
+import shmring
+from _records import REC, fill, make_records, n_bad
+
+SOAK = bool(os.environ.get("SHMRING_SOAK"))
+SECONDS = float(os.environ.get("SHMRING_KILL_SECONDS", "60" if SOAK else "3"))
+CTX = mp.get_context("fork")
+LOG_N = 1 << 22  # per victim: records it may log before its log is full
+MODES = [("queue", "block"), ("broadcast", "block"), ("broadcast", "overwrite")]
+
+pytestmark = pytest.mark.timeout(int(SECONDS) * 3 * 4 + 240)
+
+
+def producer_main(ring, stop, seed):
+    rng = random.Random(seed)
+    while True:
+        try:
+            p = ring.producer(liveness_interval=0.01)
+            break
+        except shmring.ProducerBusyError:  # the one killed is not reaped yet
+            time.sleep(0.001)
+    seq = ring.stats()["pushed"]  # a successor goes on from the published head
+    buf = make_records(0, 64)
+    while not stop.value:
+        op = rng.randrange(3)
+        n = rng.randint(1, 40)
+        try:
+            if op == 0:
+                fill(buf[:1], seq)
+                p.push(buf[0], timeout=0.02)
+                seq += 1
+            elif op == 1:
+                fill(buf[:n], seq)
+                try:
+                    seq += p.push_many(buf[:n], timeout=0.02)
+                except shmring.Full as exc:
+                    seq += exc.pushed
+            else:
+                with p.reserve(n, timeout=0.02) as a:
+                    fill(a, seq)
+                    k = len(a)
+                seq += k
+        except shmring.Full:
+            pass
+    p.close()
+
+
+def consumer_main(ring, log_path, ready, seed, start):
+    """Logs every record it returns (inside a view: before the release). A
+    survivor (log_path ending in .npy and no memmap) saves at the end."""
+    rng = random.Random(seed)
+    c = ring.consumer(start=start, liveness_interval=0.01)
+    ready.set()
+    log = np.lib.format.open_memmap(log_path, mode="r+") if log_path.endswith(".log.npy") else None
+    got, bad, n = [], 0, 0
+    in_view = ring.mode == "queue"  # queue: log before the release, so a kill after it loses nothing unseen
+
+    def write_log(seqs):
+        nonlocal n
+        k = min(len(seqs), LOG_N - n)
+        log[n:n + k] = seqs[:k]
+        log[LOG_N] = n + k
+        n += len(seqs)
+
+    while True:
+        op = rng.randrange(3)
+        m = rng.randint(1, 48)
+        to = rng.choice((0, 0.01, 0.05))
+        logged = False
+        try:
+            if op == 0:
+                a = np.array([c.pop(timeout=to)], dtype=REC)
+            elif op == 1:
+                a = c.pop_many(m, timeout=to)
+            else:
+                try:
+                    with c.view(m, timeout=to) as v:
+                        a = np.array(v)
+                        if log is not None and in_view:
+                            write_log(a["seq"])
+                            logged = True
+                except shmring.Lagged as exc:
+                    # overwrite mode: the producer lapped the view while it was held;
+                    # its first exc.count records are invalid (and counted as dropped)
+                    a = a[exc.count:]
+            bad += n_bad(a)
+            if log is None:
+                got.append(a["seq"].copy())
+            elif not logged:
+                write_log(a["seq"])
+            if log is not None:
+                log[LOG_N + 1] = bad
+        except shmring.Empty:
+            pass
+        except shmring.Closed as exc:
+            if exc.reason == "closed by producer":
+                break
+            time.sleep(0.002)  # the producer died: a successor reopens the stream
+    if log is None:
+        np.save(log_path, np.concatenate(got) if got else np.zeros(0, np.uint64))
+        np.save(log_path + ".meta.npy", np.array([bad, c.dropped], dtype=np.uint64))
+    os._exit(0)
+
+
+def run_harness(name, mode, overflow, seconds, seed, tmp_path, procs):
+    rng = random.Random(seed)
+    cap = 256
+    ring = shmring.Ring.create(name, REC, cap, mode=mode, overflow=overflow, max_consumers=16)
+    try:
+        # lock-free: a producer killed inside an Event's lock would wedge its successors
+        stop = CTX.RawValue("b", 0)
+        readies = [CTX.Event() for _ in range(2)]
+        surv_paths = [str(tmp_path / f"{name}-s{i}.npy") for i in range(2)]
+        survivors = [procs(CTX, consumer_main, ring, surv_paths[i], readies[i], seed * 10 + i, "oldest")
+                     for i in range(2)]
+        for r in readies:
+            assert r.wait(30)
+        logs = []
+
+        def new_victim():
+            path = str(tmp_path / f"{name}-v{len(logs)}.log.npy")
+            log = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint64, shape=(LOG_N + 2,))
+            log[LOG_N] = 0
+            log[LOG_N + 1] = 0
+            del log
+            logs.append(path)
+            return procs(CTX, consumer_main, ring, path, CTX.Event(), rng.randrange(1 << 30), "oldest")
+
+        victims = [new_victim() for _ in range(3)]
+        prod = procs(CTX, producer_main, ring, stop, rng.randrange(1 << 30))
+        kills = {"consumer": 0, "producer": 0}
+        t_end = time.monotonic() + seconds
+        while time.monotonic() < t_end:
+            time.sleep(rng.uniform(0.002, 0.03))
+            if rng.random() < 0.15:
+                os.kill(prod.pid, signal.SIGKILL)
+                prod.join(10)
+                kills["producer"] += 1
+                prod = procs(CTX, producer_main, ring, stop, rng.randrange(1 << 30))
+            else:
+                i = rng.randrange(len(victims))
+                assert victims[i].exitcode is None, f"a victim died by itself (exit {victims[i].exitcode})"
+                os.kill(victims[i].pid, signal.SIGKILL)
+                victims[i].join(10)
+                kills["consumer"] += 1
+                victims[i] = new_victim()
+        stop.value = 1
+        prod.join(60)
+        assert prod.exitcode == 0, f"the last producer did not finish (exit {prod.exitcode})"
+        for p in survivors + victims:
+            p.join(60)
+            assert p.exitcode == 0, f"a consumer wedged or failed (exit {p.exitcode})"
+        st = ring.stats()
+        pushed = st["pushed"]
+        surv, surv_bad, surv_dropped = [], 0, []
+        for path in surv_paths:
+            surv.append(np.load(path))
+            bad, dropped = np.load(path + ".meta.npy")
+            surv_bad += int(bad)
+            surv_dropped.append(int(dropped))
+        vict, vict_bad = [], 0
+        for path in logs:
+            log = np.load(path, mmap_mode="r")
+            k = int(log[LOG_N])
+            assert k < LOG_N, "a victim's log filled up"  # (a victim lives well under a second)
+            vict.append(np.array(log[:k]))
+            vict_bad += int(log[LOG_N + 1])
+        torn = surv_bad + vict_bad
+        report = {"mode": f"{mode}/{overflow}", "pushed": pushed, "kills": kills, "torn": torn,
+                  "popped": st["popped"], "abandoned": st["abandoned"], "evicted": st["evicted"]}
+        assert torn == 0, report
+        if mode == "queue":
+            everyone = np.concatenate(surv + vict)
+            dup = len(everyone) - len(np.unique(everyone))
+            report["duplicates"] = dup
+            report["logged"] = len(everyone)
+            print("kill harness:", report)
+            assert dup == 0, report
+            assert everyone.max(initial=0) < pushed
+            assert st["available"] == 0, report
+            assert st["popped"] + st["abandoned"] == pushed, report
+            # what nobody logged was abandoned, or taken by a victim killed between
+            # taking it and logging it (at most one batch of 48 per kill)
+            missing = pushed - len(everyone)
+            assert missing <= st["abandoned"] + 48 * kills["consumer"], report
+        else:
+            dups = 0
+            for s in surv + vict:
+                dups += int(np.count_nonzero(np.diff(s.astype(np.int64)) <= 0))
+            report["duplicates"] = dups
+            report["dropped"] = surv_dropped
+            print("kill harness:", report)
+            assert dups == 0, report
+            for s, dropped in zip(surv, surv_dropped):
+                if overflow == "block":
+                    assert np.array_equal(s, np.arange(pushed, dtype=np.uint64)), report
+                    assert dropped == 0
+                else:
+                    assert len(s) + dropped == pushed, report
+        return report
+    finally:
+        ring.close()
+
+
+@pytest.mark.parametrize("mode,overflow", MODES)
+def test_kill_harness(mode, overflow, ring_name, tmp_path, procs):
+    seed = int(os.environ.get("SHMRING_SEED", "4242"))
+    run_harness(ring_name, mode, overflow, SECONDS, seed, tmp_path, procs)
