@@ -838,6 +838,8 @@ cdef class Consumer(_Handle):
         if self._scalar_path:
             n = shmr_pop(self._c, self._scratch, 1, &dropped)
             if n == 0 and not dropped and _is_zero_timeout(timeout):
+                if self._fdw is not None:
+                    self._fdw.rearm()  # fileno() protocol: a call that found nothing re-arms
                 raise Empty()  # the common poll: no deadline, no wait machinery
             if n <= 0:
                 self._pop_into(self._scratch, 1, timeout, &dropped)
@@ -876,6 +878,8 @@ cdef class Consumer(_Handle):
         if n == -SHMR_ECLOSED:
             self._lagged(dropped, None)
             raise self._closed_error()
+        if self._fdw is not None:
+            self._fdw.rearm()  # fileno() protocol: a call that found nothing re-arms
         self._lagged(dropped, None)
         return None
 
