@@ -5,8 +5,9 @@
 
 Each session builds and installs the package (a regular install, not editable) into
 its own environment and runs the *core subset* (CORE below) against it: the record
-ring in both modes, zero copy, every bad input, crash recovery, the command line and
-the examples (less the demo's chart, DESELECT). Left to the main interpreter's full run (`./test.sh`): the Hypothesis
+ring in both modes, zero copy, every bad input, crash recovery, message rings and
+their codec, the newcomer checks, event loops, the command line and the examples (less
+the demo's chart, DESELECT). Left to the main interpreter's full run (`./test.sh`): the Hypothesis
 state machines and the attach fuzzer (long, and they exercise the same binding), and
 the C-only checks (SPIN, ThreadSanitizer, forced interleavings), which do not depend
 on the Python version.
@@ -34,9 +35,13 @@ CORE = [
     "tests/test_cli.py",
     "tests/test_top.py",
     "tests/test_examples.py",
+    "tests/test_codec.py",
+    "tests/test_messages.py",
+    "tests/test_usability.py",
+    "tests/test_aio.py",
 ]
 BUILD_DEPS = ["setuptools>=77", "wheel", "Cython>=3.1", "numpy>=2"]
-TEST_DEPS = ["pytest>=7", "hypothesis>=6", "pexpect>=4.8", "pyte>=0.8", "rich>=13"]
+TEST_DEPS = ["pytest>=7", "hypothesis>=6", "pexpect>=4.8", "pyte>=0.8", "rich>=13", "uvloop>=0.19"]
 # matplotlib (a large install) only draws the demo's chart, which does not depend on
 # the Python version: that one test runs with the full suite only.
 DESELECT = ["tests/test_cli.py::test_demo_chart"]

@@ -18,8 +18,11 @@ from _records import REC, make_records, n_bad
 def run(coro, use_uvloop: bool = False):
     if use_uvloop:
         import uvloop
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(coro)
+        loop = uvloop.new_event_loop()  # asyncio.Runner(loop_factory=...) is 3.11+
+        try:
+            return loop.run_until_complete(coro)
+        finally:
+            loop.close()
     return asyncio.run(coro)
 
 

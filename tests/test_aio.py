@@ -36,8 +36,11 @@ def run(coro, loop_kind: str = "asyncio"):
     if loop_kind == "uvloop":
         if uvloop is None:
             pytest.fail("uvloop is a test dependency (scripts/bootstrap.sh, or pip install -e .[test])")
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(coro)
+        loop = uvloop.new_event_loop()  # asyncio.Runner(loop_factory=...) is 3.11+
+        try:
+            return loop.run_until_complete(coro)
+        finally:
+            loop.close()
     return asyncio.run(coro)
 
 
@@ -372,7 +375,9 @@ def test_fileno_readable_when_producer_is_killed(rings, ring_name, procs):
     assert ready.wait(30)
     got, ended = [], set()
     fd = c.fileno()
+    deadline = time.monotonic() + 60  # a descriptor left readable must fail the test, not spin
     while not ended:
+        assert time.monotonic() < deadline, f"no end of stream after {got}"
         assert select.select([fd], [], [], 10)[0] == [fd]
         if not got:
             child.kill()

@@ -987,6 +987,8 @@ cdef class Consumer(_Handle):
         if n == -SHMR_ECLOSED:
             self._lagged(dropped, None)
             raise self._closed_error()
+        if self._fdw is not None:
+            self._fdw.rearm()  # fileno() protocol: a call that found nothing re-arms
         self._lagged(dropped, None)
         return None
 

@@ -31,6 +31,7 @@ import functools
 import itertools
 import math
 import os
+import sys
 import threading
 import time
 import weakref
@@ -44,6 +45,7 @@ __all__ = ["wait_any", "await_any", "backend"]
 
 _FUTEX = 1       # token of the futex wait of a fileno() poller
 _LIVENESS = 2    # token of its liveness watch
+_ONE = (1).to_bytes(8, sys.byteorder)  # one eventfd increment, in native byte order
 
 
 def _deadline(timeout: Any) -> float | None:
@@ -496,7 +498,7 @@ class _FdWaiter:
             _ring._liveness(self.h)
         if not self.futex_pending:
             if not self.uw.arm(self.h, _FUTEX):
-                os.eventfd_write(self.uw.fileno(), 1)  # progress possible now
+                os.write(self.uw.fileno(), _ONE)  # progress possible now (os.eventfd_write: 3.10+)
                 return
             self.armed = self.futex_pending = True
         if not self.live_pending:
