@@ -24,6 +24,7 @@ from libc.stdlib cimport free, malloc
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from shmring._cshmring cimport *
+from shmring._cmpqueue cimport *
 from shmring.errors import (Closed, ConsumerTableFull, CorruptRingError, CreatorDiedError, Empty, Full, Lagged,
                             LayoutVersionError, NotARingError, ProducerBusyError, RingError)
 
@@ -208,6 +209,7 @@ cdef class Mapping:
 
     cdef shmr_ring *r
     cdef readonly str name
+    cdef object _owner      # a queue lane: the queue's mapping, which holds the memory
 
     def __dealloc__(self):
         if self.r != NULL:
@@ -1276,3 +1278,4 @@ cdef class View:
 include "_board.pxi"
 include "_messages.pxi"
 include "_async.pxi"
+include "_queue.pxi"
