@@ -472,3 +472,28 @@ def _memfd_holders(ino):
         except (OSError, PermissionError):
             continue
     return out
+
+
+# ---- command line ---------------------------------------------------------------
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "shmring", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_cli_lists_and_describes_a_named_queue(ring_name, procs):
+    q = shmring.Queue(name=ring_name, maxsize=100)
+    q.put_many(range(5))
+    assert q.get() == 0
+    ls = _cli("ls")
+    assert ls.returncode == 0, ls.stderr
+    row = next(line for line in ls.stdout.splitlines() if line.startswith(ring_name + " "))
+    assert " queue " in row and "4 items" in row
+    info = _cli("info", ring_name)
+    assert info.returncode == 0, info.stderr
+    fields = dict(line.split(None, 1) for line in info.stdout.splitlines() if not line.startswith(" ")
+                  and len(line.split(None, 1)) == 2)
+    assert fields["kind"] == "queue" and fields["items"] == "4" and fields["put"] == "5"
+    assert fields["got"] == "1" and fields["maxsize"] == "100"
+    assert f"pid {os.getpid()} (alive)" in info.stdout
+    gc_run = _cli("gc", "--dry-run")
+    assert ring_name not in gc_run.stdout  # its producer and consumer are alive

@@ -170,6 +170,7 @@ cdef extern from "shmring.h" nogil:
 
 cdef extern from "shmr_layout.h" nogil:
     const unsigned long long SHMR_MAGIC
+    const unsigned long long SHMR_QMAGIC
     enum:
         SHMR_PAGE
         SHMR_BLOCK

@@ -68,6 +68,7 @@ cdef dict _layout():
 # fuzzer and the tests that write segment bytes read offsets from here.
 LAYOUT = _layout()
 LAYOUT_MAGIC = SHMR_MAGIC
+LAYOUT_QMAGIC = SHMR_QMAGIC
 LAYOUT_PAGE = SHMR_PAGE
 LAYOUT_BLOCK = SHMR_BLOCK
 
