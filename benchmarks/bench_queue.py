@@ -296,17 +296,17 @@ def run_all(args, cfg, log) -> dict:
         for producers, consumers in SCENARIOS:
             if args.scenarios and f"{producers}x{consumers}" not in args.scenarios:
                 continue
-            for queue in queues:
-                row = {"queue": queue, "message": kind, "scenario": label(producers, consumers)}
-                if queue in missing:
-                    row["status"] = f"skipped: {missing[queue]}"
+            for qname in queues:
+                row = {"queue": qname, "message": kind, "scenario": label(producers, consumers)}
+                if qname in missing:
+                    row["status"] = f"skipped: {missing[qname]}"
                     results["rows"].append(row)
                     continue
                 runs = []
                 for _ in range(cfg["repeats"]):
                     t = time.monotonic()
                     try:
-                        r = measure(ctx, queue, kind, producers, consumers, cfg["seconds"])
+                        r = measure(ctx, qname, kind, producers, consumers, cfg["seconds"])
                         r["status"] = "ok"
                     except CaseFailed as exc:
                         r = {"status": f"FAILED: {str(exc).splitlines()[0]}"}
@@ -314,7 +314,7 @@ def run_all(args, cfg, log) -> dict:
                     except Exception as exc:
                         r = {"status": f"FAILED: {type(exc).__name__}: {exc}"}
                         log(traceback.format_exc())
-                    log(f"  {kind:5s} {label(producers, consumers):8s} {queue:14s} {r['status'][:60]:8s} "
+                    log(f"  {kind:5s} {label(producers, consumers):8s} {qname:14s} {r['status'][:60]:8s} "
                         + (f"{fmt_rate(r['items_per_s']).strip()} items/s " if r["status"] == "ok" else "")
                         + f"({time.monotonic() - t:.1f} s)")
                     runs.append(r)
