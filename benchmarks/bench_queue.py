@@ -67,6 +67,7 @@ except ImportError:
 
 SCENARIOS = [(1, 1), (10, 1), (20, 20), (4, 4)]
 MESSAGES = {"small": "small tuple (int, float, str)", "64k": "dict holding a 64 KiB array"}
+SHORT = {"small": "small tuple", "64k": "64 KiB array dict"}
 QUEUES = ["shmring.Queue", "mp.Queue", "faster-fifo"]
 TARGETS = {"mp.Queue": 10.0, "faster-fifo": 3.0}
 CAPACITY = 1_000_000  # bytes in flight; faster-fifo's default buffer
@@ -113,9 +114,9 @@ def unavailable(queue: str) -> str | None:
 def version_of(queue: str) -> str | None:
     from importlib.metadata import version
 
+    dist = {"faster-fifo": "faster-fifo", "shmring.Queue": "shmring"}.get(queue)
     try:
-        return {"mp.Queue": None, "faster-fifo": version("faster-fifo"),
-                "shmring.Queue": version("shmring")}[queue]
+        return version(dist) if dist else None
     except Exception:
         return None
 
@@ -134,13 +135,9 @@ def make_queue(queue: str, ctx, kind: str):
 
 
 def close_queue(queue: str, q) -> None:
+    q.close()
     if queue == "mp.Queue":
-        q.close()
         q.join_thread()
-    elif queue == "faster-fifo":
-        q.close()
-    else:
-        q.close()
 
 
 # ---- the processes -------------------------------------------------------------------------
@@ -417,7 +414,7 @@ def report(results: dict, machine: dict, cfg: dict, start_method: str) -> tuple[
             L.append(f"  [n/a ] >= {want:g}x {peer:12s} not measured: {why}")
             continue
         for t in mine:
-            L.append(f"  [{'MET ' if t['met'] else 'MISS'}] >= {want:g}x {peer:12s} {MESSAGES[t['message']][:28]:28s} "
+            L.append(f"  [{'MET ' if t['met'] else 'MISS'}] >= {want:g}x {peer:12s} {SHORT[t['message']]:17s} "
                      f"{t['scenario']:8s} measured {fmt_gain(t['ratio'])}")
     return "\n".join(L), targets
 
@@ -475,6 +472,8 @@ def main(argv=None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     machine["loadavg_end"] = list(os.getloadavg())
+    for q in results["missing"]:  # installed or not, it could not run here
+        machine["versions"][q] = None
     text, targets = report(results, machine, cfg, args.start_method)
     print(text)
     print(f"\n({time.monotonic() - t0:.0f} s)")
