@@ -173,9 +173,14 @@ def test_demo_plot_without_matplotlib_says_what_to_install(tmp_path):
 
 # ---- the demo's feature tours ------------------------------------------------------------
 
-def _tour(flag: str) -> subprocess.CompletedProcess:
-    r = run_cli("demo", flag, "--consumers", "2", "--seconds", "0.4", timeout=120)
-    assert r.stderr == "", r.stderr  # no warnings, no traceback
+def _tour(popen, flag: str, check_stderr: bool = True) -> subprocess.CompletedProcess:
+    """The demo with one tour flag, in its own session (killed with its workers at teardown)."""
+    args = [sys.executable, "-m", "shmring", "demo", flag, "--consumers", "2", "--seconds", "0.4"]
+    p = popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = p.communicate(timeout=120)
+    r = subprocess.CompletedProcess(args, p.returncode, out, err)
+    if check_stderr:
+        assert r.stderr == "", r.stderr  # no warnings, no traceback
     return r
 
 
@@ -183,8 +188,8 @@ def _num(text: str) -> int:
     return int(text.replace(",", ""))
 
 
-def test_demo_messages_counts_add_up():
-    r = _tour("--messages")
+def test_demo_messages_counts_add_up(popen):
+    r = _tour(popen, "--messages")
     assert r.returncode == 0
     assert r.stdout.startswith("shmring demo --messages: 1 producer -> 2 consumer processes")
     phases = re.findall(r"^  (.+?)\s{2,}([\d,]+) messages\s+([\d,]+) msg/s\s+([\d,.]+) MB/s  "
@@ -205,8 +210,8 @@ def test_demo_messages_counts_add_up():
     assert abs(float(m.group(2)) - rates["shmring, view() (zero-copy)"] / mpq) < 0.06 + 0.01 * float(m.group(2))
 
 
-def test_demo_board_versions_add_up_to_the_writes():
-    r = _tour("--board")
+def test_demo_board_versions_add_up_to_the_writes(popen):
+    r = _tour(popen, "--board")
     assert r.returncode == 0
     out = r.stdout
     writes = _num(re.search(r"^  board writes\s+([\d,]+) writes", out, re.M).group(1))
@@ -221,8 +226,8 @@ def test_demo_board_versions_add_up_to_the_writes():
     assert f"checked: {reads:,} reads, 0 torn, versions never went back, versions add up to the {writes:,} writes" in out
 
 
-def test_demo_queue():
-    r = run_cli("demo", "--queue", "--consumers", "2", "--seconds", "0.4", timeout=120)
+def test_demo_queue(popen):
+    r = _tour(popen, "--queue", check_stderr=False)
     if not hasattr(shmring, "Queue"):
         assert r.returncode == 1 and r.stderr.strip() == "--queue: this version of shmring has no Queue"
         return
