@@ -419,6 +419,26 @@ def report(results: dict, machine: dict, cfg: dict, start_method: str) -> tuple[
     return "\n".join(L), targets
 
 
+def markdown(results: dict) -> str:
+    """The README's table: one row per message and scenario, rates and ratios of one run."""
+    rows = results["rows"]
+    L = ["| items/s, all consumers together | shmring.Queue | mp.Queue | faster-fifo "
+         "| shmring / mp.Queue (target >= 10x) | shmring / faster-fifo (target >= 3x) |",
+         "| --- | --- | --- | --- | --- | --- |"]
+    for kind in MESSAGES:
+        for prod, cons in SCENARIOS:
+            scen = label(prod, cons)
+            if not any(r["message"] == kind and r["scenario"] == scen for r in rows):
+                continue
+            got = {q: _row(rows, q, kind, scen) for q in QUEUES}
+            cells = [fmt_rate(got[q]["items_per_s"]).strip() if _ok(got[q]) else "-" for q in QUEUES]
+            shm = got["shmring.Queue"]
+            ratios = [fmt_gain(shm["items_per_s"] / got[p]["items_per_s"]) if _ok(shm) and _ok(got[p]) else "-"
+                      for p in ("mp.Queue", "faster-fifo")]
+            L.append(f"| {SHORT[kind]}, {scen} | " + " | ".join(cells + ratios) + " |")
+    return "\n".join(L)
+
+
 class _QueuePeer:
     """What harness.machine.machine_info asks of a peer: its name and version."""
 
@@ -446,8 +466,22 @@ def main(argv=None) -> int:
                     help="how the producer and consumer processes start (default fork: 40 spawned "
                          "interpreters would take longer to start than the runs last)")
     ap.add_argument("--json", metavar="PATH", help="write every figure as JSON")
+    ap.add_argument("--from-json", metavar="PATH", help="measure nothing: print the report of a saved --json")
+    ap.add_argument("--markdown", action="store_true", help="also print the README's table (markdown)")
     ap.add_argument("--silent", action="store_true", help="no progress lines on stderr")
     args = ap.parse_args(argv)
+    if args.seconds is not None and not 0.05 <= args.seconds <= 600:
+        ap.error(f"--seconds must be between 0.05 and 600, got {args.seconds}")
+    if args.repeats is not None and args.repeats < 1:
+        ap.error(f"--repeats must be at least 1, got {args.repeats}")
+    if args.from_json:
+        with open(args.from_json) as f:
+            saved = json.load(f)
+        text, _ = report(saved["results"], saved["machine"], saved["config"], saved["start_method"])
+        print(text)
+        if args.markdown:
+            print("\n" + markdown(saved["results"]))
+        return 0
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")  # as compare.py: no idle BLAS threads per process
     cfg = dict(RUNS["quick" if args.quick else "full"])
@@ -476,6 +510,8 @@ def main(argv=None) -> int:
         machine["versions"][q] = None
     text, targets = report(results, machine, cfg, args.start_method)
     print(text)
+    if args.markdown:
+        print("\n" + markdown(results))
     print(f"\n({time.monotonic() - t0:.0f} s)")
     if args.json:
         with open(args.json, "w") as f:

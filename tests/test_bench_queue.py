@@ -22,7 +22,7 @@ HAS_QUEUE = hasattr(shmring, "Queue")
 def test_bench_queue_quick_completes_and_prints_ratios(popen, tmp_path):
     out = tmp_path / "q.json"
     p = popen([sys.executable, os.path.join(ROOT, "benchmarks", "bench_queue.py"), "--quick",
-               "--seconds", "0.15", "--silent", "--json", str(out)],
+               "--seconds", "0.15", "--silent", "--markdown", "--json", str(out)],
               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     stdout, stderr = p.communicate(timeout=240)
     assert p.returncode == 0, stderr
@@ -50,6 +50,14 @@ def test_bench_queue_quick_completes_and_prints_ratios(popen, tmp_path):
         assert "shmring.Queue: skipped: this shmring has no Queue" in stdout
         assert stdout.count("not measured: this shmring has no Queue") == 2
 
+    # the README's table, ready to paste: every row, every peer's rate
+    md = [ln for ln in stdout.splitlines() if ln.startswith("| small tuple") or ln.startswith("| 64 KiB")]
+    assert len(md) == 2 * len(SCENARIOS)
+    for ln in md:
+        cells = [c.strip() for c in ln.strip("|").split("|")]
+        assert len(cells) == 6 and all(re.fullmatch(r"\d+\.\d+( [kM])?", c) for c in cells[2:4]), ln
+        assert (cells[1] != "-") == HAS_QUEUE and (cells[4] != "-") == HAS_QUEUE, ln
+
     # the saved figures agree with themselves: what the producers sent is what the
     # consumers received, per run, and the rate is that count over the measured time
     saved = json.loads(out.read_text())
@@ -60,3 +68,10 @@ def test_bench_queue_quick_completes_and_prints_ratios(popen, tmp_path):
         assert r["items"] > 0 and sum(r["per_consumer"]) == r["items"]
         assert len(r["per_consumer"]) == int(r["scenario"].split("->")[1])
         assert abs(r["items_per_s"] * r["seconds"] - r["items"]) < 1e-6 * r["items"]
+
+    # and print the same report again
+    again = popen([sys.executable, os.path.join(ROOT, "benchmarks", "bench_queue.py"), "--from-json", str(out)],
+                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    text, err = again.communicate(timeout=60)
+    assert again.returncode == 0, err
+    assert text.strip() == stdout.split("\n\n| items/s")[0].strip()
