@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 
+import shmring
 from shmring import demo
 from shmring.__main__ import build_parser
 
@@ -109,12 +110,21 @@ def test_demo_help_lists_only_options_that_work():
     r = run_cli("demo", "--help")
     assert r.returncode == 0 and r.stdout.startswith("usage: shmring demo")
     listed = set(re.findall(r"(--[a-z][a-z-]+)", r.stdout)) - {"--help"}
-    assert listed == {"--consumers", "--records", "--queue-records", "--plot"}
+    flags = {"--messages", "--board", "--queue"}
+    assert listed == {"--consumers", "--records", "--queue-records", "--plot", "--seconds"} | flags
     ap = demo.build_parser()
-    for opt in listed:  # each one parses
+    for opt in listed - flags:  # each one parses
         ap.parse_args([opt, "x.png" if opt == "--plot" else "5"])
-    r = run_cli("demo", "--seconds", "5")
-    assert r.returncode == 2 and "unrecognized arguments: --seconds" in r.stderr
+    for opt in flags:
+        assert getattr(ap.parse_args([opt]), opt[2:])
+    r = run_cli("demo", "--speed", "5")
+    assert r.returncode == 2 and "unrecognized arguments: --speed" in r.stderr
+    r = run_cli("demo", "--messages", "--board")
+    assert r.returncode == 2 and "not allowed with argument" in r.stderr
+    r = run_cli("demo", "--board", "--plot", "x.png")
+    assert r.returncode == 2 and "does not go with --board" in r.stderr
+    r = run_cli("demo", "--board", "--seconds", "0")
+    assert r.returncode == 2 and "must be between 0.05 and 3600 seconds" in r.stderr
 
 
 def _small_demo(*extra: str) -> subprocess.CompletedProcess:
@@ -159,6 +169,75 @@ def test_demo_plot_without_matplotlib_says_what_to_install(tmp_path):
     r = run_cli("demo", "--plot", str(tmp_path / "x.png"), env=env, timeout=60)
     assert r.returncode == 1 and "pip install 'shmring[plot]'" in r.stderr
     assert "ticks/s" not in r.stdout
+
+
+# ---- the demo's feature tours ------------------------------------------------------------
+
+def _tour(popen, flag: str, check_stderr: bool = True) -> subprocess.CompletedProcess:
+    """The demo with one tour flag, in its own session (killed with its workers at teardown)."""
+    args = [sys.executable, "-m", "shmring", "demo", flag, "--consumers", "2", "--seconds", "0.4"]
+    p = popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = p.communicate(timeout=120)
+    r = subprocess.CompletedProcess(args, p.returncode, out, err)
+    if check_stderr:
+        assert r.stderr == "", r.stderr  # no warnings, no traceback
+    return r
+
+
+def _num(text: str) -> int:
+    return int(text.replace(",", ""))
+
+
+def test_demo_messages_counts_add_up(popen):
+    r = _tour(popen, "--messages")
+    assert r.returncode == 0
+    assert r.stdout.startswith("shmring demo --messages: 1 producer -> 2 consumer processes")
+    phases = re.findall(r"^  (.+?)\s{2,}([\d,]+) messages\s+([\d,]+) msg/s\s+([\d,.]+) MB/s  "
+                        r"exactly once \((\d+)\+(\d+)\)$", r.stdout, re.M)
+    assert [p[0] for p in phases] == ["shmring, pop() (one copy out)", "shmring, view() (zero-copy)",
+                                      "multiprocessing.Queue, get()"], r.stdout
+    rates = {}
+    for label, n, rate, mbs, a, b in phases:
+        assert _num(n) > 0 and int(a) + int(b) == _num(n)
+        # MB/s is the message rate times the 300 KiB frame
+        want = _num(rate) * 307200 / 1e6
+        assert abs(float(mbs.replace(",", "")) - want) <= 0.005 * want + 0.1
+        rates[label] = _num(rate)
+    m = re.search(r"speed-up over multiprocessing.Queue: pop\(\) ([\d.]+)x, view\(\) ([\d.]+)x", r.stdout)
+    mpq = rates["multiprocessing.Queue, get()"]
+    # the printed ratios come from unrounded rates: they agree with the rounded ones closely
+    assert abs(float(m.group(1)) - rates["shmring, pop() (one copy out)"] / mpq) < 0.06 + 0.01 * float(m.group(1))
+    assert abs(float(m.group(2)) - rates["shmring, view() (zero-copy)"] / mpq) < 0.06 + 0.01 * float(m.group(2))
+
+
+def test_demo_board_versions_add_up_to_the_writes(popen):
+    r = _tour(popen, "--board")
+    assert r.returncode == 0
+    out = r.stdout
+    writes = _num(re.search(r"^  board writes\s+([\d,]+) writes", out, re.M).group(1))
+    m = re.search(r"^  board reads \(all readers\)\s+([\d,]+) reads\s+[\d,]+ /s  \((\d+)\+(\d+)\)$", out, re.M)
+    reads = _num(m.group(1))
+    assert reads > 0 and int(m.group(2)) + int(m.group(3)) == reads
+    m = re.search(r"^  versions on the board\s+([\d,]+) in all \((.*)\)$", out, re.M)
+    per_key = [int(kv.split(":")[1]) for kv in m.group(2).split()]
+    assert len(per_key) == 8 and sum(per_key) == _num(m.group(1)) == writes
+    # the writer goes round the keys: no key is more than one write ahead of another
+    assert max(per_key) - min(per_key) <= 1
+    assert f"checked: {reads:,} reads, 0 torn, versions never went back, versions add up to the {writes:,} writes" in out
+
+
+def test_demo_queue(popen):
+    r = _tour(popen, "--queue", check_stderr=False)
+    if not hasattr(shmring, "Queue"):
+        assert r.returncode == 1 and r.stderr.strip() == "--queue: this version of shmring has no Queue"
+        return
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    rows = re.findall(r"^  (shmring.Queue|multiprocessing.Queue)\s+([\d,]+) items\s+([\d,]+) items/s  "
+                      r"exactly once, in order \((\d+)\+(\d+)\)$", r.stdout, re.M)
+    assert [row[0] for row in rows] == ["shmring.Queue", "multiprocessing.Queue"], r.stdout
+    for _, n, _rate, a, b in rows:
+        assert _num(n) > 0 and int(a) + int(b) == _num(n)
+    assert re.search(r"speed-up over multiprocessing.Queue: [\d.]+x", r.stdout)
 
 
 # ---- the README -----------------------------------------------------------------------

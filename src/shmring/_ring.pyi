@@ -73,131 +73,350 @@ class _ConsumerInfo(TypedDict):
     claimed: int
     alive: int
 
-def start_time_of(pid: int) -> int: ...
-def process_alive(pid: int, start_time: int = ...) -> bool: ...
-def liveness(pid: int, start_time: int = ..., pidns: int = ...) -> str: ...
-def self_pidns() -> int: ...
-def check_name(name: str) -> int: ...
-def unlink(name: str) -> None: ...
-def check_count(value: int, what: str, lo: int, hi: int) -> int: ...
+def start_time_of(pid: int) -> int:
+    """Start time of a process (clock ticks since boot), 0 if it is gone."""
+
+def process_alive(pid: int, start_time: int = ...) -> bool:
+    """False only for a process known to be dead (see ``liveness()``)."""
+
+def liveness(pid: int, start_time: int = ..., pidns: int = ...) -> str:
+    """``"alive"``, ``"dead"`` or ``"unknown"`` (a process in another pid namespace, or one
+    this user may not inspect): unknown never counts as dead."""
+
+def self_pidns() -> int:
+    """The inode of this process's pid namespace (0 if /proc is not mounted)."""
+
+def check_name(name: str) -> int:
+    """0 if ``name`` is a valid segment name, else a negative errno (the C check)."""
+
+def unlink(name: str) -> None:
+    """Remove a segment name (``FileNotFoundError`` if there is none); processes that have
+    it mapped keep working."""
+
+def check_count(value: int, what: str, lo: int, hi: int) -> int:
+    """The integer-argument rule for the Python layer: ``value`` as an int in ``lo..hi``,
+    else a ``ValueError`` or ``TypeError`` naming ``what``."""
+
 
 @disjoint_base
 class Mapping:
+    """Owns one mapping of a segment (internal: ``shmring.Ring`` wraps it). Producers,
+    consumers and every array handed out over ring memory hold a reference, so the unmap
+    happens only once the last of them is gone."""
     name: str
+    """The segment name."""
+
     @staticmethod
     def create(name: str, capacity: int, record_size: int, align: int, mode: int, overflow: int,
                max_consumers: int, descr: bytes, perm: int, kind: int = ...) -> Mapping: ...
     @staticmethod
-    def attach(name: str) -> Mapping: ...
+    def attach(name: str) -> Mapping:
+        """Map and validate an existing segment by name."""
+
     @staticmethod
-    def attach_fd(fd: int, label: str) -> Mapping: ...
+    def attach_fd(fd: int, label: str) -> Mapping:
+        """Validate and map an open descriptor (the descriptor is consumed)."""
+
     @property
-    def descr(self) -> str: ...
+    def descr(self) -> str:
+        """The dtype descriptor stored in the header."""
+
     @property
-    def file_owner(self) -> tuple[int, int]: ...
-    def stall(self) -> tuple[int, float] | None: ...
+    def file_owner(self) -> tuple[int, int]:
+        """(uid, mode bits) of the segment file, from fstat on the descriptor mapped."""
+
+    def stall(self) -> tuple[int, float] | None:
+        """(consumer index, seconds) a waiting producer last found holding it back, or None."""
+
     @property
-    def capacity(self) -> int: ...
+    def capacity(self) -> int:
+        """Slots (record rings) or bytes (message rings)."""
+
     @property
-    def record_size(self) -> int: ...
+    def record_size(self) -> int:
+        """Bytes per record (0 on a message ring)."""
+
     @property
-    def mode(self) -> int: ...
+    def mode(self) -> int:
+        """The ``MODES`` code."""
+
     @property
-    def overflow(self) -> int: ...
+    def overflow(self) -> int:
+        """The ``OVERFLOWS`` code."""
+
     @property
-    def kind(self) -> int: ...
+    def kind(self) -> int:
+        """``KIND_RECORDS`` or ``KIND_MESSAGES``."""
+
     @property
-    def max_message(self) -> int | None: ...
-    def info(self) -> _RingInfo: ...
-    def consumer_infos(self) -> list[_ConsumerInfo]: ...
+    def max_message(self) -> int | None:
+        """The largest message in bytes (None on a record ring)."""
+
+    def info(self) -> _RingInfo:
+        """shmr_ring_info as a dict, field for field (codes stay codes; ``shmring._api`` names them)."""
+
+    def consumer_infos(self) -> list[_ConsumerInfo]:
+        """One shmr_consumer_info dict per consumer, field for field."""
 
 @disjoint_base
 class _Handle:
+    """What producer and consumer handles share: the dtype, closing, and a refusal to be pickled."""
     @property
-    def dtype(self) -> np.dtype: ...
+    def dtype(self) -> np.dtype:
+        """The dtype of the records (numpy)."""
+
     @property
-    def closed(self) -> bool: ...
-    def close(self) -> None: ...
+    def closed(self) -> bool:
+        """True once ``close()`` was called."""
+
+    def close(self) -> None:
+        """Give the role or consumer slot back; later calls on the handle raise ``Closed``."""
+
     def __reduce__(self) -> NoReturn: ...
 
 @disjoint_base
 class Reservation:
+    """A writable block of records inside the ring, from ``Producer.reserve(n)``.
+
+    Use it as a context manager: ``with prod.reserve(n) as arr:`` fills ``arr`` in place;
+    leaving the block normally publishes every record of it, an exception publishes none.
+    The array is read-only after the block.
+    """
     @property
-    def array(self) -> np.ndarray: ...
-    def __len__(self) -> int: ...
-    def __enter__(self) -> np.ndarray: ...
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: Any) -> bool: ...
+    def array(self) -> np.ndarray:
+        """The writable records (the same array the ``with`` block gives)."""
+
+    def __len__(self) -> int:
+        """Records reserved (possibly fewer than asked: only up to the ring's wrap point)."""
+
+    def __enter__(self) -> np.ndarray:
+        """The array; leaving the block publishes or releases it (see the class)."""
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: Any) -> bool:
+        """Publish (or release) the block; after an exception nothing is published."""
 
 @disjoint_base
 class View:
+    """A read-only block of records inside the ring, from ``Consumer.view(n)``.
+
+    ``with cons.view(n) as arr:`` reads ``arr`` in place, no copy; leaving the block
+    releases the records to the producer. Copy what must outlive the block. In
+    broadcast-overwrite mode, leaving raises ``Lagged`` if the producer overwrote records
+    of the view while it was held (what was read is then not valid).
+    """
     @property
-    def array(self) -> np.ndarray: ...
-    def __len__(self) -> int: ...
-    def __enter__(self) -> np.ndarray: ...
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: Any) -> bool: ...
+    def array(self) -> np.ndarray:
+        """The read-only records (the same array the ``with`` block gives)."""
+
+    def __len__(self) -> int:
+        """Records in the view."""
+
+    def __enter__(self) -> np.ndarray:
+        """The read-only records."""
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: Any) -> bool:
+        """Release the records to the producer; ``Lagged`` if they were overwritten meanwhile."""
 
 @disjoint_base
 class Producer(_Handle):
+    """The one writer of a record ring. Obtain it with ``Ring.producer()``.
+
+    One live process holds the producer role at a time; a new producer may take over from
+    a process that died. A handle belongs to the process (and thread) that opened it: it
+    cannot be pickled or used after ``fork``; use it as a context manager or call
+    ``close()`` to end the stream.
+    """
     ring: Any
-    def push(self, record: Any, timeout: float | None = None) -> None: ...
-    def push_many(self, records: Any, timeout: float | None = None) -> int: ...
-    def reserve(self, n: int, timeout: float | None = None) -> Reservation: ...
-    def free(self) -> int: ...
-    def wait_for_consumers(self, n: int = 1, timeout: float | None = None) -> int: ...
-    def close(self) -> None: ...
-    def __enter__(self) -> Producer: ...
-    def __exit__(self, *exc: Any) -> None: ...
-    def fileno(self) -> int: ...
-    async def apush(self, record: Any, timeout: float | None = None) -> None: ...
-    async def apush_many(self, records: Any, timeout: float | None = None) -> int: ...
+    """The ``Ring`` this producer writes to."""
+    def push(self, record: Any, timeout: float | None = None) -> None:
+        """Publish one record (np.void, tuple, scalar or 1-record array).
+
+        Blocks while the ring is full: ``timeout`` None = forever, 0 = never, else seconds;
+        raises ``Full`` when it runs out. Values are converted only where nothing is lost.
+        """
+
+    def push_many(self, records: Any, timeout: float | None = None) -> int:
+        """Publish an array of records in order, in as few copies as the ring allows.
+
+        Returns the count. On timeout raises ``Full`` with ``pushed`` = the records published
+        (they stay published).
+        """
+
+    def reserve(self, n: int, timeout: float | None = None) -> Reservation:
+        """A ``Reservation``: up to ``n`` writable records inside the ring (only the contiguous
+        part up to the wrap point, so possibly fewer). Leaving its ``with`` block publishes
+        them; an exception inside it publishes nothing. Waits for room like ``push``.
+        """
+
+    def free(self) -> int:
+        """Records a push could place now without waiting (the capacity in
+        broadcast-overwrite mode, where the producer never waits).
+        """
+
+    def wait_for_consumers(self, n: int = 1, timeout: float | None = None) -> int:
+        """Block until at least ``n`` consumers are registered (sleeping, no CPU).
+
+        Returns the count; raises ``TimeoutError`` when ``timeout`` seconds pass first. Dead
+        consumers are swept first, so they do not count.
+        """
+
+    def close(self) -> None:
+        """End the stream: consumers drain what was published, then see ``Closed``."""
+
+    def __enter__(self) -> Producer:
+        """The producer itself; leaving the block closes it."""
+
+    def __exit__(self, *exc: Any) -> None:
+        """Close the producer (end of stream)."""
+
+    def fileno(self) -> int:
+        """A descriptor that polls readable when ``push`` may make progress, for ``select``,
+        ``selectors`` or an event loop. Re-armed by every call that found the ring full.
+        """
+
+    async def apush(self, record: Any, timeout: float | None = None) -> None:
+        """Coroutine form of ``push()``: waits for room without blocking the event loop."""
+
+    async def apush_many(self, records: Any, timeout: float | None = None) -> int:
+        """Coroutine form of ``push_many()``."""
 
 @disjoint_base
 class Consumer(_Handle):
+    """A reader of a record ring. Obtain it with ``Ring.consumer()``.
+
+    Queue mode: each record goes to exactly one consumer. Broadcast mode: every
+    consumer sees every record in order (in overwrite mode, a consumer that falls a
+    whole ring behind skips ahead and counts the loss in ``dropped``). Iterating yields
+    records until the stream ends; ``async for`` does the same in an event loop.
+    """
     ring: Any
-    def pop(self, timeout: float | None = None) -> Any: ...
+    """The ``Ring`` this consumer reads from."""
+    def pop(self, timeout: float | None = None) -> Any:
+        """One record, copied out of the ring (np.void for structured dtypes, a numpy scalar
+        for plain ones, an ndarray for subarray dtypes).
+
+        Blocks while empty: ``timeout`` None = forever, 0 = never, else seconds. Raises
+        ``Empty`` on timeout and ``Closed`` once the stream ended and everything was consumed.
+        """
+
     @overload
     def pop_many(self, max_records: int, timeout: float | None = None, *, out: None = None) -> np.ndarray: ...
     @overload
     def pop_many(self, max_records: int | None = None, timeout: float | None = None, *,
-                 out: np.ndarray) -> int: ...
-    def try_pop(self) -> Any | None: ...
-    def __len__(self) -> int: ...
-    def __bool__(self) -> bool: ...
-    def view(self, max_records: int, timeout: float | None = None) -> View: ...
-    def __iter__(self) -> Iterator[Any]: ...
-    def __next__(self) -> Any: ...
+                 out: np.ndarray) -> int:
+        """An array of 1..max_records records copied out of the ring (waits for the first one
+        like ``pop()``).
+
+        With ``out`` (a C-contiguous writable array of the ring's records) it fills
+        ``out[:n]`` without allocating and returns ``n``; ``max_records`` then defaults to
+        ``len(out)``.
+        """
+
+    def try_pop(self) -> Any | None:
+        """One record like ``pop()``, or None at once when none is there (never waits, never
+        raises ``Empty``). Raises ``Closed`` once the stream ended and was drained.
+        """
+
+    def __len__(self) -> int:
+        """Records this consumer could take now without waiting (queue mode: not yet taken by
+        any consumer; broadcast: not yet read by this one).
+        """
+
+    def __bool__(self) -> bool:
+        """True while ``len(consumer) > 0``."""
+
+    def view(self, max_records: int, timeout: float | None = None) -> View:
+        """A ``View``: 1..max_records records read in place (no copy), waiting for the first
+        one like ``pop()``. Leaving its ``with`` block releases them to the producer.
+        """
+
+    def __iter__(self) -> Iterator[Any]:
+        """The consumer itself: iteration pops records until the stream ends."""
+
+    def __next__(self) -> Any:
+        """The next record (``pop()``); ``StopIteration`` once the stream ended and was drained."""
+
     @property
-    def popped(self) -> int: ...
+    def popped(self) -> int:
+        """Records this consumer received."""
+
     @property
-    def dropped(self) -> int: ...
+    def dropped(self) -> int:
+        """Records this consumer lost because an overwriting producer lapped it."""
+
     @property
-    def index(self) -> int: ...
-    def close(self) -> None: ...
-    def __enter__(self) -> Consumer: ...
-    def __exit__(self, *exc: Any) -> None: ...
-    def fileno(self) -> int: ...
-    async def apop(self, timeout: float | None = None) -> Any: ...
-    async def apop_many(self, max_records: int, timeout: float | None = None) -> np.ndarray: ...
-    def __aiter__(self) -> AsyncIterator[Any]: ...
-    async def __anext__(self) -> Any: ...
+    def index(self) -> int:
+        """This consumer's slot in the ring's consumer table (-1 once closed)."""
+
+    def close(self) -> None:
+        """Leave the ring; a broadcast producer stops waiting for this consumer at once.
+        Inside a ``view()`` block the records stay held until the block ends.
+        """
+
+    def __enter__(self) -> Consumer:
+        """The consumer itself; leaving the block closes it."""
+
+    def __exit__(self, *exc: Any) -> None:
+        """Close the consumer."""
+
+    def fileno(self) -> int:
+        """A descriptor that polls readable when ``pop`` may make progress, for ``select``,
+        ``selectors`` or an event loop. Re-armed by every call that found the ring empty.
+        """
+
+    async def apop(self, timeout: float | None = None) -> Any:
+        """Coroutine form of ``pop()``: returns at once when a record is there, else waits in
+        the event loop.
+        """
+
+    async def apop_many(self, max_records: int, timeout: float | None = None) -> np.ndarray:
+        """Coroutine form of ``pop_many()``."""
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        """The consumer itself: ``async for`` pops records until the stream ends."""
+
+    async def __anext__(self) -> Any:
+        """The next record (``apop()``); ``StopAsyncIteration`` once the stream ended."""
 
 @disjoint_base
 class UringWaiter:
+    """An io_uring whose completions wake an event loop (internal to ``shmring.aio``)."""
     def __new__(cls, entries: int = 64) -> UringWaiter: ...
-    def close(self) -> None: ...
-    def fileno(self) -> int: ...
-    def arm(self, h: _Handle, token: int) -> bool: ...
-    def poll(self, fd: int, token: int) -> None: ...
-    def timeout(self, seconds: float, token: int) -> None: ...
-    def cancel(self, token: int) -> None: ...
-    def reap(self) -> list[tuple[int, int]]: ...
+    def close(self) -> None:
+        """Close the io_uring and its eventfd."""
+
+    def fileno(self) -> int:
+        """The eventfd the event loop watches."""
+
+    def arm(self, h: _Handle, token: int) -> bool:
+        """Arm a handle and submit a futex wait completing with ``token``. False: the handle may
+        make progress now (nothing armed). True: armed; one ``_disarm`` is owed.
+        """
+
+    def poll(self, fd: int, token: int) -> None:
+        """Submit a poll of ``fd`` completing with ``token``."""
+
+    def timeout(self, seconds: float, token: int) -> None:
+        """Submit a timeout of ``seconds`` completing with ``token``."""
+
+    def cancel(self, token: int) -> None:
+        """Cancel the operation submitted with ``token``."""
+
+    def reap(self) -> list[tuple[int, int]]:
+        """[(token, result), ...] of the operations completed since the last call."""
 
 @disjoint_base
 class WakeWord:
+    """A futex word in private memory: the control channel of ``shmring.aio`` waits (internal)."""
     @property
-    def value(self) -> int: ...
-    def bump(self) -> None: ...
-    def wait(self, seen: int, timeout: float = -1.0) -> None: ...
+    def value(self) -> int:
+        """The word's current value."""
+
+    def bump(self) -> None:
+        """Increment the word and wake its waiters."""
+
+    def wait(self, seen: int, timeout: float = -1.0) -> None:
+        """Sleep while the word still equals ``seen`` (at most ``timeout`` seconds; < 0 = no limit)."""
 
 WAITV_MAX: int
 
@@ -220,58 +439,133 @@ BOARD_DESCR_MAX: int
 
 @final
 class BoardMapping:
+    """A mapped board segment (internal: ``shmring.Board`` wraps it)."""
     name: str
     @staticmethod
     def create(name: str, nkeys: int, value_size: int, align: int, ncopies: int, key_kind: int,
                descr: bytes, names: bytes, perm: int) -> BoardMapping: ...
     @staticmethod
-    def attach(name: str) -> BoardMapping: ...
+    def attach(name: str) -> BoardMapping:
+        """Map and validate an existing board segment by name."""
+
     @property
-    def descr(self) -> str: ...
+    def descr(self) -> str:
+        """The dtype descriptor stored in the header."""
+
     @property
-    def names(self) -> bytes: ...
-    def info(self) -> dict[str, Any]: ...
-    def key_info(self, idx: int) -> dict[str, Any]: ...
+    def names(self) -> bytes:
+        """The key names as stored (JSON bytes)."""
+
+    def info(self) -> dict[str, Any]:
+        """The board header as a dict."""
+
+    def key_info(self, idx: int) -> dict[str, Any]:
+        """One key's version, last writer and claim holder as a dict."""
 
 @final
 class BoardView:
+    """A read-only view of one key's latest value, from ``Board.view(key)``.
+
+    ``with board.view(key) as arr:`` reads the value in place, no copy. Writers never
+    wait for a view: if a writer starts to overwrite the viewed copy, ``changed`` becomes
+    True and leaving the block raises ``BoardChanged``.
+    """
     version: int
+    """The version of the value viewed."""
     key: Any
+    """The key viewed."""
     @property
-    def array(self) -> np.ndarray: ...
+    def array(self) -> np.ndarray:
+        """The read-only value (the same array the ``with`` block gives)."""
+
     @property
-    def changed(self) -> bool: ...
-    def __enter__(self) -> np.ndarray: ...
-    def __exit__(self, et: Any, ev: Any, tb: Any) -> bool: ...
+    def changed(self) -> bool:
+        """True once a writer has started to overwrite the viewed copy (what was read is then
+        not valid).
+        """
+
+    def __enter__(self) -> np.ndarray:
+        """The value as a read-only array over shared memory."""
+
+    def __exit__(self, et: Any, ev: Any, tb: Any) -> bool:
+        """Raise ``BoardChanged`` if a writer started to overwrite the viewed copy."""
 
 @disjoint_base
 class BoardCore:
+    """The compiled half of ``shmring.Board``: reads, writes, views and waits."""
     name: str
+    """The board's segment name."""
     retries: int
+    """Reads that had to retry because a writer was overwriting the copy they read."""
     def _init_core(self, m: BoardMapping, name: str, dtype: np.dtype, keys: tuple[Any, ...], str_keys: bool,
                    spin: float, liveness_interval: float) -> None: ...
-    def write(self, key: Any, value: Any, timeout: float | None = ...) -> int: ...
-    def __setitem__(self, key: Any, value: Any, /) -> None: ...
-    def read(self, key: Any, *, with_version: bool = ..., out: np.ndarray | None = ...) -> Any: ...
-    def __getitem__(self, key: Any, /) -> Any: ...
-    def version(self, key: Any) -> int: ...
-    def versions(self) -> np.ndarray: ...
-    def snapshot(self) -> tuple[np.ndarray, np.ndarray]: ...
-    def view(self, key: Any) -> BoardView: ...
-    def wait(self, key: Any, newer_than: int | None = ..., timeout: float | None = ...) -> tuple[Any, int]: ...
+    def write(self, key: Any, value: Any, timeout: float | None = ...) -> int:
+        """Publish ``value`` as the latest value of ``key``; returns its version.
+
+        Waits for another live writer of the same key (``timeout`` None = forever, else
+        seconds: ``TimeoutError``); takes over a dead writer's claim. Never waits for readers.
+        """
+
+    def __setitem__(self, key: Any, value: Any, /) -> None:
+        """``board[key] = value``: ``write(key, value)``."""
+
+    def read(self, key: Any, *, with_version: bool = ..., out: np.ndarray | None = ...) -> Any:
+        """A copy of the latest value of ``key`` (``KeyError`` if it was never written).
+
+        ``with_version=True`` returns ``(value, version)``; ``out`` reads into that array.
+        """
+
+    def __getitem__(self, key: Any, /) -> Any:
+        """``board[key]``: ``read(key)``."""
+
+    def version(self, key: Any) -> int:
+        """Writes of ``key`` so far (0: never written)."""
+
+    def versions(self) -> np.ndarray:
+        """Every key's version, as a uint64 array in key order."""
+
+    def snapshot(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(values, versions)``: every key's latest value (zeros where never written) and
+        version (0 there), as arrays in key order. Each value is whole (never torn).
+        """
+
+    def view(self, key: Any) -> BoardView:
+        """A ``BoardView``: the latest value of ``key`` read in place (no copy). Leaving its
+        ``with`` block raises ``BoardChanged`` if a writer started to overwrite that copy
+        meanwhile.
+        """
+
+    def wait(self, key: Any, newer_than: int | None = ..., timeout: float | None = ...) -> tuple[Any, int]:
+        """Block (no CPU) until ``key`` has a version above ``newer_than`` (default: its
+        version now), then return ``(value, version)``. ``TimeoutError`` on timeout.
+        """
+
     def _wait_any(self, idxs: list[int], newer: list[int], timeout: float) -> bool: ...
     def _index_of(self, key: Any) -> int: ...
     def _mapping(self) -> BoardMapping | None: ...
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Detach; arrays handed out by views stay valid memory until they are freed."""
+
     @property
-    def closed(self) -> bool: ...
+    def closed(self) -> bool:
+        """True once ``close()`` was called."""
+
     @property
-    def dtype(self) -> np.dtype: ...
+    def dtype(self) -> np.dtype:
+        """The dtype of the values."""
+
     @property
-    def keys(self) -> list[Any]: ...
-    def __len__(self) -> int: ...
-    def __contains__(self, key: object, /) -> bool: ...
-    def __iter__(self) -> Iterator[Any]: ...
+    def keys(self) -> list[Any]:
+        """The keys, in order: the names given at creation, or ``0..n-1``."""
+
+    def __len__(self) -> int:
+        """The number of keys."""
+
+    def __contains__(self, key: object, /) -> bool:
+        """Whether ``key`` is a key of this board."""
+
+    def __iter__(self) -> Iterator[Any]:
+        """The keys, in order."""
 
 # ---- message rings --------------------------------------------------------
 
@@ -281,49 +575,141 @@ class _Span:
 
 @disjoint_base
 class MessageReservation:
+    """A writable byte block inside a message ring, from ``MessageProducer.reserve(nbytes)``.
+
+    ``with prod.reserve(n) as buf:`` fills the uint8 array ``buf`` in place; leaving the
+    block publishes it as one bytes message, an exception publishes nothing.
+    """
     @property
-    def array(self) -> np.ndarray: ...
-    def __len__(self) -> int: ...
-    def __enter__(self) -> np.ndarray: ...
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: Any) -> bool: ...
+    def array(self) -> np.ndarray:
+        """The writable uint8 array (the same one the ``with`` block gives)."""
+
+    def __len__(self) -> int:
+        """Bytes reserved."""
+
+    def __enter__(self) -> np.ndarray:
+        """The array; leaving the block publishes or releases it (see the class)."""
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: Any) -> bool:
+        """Publish (or release) the block; after an exception nothing is published."""
 
 @disjoint_base
 class MessageView:
+    """The next message read in place, from ``MessageConsumer.view()``.
+
+    ``with cons.view() as msg:`` gives the message with every buffer in it (the bytes,
+    the array, the arrays inside a pickled object) as read-only views of the ring; leaving
+    the block releases it. Copy what must outlive the block.
+    """
     @property
-    def message(self) -> Any: ...
-    def __enter__(self) -> Any: ...
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: Any) -> bool: ...
+    def message(self) -> Any:
+        """The message, its buffers viewing the ring (the same object the ``with`` block gives)."""
+
+    def __enter__(self) -> Any:
+        """The message, its buffers viewing the ring."""
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: Any) -> bool:
+        """Release the message; ``Lagged`` if the producer overwrote it meanwhile."""
 
 @disjoint_base
 class MessageProducer(_Handle):
+    """The one writer of a message ring (a ring created without a dtype). Obtain it with
+    ``Ring.producer()``.
+
+    Sends bytes, numpy arrays (never pickled) and any picklable object (pickle protocol 5,
+    its arrays out of band), each up to ``max_message`` bytes.
+    """
     ring: Any
+    """The ``Ring`` this producer writes to."""
     max_message: int
-    def push(self, obj: Any, timeout: float | None = None) -> None: ...
-    def push_many(self, objects: Any, timeout: float | None = None) -> int: ...
-    def reserve(self, nbytes: int, timeout: float | None = None) -> MessageReservation: ...
-    def close(self) -> None: ...
-    def __enter__(self) -> MessageProducer: ...
-    def __exit__(self, *exc: Any) -> None: ...
+    """The largest message this ring takes, in bytes (half the ring less 32 bytes)."""
+    def push(self, obj: Any, timeout: float | None = None) -> None:
+        """Send one message: bytes-likes arrive as bytes, numpy arrays as arrays (never
+        pickled), anything else pickled (protocol 5, arrays inside it out of band).
+
+        Blocks while the ring is full: ``timeout`` None = forever, 0 = never, else seconds;
+        raises ``Full`` when it runs out. A message larger than ``max_message`` is a
+        ``ValueError``, raised before anything is published.
+        """
+
+    def push_many(self, objects: Any, timeout: float | None = None) -> int:
+        """Send every object of an iterable as one message each, in order, publishing in
+        batches. Every object is encoded before anything is published, so an object that
+        cannot be sent publishes nothing. Returns the count; on timeout raises ``Full`` with
+        ``pushed`` = messages published (they stay published).
+        """
+
+    def reserve(self, nbytes: int, timeout: float | None = None) -> MessageReservation:
+        """A ``MessageReservation``: a writable uint8 array of exactly ``nbytes`` inside the
+        ring; leaving its ``with`` block publishes it as one bytes message, an exception
+        inside it publishes nothing.
+        """
+
+    def close(self) -> None:
+        """End the stream: consumers drain what was published, then see ``Closed``."""
+
+    def __enter__(self) -> MessageProducer:
+        """The producer itself; leaving the block closes it."""
+
+    def __exit__(self, *exc: Any) -> None:
+        """Close the producer (end of stream)."""
 
 @disjoint_base
 class MessageConsumer(_Handle):
+    """A reader of a message ring. Obtain it with ``Ring.consumer()``.
+
+    Messages arrive as they were sent: bytes-likes as ``bytes``, arrays as arrays, other
+    objects unpickled. Delivery modes and loss accounting are those of record rings.
+    """
     ring: Any
-    def pop(self, timeout: float | None = None) -> Any: ...
-    def pop_many(self, max_messages: int, timeout: float | None = None) -> list[Any]: ...
-    def view(self, timeout: float | None = None) -> MessageView: ...
-    def __iter__(self) -> Iterator[Any]: ...
-    def __next__(self) -> Any: ...
+    """The ``Ring`` this consumer reads from."""
+    def pop(self, timeout: float | None = None) -> Any:
+        """The next message as the object that was pushed (bytes-likes as bytes), owning its
+        memory.
+
+        Blocks while empty: ``timeout`` None = forever, 0 = never, else seconds. Raises
+        ``Empty`` on timeout and ``Closed`` once the stream ended and everything was consumed.
+        """
+
+    def pop_many(self, max_messages: int, timeout: float | None = None) -> list[Any]:
+        """A list of 1..max_messages messages (waits for the first one like ``pop()``)."""
+
+    def view(self, timeout: float | None = None) -> MessageView:
+        """A ``MessageView``: the next message with every buffer in it (the bytes, the array,
+        the arrays inside an object) as a read-only view into the ring, no copy. Valid inside
+        the ``with`` block; leaving it releases the message.
+        """
+
+    def __iter__(self) -> Iterator[Any]:
+        """The consumer itself: iteration pops messages until the stream ends."""
+
+    def __next__(self) -> Any:
+        """The next message (``pop()``); ``StopIteration`` once the stream ended and was drained."""
+
     @property
-    def popped(self) -> int: ...
+    def popped(self) -> int:
+        """Messages this consumer received."""
+
     @property
-    def dropped(self) -> int: ...
+    def dropped(self) -> int:
+        """Messages this consumer lost because an overwriting producer lapped it."""
+
     @property
-    def dropped_bytes(self) -> int: ...
+    def dropped_bytes(self) -> int:
+        """Body bytes of the messages counted in ``dropped``."""
+
     @property
-    def index(self) -> int: ...
-    def close(self) -> None: ...
-    def __enter__(self) -> MessageConsumer: ...
-    def __exit__(self, *exc: Any) -> None: ...
+    def index(self) -> int:
+        """This consumer's slot in the ring's consumer table (-1 once closed)."""
+
+    def close(self) -> None:
+        """Leave the ring; a broadcast producer stops waiting for this consumer at once."""
+
+    def __enter__(self) -> MessageConsumer:
+        """The consumer itself; leaving the block closes it."""
+
+    def __exit__(self, *exc: Any) -> None:
+        """Close the consumer."""
 
 # ---- queue segments (shmring.Queue; see shmring.queues) ----------------------
 

@@ -6,6 +6,15 @@ one tick per call and then in batches, checks that every tick arrived exactly on
 with a table of rates and speed-ups (and, with --plot, a bar chart).
 
     shmring demo [--consumers N] [--records N] [--queue-records N] [--plot FILE.png]
+
+Short tours of the other features, a couple of seconds each:
+
+    shmring demo --messages   dicts holding camera frames through a message ring
+                              (pop and zero-copy view), against multiprocessing.Queue
+    shmring demo --board      the latest tick of 8 symbols on a Board, written by one
+                              process and read flat out by the consumer processes
+    shmring demo --queue      shmring.Queue, 4 producers -> the consumer processes,
+                              against multiprocessing.Queue
 """
 
 from __future__ import annotations
@@ -274,7 +283,26 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                     help="ticks for multiprocessing.Queue one tick per call (it is much slower; default 100000)")
     ap.add_argument("--plot", metavar="FILE.png",
                     help="also save a bar chart of the rates (needs matplotlib: pip install 'shmring[plot]')")
+    tour = ap.add_mutually_exclusive_group()
+    tour.add_argument("--messages", action="store_true",
+                      help="instead: dicts holding camera frames through a message ring (pop, zero-copy view)")
+    tour.add_argument("--board", action="store_true",
+                      help="instead: one process writes the latest tick per symbol to a Board, the consumers read")
+    tour.add_argument("--queue", action="store_true",
+                      help="instead: shmring.Queue with 4 producer and N consumer processes")
+    ap.add_argument("--seconds", type=_seconds, default=1.5, metavar="S",
+                    help="how long each phase of --messages, --board and --queue runs (default 1.5)")
     return ap
+
+
+def _seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.05 <= v <= 3600:
+        raise argparse.ArgumentTypeError(f"must be between 0.05 and 3600 seconds, got {text}")
+    return v
 
 
 def _positive(text: str) -> int:
@@ -288,7 +316,15 @@ def _positive(text: str) -> int:
 
 
 def main(argv=None, prog: str | None = None) -> int:
-    args = build_parser(prog).parse_args(argv)
+    ap = build_parser(prog)
+    args = ap.parse_args(argv)
+    tour = "messages" if args.messages else "board" if args.board else "queue" if args.queue else None
+    if tour:
+        if args.plot:
+            ap.error(f"--plot draws the record demo's chart; it does not go with --{tour}")
+        from . import _demo_features
+
+        return getattr(_demo_features, f"run_{tour}")(args.consumers, args.seconds)
     if args.plot:  # fail before the run, not after it
         try:
             import matplotlib  # noqa: F401

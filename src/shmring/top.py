@@ -79,11 +79,18 @@ class Sample:
 
 
 class Provider(Protocol):
+    """What ``shmring top`` asks of one kind of segment (see ``register_provider``)."""
+
     kind: str
+    """The kind's name as shown in the view (``"ring"``, ``"board"``, ...)."""
 
-    def names(self) -> list[str]: ...
+    def names(self) -> list[str]:
+        """The segments of this kind on the machine now."""
+        ...
 
-    def sample(self, name: str) -> Sample: ...
+    def sample(self, name: str) -> Sample:
+        """The cumulative counters of one segment now (an unreadable one: ``Sample.error``)."""
+        ...
 
 
 class RingProvider:
@@ -211,6 +218,8 @@ class Monitor:
         self._prev_t: float | None = None
 
     def poll(self) -> Frame:
+        """One frame: a row per segment, with rates over the time since the previous poll
+        (none on the first poll, or for a segment recreated under the same name)."""
         t = time.monotonic()
         now = time.time()
         rows = []
