@@ -635,6 +635,22 @@ int shmr_board_wait_any(shmr_board *b, const uint64_t *keys, const uint64_t *new
     return shmr_ec_wait(b->ec, any_newer, &a, timeout_ns, 0);
 }
 
+/* The event-loop form of shmr_board_wait, taken apart as shmr_ec_arm describes. */
+int shmr_board_arm(shmr_board *b, uint64_t key, uint64_t newer_than, void **word, uint32_t *seen)
+{
+    if (key >= b->nkeys)
+        return -ERANGE;
+    struct newer_arg a = {b, &key, &newer_than, 1};
+    *word = (void *)&b->kec[key].epoch;
+    return shmr_ec_arm(&b->kec[key], any_newer, &a, seen);
+}
+
+void shmr_board_disarm(shmr_board *b, uint64_t key)
+{
+    if (key < b->nkeys)
+        shmr_ec_disarm(&b->kec[key]);
+}
+
 void shmr_board_wake_all(shmr_board *b)
 {
     shmr_ec_notify_always(b->ec);

@@ -95,6 +95,11 @@ int shmr_board_wait(shmr_board *b, uint64_t key, uint64_t newer_than, int64_t ti
 /* Same for any of n keys (keys[i] newer than newer_than[i]), on the board-wide eventcount. */
 int shmr_board_wait_any(shmr_board *b, const uint64_t *keys, const uint64_t *newer_than, uint64_t n,
                         int64_t timeout_ns);
+/* The same wait taken apart for an event loop (see shmr_ec_arm): 1 when key is
+ * newer already (nothing counted), 0 armed (*word / *seen to sleep on, one
+ * shmr_board_disarm owed), -ERANGE for a key out of range. */
+int shmr_board_arm(shmr_board *b, uint64_t key, uint64_t newer_than, void **word, uint32_t *seen);
+void shmr_board_disarm(shmr_board *b, uint64_t key);
 /* Wakes every sleeper (a closing handle, so a blocked call notices). */
 void shmr_board_wake_all(shmr_board *b);
 

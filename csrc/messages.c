@@ -246,6 +246,26 @@ int shmr_msg_producer_wait(shmr_producer *p, uint64_t len, int64_t timeout_ns, i
     return shmr_ec_wait(p->r->space_ec, m_producer_ready, p, timeout_ns, spin_ns);
 }
 
+/* Event-loop waits of a message producer: progress means room for a message
+ * of len body bytes. One that can never fit is "ready": the push that follows
+ * raises the size error instead of waiting for good. */
+int shmr_msg_producer_arm(shmr_producer *p, uint64_t len, void **word, uint32_t *seen)
+{
+    if (len > shmr_msg_max(p->r))
+        return 1;
+    p->want = frame_units(len);
+    *word = (void *)&p->r->space_ec->epoch;
+    return shmr_ec_arm(p->r->space_ec, m_producer_ready, p, seen);
+}
+
+int shmr_msg_producer_ready(shmr_producer *p, uint64_t len)
+{
+    if (len > shmr_msg_max(p->r))
+        return 1;
+    p->want = frame_units(len);
+    return m_producer_ready(p);
+}
+
 /* ---- queue consumers ----------------------------------------------------- */
 
 static int64_t m_q_claim(shmr_consumer *c, shmr_msg *out, uint64_t max)

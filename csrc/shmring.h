@@ -267,6 +267,11 @@ int shmr_consumer_ready(shmr_consumer *c);
 int shmr_producer_arm(shmr_producer *p, void **word, uint32_t *seen);
 void shmr_producer_disarm(shmr_producer *p);
 int shmr_producer_ready(shmr_producer *p);
+/* A message producer's: progress is room for a message of len body bytes (one
+ * that can never fit counts as ready: pushing it raises at once). Disarm with
+ * shmr_producer_disarm. */
+int shmr_msg_producer_arm(shmr_producer *p, uint64_t len, void **word, uint32_t *seen);
+int shmr_msg_producer_ready(shmr_producer *p, uint64_t len);
 /* the producer's owner word, (start time low 32 bits << 32) | pid, 0: none */
 uint64_t shmr_producer_owner(const shmr_ring *r);
 

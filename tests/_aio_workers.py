@@ -116,12 +116,21 @@ def random_feeder(names: list[str], per_ring: int, seed: int, max_sleep: float) 
         p.close()
 
 
+def item(ring, k: int):
+    """k as a record of an int64 ring, or as an 8-byte little-endian message."""
+    return k if ring.kind == "records" else k.to_bytes(8, "little")
+
+
+def u64(msg) -> int:
+    return int.from_bytes(msg, "little")
+
+
 def paced_producer(ring, n: int, seed: int) -> None:
     """Push 0..n-1 one by one with random small pauses (so consumers wait often), then close."""
     rng = np.random.default_rng(seed)
     p = ring.producer()
     for k in range(n):
-        p.push(k, timeout=30)
+        p.push(item(ring, k), timeout=30)
         r = rng.random()
         if r < 0.3:
             time.sleep(float(rng.random()) * 0.002)
@@ -132,7 +141,7 @@ def push_then_hang(ring, n: int, ready) -> None:
     """Push 0..n-1, then sleep until killed (never closes the stream)."""
     p = ring.producer()
     for k in range(n):
-        p.push(k, timeout=30)
+        p.push(item(ring, k), timeout=30)
     ready.set()
     time.sleep(600)
 
@@ -144,3 +153,77 @@ def slow_popper(ring, n: int, delay: float, results) -> None:
     got = [int(c.pop(timeout=30)) for _ in range(n)]
     results.put(got)
     c.close()
+
+
+# ---- message rings and boards (tests/test_aio_messages.py) -----------------------
+
+def msg_pong(ring_in, ring_out, rounds: int, use_uvloop: bool) -> None:
+    """await a message {"seq": k, "a": array}, send back seq + 1 and the array doubled."""
+    async def main():
+        c = ring_in.consumer()
+        p = ring_out.producer()
+        for _ in range(rounds):
+            m = await asyncio.wait_for(c.apop(), 30)
+            await p.apush({"seq": m["seq"] + 1, "a": m["a"] * 2}, timeout=30)
+        p.close()
+        c.close()
+    run(main(), use_uvloop)
+
+
+def msg_apush_stream(ring, n: int, max_payload: int, seed: int) -> None:
+    """Checksummed messages 0..n-1 (see _msg_workers) with apush() and
+    apush_many() of random sizes, then close."""
+    import _msg_workers as M
+
+    sizes = M.sizes(seed, n, max_payload)
+    rng = np.random.default_rng(seed)
+
+    async def main():
+        p = ring.producer()
+        k = 0
+        while k < n:
+            m = min(int(rng.integers(0, 20)), n - k)
+            if m == 0:
+                await p.apush(M.message(k, int(sizes[k]), max_payload), timeout=30)
+                k += 1
+            else:
+                batch = (M.message(j, int(sizes[j]), max_payload) for j in range(k, k + m))
+                assert await p.apush_many(batch, timeout=30) == m
+                k += m
+        p.close()
+    run(main())
+
+
+def msg_async_for_consumer(ring, out_path: str, max_payload: int, ready, use_uvloop: bool) -> None:
+    """Receive checksummed messages with `async for` until the stream ends; save the seqs."""
+    import _msg_workers as M
+
+    async def main():
+        c = ring.consumer()
+        ready.set()
+        seqs = [M.check(m, max_payload) async for m in c]
+        np.save(out_path, np.array(seqs, dtype=np.int64))
+        c.close()
+    run(main(), use_uvloop)
+
+
+def msg_slow_popper(ring, n: int, delay: float, results) -> None:
+    """Pop n messages after a delay, one every 2 ms, report their lengths."""
+    c = ring.consumer()
+    time.sleep(delay)
+    got = []
+    for _ in range(n):
+        got.append(len(c.pop(timeout=30)))
+        time.sleep(0.002)
+    results.put(got)
+    c.close()
+
+
+def board_writer(name: str, key: str, n: int, pause: float, ready) -> None:
+    """Write versions 1..n of `key` (the value is the version as float), pausing between."""
+    b = shmring.Board.attach(name)
+    ready.set()
+    for k in range(1, n + 1):
+        time.sleep(pause)
+        b.write(key, float(k))
+    b.close()

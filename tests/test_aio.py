@@ -30,6 +30,7 @@ except ImportError:  # pragma: no cover - a test dependency (scripts/bootstrap.s
 LOOPS = ["asyncio", "uvloop"]
 # start method x loop: each start method and each loop once, to keep the suite short
 CTX_LOOPS = [("fork", "uvloop"), ("spawn", "asyncio")]
+KINDS = ["records", "messages"]  # record rings and message rings share the machinery
 
 
 def run(coro, loop_kind: str = "asyncio"):
@@ -432,11 +433,24 @@ def test_wait_any_timeout_and_await_any(rings, ring_names):
 
 # ---- cancellation and crashes ----------------------------------------------------
 
+def _ring_of(kind: str, rings, name: str, mode: str = "queue"):
+    """A small ring of int64 records, or of messages holding 8-byte little-endian ints."""
+    if kind == "records":
+        return rings.create(name, capacity=16, dtype=np.int64, mode=mode)
+    return rings.create(name, nbytes=1024, mode=mode)
+
+
+def _int(kind: str):
+    return int if kind == "records" else W.u64
+
+
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("start,loop_kind", CTX_LOOPS)
-def test_cancellation_and_wait_for_lose_nothing(start, rings, ring_name, procs, loop_kind):
+def test_cancellation_and_wait_for_lose_nothing(start, rings, ring_name, procs, loop_kind, kind):
     mp_ctx = multiprocessing.get_context(start)
     n = 3000
-    r = rings.create(ring_name, capacity=16, dtype=np.int64)
+    r = _ring_of(kind, rings, ring_name)
+    value = _int(kind)
     c = r.consumer()
     child = procs(mp_ctx, W.paced_producer, r, n, 4)
     seed = random.randrange(1 << 30)
@@ -448,18 +462,19 @@ def test_cancellation_and_wait_for_lose_nothing(start, rings, ring_name, procs, 
             try:
                 how = rnd.random()
                 if how < 0.4:
-                    got.append(int(await asyncio.wait_for(c.apop(), rnd.random() * 0.002)))
-                elif how < 0.6:
-                    t = asyncio.ensure_future(c.apop())
+                    got.append(value(await asyncio.wait_for(c.apop(), rnd.random() * 0.002)))
+                elif how < 0.7:
+                    many = how < 0.55
+                    t = asyncio.ensure_future(c.apop_many(3) if many else c.apop())
                     await asyncio.sleep(rnd.random() * 0.001)
                     if t.cancel():
                         cancels += 1
                     try:
-                        got.append(int(await t))
+                        got.extend(map(value, await t) if many else [value(await t)])
                     except asyncio.CancelledError:
                         pass
                 else:
-                    got.append(int(await c.apop(timeout=30)))
+                    got.append(value(await c.apop(timeout=30)))
             except asyncio.TimeoutError:
                 timeouts += 1
             except shmring.Closed:
@@ -472,11 +487,13 @@ def test_cancellation_and_wait_for_lose_nothing(start, rings, ring_name, procs, 
     assert consumer_waiters(r) == 0, "a cancelled wait stayed counted"
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("start,loop_kind", CTX_LOOPS)
 @pytest.mark.parametrize("mode", ["queue", "broadcast"])
-def test_killed_producer_ends_awaiting_consumers(start, rings, ring_name, procs, loop_kind, mode):
+def test_killed_producer_ends_awaiting_consumers(start, rings, ring_name, procs, loop_kind, mode, kind):
     mp_ctx = multiprocessing.get_context(start)
-    r = rings.create(ring_name, capacity=64, dtype=np.int64, mode=mode)
+    r = _ring_of(kind, rings, ring_name, mode)
+    value = _int(kind)
     cs = [r.consumer(start="oldest", liveness_interval=0.05) for _ in range(3)]
     ready = mp_ctx.Event()
     child = procs(mp_ctx, W.push_then_hang, r, 10, ready)
@@ -486,7 +503,7 @@ def test_killed_producer_ends_awaiting_consumers(start, rings, ring_name, procs,
         async def drain(c):
             out = []
             async for v in c:
-                out.append(int(v))
+                out.append(value(v))
             return out
 
         tasks = [asyncio.ensure_future(drain(c)) for c in cs]

@@ -20,38 +20,22 @@ cdef object _aio_mod():
     return _aio
 
 
-cdef bint _live(_Handle h) noexcept:
-    """The C handle exists and belongs to this process."""
-    if h._gen != _fork_gen:
-        return False
-    if isinstance(h, Consumer):
-        return (<Consumer>h)._c != NULL
-    return (<Producer>h)._p != NULL
-
-
-cdef int _arm_one(_Handle h, void **word, uint32_t *seen) except -1:
-    """1: the handle may make progress now (nothing counted); 0: armed."""
-    cdef int rc
-    h._check()
-    if isinstance(h, Consumer):
-        rc = shmr_consumer_arm((<Consumer>h)._c, word, seen)
-    else:
-        rc = shmr_producer_arm((<Producer>h)._p, word, seen)
+cdef int _arm_one(_Waitable h, void **word, uint32_t *seen) except -1:
+    """1: h may make progress now (nothing counted); 0: armed."""
+    cdef int rc = h._arm(word, seen)
+    if rc < 0:
+        _raise(rc, "arm a wait")
     if rc == 0:
         h._arm_count += 1
     return rc
 
 
-cdef void _disarm_one(_Handle h) noexcept:
+cdef void _disarm_one(_Waitable h) noexcept:
     if h._arm_count == 0:
         return
     h._arm_count -= 1
-    if not _live(h):
-        return
-    if isinstance(h, Consumer):
-        shmr_consumer_disarm((<Consumer>h)._c)
-    else:
-        shmr_producer_disarm((<Producer>h)._p)
+    if h._usable():
+        h._unarm()
 
 
 cdef void _drop_arms(_Handle h) noexcept:
@@ -67,31 +51,29 @@ cdef void _drop_arms(_Handle h) noexcept:
         _disarm_one(h)
 
 
-def _disarm(_Handle h):
+def _disarm(_Waitable h):
     _disarm_one(h)
 
 
-def _ready(_Handle h):
+def _ready(_Waitable h):
     """True when a non-blocking call on h may make progress (or raise Closed)."""
-    h._check()
-    if isinstance(h, Consumer):
-        return (<Consumer>h)._pending is not None or shmr_consumer_ready((<Consumer>h)._c) != 0
-    return shmr_producer_ready((<Producer>h)._p) != 0
+    return h._ready_now()
 
 
-def _liveness(_Handle h):
+def _liveness(_Waitable h):
     """What a blocking call does between two sleeps (notice a dead producer /
     sweep dead consumers)."""
-    if _live(h) and not h._closed:
-        h._between_slices()
+    h._liveness()
 
 
-def _slice(_Handle h):
-    return h._slice_ns / 1e9
+def _tick(_Waitable h):
+    """Seconds between liveness checks while no owner is watched; 0: none needed."""
+    return h._tick_ns() / 1e9
 
 
-def _producer_owner(_Handle h):
-    return shmr_producer_owner(h._map.r)
+def _owner(_Waitable h):
+    """The owner word of the process whose exit may end a wait on h, 0: none."""
+    return h._watch_owner()
 
 
 def _fd_waiter(_Handle h):
@@ -146,7 +128,7 @@ def _wait_many(list handles, double timeout, WakeWord ctl=None, uint32_t ctl_see
                          f"got {n}; await_any() takes any number")
     try:
         for k in range(n):
-            if _arm_one(<_Handle>handles[k], &words[k], &seen[k]):
+            if _arm_one(<_Waitable?>handles[k], &words[k], &seen[k]):
                 return True
             armed += 1
         if ctl is not None:
@@ -156,7 +138,7 @@ def _wait_many(list handles, double timeout, WakeWord ctl=None, uint32_t ctl_see
             rc = shmr_futex_waitv(words, seen, <unsigned>(n + (ctl is not None)), ns)
     finally:
         for k in range(armed):
-            _disarm_one(<_Handle>handles[k])
+            _disarm_one(<_Waitable>handles[k])
     if rc == -EINTR:
         PyErr_CheckSignals()
         return True
@@ -198,7 +180,7 @@ cdef class UringWaiter:
         self._ok()
         return shmr_uring_eventfd(self.u)
 
-    def arm(self, _Handle h, uint64_t token):
+    def arm(self, _Waitable h, uint64_t token):
         """Arms h and submits a futex wait completing with token. False: h may
         make progress now (nothing armed). True: armed; one _disarm(h) is owed."""
         cdef void *word = NULL

@@ -375,6 +375,13 @@ cdef class BoardCore:
 
     # -- waiting -------------------------------------------------------------
 
+    cdef uint64_t _newer(self, shmr_board *b, int64_t idx, object newer_than) except? 0:
+        if newer_than is None:
+            return shmr_board_version(b, idx)
+        if not isinstance(newer_than, (int, np.integer)) or isinstance(newer_than, bool) or newer_than < 0:
+            raise ValueError(f"newer_than must be None or a version (an int >= 0), not {newer_than!r}")
+        return <uint64_t>newer_than
+
     def wait(self, key, newer_than=None, timeout=None):
         """Block (no CPU) until ``key`` has a version above ``newer_than`` (default:
         its version now), then return ``(value, version)``. TimeoutError on timeout."""
@@ -387,10 +394,7 @@ cdef class BoardCore:
         cdef int rc
         _waiting_init(&w, self._spin_ns)
         _waiting_start(&w, timeout)
-        if newer_than is not None and (not isinstance(newer_than, (int, np.integer)) or
-                                       isinstance(newer_than, bool) or newer_than < 0):
-            raise ValueError(f"newer_than must be None or a version (an int >= 0), not {newer_than!r}")
-        newer = shmr_board_version(b, idx) if newer_than is None else <uint64_t>newer_than
+        newer = self._newer(b, idx, newer_than)
         while shmr_board_version(b, idx) <= newer:
             sl = _waiting_slice(&w, self._slice_ns)
             if sl == 0:
@@ -402,6 +406,14 @@ cdef class BoardCore:
             b = self._b()
         value = self._read(b, idx, None, &version)
         return value, version
+
+    def change(self, key, newer_than=None):
+        """A BoardChange: ready once ``key`` has a version above ``newer_than``
+        (default: its version now). Pass it to wait_any() / await_any() beside ring
+        handles; await_change() awaits one."""
+        cdef shmr_board *b = self._b()
+        cdef int64_t idx = self._key(key)
+        return BoardChange._make(self, self._m, idx, key, self._newer(b, idx, newer_than))
 
     def _wait_any(self, list idxs, list newer, double timeout):
         """True once any idxs[i] has a version above newer[i]; False after timeout s."""
@@ -463,6 +475,51 @@ cdef class BoardCore:
 
     def __iter__(self):
         return iter(self._keys)
+
+
+@cython.final
+cdef class BoardChange(_Waitable):
+    """One key of a board written past a version, as a condition wait_any(),
+    await_any() and the event loops wait on (the key's own eventcount, the one
+    Board.wait() sleeps on). Ready at once when the board is closed, so a wait
+    ends and the next call on the board says so."""
+
+    cdef BoardCore _board
+    cdef BoardMapping _m        # keeps the segment mapped while a wait is armed on it
+    cdef int64_t _idx
+    cdef readonly object key
+    cdef readonly uint64_t newer_than
+
+    @staticmethod
+    cdef BoardChange _make(BoardCore board, BoardMapping m, int64_t idx, object key, uint64_t newer):
+        cdef BoardChange c = BoardChange.__new__(BoardChange)
+        c._board = board
+        c._m = m
+        c._idx = idx
+        c.key = key
+        c.newer_than = newer
+        return c
+
+    @property
+    def board(self):
+        return self._board
+
+    cdef int _arm(self, void **word, uint32_t *seen) except -1:
+        if self._board._m is None:
+            return 1
+        return shmr_board_arm(self._m.b, <uint64_t>self._idx, self.newer_than, word, seen)
+
+    cdef void _unarm(self) noexcept:
+        shmr_board_disarm(self._m.b, <uint64_t>self._idx)
+
+    cdef bint _usable(self) noexcept:
+        return self._m.b != NULL
+
+    cdef bint _ready_now(self) except -1:
+        return self._board._m is None or shmr_board_version(self._m.b, <uint64_t>self._idx) > self.newer_than
+
+    def __repr__(self):
+        return f"<shmring.BoardChange {self._board.name!r} key {self.key!r} newer than {self.newer_than}>"
 
 
 @cython.final

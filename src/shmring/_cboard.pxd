@@ -63,4 +63,6 @@ cdef extern from "board.h" nogil:
     int shmr_board_wait(shmr_board *b, uint64_t key, uint64_t newer_than, int64_t timeout_ns, int64_t spin_ns)
     int shmr_board_wait_any(shmr_board *b, const uint64_t *keys, const uint64_t *newer_than, uint64_t n,
                             int64_t timeout_ns)
+    int shmr_board_arm(shmr_board *b, uint64_t key, uint64_t newer_than, void **word, uint32_t *seen)
+    void shmr_board_disarm(shmr_board *b, uint64_t key)
     void shmr_board_wake_all(shmr_board *b)

@@ -184,4 +184,6 @@ cdef extern from "shmring.h" nogil:
     int shmr_producer_arm(shmr_producer *p, void **word, uint32_t *seen)
     void shmr_producer_disarm(shmr_producer *p)
     int shmr_producer_ready(shmr_producer *p)
+    int shmr_msg_producer_arm(shmr_producer *p, uint64_t len, void **word, uint32_t *seen)
+    int shmr_msg_producer_ready(shmr_producer *p, uint64_t len)
     uint64_t shmr_producer_owner(const shmr_ring *r)

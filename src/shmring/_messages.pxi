@@ -92,12 +92,11 @@ cdef object _copy_out(Mapping mp, uint32_t kind, const char *body, uint64_t n, b
 # ---- producer ---------------------------------------------------------------
 
 @cython.no_gc_clear
-cdef class MessageProducer(_Handle):
+cdef class MessageProducer(_ProducerSide):
     """The one writer of a message ring. Obtain it with ``Ring.producer()``."""
 
-    cdef shmr_producer *_p
     cdef bint _reserving
-    cdef uint64_t _want          # body bytes of the message a blocked call waits to place
+    cdef uint64_t _want          # body bytes of the message a blocked call (or await) waits to place
     cdef readonly uint64_t max_message
     cdef readonly object ring
     cdef str _size_note          # appended to the too-large error (a queue names its nbytes)
@@ -138,9 +137,28 @@ cdef class MessageProducer(_Handle):
     cdef int _sleep(self, int64_t timeout_ns, int64_t spin_ns) noexcept nogil:
         return shmr_msg_producer_wait(self._p, self._want, timeout_ns, spin_ns)
 
-    cdef bint _between_slices(self) noexcept:
-        cdef uint64_t reclaimed = 0
-        return shmr_producer_recover(self._p, &reclaimed) > 0
+    # An awaiting push waits for room for the message its last try could not
+    # place (_place leaves its size in _want), not merely for any room.
+    cdef int _arm(self, void **word, uint32_t *seen) except -1:
+        self._check()
+        return shmr_msg_producer_arm(self._p, self._want, word, seen)
+
+    cdef bint _ready_now(self) except -1:
+        self._check()
+        return shmr_msg_producer_ready(self._p, self._want) != 0
+
+    cdef object _many_arg(self, object objects):
+        self._check_many(objects)
+        return objects if isinstance(objects, list) else list(objects)
+
+    cdef int _check_many(self, object objects) except -1:
+        if isinstance(objects, np.ndarray):
+            raise TypeError("push_many() on a message ring takes an iterable of objects, not an array "
+                            "(to send the array as one message use push(array))")
+        if isinstance(objects, (bytes, bytearray, memoryview, str, dict)):
+            raise TypeError(f"push_many() takes an iterable of messages, not a {type(objects).__name__} "
+                            f"(use push() to send it as one message)")
+        return 0
 
     cdef void *_place(self, uint32_t kind, uint64_t nbytes, object timeout, uint64_t *pushed) except NULL:
         """Room for one message after those pending; waits (publishing what is
@@ -237,12 +255,7 @@ cdef class MessageProducer(_Handle):
         cdef void *body
         cdef uint64_t pushed = 0
         self._check_push()
-        if isinstance(objects, np.ndarray):
-            raise TypeError("push_many() on a message ring takes an iterable of objects, not an array "
-                            "(to send the array as one message use push(array))")
-        if isinstance(objects, (bytes, bytearray, memoryview, str, dict)):
-            raise TypeError(f"push_many() takes an iterable of messages, not a {type(objects).__name__} "
-                            f"(use push() to send it as one message)")
+        self._check_many(objects)
         encs = [_codec.encode(o) for o in objects]
         for enc in encs:
             if enc.nbytes > self.max_message:
@@ -295,6 +308,7 @@ cdef class MessageProducer(_Handle):
     cdef void _free_handle(self) noexcept:
         if self._p == NULL:
             return
+        _drop_arms(self)
         if self._gen == _fork_gen:
             shmr_msg_cancel(self._p)
             shmr_producer_close_stream(self._p)
@@ -348,10 +362,9 @@ cdef class MessageReservation:
 # ---- consumer ---------------------------------------------------------------
 
 @cython.no_gc_clear
-cdef class MessageConsumer(_Handle):
+cdef class MessageConsumer(_ConsumerSide):
     """A reader of a message ring. Obtain it with ``Ring.consumer()``; iterate it or pop()."""
 
-    cdef shmr_consumer *_c
     cdef shmr_msg _one[1]
     cdef bint _allow_pickle
     cdef bint _raise_lag
@@ -380,11 +393,8 @@ cdef class MessageConsumer(_Handle):
     def __dealloc__(self):
         self._free_handle()
 
-    cdef int _sleep(self, int64_t timeout_ns, int64_t spin_ns) noexcept nogil:
-        return shmr_consumer_wait(self._c, timeout_ns, spin_ns)
-
-    cdef bint _between_slices(self) noexcept:
-        return shmr_consumer_check_producer(self._c) != SHMR_OPEN
+    cdef bint _has_pending(self) noexcept:
+        return self._pending is not None and len(self._pending) > 0
 
     cdef object _closed_error(self):
         reason = CLOSE_REASONS.get(shmr_close_reason(self._map.r)) or "closed"
@@ -611,6 +621,7 @@ cdef class MessageConsumer(_Handle):
         cdef shmr_loss loss
         if self._c == NULL:
             return
+        _drop_arms(self)
         if self._gen == _fork_gen:
             if self._viewing:
                 shmr_msg_release(self._c, self._one, &loss)

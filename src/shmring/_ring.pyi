@@ -159,7 +159,10 @@ class Mapping:
         """One shmr_consumer_info dict per consumer, field for field."""
 
 @disjoint_base
-class _Handle:
+class _Waitable: ...
+
+@disjoint_base
+class _Handle(_Waitable):
     """What producer and consumer handles share: the dtype, closing, and a refusal to be pickled."""
     @property
     def dtype(self) -> np.dtype:
@@ -173,6 +176,19 @@ class _Handle:
         """Give the role or consumer slot back; later calls on the handle raise ``Closed``."""
 
     def __reduce__(self) -> NoReturn: ...
+    def fileno(self) -> int: ...
+
+@disjoint_base
+class _ProducerSide(_Handle):
+    async def apush(self, record: Any, timeout: float | None = None) -> None: ...
+    async def apush_many(self, records: Any, timeout: float | None = None) -> int: ...
+
+@disjoint_base
+class _ConsumerSide(_Handle):
+    async def apop(self, timeout: float | None = None) -> Any: ...
+    async def apop_many(self, max_records: int, timeout: float | None = None) -> Any: ...
+    def __aiter__(self) -> AsyncIterator[Any]: ...
+    async def __anext__(self) -> Any: ...
 
 @disjoint_base
 class Reservation:
@@ -218,7 +234,7 @@ class View:
         """Release the records to the producer; ``Lagged`` if they were overwritten meanwhile."""
 
 @disjoint_base
-class Producer(_Handle):
+class Producer(_ProducerSide):
     """The one writer of a record ring. Obtain it with ``Ring.producer()``.
 
     One live process holds the producer role at a time; a new producer may take over from
@@ -281,7 +297,7 @@ class Producer(_Handle):
         """Coroutine form of ``push_many()``."""
 
 @disjoint_base
-class Consumer(_Handle):
+class Consumer(_ConsumerSide):
     """A reader of a record ring. Obtain it with ``Ring.consumer()``.
 
     Queue mode: each record goes to exactly one consumer. Broadcast mode: every
@@ -388,7 +404,7 @@ class UringWaiter:
     def fileno(self) -> int:
         """The eventfd the event loop watches."""
 
-    def arm(self, h: _Handle, token: int) -> bool:
+    def arm(self, h: _Waitable, token: int) -> bool:
         """Arm a handle and submit a futex wait completing with ``token``. False: the handle may
         make progress now (nothing armed). True: armed; one ``_disarm`` is owed.
         """
@@ -420,11 +436,11 @@ class WakeWord:
 
 WAITV_MAX: int
 
-def _disarm(h: _Handle) -> None: ...
-def _ready(h: _Handle) -> bool: ...
-def _liveness(h: _Handle) -> None: ...
-def _slice(h: _Handle) -> float: ...
-def _producer_owner(h: _Handle) -> int: ...
+def _disarm(h: _Waitable) -> None: ...
+def _ready(h: _Waitable) -> bool: ...
+def _liveness(h: _Waitable) -> None: ...
+def _tick(h: _Waitable) -> float: ...
+def _owner(h: _Waitable) -> int: ...
 def _fd_waiter(h: _Handle) -> Any: ...
 def _set_fd_waiter(h: _Handle, w: Any) -> None: ...
 def _wait_many(handles: list[Any], timeout: float, ctl: WakeWord | None = None, ctl_seen: int = 0) -> bool: ...
@@ -461,6 +477,15 @@ class BoardMapping:
 
     def key_info(self, idx: int) -> dict[str, Any]:
         """One key's version, last writer and claim holder as a dict."""
+
+@final
+class BoardChange(_Waitable):
+    @property
+    def board(self) -> BoardCore: ...
+    @property
+    def key(self) -> Any: ...
+    @property
+    def newer_than(self) -> int: ...
 
 @final
 class BoardView:
@@ -540,6 +565,7 @@ class BoardCore:
         version now), then return ``(value, version)``. ``TimeoutError`` on timeout.
         """
 
+    def change(self, key: Any, newer_than: int | None = None) -> BoardChange: ...
     def _wait_any(self, idxs: list[int], newer: list[int], timeout: float) -> bool: ...
     def _index_of(self, key: Any) -> int: ...
     def _mapping(self) -> BoardMapping | None: ...
@@ -612,7 +638,7 @@ class MessageView:
         """Release the message; ``Lagged`` if the producer overwrote it meanwhile."""
 
 @disjoint_base
-class MessageProducer(_Handle):
+class MessageProducer(_ProducerSide):
     """The one writer of a message ring (a ring created without a dtype). Obtain it with
     ``Ring.producer()``.
 
@@ -655,7 +681,7 @@ class MessageProducer(_Handle):
         """Close the producer (end of stream)."""
 
 @disjoint_base
-class MessageConsumer(_Handle):
+class MessageConsumer(_ConsumerSide):
     """A reader of a message ring. Obtain it with ``Ring.consumer()``.
 
     Messages arrive as they were sent: bytes-likes as ``bytes``, arrays as arrays, other
@@ -710,6 +736,9 @@ class MessageConsumer(_Handle):
 
     def __exit__(self, *exc: Any) -> None:
         """Close the consumer."""
+
+    async def apop_many(self, max_records: int, timeout: float | None = None) -> list[Any]:
+        """Coroutine form of ``pop_many()``."""
 
 # ---- queue segments (shmring.Queue; see shmring.queues) ----------------------
 

@@ -330,10 +330,50 @@ cdef class Mapping:
 
 # ---- record layout shared by producer and consumer -------------------------
 
+cdef class _Waitable:
+    """A condition behind one eventcount, as event loops (shmring.aio) and
+    wait_any() wait on it. A wait is taken apart: _arm counts this object as a
+    sleeper of its eventcount and re-checks the condition, as a blocking wait
+    does before it sleeps (1: true now, nothing counted; 0: armed, *word and
+    *seen are the futex word and the value to sleep on, one _unarm owed); the
+    sleep happens elsewhere (an io_uring futex wait, futex_waitv); _unarm
+    un-counts. Ring handles and board changes implement it; any handle with a
+    ready function and an eventcount plugs into the same machinery by
+    implementing these five methods."""
+
+    cdef uint32_t _arm_count    # arms not yet undone (_async.pxi)
+
+    cdef int _arm(self, void **word, uint32_t *seen) except -1:
+        raise NotImplementedError
+
+    cdef void _unarm(self) noexcept:
+        pass
+
+    cdef bint _usable(self) noexcept:
+        """The state an arm counted on is still there (else nothing to un-count)."""
+        return False
+
+    cdef bint _ready_now(self) except -1:
+        raise NotImplementedError
+
+    cdef uint64_t _watch_owner(self) noexcept:
+        """The owner word of a process whose exit may end the wait (watched
+        through a pidfd, then _liveness runs); 0: none."""
+        return 0
+
+    cdef int64_t _tick_ns(self) noexcept:
+        """While no owner is watched, run _liveness every this many ns; 0: never
+        (nothing but a write can end the wait)."""
+        return 0
+
+    cdef void _liveness(self) noexcept:
+        pass
+
+
 # no_gc_clear: a handle caught in a reference cycle must still have its mapping
 # when __dealloc__ leaves the ring; clearing _map first would unmap under it.
 @cython.no_gc_clear
-cdef class _Handle:
+cdef class _Handle(_Waitable):
     cdef object __weakref__
     cdef Mapping _map
     cdef object _dtype          # record dtype as the user sees it
@@ -347,7 +387,6 @@ cdef class _Handle:
     cdef int _gen
     cdef bint _closed
     cdef bint _busy             # a call on this handle is running without the GIL
-    cdef uint32_t _arm_count    # event-loop waits armed on this handle (_async.pxi)
     cdef object _fdw            # the poller behind fileno(), once asked for
     cdef int64_t _next_check_ns # a non-blocking call may run the liveness checks from then on
 
@@ -446,6 +485,20 @@ cdef class _Handle:
         if self._map is not None and self._map.r != NULL:
             shmr_wake_all(self._map.r)
 
+    cdef int64_t _tick_ns(self) noexcept:
+        return self._slice_ns
+
+    cdef void _liveness(self) noexcept:
+        # what a blocking call does between two sleeps
+        if self._usable() and not self._closed:
+            self._between_slices()
+
+    def fileno(self):
+        """A descriptor that polls readable when this handle may make progress
+        (records or messages, room, end of stream): readable means "try now"; a
+        non-blocking call that then finds nothing re-arms it (see README)."""
+        return _aio_mod().fileno(self)
+
     def close(self):
         if self._closed:
             return
@@ -490,13 +543,142 @@ cdef class _Handle:
                         f"(ring.{type(self).__name__.lower()}())")
 
 
+# ---- what record and message handles share: the event-loop side ------------
+# The coroutines try the non-blocking call first, here, so that with records
+# (messages, room) there they finish on their first step and never reach the
+# loop; shmring.aio holds their slow halves (wait, then try again).
+
+cdef object _NOTHING = object()   # "nothing there now" (None is a valid message)
+
+
+@cython.no_gc_clear
+cdef class _ProducerSide(_Handle):
+    cdef shmr_producer *_p
+
+    cdef int _arm(self, void **word, uint32_t *seen) except -1:
+        self._check()
+        return shmr_producer_arm(self._p, word, seen)
+
+    cdef void _unarm(self) noexcept:
+        shmr_producer_disarm(self._p)
+
+    cdef bint _usable(self) noexcept:
+        return self._gen == _fork_gen and self._p != NULL
+
+    cdef bint _ready_now(self) except -1:
+        self._check()
+        return shmr_producer_ready(self._p) != 0
+
+    cdef bint _between_slices(self) noexcept:
+        cdef uint64_t reclaimed = 0
+        return shmr_producer_recover(self._p, &reclaimed) > 0
+
+    cdef object _many_arg(self, object records):
+        """records as apush_many() retries them: sliced past what was pushed."""
+        return records
+
+    async def apush(self, record, timeout=None):
+        """Coroutine form of push()."""
+        try:
+            return self.push(record, 0)
+        except Full:
+            pass
+        return await _aio_mod().apush_wait(self, record, timeout)
+
+    async def apush_many(self, records, timeout=None):
+        """Coroutine form of push_many()."""
+        cdef Py_ssize_t done
+        records = self._many_arg(records)
+        try:
+            return self.push_many(records, 0)
+        except Full as exc:
+            done = exc.pushed
+        return await _aio_mod().apush_many_wait(self, records, done, timeout)
+
+
+@cython.no_gc_clear
+cdef class _ConsumerSide(_Handle):
+    cdef shmr_consumer *_c
+
+    cdef int _sleep(self, int64_t timeout_ns, int64_t spin_ns) noexcept nogil:
+        return shmr_consumer_wait(self._c, timeout_ns, spin_ns)
+
+    cdef bint _between_slices(self) noexcept:
+        return shmr_consumer_check_producer(self._c) != SHMR_OPEN
+
+    cdef bint _has_pending(self) noexcept:
+        """Records (messages) held back by an earlier error come first."""
+        return False
+
+    cdef int _arm(self, void **word, uint32_t *seen) except -1:
+        self._check()
+        if self._has_pending():
+            return 1
+        return shmr_consumer_arm(self._c, word, seen)
+
+    cdef void _unarm(self) noexcept:
+        shmr_consumer_disarm(self._c)
+
+    cdef bint _usable(self) noexcept:
+        return self._gen == _fork_gen and self._c != NULL
+
+    cdef bint _ready_now(self) except -1:
+        self._check()
+        return self._has_pending() or shmr_consumer_ready(self._c) != 0
+
+    cdef uint64_t _watch_owner(self) noexcept:
+        return shmr_producer_owner(self._map.r) if self._usable() else 0
+
+    cdef object _pop_now(self):
+        """pop()'s common case without the call overhead, or _NOTHING when it
+        needs pop()'s other paths."""
+        return _NOTHING
+
+    cdef object _try_pop(self):
+        """One item now, or _NOTHING when none is there; Closed (and every other
+        error of pop()) propagates."""
+        item = self._pop_now()
+        if item is not _NOTHING:
+            return item
+        try:
+            return self.pop(0)
+        except Empty:
+            return _NOTHING
+
+    async def apop(self, timeout=None):
+        """Coroutine form of pop()."""
+        item = self._try_pop()
+        if item is _NOTHING:
+            item = await _aio_mod().apop_wait(self, timeout)
+        return item
+
+    async def apop_many(self, Py_ssize_t max_records, timeout=None):
+        """Coroutine form of pop_many()."""
+        try:
+            return self.pop_many(max_records, 0)
+        except Empty:
+            pass
+        return await _aio_mod().apop_many_wait(self, max_records, timeout)
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        try:
+            item = self._try_pop()
+            if item is _NOTHING:
+                item = await _aio_mod().apop_wait(self, None)
+            return item
+        except Closed:
+            raise StopAsyncIteration from None
+
+
 # ---- producer ---------------------------------------------------------------
 
 @cython.no_gc_clear
-cdef class Producer(_Handle):
+cdef class Producer(_ProducerSide):
     """The one writer of a ring. Obtain it with ``Ring.producer()``."""
 
-    cdef shmr_producer *_p
     cdef bint _reserving
     cdef bint _stalled          # a stall was recorded for stats(); cleared once records flow
     cdef object _same_dtype     # a dtype object already found equal to the ring's
@@ -566,10 +748,6 @@ cdef class Producer(_Handle):
         if self._consumers_wanted:
             return shmr_wait_consumers(self._ring_c, self._consumers_wanted, timeout_ns, spin_ns)
         return shmr_producer_wait(self._p, timeout_ns, spin_ns)
-
-    cdef bint _between_slices(self) noexcept:
-        cdef uint64_t reclaimed = 0
-        return shmr_producer_recover(self._p, &reclaimed) > 0
 
     cdef int64_t _push_ptr(self, const char *src, uint64_t n, object timeout) except -1:
         cdef uint64_t done = 0
@@ -774,30 +952,6 @@ cdef class Producer(_Handle):
     def __exit__(self, *exc):
         self.close()
 
-    # event loops: shmring.aio does the waiting
-    def fileno(self):
-        """A descriptor that polls readable when push may make progress (see README)."""
-        return _aio_mod().fileno(self)
-
-    # The coroutines try the non-blocking call first, here, so that with room
-    # (records) there they finish on their first step and never reach the loop.
-    async def apush(self, record, timeout=None):
-        """Coroutine form of push()."""
-        try:
-            return self.push(record, 0)
-        except Full:
-            pass
-        return await _aio_mod().apush_wait(self, record, timeout)
-
-    async def apush_many(self, records, timeout=None):
-        """Coroutine form of push_many()."""
-        cdef Py_ssize_t done
-        try:
-            return self.push_many(records, 0)
-        except Full as exc:
-            done = exc.pushed
-        return await _aio_mod().apush_many_wait(self, records, done, timeout)
-
 
 @cython.no_gc_clear
 cdef class Reservation:
@@ -845,10 +999,9 @@ cdef class Reservation:
 # ---- consumer ---------------------------------------------------------------
 
 @cython.no_gc_clear
-cdef class Consumer(_Handle):
+cdef class Consumer(_ConsumerSide):
     """A reader of a ring. Obtain it with ``Ring.consumer()``; iterate it or pop()."""
 
-    cdef shmr_consumer *_c
     cdef char *_scratch
     cdef bint _scalar_path
     cdef bint _raise_lag
@@ -883,11 +1036,8 @@ cdef class Consumer(_Handle):
             free(self._scratch)
             self._scratch = NULL
 
-    cdef int _sleep(self, int64_t timeout_ns, int64_t spin_ns) noexcept nogil:
-        return shmr_consumer_wait(self._c, timeout_ns, spin_ns)
-
-    cdef bint _between_slices(self) noexcept:
-        return shmr_consumer_check_producer(self._c) != SHMR_OPEN
+    cdef bint _has_pending(self) noexcept:
+        return self._pending is not None
 
     cdef int _lagged(self, uint64_t dropped, object records) except -1:
         """With on_lag="raise": keep the records that did arrive for the next call
@@ -1175,15 +1325,7 @@ cdef class Consumer(_Handle):
     def __exit__(self, *exc):
         self.close()
 
-    # event loops: shmring.aio does the waiting
-    def fileno(self):
-        """A descriptor that polls readable when pop may make progress (see README)."""
-        return _aio_mod().fileno(self)
-
-    # As for the producer: the non-blocking try is made here, on the first step.
     cdef object _pop_now(self):
-        """pop()'s fast path without the call overhead: a record, or None when
-        the ring is empty (or the record needs pop()'s other paths)."""
         cdef uint64_t dropped = 0
         self._ready_check()
         if self._scalar_path and self._pending is None and shmr_pop(self._c, self._scratch, 1, &dropped) == 1:
@@ -1191,44 +1333,7 @@ cdef class Consumer(_Handle):
             if dropped:
                 self._lagged(dropped, np.array([rec], dtype=self._dtype))
             return rec
-        return None
-
-    async def apop(self, timeout=None):
-        """Coroutine form of pop()."""
-        rec = self._pop_now()
-        if rec is not None:
-            return rec
-        try:
-            return self.pop(0)
-        except Empty:
-            pass
-        return await _aio_mod().apop_wait(self, timeout)
-
-    async def apop_many(self, Py_ssize_t max_records, timeout=None):
-        """Coroutine form of pop_many()."""
-        try:
-            return self.pop_many(max_records, 0)
-        except Empty:
-            pass
-        return await _aio_mod().apop_many_wait(self, max_records, timeout)
-
-    def __aiter__(self):
-        return self
-
-    async def __anext__(self):
-        rec = self._pop_now()
-        if rec is not None:
-            return rec
-        try:
-            return self.pop(0)
-        except Empty:
-            pass
-        except Closed:
-            raise StopAsyncIteration from None
-        try:
-            return await _aio_mod().apop_wait(self, None)
-        except Closed:
-            raise StopAsyncIteration from None
+        return _NOTHING
 
 
 @cython.no_gc_clear

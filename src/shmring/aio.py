@@ -38,10 +38,9 @@ import weakref
 from typing import Any, Iterable
 
 from . import _ring
-from ._ring import Consumer, Producer
 from .errors import Closed, Empty, Full
 
-__all__ = ["wait_any", "await_any", "backend"]
+__all__ = ["wait_any", "await_any", "wait_ready", "backend"]
 
 _FUTEX = 1       # token of the futex wait of a fileno() poller
 _LIVENESS = 2    # token of its liveness watch
@@ -174,14 +173,14 @@ class _UringReactor:
                 self.futs[token] = fut
             unwatched = []
             for h in handles:
-                owner = _ring._producer_owner(h) if isinstance(h, Consumer) else 0
+                owner = _ring._owner(h)
                 wake = functools.partial(check, [h])
                 if owner and self._watch(owner, wake):
                     watched.append((owner, wake))
-                else:
+                elif _ring._tick(h):
                     unwatched.append(h)
             if unwatched:
-                interval = min(_ring._slice(h) for h in unwatched)
+                interval = _interval(unwatched)
 
                 def tick() -> None:
                     check(unwatched)
@@ -205,6 +204,12 @@ class _UringReactor:
                 self._unwatch(owner, wake)
             for t in timers:
                 t.cancel()
+
+
+def _interval(hs: list[Any]) -> float | None:
+    """How often a wait on hs runs the liveness checks; None: never needed."""
+    ticks = [t for t in map(_ring._tick, hs) if t > 0]
+    return min(ticks) if ticks else None
 
 
 def _wake(fut: asyncio.Future[Any], value: Any) -> None:
@@ -260,9 +265,9 @@ class _WaitvGroup:
                 self.ctl.wait(seen)
                 continue
             hs = [h for e in snap for h in e[0]]
-            slice_s = min(_ring._slice(h) for h in hs)
+            slice_s = _interval(hs)
             try:
-                woke = _ring._wait_many(hs, slice_s, self.ctl, seen)
+                woke = _ring._wait_many(hs, -1.0 if slice_s is None else slice_s, self.ctl, seen)
             except Exception:
                 woke = None  # a handle was closed: let its coroutine find out
             with self.lock:
@@ -364,7 +369,21 @@ async def _progress(h: Any, deadline: float | None) -> bool:
     return True
 
 
-async def apop_wait(c: Consumer, timeout: Any = None) -> Any:
+async def wait_ready(w: Any, timeout: Any = None) -> bool:
+    """Waits until w (a consumer, a producer, a board change: anything with a
+    ready function and an eventcount, see _Waitable) may make progress; True
+    then, False once timeout seconds passed. When w is ready already it returns
+    without touching the loop."""
+    deadline = _deadline(timeout)
+    if _ring._ready(w):
+        return True
+    while await _progress(w, deadline):
+        if _ring._ready(w):
+            return True
+    return False
+
+
+async def apop_wait(c: Any, timeout: Any = None) -> Any:
     deadline = _deadline(timeout)
     while await _progress(c, deadline):
         try:
@@ -374,7 +393,7 @@ async def apop_wait(c: Consumer, timeout: Any = None) -> Any:
     raise Empty()
 
 
-async def apop_many_wait(c: Consumer, max_records: int, timeout: Any = None) -> Any:
+async def apop_many_wait(c: Any, max_records: int, timeout: Any = None) -> Any:
     deadline = _deadline(timeout)
     while await _progress(c, deadline):
         try:
@@ -384,7 +403,7 @@ async def apop_many_wait(c: Consumer, max_records: int, timeout: Any = None) -> 
     raise Empty()
 
 
-async def apush_wait(p: Producer, record: Any, timeout: Any = None) -> None:
+async def apush_wait(p: Any, record: Any, timeout: Any = None) -> None:
     deadline = _deadline(timeout)
     while await _progress(p, deadline):
         try:
@@ -394,7 +413,7 @@ async def apush_wait(p: Producer, record: Any, timeout: Any = None) -> None:
     raise Full("ring is full: nothing pushed before the timeout")
 
 
-async def apush_many_wait(p: Producer, records: Any, done: int, timeout: Any = None) -> int:
+async def apush_many_wait(p: Any, records: Any, done: int, timeout: Any = None) -> int:
     """The rest of an apush_many() whose first try published `done` records."""
     total = len(records)
     deadline = _deadline(timeout)
@@ -414,8 +433,9 @@ def _check_handles(handles: Iterable[Any]) -> list[Any]:
     if not hs:
         raise ValueError("wait on at least one handle")
     for h in hs:
-        if not isinstance(h, (Consumer, Producer)):
-            raise TypeError(f"expected shmring Consumer or Producer handles, got {type(h).__name__}")
+        if not isinstance(h, _ring._Waitable):
+            raise TypeError(f"expected shmring Consumer or Producer handles (of record or message rings) "
+                            f"or board changes, got {type(h).__name__}")
     return hs
 
 
@@ -425,15 +445,17 @@ def wait_any(handles: Iterable[Any], timeout: Any = None) -> list[Any]:
     (None: forever) for one; [] when the time is over. At most 128 handles."""
     hs = _check_handles(handles)
     deadline = _deadline(timeout)
-    slice_s = min(_ring._slice(h) for h in hs)
+    slice_s = _interval(hs)
     while True:
         ready = [h for h in hs if _ring._ready(h)]
         if ready:
             return ready
-        left = slice_s if deadline is None else min(slice_s, deadline - time.monotonic())
+        left = math.inf if slice_s is None else slice_s
+        if deadline is not None:
+            left = min(left, deadline - time.monotonic())
         if left <= 0:
             return []
-        if not _ring._wait_many(hs, left):
+        if not _ring._wait_many(hs, -1.0 if left == math.inf else left):
             for h in hs:
                 _ring._liveness(h)
 
@@ -502,13 +524,13 @@ class _FdWaiter:
                 return
             self.armed = self.futex_pending = True
         if not self.live_pending:
-            owner = _ring._producer_owner(self.h) if isinstance(self.h, Consumer) else 0
+            owner = _ring._owner(self.h)
             fd = _owner_pidfd(owner) if owner else None
             if fd is not None:
                 self.pidfd = fd
                 self.uw.poll(fd, _LIVENESS)
             else:
-                self.uw.timeout(_ring._slice(self.h), _LIVENESS)
+                self.uw.timeout(_ring._tick(self.h), _LIVENESS)
             self.live_pending = True
 
     def close(self) -> None:

@@ -174,6 +174,20 @@ class Board(_ring.BoardCore):
                     last[j] = ver
                     yield k, value, ver
 
+    async def await_change(self, key: Any, newer_than: int | None = None,
+                           timeout: float | None = None) -> tuple[Any, int]:
+        """Coroutine form of wait(): ``(value, version)`` once ``key`` has a version
+        above ``newer_than`` (default: its version now), without blocking the event
+        loop. At once, without touching the loop, when it has one already.
+        TimeoutError on timeout; a cancelled await changes nothing."""
+        from . import aio
+
+        change = self.change(key, newer_than)
+        if not await aio.wait_ready(change, timeout):
+            raise TimeoutError(f"key {key!r} of board {self.name!r} was not written past version "
+                               f"{change.newer_than} within {timeout} s")
+        return self.read(key, with_version=True)
+
     def stats(self) -> dict:
         """Segment facts and, per key, version, last writer and claim holder."""
         m = self._m_or_raise()
