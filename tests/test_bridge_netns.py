@@ -263,14 +263,14 @@ def test_queue_kill9_receiving_host_at_most_once_counted(net, procs, names):
 
 
 def test_message_ring_two_hosts(net, procs, names):
-    """A message ring of bytes, arrays and dicts of arrays (some 80 KB) to two hosts.
+    """A message ring of bytes, arrays and dicts of arrays (some 300 KB) to two hosts.
     Broadcast with one slow host: the fast host gets every message once, in order,
     intact; the slow one falls behind, ZeroMQ drops at its high-water mark, and what
     it missed is counted exactly, in messages. Then queue mode over the same two
     hosts: every message to exactly one of them."""
     n = 16_000
     ring, a, sender, recv = start_pipeline(
-        net, procs, names, mode="broadcast", nbytes=1 << 18,
+        net, procs, names, mode="broadcast", nbytes=1 << 20,
         send_args=("--hwm", "20", "--max-records", "16"), recv_args=("--hwm", "4"))
     slow = MsgReader(recv[0]["dst"], slow=0.02, chunk=8)
     fast = MsgReader(recv[1]["dst"])

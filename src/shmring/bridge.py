@@ -52,6 +52,7 @@ F_RESYNC = 2   # DESC: the sender does not know this receiver (re-grant your win
 KINDS = {"records": 0, "messages": 1, "queue": 2}
 KIND_NAMES = {v: k for k, v in KINDS.items()}
 MAX_DESC = 1 << 16
+POLLIN_EVENTS = 15  # ZMQ_EVENTS: its value has bit 0 (ZMQ_POLLIN) set while a message waits
 
 SIDECAR_PREFIX = "shmrb-"
 _SIDE_FIELDS = ("expected", "have_expected", "source", "stream", "records", "batches", "bytes", "lost",
@@ -59,6 +60,7 @@ _SIDE_FIELDS = ("expected", "have_expected", "source", "stream", "records", "bat
 _SIDE_SLOT = np.dtype([(f, "<u8") for f in _SIDE_FIELDS])
 _SIDE_MAGIC = 0x3162726D68735F  # "_shmrb1"
 _SIDE_SIZE = 64 + 2 * _SIDE_SLOT.itemsize
+_SIDE_PACK = struct.Struct("<" + "Q" * len(_SIDE_FIELDS))
 
 
 class BridgeError(RingError):
@@ -117,6 +119,13 @@ class _Codec:
 
     kind = ""
     held = False  # take() left a claim open: send the part, then call sent()
+    # Frames of this many bytes and more leave without a copy where the ring's
+    # memory may be lent to ZeroMQ (queue mode: the claim waits for ZeroMQ to let
+    # go); smaller ones are copied once, straight out of the ring, as they are sent.
+    # Below about this size a copy costs less than ZeroMQ's zero-copy hand-back
+    # (a message to pyzmq's garbage-collector thread per frame); it is also the
+    # sending socket's copy_threshold.
+    lend_from = 1 << 18
 
     # -- handshake: the kind's own fields, and the local ring to produce into --
     def describe(self, ring: Ring) -> dict:
@@ -158,6 +167,10 @@ class _Codec:
 
     def frames(self, parts: list) -> list:
         raise NotImplementedError
+
+    def available(self, consumer) -> int | None:
+        """Records the consumer could take now, if that is cheap to know."""
+        return None
 
     def sent(self, stop) -> None:
         """After a part taken with ``held`` set went out: end its claim."""
@@ -227,8 +240,39 @@ class _RecordCodec(_Codec):
         me = consumer.index
         return next(c["cursor"] for c in ring.stats()["consumers"] if c["index"] == me)
 
+    _view = None
+    _views = False
+    _lend = False
+    _trackers: list = []
+
+    def open(self, ring: Ring) -> None:
+        # Overwrite mode copies first and checks the copy (pop_many does both): a
+        # view could be overwritten while ZeroMQ copies it, and torn records would
+        # leave. Elsewhere the batch is sent from a view of the ring: one copy,
+        # into ZeroMQ's message, or none (queue mode, large batches).
+        self._views = ring.overflow != "overwrite"
+        self._lend = ring.mode == "queue"
+
+    def available(self, consumer) -> int | None:
+        return len(consumer) if self._views else None
+
     def take(self, consumer, max_count: int, timeout: float):
-        return consumer.pop_many(max_count, timeout=timeout)
+        if not self._views:
+            return consumer.pop_many(max_count, timeout=timeout)
+        v = consumer.view(max_count, timeout=timeout)
+        self._view = v
+        self.held = True
+        return v.array
+
+    def sent(self, stop) -> None:
+        _wait_trackers(self, stop)
+
+    def release(self) -> None:
+        self._trackers = []
+        if self._view is not None:
+            v, self._view = self._view, None
+            self.held = False
+            v.__exit__(None, None, None)
 
     def count(self, part) -> int:
         return len(part)
@@ -237,7 +281,9 @@ class _RecordCodec(_Codec):
         return part.nbytes
 
     def frames(self, parts: list) -> list:
-        return parts  # each array goes out as one frame, large ones without a copy
+        if self.held:
+            return _frames_of_held(self, parts)
+        return parts  # copies already: each goes out as one frame, large ones lent to ZeroMQ
 
     def decode(self, frames: list, count: int) -> list:
         total = 0
@@ -327,12 +373,11 @@ class _MessageCodec(_Codec):
     meanwhile (a copy is checked intact before it is sent)."""
 
     kind = "messages"
-    # zmq's own copy threshold: below it a frame is copied anyway
-    own_from = 1 << 16
+    own_from = 1 << 16  # bodies this large travel in a frame of their own, not packed
 
     def __init__(self, max_message: int) -> None:
         self.max_message = max_message
-        self._zero_copy = False
+        self._lend = False
         self._overwrite = False
         self._open_claim = False
         self.held = False
@@ -373,7 +418,7 @@ class _MessageCodec(_Codec):
         return None
 
     def open(self, ring: Ring) -> None:
-        self._zero_copy = ring.mode == "queue"
+        self._lend = ring.mode == "queue"
         self._overwrite = ring.overflow == "overwrite"
 
     def limit(self, max_records: int, max_bytes: int) -> int:
@@ -385,8 +430,10 @@ class _MessageCodec(_Codec):
     def take(self, consumer, max_count: int, timeout: float):
         own = self.own_from
         table, packed, owns = consumer._claim_raw(max_count, own, timeout)
-        if self._zero_copy and owns:
-            self.held = self._open_claim = True  # the claim lasts until sent() has seen zmq let go
+        if not self._overwrite:
+            # the claim lasts until the batch is sent (and, for frames lent to
+            # ZeroMQ, until ZeroMQ let go of them)
+            self.held = self._open_claim = True
             self._cons = consumer
             return _MsgPart(table, packed, owns)
         try:
@@ -410,21 +457,11 @@ class _MessageCodec(_Codec):
     _trackers: list = []
 
     def sent(self, stop) -> None:
-        if not self._open_claim:
-            return
-        # ZeroMQ holds the frames until they are written out (or the peer's pipe
-        # is dropped); the ring memory under them must not be reused before.
-        for t in self._trackers:
-            while not t.done:
-                try:
-                    t.wait(0.05)
-                except _zmq().NotDone:
-                    if stop.is_set():
-                        return  # teardown closes the sockets (freeing the frames) first
-        self._trackers = []
-        self.release()
+        if self._open_claim:
+            _wait_trackers(self, stop)
 
     def release(self) -> None:
+        self._trackers = []
         if self._open_claim:
             self._open_claim = self.held = False
             self._cons._release_raw()
@@ -445,12 +482,7 @@ class _MessageCodec(_Codec):
             packed = b"".join(p.packed for p in parts)
         owns = [v for p in parts for v in p.owns]
         if self.held:
-            # Each frame over ring memory is tracked: its tracker is done once ZeroMQ
-            # and every Frame object have let go of it (the caller drops its list
-            # of frames before sent() waits).
-            zmq = _zmq()
-            owns = [zmq.Frame(v, copy=False, track=True) for v in owns]
-            self._trackers = [f.tracker for f in owns]
+            owns = _frames_of_held(self, owns)
         return [table, packed] + owns
 
     def decode(self, frames: list, count: int) -> _MsgPart:
@@ -492,6 +524,43 @@ class _MessageCodec(_Codec):
                     break
                 timeout = 0.05
         return done
+
+
+def _frames_of_held(codec: _Codec, bufs: list) -> list:
+    """Frames for buffers that lie in ring memory under an open claim. Small ones
+    are copied as they are sent; large ones in queue mode are lent to ZeroMQ and
+    tracked (sent() waits until ZeroMQ and every Frame object let go: the caller
+    drops its list of frames first); large ones in broadcast mode are copied, as a
+    slow subscriber's queue may keep them for long. (Smaller ones are left as they
+    are: below the socket's copy_threshold pyzmq copies them.)"""
+    zmq = _zmq()
+    out = []
+    trackers = []
+    for b in bufs:
+        if len(b) and memoryview(b).nbytes >= codec.lend_from:
+            if codec._lend:
+                f = zmq.Frame(b, copy=False, track=True)
+                trackers.append(f.tracker)
+            else:
+                f = zmq.Frame(b, copy=True)
+            out.append(f)
+        else:
+            out.append(b)
+    codec._trackers = trackers
+    return out
+
+
+def _wait_trackers(codec: _Codec, stop) -> None:
+    # ZeroMQ holds a lent frame until it is written out (or the peer's pipe is
+    # dropped); the ring memory under it must not be reused before.
+    for t in codec._trackers:
+        while not t.done:
+            try:
+                t.wait(0.05)
+            except _zmq().NotDone:
+                if stop.is_set():
+                    return  # teardown closes the sockets (freeing the frames) first
+    codec.release()
 
 
 _CODECS = {"records": _RecordCodec, "messages": _MessageCodec}
@@ -591,14 +660,21 @@ class _Sidecar:
             self._slots[:] = 0
             self._meta[1] = 0
             self._meta[0] = _SIDE_MAGIC
-        self.state = {f: int(self._slots[int(self._meta[1]) & 1][f]) for f in _SIDE_FIELDS}
+        self._idx = int(self._meta[1]) & 1
+        self.state = {f: int(self._slots[self._idx][f]) for f in _SIDE_FIELDS}
+        self._pid_saved = False
 
     def save(self) -> None:
-        idle = (int(self._meta[1]) + 1) & 1
-        self.state["updated_ns"] = time.time_ns()
-        self._slots[idle] = tuple(self.state[f] for f in _SIDE_FIELDS)
-        self._meta[1] = idle
-        self._meta[2] = os.getpid()
+        # twice per batch: packed with one struct call, no numpy record per save
+        idle = self._idx ^ 1
+        st = self.state
+        st["updated_ns"] = time.time_ns()
+        _SIDE_PACK.pack_into(self._mm, 64 + idle * _SIDE_SLOT.itemsize, *[st[f] for f in _SIDE_FIELDS])
+        self._meta[1] = idle  # the flip: one aligned 8-byte store
+        self._idx = idle
+        if not self._pid_saved:
+            self._meta[2] = os.getpid()
+            self._pid_saved = True
 
     def close(self) -> None:
         self._meta = self._slots = None
@@ -665,6 +741,7 @@ class _Bridge:
         # ZMTP heartbeats find a dead TCP peer the kernel would keep for minutes
         s.heartbeat_ivl = int(self.heartbeat * 1000)
         s.heartbeat_timeout = int(self.peer_timeout * 1000)
+        s.copy_threshold = _Codec.lend_from
         return s
 
     def _close_sockets(self) -> None:
@@ -865,6 +942,12 @@ class Sender(_Bridge):
         c = self._cons
         codec = self.codec
         lim = codec.limit(self.max_records, self.max_bytes)
+        if self._dense_since_send():
+            # A codec that holds its claim sends one claim per batch: let the batch
+            # fill for one flush delay first if records are coming densely.
+            avail = codec.available(c)
+            if avail is not None and 0 < avail < lim:
+                time.sleep(self.flush_delay)
         first_part = codec.take(c, lim, timeout)
         d = c.dropped
         if d != self._dropped_seen:
@@ -917,18 +1000,31 @@ class Sender(_Bridge):
     _held_part = None
     _last_sent = 0.0
 
+    def _dense_since_send(self) -> bool:
+        return self.flush_delay > 0 and time.monotonic() - self._last_sent < self.flush_delay
+
     def _send_data(self, ident, seq: int, first: int, n: int, parts: list) -> None:
         codec = self.codec
         hdr = _header(T_DATA, self._k, 0, self.stream, self.source, seq, first, n)
         frames = ([ident] if ident is not None else []) + [hdr] + codec.frames(parts)
-        self._sock.send_multipart(frames, copy=False, flags=self._zmq.NOBLOCK if ident is not None else 0)
+        # send_multipart's work without its per-frame type checks and enum flag
+        # arithmetic: plain ints (ZMQ_DONTWAIT 1, ZMQ_SNDMORE 2). A ROUTER refuses a
+        # full peer at the first frame only, so a refused batch sent nothing.
+        send = self._sock.send
+        fl = 1 if ident is not None else 0
+        last = frames.pop()
+        f = None
+        for f in frames:
+            send(f, fl | 2, copy=False)
+        send(last, fl, copy=False)
         if codec.held:
-            del frames  # a tracked frame is done only once no Frame object refers to it
+            # a tracked frame is done only once no Frame object refers to it
+            frames = last = f = None  # noqa: F841
             codec.sent(self._stop)
         self._last_sent = time.monotonic()
         self.batches += 1
         self.records += n
-        self.bytes += sum(codec.nbytes(p) for p in parts)
+        self.bytes += codec.nbytes(parts[0]) if len(parts) == 1 else sum(codec.nbytes(p) for p in parts)
 
     def _desc_frames(self, flags: int) -> list:
         return [_header(T_DESC, self._k, flags, self.stream, self.source, self._seq, self._pos, 0), self._desc]
@@ -948,7 +1044,7 @@ class Sender(_Bridge):
             now = time.monotonic()
             if now >= next_check or not self._subs:
                 next_check = now + 0.01
-                while sock.poll(0):
+                while sock.getsockopt(POLLIN_EVENTS) & 1:
                     msg = sock.recv()
                     if msg[:1] == b"\x01":
                         if not self._subs:
@@ -1011,8 +1107,10 @@ class Sender(_Bridge):
             self._send_ctl(ident, F_RESYNC | (F_CLOSED if self._end_sent else 0))
             return
         p.seen = now
-        if h[7] and h[6] in p.inflight:  # first = 1: this credit confirms batch seq
-            del p.inflight[h[6]]
+        if h[7]:  # first = 1: this credit confirms every batch up to seq (one pipe keeps order)
+            upto = h[6]
+            for k in [k for k in p.inflight if k <= upto]:
+                del p.inflight[k]
         p.credit += h[8]
 
     def _send_ctl(self, ident: bytes, flags: int) -> None:
@@ -1032,7 +1130,8 @@ class Sender(_Bridge):
         next_sweep = 0.0
         while not self._stop.is_set():
             now = time.monotonic()
-            while sock.poll(0):
+            # EVENTS, not poll(0): no Poller object and no system call per batch
+            while sock.getsockopt(POLLIN_EVENTS) & 1:
                 self._peer_msg(sock.recv_multipart(copy=False), now)
             if now >= next_sweep:
                 next_sweep = now + min(0.1, self.heartbeat)
@@ -1366,6 +1465,23 @@ class Receiver(_Bridge):
         except zmq.ZMQError:
             pass  # not connected: the sender will resync us
 
+    _owed = 0       # credits earned by batches now in the ring, not yet returned
+    _owed_seq = 0   # the last of those batches
+
+    def _confirm(self, seq: int) -> None:
+        """A batch is in the ring (or refused and counted): its credit goes back with
+        others in one message, once the socket is drained or half the window is owed,
+        so the sender never waits on a message per batch."""
+        self._owed += 1
+        self._owed_seq = seq
+        if self._owed * 2 >= self.window:
+            self._flush_credit()
+
+    def _flush_credit(self) -> None:
+        if self._owed:
+            n, self._owed = self._owed, 0
+            self._grant(n, self._owed_seq, 1)
+
     def _queue_msg(self, frames: list) -> None:
         h = self._header_of(frames, "queue", "sender sends a broadcast ring over ROUTER (protocol error)")
         if h is None:
@@ -1378,6 +1494,7 @@ class Receiver(_Bridge):
                     s["streams"] += 1
                     s["stream"] = h[4]
                 self._granted = h[4]
+                self._owed = 0  # owed to the stream before: this one gets a whole window
                 self._grant(self.window)
             if h[3] & F_CLOSED:
                 self._end_stream()
@@ -1390,7 +1507,7 @@ class Receiver(_Bridge):
             data = self.codec.decode(frames[1:], h[8])
         except ValueError:
             self._bad()
-            self._grant(1, h[6], 1)  # give the credit back: the batch is refused, not lost silently
+            self._confirm(h[6])  # give the credit back: the batch is refused, not lost silently
             return
         self._reopen()
         s = self._side.state
@@ -1407,9 +1524,10 @@ class Receiver(_Bridge):
         s["wal_count"] = 0
         self._side.save()
         if done == n:
-            self._grant(1, h[6], 1)
+            self._confirm(h[6])
 
     def _keepalive(self) -> None:
+        self._flush_credit()  # about to wait for room: what is owed goes back first
         now = time.monotonic()
         if now >= self._next_ka:
             self._next_ka = now + self.heartbeat
@@ -1436,6 +1554,7 @@ class Receiver(_Bridge):
             events = dict(self._poller.poll(int(min(self.heartbeat, 0.05) * 1000)))
             self._drain("_sub", events, self._broadcast_msg)
             self._drain("_dealer", events, self._queue_msg)
+            self._flush_credit()
 
     def _drain(self, attr: str, events: dict, handle) -> None:
         """Handles every message waiting on the socket named attr; a message may
@@ -1445,6 +1564,8 @@ class Receiver(_Bridge):
         if sock is None or sock not in events:
             return
         while not self._stop.is_set() and (sock := getattr(self, attr)) is not None:
+            if not sock.getsockopt(POLLIN_EVENTS) & 1:
+                break
             try:
                 frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:
