@@ -9,6 +9,7 @@ Cases, each measured for both paths in one run:
   (a) 64-byte records, ring -> bridge -> ring, records/s; raw pyzmq: PUSH/PULL
       messages of 1024 records (the bridge's batch size), records/s
   (b) 1 MiB records, MB/s; raw pyzmq: 1 MiB messages
+  (b') 1 MiB messages (bytes) through a message ring, MB/s; raw pyzmq: 1 MiB messages
   (c) one-way latency p50/p99 of a 64-byte record sent every 0.5 ms: producer ->
       ring -> bridge -> ring -> consumer, against raw PUSH/PULL and against one
       local ring hand-off (the two together are the floor the bridge is held to)
@@ -183,7 +184,11 @@ def produce(name: str, n: int, batch: int, interval: float, q=None) -> None:
     cpu0 = time.process_time()
     ring = shmring.Ring.attach(name)
     with ring.producer() as p:
-        if ring.dtype == MB:
+        if ring.kind == "messages":
+            msgs = [bytes(MB.itemsize)] * batch
+            for i in range(0, n, batch):
+                p.push_many(msgs[:min(batch, n - i)])
+        elif ring.dtype == MB:
             block = np.zeros((batch,) + MB.shape, np.uint8)
             for i in range(0, n, batch):
                 p.push_many(block[:min(batch, n - i)])
@@ -210,9 +215,14 @@ def consume(name: str, n: int, latency: bool) -> dict:
     lat = []
     t_first = None
     first_n = 0
+    msgs = ring.kind == "messages"
+    size = MB.itemsize if msgs else ring.dtype.itemsize
     with ring.consumer(start="oldest") as c:
         while got < n:
-            a = c.pop_many(4096 if ring.dtype == REC else 16, timeout=60)
+            try:
+                a = c.pop_many(4096 if not msgs and ring.dtype == REC else 16, timeout=60)
+            except shmring.Closed:
+                break  # broadcast: the rest was dropped on the way (counted by the receiver)
             now = time.monotonic_ns()
             if t_first is None:
                 t_first, first_n = now, len(a)
@@ -220,24 +230,28 @@ def consume(name: str, n: int, latency: bool) -> dict:
             if latency:
                 lat.extend((now - a["ts"].astype(np.int64)).tolist())
             got += len(a)
-        t_last = time.monotonic_ns()
+            t_last = now
     ring.close()
     out = {"secs": (t_last - t_first) / 1e9, "records": got - first_n,
-           "bytes": (got - first_n) * ring.dtype.itemsize, "cpu": time.process_time() - cpu0}
+           "bytes": (got - first_n) * size, "cpu": time.process_time() - cpu0}
     if latency:
         out["p50"] = float(np.percentile(lat, 50)) / 1e3
         out["p99"] = float(np.percentile(lat, 99)) / 1e3
     return out
 
 
-def run_bridge(path: Path, dtype: np.dtype, n: int, mode: str, *, interval: float = 0.0,
+def run_bridge(path: Path, dtype: np.dtype | None, n: int, mode: str, *, interval: float = 0.0,
                capacity: int = 1 << 16) -> dict:
+    """dtype None: a message ring of 64 MiB carrying 1 MiB bytes messages."""
     tag = f"bb{os.getpid()}{int(time.monotonic() * 1000) % 100000}"
     src, dst = tag + "s", tag + "d"
-    ring = shmring.Ring.create(src, dtype, capacity, mode=mode)
+    if dtype is None:
+        ring = shmring.Ring.create(src, nbytes=64 << 20, mode=mode)
+    else:
+        ring = shmring.Ring.create(src, dtype, capacity, mode=mode)
     procs = []
     try:
-        max_bytes = max(BATCH * REC.itemsize, dtype.itemsize)
+        max_bytes = max(BATCH * REC.itemsize, MB.itemsize if dtype is None else dtype.itemsize)
         procs.append(path.run("a", ["-m", "shmring", "bridge", "send", src, path.bind, "--max-records",
                                     str(BATCH), "--max-bytes", str(max_bytes)],
                               stdout=subprocess.DEVNULL))
@@ -255,6 +269,7 @@ def run_bridge(path: Path, dtype: np.dtype, n: int, mode: str, *, interval: floa
         res["cpu_bridges"] = sum(cpu1) - sum(cpu0)
         res["cpu"] += res["cpu_bridges"] + q.get(timeout=60)
         prod.join(60)
+        res["lost"] = (read_sidecar(dst) or {}).get("lost", 0)
         return res
     finally:
         for p in procs:
@@ -327,12 +342,13 @@ def main() -> int:
     for kind in paths:
         path = Path(kind)
         try:
-            r = {}
+            r = {"lost": {}}
             raw = run_raw(path, n64 // BATCH, BATCH * REC.itemsize)
             r["raw64"] = raw["bytes"] / REC.itemsize / raw["secs"]
             r["raw64_cpu"] = raw["cpu"] / (n64 / 1e6)  # CPU-s per million records
             for mode in ("broadcast", "queue"):
                 b = run_bridge(path, REC, n64, mode)
+                r["lost"][f"64_{mode}"] = b["lost"]
                 r[f"bridge64_{mode}"] = b["records"] / b["secs"]
                 r[f"bridge64_{mode}_cpu"] = (b["cpu"] / (n64 / 1e6), b["cpu_bridges"] / (n64 / 1e6))
             raw = run_raw(path, nmb, MB.itemsize)
@@ -343,6 +359,11 @@ def main() -> int:
                 r[f"bridgeMB_{mode}"] = b["bytes"] / 1e6 / b["secs"]
                 gb = nmb * MB.itemsize / 1e9
                 r[f"bridgeMB_{mode}_cpu"] = (b["cpu"] / gb, b["cpu_bridges"] / gb)
+                r["lost"][f"MB_{mode}"] = b["lost"]
+                b = run_bridge(path, None, nmb, mode)
+                r[f"bridgeMsg_{mode}"] = b["bytes"] / 1e6 / b["secs"]
+                r[f"bridgeMsg_{mode}_cpu"] = (b["cpu"] / gb, b["cpu_bridges"] / gb)
+                r["lost"][f"Msg_{mode}"] = b["lost"]
             raw = run_raw(path, nlat, REC.itemsize, 0.0005)
             r["raw_lat"] = (raw["p50"], raw["p99"])
             b = run_bridge(path, REC, nlat, "broadcast", interval=0.0005)
@@ -358,21 +379,27 @@ def main() -> int:
         for mode in ("broadcast", "queue"):
             print(f"{'1 MiB records, ' + mode:<34} {r[f'bridgeMB_{mode}']:>9.0f} MB/s  "
                   f"{r['rawMB']:>9.0f} MB/s  {r[f'bridgeMB_{mode}'] / r['rawMB']:>7.2f}")
+        for mode in ("broadcast", "queue"):
+            print(f"{'1 MiB messages, ' + mode:<34} {r[f'bridgeMsg_{mode}']:>9.0f} MB/s  "
+                  f"{r['rawMB']:>9.0f} MB/s  {r[f'bridgeMsg_{mode}'] / r['rawMB']:>7.2f}")
         print(f"{'CPU-seconds (all processes)':<34} {'bridge':>14} {'of it bridges':>14} {'raw pyzmq':>10} {'ratio':>6}")
         for mode in ("broadcast", "queue"):
             c, cb = r[f"bridge64_{mode}_cpu"]
             print(f"{'  per 1e6 64 B records, ' + mode:<34} {c:>14.2f} {cb:>14.2f} {r['raw64_cpu']:>10.2f} "
                   f"{c / r['raw64_cpu']:>6.2f}")
-        for mode in ("broadcast", "queue"):
-            c, cb = r[f"bridgeMB_{mode}_cpu"]
-            print(f"{'  per GB of 1 MiB records, ' + mode:<34} {c:>14.2f} {cb:>14.2f} {r['rawMB_cpu']:>10.2f} "
-                  f"{c / r['rawMB_cpu']:>6.2f}")
+        for what in ("MB", "Msg"):
+            for mode in ("broadcast", "queue"):
+                c, cb = r[f"bridge{what}_{mode}_cpu"]
+                label = f"  per GB of 1 MiB {'records' if what == 'MB' else 'messages'}, {mode}"
+                print(f"{label:<34} {c:>14.2f} {cb:>14.2f} {r['rawMB_cpu']:>10.2f} {c / r['rawMB_cpu']:>6.2f}")
         bl, rl = r["bridge_lat"], r["raw_lat"]
         floor = rl[0] + local["p50"]
         print(f"{'one-way latency p50 / p99 (us)':<34} {bl[0]:>6.0f} / {bl[1]:<5.0f} {rl[0]:>6.0f} / {rl[1]:<5.0f}"
               f" {bl[0] / rl[0]:>7.2f}")
         print(f"{'  p50 vs raw p50 + local hand-off':<34} {bl[0]:>6.0f}         {floor:>6.0f}        "
               f" {bl[0] / floor:>7.2f}")
+        lost = {k: v for k, v in r["lost"].items() if v}
+        print(f"records dropped on the way (broadcast, counted by the receiver): {lost or 'none'}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

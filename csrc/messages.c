@@ -568,3 +568,4 @@ int64_t shmr_m_release(shmr_consumer *c, const shmr_msg *msgs, shmr_loss *loss)
 }
 
 uint64_t shmr_consumer_dropped_bytes(const shmr_consumer *c) { return c->dropped_bytes; }
+uint64_t shmr_msg_next_seq(const shmr_consumer *c) { return c->next_seq; }

@@ -255,6 +255,10 @@ int64_t shmr_msg_release(shmr_consumer *c, const shmr_msg *msgs, shmr_loss *loss
  * of a copy made before release); always 1 in the other modes */
 int shmr_msg_intact(shmr_consumer *c, const shmr_msg *msgs);
 uint64_t shmr_consumer_dropped_bytes(const shmr_consumer *c);
+/* broadcast: the sequence number of the next message this consumer will claim
+ * (messages published before it, whoever read them); with no claim held it
+ * equals its start's sequence number plus what it popped and lost */
+uint64_t shmr_msg_next_seq(const shmr_consumer *c);
 
 /* Event-loop waits (uring_wait.h sleeps on the word): arm counts the caller as
  * a sleeper of its side and re-checks, as a blocking wait does before it

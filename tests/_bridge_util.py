@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 
 import numpy as np
 import pytest
@@ -263,3 +264,93 @@ class Net:
         for ns in self.hosts:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
         self.hosts.clear()
+
+
+# -- message rings ----------------------------------------------------------------
+# Messages of every kind a message ring carries, each naming its sequence number and
+# checkable on arrival: bytes, plain arrays (sent raw) and dicts of arrays (pickled,
+# the arrays out of band); every 97th dict carries a 300 KB array, so large bodies
+# travel in frames of their own (lent to ZeroMQ straight from the ring in queue mode).
+
+def make_msg(i: int):
+    r = i % 4
+    if r == 0:
+        return b"m%d:" % i + bytes([i & 0xFF]) * (i % 300)
+    if r == 1:
+        return np.full(4 + i % 50, i, np.uint64)
+    x = (np.arange(16 + (i % 7) * 100 + (75_000 if i % 97 == 2 else 0), dtype=np.uint64)
+         * np.uint64(2654435761) + np.uint64(i)).astype(np.uint32)
+    return {"seq": i, "x": x, "crc": zlib.crc32(x.tobytes()), "m": np.full((2, 3), float(i))}
+
+
+def msg_seq(m) -> int:
+    """The sequence number of a message made by make_msg; AssertionError if it is
+    not intact."""
+    if isinstance(m, (bytes, memoryview)):
+        m = bytes(m)
+        head, _, tail = m.partition(b":")
+        i = int(head[1:])
+        assert tail == bytes([i & 0xFF]) * (i % 300), f"bytes message {i} is corrupt"
+        return i
+    if isinstance(m, np.ndarray):
+        i = int(m[0])
+        assert m.dtype == np.uint64 and len(m) == 4 + i % 50 and np.all(m == i), "array message corrupt"
+        return i
+    i = m["seq"]
+    assert zlib.crc32(m["x"].tobytes()) == m["crc"], f"dict message {i} is corrupt"
+    assert len(m["x"]) == 16 + (i % 7) * 100 + (75_000 if i % 97 == 2 else 0)
+    assert np.array_equal(m["m"], np.full((2, 3), float(i)))
+    return i
+
+
+def produce_msgs(name: str, n: int, batch: int = 64, rate: float = 0.0, start: int = 0) -> None:
+    """Child process: push messages start..start+n-1 (at about `rate` per second if
+    given), then close the stream."""
+    ring = shmring.Ring.attach(name)
+    with ring.producer() as p:
+        t0 = time.monotonic()
+        i = 0
+        while i < n:
+            k = min(batch, n - i)
+            p.push_many([make_msg(start + j) for j in range(i, i + k)], timeout=60)
+            i += k
+            if rate:
+                ahead = t0 + i / rate - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)
+    ring.close()
+
+
+class MsgReader(Reader):
+    """Reader of a message ring: result() is the array of sequence numbers that
+    arrived, every message checked intact."""
+
+    def _run(self) -> None:
+        end = time.monotonic() + self.timeout
+        try:
+            while time.monotonic() < end:
+                try:
+                    got = self.cons.pop_many(self.chunk, timeout=0.2)
+                except shmring.Empty:
+                    continue
+                except shmring.Closed as exc:
+                    if exc.reason == "closed by producer":
+                        self.ended = True
+                        return
+                    time.sleep(0.05)
+                    continue
+                self.parts.append(np.array([msg_seq(m) for m in got], dtype=np.int64))
+                if self.slow:
+                    time.sleep(self.slow)
+        except BaseException as exc:  # reported by result()
+            self.error = exc
+
+    def result(self, timeout: float = 60.0) -> np.ndarray:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "reader did not see the end of the stream in time"
+        if self.error is not None:
+            raise self.error
+        assert self.ended, "reader timed out before the stream ended"
+        self.cons.close()
+        self.ring.close()
+        return np.concatenate(self.parts) if self.parts else np.empty(0, np.int64)

@@ -4,6 +4,7 @@ semantics, handshake errors, hostile peers, CURVE, the command line."""
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import os
 import random
 import socket
@@ -18,7 +19,7 @@ import pytest
 zmq = pytest.importorskip("zmq", reason="the bridge needs pyzmq (pip install 'shmring[bridge]')")
 
 import shmring
-from _bridge_util import Reader, names, wait_for  # noqa: F401 - names is a fixture
+from _bridge_util import MsgReader, Reader, make_msg, msg_seq, names, produce_msgs, wait_for  # noqa: F401 - names is a fixture
 from _records import REC, make_records, n_bad
 from shmring import bridge
 from shmring.bridge import HEADER, MAGIC, BridgeError, Receiver, Sender, read_sidecar
@@ -92,6 +93,39 @@ def test_any_dtype_both_modes_round_trip(names, rings, bridges, mode, dtype):
             got.append(c.pop_many(4096, timeout=10))
     assert np.concatenate(got).tobytes() == data.tobytes()
     assert rcv.counters["records"] == 3000 and rcv.counters["lost"] == 0
+
+
+@pytest.mark.parametrize("mode, overflow", [("queue", "block"), ("broadcast", "block"),
+                                            ("broadcast", "overwrite")])
+def test_large_batches_sent_from_the_ring_arrive_intact(names, rings, bridges, mode, overflow):
+    """Batches of 512 KB: lent to ZeroMQ straight from the ring (queue), copied once
+    out of a view (broadcast) or copied and checked first (overwrite); the claim
+    ends only once ZeroMQ is done, so the producer never overwrites what is sent."""
+    src, dst = names(), names()
+    dt = np.dtype((np.uint8, (32768,)))
+    ring = rings.create(src, dt, 64, mode=mode, overflow=overflow)
+    s = bridges(Sender(ring, LOOP, max_records=16, max_bytes=1 << 20).start())
+    rcv = bridges(Receiver(s.bound, dst, capacity=1024 if overflow == "overwrite" else None).start())
+    assert rcv.wait_ready(10)
+    n = 600
+    data = np.empty((n, 32768), np.uint8)
+    data[:] = (np.arange(n) % 251)[:, None]
+    data[:, :8] = np.arange(n, dtype="<u8").view(np.uint8).reshape(n, 8)
+    reader = Reader(dst, timeout=60)
+    with ring.producer() as p:
+        for i in range(0, n, 20):
+            p.push_many(data[i:i + 20], timeout=20)
+    wait_for(lambda: rcv.counters["records"] + rcv.counters["lost"] == n, timeout=60, what="the stream's end")
+    reader.thread.join(30)
+    got = np.concatenate(reader.parts) if reader.parts else np.empty((0, 32768), np.uint8)
+    reader.stop()
+    seq = got[:, :8].copy().view("<u8").ravel()
+    assert np.array_equal(got[:, 8:], np.broadcast_to((seq % 251).astype(np.uint8)[:, None], (len(seq), 32760)))
+    assert len(seq) == rcv.counters["records"] and np.all(np.diff(seq.astype(np.int64)) > 0)
+    if overflow == "block":
+        assert seq.tolist() == list(range(n))
+    else:
+        assert rcv.counters["lost"] == s.counters["dropped_at_source"] == n - len(seq)
 
 
 def test_queue_backpressure_stalls_the_sending_producer(names, rings, bridges):
@@ -203,6 +237,128 @@ def test_receiver_restart_resumes_with_gap_counted(names, rings, bridges, hold):
     assert got["seq"].tolist() == want
 
 
+# -- message rings -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["broadcast", "queue"])
+def test_message_ring_round_trip_every_kind(names, rings, bridges, procs, mode):
+    """Bytes, arrays and dicts of arrays (pickled, arrays out of band), some with
+    300 KB arrays that travel in frames of their own (lent from the ring itself
+    in queue mode): each arrives once, in order, intact, as the object pushed."""
+    src, dst = names(), names()
+    ring = rings.create(src, nbytes=1 << 20, mode=mode)
+    s = bridges(Sender(ring, LOOP, max_records=200).start())
+    rcv = bridges(Receiver(s.bound, dst).start())
+    assert rcv.wait_ready(10)
+    out = rings.attach(dst)
+    assert (out.kind, out.nbytes, out.mode, out.overflow) == ("messages", 1 << 20, mode, "block")
+    reader = MsgReader(dst, chunk=256)
+    n = 3000
+    prod = procs(mp.get_context("fork"), produce_msgs, src, n, 50)
+    seq = reader.result(60)
+    prod.join(30)
+    assert prod.exitcode == 0
+    assert seq.tolist() == list(range(n))
+    c, sc = rcv.counters, s.counters
+    assert c["records"] == n == sc["records"] and c["lost"] == 0 and c["bad"] == 0
+    assert c["bytes"] == sc["bytes"] > 300_000 * (n // 97 // 2)
+    assert c["batches"] == sc["batches"]
+
+
+def test_message_ring_view_and_decoded_objects_match_what_was_pushed(names, rings, bridges):
+    src, dst = names(), names()
+    ring = rings.create(src, nbytes=1 << 20, mode="queue")
+    s = bridges(Sender(ring, LOOP).start())
+    rcv = bridges(Receiver(s.bound, dst).start())
+    assert rcv.wait_ready(10)
+    objs = [b"", b"x" * 100_000, np.zeros((0, 3)), np.asfortranarray(np.arange(12.0).reshape(3, 4)),
+            {"k": [1, 2, 3]}, "text", np.array([1 + 2j]), bytearray(b"ba")]
+    with ring.producer() as p:
+        p.push_many(objs, timeout=10)
+    with rings.attach(dst).consumer(start="oldest") as c:
+        got = [c.pop(timeout=10) for _ in objs]
+    assert got[0] == b"" and got[1] == b"x" * 100_000 and got[7] == b"ba"
+    assert got[2].shape == (0, 3) and np.array_equal(got[3], objs[3]) and got[3].flags.f_contiguous
+    assert got[4] == {"k": [1, 2, 3]} and got[5] == "text" and got[6][0] == 1 + 2j
+
+
+def test_message_ring_overwrite_loss_at_the_sender_is_counted(names, rings, bridges):
+    src, dst = names(), names()
+    ring = rings.create(src, nbytes=4096, mode="broadcast", overflow="overwrite")
+    s = bridges(Sender(ring, LOOP).start())
+    rcv = bridges(Receiver(s.bound, dst, capacity=1 << 22).start())
+    assert rcv.wait_ready(10)
+    reader = MsgReader(dst)
+    n = 100_000
+    with ring.producer() as p:  # far faster than one Python sender thread forwards
+        for i in range(0, n, 1000):
+            p.push_many([make_msg(4 * j) for j in range(i, min(n, i + 1000))], timeout=20)
+    wait_for(lambda: rcv.counters["records"] + rcv.counters["lost"] == n, timeout=60, what="the stream's end")
+    seq = reader.result(30) // 4
+    c = rcv.counters
+    assert len(seq) == c["records"] and np.all(np.diff(seq) > 0)
+    assert c["lost"] == s.counters["dropped_at_source"] == n - len(seq) > 0
+
+
+def test_message_ring_receiver_gone_gap_counted_exactly(names, rings, bridges):
+    """A subscriber that drops out and comes back: what was published meanwhile is
+    lost to it and counted exactly, in messages."""
+    src, dst = names(), names()
+    ring = rings.create(src, nbytes=1 << 20, mode="broadcast")
+    s = bridges(Sender(ring, LOOP, hold=0).start())
+    prod = ring.producer()
+    r1 = Receiver(s.bound, dst, capacity=1 << 23).start()  # keeps all it gets, to be read at the end
+    assert r1.wait_ready(10)
+    prod.push_many([make_msg(i) for i in range(1000)], timeout=10)
+    wait_for(lambda: r1.counters["records"] == 1000, what="first part")
+    r1.stop()
+    wait_for(lambda: s._subs == 0, what="the sender to see the receiver leave")
+    prod.push_many([make_msg(i) for i in range(1000, 1700)], timeout=10)
+    wait_for(lambda: s.counters["records"] == 1700, what="the sender to publish to nobody")
+    r2 = bridges(Receiver(s.bound, dst).start())
+    assert r2.wait_ready(10)
+    prod.push_many([make_msg(i) for i in range(1700, 2000)], timeout=10)
+    prod.close()
+    wait_for(lambda: r2.counters["records"] + r2.counters["lost"] == 2000, what="the end after restart")
+    assert r2.counters["lost"] == 700 and read_sidecar(dst)["position"] == 2000
+    assert MsgReader(dst).result(20).tolist() == list(range(1000)) + list(range(1700, 2000))
+
+
+def test_message_ring_mismatches_are_clear_errors(names, rings, bridges):
+    src = names()
+    ring = rings.create(src, nbytes=1 << 16, mode="broadcast")
+    s = bridges(Sender(ring, LOOP).start())
+    rec_dst, small_dst = names(), names()
+    rings.create(rec_dst, REC, 64, mode="broadcast")
+    rings.create(small_dst, nbytes=1 << 12, mode="broadcast")
+    for dst, want in ((rec_dst, r"is a records ring of dtype .*sender sends a message ring"),
+                      (small_dst, r"at most 2016 bytes; the sender's carries up to 32736")):
+        rcv = Receiver(s.bound, dst).start()
+        with pytest.raises(BridgeError, match=want):
+            rcv.wait_ready(10)
+        rcv._thread.join(5)
+    # a records ring meeting an existing message ring
+    src2, dst2 = names(), names()
+    ring2 = rings.create(src2, REC, 64, mode="broadcast")
+    rings.create(dst2, nbytes=1 << 12, mode="broadcast")
+    s2 = bridges(Sender(ring2, LOOP).start())
+    rcv = Receiver(s2.bound, dst2).start()
+    with pytest.raises(BridgeError, match=r"local ring .* is a messages ring .*sender sends a records ring"):
+        rcv.wait_ready(10)
+    rcv._thread.join(5)
+
+
+@pytest.mark.parametrize("table, packed, owns, why", [
+    (np.array([3 | 1 << 56], "<u8"), b"ab", [], "packed bodies need more"),
+    (np.array([3 | 9 << 56], "<u8"), b"abc", [], "kind 9"),
+    (np.array([3 | 1 << 56 | 1 << 55], "<u8"), b"", [], "frame of its own"),
+    (np.array([3 | 1 << 56 | 1 << 55], "<u8"), b"", [b"abcd"], "is 3 bytes, its frame 4"),
+    (np.array([2 | 1 << 56], "<u8"), b"abc", [], "are 2 bytes, the frame 3"),
+])
+def test_malformed_message_batches_are_refused_before_anything_is_pushed(table, packed, owns, why):
+    assert why in shmring._ring.raw_check(table, len(packed), owns)
+
+
 # -- handshake errors ------------------------------------------------------------
 
 
@@ -245,7 +401,7 @@ def _good_desc(**kw):
 
 
 @pytest.mark.parametrize("change, kind, message", [
-    ({"kind": "messages"}, 1, "cannot bridge rings of kind 'messages'"),
+    ({"kind": "queue"}, 2, "cannot bridge rings of kind 'queue'"),
     ({"layout": 999}, 0, "layout version 999"),
     ({"proto": 7}, 0, "protocol 7"),
 ])

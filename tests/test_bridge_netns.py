@@ -16,8 +16,8 @@ import pytest
 pytest.importorskip("zmq", reason="the bridge needs pyzmq (pip install 'shmring[bridge]')")
 
 import shmring
-from _bridge_util import (BIG, Net, Reader, consumers_of, names, netns_unavailable,  # noqa: F401 - names is a fixture
-                          produce, sidecar_pid, wait_for)
+from _bridge_util import (BIG, MsgReader, Net, Reader, consumers_of, names,  # noqa: F401 - names is a fixture
+                          netns_unavailable, produce, produce_msgs, sidecar_pid, wait_for)
 from _records import REC
 from shmring.bridge import read_sidecar
 
@@ -54,9 +54,12 @@ def counters(text: str) -> dict:
 
 
 def start_pipeline(net, procs, names, *, mode, n_receivers=2, dtype=REC, capacity=4096,
-                   overflow="block", send_args=(), recv_args=()):
+                   overflow="block", send_args=(), recv_args=(), nbytes=None):
     src = names()
-    ring = shmring.Ring.create(src, dtype, capacity, mode=mode, overflow=overflow)
+    if nbytes is not None:  # a message ring
+        ring = shmring.Ring.create(src, nbytes=nbytes, mode=mode, overflow=overflow)
+    else:
+        ring = shmring.Ring.create(src, dtype, capacity, mode=mode, overflow=overflow)
     a, hosts = star(net, n_receivers)
     sender = net.run(a, "bridge", "send", src, f"tcp://0.0.0.0:{PORT}", *send_args)
     wait_for(lambda: consumers_of(src) == 1, what="the sender to attach")
@@ -257,3 +260,61 @@ def test_queue_kill9_receiving_host_at_most_once_counted(net, procs, names):
     assert s["peers_lost"] >= 1
     assert len(got[0]) > before_restart, "the restarted host got no work"
     print(f"queue kill -9: {missing} records lost in flight, sender counted {s['unconfirmed']} unconfirmed")
+
+
+def test_message_ring_two_hosts(net, procs, names):
+    """A message ring of bytes, arrays and dicts of arrays (some 300 KB) to two hosts.
+    Broadcast with one slow host: the fast host gets every message once, in order,
+    intact; the slow one falls behind, ZeroMQ drops at its high-water mark, and what
+    it missed is counted exactly, in messages. Then queue mode over the same two
+    hosts: every message to exactly one of them."""
+    n = 16_000
+    ring, a, sender, recv = start_pipeline(
+        net, procs, names, mode="broadcast", nbytes=1 << 20,
+        send_args=("--hwm", "20", "--max-records", "16"), recv_args=("--hwm", "4"))
+    slow = MsgReader(recv[0]["dst"], slow=0.02, chunk=8)
+    fast = MsgReader(recv[1]["dst"])
+    prod = procs(FORK, produce_msgs, ring.name, n, 16, 4000)
+    out = {}
+    for name, r, rd in (("slow", recv[0], slow), ("fast", recv[1], fast)):
+        seq = rd.result(90)
+        rc, o, err = Net.finish(r["proc"], timeout=30)
+        assert rc == 0, err
+        c = counters(o)
+        check_in_order(seq)
+        assert len(seq) + c["lost"] == n and c["records"] == len(seq) and c["bad"] == 0, c
+        out[name] = (len(seq), c["lost"])
+    prod.join(30)
+    assert prod.exitcode == 0
+    assert out["fast"] == (n, 0)
+    assert out["slow"][1] > 0, "the slow host was expected to fall behind and lose messages"
+    Net.finish(sender, term=True)
+    print(f"message ring, slow host: received {out['slow'][0]}, lost {out['slow'][1]} (counted exactly)")
+
+    # queue mode, the same hosts
+    src = names()
+    ring = shmring.Ring.create(src, nbytes=1 << 20, mode="queue")
+    sender = net.run(a, "bridge", "send", src, f"tcp://0.0.0.0:{PORT}", "--max-records", "32")
+    wait_for(lambda: consumers_of(src) == 1, what="the sender to attach")
+    for r in recv:
+        r["dst"] = names()
+        r["proc"] = net.run(r["host"], "bridge", "recv", r["ep"], r["dst"], "--once", "--window", "2")
+    for r in recv:
+        wait_for(lambda: read_sidecar(r["dst"]) is not None, what=f"receiver {r['host']} handshake")
+    readers = [MsgReader(r["dst"]) for r in recv]
+    prod = procs(FORK, produce_msgs, src, n, 64)
+    got = []
+    for r, rd in zip(recv, readers):
+        seq = rd.result(90)
+        rc, o, err = Net.finish(r["proc"], timeout=30)
+        assert rc == 0, err
+        assert counters(o)["records"] == len(seq)
+        check_in_order(seq)
+        got.append(seq)
+    assert all(len(g) > 0 for g in got), "work was not shared across the hosts"
+    assert np.array_equal(np.sort(np.concatenate(got)), np.arange(n)), "not exactly once"
+    prod.join(30)
+    rc, o, err = Net.finish(sender, term=True)
+    s = counters(o)
+    assert s["records"] == n and s["unconfirmed"] == 0 and s["peers_lost"] == 0
+    ring.close()

@@ -167,6 +167,7 @@ cdef extern from "shmring.h" nogil:
     int64_t shmr_msg_release(shmr_consumer *c, const shmr_msg *msgs, shmr_loss *loss)
     int shmr_msg_intact(shmr_consumer *c, const shmr_msg *msgs)
     uint64_t shmr_consumer_dropped_bytes(const shmr_consumer *c)
+    uint64_t shmr_msg_next_seq(const shmr_consumer *c)
 
 cdef extern from "shmr_layout.h" nogil:
     const unsigned long long SHMR_MAGIC

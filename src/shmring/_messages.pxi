@@ -25,6 +25,41 @@ MSG_UNIT = SHMR_MSG_UNIT
 
 DEF MSG_BATCH = 256   # messages claimed per call by pop_many
 
+# A batch of undecoded messages (the bridge's wire form): one uint64 per message,
+# body length in the low 55 bits, RAW_OWN when the body travels in a frame of its
+# own (else it lies in the packed frame, after those before it), kind in the top 8.
+cdef uint64_t RAW_OWN = (<uint64_t>1) << 55
+cdef uint64_t RAW_LEN = RAW_OWN - 1
+RAW_OWN_BIT = RAW_OWN
+
+
+def raw_check(table, Py_ssize_t packed_len, owns, kinds=frozenset(_codec.KIND_NAMES)):
+    """None if a batch in the bridge's wire form is whole (every body where its
+    table entry says, every kind one the codec knows), else what is wrong."""
+    cdef const uint64_t[::1] t = table
+    cdef Py_ssize_t n = t.shape[0], i, oi = 0, no = len(owns)
+    cdef uint64_t small = 0, e, ln
+    for i in range(n):
+        e = t[i]
+        ln = e & RAW_LEN
+        if (e >> 56) not in kinds:
+            return f"message {i} has kind {e >> 56}, which no shmring codec writes"
+        if e & RAW_OWN:
+            if oi >= no:
+                return f"message {i} should travel in a frame of its own; the batch has only {no}"
+            if len(owns[oi]) != ln:
+                return f"message {i} is {ln} bytes, its frame {len(owns[oi])}"
+            oi += 1
+        else:
+            small += ln
+            if small > <uint64_t>packed_len:
+                return f"the packed bodies need more than the {packed_len} bytes sent"
+    if small != <uint64_t>packed_len:
+        return f"the packed bodies are {small} bytes, the frame {packed_len}"
+    if oi != no:
+        return f"{no} body frames for {oi} messages that travel in their own"
+    return None
+
 
 cdef object _too_large(uint64_t n, uint64_t limit):
     return ValueError(
@@ -206,6 +241,65 @@ cdef class MessageProducer(_ProducerSide):
                 PyBuffer_Release(&buf)
         return 0
 
+    def _push_raw(self, table, packed, owns, Py_ssize_t start=0, timeout=None):
+        """Publishes messages start.. of a batch laid out as _claim_raw() makes it,
+        without decoding them: one memcpy per body, straight into the ring (without
+        the GIL for large ones). Returns how many it published: all of them, or
+        fewer when ``timeout`` ran out (those stay published). The batch must have
+        passed raw_check()."""
+        cdef const uint64_t[::1] t = table
+        cdef Py_ssize_t n = t.shape[0], i
+        cdef uint64_t off = 0, ln, e, pushed = 0
+        cdef Py_ssize_t oi = 0
+        cdef Py_buffer pk, ob
+        cdef bint own
+        cdef const char *src
+        cdef void *body
+        self._check_push()
+        if start < 0 or start > n:
+            raise ValueError(f"start {start} is outside the batch of {n}")
+        for i in range(start):
+            if t[i] & RAW_OWN:
+                oi += 1
+            else:
+                off += t[i] & RAW_LEN
+        PyObject_GetBuffer(packed, &pk, PyBUF_SIMPLE)
+        try:
+            for i in range(start, n):
+                e = t[i]
+                ln = e & RAW_LEN
+                own = (e & RAW_OWN) != 0
+                if own:
+                    PyObject_GetBuffer(owns[oi], &ob, PyBUF_SIMPLE)
+                    oi += 1
+                elif off + ln > <uint64_t>pk.len:
+                    raise ValueError("a message lies outside its batch")  # raw_check() stops these
+                try:
+                    if own and <uint64_t>ob.len != ln:
+                        raise ValueError("a message's frame disagrees with its length")
+                    try:
+                        body = self._place(<uint32_t>(e >> 56), ln, timeout, &pushed)
+                    except Full:
+                        return i - start  # what was placed before the wait is published
+                    src = <const char *>ob.buf if own else <const char *>pk.buf + off
+                    if ln >= NOGIL_BYTES:
+                        with nogil:
+                            memcpy(body, src, ln)
+                    elif ln:
+                        memcpy(body, src, ln)
+                finally:
+                    if own:
+                        PyBuffer_Release(&ob)
+                if not own:
+                    off += ln
+        except BaseException:
+            shmr_msg_cancel(self._p)
+            raise
+        finally:
+            PyBuffer_Release(&pk)
+        shmr_msg_commit(self._p)
+        return n - start
+
     cdef int _check_push(self) except -1:
         self._check()
         if self._reserving:
@@ -371,10 +465,14 @@ cdef class MessageConsumer(_ConsumerSide):
     cdef bint _viewing
     cdef bint _overwrite
     cdef list _pending       # messages received while an error was being raised
+    cdef shmr_msg *_raw      # the bridge's claim, held from _claim_raw to _release_raw
+    cdef int64_t _raw_cap
     cdef readonly object ring
 
     def __cinit__(self):
         self._c = NULL
+        self._raw = NULL
+        self._raw_cap = 0
 
     @staticmethod
     def _open(Mapping m, object ring, uint32_t start, bint raise_lag, bint allow_pickle, double spin,
@@ -392,6 +490,8 @@ cdef class MessageConsumer(_ConsumerSide):
 
     def __dealloc__(self):
         self._free_handle()
+        free(self._raw)
+        self._raw = NULL
 
     cdef bint _has_pending(self) noexcept:
         return self._pending is not None and len(self._pending) > 0
@@ -585,6 +685,78 @@ cdef class MessageConsumer(_ConsumerSide):
             return 0
         return shmr_msg_release(self._c, self._one, &loss)
 
+    # -- undecoded batches, for the bridge (shmring.bridge) --------------------
+
+    def _claim_raw(self, Py_ssize_t max_messages, uint64_t own_from, timeout=None):
+        """Claims 1..max_messages messages (waits like pop) without decoding them.
+        Returns (table, packed, owns): ``table`` a uint64 array, one entry per
+        message, ``length | RAW_OWN * (length >= own_from) | kind << 56``;
+        ``packed`` the bodies shorter than ``own_from`` end to end, copied;
+        ``owns`` read-only memoryviews into the ring of the other bodies, in order.
+        The claim, and with it the memory under ``owns``, is held until
+        _release_raw() (the views are only valid until then; in overwrite mode
+        they may be overwritten meanwhile, which _release_raw() reports)."""
+        cdef shmr_loss loss
+        cdef int64_t n, i
+        cdef uint64_t total = 0, at = 0, ln
+        cdef cnp.ndarray table
+        cdef uint64_t *t
+        cdef char *dst
+        loss.msgs = 0
+        loss.bytes = 0
+        self._ready_check()
+        if max_messages < 1:
+            raise ValueError(f"max_messages must be >= 1, got {max_messages}")
+        if max_messages > self._raw_cap:
+            free(self._raw)
+            self._raw = <shmr_msg *>malloc(max_messages * sizeof(shmr_msg))
+            if self._raw == NULL:
+                self._raw_cap = 0
+                raise MemoryError()
+            self._raw_cap = max_messages
+        n = self._claim(self._raw, max_messages, timeout, &loss)
+        self._viewing = True
+        try:
+            table = np.empty(n, np.uint64)
+            t = <uint64_t *>cnp.PyArray_DATA(table)
+            owns = []
+            for i in range(n):
+                ln = self._raw[i].len
+                if ln >= own_from:
+                    t[i] = ln | RAW_OWN | (<uint64_t>self._raw[i].kind << 56)
+                    owns.append(_span(self._map, self._raw[i].body, ln, True))
+                else:
+                    t[i] = ln | (<uint64_t>self._raw[i].kind << 56)
+                    total += ln
+            packed = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>total)
+            dst = PyBytes_AS_STRING(packed)
+            for i in range(n):
+                ln = self._raw[i].len
+                if ln < own_from:
+                    memcpy(dst + at, self._raw[i].body, ln)
+                    at += ln
+        except BaseException:
+            self._release_raw()
+            raise
+        return table, packed, owns
+
+    def _release_raw(self):
+        """Ends the claim of _claim_raw(). Returns how many leading messages of it
+        may have been overwritten while it was held (broadcast-overwrite: what was
+        copied of them is not valid; they count as dropped); 0 in the other modes."""
+        cdef shmr_loss loss
+        self._viewing = False
+        if self._closed or self._c == NULL or self._gen != _fork_gen or self._raw == NULL:
+            return 0
+        return shmr_msg_release(self._c, self._raw, &loss)
+
+    @property
+    def _next_seq(self):
+        """Broadcast: the sequence number of the next message this consumer takes
+        (between claims: its start plus what it popped and lost)."""
+        self._check()
+        return shmr_msg_next_seq(self._c)
+
     def __iter__(self):
         return self
 
@@ -624,7 +796,10 @@ cdef class MessageConsumer(_ConsumerSide):
         _drop_arms(self)
         if self._gen == _fork_gen:
             if self._viewing:
-                shmr_msg_release(self._c, self._one, &loss)
+                # a claim of either kind: shmr_msg_release only reads the bodies'
+                # positions in overwrite mode, to count torn ones, and counts nothing
+                # with NULL
+                shmr_msg_release(self._c, NULL, &loss)
             shmr_consumer_free(self._c)
         else:
             free(<void *>self._c)

@@ -20,6 +20,7 @@ CLOSE_REASONS: dict[int, str | None]
 KIND_RECORDS: int
 KIND_MESSAGES: int
 MSG_UNIT: int
+RAW_OWN_BIT: int
 LIVENESS: dict[int, str]
 LIVENESS_DEAD: int
 
@@ -96,6 +97,8 @@ def unlink(name: str) -> None:
 def check_count(value: int, what: str, lo: int, hi: int) -> int:
     """The integer-argument rule for the Python layer: ``value`` as an int in ``lo..hi``,
     else a ``ValueError`` or ``TypeError`` naming ``what``."""
+
+def raw_check(table: Any, packed_len: int, owns: list[Any], kinds: Any = ...) -> str | None: ...
 
 
 @disjoint_base
@@ -671,6 +674,9 @@ class MessageProducer(_ProducerSide):
         inside it publishes nothing.
         """
 
+    def _push_raw(self, table: Any, packed: Any, owns: list[Any], start: int = 0,
+                  timeout: float | None = None) -> int: ...
+
     def close(self) -> None:
         """End the stream: consumers drain what was published, then see ``Closed``."""
 
@@ -705,6 +711,11 @@ class MessageConsumer(_ConsumerSide):
         the arrays inside an object) as a read-only view into the ring, no copy. Valid inside
         the ``with`` block; leaving it releases the message.
         """
+
+    def _claim_raw(self, max_messages: int, own_from: int, timeout: float | None = None) -> tuple[Any, bytes, list[memoryview]]: ...
+    def _release_raw(self) -> int: ...
+    @property
+    def _next_seq(self) -> int: ...
 
     def __iter__(self) -> Iterator[Any]:
         """The consumer itself: iteration pops messages until the stream ends."""

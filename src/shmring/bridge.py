@@ -47,9 +47,12 @@ HEADER = struct.Struct("<4sBBHQQQQII")
 T_HELLO, T_DESC, T_DATA, T_CREDIT, T_END = 1, 2, 3, 4, 5
 F_CLOSED = 1   # DESC: the sending ring's stream is closed and everything was sent
 F_RESYNC = 2   # DESC: the sender does not know this receiver (re-grant your window)
-KINDS = {"records": 0, "messages": 1}
+# the wire code of each kind a bridge may carry (a kind this shmring has no codec for
+# is refused at the handshake with a clear error)
+KINDS = {"records": 0, "messages": 1, "queue": 2}
 KIND_NAMES = {v: k for k, v in KINDS.items()}
 MAX_DESC = 1 << 16
+POLLIN_EVENTS = 15  # ZMQ_EVENTS: its value has bit 0 (ZMQ_POLLIN) set while a message waits
 
 SIDECAR_PREFIX = "shmrb-"
 _SIDE_FIELDS = ("expected", "have_expected", "source", "stream", "records", "batches", "bytes", "lost",
@@ -57,6 +60,7 @@ _SIDE_FIELDS = ("expected", "have_expected", "source", "stream", "records", "bat
 _SIDE_SLOT = np.dtype([(f, "<u8") for f in _SIDE_FIELDS])
 _SIDE_MAGIC = 0x3162726D68735F  # "_shmrb1"
 _SIDE_SIZE = 64 + 2 * _SIDE_SLOT.itemsize
+_SIDE_PACK = struct.Struct("<" + "Q" * len(_SIDE_FIELDS))
 
 
 class BridgeError(RingError):
@@ -103,45 +107,209 @@ def _source_id(ring: Ring) -> int:
     return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
 
 
-class _RecordCodec:
-    """Everything that depends on the ring's kind: how a batch is taken from a
-    consumer, laid out in frames, checked on arrival and pushed into a producer.
-    A message ring gets a sibling class with the same five methods."""
+class _Codec:
+    """Everything that depends on the ring's kind: what the handshake says about
+    the ring, how a local ring is made or checked against it, how a batch is taken
+    from a consumer, laid out in frames, checked on arrival and pushed into a
+    producer. One subclass per kind, registered in _CODECS; the sender and the
+    receiver never ask which kind they carry.
+
+    A taken ``part`` and a decoded ``data`` are whatever the kind likes; the
+    codec alone looks inside them (count, nbytes, trim)."""
+
+    kind = ""
+    held = False  # take() left a claim open: send the part, then call sent()
+    # Frames of this many bytes and more leave without a copy where the ring's
+    # memory may be lent to ZeroMQ (queue mode: the claim waits for ZeroMQ to let
+    # go); smaller ones are copied once, straight out of the ring, as they are sent.
+    # Below about this size a copy costs less than ZeroMQ's zero-copy hand-back
+    # (a message to pyzmq's garbage-collector thread per frame); it is also the
+    # sending socket's copy_threshold.
+    lend_from = 1 << 18
+
+    # -- handshake: the kind's own fields, and the local ring to produce into --
+    def describe(self, ring: Ring) -> dict:
+        raise NotImplementedError
+
+    @classmethod
+    def from_handshake(cls, d: dict) -> "_Codec":
+        raise NotImplementedError
+
+    def same(self, other: "_Codec") -> bool:
+        raise NotImplementedError
+
+    def create(self, name: str, capacity: int | None, d: dict, mode: str, overflow: str) -> Ring:
+        raise NotImplementedError
+
+    def mismatch(self, ring: Ring, mode: str, overflow: str) -> str | None:
+        """Why an existing local ring cannot take this stream (None: it can)."""
+        raise NotImplementedError
+
+    # -- sender --
+    def open(self, ring: Ring) -> None:
+        """Called once the sender's consumer exists (per-ring state)."""
+
+    def limit(self, max_records: int, max_bytes: int) -> int:
+        raise NotImplementedError
+
+    def position(self, ring: Ring, consumer) -> int:
+        """Broadcast: the absolute position of the consumer's next record."""
+        raise NotImplementedError
+
+    def take(self, consumer, max_count: int, timeout: float):
+        raise NotImplementedError
+
+    def count(self, part) -> int:
+        raise NotImplementedError
+
+    def nbytes(self, part) -> int:
+        raise NotImplementedError
+
+    def frames(self, parts: list) -> list:
+        raise NotImplementedError
+
+    def available(self, consumer) -> int | None:
+        """Records the consumer could take now, if that is cheap to know."""
+        return None
+
+    def sent(self, stop) -> None:
+        """After a part taken with ``held`` set went out: end its claim."""
+
+    def release(self) -> None:
+        """End any claim still open (the sender is going away)."""
+
+    # -- receiver --
+    def decode(self, frames: list, count: int):
+        raise NotImplementedError
+
+    def trim(self, data, skip: int):
+        raise NotImplementedError
+
+    def push(self, producer, data, stop, keepalive) -> int:
+        raise NotImplementedError
+
+
+class _RecordCodec(_Codec):
+    """Rings of records: a batch is the records end to end, one frame per part
+    taken (a copy out of the ring; large frames leave without a second one)."""
 
     kind = "records"
 
     def __init__(self, dtype: np.dtype) -> None:
         self.dtype = dtype
         self.itemsize = dtype.itemsize
+        if dtype.subdtype is not None:  # records are arrays: (n, *shape) of the base
+            self._base, self._shape = dtype.subdtype
+        else:
+            self._base, self._shape = dtype, None
+
+    def describe(self, ring: Ring) -> dict:
+        return {"dtype": _encode_dtype(self.dtype), "capacity": ring.capacity}
+
+    @classmethod
+    def from_handshake(cls, d: dict) -> "_RecordCodec":
+        try:
+            dt = _decode_dtype(d.get("dtype"))
+        except Exception as exc:
+            raise _Bad(f"handshake dtype is not valid ({exc!r})")
+        return cls(dt)
+
+    def same(self, other: _Codec) -> bool:
+        return isinstance(other, _RecordCodec) and other.dtype == self.dtype
+
+    def __str__(self) -> str:
+        return f"records ring of dtype {self.dtype}"
+
+    def create(self, name, capacity, d, mode, overflow) -> Ring:
+        cap = capacity or d.get("capacity")
+        if not isinstance(cap, int) or cap < 1:
+            raise _Bad(f"handshake capacity {cap!r}")
+        return Ring.create(name, self.dtype, cap, mode=mode, overflow=overflow)
+
+    def mismatch(self, ring, mode, overflow):
+        if (_ring_kind(ring), ring.dtype, ring.mode, ring.overflow) == ("records", self.dtype, mode, overflow):
+            return None
+        return (f"local ring {ring.name!r} is a {_ring_kind(ring)} ring of dtype {ring.dtype}, mode "
+                f"{ring.mode!r}, overflow {ring.overflow!r}; the sender sends a records ring of dtype "
+                f"{self.dtype}, mode {mode!r}, overflow {overflow!r}")
 
     def limit(self, max_records: int, max_bytes: int) -> int:
         return max(1, min(max_records, max_bytes // self.itemsize))
 
+    def position(self, ring, consumer) -> int:
+        me = consumer.index
+        return next(c["cursor"] for c in ring.stats()["consumers"] if c["index"] == me)
+
+    _view = None
+    _views = False
+    _lend = False
+    _trackers: list = []
+
+    def open(self, ring: Ring) -> None:
+        # Overwrite mode copies first and checks the copy (pop_many does both): a
+        # view could be overwritten while ZeroMQ copies it, and torn records would
+        # leave. Elsewhere the batch is sent from a view of the ring: one copy,
+        # into ZeroMQ's message, or none (queue mode, large batches).
+        self._views = ring.overflow != "overwrite"
+        self._lend = ring.mode == "queue"
+
+    def available(self, consumer) -> int | None:
+        return len(consumer) if self._views else None
+
     def take(self, consumer, max_count: int, timeout: float):
-        return consumer.pop_many(max_count, timeout=timeout)
+        if not self._views:
+            return consumer.pop_many(max_count, timeout=timeout)
+        v = consumer.view(max_count, timeout=timeout)
+        self._view = v
+        self.held = True
+        return v.array
+
+    def sent(self, stop) -> None:
+        _wait_trackers(self, stop)
+
+    def release(self) -> None:
+        self._trackers = []
+        if self._view is not None:
+            v, self._view = self._view, None
+            self.held = False
+            v.__exit__(None, None, None)
+
+    def count(self, part) -> int:
+        return len(part)
+
+    def nbytes(self, part) -> int:
+        return part.nbytes
 
     def frames(self, parts: list) -> list:
-        return parts  # each array goes out as one frame, large ones without a copy
+        if self.held:
+            return _frames_of_held(self, parts)
+        return parts  # copies already: each goes out as one frame, large ones lent to ZeroMQ
 
     def decode(self, frames: list, count: int) -> list:
         total = 0
         arrays = []
         for f in frames:
             buf = f.buffer if hasattr(f, "buffer") else memoryview(f)
-            if len(buf) % self.itemsize:
-                raise ValueError(f"frame of {len(buf)} bytes is not whole records of {self.itemsize}")
-            if not len(buf):
+            nb = len(buf)
+            if nb % self.itemsize:
+                raise ValueError(f"frame of {nb} bytes is not whole records of {self.itemsize}")
+            if not nb:
                 continue
-            if self.dtype.subdtype is not None:  # records are arrays: (n, *shape) of the base
-                base, shape = self.dtype.subdtype
-                a = np.frombuffer(buf, dtype=base).reshape((-1,) + shape)
+            if self._shape is not None:
+                a = np.frombuffer(buf, dtype=self._base).reshape((-1,) + self._shape)
             else:
                 a = np.frombuffer(buf, dtype=self.dtype)
             arrays.append(a)
-            total += len(a)
+            total += nb // self.itemsize
         if total != count:
             raise ValueError(f"batch says {count} records but carries {total}")
         return arrays
+
+    def data_count(self, arrays: list) -> int:
+        return sum(len(a) for a in arrays)
+
+    def data_nbytes(self, arrays: list) -> int:
+        return sum(a.nbytes for a in arrays)
 
     def trim(self, arrays: list, skip: int) -> list:
         out = []
@@ -157,6 +325,12 @@ class _RecordCodec:
         """Push every array; waits in slices so stop() and keep-alives are served."""
         done = 0
         for a in arrays:
+            try:  # the common case: room for all of it at once
+                done += producer.push_many(a, timeout=0)
+                continue
+            except Full as exc:
+                done += exc.pushed
+                a = a[exc.pushed:]
             while len(a):
                 try:
                     done += producer.push_many(a, timeout=0.05)
@@ -170,10 +344,244 @@ class _RecordCodec:
         return done
 
 
-def _codec_for(kind: str, dtype: np.dtype) -> _RecordCodec:
+class _MsgPart:
+    """Messages taken in one claim, in the wire form of _ring.raw_check: a table
+    (length, own-frame flag and kind per message), the small bodies packed end to
+    end, and the large ones each in a frame of its own."""
+
+    __slots__ = ("table", "packed", "owns", "start")
+
+    def __init__(self, table, packed, owns, start: int = 0) -> None:
+        self.table = table
+        self.packed = packed
+        self.owns = owns
+        self.start = start  # messages before it are already in the ring (trimmed duplicates)
+
+
+_LEN_MASK = (1 << 55) - 1
+
+
+class _MessageCodec(_Codec):
+    """Message rings: every message keeps its kind (bytes, array, pickle) and
+    length and is never decoded on the way: the sender copies the small bodies of
+    a claim into one frame and sends the large ones (``own_from`` bytes and up)
+    each as a frame of its own; the receiver writes each body straight into its
+    ring with one memcpy. In a queue ring the large frames are the ring memory
+    itself (zero-copy): the claim stays open until ZeroMQ is done with them. In a
+    broadcast ring they are copied once, because a slow subscriber's queue may
+    keep them for a long time, and in overwrite mode the ring may overwrite them
+    meanwhile (a copy is checked intact before it is sent)."""
+
+    kind = "messages"
+    own_from = 1 << 16  # bodies this large travel in a frame of their own, not packed
+
+    def __init__(self, max_message: int) -> None:
+        self.max_message = max_message
+        self._lend = False
+        self._overwrite = False
+        self._open_claim = False
+        self.held = False
+
+    def describe(self, ring: Ring) -> dict:
+        return {"nbytes": ring.nbytes, "max_message": ring.max_message}
+
+    @classmethod
+    def from_handshake(cls, d: dict) -> "_MessageCodec":
+        nb, mm = d.get("nbytes"), d.get("max_message")
+        if not isinstance(nb, int) or not isinstance(mm, int) or nb < 1 or not 0 <= mm < nb:
+            raise _Bad(f"handshake names a message ring of nbytes {nb!r}, max_message {mm!r}")
+        c = cls(mm)
+        c.nbytes_ring = nb
+        return c
+
+    nbytes_ring = 0
+
+    def same(self, other: _Codec) -> bool:
+        return isinstance(other, _MessageCodec)
+
+    def __str__(self) -> str:
+        return "message ring"
+
+    def create(self, name, capacity, d, mode, overflow) -> Ring:
+        return Ring.create(name, nbytes=capacity or self.nbytes_ring, mode=mode, overflow=overflow)
+
+    def mismatch(self, ring, mode, overflow):
+        if (_ring_kind(ring), ring.mode, ring.overflow) != ("messages", mode, overflow):
+            what = (f"a records ring of dtype {ring.dtype}" if _ring_kind(ring) == "records"
+                    else f"a {_ring_kind(ring)} ring")
+            return (f"local ring {ring.name!r} is {what}, mode {ring.mode!r}, overflow {ring.overflow!r}; "
+                    f"the sender sends a message ring, mode {mode!r}, overflow {overflow!r}")
+        if ring.max_message < self.max_message:
+            return (f"local message ring {ring.name!r} carries messages of at most {ring.max_message} bytes; "
+                    f"the sender's carries up to {self.max_message} (make it at least "
+                    f"{self.nbytes_ring} bytes)")
+        return None
+
+    def open(self, ring: Ring) -> None:
+        self._lend = ring.mode == "queue"
+        self._overwrite = ring.overflow == "overwrite"
+
+    def limit(self, max_records: int, max_bytes: int) -> int:
+        return max(1, min(max_records, max_bytes // 64))
+
+    def position(self, ring, consumer) -> int:
+        return consumer._next_seq
+
+    def take(self, consumer, max_count: int, timeout: float):
+        own = self.own_from
+        table, packed, owns = consumer._claim_raw(max_count, own, timeout)
+        if not self._overwrite:
+            # the claim lasts until the batch is sent (and, for frames lent to
+            # ZeroMQ, until ZeroMQ let go of them)
+            self.held = self._open_claim = True
+            self._cons = consumer
+            return _MsgPart(table, packed, owns)
+        try:
+            if owns:
+                owns = [bytes(v) for v in owns]
+        finally:
+            torn = consumer._release_raw()
+        if torn:
+            # overwritten while copied: they count as dropped (the sender sees it in
+            # consumer.dropped), so the batch starts after them
+            lens = table[:torn] & _LEN_MASK
+            own_mask = (table[:torn] >> 55) & 1
+            small = int(lens[own_mask == 0].sum())
+            packed = packed[small:]
+            owns = owns[int(own_mask.sum()):]
+            table = table[torn:]
+            if not len(table):
+                raise Empty()
+        return _MsgPart(table, packed, owns)
+
+    _trackers: list = []
+
+    def sent(self, stop) -> None:
+        if self._open_claim:
+            _wait_trackers(self, stop)
+
+    def release(self) -> None:
+        self._trackers = []
+        if self._open_claim:
+            self._open_claim = self.held = False
+            self._cons._release_raw()
+            self._cons = None
+
+    def count(self, part) -> int:
+        return len(part.table)
+
+    def nbytes(self, part) -> int:
+        return len(part.packed) + sum(len(v) for v in part.owns)
+
+    def frames(self, parts: list) -> list:
+        if len(parts) == 1:
+            p = parts[0]
+            table, packed = p.table, p.packed
+        else:
+            table = np.concatenate([p.table for p in parts])
+            packed = b"".join(p.packed for p in parts)
+        owns = [v for p in parts for v in p.owns]
+        if self.held:
+            owns = _frames_of_held(self, owns)
+        return [table, packed] + owns
+
+    def decode(self, frames: list, count: int) -> _MsgPart:
+        if len(frames) < 2:
+            raise ValueError("a message batch needs a table and a packed frame")
+        tb = frames[0].buffer if hasattr(frames[0], "buffer") else memoryview(frames[0])
+        if len(tb) != 8 * count:
+            raise ValueError(f"batch says {count} messages but its table has {len(tb)} bytes")
+        table = np.frombuffer(tb, "<u8")
+        packed = frames[1].buffer if hasattr(frames[1], "buffer") else memoryview(frames[1])
+        owns = [f.buffer if hasattr(f, "buffer") else memoryview(f) for f in frames[2:]]
+        from . import _ring
+        why = _ring.raw_check(table, len(packed), owns)
+        if why is not None:
+            raise ValueError(why)
+        for i in np.flatnonzero((table & _LEN_MASK) > self.max_message)[:1]:
+            raise ValueError(f"message {i} is larger than the sender's ring can hold")
+        return _MsgPart(table, packed, owns)
+
+    def data_count(self, part) -> int:
+        return len(part.table) - part.start
+
+    def data_nbytes(self, part) -> int:
+        return int((part.table[part.start:] & _LEN_MASK).sum())
+
+    def trim(self, part, skip: int):
+        part.start = min(len(part.table), part.start + skip)
+        return part
+
+    def push(self, producer, part, stop, keepalive) -> int:
+        done = 0
+        n = len(part.table)
+        timeout = 0
+        while part.start + done < n:
+            done += producer._push_raw(part.table, part.packed, part.owns, part.start + done, timeout)
+            if part.start + done < n:
+                keepalive()
+                if stop.is_set():
+                    break
+                timeout = 0.05
+        return done
+
+
+def _frames_of_held(codec: _Codec, bufs: list) -> list:
+    """Frames for buffers that lie in ring memory under an open claim. Small ones
+    are copied as they are sent; large ones in queue mode are lent to ZeroMQ and
+    tracked (sent() waits until ZeroMQ and every Frame object let go: the caller
+    drops its list of frames first); large ones in broadcast mode are copied, as a
+    slow subscriber's queue may keep them for long. (Smaller ones are left as they
+    are: below the socket's copy_threshold pyzmq copies them.)"""
+    zmq = _zmq()
+    out = []
+    trackers = []
+    for b in bufs:
+        if len(b) and memoryview(b).nbytes >= codec.lend_from:
+            if codec._lend:
+                f = zmq.Frame(b, copy=False, track=True)
+                trackers.append(f.tracker)
+            else:
+                f = zmq.Frame(b, copy=True)
+            out.append(f)
+        else:
+            out.append(b)
+    codec._trackers = trackers
+    return out
+
+
+def _wait_trackers(codec: _Codec, stop) -> None:
+    # ZeroMQ holds a lent frame until it is written out (or the peer's pipe is
+    # dropped); the ring memory under it must not be reused before.
+    for t in codec._trackers:
+        while not t.done:
+            try:
+                t.wait(0.05)
+            except _zmq().NotDone:
+                if stop.is_set():
+                    return  # teardown closes the sockets (freeing the frames) first
+    codec.release()
+
+
+_CODECS = {"records": _RecordCodec, "messages": _MessageCodec}
+
+
+def _codec_of(ring: Ring) -> _Codec:
+    kind = _ring_kind(ring)
     if kind == "records":
-        return _RecordCodec(dtype)
-    raise BridgeError(f"this shmring cannot bridge rings of kind {kind!r} (it knows: records)")
+        return _RecordCodec(ring.dtype)
+    if kind == "messages":
+        return _MessageCodec(ring.max_message)
+    raise BridgeError(f"this shmring cannot bridge rings of kind {kind!r} "
+                      f"(it knows: {', '.join(sorted(_CODECS))})")
+
+
+def _codec_from_handshake(kind: str, d: dict) -> _Codec:
+    cls = _CODECS.get(kind)
+    if cls is None:
+        raise BridgeError(f"this shmring cannot bridge rings of kind {kind!r} "
+                          f"(it knows: {', '.join(sorted(_CODECS))})")
+    return cls.from_handshake(d)
 
 
 def _ring_kind(ring: Ring) -> str:
@@ -252,14 +660,21 @@ class _Sidecar:
             self._slots[:] = 0
             self._meta[1] = 0
             self._meta[0] = _SIDE_MAGIC
-        self.state = {f: int(self._slots[int(self._meta[1]) & 1][f]) for f in _SIDE_FIELDS}
+        self._idx = int(self._meta[1]) & 1
+        self.state = {f: int(self._slots[self._idx][f]) for f in _SIDE_FIELDS}
+        self._pid_saved = False
 
     def save(self) -> None:
-        idle = (int(self._meta[1]) + 1) & 1
-        self.state["updated_ns"] = time.time_ns()
-        self._slots[idle] = tuple(self.state[f] for f in _SIDE_FIELDS)
-        self._meta[1] = idle
-        self._meta[2] = os.getpid()
+        # twice per batch: packed with one struct call, no numpy record per save
+        idle = self._idx ^ 1
+        st = self.state
+        st["updated_ns"] = time.time_ns()
+        _SIDE_PACK.pack_into(self._mm, 64 + idle * _SIDE_SLOT.itemsize, *[st[f] for f in _SIDE_FIELDS])
+        self._meta[1] = idle  # the flip: one aligned 8-byte store
+        self._idx = idle
+        if not self._pid_saved:
+            self._meta[2] = os.getpid()
+            self._pid_saved = True
 
     def close(self) -> None:
         self._meta = self._slots = None
@@ -326,6 +741,7 @@ class _Bridge:
         # ZMTP heartbeats find a dead TCP peer the kernel would keep for minutes
         s.heartbeat_ivl = int(self.heartbeat * 1000)
         s.heartbeat_timeout = int(self.peer_timeout * 1000)
+        s.copy_threshold = _Codec.lend_from
         return s
 
     def _close_sockets(self) -> None:
@@ -438,7 +854,7 @@ class Sender(_Bridge):
         self.max_bytes = int(max_bytes)
         self.flush_delay = float(flush_delay)
         self.kind = _ring_kind(self.ring)
-        self.codec = _codec_for(self.kind, self.ring.dtype)
+        self.codec = _codec_of(self.ring)
         self.stream = random.getrandbits(63) | 1
         self.source = _source_id(self.ring)
         self.broadcast = self.ring.mode == "broadcast"
@@ -459,9 +875,9 @@ class Sender(_Bridge):
         self.bad = 0
         self.bound = None
         self._desc = json.dumps({
-            "proto": PROTO, "kind": self.kind, "dtype": _encode_dtype(self.ring.dtype),
-            "mode": self.ring.mode, "overflow": self.ring.overflow, "capacity": self.ring.capacity,
+            "proto": PROTO, "kind": self.kind, "mode": self.ring.mode, "overflow": self.ring.overflow,
             "layout": self.ring.stats()["layout_version"], "name": self.ring.name,
+            **self.codec.describe(self.ring),
         }).encode()
 
     @property
@@ -501,19 +917,22 @@ class Sender(_Bridge):
             self.bound = sock.getsockopt_string(zmq.LAST_ENDPOINT)
             self._sock = sock
             self._cons = self.ring.consumer(start=self.start_at) if self.broadcast else self.ring.consumer()
+            self.codec.open(self.ring)
             if self.broadcast:
-                me = self._cons.index
-                self._pos = next(c["cursor"] for c in self.ring.stats()["consumers"] if c["index"] == me)
+                self._pos = self.codec.position(self.ring, self._cons)
         except BaseException:
             self._sock = sock
             self._teardown()
             raise
 
     def _teardown(self) -> None:
+        # sockets first: terminating the context frees every frame ZeroMQ still
+        # holds, among them any that point into the ring under an open claim
+        self._close_sockets()
         if self._cons is not None:
+            self.codec.release()
             self._cons.close()
             self._cons = None
-        self._close_sockets()
         if self._own_ring:
             self.ring.close()
 
@@ -521,25 +940,35 @@ class Sender(_Bridge):
     def _take(self, timeout: float):
         """One batch: (first position, record count, arrays) or None."""
         c = self._cons
-        lim = self.codec.limit(self.max_records, self.max_bytes)
-        first_arr = self.codec.take(c, lim, timeout)
+        codec = self.codec
+        lim = codec.limit(self.max_records, self.max_bytes)
+        if self._dense_since_send():
+            # A codec that holds its claim sends one claim per batch: let the batch
+            # fill for one flush delay first if records are coming densely.
+            avail = codec.available(c)
+            if avail is not None and 0 < avail < lim:
+                time.sleep(self.flush_delay)
+        first_part = codec.take(c, lim, timeout)
         d = c.dropped
         if d != self._dropped_seen:
             self.dropped_at_source += d - self._dropped_seen
             self._pos += d - self._dropped_seen
             self._dropped_seen = d
         first = self._pos
-        parts = [first_arr]
-        n = len(first_arr)
+        parts = [first_part]
+        n = codec.count(first_part)
+        nb = codec.nbytes(first_part)
         self._pos += n
+        if codec.held or n >= lim or nb >= self.max_bytes:
+            return first, n, parts
         now = time.monotonic()
         # Wait for more only while records come densely (the last batch left less than
         # one flush delay ago): an isolated record goes out at once, a stream is batched.
         deadline = now + self.flush_delay if now - self._last_sent < self.flush_delay else now
-        while n < lim:
+        while n < lim and nb < self.max_bytes:
             left = deadline - time.monotonic()
             try:
-                a = self.codec.take(c, lim - n, max(left, 0.0))
+                a = codec.take(c, lim - n, max(left, 0.0))
             except (Empty, Closed):
                 break
             d = c.dropped
@@ -548,8 +977,12 @@ class Sender(_Bridge):
                 self._held_part = (a, d)
                 break
             parts.append(a)
-            n += len(a)
-            self._pos += len(a)
+            k = codec.count(a)
+            n += k
+            nb += codec.nbytes(a)
+            self._pos += k
+            if codec.held:
+                break  # its claim stays open until it is sent
         return first, n, parts
 
     def _carry(self):
@@ -560,20 +993,38 @@ class Sender(_Bridge):
         self._pos += d - self._dropped_seen
         self._dropped_seen = d
         first = self._pos
-        self._pos += len(a)
-        return first, len(a), [a]
+        k = self.codec.count(a)
+        self._pos += k
+        return first, k, [a]
 
     _held_part = None
     _last_sent = 0.0
 
+    def _dense_since_send(self) -> bool:
+        return self.flush_delay > 0 and time.monotonic() - self._last_sent < self.flush_delay
+
     def _send_data(self, ident, seq: int, first: int, n: int, parts: list) -> None:
+        codec = self.codec
         hdr = _header(T_DATA, self._k, 0, self.stream, self.source, seq, first, n)
-        frames = ([ident] if ident is not None else []) + [hdr] + self.codec.frames(parts)
-        self._sock.send_multipart(frames, copy=False, flags=self._zmq.NOBLOCK if ident is not None else 0)
+        frames = ([ident] if ident is not None else []) + [hdr] + codec.frames(parts)
+        # send_multipart's work without its per-frame type checks and enum flag
+        # arithmetic: plain ints (ZMQ_DONTWAIT 1, ZMQ_SNDMORE 2). A ROUTER refuses a
+        # full peer at the first frame only, so a refused batch sent nothing.
+        send = self._sock.send
+        fl = 1 if ident is not None else 0
+        last = frames.pop()
+        f = None
+        for f in frames:
+            send(f, fl | 2, copy=False)
+        send(last, fl, copy=False)
+        if codec.held:
+            # a tracked frame is done only once no Frame object refers to it
+            frames = last = f = None  # noqa: F841
+            codec.sent(self._stop)
         self._last_sent = time.monotonic()
         self.batches += 1
         self.records += n
-        self.bytes += sum(p.nbytes for p in parts)
+        self.bytes += codec.nbytes(parts[0]) if len(parts) == 1 else sum(codec.nbytes(p) for p in parts)
 
     def _desc_frames(self, flags: int) -> list:
         return [_header(T_DESC, self._k, flags, self.stream, self.source, self._seq, self._pos, 0), self._desc]
@@ -593,7 +1044,7 @@ class Sender(_Bridge):
             now = time.monotonic()
             if now >= next_check or not self._subs:
                 next_check = now + 0.01
-                while sock.poll(0):
+                while sock.getsockopt(POLLIN_EVENTS) & 1:
                     msg = sock.recv()
                     if msg[:1] == b"\x01":
                         if not self._subs:
@@ -656,8 +1107,10 @@ class Sender(_Bridge):
             self._send_ctl(ident, F_RESYNC | (F_CLOSED if self._end_sent else 0))
             return
         p.seen = now
-        if h[7] and h[6] in p.inflight:  # first = 1: this credit confirms batch seq
-            del p.inflight[h[6]]
+        if h[7]:  # first = 1: this credit confirms every batch up to seq (one pipe keeps order)
+            upto = h[6]
+            for k in [k for k in p.inflight if k <= upto]:
+                del p.inflight[k]
         p.credit += h[8]
 
     def _send_ctl(self, ident: bytes, flags: int) -> None:
@@ -677,7 +1130,8 @@ class Sender(_Bridge):
         next_sweep = 0.0
         while not self._stop.is_set():
             now = time.monotonic()
-            while sock.poll(0):
+            # EVENTS, not poll(0): no Poller object and no system call per batch
+            while sock.getsockopt(POLLIN_EVENTS) & 1:
                 self._peer_msg(sock.recv_multipart(copy=False), now)
             if now >= next_sweep:
                 next_sweep = now + min(0.1, self.heartbeat)
@@ -853,35 +1307,25 @@ class Receiver(_Bridge):
         mode, overflow = d.get("mode"), d.get("overflow")
         if mode not in ("queue", "broadcast") or overflow not in ("block", "overwrite"):
             raise _Bad(f"handshake names mode {mode!r} / overflow {overflow!r}")
-        try:
-            dt = _decode_dtype(d.get("dtype"))
-        except Exception as exc:
-            raise _Bad(f"handshake dtype is not valid ({exc!r})")
-        codec = _codec_for(kind, dt)
+        codec = _codec_from_handshake(kind, d)
         from . import _ring
         if d.get("layout") != _ring.LAYOUT_VERSION:
             raise BridgeError(f"sender's ring has layout version {d.get('layout')!r}, "
                               f"this shmring has {_ring.LAYOUT_VERSION}")
         if self.ring is None:
-            cap = self.capacity or d.get("capacity")
-            if not isinstance(cap, int) or cap < 1:
-                raise _Bad(f"handshake capacity {cap!r}")
             created = False
             try:
                 ring = Ring.attach(self.name)
             except FileNotFoundError:
                 try:
-                    ring = Ring.create(self.name, dt, cap, mode=mode, overflow=overflow)
+                    ring = codec.create(self.name, self.capacity, d, mode, overflow)
                     created = True
                 except FileExistsError:
                     ring = Ring.attach(self.name)
-            have_kind = _ring_kind(ring)
-            if (have_kind, ring.dtype, ring.mode, ring.overflow) != (kind, dt, mode, overflow):
+            why = codec.mismatch(ring, mode, overflow)
+            if why is not None:
                 ring.close()
-                raise BridgeError(
-                    f"local ring {self.name!r} is a {have_kind} ring of dtype {ring.dtype}, mode "
-                    f"{ring.mode!r}, overflow {ring.overflow!r}; the sender sends a {kind} ring of dtype "
-                    f"{dt}, mode {mode!r}, overflow {overflow!r}")
+                raise BridgeError(why)
             try:
                 self._prod = ring.producer()
             except RingError as exc:
@@ -903,9 +1347,9 @@ class Receiver(_Bridge):
             self._stream = side.state["stream"] or None
             self._side = side
             side.save()
-        elif (self.codec.kind, self.codec.dtype, self.mode) != (kind, dt, mode):
-            raise BridgeError(f"sender changed to a {kind} ring of dtype {dt}, mode {mode!r} "
-                              f"while feeding local ring {self.name!r}")
+        elif not (self.codec.same(codec) and self.mode == mode):
+            raise BridgeError(f"sender changed to a {codec}, mode {mode!r} while feeding local ring "
+                              f"{self.name!r} (a {self.codec}, mode {self.mode!r})")
 
     def _recover(self, side: _Sidecar) -> None:
         s = side.state
@@ -977,9 +1421,9 @@ class Receiver(_Bridge):
         self._reopen()
         data = self._on_position(h, data)
         s = self._side.state
-        n = sum(len(a) for a in data)
+        n = self.codec.data_count(data)
         s["batches"] += 1
-        s["bytes"] += sum(a.nbytes for a in data)
+        s["bytes"] += self.codec.data_nbytes(data)
         if n:
             s["wal_count"] = n
             s["wal_head"] = self._head
@@ -1021,6 +1465,23 @@ class Receiver(_Bridge):
         except zmq.ZMQError:
             pass  # not connected: the sender will resync us
 
+    _owed = 0       # credits earned by batches now in the ring, not yet returned
+    _owed_seq = 0   # the last of those batches
+
+    def _confirm(self, seq: int) -> None:
+        """A batch is in the ring (or refused and counted): its credit goes back with
+        others in one message, once the socket is drained or half the window is owed,
+        so the sender never waits on a message per batch."""
+        self._owed += 1
+        self._owed_seq = seq
+        if self._owed * 2 >= self.window:
+            self._flush_credit()
+
+    def _flush_credit(self) -> None:
+        if self._owed:
+            n, self._owed = self._owed, 0
+            self._grant(n, self._owed_seq, 1)
+
     def _queue_msg(self, frames: list) -> None:
         h = self._header_of(frames, "queue", "sender sends a broadcast ring over ROUTER (protocol error)")
         if h is None:
@@ -1033,6 +1494,7 @@ class Receiver(_Bridge):
                     s["streams"] += 1
                     s["stream"] = h[4]
                 self._granted = h[4]
+                self._owed = 0  # owed to the stream before: this one gets a whole window
                 self._grant(self.window)
             if h[3] & F_CLOSED:
                 self._end_stream()
@@ -1045,7 +1507,7 @@ class Receiver(_Bridge):
             data = self.codec.decode(frames[1:], h[8])
         except ValueError:
             self._bad()
-            self._grant(1, h[6], 1)  # give the credit back: the batch is refused, not lost silently
+            self._confirm(h[6])  # give the credit back: the batch is refused, not lost silently
             return
         self._reopen()
         s = self._side.state
@@ -1053,17 +1515,19 @@ class Receiver(_Bridge):
         s["wal_count"] = n
         s["wal_head"] = self._head
         self._side.save()
+        nbytes = self.codec.data_nbytes(data)
         done = self.codec.push(self._prod, data, self._stop, self._keepalive)
         self._head += done
         s["records"] += done
         s["batches"] += 1
-        s["bytes"] += done * self.codec.itemsize
+        s["bytes"] += nbytes if done == n else nbytes - self.codec.data_nbytes(self.codec.trim(data, done))
         s["wal_count"] = 0
         self._side.save()
         if done == n:
-            self._grant(1, h[6], 1)
+            self._confirm(h[6])
 
     def _keepalive(self) -> None:
+        self._flush_credit()  # about to wait for room: what is owed goes back first
         now = time.monotonic()
         if now >= self._next_ka:
             self._next_ka = now + self.heartbeat
@@ -1090,6 +1554,7 @@ class Receiver(_Bridge):
             events = dict(self._poller.poll(int(min(self.heartbeat, 0.05) * 1000)))
             self._drain("_sub", events, self._broadcast_msg)
             self._drain("_dealer", events, self._queue_msg)
+            self._flush_credit()
 
     def _drain(self, attr: str, events: dict, handle) -> None:
         """Handles every message waiting on the socket named attr; a message may
@@ -1099,6 +1564,8 @@ class Receiver(_Bridge):
         if sock is None or sock not in events:
             return
         while not self._stop.is_set() and (sock := getattr(self, attr)) is not None:
+            if not sock.getsockopt(POLLIN_EVENTS) & 1:
+                break
             try:
                 frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:
