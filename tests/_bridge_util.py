@@ -17,6 +17,7 @@ import pytest
 import shmring
 from shmring.bridge import read_sidecar, remove_sidecar
 
+from _procs import kill_session
 from _records import REC, make_records, n_bad
 
 # A 4 KiB record for tests that must overflow socket buffers quickly.
@@ -236,7 +237,7 @@ class Net:
         out = open(os.path.join(self.tmpdir, f"p{k}.out"), "w+")
         err = open(os.path.join(self.tmpdir, f"p{k}.err"), "w+")
         p = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m", "shmring", *args],
-                             stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+                             stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True)
         p.out, p.err = out, err  # type: ignore[attr-defined]
         self.procs.append(p)
         return p
@@ -254,7 +255,7 @@ class Net:
     def close(self) -> None:
         for p in self.procs:
             if p.poll() is None:
-                p.kill()
+                kill_session(p)
             try:
                 p.wait(10)
             except subprocess.TimeoutExpired:

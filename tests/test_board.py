@@ -13,7 +13,6 @@ import pickle
 import random
 import resource
 import signal
-import subprocess
 import sys
 import time
 
@@ -22,6 +21,7 @@ import pytest
 
 import _board_workers as W
 import shmring
+from _procs import run
 
 SOAK = os.environ.get("SHMRING_SOAK") == "1"
 FORK = multiprocessing.get_context("fork")
@@ -493,7 +493,7 @@ def test_pss_one_copy_for_four_viewers(boards, procs):
 
 
 def _cli(*args):
-    p = subprocess.run([sys.executable, "-m", "shmring", *args], capture_output=True, text=True, timeout=60)
+    p = run([sys.executable, "-m", "shmring", *args], capture_output=True, text=True, timeout=60)
     return p.returncode, p.stdout, p.stderr
 
 
@@ -522,7 +522,7 @@ def test_cli_shows_and_removes_boards(boards, procs):
 def test_cli_gc_removes_dead_board(ring_names):
     name = ring_names()
     code = (f"import shmring; b = shmring.Board.create({name!r}, 'f8', 2); b[1] = 1.0; b.close()")
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    run([sys.executable, "-c", code], check=True, timeout=60)
     rc, out, _ = _cli("gc", "--json")
     import json
     assert name in json.loads(out)["removed"]

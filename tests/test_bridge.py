@@ -23,6 +23,7 @@ from _bridge_util import MsgReader, Reader, make_msg, msg_seq, names, produce_ms
 from _records import REC, make_records, n_bad
 from shmring import bridge
 from shmring.bridge import HEADER, MAGIC, BridgeError, Receiver, Sender, read_sidecar
+from _procs import run
 
 LOOP = "tcp://127.0.0.1:0"
 
@@ -577,33 +578,33 @@ def test_import_does_not_need_zmq_and_use_names_the_extra():
             "    shmring.bridge.Receiver('tcp://127.0.0.1:1', 'x')\n"
             "except ImportError as e:\n"
             "    print(e)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    out = run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "pip install 'shmring[bridge]'" in out.stdout
-    out = subprocess.run([sys.executable, "-c", "import sys, shmring; print('zmq' in sys.modules)"],
+    out = run([sys.executable, "-c", "import sys, shmring; print('zmq' in sys.modules)"],
                          capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False"
 
 
-def test_cli_send_recv_info_and_errors(names, rings, tmp_path):
+def test_cli_send_recv_info_and_errors(names, rings, tmp_path, popen):
     src, dst, wrong = names(), names(), names()
     ring = rings.create(src, REC, 4096, mode="broadcast")
     rings.create(wrong, np.dtype("<u2"), 64, mode="broadcast")
     py = [sys.executable, "-m", "shmring"]
-    out = subprocess.run(py + ["bridge", "send", src, "tcp://192.0.2.1:5555"], capture_output=True,
+    out = run(py + ["bridge", "send", src, "tcp://192.0.2.1:5555"], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 2 and "cannot bind tcp://192.0.2.1:5555" in out.stderr
     assert "Traceback" not in out.stderr
     port = _free_port()
     ep = f"tcp://127.0.0.1:{port}"
-    snd = subprocess.Popen(py + ["bridge", "send", src, ep], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    snd = popen(py + ["bridge", "send", src, ep], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            text=True)
     rcv = None
     try:
         wait_for(lambda: sum(c["alive"] for c in ring.stats()["consumers"]) == 1, what="sender")
-        bad = subprocess.run(py + ["bridge", "recv", ep, wrong], capture_output=True, text=True, timeout=60)
+        bad = run(py + ["bridge", "recv", ep, wrong], capture_output=True, text=True, timeout=60)
         assert bad.returncode == 2 and "dtype uint16" in bad.stderr and "Traceback" not in bad.stderr
-        rcv = subprocess.Popen(py + ["bridge", "recv", ep, dst, "--once"], stdout=subprocess.PIPE,
+        rcv = popen(py + ["bridge", "recv", ep, dst, "--once"], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
         wait_for(lambda: read_sidecar(dst) is not None, what="receiver")
         push(ring, 0, 5000)
@@ -612,9 +613,9 @@ def test_cli_send_recv_info_and_errors(names, rings, tmp_path):
         assert rcv.returncode == 0, e
         c = json.loads(o.strip().splitlines()[-1])
         assert c["records"] == 5000 and c["lost"] == 0
-        info = subprocess.run(py + ["info", dst], capture_output=True, text=True, timeout=60)
+        info = run(py + ["info", dst], capture_output=True, text=True, timeout=60)
         assert "bridge" in info.stdout and "records 5000" in info.stdout and "lost 0" in info.stdout
-        js = json.loads(subprocess.run(py + ["info", dst, "--json"], capture_output=True, text=True,
+        js = json.loads(run(py + ["info", dst, "--json"], capture_output=True, text=True,
                                        timeout=60).stdout)
         assert js["bridge"]["records"] == 5000
     finally:
@@ -624,7 +625,7 @@ def test_cli_send_recv_info_and_errors(names, rings, tmp_path):
             rcv.kill()
             rcv.wait(10)
     assert snd.returncode == 0 and json.loads(o.strip().splitlines()[-1])["records"] == 5000
-    subprocess.run(py + ["rm", dst], check=True, timeout=60)
+    run(py + ["rm", dst], check=True, timeout=60)
     assert read_sidecar(dst) is None
 
 

@@ -15,12 +15,13 @@ import numpy as np
 import shmring
 from shmring import demo
 from shmring.__main__ import build_parser
+from _procs import run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_cli(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "shmring", *args], capture_output=True, text=True,
+    return run([sys.executable, "-m", "shmring", *args], capture_output=True, text=True,
                           timeout=timeout, **kw)
 
 
@@ -54,7 +55,7 @@ def test_ls_json_into_a_closed_pipe_exits_quietly(ring_name, rings):
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
-        r = subprocess.run([sys.executable, "-m", "shmring", "ls", "--json"], stdout=write_end,
+        r = run([sys.executable, "-m", "shmring", "ls", "--json"], stdout=write_end,
                            stderr=subprocess.PIPE, text=True, timeout=60)
     finally:
         os.close(write_end)
@@ -64,7 +65,7 @@ def test_ls_json_into_a_closed_pipe_exits_quietly(ring_name, rings):
 def test_ls_json_piped_into_head(ring_names, rings):
     for _ in range(3):
         rings.create(ring_names(), np.int64, 8)
-    r = subprocess.run(f"{sys.executable} -m shmring ls --json | head -n 2", shell=True,
+    r = run(f"{sys.executable} -m shmring ls --json | head -n 2", shell=True,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stderr == "" and r.stdout.startswith("[")
 

@@ -10,7 +10,6 @@ import multiprocessing as mp
 import os
 import random
 import signal
-import subprocess
 import sys
 import time
 
@@ -19,6 +18,7 @@ import pytest
 
 import shmring
 from _records import REC, make_records, n_bad
+from _procs import run
 
 KILLS = int(os.environ.get("SHMRING_KILLS", "200" if os.environ.get("SHMRING_SOAK") else "50"))
 CTX = mp.get_context("fork")
@@ -246,7 +246,7 @@ def creator_exits(name):
 
 
 def run_cli(*args):
-    r = subprocess.run([sys.executable, "-m", "shmring", *args], capture_output=True, text=True, timeout=60)
+    r = run([sys.executable, "-m", "shmring", *args], capture_output=True, text=True, timeout=60)
     return r.returncode, r.stdout, r.stderr
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import errno
 import os
 import struct
-import subprocess
 import sys
 import time
 
@@ -17,6 +16,7 @@ import shmring
 from shmring import _ring
 import _workers as W
 from shmring._ring import LAYOUT, LAYOUT_PAGE
+from _procs import run
 
 SHM = "/dev/shm"
 STRUCT = np.dtype([("a", "<i4"), ("b", "<f8")])
@@ -282,7 +282,7 @@ print("pushed", ring.stats()["pushed"], "popped", len(cons.pop_many(8, timeout=1
 def test_push_many_of_a_0d_record_is_rejected(kind, ring_name):
     """push_many() needs an array of records; a scalar / 0-d array has the wrong
     shape. Run in a subprocess because the failure mode is a crash."""
-    proc = subprocess.run([sys.executable, "-c", _ZERO_D_SCRIPT, ring_name, kind],
+    proc = run([sys.executable, "-c", _ZERO_D_SCRIPT, ring_name, kind],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, f"exit code {proc.returncode}; stderr: {proc.stderr[-2000:]}"
     lines = proc.stdout.split("\n")
@@ -551,7 +551,7 @@ def _use_inherited_consumer(cons, results):
         results.put(("no error", ""))
 
 
-def test_handle_inherited_through_fork_is_refused(ring_name, rings):
+def test_handle_inherited_through_fork_is_refused(ring_name, rings, procs):
     import multiprocessing
 
     ctx = multiprocessing.get_context("fork")
@@ -559,8 +559,7 @@ def test_handle_inherited_through_fork_is_refused(ring_name, rings):
     prod, cons = ring.producer(), ring.consumer()
     prod.push(5)
     results = ctx.Queue()
-    child = ctx.Process(target=_use_inherited_consumer, args=(cons, results))
-    child.start()
+    child = procs(ctx, _use_inherited_consumer, cons, results)
     try:
         kind, msg = results.get(timeout=30)
     finally:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import glob
 import os
-import subprocess
 import sys
 
 import pytest
+from _procs import run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = sorted(glob.glob(os.path.join(ROOT, "examples", "*.py")))
@@ -25,7 +25,7 @@ def test_there_are_examples():
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[os.path.basename(p) for p in EXAMPLES])
 def test_example_runs_and_checks_itself(path, tmp_path):
-    r = subprocess.run([sys.executable, path], cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT)
+    r = run([sys.executable, path], cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT)
     assert r.returncode == 0, f"{os.path.basename(path)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     lines = r.stdout.strip().splitlines()
     assert lines and lines[-1].startswith("ok:"), r.stdout[-3000:]

@@ -49,7 +49,7 @@ def seeds():
 # ---- running a batch in subprocesses ---------------------------------------------------
 
 
-def replay(cases, workdir: Path):
+def replay(cases, workdir: Path, popen):
     """Runs every case; returns (outcomes by index, problems). A problem is
     (label, kind, detail) with kind "crash", "hang" or "contract"."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -62,7 +62,7 @@ def replay(cases, workdir: Path):
     problems = []
     start = 0
     while start < len(files):
-        proc = subprocess.Popen(
+        proc = popen(
             [sys.executable, str(FUZZ), "--replay", *files[start:]],
             cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
@@ -70,7 +70,7 @@ def replay(cases, workdir: Path):
         try:
             out, err = proc.communicate(timeout=HANG_SECONDS + 0.01 * (len(files) - start))
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             out, err = proc.communicate()
             hung = True
         # a child that crashed or hung left its segment behind
@@ -208,28 +208,28 @@ def outcome_kind(outcome: str) -> str:
 # ---- the tests -------------------------------------------------------------------------------
 
 
-def test_real_segments_attach_and_work(seeds, tmp_path):
+def test_real_segments_attach_and_work(seeds, tmp_path, popen):
     """Sanity: the unmodified seeds attach, and consumers and producers work on them
     (so the mutations below start from segments that reach every code path)."""
     cases = []
     for label, seg in seeds:
         for flags in (0x0D, 0x0F, 0x18, 0x1F):
             cases.append((f"{label}/flags={flags:#x}", bytes([flags]) + seg))
-    outcomes, problems = replay(cases, tmp_path / "cases")
+    outcomes, problems = replay(cases, tmp_path / "cases", popen)
     assert not problems, describe(problems)
     for i, (label, _) in enumerate(cases):
         assert outcomes[i].startswith("attached:"), (label, outcomes[i])
         assert "consumer," in outcomes[i] + ",", (label, outcomes[i])
 
 
-def test_header_field_mutations(seeds, tmp_path):
+def test_header_field_mutations(seeds, tmp_path, popen):
     """Every header field at edge values (0, 1, non-powers of two, 2**32, 2**63, all
     ones, off by one, ...), with and without the layout fields recomputed to match;
     near-miss magics; files cut short or longer than the header says. No crash, and
     each input is refused or accepted exactly as the header rules say."""
     cases = [c for c in fz.targeted_cases(seeds, "/nonexistent/unused")
              if "/descr:" not in c[0] and "/descr-" not in c[0]]  # keeps descr_len
-    outcomes, problems = replay(cases, tmp_path / "cases")
+    outcomes, problems = replay(cases, tmp_path / "cases", popen)
     wrong = []
     for i, (label, data) in enumerate(cases):
         if i not in outcomes or outcomes[i] in ("crash", "hang", "broken"):
@@ -240,13 +240,13 @@ def test_header_field_mutations(seeds, tmp_path):
     assert not problems and not wrong, describe(problems + wrong)
 
 
-def test_descriptor_text_is_never_executed(seeds, tmp_path):
+def test_descriptor_text_is_never_executed(seeds, tmp_path, popen):
     """Descriptors holding Python code (calls, exec/eval, comprehensions, lambdas,
     f-strings, a statement after the literal) are refused as corrupt and never run."""
     marker = tmp_path / "MARKER"
     cases = [c for c in fz.targeted_cases(seeds, str(marker)) if "/descr-code:" in c[0]]
     assert len(cases) >= 6 * len(fz.CODE_DESCRS)
-    outcomes, problems = replay(cases, tmp_path / "cases")
+    outcomes, problems = replay(cases, tmp_path / "cases", popen)
     assert not problems, describe(problems)
     assert not marker.exists(), "a descriptor's code was executed"
     for i, (label, _) in enumerate(cases):
@@ -256,7 +256,7 @@ def test_descriptor_text_is_never_executed(seeds, tmp_path):
 POINTER_DESCRS = ("'|O'", "'|O8'", "'T'", "'O'", "('b', '|O')", "('s', 'T')", "[('a', '|O')]")
 
 
-def test_descriptors_holding_pointers_are_refused(seeds, tmp_path):
+def test_descriptors_holding_pointers_are_refused(seeds, tmp_path, popen):
     """A dtype whose items are pointers (object, numpy StringDType) cannot live in shared
     memory: Ring.create refuses it, so Ring.attach must refuse a segment claiming one
     (CorruptRingError) instead of handing out records whose pointers it then follows."""
@@ -264,7 +264,7 @@ def test_descriptors_holding_pointers_are_refused(seeds, tmp_path):
     cases = [c for c in fz.targeted_cases(some, "/nonexistent/unused")
              if "/descr:" in c[0] and any(p in c[0] for p in POINTER_DESCRS)]
     assert len(cases) >= 3 * 2 * 7
-    outcomes, problems = replay(cases, tmp_path / "cases")
+    outcomes, problems = replay(cases, tmp_path / "cases", popen)
     wrong = []
     for i, (label, data) in enumerate(cases):
         if outcomes.get(i, "").startswith("attached"):
@@ -272,7 +272,7 @@ def test_descriptors_holding_pointers_are_refused(seeds, tmp_path):
     assert not problems and not wrong, describe(problems + wrong)
 
 
-def test_malformed_and_odd_descriptors(seeds, tmp_path):
+def test_malformed_and_odd_descriptors(seeds, tmp_path, popen):
     """Malformed literals (wrong tag or arity, deep nesting, huge numbers, bad shapes,
     non-printable bytes, wrong lengths) are refused with CorruptRingError; legal but
     odd numpy descriptors either attach and work or are refused -- never a crash or a
@@ -280,7 +280,7 @@ def test_malformed_and_odd_descriptors(seeds, tmp_path):
     cases = [c for c in fz.targeted_cases(seeds, "/nonexistent/unused")
              if (("/descr:" in c[0] or "/descr-raw:" in c[0] or "/descr-all" in c[0])
                  and not any(p in c[0] for p in POINTER_DESCRS))]
-    outcomes, problems = replay(cases, tmp_path / "cases")
+    outcomes, problems = replay(cases, tmp_path / "cases", popen)
     wrong = []
     for i, (label, data) in enumerate(cases):
         if i not in outcomes or outcomes[i] in ("crash", "hang", "broken"):
@@ -291,7 +291,7 @@ def test_malformed_and_odd_descriptors(seeds, tmp_path):
     assert not problems and not wrong, describe(problems + wrong)
 
 
-def test_control_word_mutations(seeds, tmp_path):
+def test_control_word_mutations(seeds, tmp_path, popen):
     """Every control word after the header (producer block, tail, eventcounts, control
     block), consumer slot field and release record field at edge values: the header is
     intact, so the ring attaches, and a consumer, the producer, pops, views, pushes and
@@ -299,7 +299,7 @@ def test_control_word_mutations(seeds, tmp_path):
     cases = fz.control_cases(seeds)
     fields = {label.split("/")[1].split("[")[0] for label, _ in cases}
     assert fields >= set(fz.CONTROL) | {f"cslot.{n}" for n in fz.CSLOT} | {f"release.{n}" for n in fz.RELEASE}
-    outcomes, problems = replay(cases, tmp_path / "cases")
+    outcomes, problems = replay(cases, tmp_path / "cases", popen)
     wrong = [(label, "verdict", f"expected attached, got {outcomes[i]}")
              for i, (label, _) in enumerate(cases)
              if i in outcomes and not outcomes[i].startswith("attached")
@@ -335,11 +335,11 @@ def test_layout_offsets_are_the_cores(seeds):
     assert fz.get(bc, "cslot.ready", 0) == 1 and fz.get(bc, "cslot.owner", 0) & 0xFFFFFFFF == os.getpid()
 
 
-def test_random_inputs(seeds, tmp_path):
+def test_random_inputs(seeds, tmp_path, popen):
     """Reproducible random inputs: raw bytes (with and without a valid magic), seeds
     with random header bytes, random field values, random descriptor text, random
     self-consistent layouts (file grown to fit) and random bytes anywhere."""
     cases = fz.random_cases(seeds, RANDOM_CASES, RANDOM_SEED)
-    outcomes, problems = replay(cases, tmp_path / "cases")
+    outcomes, problems = replay(cases, tmp_path / "cases", popen)
     assert not problems, describe(problems)
     assert len(outcomes) == len(cases)

@@ -21,6 +21,7 @@ from shmring import _ring
 from shmring.errors import Closed, CorruptRingError, Empty, Full
 
 import _workers as W
+from _procs import run
 
 CTX = mp.get_context("fork")
 SHM = "/dev/shm"
@@ -392,7 +393,7 @@ def test_creator_killed_during_create_does_not_wedge_the_name(ring_name, rings, 
     # gc removes what the dead creator left (and leaves the live ring alone)
     import subprocess
     import sys
-    r = subprocess.run([sys.executable, "-m", "shmring", "gc"], capture_output=True, text=True, timeout=60)
+    r = run([sys.executable, "-m", "shmring", "gc"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert [e for e in os.listdir(SHM) if ring_name in e] == [f"shmr-{ring_name}"]
 

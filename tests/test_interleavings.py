@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from _procs import run
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "verify" / "run_interleavings.sh"
@@ -33,7 +34,7 @@ def test_interleaving(scenario: str) -> None:
         pytest.fail(f"C compiler {cc!r} not found: the interleaving tests need one (set CC)")
     if shutil.which("bash") is None:
         pytest.fail("bash not found: needed to run verify/run_interleavings.sh")
-    proc = subprocess.run(
+    proc = run(
         ["bash", str(SCRIPT), scenario],
         cwd=ROOT,
         stdout=subprocess.PIPE,

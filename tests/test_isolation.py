@@ -20,6 +20,7 @@ import pytest
 import shmring
 from shmring import _ring
 from shmring.errors import Closed, Empty, Full
+from _procs import run
 
 CTX = mp.get_context("fork")
 OTHER_UID = 54321
@@ -97,7 +98,7 @@ NS_PRODUCER = textwrap.dedent("""
 
 
 def _in_new_pidns(popen, script, *args):
-    ok = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True)
+    ok = run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True)
     if ok.returncode != 0:
         pytest.skip(f"cannot make a pid namespace here: {ok.stderr.decode().strip()}")
     return popen(["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", sys.executable, "-c", script,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
-import subprocess
 import sys
 import threading
 
@@ -16,6 +15,7 @@ import shmring
 from shmring.errors import PickleRefusedError
 import _msg_workers as MW
 from test_codec import DTYPES, OBJECTS, Frame, big_arrays_equal, same_array
+from _procs import run
 
 
 # ---- creating and attaching ------------------------------------------------------
@@ -353,10 +353,10 @@ def test_every_kind_round_trips_across_processes(ring_name, rings, procs, mp_ctx
 def test_cli_shows_the_kind(ring_name, rings):
     ring = rings.create(ring_name, nbytes=1 << 16, mode="broadcast")
     ring.producer().push(b"abc")
-    ls = subprocess.run([sys.executable, "-m", "shmring", "ls"], capture_output=True, text=True, timeout=60)
+    ls = run([sys.executable, "-m", "shmring", "ls"], capture_output=True, text=True, timeout=60)
     line = [ln for ln in ls.stdout.splitlines() if ring_name in ln]
     assert line and "messages" in line[0], ls.stdout
-    info = subprocess.run([sys.executable, "-m", "shmring", "info", ring_name], capture_output=True, text=True,
+    info = run([sys.executable, "-m", "shmring", "info", ring_name], capture_output=True, text=True,
                           timeout=60)
     assert "kind" in info.stdout and "messages" in info.stdout and "max_message" in info.stdout, info.stdout
 

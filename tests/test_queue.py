@@ -15,6 +15,7 @@ import pytest
 import shmring
 from shmring import _ring
 import _workers as W
+from _procs import run
 
 
 # ---- helpers ------------------------------------------------------------------
@@ -56,16 +57,14 @@ def wait_until(pred, timeout=10.0, what="condition"):
 N_EXACTLY_ONCE = 1_000_000
 
 
-def test_exactly_once_four_consumers(mp_ctx, ring_name, tmp_path, rings):
+def test_exactly_once_four_consumers(mp_ctx, ring_name, tmp_path, rings, procs):
     seed = 20240611
     print(f"seed={seed} start_method={mp_ctx.get_start_method()}")
     rng = np.random.default_rng(seed)
     ring = rings.create(ring_name, W.REC, 100)  # rounded up to 128
     assert ring.capacity == 128
     outs = [str(tmp_path / f"c{i}.npz") for i in range(4)]
-    procs = [mp_ctx.Process(target=W.eo_consumer, args=(ring, outs[i], seed + 1 + i, 700)) for i in range(4)]
-    for p in procs:
-        p.start()
+    kids = [procs(mp_ctx, W.eo_consumer, ring, outs[i], seed + 1 + i, 700) for i in range(4)]
     try:
         prod = ring.producer()
         pos = 0
@@ -87,12 +86,12 @@ def test_exactly_once_four_consumers(mp_ctx, ring_name, tmp_path, rings):
                     i += len(part)
             pos += len(recs)
         prod.close()
-        W.join_all(procs, timeout=120)
+        W.join_all(kids, timeout=120)
     finally:
-        for p in procs:
+        for p in kids:
             if p.is_alive():
                 p.kill()
-    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    assert [p.exitcode for p in kids] == [0, 0, 0, 0]
     assert singles > 0
 
     all_seqs = []
@@ -334,11 +333,10 @@ def test_empty_ring_timeouts(ring_name, rings):
 
 # ---- cross-process behaviour ----------------------------------------------------------
 
-def test_push_many_larger_than_capacity_with_remote_consumer(mp_ctx, ring_name, tmp_path, rings):
+def test_push_many_larger_than_capacity_with_remote_consumer(mp_ctx, ring_name, tmp_path, rings, procs):
     ring = rings.create(ring_name, W.REC, 16)
     out = str(tmp_path / "drained.npy")
-    child = mp_ctx.Process(target=W.drain_to_file, args=(ring, out, 7))
-    child.start()
+    child = procs(mp_ctx, W.drain_to_file, ring, out, 7)
     try:
         prod = ring.producer()
         recs = W.make_records(0, 20000)
@@ -355,12 +353,11 @@ def test_push_many_larger_than_capacity_with_remote_consumer(mp_ctx, ring_name, 
     assert W.n_bad(got) == 0
 
 
-def test_pop_blocks_until_data_from_other_process(mp_ctx, ring_name, rings):
+def test_pop_blocks_until_data_from_other_process(mp_ctx, ring_name, rings, procs):
     ring = rings.create(ring_name, np.dtype("<i8"), 4)
     cons = ring.consumer()
     values = [11, 22, 33, 44, 55, 66]
-    child = mp_ctx.Process(target=W.delayed_producer, args=(ring, 0.3, values))
-    child.start()
+    child = procs(mp_ctx, W.delayed_producer, ring, 0.3, values)
     try:
         assert int(cons.pop(timeout=30)) == 11  # waits for the child's first push
         rest = [int(v) for v in cons]            # then drains until the child closes
@@ -373,11 +370,10 @@ def test_pop_blocks_until_data_from_other_process(mp_ctx, ring_name, rings):
     assert ei.value.reason == "closed by producer"
 
 
-def test_blocked_pop_uses_no_cpu(mp_ctx, ring_name, rings):
+def test_blocked_pop_uses_no_cpu(mp_ctx, ring_name, rings, procs):
     ring = rings.create(ring_name, np.dtype("<i8"), 8)
     ready, results = mp_ctx.Event(), mp_ctx.Queue()
-    child = mp_ctx.Process(target=W.blocked_pop_cpu, args=(ring, ready, results))
-    child.start()
+    child = procs(mp_ctx, W.blocked_pop_cpu, ring, ready, results)
     try:
         assert ready.wait(30)
         # the child is asleep in the ring's futex, not spinning
@@ -395,13 +391,11 @@ def test_blocked_pop_uses_no_cpu(mp_ctx, ring_name, rings):
     assert cpu < 0.5
 
 
-def test_end_of_stream_seen_by_every_consumer(mp_ctx, ring_name, rings):
+def test_end_of_stream_seen_by_every_consumer(mp_ctx, ring_name, rings, procs):
     ring = rings.create(ring_name, np.dtype("<i8"), 64)
     results = mp_ctx.Queue()
     readies = [mp_ctx.Event() for _ in range(4)]
-    procs = [mp_ctx.Process(target=W.iterate_until_end, args=(ring, readies[i], results)) for i in range(4)]
-    for p in procs:
-        p.start()
+    kids = [procs(mp_ctx, W.iterate_until_end, ring, readies[i], results) for i in range(4)]
     try:
         for ev in readies:
             assert ev.wait(30)
@@ -417,13 +411,13 @@ def test_end_of_stream_seen_by_every_consumer(mp_ctx, ring_name, rings):
                 i += prod.push_many(vals[i:i + 97], timeout=30)
         prod.close()
         reports = [results.get(timeout=60) for _ in range(4)]
-        W.join_all(procs, 30)
+        W.join_all(kids, 30)
     finally:
-        for p in procs:
+        for p in kids:
             if p.is_alive():
                 p.kill()
-    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
-    assert sorted(r[0] for r in reports) == sorted(p.pid for p in procs)
+    assert [p.exitcode for p in kids] == [0, 0, 0, 0]
+    assert sorted(r[0] for r in reports) == sorted(p.pid for p in kids)
     assert all(r[3] for r in reports)  # every consumer's loop ended
     assert sum(r[1] for r in reports) == m
     assert sum(r[2] for r in reports) == m * (m - 1) // 2
@@ -431,13 +425,12 @@ def test_end_of_stream_seen_by_every_consumer(mp_ctx, ring_name, rings):
     assert st["closed"] and st["pushed"] == m and st["available"] == 0
 
 
-def test_keyboard_interrupt_during_blocked_pop(mp_ctx, ring_name, rings):
+def test_keyboard_interrupt_during_blocked_pop(mp_ctx, ring_name, rings, procs):
     import signal
 
     ring = rings.create(ring_name, np.dtype("<i8"), 8)
     ready, results = mp_ctx.Event(), mp_ctx.Queue()
-    child = mp_ctx.Process(target=W.sigint_in_pop, args=(ring, ready, results))
-    child.start()
+    child = procs(mp_ctx, W.sigint_in_pop, ring, ready, results)
     try:
         assert ready.wait(30)
         wait_until(lambda: ring.stats()["waiters"]["consumers"] == 1, what="consumer to block in pop")
@@ -508,12 +501,11 @@ def test_second_producer_same_process_is_busy(ring_name, rings):
     assert_ring_works(other)  # role is free again once closed
 
 
-def test_second_producer_from_other_process_is_busy(mp_ctx, ring_name, rings):
+def test_second_producer_from_other_process_is_busy(mp_ctx, ring_name, rings, procs):
     ring = rings.create(ring_name, np.dtype("<i8"), 8)
     results = mp_ctx.Queue()
     prod = ring.producer()
-    child = mp_ctx.Process(target=W.try_producer, args=(ring, results))
-    child.start()
+    child = procs(mp_ctx, W.try_producer, ring, results)
     try:
         answer = results.get(timeout=30)
     finally:
@@ -521,8 +513,7 @@ def test_second_producer_from_other_process_is_busy(mp_ctx, ring_name, rings):
     assert answer == "ProducerBusyError"
     assert_ring_works(ring, prod)
     prod.close()
-    child = mp_ctx.Process(target=W.try_producer, args=(ring, results))
-    child.start()
+    child = procs(mp_ctx, W.try_producer, ring, results)
     try:
         answer = results.get(timeout=30)
     finally:
@@ -530,12 +521,11 @@ def test_second_producer_from_other_process_is_busy(mp_ctx, ring_name, rings):
     assert answer == "ok"
 
 
-def test_producer_held_by_other_process_is_busy(mp_ctx, ring_name, rings):
+def test_producer_held_by_other_process_is_busy(mp_ctx, ring_name, rings, procs):
     ring = rings.create(ring_name, np.dtype("<i8"), 8)
     ready, release, results = mp_ctx.Event(), mp_ctx.Event(), mp_ctx.Queue()
     cons = ring.consumer()
-    child = mp_ctx.Process(target=W.hold_producer, args=(ring, ready, release, results))
-    child.start()
+    child = procs(mp_ctx, W.hold_producer, ring, ready, release, results)
     try:
         assert ready.wait(30)
         assert ring.stats()["producer_pid"] == child.pid
@@ -569,13 +559,12 @@ def test_ring_pickles_in_process(ring_name, rings):
 
 
 @pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
-def test_ring_pickles_into_children(method, ring_name, rings):
+def test_ring_pickles_into_children(method, ring_name, rings, procs):
     ctx = multiprocessing.get_context(method)
     dt = np.dtype([("v", "<i8")])
     ring = rings.create(ring_name, dt, 16)
     results = ctx.Queue()
-    child = ctx.Process(target=W.pickled_ring_worker, args=(ring, results))
-    child.start()
+    child = procs(ctx, W.pickled_ring_worker, ring, results)
     try:
         prod = ring.producer()
         recs = np.zeros(100, dtype=dt)
@@ -732,7 +721,7 @@ def test_live_handle_in_garbage_cycle_is_collected_safely(ring_name, kind):
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-c", _GC_CYCLE_SCRIPT, ring_name, kind],
+    proc = run([sys.executable, "-c", _GC_CYCLE_SCRIPT, ring_name, kind],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, f"exit code {proc.returncode}; stderr: {proc.stderr[-2000:]}"
     assert proc.stdout.strip() == "survived"

@@ -6,10 +6,10 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import subprocess
 import sys
 
 import pytest
+from _procs import run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV = os.path.join(ROOT, ".venv")
@@ -24,7 +24,7 @@ def test_bootstrap_skips_everything_when_nothing_changed():
     mods = glob.glob(os.path.join(ROOT, "src", "shmring", "_ring.cpython-*.so"))
     assert meta and mods
     before = {p: os.stat(p).st_mtime_ns for p in meta + mods}
-    r = subprocess.run(["bash", os.path.join(ROOT, "scripts", "bootstrap.sh")], capture_output=True,
+    r = run(["bash", os.path.join(ROOT, "scripts", "bootstrap.sh")], capture_output=True,
                        text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert r.stdout == "" and r.stderr == ""
@@ -37,7 +37,7 @@ def test_spin_installer_says_why_not_in_one_line(tmp_path):
     bin_dir.mkdir()
     for tool in ("bash", "id", "cat"):
         os.symlink(shutil.which(tool), bin_dir / tool)
-    r = subprocess.run([str(bin_dir / "bash"), os.path.join(ROOT, "scripts", "ensure-spin.sh")],
+    r = run([str(bin_dir / "bash"), os.path.join(ROOT, "scripts", "ensure-spin.sh")],
                        env={"PATH": str(bin_dir)}, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stderr == ""
     assert r.stdout.splitlines() == [

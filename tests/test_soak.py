@@ -56,15 +56,12 @@ def consumer_main(ring, mode, ready, out):
 
 
 @pytest.mark.parametrize("mode,overflow", [("queue", "block"), ("broadcast", "block"), ("broadcast", "overwrite")])
-def test_soak(mode, overflow):
-    name = f"soak{os.getpid()}{mode[0]}{overflow[0]}"
-    ring = shmring.Ring.create(name, REC, 1 << 14, mode=mode, overflow=overflow)
+def test_soak(mode, overflow, ring_name, procs):
+    ring = shmring.Ring.create(ring_name, REC, 1 << 14, mode=mode, overflow=overflow)
     try:
         out = CTX.Queue()
         ready = [CTX.Event() for _ in range(4)]
-        procs = [CTX.Process(target=consumer_main, args=(ring, mode, ev, out)) for ev in ready]
-        for p in procs:
-            p.start()
+        kids = [procs(CTX, consumer_main, ring, mode, ev, out) for ev in ready]
         for ev in ready:
             assert ev.wait(30)
         block = np.zeros(BATCH, REC)
@@ -73,9 +70,9 @@ def test_soak(mode, overflow):
             for start in range(0, N, BATCH):
                 fill(block, start)
                 prod.push_many(block[: min(BATCH, N - start)])
-        results = [out.get(timeout=600) for _ in procs]
+        results = [out.get(timeout=600) for _ in kids]
         elapsed = time.perf_counter() - t0
-        for p in procs:
+        for p in kids:
             p.join(30)
             assert p.exitcode == 0
         torn_total = sum(r[1] for r in results)
@@ -104,4 +101,3 @@ def test_soak(mode, overflow):
                     assert gaps == dropped and count + dropped == N
     finally:
         ring.close()
-        ring.unlink()

@@ -16,13 +16,14 @@ import pytest
 
 import shmring
 from shmring import top
+from _procs import run
 
 REC = np.dtype([("seq", "<u8"), ("pad", "<u8", (7,))])  # 64 bytes
 CTX = mp.get_context("fork")
 
 
 def run_top(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "shmring", "top", *args], capture_output=True, text=True,
+    return run([sys.executable, "-m", "shmring", "top", *args], capture_output=True, text=True,
                           timeout=timeout)
 
 
@@ -186,7 +187,7 @@ def test_json_rates_are_the_counter_differences(ring_name, rings, procs, stop):
 
 def test_json_stream_ends_quietly_when_the_reader_leaves(ring_name, rings):
     rings.create(ring_name, REC, 16)
-    r = subprocess.run(f"{sys.executable} -m shmring top --json --interval 0.05 --count 200 | head -n 1",
+    r = run(f"{sys.executable} -m shmring top --json --interval 0.05 --count 200 | head -n 1",
                        shell=True, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stderr == ""
     assert ring_name in [s["name"] for s in json.loads(r.stdout)["segments"]]

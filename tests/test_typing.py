@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _procs import run
 
 HERE = Path(__file__).resolve().parent
 TYPING = HERE / "typing"
@@ -24,7 +25,7 @@ def _mypy_installed():
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", *args], cwd=HERE.parent, capture_output=True,
+    return run([sys.executable, "-m", *args], cwd=HERE.parent, capture_output=True,
                           text=True, timeout=300)
 
 

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 
 import pytest
+from _procs import run
 
 # model checking and the sanitizer stress run long by design
 pytestmark = pytest.mark.timeout(1800)
@@ -30,7 +31,7 @@ SPIN_SKIP_REASON = "spin is not installed (apt-get install spin): SPIN model che
 
 
 def _spin_configs() -> list[str]:
-    out = subprocess.run(["bash", RUN_SPIN, "--list"], capture_output=True, text=True, check=True).stdout
+    out = run(["bash", RUN_SPIN, "--list"], capture_output=True, text=True, check=True).stdout
     return [line.strip() for line in out.splitlines() if line.strip()]
 
 
@@ -66,7 +67,7 @@ def _detail(output: str, name: str, names: list[str]) -> str:
 
 
 def _run(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    return run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="session")
