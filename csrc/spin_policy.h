@@ -13,13 +13,16 @@
  * batches: every wait spun its full budget, none slept, and wall time was the
  * sum of the two sides' CPU times.
  *
- * So a wait that spun its whole budget in vain makes the next waits sleep at
- * once (no spin, no yield): a sleeper is placed afresh when it is woken, on an
- * idle CPU if there is one. Every SHMR_SPIN_PROBE-th of those waits spins
- * again, and one that succeeds within the budget restores spinning: the state
- * follows the placement as it changes, at the cost of one spin in
- * SHMR_SPIN_PROBE while the sides share a CPU. A budget of 0 (the caller asked
- * never to spin) is passed through untouched.
+ * So SHMR_SPIN_FAILS waits in a row that spun their whole budget in vain make
+ * the next waits sleep at once (no spin, no yield): a sleeper is placed afresh
+ * when it is woken, on an idle CPU if there is one. One failed spin is not
+ * enough: a peer preempted once by another process fails a spin too, and
+ * sleeping then would cost both sides a futex round trip on every wait of a
+ * stream that spinning serves in well under a microsecond. Every
+ * SHMR_SPIN_PROBE-th sleeping wait spins again, and one that succeeds within
+ * the budget restores spinning: the state follows the placement as it changes,
+ * at the cost of one spin in SHMR_SPIN_PROBE waits while the sides share a CPU.
+ * A budget of 0 (the caller asked never to spin) is passed through untouched.
  */
 #ifndef SHMR_SPIN_POLICY_H
 #define SHMR_SPIN_POLICY_H
@@ -30,10 +33,12 @@
 #include "eventcount.h"
 #include "shmring.h"
 
-#define SHMR_SPIN_PROBE 8u /* while spins fail, one wait in this many spins anyway */
+#define SHMR_SPIN_FAILS 3u /* spins in a row that ran out before waits sleep at once */
+#define SHMR_SPIN_PROBE 8u /* while sleeping at once, one wait in this many spins anyway */
 
 struct shmr_spin {
-    uint32_t sleeping;  /* the last spin ran out: sleep at once */
+    uint32_t sleeping;  /* SHMR_SPIN_FAILS spins in a row ran out: sleep at once */
+    uint32_t fails;     /* spins in a row that ran out */
     uint32_t probe;     /* waits since sleeping began */
     shmr_wait_stats st; /* counted for tests and benchmarks */
 };
@@ -58,8 +63,10 @@ static inline int shmr_spin_wait(struct shmr_spin *s, struct shmr_ec *ec, shmr_r
     int quick = rc == 0 && shmr_mono_ns() - t0 <= spin_ns;
     if (quick)
         s->st.spin_won++;
-    if (s->sleeping != (uint32_t)!quick) {
-        s->sleeping = !quick;
+    s->fails = quick ? 0 : s->fails + 1;
+    uint32_t sleeping = s->fails >= SHMR_SPIN_FAILS;
+    if (s->sleeping != sleeping) {
+        s->sleeping = sleeping;
         s->probe = 0;
         s->st.switches++;
     }
