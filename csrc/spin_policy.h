@@ -10,19 +10,21 @@
  * sides then take turns for the rest of the run, each filling or draining the
  * whole ring while the other waits, and no wake-up ever gives the scheduler a
  * chance to move one of them to the free CPU. Measured with 1024-record
- * batches: every wait spun its full budget, none slept, and wall time was the
- * sum of the two sides' CPU times.
+ * batches: no sleep at all, one yield per ring-full, and wall time the sum of
+ * the two sides' CPU times (benchmarks/turns.py).
  *
- * So SHMR_SPIN_FAILS waits in a row that spun their whole budget in vain make
- * the next waits sleep at once (no spin, no yield): a sleeper is placed afresh
- * when it is woken, on an idle CPU if there is one. One failed spin is not
- * enough: a peer preempted once by another process fails a spin too, and
- * sleeping then would cost both sides a futex round trip on every wait of a
- * stream that spinning serves in well under a microsecond. Every
- * SHMR_SPIN_PROBE-th sleeping wait spins again, and one that succeeds within
- * the budget restores spinning: the state follows the placement as it changes,
- * at the cost of one spin in SHMR_SPIN_PROBE waits while the sides share a CPU.
- * A budget of 0 (the caller asked never to spin) is passed through untouched.
+ * So when a spin runs out, the waiter looks where its peer last ran
+ * (/proc/PID/stat, a read that costs less than the spin it follows). On the
+ * same CPU, the next waits sleep at once (no spin, no yield): a sleeper is
+ * placed afresh when it is woken, on an idle CPU if there is one. On another
+ * CPU nothing changes: the peer was preempted or is just slow, and sleeping
+ * at once would cost both sides a futex round trip on every wait of a stream
+ * that spinning serves in well under a microsecond (and on a busy machine
+ * give the CPU away for a whole time slice). Every SHMR_SPIN_PROBE-th sleeping
+ * wait spins again and looks again, so the state follows the placement as it
+ * changes, at the cost of one spin in SHMR_SPIN_PROBE waits while the sides
+ * share a CPU. A budget of 0 (the caller asked never to spin) is passed
+ * through untouched.
  */
 #ifndef SHMR_SPIN_POLICY_H
 #define SHMR_SPIN_POLICY_H
@@ -33,18 +35,20 @@
 #include "eventcount.h"
 #include "shmring.h"
 
-#define SHMR_SPIN_FAILS 3u /* spins in a row that ran out before waits sleep at once */
 #define SHMR_SPIN_PROBE 8u /* while sleeping at once, one wait in this many spins anyway */
 
 struct shmr_spin {
-    uint32_t sleeping;  /* SHMR_SPIN_FAILS spins in a row ran out: sleep at once */
-    uint32_t fails;     /* spins in a row that ran out */
+    uint32_t sleeping;  /* a spin ran out with the peer on our CPU: sleep at once */
     uint32_t probe;     /* waits since sleeping began */
     shmr_wait_stats st; /* counted for tests and benchmarks */
 };
 
-static inline int shmr_spin_wait(struct shmr_spin *s, struct shmr_ec *ec, shmr_ready_fn ready, void *arg,
-                                 int64_t timeout_ns, int64_t spin_ns)
+/* liveness.c: 1 if a peer of this side (producer_side: any consumer; else the
+ * producer) last ran on the CPU we run on. */
+int shmr_peer_shares_cpu(shmr_ring *r, int producer_side);
+
+static inline int shmr_spin_wait(struct shmr_spin *s, shmr_ring *r, int producer_side, struct shmr_ec *ec,
+                                 shmr_ready_fn ready, void *arg, int64_t timeout_ns, int64_t spin_ns)
 {
     s->st.waits++;
     if (spin_ns <= 0)
@@ -61,10 +65,13 @@ static inline int shmr_spin_wait(struct shmr_spin *s, struct shmr_ec *ec, shmr_r
     /* within the budget: the spin (not the yields or a sleep after it) ended
      * the wait, up to the last clock check's slack */
     int quick = rc == 0 && shmr_mono_ns() - t0 <= spin_ns;
+    uint32_t sleeping = 0;
     if (quick)
         s->st.spin_won++;
-    s->fails = quick ? 0 : s->fails + 1;
-    uint32_t sleeping = s->fails >= SHMR_SPIN_FAILS;
+    else if (shmr_peer_shares_cpu(r, producer_side)) {
+        s->st.shared_cpu++;
+        sleeping = 1;
+    }
     if (s->sleeping != sleeping) {
         s->sleeping = sleeping;
         s->probe = 0;

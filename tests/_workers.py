@@ -211,3 +211,13 @@ def pinned_batch_consumer(ring, cpu: int, batch: int, ready, results) -> None:
     results.put(("c", cons._wait_stats(), got, out_of_order, bad))
     cons.close()
     ring.close()
+
+
+def pinned_idle_producer(ring, cpu: int, ready, done) -> None:
+    """Pinned to cpu, hold the ring's producer role without pushing until done is set."""
+    os.sched_setaffinity(0, {cpu})
+    prod = ring.producer()
+    ready.set()
+    done.wait(120)
+    prod.close()
+    ring.close()

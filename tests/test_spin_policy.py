@@ -1,10 +1,12 @@
-"""When a blocked call spins before it sleeps (csrc/spin_policy.h): three spins in a
-row that ran out make the next waits sleep at once, one wait in eight spins again,
-and a spin that succeeds restores spinning. Checked on each handle's counted waits, never on
-timing: real futex waits, real pinned processes."""
+"""When a blocked call spins before it sleeps (csrc/spin_policy.h): a spin that ran
+out while the peer last ran on our CPU makes the next waits sleep at once, one wait
+in eight spins and looks again, and a spin that succeeds restores spinning; with the
+peer on another CPU a failed spin changes nothing. Checked on each handle's counted
+waits, never on timing: real futex waits, real processes pinned to real CPUs."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import threading
 import time
@@ -13,9 +15,8 @@ import pytest
 
 import shmring
 from _records import REC, make_records
-from _workers import join_all, pinned_batch_consumer, pinned_batch_producer
+from _workers import join_all, pinned_batch_consumer, pinned_batch_producer, pinned_idle_producer
 
-FAILS = 3  # SHMR_SPIN_FAILS
 PROBE = 8  # SHMR_SPIN_PROBE
 
 
@@ -25,28 +26,53 @@ def _empty_pops(cons, n):
             cons.pop(timeout=0.01)
 
 
+def _stats(waits, spun, won, shared, at_once, switches):
+    return {"waits": waits, "spun": spun, "spin_won": won, "shared_cpu": shared, "slept_at_once": at_once,
+            "switches": switches}
+
+
 @pytest.mark.parametrize("kind", ["records", "messages"])
-def test_spins_that_run_out_make_the_next_waits_sleep_at_once(rings, ring_name, kind):
+def test_spin_that_runs_out_beside_the_peer_makes_the_next_waits_sleep_at_once(rings, ring_name, kind):
     ring = (rings.create(ring_name, REC, 64) if kind == "records" else rings.create(ring_name, nbytes=4096))
+    # The producer is opened in this process (and kept open: closing it ends the
+    # stream): where it last ran is where we run.
+    prod = ring.producer()
     cons = ring.consumer(spin=20e-6)
-    _empty_pops(cons, FAILS - 1)
-    # Nothing is ever pushed: each pop is one wait that its spin cannot end. Fewer
-    # than FAILS failures in a row change nothing.
-    assert cons._wait_stats() == {"waits": FAILS - 1, "spun": FAILS - 1, "spin_won": 0, "slept_at_once": 0,
-                                  "switches": 0}
+    # Nothing is ever pushed: each pop is one wait that its spin cannot end.
     _empty_pops(cons, 1 + 2 * PROBE)
-    # waits 1..FAILS spin; then every PROBE-th spins again (and fails), the rest sleep at once
-    assert cons._wait_stats() == {"waits": FAILS + 2 * PROBE, "spun": FAILS + 2, "spin_won": 0,
-                                  "slept_at_once": 2 * PROBE - 2, "switches": 1}
+    # waits 1, 9 and 17 spin (the first, then every eighth while sleeping); the rest sleep at once
+    assert cons._wait_stats() == _stats(2 * PROBE + 1, 3, 0, 3, 2 * PROBE - 2, 1)
+    prod.close()
+
+
+def test_spin_that_runs_out_with_the_peer_elsewhere_changes_nothing(rings, ring_name, procs):
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("needs two CPUs to put the two sides on different ones")
+    ring = rings.create(ring_name, REC, 64)
+    ctx = multiprocessing.get_context("fork")
+    ready, done = ctx.Event(), ctx.Event()
+    p = procs(ctx, pinned_idle_producer, ring, cpus[1], ready, done)
+    before = os.sched_getaffinity(0)
+    try:
+        assert ready.wait(60)
+        os.sched_setaffinity(0, {cpus[0]})
+        cons = ring.consumer(spin=20e-6)
+        _empty_pops(cons, PROBE + 1)
+        assert cons._wait_stats() == _stats(PROBE + 1, PROBE + 1, 0, 0, 0, 0)
+    finally:
+        os.sched_setaffinity(0, before)
+        done.set()
+    join_all([p])
+    assert p.exitcode == 0
 
 
 def test_spin_that_succeeds_restores_spinning(rings, ring_name):
     ring = rings.create(ring_name, REC, 64)
+    prod = ring.producer()
     # a budget long enough that the delayed push always lands inside the spin
     cons = ring.consumer(spin=5.0)
-    prod = ring.producer()
-    # FAILS spins run out (each ends at the pop's timeout); the next PROBE - 1 sleep at once
-    _empty_pops(cons, FAILS + PROBE - 1)
+    _empty_pops(cons, PROBE)  # wait 1 spins in vain beside the producer; 2..8 sleep at once
 
     def push_later(seq):
         time.sleep(0.02)
@@ -58,15 +84,16 @@ def test_spin_that_succeeds_restores_spinning(rings, ring_name):
         rec = cons.pop(timeout=30)  # the first is the probe; the second spins because it won
         t.join(30)
         assert int(rec["seq"]) == seq
-    assert cons._wait_stats() == {"waits": FAILS + PROBE + 1, "spun": FAILS + 2, "spin_won": 2,
-                                  "slept_at_once": PROBE - 1, "switches": 2}
+    assert cons._wait_stats() == _stats(PROBE + 2, 3, 2, 1, PROBE - 1, 2)
 
 
 def test_spin_zero_never_spins(rings, ring_name):
     ring = rings.create(ring_name, REC, 64)
+    prod = ring.producer()
     cons = ring.consumer(spin=0)
     _empty_pops(cons, 3)
-    assert cons._wait_stats() == {"waits": 3, "spun": 0, "spin_won": 0, "slept_at_once": 0, "switches": 0}
+    assert cons._wait_stats() == _stats(3, 0, 0, 0, 0, 0)
+    prod.close()
 
 
 def test_sides_sharing_a_cpu_sleep_instead_of_spinning(rings, ring_name, mp_ctx, procs):
@@ -93,8 +120,9 @@ def test_sides_sharing_a_cpu_sleep_instead_of_spinning(rings, ring_name, mp_ctx,
         # (a call's later waits, after its first came to nothing, never spin: counted in waits only)
         assert st["waits"] >= st["spun"] + st["slept_at_once"], (side, st)
         if st["waits"] >= 4 * PROBE:
-            # one spin in PROBE waits while they fail, plus, each time a spin won (the peer
-            # ran meanwhile, after a preemption) and at the start, the spins until FAILS failed
-            assert st["spun"] <= st["waits"] // PROBE + (FAILS + 1) * (st["spin_won"] + 1), (side, st)
+            assert st["shared_cpu"] >= 1, (side, st)
+            # one spin in PROBE waits while they fail, plus, each time a spin won (the
+            # peer ran meanwhile, after a preemption), the one that fails next
+            assert st["spun"] <= st["waits"] // PROBE + 2 * st["spin_won"] + 2, (side, st)
     # the ring holds 4 of 200 batches: at least one side waited many times
     assert max(out["p"][1]["waits"], cst["waits"]) >= 4 * PROBE, out
