@@ -13,9 +13,11 @@
  * batches: no sleep at all, one yield per ring-full, and wall time the sum of
  * the two sides' CPU times (benchmarks/turns.py).
  *
- * So when a spin runs out, the waiter looks where its peer last ran
- * (/proc/PID/stat, a read that costs less than the spin it follows). On the
- * same CPU, the next waits sleep at once (no spin, no yield): a sleeper is
+ * So when a spin runs out, the next wait first looks where the peer last ran
+ * (/proc/PID/stat: 15-25 us here, about one spin budget, so it is done only
+ * after a spin ran out, and at the start of the next wait rather than the end
+ * of this one, where it would delay the record that just arrived). On the
+ * same CPU, the waits sleep at once (no spin, no yield): a sleeper is
  * placed afresh when it is woken, on an idle CPU if there is one. On another
  * CPU nothing changes: the peer was preempted or is just slow, and sleeping
  * at once would cost both sides a futex round trip on every wait of a stream
@@ -40,6 +42,7 @@
 struct shmr_spin {
     uint32_t sleeping;  /* a spin ran out with the peer on our CPU: sleep at once */
     uint32_t probe;     /* waits since sleeping began */
+    uint32_t look;      /* the last spin ran out: look where the peer runs */
     shmr_wait_stats st; /* counted for tests and benchmarks */
 };
 
@@ -47,12 +50,27 @@ struct shmr_spin {
  * producer) last ran on the CPU we run on. */
 int shmr_peer_shares_cpu(shmr_ring *r, int producer_side);
 
+static inline void shmr_spin_set(struct shmr_spin *s, uint32_t sleeping)
+{
+    if (s->sleeping != sleeping) {
+        s->sleeping = sleeping;
+        s->probe = 0;
+        s->st.switches++;
+    }
+}
+
 static inline int shmr_spin_wait(struct shmr_spin *s, shmr_ring *r, int producer_side, struct shmr_ec *ec,
                                  shmr_ready_fn ready, void *arg, int64_t timeout_ns, int64_t spin_ns)
 {
     s->st.waits++;
     if (spin_ns <= 0)
         return shmr_ec_wait(ec, ready, arg, timeout_ns, 0);
+    if (s->look) {
+        s->look = 0;
+        uint32_t shared = (uint32_t)shmr_peer_shares_cpu(r, producer_side);
+        s->st.shared_cpu += shared;
+        shmr_spin_set(s, shared);
+    }
     if (s->sleeping && ++s->probe % SHMR_SPIN_PROBE != 0) {
         s->st.slept_at_once++;
         return shmr_ec_wait(ec, ready, arg, timeout_ns, 0);
@@ -64,18 +82,11 @@ static inline int shmr_spin_wait(struct shmr_spin *s, shmr_ring *r, int producer
         return rc; /* a signal says nothing about where the peer runs */
     /* within the budget: the spin (not the yields or a sleep after it) ended
      * the wait, up to the last clock check's slack */
-    int quick = rc == 0 && shmr_mono_ns() - t0 <= spin_ns;
-    uint32_t sleeping = 0;
-    if (quick)
+    if (rc == 0 && shmr_mono_ns() - t0 <= spin_ns) {
         s->st.spin_won++;
-    else if (shmr_peer_shares_cpu(r, producer_side)) {
-        s->st.shared_cpu++;
-        sleeping = 1;
-    }
-    if (s->sleeping != sleeping) {
-        s->sleeping = sleeping;
-        s->probe = 0;
-        s->st.switches++;
+        shmr_spin_set(s, 0);
+    } else {
+        s->look = 1;
     }
     return rc;
 }

@@ -1,6 +1,6 @@
-"""When a blocked call spins before it sleeps (csrc/spin_policy.h): a spin that ran
-out while the peer last ran on our CPU makes the next waits sleep at once, one wait
-in eight spins and looks again, and a spin that succeeds restores spinning; with the
+"""When a blocked call spins before it sleeps (csrc/spin_policy.h): after a spin that
+ran out, the next wait looks where the peer last ran; on our CPU the waits sleep at
+once, one in eight spinning (and looking) again, and a spin that succeeds restores spinning; with the
 peer on another CPU a failed spin changes nothing. Checked on each handle's counted
 waits, never on timing: real futex waits, real processes pinned to real CPUs."""
 
@@ -40,8 +40,9 @@ def test_spin_that_runs_out_beside_the_peer_makes_the_next_waits_sleep_at_once(r
     cons = ring.consumer(spin=20e-6)
     # Nothing is ever pushed: each pop is one wait that its spin cannot end.
     _empty_pops(cons, 1 + 2 * PROBE)
-    # waits 1, 9 and 17 spin (the first, then every eighth while sleeping); the rest sleep at once
-    assert cons._wait_stats() == _stats(2 * PROBE + 1, 3, 0, 3, 2 * PROBE - 2, 1)
+    # waits 1, 9 and 17 spin (the first, then every eighth while sleeping); the rest sleep at
+    # once. The waits after a failed spin (2 and 10) look first and find the producer here.
+    assert cons._wait_stats() == _stats(2 * PROBE + 1, 3, 0, 2, 2 * PROBE - 2, 1)
     prod.close()
 
 
