@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,6 +63,61 @@ static uint64_t proc_stat(uint32_t pid, char *state)
 }
 
 uint64_t shmr_proc_start_time(uint32_t pid) { return proc_stat(pid, NULL); }
+
+/* Field 39 of /proc/PID/stat: the CPU the process last ran on; -1 if unknown. */
+static int proc_cpu(uint32_t pid)
+{
+    char buf[1024];
+    if (!read_proc(pid, "stat", buf, sizeof buf))
+        return -1;
+    char *p = strrchr(buf, ')');
+    if (!p)
+        return -1;
+    int field = 2;
+    char *save = NULL;
+    for (char *tok = strtok_r(p + 1, " ", &save); tok; tok = strtok_r(NULL, " ", &save))
+        if (++field == 39)
+            return atoi(tok);
+    return -1;
+}
+
+/* An owner's process can be looked up in our /proc only from its own pid
+ * namespace; a peer elsewhere, gone or mid-sweep counts as on another CPU. */
+static int owner_on_cpu(uint64_t owner, uint64_t pidns, uint64_t self_ns, int cpu)
+{
+    if (owner == 0 || SHMR_IS_BUSY(owner) || (pidns != 0 && pidns != self_ns))
+        return 0;
+    return proc_cpu((uint32_t)owner) == cpu;
+}
+
+/* Reads at most this many consumers' /proc entries per look: a producer with
+ * many consumers learns enough from the first few. */
+#define PEER_LOOKS 8
+
+/* Relaxed loads: the answer only picks how the next waits spin, and an owner
+ * word read stale (a consumer leaving, a producer taking over) misjudges one
+ * choice that the next probe corrects; nothing is read through it. */
+int shmr_peer_shares_cpu(shmr_ring *r, int producer_side)
+{
+    int cpu = sched_getcpu();
+    if (cpu < 0)
+        return 0;
+    uint64_t self_ns = shmr_self_pidns();
+    if (!producer_side)
+        return owner_on_cpu(shmr_load_relaxed64(&r->ctl->producer_owner),
+                            shmr_load_relaxed64(&r->ctl->producer_pidns), self_ns, cpu);
+    uint32_t looked = 0;
+    for (uint32_t i = 0; i < r->max_consumers && looked < PEER_LOOKS; i++) {
+        struct shmr_cslot *s = &r->cslots[i];
+        uint64_t owner = shmr_load_relaxed64(&s->owner);
+        if (owner == 0)
+            continue;
+        looked++;
+        if (owner_on_cpu(owner, shmr_load_relaxed64(&s->pidns), self_ns, cpu))
+            return 1;
+    }
+    return 0;
+}
 
 /* "Threads:" of /proc/PID/status, 0 if unreadable. */
 static int proc_threads(uint32_t pid)

@@ -18,6 +18,7 @@
 #include "shmr_hooks.h"
 #include "shmr_layout.h"
 #include "shmring.h"
+#include "spin_policy.h"
 
 struct shmr_ring {
     uint8_t *base;
@@ -56,6 +57,7 @@ struct shmr_producer {
     uint64_t oldest;       /* broadcast: private copy of prod->oldest */
     uint64_t want;         /* units of the frame a waiting producer needs */
     shmr_a64 *ticket;      /* a queue lane's (mpqueue.c): each frame's cum takes a ticket from it */
+    struct shmr_spin spin; /* whether its waits spin first (spin_policy.h) */
 };
 
 struct shmr_consumer {
@@ -73,6 +75,7 @@ struct shmr_consumer {
     uint64_t next_seq, next_cum; /* broadcast: sequence number and byte count at cursor */
     uint64_t claim_seq, claim_cum; /* ... at the end of the claim */
     uint64_t dropped_bytes;
+    struct shmr_spin spin; /* whether its waits spin first (spin_policy.h) */
 };
 
 static inline uint64_t shmr_min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }

@@ -119,7 +119,7 @@ void shmr_commit(shmr_producer *p, uint64_t n)
 
 int shmr_producer_wait(shmr_producer *p, int64_t timeout_ns, int64_t spin_ns)
 {
-    return shmr_ec_wait(p->r->space_ec, IS_QUEUE(p->r) ? shmr_q_producer_ready : shmr_b_producer_ready, p,
+    return shmr_spin_wait(&p->spin, p->r, 1, p->r->space_ec, IS_QUEUE(p->r) ? shmr_q_producer_ready : shmr_b_producer_ready, p,
                         timeout_ns, spin_ns);
 }
 
@@ -364,11 +364,15 @@ int64_t shmr_msg_release(shmr_consumer *c, const shmr_msg *msgs, shmr_loss *loss
     return shmr_m_release(c, msgs, loss);
 }
 
+void shmr_producer_wait_stats(const shmr_producer *p, shmr_wait_stats *out) { *out = p->spin.st; }
+
 int shmr_consumer_wait(shmr_consumer *c, int64_t timeout_ns, int64_t spin_ns)
 {
-    return shmr_ec_wait(c->r->data_ec, IS_QUEUE(c->r) ? shmr_q_consumer_ready : shmr_b_consumer_ready, c,
+    return shmr_spin_wait(&c->spin, c->r, 0, c->r->data_ec, IS_QUEUE(c->r) ? shmr_q_consumer_ready : shmr_b_consumer_ready, c,
                         timeout_ns, spin_ns);
 }
+
+void shmr_consumer_wait_stats(const shmr_consumer *c, shmr_wait_stats *out) { *out = c->spin.st; }
 
 int shmr_consumer_check_producer(shmr_consumer *c)
 {

@@ -96,6 +96,16 @@ typedef struct shmr_waiters {
     uint32_t producer;      /* the producer asleep waiting for room */
 } shmr_waiters;
 
+/* How a handle's waits went (process-local; see spin_policy.h). */
+typedef struct shmr_wait_stats {
+    uint64_t waits;         /* eventcount waits entered */
+    uint64_t spun;          /* of which began with a spin */
+    uint64_t spin_won;      /* of those, ended by the spin within its budget */
+    uint64_t shared_cpu;    /* looks after a spin ran out that found the peer on our CPU */
+    uint64_t slept_at_once; /* skipped the spin: the last one ran out that way */
+    uint64_t switches;      /* changes between spinning and sleeping at once */
+} shmr_wait_stats;
+
 typedef struct shmr_ring_info {
     uint64_t capacity, record_size, segment_size;
     uint32_t mode, overflow, max_consumers, layout_version;
@@ -175,6 +185,7 @@ int64_t shmr_reserve(shmr_producer *p, uint64_t n, void **ptr);
 void shmr_commit(shmr_producer *p, uint64_t n);
 /* waits until a slot may be free; busy-polls spin_ns first; 0, -ETIMEDOUT, -EINTR */
 int shmr_producer_wait(shmr_producer *p, int64_t timeout_ns, int64_t spin_ns);
+void shmr_producer_wait_stats(const shmr_producer *p, shmr_wait_stats *out);
 /* between wait slices: evict dead consumers and release what they had claimed;
  * returns the consumers evicted, *reclaimed = records released */
 int shmr_producer_recover(shmr_producer *p, uint64_t *reclaimed);
@@ -202,6 +213,7 @@ int64_t shmr_claim(shmr_consumer *c, uint64_t max, const void **ptr, uint64_t *d
  * overwritten while held (broadcast-overwrite only) */
 int64_t shmr_release(shmr_consumer *c);
 int shmr_consumer_wait(shmr_consumer *c, int64_t timeout_ns, int64_t spin_ns);
+void shmr_consumer_wait_stats(const shmr_consumer *c, shmr_wait_stats *out);
 /* between wait slices: close the stream if the producer died; returns the
  * close reason (SHMR_OPEN while it runs) */
 int shmr_consumer_check_producer(shmr_consumer *c);

@@ -177,3 +177,47 @@ def join_all(procs, timeout: float = 60.0) -> None:
         p.kill()
         p.join(5)
     assert not alive, f"child processes still running after {timeout}s: {[p.pid for p in alive]}"
+
+
+# ---- spin policy (csrc/spin_policy.h) -------------------------------------------
+
+def pinned_batch_producer(ring, cpu: int, n_batches: int, batch: int, results) -> None:
+    """Pinned to cpu, push n_batches arrays of batch records (seq 0, 1, ...), then close
+    the stream; put ("p", the producer's wait counts)."""
+    os.sched_setaffinity(0, {cpu})
+    prod = ring.producer(spin=20e-6)
+    for i in range(n_batches):
+        prod.push_many(make_records(i * batch, batch), timeout=30)
+    results.put(("p", prod._wait_stats()))
+    prod.close()
+    ring.close()
+
+
+def pinned_batch_consumer(ring, cpu: int, batch: int, ready, results) -> None:
+    """Pinned to cpu, pop_many(batch) until Closed; put ("c", wait counts, records
+    received, records out of order, records failing their checksum)."""
+    os.sched_setaffinity(0, {cpu})
+    cons = ring.consumer(start="oldest", spin=20e-6)
+    ready.set()
+    got = out_of_order = bad = 0
+    try:
+        while True:
+            a = cons.pop_many(batch, timeout=30)
+            out_of_order += int(np.count_nonzero(a["seq"] != np.arange(got, got + len(a), dtype=np.uint64)))
+            bad += n_bad(a)
+            got += len(a)
+    except shmring.Closed:
+        pass
+    results.put(("c", cons._wait_stats(), got, out_of_order, bad))
+    cons.close()
+    ring.close()
+
+
+def pinned_idle_producer(ring, cpu: int, ready, done) -> None:
+    """Pinned to cpu, hold the ring's producer role without pushing until done is set."""
+    os.sched_setaffinity(0, {cpu})
+    prod = ring.producer()
+    ready.set()
+    done.wait(120)
+    prod.close()
+    ring.close()

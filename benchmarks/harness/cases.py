@@ -411,6 +411,11 @@ CASES: list[Case] = [
          needs=frozenset({"zero_copy"})),
     Case("frames", "zc marker", bench_throughput, "records_per_s", dict(what="frame_zc"),
          needs=frozenset({"zero_copy"})),
+    # the same through 8 slots (48 MB cycled through the caches) instead of shmring's 2
+    Case("frames", "copy cap 8", bench_throughput, "records_per_s", dict(what="frame", capacity=8),
+         when=lambda p: p.name == "shmring"),
+    Case("frames", "zc fill cap 8", bench_throughput, "records_per_s", dict(what="frame_fill", capacity=8),
+         when=lambda p: p.name == "shmring"),
     # (d) scaling
     *_scaling_cases(),
 ]

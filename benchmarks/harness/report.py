@@ -232,13 +232,13 @@ def report(results: dict, machine: dict, cfg_name: str) -> tuple[str, list]:
     fr = results["frames"]
     if fr:
         L.append("(c) 6 MB frames (1080x1920x3 uint8), one producer -> one consumer (pinned, GC off)")
-        L.append(f"  {'implementation':16s} {'path':10s} {'frames/s':>9s} {'GB/s':>7s} {'gain':>8s}  note")
-        for r in _ran(L, fr, 10):
+        L.append(f"  {'implementation':16s} {'path':13s} {'frames/s':>9s} {'GB/s':>7s} {'gain':>8s}  note")
+        for r in _ran(L, fr, 13):
             gain = _gain_over(fr, r, "GB_per_s")
             note = note_for("frames", r)
             if r.get("trials"):
                 note += f"; median of {len(r['trials'])}, range {min(r['trials']):.1f}-{max(r['trials']):.1f}"
-            L.append(f"  {r['impl'] + _mark(r):16s} {r['variant']:10s} {r['records_per_s']:9.1f} {r['GB_per_s']:7.2f} "
+            L.append(f"  {r['impl'] + _mark(r):16s} {r['variant']:13s} {r['records_per_s']:9.1f} {r['GB_per_s']:7.2f} "
                      f"{fmt_gain(gain):>8s}  {note}")
         L.append("")
 
@@ -341,6 +341,13 @@ def evaluate_targets(results: dict) -> list:
         if ib:
             g = rb["records_per_s"] / ib["records_per_s"]
             add("tuned, >= 2x iceoryx2 in 1024-record batches", g >= 2, f"x{g:.2f} ({ib['records_per_s'] / 1e6:.1f} M/s)")
+    fr = results.get("frames") or []
+    for path in ("copy", "zc fill", "zc marker"):
+        sf, xf = _get(fr, "shmring", path), _get(fr, "iceoryx2", path)
+        if sf and xf:
+            g = sf["records_per_s"] / xf["records_per_s"]
+            add(f"6 MB frames, {path}: >= iceoryx2", g >= 1.0,
+                f"x{g:.2f} ({sf['records_per_s']:.0f} vs {xf['records_per_s']:.0f} frames/s)")
     cb = results.get("cbench")
     if cb and "skipped" not in cb:
         add("C core hand-off within 2x of the cache-line floor", cb["ratio_latency_p50"] <= 2.0,

@@ -64,6 +64,14 @@ cdef extern from "shmring.h" nogil:
         uint64_t claimed
         int alive
 
+    ctypedef struct shmr_wait_stats:
+        uint64_t waits
+        uint64_t spun
+        uint64_t spin_won
+        uint64_t shared_cpu
+        uint64_t slept_at_once
+        uint64_t switches
+
     ctypedef struct shmr_waiters:
         uint32_t consumers
         uint32_t producer
@@ -136,6 +144,7 @@ cdef extern from "shmring.h" nogil:
     int64_t shmr_reserve(shmr_producer *p, uint64_t n, void **ptr)
     void shmr_commit(shmr_producer *p, uint64_t n)
     int shmr_producer_wait(shmr_producer *p, int64_t timeout_ns, int64_t spin_ns)
+    void shmr_producer_wait_stats(const shmr_producer *p, shmr_wait_stats *out)
     int shmr_producer_stall(shmr_producer *p, uint32_t *index, uint64_t *behind)
     void shmr_producer_unstall(shmr_producer *p)
     int shmr_producer_recover(shmr_producer *p, uint64_t *reclaimed)
@@ -150,6 +159,7 @@ cdef extern from "shmring.h" nogil:
     int64_t shmr_claim(shmr_consumer *c, uint64_t max, const void **ptr, uint64_t *dropped)
     int64_t shmr_release(shmr_consumer *c)
     int shmr_consumer_wait(shmr_consumer *c, int64_t timeout_ns, int64_t spin_ns)
+    void shmr_consumer_wait_stats(const shmr_consumer *c, shmr_wait_stats *out)
     int shmr_consumer_check_producer(shmr_consumer *c)
     uint64_t shmr_consumer_popped(const shmr_consumer *c)
     uint64_t shmr_consumer_dropped(const shmr_consumer *c)

@@ -395,6 +395,13 @@ cdef class MessageProducer(_ProducerSide):
         else:
             shmr_msg_cancel(self._p)
 
+    def _wait_stats(self):
+        """As Producer._wait_stats."""
+        cdef shmr_wait_stats st
+        self._check()
+        shmr_producer_wait_stats(self._p, &st)
+        return _wait_stats_dict(&st)
+
     def close(self):
         """End the stream: consumers drain what was published, then see Closed."""
         _Handle.close(self)
@@ -765,6 +772,13 @@ cdef class MessageConsumer(_ConsumerSide):
             return self.pop()
         except Closed:
             raise StopIteration from None
+
+    def _wait_stats(self):
+        """As Producer._wait_stats."""
+        cdef shmr_wait_stats st
+        self._check()
+        shmr_consumer_wait_stats(self._c, &st)
+        return _wait_stats_dict(&st)
 
     @property
     def popped(self):

@@ -128,6 +128,11 @@ cdef int _raise(int64_t rc, str what) except -1:
     raise OSError(code, msg)
 
 
+cdef dict _wait_stats_dict(const shmr_wait_stats *st):
+    return {"waits": st.waits, "spun": st.spun, "spin_won": st.spin_won, "shared_cpu": st.shared_cpu,
+            "slept_at_once": st.slept_at_once, "switches": st.switches}
+
+
 cdef inline int64_t _mono_ns() noexcept nogil:
     cdef timespec ts
     clock_gettime(CLOCK_MONOTONIC, &ts)
@@ -846,6 +851,14 @@ cdef class Producer(_ProducerSide):
             return 0
         return self._push_ptr(<const char *>cnp.PyArray_DATA(arr), n, timeout)
 
+    def _wait_stats(self):
+        """This handle's waits so far: how many spun first, how many of those the
+        spin ended, how many slept at once (see csrc/spin_policy.h)."""
+        cdef shmr_wait_stats st
+        self._check()
+        shmr_producer_wait_stats(self._p, &st)
+        return _wait_stats_dict(&st)
+
     def free(self):
         """Records a push could place now without waiting (the capacity in
         broadcast-overwrite mode, where the producer never waits)."""
@@ -1144,6 +1157,13 @@ cdef class Consumer(_ConsumerSide):
             self._fdw.rearm()  # fileno() protocol: a call that found nothing re-arms
         self._lagged(dropped, None)
         return None
+
+    def _wait_stats(self):
+        """As Producer._wait_stats, for this consumer's waits."""
+        cdef shmr_wait_stats st
+        self._check()
+        shmr_consumer_wait_stats(self._c, &st)
+        return _wait_stats_dict(&st)
 
     def __len__(self):
         """Records this consumer could take now without waiting (queue mode: not yet
