@@ -10,7 +10,7 @@ from shmring.errors import ConsumerTableFull as _ConsumerTableFull
 MPQ_MAX_LANES = SHMR_MPQ_MAX_LANES
 MPQ_MIN_LANE_BYTES = SHMR_MPQ_MIN_LANE_BYTES
 
-cdef object _NOTHING = object()   # "no item": any object a user puts is a real item
+# _NOTHING (declared in _ring.pyx) marks "no item": any object a user puts is a real item
 
 DEF WAIT_DATA = 0
 DEF WAIT_ROOM = 1
