@@ -497,3 +497,51 @@ def test_cli_lists_and_describes_a_named_queue(ring_name, procs):
     assert f"pid {os.getpid()} (alive)" in info.stdout
     gc_run = _cli("gc", "--dry-run")
     assert ring_name not in gc_run.stdout  # its producer and consumer are alive
+
+
+# ---- soak (opt-in) ----------------------------------------------------------------
+
+@pytest.mark.skipif(not os.environ.get("SHMRING_SOAK"), reason="soak: set SHMRING_SOAK=1 (long by design)")
+@pytest.mark.timeout(3600)
+def test_soak_many_producers_and_consumers_with_kills(procs, tmp_path):
+    """Rounds of 8 producers x 4 consumers (SHMRING_SOAK_ITEMS each round, default
+    10^6), one producer and one consumer SIGKILLed at a random moment per round, on
+    one queue: exactly-once, per-producer order and balanced counts every round."""
+    import random
+    total = int(os.environ.get("SHMRING_SOAK_ITEMS", 1_000_000))
+    seed = int(os.environ.get("SHMRING_SOAK_SEED", time.time()))
+    print(f"soak seed {seed}")
+    rnd = random.Random(seed)
+    ctx = ctx_of("fork")
+    q = shmring.Queue(nbytes=1 << 16)
+    base = 0
+    for rnd_no in range(int(os.environ.get("SHMRING_SOAK_ROUNDS", 5))):
+        n_prod, each = 8, total // 8
+        pipes = [ctx.Pipe() for _ in range(4)]
+        logs = [str(tmp_path / f"r{rnd_no}c{i}.log") for i in range(4)]
+        cs = [procs(ctx, W.consume, q, b, log) for (_, b), log in zip(pipes, logs)]
+        ps = [procs(ctx, W.produce, q, base + pid, each) for pid in range(n_prod)]
+        time.sleep(rnd.uniform(0.1, 2.0))
+        os.kill(ps[0].pid, signal.SIGKILL)
+        os.kill(cs[0].pid, signal.SIGKILL)
+        join_all(ps[1:], 1800)
+        ps[0].join(10)
+        cs[0].join(10)
+        for _ in cs[1:]:
+            q.put(None)
+        parts = []
+        for a, _ in pipes[1:]:
+            assert a.poll(1800)
+            parts.append(a.recv())
+        join_all(cs[1:])
+        q._queue_mapping.recover()
+        allp = np.concatenate(parts + [np.fromfile(logs[0], dtype=np.int64).reshape(-1, 2)])
+        keys = allp[:, 0] * (each + 1) + allp[:, 1]
+        assert len(np.unique(keys)) == len(keys), "an item arrived twice"
+        for part in parts:
+            for pid in np.unique(part[:, 0]):
+                assert np.all(np.diff(part[part[:, 0] == pid][:, 1]) > 0)
+        s = q.stats()
+        assert s["items"] == 0 and s["put"] == s["got"] + s["abandoned"] and s["admitted"] == s["put"]
+        print(f"round {rnd_no}: put {s['put']} got {s['got']} abandoned {s['abandoned']} lost {s['lost']}")
+        base += n_prod
