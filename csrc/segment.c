@@ -101,6 +101,7 @@ static void bind(shmr_ring *r)
     r->mode = h->mode;
     r->overflow = h->overflow;
     r->max_consumers = h->max_consumers;
+    r->evict_after_ns = (uint64_t)h->evict_after_ms * 1000000u;
     r->descr_len = h->descr_len < SHMR_DESCR_MAX ? h->descr_len : 0;
 }
 
@@ -123,6 +124,10 @@ static int check_params(const shmr_params *p)
     if (p->capacity > (UINT64_MAX / 4) / p->record_size)
         return -EINVAL;
     if (p->kind > SHMR_KIND_MESSAGES)
+        return -EINVAL;
+    /* eviction stops a consumer from holding the producer back: block mode only,
+     * rings of records only */
+    if (p->evict_after_ms && (p->kind != SHMR_KIND_RECORDS || p->overflow != SHMR_OVERFLOW_BLOCK))
         return -EINVAL;
     /* messages: whole units, and room for a frame header and a body of at least
      * one unit in half the ring */
@@ -214,6 +219,7 @@ int shmr_create(const char *name, const shmr_params *p, unsigned mode_bits, shmr
     h->create_time_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
     h->descr_len = p->descr_len;
     h->kind = p->kind;
+    h->evict_after_ms = p->evict_after_ms;
     memcpy(h->descr, p->descr, p->descr_len);
 
     shmr_ring *r = calloc(1, sizeof *r);
@@ -427,7 +433,7 @@ static const shmr_layout_field layout_fields[] = {
     FIELD("header", 0, shmr_header, creator_pid),
     FIELD("header", 0, shmr_header, descr_len),
     FIELD("header", 0, shmr_header, kind),
-    FIELD("header", 0, shmr_header, reserved32),
+    FIELD("header", 0, shmr_header, evict_after_ms),
     FIELD("header", 0, shmr_header, creator_start),
     FIELD("header", 0, shmr_header, creator_pidns),
     FIELD("header", 0, shmr_header, descr),
@@ -457,6 +463,7 @@ static const shmr_layout_field layout_fields[] = {
     FIELD("ctl", OFF_CTL, shmr_ctl, evicted),
     FIELD("ctl", OFF_CTL, shmr_ctl, stall),
     FIELD("ctl", OFF_CTL, shmr_ctl, stall_since_ns),
+    FIELD("ctl", OFF_CTL, shmr_ctl, evicted_stalled),
     REGION("cslot", OFF_CONSUMERS, shmr_cslot),
     FIELD("cslot", 0, shmr_cslot, owner),
     FIELD("cslot", 0, shmr_cslot, ready),
@@ -513,6 +520,8 @@ int shmr_info(shmr_ring *r, shmr_ring_info *o)
     o->waiters.consumers = shmr_load_relaxed32(&r->data_ec->waiters);
     o->waiters.producer = shmr_load_relaxed32(&r->space_ec->waiters);
     o->evicted = shmr_load_relaxed64(&r->ctl->evicted);
+    o->evicted_stalled = shmr_load_relaxed64(&r->ctl->evicted_stalled);
+    o->evict_after_ms = h->evict_after_ms;
     /* cumulative per slot (see struct shmr_cslot): the sums cover every
      * consumer that ever used the ring, whatever became of it */
     for (uint32_t i = 0; i < r->max_consumers; i++) {
@@ -531,7 +540,7 @@ int shmr_info(shmr_ring *r, shmr_ring_info *o)
         uint64_t so = shmr_load_acquire64(&s->owner);
         if (so != 0 && !SHMR_IS_BUSY(so))
             o->popped_retired -= shmr_load_relaxed64(&s->popped) - shmr_load_relaxed64(&s->popped_base);
-        if (so == 0 || !shmr_load_acquire32(&s->ready))
+        if (so == 0 || shmr_load_acquire32(&s->ready) != SHMR_READY)
             continue;
         o->n_consumers++;
         uint64_t cur = shmr_load_acquire64(&s->cursor);
@@ -583,7 +592,9 @@ int shmr_consumer_infos(shmr_ring *r, shmr_consumer_info *out, uint32_t max, uin
         o->dropped = shmr_load_relaxed64(&s->dropped) - shmr_load_relaxed64(&s->dropped_base);
         o->dropped_bytes = shmr_load_relaxed64(&s->dropped_bytes);
         o->claim_pos = shmr_load_relaxed64(&s->claim_pos);
-        o->claimed = shmr_load_relaxed32(&s->claim_state) == CLAIM_HELD ? shmr_load_relaxed64(&s->claim_n) : 0;
+        uint32_t cs = shmr_load_relaxed32(&s->claim_state);
+        o->claimed = cs == CLAIM_HELD || cs == CLAIM_RELEASING ? shmr_load_relaxed64(&s->claim_n) : 0;
+        o->evicted = shmr_load_relaxed32(&s->ready) == SHMR_EVICTED_MARK;
         o->alive = shmr_owner_liveness(owner, shmr_load_acquire64(&s->pidns));
     }
     *n = k;

@@ -141,7 +141,7 @@ uint32_t shmr_consumer_count(shmr_ring *r)
         uint64_t owner = shmr_load_acquire64(&r->cslots[i].owner);
         /* seq_cst: pairs with the fence of the shmr_ec_notify() a joining
          * consumer makes after setting ready (see shmr_consumer_open) */
-        if (owner != 0 && !SHMR_IS_BUSY(owner) && shmr_load_seqcst32(&r->cslots[i].ready))
+        if (owner != 0 && !SHMR_IS_BUSY(owner) && shmr_load_seqcst32(&r->cslots[i].ready) == SHMR_READY)
             n++;
     }
     return n;
@@ -188,7 +188,7 @@ int shmr_producer_stall(shmr_producer *p, uint32_t *index, uint64_t *behind)
         uint64_t m = shmr_b_refresh_min(p);
         for (uint32_t i = 0; i < r->max_consumers && !found; i++) {
             struct shmr_cslot *s = &r->cslots[i];
-            if (shmr_load_acquire64(&s->owner) != 0 && shmr_load_acquire32(&s->ready) &&
+            if (shmr_load_acquire64(&s->owner) != 0 && shmr_load_acquire32(&s->ready) == SHMR_READY &&
                 shmr_load_acquire64(&s->cursor) <= m) {
                 *index = i;
                 *behind = p->head - m;
@@ -206,6 +206,34 @@ int shmr_producer_stall(shmr_producer *p, uint32_t *index, uint64_t *behind)
 }
 
 void shmr_producer_unstall(shmr_producer *p) { shmr_store_relaxed64(&p->r->ctl->stall, 0); }
+
+/* Called between wait slices (and by polling calls, at most once per liveness
+ * interval), after dead consumers were swept: a consumer still holding the
+ * producer back is alive (or of unknown liveness, which eviction, unlike
+ * reclaiming, may treat alike: it never assumes the consumer stopped reading,
+ * it makes sure what it reads afterwards is discarded). The clock is the
+ * stall word's: it starts when the producer first waits on that consumer and
+ * restarts whenever another one becomes the holder. */
+int shmr_producer_evict(shmr_producer *p)
+{
+    shmr_ring *r = p->r;
+    uint32_t i = 0;
+    uint64_t behind = 0;
+    if (!r->evict_after_ns || shmr_producer_room(p) > 0 || !shmr_producer_stall(p, &i, &behind))
+        return 0;
+    uint64_t since = shmr_load_relaxed64(&r->ctl->stall_since_ns);
+    if ((uint64_t)shmr_mono_ns() - since < r->evict_after_ns)
+        return 0;
+    int won = IS_QUEUE(r) ? shmr_q_evict(r, i) : shmr_b_evict(p, i);
+    /* a claim caught between states is tried again next slice, on the same clock */
+    if (!won && shmr_producer_room(p) == 0)
+        return 0;
+    shmr_producer_unstall(p);
+    /* the evicted consumer may sleep on the data eventcount: its next look
+     * finds out */
+    shmr_ec_notify_always(r->data_ec);
+    return 1;
+}
 
 /* ---- consumer ----------------------------------------------------------- */
 
@@ -291,6 +319,11 @@ uint64_t shmr_consumer_popped(const shmr_consumer *c) { return c->popped; }
 uint64_t shmr_consumer_dropped(const shmr_consumer *c) { return c->dropped; }
 uint32_t shmr_consumer_index(const shmr_consumer *c) { return c->index; }
 
+uint64_t shmr_consumer_evicted_claim(const shmr_consumer *c)
+{
+    return shmr_load_acquire32(&c->slot->claim_state) == CLAIM_EVICTED ? shmr_load_relaxed64(&c->slot->claim_n) : 0;
+}
+
 uint64_t shmr_consumer_available(shmr_consumer *c)
 {
     return IS_QUEUE(c->r) ? shmr_q_available(c) : shmr_b_available(c);
@@ -312,6 +345,8 @@ static int closed_and_drained(shmr_consumer *c)
 
 int64_t shmr_pop(shmr_consumer *c, void *dst, uint64_t max, uint64_t *dropped)
 {
+    if (shmr_evicted(c))
+        return -SHMR_EEVICTED;
     if (max == 0)
         return 0;
     int64_t k = IS_QUEUE(c->r) ? shmr_q_pop(c, dst, max) : shmr_b_pop(c, dst, max, dropped);
@@ -324,6 +359,8 @@ int64_t shmr_claim(shmr_consumer *c, uint64_t max, const void **ptr, uint64_t *d
 {
     if (c->claim_n)
         return -EBUSY;
+    if (shmr_evicted(c))
+        return -SHMR_EEVICTED;
     if (max == 0)
         return 0;
     int64_t k = IS_QUEUE(c->r) ? shmr_q_claim(c, max, ptr) : shmr_b_claim(c, max, ptr, dropped);
@@ -338,10 +375,8 @@ int64_t shmr_release(shmr_consumer *c)
     if (k == 0)
         return 0;
     c->claim_n = 0;
-    if (IS_QUEUE(c->r)) {
-        shmr_q_release(c, pos, k, k);
-        return 0;
-    }
+    if (IS_QUEUE(c->r))
+        return shmr_q_release(c, pos, k, k);
     return shmr_b_release(c, pos, k);
 }
 

@@ -50,6 +50,8 @@ class _RingInfo(TypedDict):
     close_reason: int
     abandoned: int
     evicted: int
+    evicted_stalled: int
+    evict_after_ms: int
     creator_pid: int
     creator_start: int
     creator_alive: int
@@ -72,6 +74,7 @@ class _ConsumerInfo(TypedDict):
     claim_pos: int
     claimed: int
     alive: int
+    evicted: int
 
 def start_time_of(pid: int) -> int: ...
 def process_alive(pid: int, start_time: int = ...) -> bool: ...
@@ -86,7 +89,8 @@ class Mapping:
     name: str
     @staticmethod
     def create(name: str, capacity: int, record_size: int, align: int, mode: int, overflow: int,
-               max_consumers: int, descr: bytes, perm: int, kind: int = ...) -> Mapping: ...
+               max_consumers: int, descr: bytes, perm: int, kind: int = ...,
+               evict_after_ms: int = ...) -> Mapping: ...
     @staticmethod
     def attach(name: str) -> Mapping: ...
     @staticmethod
