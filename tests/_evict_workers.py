@@ -8,7 +8,7 @@ import signal
 import numpy as np
 
 import shmring
-from _records import REC, n_bad
+from _records import n_bad
 
 
 def survivor(ring, ready, out):
@@ -26,6 +26,16 @@ def survivor(ring, ready, out):
     out.put(("survivor", np.concatenate(got) if got else np.zeros(0, np.uint64), bad))
 
 
+def _report_evicted(c, out, got, exc):
+    """Reports what the consumer had, what Evicted said, and whether the next call says it again."""
+    try:
+        c.pop(timeout=0)
+        again = False
+    except shmring.Evicted:
+        again = True
+    out.put(("evicted", got["seq"].copy(), n_bad(got), exc.count, str(exc), again))
+
+
 def stopper_broadcast(ring, ready, first, out):
     """Reads `first` records, then stops itself (SIGSTOP) between two pops; once
     continued, its next pop must say it was evicted."""
@@ -39,12 +49,7 @@ def stopper_broadcast(ring, ready, first, out):
         b = c.pop_many(256, timeout=5)
         out.put(("not evicted", a["seq"].copy(), n_bad(a), len(b)))
     except shmring.Evicted as exc:
-        try:
-            c.pop(timeout=0)
-            again = False
-        except shmring.Evicted:
-            again = True
-        out.put(("evicted", a["seq"].copy(), n_bad(a), exc.count, str(exc), again))
+        _report_evicted(c, out, a, exc)
     c.close()
 
 
@@ -61,13 +66,6 @@ def stopper_queue(ring, ready, hold, out):
             os.kill(os.getpid(), signal.SIGSTOP)
         out.put(("not evicted", held["seq"].copy(), 0, 0, "", False))
     except shmring.Evicted as exc:
-        try:
-            c.pop(timeout=0)
-            again = False
-        except shmring.Evicted:
-            again = True
-        out.put(("evicted", held["seq"].copy(), 0, exc.count, str(exc), again))
+        _report_evicted(c, out, held, exc)
     c.close()
 
-
-__all__ = ["REC", "survivor", "stopper_broadcast", "stopper_queue"]

@@ -52,16 +52,19 @@ MSG_MAXP = 1500  # payload bytes of the largest message (sizes 0..MSG_MAXP)
 pytestmark = pytest.mark.timeout(int(SECONDS) * 3 * 4 + 240)
 
 
+def _take_producer(ring):
+    while True:
+        try:
+            return ring.producer(liveness_interval=0.01)
+        except shmring.ProducerBusyError:  # the one killed is not reaped yet
+            time.sleep(0.001)
+
+
 def msg_producer_main(ring, stop, seed):
     """producer_main for a message ring: messages of 0..MSG_MAXP payload bytes,
     each carrying its sequence number and a CRC of its payload."""
     rng = random.Random(seed)
-    while True:
-        try:
-            p = ring.producer(liveness_interval=0.01)
-            break
-        except shmring.ProducerBusyError:
-            time.sleep(0.001)
+    p = _take_producer(ring)
     seq = ring.stats()["pushed"]  # messages published
     while not stop.value:
         op = rng.randrange(3)
@@ -95,12 +98,7 @@ def _msg_seq(m) -> int:
 
 def producer_main(ring, stop, seed):
     rng = random.Random(seed)
-    while True:
-        try:
-            p = ring.producer(liveness_interval=0.01)
-            break
-        except shmring.ProducerBusyError:  # the one killed is not reaped yet
-            time.sleep(0.001)
+    p = _take_producer(ring)
     seq = ring.stats()["pushed"]  # a successor goes on from the published head
     buf = make_records(0, 64)
     while not stop.value:
@@ -127,116 +125,106 @@ def producer_main(ring, stop, seed):
     p.close()
 
 
-def consumer_main(ring, log_path, ready, seed, start):
-    """Logs every record it returns (inside a view: before the release). A
-    survivor (log_path ending in .npy and no memmap) saves at the end."""
+class _Log:
+    """What a consumer returned: a victim logs into a memmap the parent reads after
+    the kill (path ending in .log.npy), a survivor keeps a list and saves it at the end."""
+
+    def __init__(self, path):
+        self.path = path
+        self.mm = np.lib.format.open_memmap(path, mode="r+") if path.endswith(".log.npy") else None
+        self.got, self.bad, self.n = [], 0, 0
+
+    def add(self, seqs):
+        if self.mm is None:
+            self.got.append(np.array(seqs, dtype=np.uint64))
+            return
+        k = min(len(seqs), LOG_N - self.n)
+        self.mm[self.n:self.n + k] = seqs[:k]
+        self.mm[LOG_N] = self.n + k
+        self.n += len(seqs)
+
+    def add_bad(self, k):
+        self.bad += k
+        if self.mm is not None:
+            self.mm[LOG_N + 1] = self.bad
+
+    def save(self, dropped):
+        if self.mm is None:
+            np.save(self.path, np.concatenate(self.got) if self.got else np.zeros(0, np.uint64))
+            np.save(self.path + ".meta.npy", np.array([self.bad, dropped], dtype=np.uint64))
+
+
+def _consume(ring, log_path, ready, seed, start, take):
+    """Logs every record (message) it returns; queue mode logs inside a view,
+    before the release, so a kill after the release loses nothing unseen.
+    take(c, rng, timeout, view_log) makes one call: (sequence numbers, damaged, logged)."""
     rng = random.Random(seed)
     c = ring.consumer(start=start, liveness_interval=0.01)
     ready.set()
-    log = np.lib.format.open_memmap(log_path, mode="r+") if log_path.endswith(".log.npy") else None
-    got, bad, n = [], 0, 0
-    in_view = ring.mode == "queue"  # queue: log before the release, so a kill after it loses nothing unseen
-
-    def write_log(seqs):
-        nonlocal n
-        k = min(len(seqs), LOG_N - n)
-        log[n:n + k] = seqs[:k]
-        log[LOG_N] = n + k
-        n += len(seqs)
-
+    log = _Log(log_path)
+    view_log = log if ring.mode == "queue" and log.mm is not None else None
     while True:
-        op = rng.randrange(3)
-        m = rng.randint(1, 48)
-        to = rng.choice((0, 0.01, 0.05))
-        logged = False
         try:
-            if op == 0:
-                a = np.array([c.pop(timeout=to)], dtype=REC)
-            elif op == 1:
-                a = c.pop_many(m, timeout=to)
-            else:
-                try:
-                    with c.view(m, timeout=to) as v:
-                        a = np.array(v)
-                        if log is not None and in_view:
-                            write_log(a["seq"])
-                            logged = True
-                except shmring.Lagged as exc:
-                    # overwrite mode: the producer lapped the view while it was held;
-                    # its first exc.count records are invalid (and counted as dropped)
-                    a = a[exc.count:]
-            bad += n_bad(a)
-            if log is None:
-                got.append(a["seq"].copy())
-            elif not logged:
-                write_log(a["seq"])
-            if log is not None:
-                log[LOG_N + 1] = bad
+            seqs, bad, logged = take(c, rng, rng.choice((0, 0.01, 0.05)), view_log)
+            log.add_bad(bad)
+            if not logged:
+                log.add(seqs)
         except shmring.Empty:
             pass
         except shmring.Closed as exc:
             if exc.reason == "closed by producer":
                 break
             time.sleep(0.002)  # the producer died: a successor reopens the stream
-    if log is None:
-        np.save(log_path, np.concatenate(got) if got else np.zeros(0, np.uint64))
-        np.save(log_path + ".meta.npy", np.array([bad, c.dropped], dtype=np.uint64))
+    log.save(c.dropped)
     os._exit(0)
+
+
+def _take_records(c, rng, to, view_log):
+    op, m, logged = rng.randrange(3), rng.randint(1, 48), False
+    if op == 0:
+        a = np.array([c.pop(timeout=to)], dtype=REC)
+    elif op == 1:
+        a = c.pop_many(m, timeout=to)
+    else:
+        try:
+            with c.view(m, timeout=to) as v:
+                a = np.array(v)
+                if view_log is not None:
+                    view_log.add(a["seq"])
+                    logged = True
+        except shmring.Lagged as exc:
+            # overwrite mode: the producer lapped the view while it was held;
+            # its first exc.count records are invalid (and counted as dropped)
+            a = a[exc.count:]
+    return a["seq"].copy(), n_bad(a), logged
+
+
+def _take_messages(c, rng, to, view_log):
+    op, logged = rng.randrange(3), False
+    if op == 0:
+        seqs = [_msg_seq(c.pop(timeout=to))]
+    elif op == 1:
+        seqs = [_msg_seq(m) for m in c.pop_many(rng.randint(1, 16), timeout=to)]
+    else:
+        seqs = []
+        try:
+            with c.view(timeout=to) as mv:
+                seqs = [_msg_seq(bytes(mv))]
+                if view_log is not None and seqs[0] >= 0:
+                    view_log.add(np.array(seqs, np.uint64))
+                    logged = True
+        except shmring.Lagged:
+            seqs = []  # overwrite mode: the view was lapped while held, counted in dropped
+    good = np.array([s for s in seqs if s >= 0], dtype=np.uint64)
+    return good, len(seqs) - len(good), logged
+
+
+def consumer_main(ring, log_path, ready, seed, start):
+    _consume(ring, log_path, ready, seed, start, _take_records)
 
 
 def msg_consumer_main(ring, log_path, ready, seed, start):
-    """consumer_main for a message ring: a damaged message counts as bad."""
-    rng = random.Random(seed)
-    c = ring.consumer(start=start, liveness_interval=0.01)
-    ready.set()
-    log = np.lib.format.open_memmap(log_path, mode="r+") if log_path.endswith(".log.npy") else None
-    got, bad, n = [], 0, 0
-    in_view = ring.mode == "queue"
-
-    def write_log(seqs):
-        nonlocal n
-        k = min(len(seqs), LOG_N - n)
-        log[n:n + k] = seqs[:k]
-        log[LOG_N] = n + k
-        n += len(seqs)
-
-    while True:
-        op = rng.randrange(3)
-        to = rng.choice((0, 0.01, 0.05))
-        logged = False
-        try:
-            if op == 0:
-                seqs = [_msg_seq(c.pop(timeout=to))]
-            elif op == 1:
-                seqs = [_msg_seq(m) for m in c.pop_many(rng.randint(1, 16), timeout=to)]
-            else:
-                seqs = []
-                try:
-                    with c.view(timeout=to) as mv:
-                        seqs = [_msg_seq(bytes(mv))]
-                        if log is not None and in_view and seqs[0] >= 0:
-                            write_log(np.array(seqs, np.uint64))
-                            logged = True
-                except shmring.Lagged:
-                    seqs = []  # overwrite mode: the view was lapped while held, counted in dropped
-            good = np.array([s for s in seqs if s >= 0], dtype=np.uint64)
-            bad += len(seqs) - len(good)
-            if log is None:
-                got.append(good)
-            elif not logged:
-                write_log(good)
-            if log is not None:
-                log[LOG_N + 1] = bad
-        except shmring.Empty:
-            pass
-        except shmring.Closed as exc:
-            if exc.reason == "closed by producer":
-                break
-            time.sleep(0.002)
-    if log is None:
-        np.save(log_path, np.concatenate(got) if got else np.zeros(0, np.uint64))
-        np.save(log_path + ".meta.npy", np.array([bad, c.dropped], dtype=np.uint64))
-    os._exit(0)
+    _consume(ring, log_path, ready, seed, start, _take_messages)
 
 
 def run_harness(name, mode, overflow, seconds, seed, tmp_path, procs, kind="records"):

@@ -92,78 +92,81 @@ static void accounting(shmr_ring *r, uint64_t abandoned, uint64_t evicted, const
     EXPECT_EQ(i.available, 0, "%s: nothing left", what);
 }
 
-static void case_a(void)
-{
-    shmr_ring *r = mk("ev-a");
+/* A ring of 8 holding 0..7 with a producer and two consumers: S parked at
+ * `park` inside its pop of [0,4), L having popped 4..7. */
+struct scene {
+    shmr_ring *r;
     shmr_producer *p;
     shmr_consumer *l;
-    struct s_args s = {0};
-    CHECK(shmr_producer_open(r, &p));
-    CHECK(shmr_consumer_open(r, 0, &s.c));
-    CHECK(shmr_consumer_open(r, 0, &l));
-    EXPECT_EQ(t_push_seq(p, 0, 8), 8, "A: push 0..7");
-    park_site = SHMR_HOOK_CLAIM_COPIED;
+    struct s_args s;
     pthread_t t;
-    if (pthread_create(&t, NULL, s_main, &s))
+    uint64_t next; /* L's next expected record */
+};
+
+static void scene_open(struct scene *sc, const char *tag, int park, const char *what)
+{
+    memset(sc, 0, sizeof *sc);
+    sc->r = mk(tag);
+    CHECK(shmr_producer_open(sc->r, &sc->p));
+    CHECK(shmr_consumer_open(sc->r, 0, &sc->s.c));
+    CHECK(shmr_consumer_open(sc->r, 0, &sc->l));
+    EXPECT_EQ(t_push_seq(sc->p, 0, 8), 8, "%s: push 0..7", what);
+    park_site = park;
+    if (pthread_create(&sc->t, NULL, s_main, &sc->s))
         t_fatal("pthread_create");
-    t_sem_wait(&parked); /* S holds [0,4), copied, not released */
-    uint64_t next = 4;
-    EXPECT_EQ(drain(l, &next), 4, "A: L pops 4..7");
-    EXPECT_EQ(t_push_seq(p, 8, 8), 0, "A: full while S holds its batch");
+    t_sem_wait(&parked);
+    sc->next = 4;
+    EXPECT_EQ(drain(sc->l, &sc->next), 4, "%s: L pops 4..7", what);
+}
+
+static void scene_close(struct scene *sc)
+{
+    shmr_consumer_free(sc->s.c);
+    shmr_consumer_free(sc->l);
+    shmr_producer_free(sc->p);
+    shmr_detach(sc->r);
+}
+
+static void case_a(void)
+{
+    struct scene sc;
+    scene_open(&sc, "ev-a", SHMR_HOOK_CLAIM_COPIED, "A"); /* S holds [0,4), copied, not released */
+    EXPECT_EQ(t_push_seq(sc.p, 8, 8), 0, "A: full while S holds its batch");
     uint32_t idx;
     uint64_t behind;
-    EXPECT_EQ(shmr_producer_stall(p, &idx, &behind), 1, "A: a stall is named");
-    EXPECT_EQ(idx, shmr_consumer_index(s.c), "A: S is named");
+    EXPECT_EQ(shmr_producer_stall(sc.p, &idx, &behind), 1, "A: a stall is named");
+    EXPECT_EQ(idx, shmr_consumer_index(sc.s.c), "A: S is named");
     pause_ms(5); /* evict_after is 1 ms */
-    EXPECT_EQ(shmr_producer_evict(p), 1, "A: S evicted");
-    EXPECT_EQ(t_push_seq(p, 8, 8), 8, "A: push 8..15 into the space taken back");
-    EXPECT_EQ(drain(l, &next), 8, "A: L pops 8..15 (its batch at slot 0 tags 16)");
+    EXPECT_EQ(shmr_producer_evict(sc.p), 1, "A: S evicted");
+    EXPECT_EQ(t_push_seq(sc.p, 8, 8), 8, "A: push 8..15 into the space taken back");
+    EXPECT_EQ(drain(sc.l, &sc.next), 8, "A: L pops 8..15 (its batch at slot 0 tags 16)");
     sem_post(&go_on);
-    pthread_join(t, NULL);
-    EXPECT_EQ(s.n, -SHMR_EEVICTED, "A: S's pop after its batch was taken back");
-    EXPECT_EQ(shmr_pop(s.c, s.out, 4, NULL), -SHMR_EEVICTED, "A: S's next pop");
-    EXPECT_EQ(t_push_seq(p, 16, 8), 8, "A: push 16..23 (a clobbered release record stalls here)");
-    EXPECT_EQ(drain(l, &next), 8, "A: L pops 16..23");
-    accounting(r, 4, 1, "A");
-    shmr_consumer_free(s.c);
-    shmr_consumer_free(l);
-    shmr_producer_free(p);
-    shmr_detach(r);
+    pthread_join(sc.t, NULL);
+    EXPECT_EQ(sc.s.n, -SHMR_EEVICTED, "A: S's pop after its batch was taken back");
+    EXPECT_EQ(shmr_pop(sc.s.c, sc.s.out, 4, NULL), -SHMR_EEVICTED, "A: S's next pop");
+    EXPECT_EQ(t_push_seq(sc.p, 16, 8), 8, "A: push 16..23 (a clobbered release record stalls here)");
+    EXPECT_EQ(drain(sc.l, &sc.next), 8, "A: L pops 16..23");
+    accounting(sc.r, 4, 1, "A");
+    scene_close(&sc);
 }
 
 static void case_b(void)
 {
-    shmr_ring *r = mk("ev-b");
-    shmr_producer *p;
-    shmr_consumer *l;
-    struct s_args s = {0};
-    CHECK(shmr_producer_open(r, &p));
-    CHECK(shmr_consumer_open(r, 0, &s.c));
-    CHECK(shmr_consumer_open(r, 0, &l));
-    EXPECT_EQ(t_push_seq(p, 0, 8), 8, "B: push 0..7");
-    park_site = SHMR_HOOK_RELEASE_WON;
-    pthread_t t;
-    if (pthread_create(&t, NULL, s_main, &s))
-        t_fatal("pthread_create");
-    t_sem_wait(&parked); /* S won HELD -> RELEASING, release record not written */
-    uint64_t next = 4;
-    EXPECT_EQ(drain(l, &next), 4, "B: L pops 4..7");
-    shmr_producer_evict(p); /* starts the stall clock */
+    struct scene sc;
+    scene_open(&sc, "ev-b", SHMR_HOOK_RELEASE_WON, "B"); /* S won HELD -> RELEASING, record not written */
+    shmr_producer_evict(sc.p); /* starts the stall clock */
     pause_ms(5);
-    EXPECT_EQ(shmr_producer_evict(p), 0, "B: a releasing consumer is not evicted");
-    EXPECT_EQ(t_push_seq(p, 8, 4), 0, "B: still full");
+    EXPECT_EQ(shmr_producer_evict(sc.p), 0, "B: a releasing consumer is not evicted");
+    EXPECT_EQ(t_push_seq(sc.p, 8, 4), 0, "B: still full");
     sem_post(&go_on);
-    pthread_join(t, NULL);
-    EXPECT_EQ(s.n, 4, "B: S's pop delivers its batch");
-    for (int i = 0; i < 4 && s.n == 4; i++)
-        EXPECT_EQ(s.out[i], (uint64_t)i, "B: S's record %d", i);
-    EXPECT_EQ(t_push_seq(p, 8, 8), 8, "B: push 8..15 after S released");
-    EXPECT_EQ(drain(l, &next), 8, "B: L pops 8..15");
-    accounting(r, 0, 0, "B");
-    shmr_consumer_free(s.c);
-    shmr_consumer_free(l);
-    shmr_producer_free(p);
-    shmr_detach(r);
+    pthread_join(sc.t, NULL);
+    EXPECT_EQ(sc.s.n, 4, "B: S's pop delivers its batch");
+    for (int i = 0; i < 4 && sc.s.n == 4; i++)
+        EXPECT_EQ(sc.s.out[i], (uint64_t)i, "B: S's record %d", i);
+    EXPECT_EQ(t_push_seq(sc.p, 8, 8), 8, "B: push 8..15 after S released");
+    EXPECT_EQ(drain(sc.l, &sc.next), 8, "B: L pops 8..15");
+    accounting(sc.r, 0, 0, "B");
+    scene_close(&sc);
 }
 
 static void case_c(void)
