@@ -120,27 +120,12 @@ void shmr_b_publish(shmr_producer *p, uint64_t k)
     shmr_ec_notify(p->r->data_ec);
 }
 
-int64_t shmr_b_push(shmr_producer *p, const void *src, uint64_t n)
+/* How many of the next n positions the producer may write now, announced
+ * (push and reserve alike). */
+uint64_t shmr_b_room(shmr_producer *p, uint64_t n)
 {
     uint64_t k = shmr_b_writable(p, n);
-    if (k == 0 || (k = shmr_b_announce(p, k)) == 0)
-        return 0;
-    shmr_copy_in(p->r, p->head, src, k);
-    shmr_b_publish(p, k);
-    return (int64_t)k;
-}
-
-int64_t shmr_b_reserve(shmr_producer *p, uint64_t n, void **ptr)
-{
-    shmr_ring *r = p->r;
-    uint64_t s = p->head & r->mask;
-    n = shmr_min_u64(n, r->cap - s); /* contiguous part only */
-    uint64_t k = shmr_b_writable(p, n);
-    if (k == 0 || (k = shmr_b_announce(p, k)) == 0)
-        return 0;
-    *ptr = r->slots + s * r->stride;
-    p->reserved = k;
-    return (int64_t)k;
+    return k ? shmr_b_announce(p, k) : 0;
 }
 
 int shmr_b_producer_ready(void *arg) { return shmr_b_writable((shmr_producer *)arg, 1) > 0; }

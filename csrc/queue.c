@@ -61,29 +61,6 @@ void shmr_q_publish(shmr_producer *p, uint64_t k)
     shmr_ec_notify(p->r->data_ec);
 }
 
-int64_t shmr_q_push(shmr_producer *p, const void *src, uint64_t n)
-{
-    uint64_t k = shmr_q_writable(p, n);
-    if (k == 0)
-        return 0;
-    shmr_copy_in(p->r, p->head, src, k);
-    shmr_q_publish(p, k);
-    return (int64_t)k;
-}
-
-int64_t shmr_q_reserve(shmr_producer *p, uint64_t n, void **ptr)
-{
-    shmr_ring *r = p->r;
-    uint64_t s = p->head & r->mask;
-    n = shmr_min_u64(n, r->cap - s); /* contiguous part only */
-    uint64_t k = shmr_q_writable(p, n);
-    if (k == 0)
-        return 0;
-    *ptr = r->slots + s * r->stride;
-    p->reserved = k;
-    return (int64_t)k;
-}
-
 int shmr_q_producer_ready(void *arg) { return shmr_q_writable((shmr_producer *)arg, 1) > 0; }
 
 /* Slots the producer may write now: the same walk of release records a push

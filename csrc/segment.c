@@ -7,6 +7,7 @@
 #endif
 #include "eventcount.h"
 #include "liveness.h"
+#include "segment.h"
 #include "shmr_internal.h"
 
 #include <errno.h>
@@ -53,6 +54,147 @@ static int full_name(const char *name, char *out, size_t outlen)
     if (rc)
         return rc;
     snprintf(out, outlen, "%s%s", SHMR_PREFIX, name);
+    return 0;
+}
+
+/* ---- segment files (segment.h) ------------------------------------------ */
+
+_Static_assert(SHMR_FILE_PATH_MAX <= SHMR_SEG_PATH_MAX, "a segment's file paths fit struct shmr_seg");
+
+int shmr_seg_create(const char *name, uint64_t size, unsigned mode_bits, void (*first_page)(uint8_t *page),
+                    struct shmr_seg *s)
+{
+    int rc = shmr_name_check(name);
+    if (rc)
+        return rc;
+    if (size > (uint64_t)SIZE_MAX / 2)
+        return -ENOMEM;
+    uint64_t me = shmr_self_owner();
+    s->base = MAP_FAILED;
+    s->size = (size_t)size;
+    s->uid = (uint32_t)geteuid();
+    s->mode = mode_bits & 0777;
+    snprintf(s->tmp, sizeof s->tmp, SHMR_SHM_DIR "/" SHMR_INIT_PREFIX "%u-%u-%s", (uint32_t)me, (uint32_t)(me >> 32),
+             name);
+    snprintf(s->final, sizeof s->final, SHMR_SHM_DIR SHMR_PREFIX "%s", name);
+    struct stat taken;
+    if (stat(s->final, &taken) == 0)
+        return -EEXIST; /* the common case, without building a segment first */
+    s->fd = open(s->tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode_bits & 0777);
+    if (s->fd < 0)
+        return -errno;
+    if (fchmod(s->fd, mode_bits & 0777) != 0 || ftruncate(s->fd, SHMR_PAGE) != 0)
+        goto fail_errno;
+    if (first_page) {
+        uint8_t *page = mmap(NULL, SHMR_PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, s->fd, 0);
+        if (page == MAP_FAILED)
+            goto fail_errno;
+        first_page(page);
+        munmap(page, SHMR_PAGE);
+    }
+    if (ftruncate(s->fd, (off_t)size) != 0)
+        goto fail_errno;
+    if ((rc = posix_fallocate(s->fd, 0, (off_t)size)) != 0) {
+        rc = -rc;
+        goto fail;
+    }
+    s->base = mmap(NULL, s->size, PROT_READ | PROT_WRITE, MAP_SHARED, s->fd, 0);
+    if (s->base == MAP_FAILED)
+        goto fail_errno;
+    return 0;
+fail_errno:
+    rc = -errno;
+fail:
+    shmr_seg_abandon(s);
+    return rc;
+}
+
+int shmr_seg_publish(struct shmr_seg *s)
+{
+    int rc = link(s->tmp, s->final) == 0 ? 0 : -errno;
+    if (rc) {
+        shmr_seg_abandon(s);
+        return rc;
+    }
+    unlink(s->tmp);
+    close(s->fd);
+    s->fd = -1;
+    return 0;
+}
+
+void shmr_seg_abandon(struct shmr_seg *s)
+{
+    if (s->base != MAP_FAILED)
+        munmap(s->base, s->size);
+    s->base = MAP_FAILED;
+    if (s->fd >= 0) {
+        close(s->fd);
+        unlink(s->tmp);
+    }
+    s->fd = -1;
+}
+
+int shmr_seg_open(const char *name, int *fd)
+{
+    char path[SHMR_PATH_MAX];
+    int rc = full_name(name, path, sizeof path);
+    if (rc)
+        return rc;
+    *fd = shm_open(path, O_RDWR | O_CLOEXEC, 0);
+    return *fd < 0 ? -errno : 0;
+}
+
+int shmr_seg_map(int fd, int (*validate)(const uint8_t *, uint64_t), size_t size_off, struct shmr_seg *s)
+{
+    struct stat st;
+    int rc = 0;
+    s->fd = -1;
+    s->base = MAP_FAILED;
+    if (fstat(fd, &st) != 0)
+        rc = -errno;
+    else if (st.st_size == 0)
+        rc = -SHMR_EINIT;
+    else if ((uint64_t)st.st_size < SHMR_PAGE)
+        rc = -SHMR_ETRUNC;
+    if (rc) {
+        close(fd);
+        return rc;
+    }
+    uint64_t fsize = (uint64_t)st.st_size;
+    s->uid = (uint32_t)st.st_uid;
+    s->mode = (uint32_t)st.st_mode & 07777;
+    uint8_t *hp = mmap(NULL, SHMR_PAGE, PROT_READ, MAP_SHARED, fd, 0);
+    if (hp == MAP_FAILED) {
+        rc = -errno;
+        close(fd);
+        return rc;
+    }
+    rc = validate(hp, fsize);
+    uint64_t size;
+    memcpy(&size, hp + size_off, sizeof size);
+    munmap(hp, SHMR_PAGE);
+    if (rc) {
+        close(fd);
+        return rc;
+    }
+    uint8_t *base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    rc = base == MAP_FAILED ? -errno : 0;
+    close(fd);
+    if (rc)
+        return rc;
+    /* the header is immutable once published, but re-check the mapping we keep */
+    uint64_t size2;
+    memcpy(&size2, base + size_off, sizeof size2);
+    if (size2 != size)
+        rc = -SHMR_ECORRUPT;
+    else
+        rc = validate(base, fsize);
+    if (rc) {
+        munmap(base, size);
+        return rc;
+    }
+    s->base = base;
+    s->size = size;
     return 0;
 }
 
@@ -275,7 +417,7 @@ static int validate(const uint8_t *base, uint64_t file_size)
     if (h->header_size != sizeof(struct shmr_header))
         return -SHMR_ECORRUPT;
     shmr_params p = {h->capacity, h->record_size, h->record_align, h->mode, h->overflow,
-                     h->max_consumers, h->descr, h->descr_len, h->kind};
+                     h->max_consumers, h->descr, h->descr_len, h->kind, h->evict_after_ms};
     if (check_params(&p) || h->stride != h->record_size)
         return -SHMR_ECORRUPT;
     if (h->mode == SHMR_MODE_QUEUE && h->overflow != SHMR_OVERFLOW_BLOCK)

@@ -123,8 +123,6 @@ int shmr_q_claimable(shmr_consumer *c, uint64_t *t);
 /* queue.c: each returns what the public call of the same name returns, except
  * that "nothing there" is 0 and the public layer decides about end of stream. */
 int shmr_q_producer_open(shmr_producer *p);
-int64_t shmr_q_push(shmr_producer *p, const void *src, uint64_t n);
-int64_t shmr_q_reserve(shmr_producer *p, uint64_t n, void **ptr);
 void shmr_q_publish(shmr_producer *p, uint64_t k);
 int shmr_q_producer_ready(void *p);
 int64_t shmr_q_pop(shmr_consumer *c, void *dst, uint64_t max);
@@ -139,8 +137,7 @@ uint64_t shmr_q_reclaim(shmr_ring *r, uint32_t i, const int *alive, const int *d
 
 /* broadcast.c */
 int shmr_b_producer_open(shmr_producer *p);
-int64_t shmr_b_push(shmr_producer *p, const void *src, uint64_t n);
-int64_t shmr_b_reserve(shmr_producer *p, uint64_t n, void **ptr);
+uint64_t shmr_b_room(shmr_producer *p, uint64_t n);
 void shmr_b_publish(shmr_producer *p, uint64_t k);
 int shmr_b_producer_ready(void *p);
 uint64_t shmr_b_refresh_min(shmr_producer *p);

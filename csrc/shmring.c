@@ -92,14 +92,41 @@ int shmr_producer_close_stream(shmr_producer *p)
     return 0;
 }
 
+/* Positions [head, head + k) the producer may write now (k <= n): the queue's
+ * walk of release records, or the broadcast room, announced. */
+static inline uint64_t room(shmr_producer *p, uint64_t n)
+{
+    return IS_QUEUE(p->r) ? shmr_q_writable(p, n) : shmr_b_room(p, n);
+}
+
+static inline void publish(shmr_producer *p, uint64_t k)
+{
+    if (IS_QUEUE(p->r))
+        shmr_q_publish(p, k);
+    else
+        shmr_b_publish(p, k);
+}
+
 int64_t shmr_push(shmr_producer *p, const void *src, uint64_t n)
 {
-    return IS_QUEUE(p->r) ? shmr_q_push(p, src, n) : shmr_b_push(p, src, n);
+    uint64_t k = room(p, n);
+    if (k == 0)
+        return 0;
+    shmr_copy_in(p->r, p->head, src, k);
+    publish(p, k);
+    return (int64_t)k;
 }
 
 int64_t shmr_reserve(shmr_producer *p, uint64_t n, void **ptr)
 {
-    return IS_QUEUE(p->r) ? shmr_q_reserve(p, n, ptr) : shmr_b_reserve(p, n, ptr);
+    shmr_ring *r = p->r;
+    uint64_t s = p->head & r->mask;
+    uint64_t k = room(p, shmr_min_u64(n, r->cap - s)); /* contiguous part only */
+    if (k == 0)
+        return 0;
+    *ptr = r->slots + s * r->stride;
+    p->reserved = k;
+    return (int64_t)k;
 }
 
 void shmr_commit(shmr_producer *p, uint64_t n)
@@ -107,12 +134,8 @@ void shmr_commit(shmr_producer *p, uint64_t n)
     if (n > p->reserved)
         n = p->reserved; /* never publish slots that were not reserved */
     p->reserved = 0;
-    if (n == 0)
-        return;
-    if (IS_QUEUE(p->r))
-        shmr_q_publish(p, n);
-    else
-        shmr_b_publish(p, n);
+    if (n != 0)
+        publish(p, n);
 }
 
 int shmr_producer_wait(shmr_producer *p, int64_t timeout_ns, int64_t spin_ns)

@@ -525,15 +525,7 @@ class Ring:
         name = _check_name(name)
         want = _check_dtype(dtype) if dtype is not None else None
         mapping = _ring.Mapping.attach(name)
-        uid, mode = mapping.file_owner
-        if owner_only and uid != os.geteuid():
-            raise PermissionError(
-                errno.EPERM, f"ring {name!r} is owned by uid {uid}, not by this user (uid {os.geteuid()}); "
-                             f"refusing to join it")
-        if permissions is not None and mode & ~int(permissions) & 0o7777:
-            raise PermissionError(
-                errno.EPERM, f"ring {name!r} has permissions {oct(mode)}, more open than the {oct(permissions)} "
-                             f"asked for; refusing to join it")
+        _check_owner(name, mapping.file_owner, owner_only, permissions, "ring")
         if mapping.kind == _ring.KIND_MESSAGES:
             if want is not None:
                 raise TypeError(f"ring {name!r} is a message ring (it has no dtype); attach it without dtype=")
@@ -721,6 +713,20 @@ class Ring:
         if self._kind == "records":
             info["max_message"] = None
         return info  # type: ignore[return-value]
+
+
+def _check_owner(name: str, file_owner: tuple[int, int], owner_only: bool, permissions: int | None,
+                 what: str) -> None:
+    """PermissionError for a segment of another user (owner_only) or one more open than permissions."""
+    uid, mode = file_owner
+    if owner_only and uid != os.geteuid():
+        raise PermissionError(
+            errno.EPERM, f"{what} {name!r} is owned by uid {uid}, not by this user (uid {os.geteuid()}); "
+                         f"refusing to join it")
+    if permissions is not None and mode & ~int(permissions) & 0o7777:
+        raise PermissionError(
+            errno.EPERM, f"{what} {name!r} has permissions {oct(mode)}, more open than the {oct(permissions)} "
+                         f"asked for; refusing to join it")
 
 
 def _evict_after_ms(evict_after: Any, messages: bool, mode: str, overflow: str) -> int:
