@@ -416,8 +416,10 @@ static int validate(const uint8_t *base, uint64_t file_size)
         return -SHMR_EVERSION;
     if (h->header_size != sizeof(struct shmr_header))
         return -SHMR_ECORRUPT;
+    /* evict_after_ms is not judged: any value is safe in any mode (a producer
+     * that never waits never evicts), so a peer's odd value costs nothing */
     shmr_params p = {h->capacity, h->record_size, h->record_align, h->mode, h->overflow,
-                     h->max_consumers, h->descr, h->descr_len, h->kind, h->evict_after_ms};
+                     h->max_consumers, h->descr, h->descr_len, h->kind, 0};
     if (check_params(&p) || h->stride != h->record_size)
         return -SHMR_ECORRUPT;
     if (h->mode == SHMR_MODE_QUEUE && h->overflow != SHMR_OVERFLOW_BLOCK)
