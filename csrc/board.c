@@ -29,6 +29,7 @@
 #include "board.h"
 #include "eventcount.h"
 #include "liveness.h"
+#include "segment.h"
 #include "shmr_atomic.h"
 #include "shmr_layout.h"
 #include "shmring.h"
@@ -113,6 +114,7 @@ struct shmr_board {
     uint8_t *slots;
     uint64_t nkeys, vs, stride;
     uint32_t ncopies;
+    uint32_t file_uid, file_mode; /* fstat of the segment when it was mapped */
 };
 
 /* ---- this process as an owner word ------------------------------------- */
@@ -175,15 +177,6 @@ static int check_params(const shmr_board_params *p)
     return 0;
 }
 
-static int board_path(const char *name, char *out, size_t outlen)
-{
-    int rc = shmr_name_check(name);
-    if (rc)
-        return rc;
-    snprintf(out, outlen, "/shmr-%s", name); /* one namespace with rings: a name is one thing */
-    return 0;
-}
-
 static shmr_board *bind(uint8_t *base, size_t size)
 {
     shmr_board *b = calloc(1, sizeof *b);
@@ -203,35 +196,20 @@ static shmr_board *bind(uint8_t *base, size_t size)
     return b;
 }
 
+/* The creator first, before the segment grows: its leftover, should it die
+ * building it, is found by gc under the private name (segment.h). */
+static void record_creator(uint8_t *page) { ((struct board_header *)page)->creator_pid = (uint32_t)getpid(); }
+
 int shmr_board_create(const char *name, const shmr_board_params *p, unsigned mode_bits, shmr_board **out)
 {
-    char path[64];
-    int rc = board_path(name, path, sizeof path);
+    int rc = check_params(p);
     if (rc)
         return rc;
-    if ((rc = check_params(p)))
-        return rc;
     struct board_layout l = board_layout(p->nkeys, p->value_size, p->ncopies, p->names_len);
-    if (l.size > (uint64_t)SIZE_MAX / 2)
-        return -ENOMEM;
-    int fd = shm_open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode_bits & 0777);
-    if (fd < 0)
-        return -errno;
-    if (fchmod(fd, mode_bits & 0777) != 0 || ftruncate(fd, (off_t)l.size) != 0) {
-        rc = -errno;
-        goto fail;
-    }
-    /* reserve every page now: a full /dev/shm must fail here, not SIGBUS later */
-    if ((rc = posix_fallocate(fd, 0, (off_t)l.size)) != 0) {
-        rc = -rc;
-        goto fail;
-    }
-    uint8_t *base = mmap(NULL, l.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (base == MAP_FAILED) {
-        rc = -errno;
-        goto fail;
-    }
-    close(fd);
+    struct shmr_seg seg;
+    if ((rc = shmr_seg_create(name, l.size, mode_bits, record_creator, &seg)))
+        return rc;
+    uint8_t *base = seg.base;
     struct board_header *h = (struct board_header *)base;
     h->version = SHMR_BOARD_VERSION;
     h->header_size = sizeof *h;
@@ -242,7 +220,6 @@ int shmr_board_create(const char *name, const shmr_board_params *p, unsigned mod
     h->value_align = p->value_align;
     h->ncopies = p->ncopies;
     h->key_kind = p->key_kind;
-    h->creator_pid = (uint32_t)getpid();
     h->keys_offset = OFF_KEYS;
     h->names_offset = l.names;
     h->names_len = p->names_len;
@@ -256,18 +233,19 @@ int shmr_board_create(const char *name, const shmr_board_params *p, unsigned mod
         memcpy(base + l.names, p->names, p->names_len);
     shmr_board *b = bind(base, l.size);
     if (!b) {
-        munmap(base, l.size);
-        shm_unlink(path);
+        shmr_seg_abandon(&seg);
         return -ENOMEM;
     }
+    b->file_uid = seg.uid;
+    b->file_mode = seg.mode;
     /* publishes every field above; pairs with the acquire load in validate() */
     shmr_store_release64(&h->magic, BOARD_MAGIC);
+    if ((rc = shmr_seg_publish(&seg))) {
+        free(b);
+        return rc;
+    }
     *out = b;
     return 0;
-fail:
-    close(fd);
-    shm_unlink(path);
-    return rc;
 }
 
 static int validate(const uint8_t *base, uint64_t file_size)
@@ -302,53 +280,26 @@ static int validate(const uint8_t *base, uint64_t file_size)
 
 int shmr_board_attach(const char *name, shmr_board **out)
 {
-    char path[64];
-    int rc = board_path(name, path, sizeof path);
-    if (rc)
+    int fd;
+    struct shmr_seg seg;
+    int rc = shmr_seg_open(name, &fd);
+    if (rc || (rc = shmr_seg_map(fd, validate, offsetof(struct board_header, segment_size), &seg)))
         return rc;
-    int fd = shm_open(path, O_RDWR | O_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        rc = -errno;
-        close(fd);
-        return rc;
-    }
-    uint64_t fsize = (uint64_t)st.st_size;
-    if (fsize == 0 || fsize < BOARD_PAGE) {
-        close(fd);
-        return fsize == 0 ? -SHMR_EINIT : -SHMR_ETRUNC;
-    }
-    uint8_t *hp = mmap(NULL, BOARD_PAGE, PROT_READ, MAP_SHARED, fd, 0);
-    if (hp == MAP_FAILED) {
-        rc = -errno;
-        close(fd);
-        return rc;
-    }
-    rc = validate(hp, fsize);
-    uint64_t size = ((struct board_header *)hp)->segment_size;
-    munmap(hp, BOARD_PAGE);
-    if (rc) {
-        close(fd);
-        return rc;
-    }
-    uint8_t *base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    rc = base == MAP_FAILED ? -errno : 0;
-    close(fd);
-    if (rc)
-        return rc;
-    if ((rc = validate(base, fsize))) { /* the header is immutable; re-check the mapping we keep */
-        munmap(base, size);
-        return rc;
-    }
-    shmr_board *b = bind(base, size);
+    shmr_board *b = bind(seg.base, seg.size);
     if (!b) {
-        munmap(base, size);
+        munmap(seg.base, seg.size);
         return -ENOMEM;
     }
+    b->file_uid = seg.uid;
+    b->file_mode = seg.mode;
     *out = b;
     return 0;
+}
+
+void shmr_board_file_owner(const shmr_board *b, uint32_t *uid, uint32_t *mode)
+{
+    *uid = b->file_uid;
+    *mode = b->file_mode;
 }
 
 void shmr_board_detach(shmr_board *b)

@@ -61,6 +61,8 @@ typedef struct shmr_board_info {
 
 int shmr_board_create(const char *name, const shmr_board_params *p, unsigned mode_bits, shmr_board **out);
 int shmr_board_attach(const char *name, shmr_board **out);
+/* owner and mode bits of the board's file, as fstat saw them when mapped */
+void shmr_board_file_owner(const shmr_board *b, uint32_t *uid, uint32_t *mode);
 void shmr_board_detach(shmr_board *b);
 int shmr_board_info_get(const shmr_board *b, shmr_board_info *out);
 const char *shmr_board_descr(const shmr_board *b, uint32_t *len);

@@ -12,6 +12,9 @@
  *            relaxed load in b_torn
  *   joining: seq_cst Dekker between announce (join_claim, then join_epoch) and
  *            shmr_b_join (join_epoch, then join_claim)
+ *   eviction: seq_cst CAS of ready in shmr_b_evict, then announce's release
+ *            fence before the slot writes / acquire fence in b_torn + load of
+ *            ready in b_evicted_meanwhile
  */
 #include <string.h>
 
@@ -44,7 +47,7 @@ uint64_t shmr_b_refresh_min(shmr_producer *p)
     uint64_t floor = p->head > r->cap ? p->head - r->cap : 0;
     for (uint32_t i = 0; i < r->max_consumers; i++) {
         struct shmr_cslot *s = &r->cslots[i];
-        if (shmr_load_seqcst64(&s->owner) == 0 || !shmr_load_seqcst32(&s->ready))
+        if (shmr_load_seqcst64(&s->owner) == 0 || shmr_load_seqcst32(&s->ready) != SHMR_READY)
             continue;
         /* pairs with the consumer's release store of its cursor in b_advance(),
          * made after it finished reading the records below it */
@@ -117,27 +120,12 @@ void shmr_b_publish(shmr_producer *p, uint64_t k)
     shmr_ec_notify(p->r->data_ec);
 }
 
-int64_t shmr_b_push(shmr_producer *p, const void *src, uint64_t n)
+/* How many of the next n positions the producer may write now, announced
+ * (push and reserve alike). */
+uint64_t shmr_b_room(shmr_producer *p, uint64_t n)
 {
     uint64_t k = shmr_b_writable(p, n);
-    if (k == 0 || (k = shmr_b_announce(p, k)) == 0)
-        return 0;
-    shmr_copy_in(p->r, p->head, src, k);
-    shmr_b_publish(p, k);
-    return (int64_t)k;
-}
-
-int64_t shmr_b_reserve(shmr_producer *p, uint64_t n, void **ptr)
-{
-    shmr_ring *r = p->r;
-    uint64_t s = p->head & r->mask;
-    n = shmr_min_u64(n, r->cap - s); /* contiguous part only */
-    uint64_t k = shmr_b_writable(p, n);
-    if (k == 0 || (k = shmr_b_announce(p, k)) == 0)
-        return 0;
-    *ptr = r->slots + s * r->stride;
-    p->reserved = k;
-    return (int64_t)k;
+    return k ? shmr_b_announce(p, k) : 0;
 }
 
 int shmr_b_producer_ready(void *arg) { return shmr_b_writable((shmr_producer *)arg, 1) > 0; }
@@ -171,6 +159,30 @@ void shmr_b_join(shmr_consumer *c, uint32_t start)
 
 /* A consumer has left: a broadcast-block producer may be waiting for it. */
 void shmr_b_leave(shmr_consumer *c) { shmr_ec_notify(c->r->space_ec); }
+
+/* The producer stops waiting for consumer i, which has held it back past
+ * evict_after: from the CAS on, the minimum ignores it and the producer
+ * overwrites what it has not read. The consumer finds out at its next call, or
+ * right after a copy it was making (b_evicted_meanwhile), and discards that
+ * copy. 1 if this call evicted it. */
+int shmr_b_evict(shmr_producer *p, uint32_t i)
+{
+    uint32_t want = SHMR_READY;
+    /* seq_cst RMW, then announce()'s release fence orders it before every slot
+     * write that follows; pairs with the acquire fence in b_torn() */
+    if (!shmr_cas_seqcst32(&p->r->cslots[i].ready, &want, SHMR_EVICTED_MARK))
+        return 0;
+    shmr_fetch_add_relaxed64(&p->r->ctl->evicted_stalled, 1);
+    shmr_b_refresh_min(p);
+    return 1;
+}
+
+/* After a copy (and b_torn's acquire fence): if our copy saw any byte the
+ * producer wrote after evicting us, this load sees the eviction. */
+static inline int b_evicted_meanwhile(shmr_consumer *c)
+{
+    return c->r->evict_after_ns && shmr_load_relaxed32(&c->slot->ready) == SHMR_EVICTED_MARK;
+}
 
 /* How many records are ready at our cursor; skips (and counts) what the
  * producer has already lapped. */
@@ -238,6 +250,8 @@ int64_t shmr_b_pop(shmr_consumer *c, void *dst, uint64_t max, uint64_t *dropped)
         uint64_t from = c->cursor;
         shmr_copy_out(r, from, dst, k);
         uint64_t bad = b_torn(c, from, k);
+        if (b_evicted_meanwhile(c))
+            return -SHMR_EEVICTED;
         if (bad && bad < k)
             memmove(dst, (uint8_t *)dst + bad * r->stride, (k - bad) * r->stride);
         shmr_b_advance(c, from + k, k - bad, skipped + bad);
@@ -269,6 +283,8 @@ int64_t shmr_b_claim(shmr_consumer *c, uint64_t max, const void **ptr, uint64_t 
 int64_t shmr_b_release(shmr_consumer *c, uint64_t pos, uint64_t k)
 {
     uint64_t bad = b_torn(c, pos, k);
+    if (b_evicted_meanwhile(c))
+        return -SHMR_EEVICTED;
     shmr_b_advance(c, pos + k, k - bad, bad);
     return (int64_t)bad;
 }

@@ -539,10 +539,8 @@ int64_t shmr_m_release(shmr_consumer *c, const shmr_msg *msgs, shmr_loss *loss)
     if (k == 0)
         return 0;
     c->claim_n = 0;
-    if (r->mode == SHMR_MODE_QUEUE) {
-        shmr_q_release(c, pos, k, n);
-        return 0;
-    }
+    if (r->mode == SHMR_MODE_QUEUE)
+        return shmr_q_release(c, pos, k, n); /* message rings have no evict_after: 0 */
     /* overwrite: which leading messages may have been overwritten while we
      * read them (a message is intact iff its first unit is: the producer
      * overwrites in position order); pairs as in hdr_intact */

@@ -11,6 +11,9 @@
  *                    shmr_q_reclaim / acquire load in q_writable
  *   claim records:   seq_cst tail CAS in q_claim / seq_cst tail load in
  *                    shmr_q_reclaim
+ *   eviction:        seq_cst CAS of claim_state (HELD -> RELEASING) in
+ *                    shmr_q_release / (HELD -> EVICTED) in shmr_q_evict: the
+ *                    winner alone writes the batch's release record
  */
 #include "eventcount.h"
 #include "shmr_internal.h"
@@ -56,29 +59,6 @@ void shmr_q_publish(shmr_producer *p, uint64_t k)
     /* pairs with the consumer's acquire load of head before it reads slots */
     shmr_store_release64(&p->r->prod->head, p->head);
     shmr_ec_notify(p->r->data_ec);
-}
-
-int64_t shmr_q_push(shmr_producer *p, const void *src, uint64_t n)
-{
-    uint64_t k = shmr_q_writable(p, n);
-    if (k == 0)
-        return 0;
-    shmr_copy_in(p->r, p->head, src, k);
-    shmr_q_publish(p, k);
-    return (int64_t)k;
-}
-
-int64_t shmr_q_reserve(shmr_producer *p, uint64_t n, void **ptr)
-{
-    shmr_ring *r = p->r;
-    uint64_t s = p->head & r->mask;
-    n = shmr_min_u64(n, r->cap - s); /* contiguous part only */
-    uint64_t k = shmr_q_writable(p, n);
-    if (k == 0)
-        return 0;
-    *ptr = r->slots + s * r->stride;
-    p->reserved = k;
-    return (int64_t)k;
 }
 
 int shmr_q_producer_ready(void *arg) { return shmr_q_writable((shmr_producer *)arg, 1) > 0; }
@@ -174,11 +154,26 @@ static inline int64_t q_claim(shmr_consumer *c, uint64_t max, int contiguous, ui
  * and the sweeper releases it without counting it abandoned. Killed before the
  * count, the batch is abandoned; after the release, there is nothing to undo.
  * delivered is what the batch counts: k records, or the messages in k
- * units (messages.c). Each record is counted once, as popped or as abandoned, whenever the kill. */
-void shmr_q_release(shmr_consumer *c, uint64_t pos, uint64_t k, uint64_t delivered)
+ * units (messages.c). Each record is counted once, as popped or as abandoned, whenever the kill.
+ *
+ * With evict_after the producer may have taken the batch back while we were
+ * stopped (shmr_q_evict): the CAS below decides, before anything is counted or
+ * written. Lost, we return -SHMR_EEVICTED and the caller discards what it read
+ * (the producer may have overwritten it meanwhile; the copy is never handed
+ * out). Won, the batch is ours to release and the producer no longer evicts
+ * it. The CAS is skipped without evict_after: then nobody else touches a live
+ * consumer's claim. */
+int shmr_q_release(shmr_consumer *c, uint64_t pos, uint64_t k, uint64_t delivered)
 {
     shmr_ring *r = c->r;
     struct shmr_release_rec *d = &r->releases[pos & r->mask];
+    if (r->evict_after_ns) {
+        uint32_t st = CLAIM_HELD;
+        /* pairs with the CAS in shmr_q_evict: exactly one of the two wins */
+        if (!shmr_cas_seqcst32(&c->slot->claim_state, &st, CLAIM_RELEASING))
+            return -SHMR_EEVICTED;
+        SHMR_HOOK(SHMR_HOOK_RELEASE_WON);
+    }
     c->popped += delivered;
     shmr_store_relaxed64(&c->slot->popped, c->popped_base + c->popped);
     SHMR_HOOK(SHMR_HOOK_RELEASE_COUNTED);
@@ -188,6 +183,7 @@ void shmr_q_release(shmr_consumer *c, uint64_t pos, uint64_t k, uint64_t deliver
     shmr_store_release64(&d->tag, pos + r->cap);
     shmr_store_release32(&c->slot->claim_state, CLAIM_NONE);
     shmr_ec_notify(r->space_ec);
+    return 0;
 }
 
 int64_t shmr_q_pop(shmr_consumer *c, void *dst, uint64_t max)
@@ -197,8 +193,9 @@ int64_t shmr_q_pop(shmr_consumer *c, void *dst, uint64_t max)
     if (k <= 0)
         return k;
     shmr_copy_out(c->r, pos, dst, (uint64_t)k);
-    shmr_q_release(c, pos, (uint64_t)k, (uint64_t)k);
-    return k;
+    SHMR_HOOK(SHMR_HOOK_CLAIM_COPIED);
+    int rc = shmr_q_release(c, pos, (uint64_t)k, (uint64_t)k);
+    return rc ? rc : k;
 }
 
 int64_t shmr_q_claim(shmr_consumer *c, uint64_t max, const void **ptr)
@@ -255,7 +252,8 @@ uint64_t shmr_q_reclaim(shmr_ring *r, uint32_t i, const int *alive, const int *d
     /* Read tail only now: the owner is dead and marked BUSY, so it can no
      * longer move tail for this record. p0 >= tail: its CAS never happened. */
     uint64_t tail = shmr_load_seqcst64(&r->tail_block->tail);
-    if (state == CLAIM_NONE || n == 0 || p0 >= tail)
+    /* EVICTED: the producer took that batch back and counted it (shmr_q_evict) */
+    if (state == CLAIM_NONE || state == CLAIM_EVICTED || n == 0 || p0 >= tail)
         return 0;
     if (n > r->cap || n > tail - p0)
         return 0; /* no claim is longer than a lap or reaches past tail: corrupt, leave it */
@@ -295,7 +293,7 @@ uint64_t shmr_q_reclaim(shmr_ring *r, uint32_t i, const int *alive, const int *d
      * slot's at the same position; only the one whose release wins counts it. */
     uint64_t count = delivered ? 0 : shmr_load_relaxed64(&s->abandoned_base) + lost;
     uint64_t count_bytes = delivered ? 0 : shmr_load_relaxed64(&s->abandoned_bytes_base) + lost_bytes;
-    if (count && state == CLAIM_HELD) {
+    if (count && state != CLAIM_INTENT) { /* HELD or RELEASING: a won claim */
         shmr_store_relaxed64(&s->abandoned, count);
         shmr_store_relaxed64(&s->abandoned_bytes, count_bytes);
     }
@@ -308,4 +306,53 @@ uint64_t shmr_q_reclaim(shmr_ring *r, uint32_t i, const int *alive, const int *d
         shmr_store_relaxed64(&s->abandoned_bytes, count_bytes);
     }
     return delivered ? 0 : lost;
+}
+
+/* The producer takes back the batch a live consumer (slot i) has held past
+ * evict_after: the consumer is marked evicted, the batch released and counted
+ * abandoned. 1 if this call released the batch (and counted the eviction).
+ *
+ * Only a HELD claim is taken: the CAS against the consumer's own HELD ->
+ * RELEASING (shmr_q_release) makes exactly one of them the writer of the
+ * release record. A consumer caught inside the few stores between its tail CAS
+ * and HELD, or between RELEASING and its release store, is not evicted: it is
+ * running, or stopped within a handful of instructions of letting go.
+ *
+ * EVICTED found already: a producer died between its CAS and its release;
+ * this one finishes the job. The abandoned totals are stored, not added (an
+ * evicted occupant has exactly this one abandoned batch), so doing it twice
+ * counts it once; the eviction is counted by whoever wins the release CAS
+ * (a producer killed between that CAS and the next instruction misses one). */
+int shmr_q_evict(shmr_ring *r, uint32_t i)
+{
+    struct shmr_cslot *s = &r->cslots[i];
+    uint32_t st = CLAIM_HELD;
+    if (!shmr_cas_seqcst32(&s->claim_state, &st, CLAIM_EVICTED) && st != CLAIM_EVICTED)
+        return 0;
+    SHMR_HOOK(SHMR_HOOK_EVICT_WON);
+    /* tells the consumer on its next call; pairs with shmr_evicted() */
+    shmr_store_release32(&s->ready, SHMR_EVICTED_MARK);
+    uint64_t n = shmr_load_relaxed64(&s->claim_n);
+    uint64_t p0 = shmr_load_relaxed64(&s->claim_pos);
+    uint64_t tail = shmr_load_seqcst64(&r->tail_block->tail);
+    if (n == 0 || n > r->cap || p0 >= tail || n > tail - p0)
+        return 0; /* impossible for a won claim: a corrupt slot, leave the ring alone */
+    struct shmr_release_rec *d = &r->releases[p0 & r->mask];
+    uint64_t cur = shmr_load_acquire64(&d->tag);
+    if (cur >= p0 + r->cap)
+        return 0; /* released before (by a predecessor that died after it) */
+    uint64_t lost = n, lost_bytes = 0;
+    if (r->kind == SHMR_KIND_MESSAGES)
+        shmr_m_count(r, p0, n, &lost, &lost_bytes);
+    /* nothing of this batch was counted popped: the consumer counts only after
+     * winning its CAS */
+    shmr_store_relaxed64(&s->abandoned, shmr_load_relaxed64(&s->abandoned_base) + lost);
+    shmr_store_relaxed64(&s->abandoned_bytes, shmr_load_relaxed64(&s->abandoned_bytes_base) + lost_bytes);
+    shmr_store_relaxed64(&d->len, n);
+    /* pairs with our own acquire load of the tag in shmr_q_writable(); a CAS so a
+     * second finisher cannot move a later lap's tag back */
+    if (!shmr_cas_seqcst64(&d->tag, &cur, p0 + r->cap))
+        return 0;
+    shmr_fetch_add_relaxed64(&r->ctl->evicted_stalled, 1);
+    return 1;
 }

@@ -7,6 +7,7 @@
 #endif
 #include "eventcount.h"
 #include "liveness.h"
+#include "segment.h"
 #include "shmr_internal.h"
 
 #include <errno.h>
@@ -58,6 +59,147 @@ static int full_name(const char *name, char *out, size_t outlen)
     return 0;
 }
 
+/* ---- segment files (segment.h) ------------------------------------------ */
+
+_Static_assert(SHMR_FILE_PATH_MAX <= SHMR_SEG_PATH_MAX, "a segment's file paths fit struct shmr_seg");
+
+int shmr_seg_create(const char *name, uint64_t size, unsigned mode_bits, void (*first_page)(uint8_t *page),
+                    struct shmr_seg *s)
+{
+    int rc = shmr_name_check(name);
+    if (rc)
+        return rc;
+    if (size > (uint64_t)SIZE_MAX / 2)
+        return -ENOMEM;
+    uint64_t me = shmr_self_owner();
+    s->base = MAP_FAILED;
+    s->size = (size_t)size;
+    s->uid = (uint32_t)geteuid();
+    s->mode = mode_bits & 0777;
+    snprintf(s->tmp, sizeof s->tmp, SHMR_SHM_DIR "/" SHMR_INIT_PREFIX "%u-%u-%s", (uint32_t)me, (uint32_t)(me >> 32),
+             name);
+    snprintf(s->final, sizeof s->final, SHMR_SHM_DIR SHMR_PREFIX "%s", name);
+    struct stat taken;
+    if (stat(s->final, &taken) == 0)
+        return -EEXIST; /* the common case, without building a segment first */
+    s->fd = open(s->tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode_bits & 0777);
+    if (s->fd < 0)
+        return -errno;
+    if (fchmod(s->fd, mode_bits & 0777) != 0 || ftruncate(s->fd, SHMR_PAGE) != 0)
+        goto fail_errno;
+    if (first_page) {
+        uint8_t *page = mmap(NULL, SHMR_PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, s->fd, 0);
+        if (page == MAP_FAILED)
+            goto fail_errno;
+        first_page(page);
+        munmap(page, SHMR_PAGE);
+    }
+    if (ftruncate(s->fd, (off_t)size) != 0)
+        goto fail_errno;
+    if ((rc = posix_fallocate(s->fd, 0, (off_t)size)) != 0) {
+        rc = -rc;
+        goto fail;
+    }
+    s->base = mmap(NULL, s->size, PROT_READ | PROT_WRITE, MAP_SHARED, s->fd, 0);
+    if (s->base == MAP_FAILED)
+        goto fail_errno;
+    return 0;
+fail_errno:
+    rc = -errno;
+fail:
+    shmr_seg_abandon(s);
+    return rc;
+}
+
+int shmr_seg_publish(struct shmr_seg *s)
+{
+    int rc = link(s->tmp, s->final) == 0 ? 0 : -errno;
+    if (rc) {
+        shmr_seg_abandon(s);
+        return rc;
+    }
+    unlink(s->tmp);
+    close(s->fd);
+    s->fd = -1;
+    return 0;
+}
+
+void shmr_seg_abandon(struct shmr_seg *s)
+{
+    if (s->base != MAP_FAILED)
+        munmap(s->base, s->size);
+    s->base = MAP_FAILED;
+    if (s->fd >= 0) {
+        close(s->fd);
+        unlink(s->tmp);
+    }
+    s->fd = -1;
+}
+
+int shmr_seg_open(const char *name, int *fd)
+{
+    char path[SHMR_PATH_MAX];
+    int rc = full_name(name, path, sizeof path);
+    if (rc)
+        return rc;
+    *fd = shm_open(path, O_RDWR | O_CLOEXEC, 0);
+    return *fd < 0 ? -errno : 0;
+}
+
+int shmr_seg_map(int fd, int (*validate)(const uint8_t *, uint64_t), size_t size_off, struct shmr_seg *s)
+{
+    struct stat st;
+    int rc = 0;
+    s->fd = -1;
+    s->base = MAP_FAILED;
+    if (fstat(fd, &st) != 0)
+        rc = -errno;
+    else if (st.st_size == 0)
+        rc = -SHMR_EINIT;
+    else if ((uint64_t)st.st_size < SHMR_PAGE)
+        rc = -SHMR_ETRUNC;
+    if (rc) {
+        close(fd);
+        return rc;
+    }
+    uint64_t fsize = (uint64_t)st.st_size;
+    s->uid = (uint32_t)st.st_uid;
+    s->mode = (uint32_t)st.st_mode & 07777;
+    uint8_t *hp = mmap(NULL, SHMR_PAGE, PROT_READ, MAP_SHARED, fd, 0);
+    if (hp == MAP_FAILED) {
+        rc = -errno;
+        close(fd);
+        return rc;
+    }
+    rc = validate(hp, fsize);
+    uint64_t size;
+    memcpy(&size, hp + size_off, sizeof size);
+    munmap(hp, SHMR_PAGE);
+    if (rc) {
+        close(fd);
+        return rc;
+    }
+    uint8_t *base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    rc = base == MAP_FAILED ? -errno : 0;
+    close(fd);
+    if (rc)
+        return rc;
+    /* the header is immutable once published, but re-check the mapping we keep */
+    uint64_t size2;
+    memcpy(&size2, base + size_off, sizeof size2);
+    if (size2 != size)
+        rc = -SHMR_ECORRUPT;
+    else
+        rc = validate(base, fsize);
+    if (rc) {
+        munmap(base, size);
+        return rc;
+    }
+    s->base = base;
+    s->size = size;
+    return 0;
+}
+
 /* ---- layout ------------------------------------------------------------- */
 
 struct layout {
@@ -103,6 +245,7 @@ static void bind(shmr_ring *r)
     r->mode = h->mode;
     r->overflow = h->overflow;
     r->max_consumers = h->max_consumers;
+    r->evict_after_ns = (uint64_t)h->evict_after_ms * 1000000u;
     r->descr_len = h->descr_len < SHMR_DESCR_MAX ? h->descr_len : 0;
 }
 
@@ -125,6 +268,10 @@ static int check_params(const shmr_params *p)
     if (p->capacity > (UINT64_MAX / 4) / p->record_size)
         return -EINVAL;
     if (p->kind > SHMR_KIND_MESSAGES)
+        return -EINVAL;
+    /* eviction stops a consumer from holding the producer back: block mode only,
+     * rings of records only */
+    if (p->evict_after_ms && (p->kind != SHMR_KIND_RECORDS || p->overflow != SHMR_OVERFLOW_BLOCK))
         return -EINVAL;
     /* messages: whole units, and room for a frame header and a body of at least
      * one unit in half the ring */
@@ -176,6 +323,7 @@ void shmr_image_format(uint8_t *base, const shmr_params *p, uint64_t me)
     h->create_time_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
     h->descr_len = p->descr_len;
     h->kind = p->kind;
+    h->evict_after_ms = p->evict_after_ms;
     memcpy(h->descr, p->descr, p->descr_len);
     if (p->mode == SHMR_MODE_QUEUE) {
         /* the first lap is one free batch; other records are never read before
@@ -334,8 +482,10 @@ static int validate(const uint8_t *base, uint64_t file_size)
         return -SHMR_EVERSION;
     if (h->header_size != sizeof(struct shmr_header))
         return -SHMR_ECORRUPT;
+    /* evict_after_ms is not judged: any value is safe in any mode (a producer
+     * that never waits never evicts), so a peer's odd value costs nothing */
     shmr_params p = {h->capacity, h->record_size, h->record_align, h->mode, h->overflow,
-                     h->max_consumers, h->descr, h->descr_len, h->kind};
+                     h->max_consumers, h->descr, h->descr_len, h->kind, 0};
     if (check_params(&p) || h->stride != h->record_size)
         return -SHMR_ECORRUPT;
     if (h->mode == SHMR_MODE_QUEUE && h->overflow != SHMR_OVERFLOW_BLOCK)
@@ -505,7 +655,7 @@ static const shmr_layout_field layout_fields[] = {
     FIELD("header", 0, shmr_header, creator_pid),
     FIELD("header", 0, shmr_header, descr_len),
     FIELD("header", 0, shmr_header, kind),
-    FIELD("header", 0, shmr_header, reserved32),
+    FIELD("header", 0, shmr_header, evict_after_ms),
     FIELD("header", 0, shmr_header, creator_start),
     FIELD("header", 0, shmr_header, creator_pidns),
     FIELD("header", 0, shmr_header, descr),
@@ -535,6 +685,7 @@ static const shmr_layout_field layout_fields[] = {
     FIELD("ctl", OFF_CTL, shmr_ctl, evicted),
     FIELD("ctl", OFF_CTL, shmr_ctl, stall),
     FIELD("ctl", OFF_CTL, shmr_ctl, stall_since_ns),
+    FIELD("ctl", OFF_CTL, shmr_ctl, evicted_stalled),
     REGION("cslot", OFF_CONSUMERS, shmr_cslot),
     FIELD("cslot", 0, shmr_cslot, owner),
     FIELD("cslot", 0, shmr_cslot, ready),
@@ -616,6 +767,8 @@ int shmr_info(shmr_ring *r, shmr_ring_info *o)
     o->waiters.consumers = shmr_load_relaxed32(&r->data_ec->waiters);
     o->waiters.producer = shmr_load_relaxed32(&r->space_ec->waiters);
     o->evicted = shmr_load_relaxed64(&r->ctl->evicted);
+    o->evicted_stalled = shmr_load_relaxed64(&r->ctl->evicted_stalled);
+    o->evict_after_ms = h->evict_after_ms;
     /* cumulative per slot (see struct shmr_cslot): the sums cover every
      * consumer that ever used the ring, whatever became of it */
     for (uint32_t i = 0; i < r->max_consumers; i++) {
@@ -634,7 +787,7 @@ int shmr_info(shmr_ring *r, shmr_ring_info *o)
         uint64_t so = shmr_load_acquire64(&s->owner);
         if (so != 0 && !SHMR_IS_BUSY(so))
             o->popped_retired -= shmr_load_relaxed64(&s->popped) - shmr_load_relaxed64(&s->popped_base);
-        if (so == 0 || !shmr_load_acquire32(&s->ready))
+        if (so == 0 || shmr_load_acquire32(&s->ready) != SHMR_READY)
             continue;
         o->n_consumers++;
         uint64_t cur = shmr_load_acquire64(&s->cursor);
@@ -686,7 +839,9 @@ int shmr_consumer_infos(shmr_ring *r, shmr_consumer_info *out, uint32_t max, uin
         o->dropped = shmr_load_relaxed64(&s->dropped) - shmr_load_relaxed64(&s->dropped_base);
         o->dropped_bytes = shmr_load_relaxed64(&s->dropped_bytes);
         o->claim_pos = shmr_load_relaxed64(&s->claim_pos);
-        o->claimed = shmr_load_relaxed32(&s->claim_state) == CLAIM_HELD ? shmr_load_relaxed64(&s->claim_n) : 0;
+        uint32_t cs = shmr_load_relaxed32(&s->claim_state);
+        o->claimed = cs == CLAIM_HELD || cs == CLAIM_RELEASING ? shmr_load_relaxed64(&s->claim_n) : 0;
+        o->evicted = shmr_load_relaxed32(&s->ready) == SHMR_EVICTED_MARK;
         o->alive = shmr_owner_liveness(owner, shmr_load_acquire64(&s->pidns));
     }
     *n = k;

@@ -17,6 +17,9 @@ enum shmr_hook_site {
     SHMR_HOOK_CLAIM_WON = 6,        /* queue claim, tail CAS succeeded, before CLAIM_HELD */
     SHMR_HOOK_SLOT_TAKEN = 7,       /* consumer open, slot owner CAS won, nothing else written */
     SHMR_HOOK_RELEASE_COUNTED = 8,  /* queue release, popped stored, release record not yet */
+    SHMR_HOOK_CLAIM_COPIED = 9,     /* queue pop, batch copied out, release not begun */
+    SHMR_HOOK_RELEASE_WON = 10,     /* queue release with evict_after, HELD -> RELEASING won */
+    SHMR_HOOK_EVICT_WON = 11,       /* producer's eviction, HELD -> EVICTED won, batch not yet released */
 };
 
 #ifdef SHMR_TEST_HOOKS

@@ -37,6 +37,7 @@ struct shmr_ring {
     uint64_t cap, mask, stride;
     uint32_t mode, overflow, max_consumers;
     uint32_t kind;            /* enum shmr_kind */
+    uint64_t evict_after_ns;  /* 0: consumers are never evicted for stalling */
     shmr_a32 populated; /* process-local, but handles may be opened from several threads */
     int borrowed;       /* the mapping belongs to someone else (a queue's lane): never unmapped */
 };
@@ -79,6 +80,13 @@ struct shmr_consumer {
 };
 
 static inline uint64_t shmr_min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
+
+/* Whether the producer evicted this consumer (evict_after). Acquire: pairs with
+ * the seq_cst CAS of ready in shmr_b_evict / store in shmr_q_evict. */
+static inline int shmr_evicted(const shmr_consumer *c)
+{
+    return c->r->evict_after_ns && shmr_load_acquire32(&c->slot->ready) == SHMR_EVICTED_MARK;
+}
 
 /* Why the stream ended (SHMR_OPEN while it runs). Acquire: pairs with the
  * release CAS of the stream word in shmring.c (close_stream and the dead
@@ -140,14 +148,13 @@ int shmr_q_claimable(shmr_consumer *c, uint64_t *t);
 /* queue.c: each returns what the public call of the same name returns, except
  * that "nothing there" is 0 and the public layer decides about end of stream. */
 int shmr_q_producer_open(shmr_producer *p);
-int64_t shmr_q_push(shmr_producer *p, const void *src, uint64_t n);
-int64_t shmr_q_reserve(shmr_producer *p, uint64_t n, void **ptr);
 void shmr_q_publish(shmr_producer *p, uint64_t k);
 int shmr_q_producer_ready(void *p);
 int64_t shmr_q_pop(shmr_consumer *c, void *dst, uint64_t max);
 int64_t shmr_q_claim(shmr_consumer *c, uint64_t max, const void **ptr);
 /* delivered: what the consumer counts as received (k records; a message batch's message count) */
-void shmr_q_release(shmr_consumer *c, uint64_t pos, uint64_t k, uint64_t delivered);
+int shmr_q_release(shmr_consumer *c, uint64_t pos, uint64_t k, uint64_t delivered);
+int shmr_q_evict(shmr_ring *r, uint32_t i);
 int shmr_q_consumer_ready(void *c);
 uint64_t shmr_q_free(shmr_producer *p);
 uint64_t shmr_q_available(shmr_consumer *c);
@@ -155,13 +162,13 @@ uint64_t shmr_q_reclaim(shmr_ring *r, uint32_t i, const int *alive, const int *d
 
 /* broadcast.c */
 int shmr_b_producer_open(shmr_producer *p);
-int64_t shmr_b_push(shmr_producer *p, const void *src, uint64_t n);
-int64_t shmr_b_reserve(shmr_producer *p, uint64_t n, void **ptr);
+uint64_t shmr_b_room(shmr_producer *p, uint64_t n);
 void shmr_b_publish(shmr_producer *p, uint64_t k);
 int shmr_b_producer_ready(void *p);
 uint64_t shmr_b_refresh_min(shmr_producer *p);
 void shmr_b_join(shmr_consumer *c, uint32_t start);
 void shmr_b_leave(shmr_consumer *c);
+int shmr_b_evict(shmr_producer *p, uint32_t i);
 int64_t shmr_b_pop(shmr_consumer *c, void *dst, uint64_t max, uint64_t *dropped);
 int64_t shmr_b_claim(shmr_consumer *c, uint64_t max, const void **ptr, uint64_t *dropped);
 int64_t shmr_b_release(shmr_consumer *c, uint64_t pos, uint64_t k);

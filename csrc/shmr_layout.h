@@ -51,7 +51,7 @@ struct shmr_header {
     uint32_t creator_pid;
     uint32_t descr_len;
     uint32_t kind;            /* enum shmr_kind */
-    uint32_t reserved32;
+    uint32_t evict_after_ms;  /* block mode: evict a consumer stalling the producer this long (0: never) */
     uint64_t creator_start; /* with creator_pid: who made the segment (written first) */
     uint64_t creator_pidns; /* inode of the creator's pid namespace (0: unknown) */
     char descr[SHMR_DESCR_MAX];
@@ -95,6 +95,7 @@ struct SHMR_ALIGNED_BLOCK shmr_ctl {
     shmr_a64 stall;          /* broadcast-block / queue: (slot + 1) holding the producer
                               * back, 0 = none; written by the producer only */
     shmr_a64 stall_since_ns; /* CLOCK_MONOTONIC when the producer first waited on it */
+    shmr_a64 evicted_stalled; /* live consumers evicted for stalling the producer (evict_after) */
 };
 
 /* One per consumer, each on its own block: written by its consumer (and by a
@@ -107,8 +108,8 @@ struct SHMR_ALIGNED_BLOCK shmr_ctl {
  * counter minus the *_base it read when it took the slot. */
 struct SHMR_ALIGNED_BLOCK shmr_cslot {
     shmr_a64 owner;      /* (start32 << 32) | pid, 0 = free */
-    shmr_a32 ready;      /* 1 once cursor is valid */
-    shmr_a32 claim_state; /* queue: CLAIM_NONE / CLAIM_INTENT / CLAIM_HELD */
+    shmr_a32 ready;      /* 1 (SHMR_READY) once cursor is valid; SHMR_EVICTED_MARK once evicted */
+    shmr_a32 claim_state; /* queue: CLAIM_NONE / _INTENT / _HELD / _RELEASING / _EVICTED */
     shmr_a64 cursor;     /* broadcast: next position this consumer reads */
     shmr_a64 claim_pos;  /* queue: claimed range, recorded before the claim CAS */
     shmr_a64 claim_n;
@@ -136,7 +137,17 @@ struct shmr_release_rec {
     shmr_a64 len; /* its length; written before tag */
 };
 
-enum { CLAIM_NONE = 0, CLAIM_INTENT = 1, CLAIM_HELD = 2 };
+/* Claim states. Without evict_after only NONE, INTENT and HELD occur. With it,
+ * who hands a held batch back is decided by one CAS on claim_state: the
+ * consumer's HELD -> RELEASING (then it writes the release record) or the
+ * producer's HELD -> EVICTED (then it writes the release record and counts the
+ * batch abandoned). The loser writes nothing to the release record, so a
+ * stopped consumer that resumes after its batch was reclaimed can neither
+ * overwrite a later lap's record nor deliver what was counted abandoned. */
+enum { CLAIM_NONE = 0, CLAIM_INTENT = 1, CLAIM_HELD = 2, CLAIM_RELEASING = 3, CLAIM_EVICTED = 4 };
+
+/* cslot.ready: a consumer counts for the producer only while ready == SHMR_READY */
+enum { SHMR_READY = 1, SHMR_EVICTED_MARK = 2 };
 
 /* Message rings (messages.c): positions count 16-byte units, and a message is
  * one frame of whole units: this header, then the body. A padding frame (kind

@@ -94,14 +94,41 @@ int shmr_producer_close_stream(shmr_producer *p)
     return 0;
 }
 
+/* Positions [head, head + k) the producer may write now (k <= n): the queue's
+ * walk of release records, or the broadcast room, announced. */
+static inline uint64_t room(shmr_producer *p, uint64_t n)
+{
+    return IS_QUEUE(p->r) ? shmr_q_writable(p, n) : shmr_b_room(p, n);
+}
+
+static inline void publish(shmr_producer *p, uint64_t k)
+{
+    if (IS_QUEUE(p->r))
+        shmr_q_publish(p, k);
+    else
+        shmr_b_publish(p, k);
+}
+
 int64_t shmr_push(shmr_producer *p, const void *src, uint64_t n)
 {
-    return IS_QUEUE(p->r) ? shmr_q_push(p, src, n) : shmr_b_push(p, src, n);
+    uint64_t k = room(p, n);
+    if (k == 0)
+        return 0;
+    shmr_copy_in(p->r, p->head, src, k);
+    publish(p, k);
+    return (int64_t)k;
 }
 
 int64_t shmr_reserve(shmr_producer *p, uint64_t n, void **ptr)
 {
-    return IS_QUEUE(p->r) ? shmr_q_reserve(p, n, ptr) : shmr_b_reserve(p, n, ptr);
+    shmr_ring *r = p->r;
+    uint64_t s = p->head & r->mask;
+    uint64_t k = room(p, shmr_min_u64(n, r->cap - s)); /* contiguous part only */
+    if (k == 0)
+        return 0;
+    *ptr = r->slots + s * r->stride;
+    p->reserved = k;
+    return (int64_t)k;
 }
 
 void shmr_commit(shmr_producer *p, uint64_t n)
@@ -109,12 +136,8 @@ void shmr_commit(shmr_producer *p, uint64_t n)
     if (n > p->reserved)
         n = p->reserved; /* never publish slots that were not reserved */
     p->reserved = 0;
-    if (n == 0)
-        return;
-    if (IS_QUEUE(p->r))
-        shmr_q_publish(p, n);
-    else
-        shmr_b_publish(p, n);
+    if (n != 0)
+        publish(p, n);
 }
 
 int shmr_producer_wait(shmr_producer *p, int64_t timeout_ns, int64_t spin_ns)
@@ -143,7 +166,7 @@ uint32_t shmr_consumer_count(shmr_ring *r)
         uint64_t owner = shmr_load_acquire64(&r->cslots[i].owner);
         /* seq_cst: pairs with the fence of the shmr_ec_notify() a joining
          * consumer makes after setting ready (see shmr_consumer_open) */
-        if (owner != 0 && !SHMR_IS_BUSY(owner) && shmr_load_seqcst32(&r->cslots[i].ready))
+        if (owner != 0 && !SHMR_IS_BUSY(owner) && shmr_load_seqcst32(&r->cslots[i].ready) == SHMR_READY)
             n++;
     }
     return n;
@@ -190,7 +213,7 @@ int shmr_producer_stall(shmr_producer *p, uint32_t *index, uint64_t *behind)
         uint64_t m = shmr_b_refresh_min(p);
         for (uint32_t i = 0; i < r->max_consumers && !found; i++) {
             struct shmr_cslot *s = &r->cslots[i];
-            if (shmr_load_acquire64(&s->owner) != 0 && shmr_load_acquire32(&s->ready) &&
+            if (shmr_load_acquire64(&s->owner) != 0 && shmr_load_acquire32(&s->ready) == SHMR_READY &&
                 shmr_load_acquire64(&s->cursor) <= m) {
                 *index = i;
                 *behind = p->head - m;
@@ -208,6 +231,34 @@ int shmr_producer_stall(shmr_producer *p, uint32_t *index, uint64_t *behind)
 }
 
 void shmr_producer_unstall(shmr_producer *p) { shmr_store_relaxed64(&p->r->ctl->stall, 0); }
+
+/* Called between wait slices (and by polling calls, at most once per liveness
+ * interval), after dead consumers were swept: a consumer still holding the
+ * producer back is alive (or of unknown liveness, which eviction, unlike
+ * reclaiming, may treat alike: it never assumes the consumer stopped reading,
+ * it makes sure what it reads afterwards is discarded). The clock is the
+ * stall word's: it starts when the producer first waits on that consumer and
+ * restarts whenever another one becomes the holder. */
+int shmr_producer_evict(shmr_producer *p)
+{
+    shmr_ring *r = p->r;
+    uint32_t i = 0;
+    uint64_t behind = 0;
+    if (!r->evict_after_ns || shmr_producer_room(p) > 0 || !shmr_producer_stall(p, &i, &behind))
+        return 0;
+    uint64_t since = shmr_load_relaxed64(&r->ctl->stall_since_ns);
+    if ((uint64_t)shmr_mono_ns() - since < r->evict_after_ns)
+        return 0;
+    int won = IS_QUEUE(r) ? shmr_q_evict(r, i) : shmr_b_evict(p, i);
+    /* a claim caught between states is tried again next slice, on the same clock */
+    if (!won && shmr_producer_room(p) == 0)
+        return 0;
+    shmr_producer_unstall(p);
+    /* the evicted consumer may sleep on the data eventcount: its next look
+     * finds out */
+    shmr_ec_notify_always(r->data_ec);
+    return 1;
+}
 
 /* ---- consumer ----------------------------------------------------------- */
 
@@ -293,6 +344,11 @@ uint64_t shmr_consumer_popped(const shmr_consumer *c) { return c->popped; }
 uint64_t shmr_consumer_dropped(const shmr_consumer *c) { return c->dropped; }
 uint32_t shmr_consumer_index(const shmr_consumer *c) { return c->index; }
 
+uint64_t shmr_consumer_evicted_claim(const shmr_consumer *c)
+{
+    return shmr_load_acquire32(&c->slot->claim_state) == CLAIM_EVICTED ? shmr_load_relaxed64(&c->slot->claim_n) : 0;
+}
+
 uint64_t shmr_consumer_available(shmr_consumer *c)
 {
     return IS_QUEUE(c->r) ? shmr_q_available(c) : shmr_b_available(c);
@@ -314,6 +370,8 @@ static int closed_and_drained(shmr_consumer *c)
 
 int64_t shmr_pop(shmr_consumer *c, void *dst, uint64_t max, uint64_t *dropped)
 {
+    if (shmr_evicted(c))
+        return -SHMR_EEVICTED;
     if (max == 0)
         return 0;
     int64_t k = IS_QUEUE(c->r) ? shmr_q_pop(c, dst, max) : shmr_b_pop(c, dst, max, dropped);
@@ -326,6 +384,8 @@ int64_t shmr_claim(shmr_consumer *c, uint64_t max, const void **ptr, uint64_t *d
 {
     if (c->claim_n)
         return -EBUSY;
+    if (shmr_evicted(c))
+        return -SHMR_EEVICTED;
     if (max == 0)
         return 0;
     int64_t k = IS_QUEUE(c->r) ? shmr_q_claim(c, max, ptr) : shmr_b_claim(c, max, ptr, dropped);
@@ -340,10 +400,8 @@ int64_t shmr_release(shmr_consumer *c)
     if (k == 0)
         return 0;
     c->claim_n = 0;
-    if (IS_QUEUE(c->r)) {
-        shmr_q_release(c, pos, k, k);
-        return 0;
-    }
+    if (IS_QUEUE(c->r))
+        return shmr_q_release(c, pos, k, k);
     return shmr_b_release(c, pos, k);
 }
 

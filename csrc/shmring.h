@@ -18,7 +18,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define SHMR_LAYOUT_VERSION 2u /* 2: cumulative per-slot counters, pid namespaces, stall words */
+#define SHMR_LAYOUT_VERSION 3u /* 2: cumulative per-slot counters, pid namespaces, stall words;
+                                * 3: evict_after (releases by CAS, evicted slots) */
 /* User part of a name. /dev/shm allows 255-byte file names; 200 leaves room for
  * the "shmr-" prefix and for a private name a segment may be built under
  * (prefix, creator pid and start time before the name). */
@@ -39,8 +40,9 @@
 #define SHMR_EINIT (SHMR_E_BASE + 8)       /* creator has not finished initialising */
 #define SHMR_ESTATE (SHMR_E_BASE + 9)      /* a shared index is impossible (corrupt ring state) */
 #define SHMR_ECREATOR (SHMR_E_BASE + 10)   /* the creator died before finishing the segment */
-#define SHMR_ELANES (SHMR_E_BASE + 11)     /* queue: every lane is held by a live producer */
-#define SHMR_ENOTQUEUE (SHMR_E_BASE + 12)  /* a shmring segment, but not a queue */
+#define SHMR_EEVICTED (SHMR_E_BASE + 11)   /* this consumer was evicted for stalling the producer */
+#define SHMR_ELANES (SHMR_E_BASE + 12)     /* queue: every lane is held by a live producer */
+#define SHMR_ENOTQUEUE (SHMR_E_BASE + 13)  /* a shmring segment, but not a queue */
 
 /* liveness of a recorded process */
 enum shmr_liveness { SHMR_DEAD = 0, SHMR_ALIVE = 1, SHMR_UNKNOWN = 2 };
@@ -74,6 +76,8 @@ typedef struct shmr_params {
     uint32_t descr_len;
     uint32_t kind;          /* enum shmr_kind; messages: capacity counts units,
                              * record_size = record_align = SHMR_MSG_UNIT */
+    uint32_t evict_after_ms; /* block mode: evict a consumer holding the producer back this
+                              * long (0: never) */
 } shmr_params;
 
 /* The stats of a ring. The field names are the keys of Ring.stats() (the
@@ -89,6 +93,8 @@ typedef struct shmr_consumer_info {
     uint64_t claim_pos;     /* queue: first position of the batch held, if any */
     uint64_t claimed;       /* queue: records claimed, not yet released */
     int alive;              /* enum shmr_liveness (the binding names it "liveness") */
+    int evicted;            /* evicted for stalling the producer (evict_after); its handle
+                             * raises Evicted, its slot is freed when it closes or dies */
 } shmr_consumer_info;
 
 typedef struct shmr_waiters {
@@ -122,6 +128,8 @@ typedef struct shmr_ring_info {
     uint32_t close_reason;  /* enum shmr_close_reason */
     uint64_t abandoned;     /* queue: records reclaimed from dead consumers */
     uint64_t evicted;       /* consumers evicted because their process died */
+    uint64_t evicted_stalled; /* live consumers evicted for holding the producer back (evict_after) */
+    uint32_t evict_after_ms; /* 0: never */
     uint32_t creator_pid;
     uint64_t creator_start; /* with creator_pid its identity */
     int creator_alive;      /* enum shmr_liveness */
@@ -189,6 +197,14 @@ void shmr_producer_wait_stats(const shmr_producer *p, shmr_wait_stats *out);
 /* between wait slices: evict dead consumers and release what they had claimed;
  * returns the consumers evicted, *reclaimed = records released */
 int shmr_producer_recover(shmr_producer *p, uint64_t *reclaimed);
+/* with evict_after: when no slot is free and one live consumer has held the
+ * producer back for evict_after, evicts it (queue: its claim is abandoned and
+ * counted); 1 if one was evicted (room may have been made), 0 otherwise */
+int shmr_producer_evict(shmr_producer *p);
+/* the consumer holding a full ring back (recorded for stats with the time the
+ * producer first waited on it); 1 if one was found */
+int shmr_producer_stall(shmr_producer *p, uint32_t *index, uint64_t *behind);
+void shmr_producer_unstall(shmr_producer *p);
 /* slots a push could fill now without waiting (capacity in overwrite mode) */
 uint64_t shmr_producer_room(shmr_producer *p);
 /* registered consumers (slots taken and ready, alive or not yet swept) */
@@ -220,6 +236,8 @@ int shmr_consumer_check_producer(shmr_consumer *c);
 uint64_t shmr_consumer_popped(const shmr_consumer *c);
 uint64_t shmr_consumer_dropped(const shmr_consumer *c);
 uint32_t shmr_consumer_index(const shmr_consumer *c);
+/* records of this consumer's claim that the producer took back when it evicted it */
+uint64_t shmr_consumer_evicted_claim(const shmr_consumer *c);
 /* records this consumer could read now (queue: not yet claimed by anyone) */
 uint64_t shmr_consumer_available(shmr_consumer *c);
 uint32_t shmr_close_reason(const shmr_ring *r);

@@ -527,3 +527,65 @@ def test_cli_gc_removes_dead_board(ring_names):
     import json
     assert name in json.loads(out)["removed"]
     assert not os.path.exists(f"/dev/shm/shmr-{name}")
+
+
+# ---- segment files: atomic create, owner checks ------------------------------------------
+
+
+def _create_huge_board(name, go):
+    go.set()
+    shmring.Board.create(name, np.dtype(("u1", 1 << 16)), 4096)  # 512 MiB: posix_fallocate takes a while
+    time.sleep(60)
+
+
+def test_creator_killed_during_create_leaves_no_half_board(ring_names, procs):
+    """A board appears under its name only once complete (segment.c's create):
+    a creator killed while building it leaves only a private leftover, the name
+    stays free, and gc removes the leftover."""
+    name = ring_names()
+    go = FORK.Event()
+    child = procs(FORK, _create_huge_board, name, go)
+    assert go.wait(10)
+    t_end = time.monotonic() + 10
+    while not any(name in e for e in os.listdir("/dev/shm")):
+        assert time.monotonic() < t_end, "the segment never appeared"
+        time.sleep(0.001)
+    os.kill(child.pid, signal.SIGKILL)
+    child.join(10)
+    left = [e for e in os.listdir("/dev/shm") if name in e]
+    assert left, "nothing was left behind: the kill missed the creation"
+    if f"shmr-{name}" in left:  # the kill came after the board was complete: it attaches whole
+        with shmring.Board.attach(name) as b:
+            assert len(b) == 4096
+    else:
+        assert all(e.startswith(".shmr-init-") for e in left), left
+        with pytest.raises(FileNotFoundError):
+            shmring.Board.attach(name)
+        b = shmring.Board.create(name, np.int64, 2, exist_ok=True)  # the name is free
+        b[0] = 5
+        assert b[0] == 5
+        b.close()
+    r = run([sys.executable, "-m", "shmring", "gc"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert not [e for e in os.listdir("/dev/shm") if name in e and e.startswith(".shmr-init-")]
+
+
+def test_exist_ok_refuses_a_board_more_open_or_of_another_user(ring_names):
+    """create(exist_ok=True) must not join a board another user made first (to
+    read or inject values), nor one more open than asked for."""
+    name = ring_names()
+    b = shmring.Board.create(name, np.int64, 2, permissions=0o666)
+    try:
+        with pytest.raises(PermissionError, match="more open than the 0o600"):
+            shmring.Board.create(name, np.int64, 2, exist_ok=True)
+        same = shmring.Board.create(name, np.int64, 2, exist_ok=True, permissions=0o666)
+        same.close()
+        if os.geteuid() == 0:  # only root can hand the file to another user
+            os.chown(f"/dev/shm/shmr-{name}", 54321, -1)
+            with pytest.raises(PermissionError, match="owned by uid 54321"):
+                shmring.Board.create(name, np.int64, 2, exist_ok=True, permissions=0o666)
+            with pytest.raises(PermissionError, match="owned by uid 54321"):
+                shmring.Board.attach(name, owner_only=True)
+            shmring.Board.attach(name).close()  # sharing on purpose stays possible
+    finally:
+        b.close()

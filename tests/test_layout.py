@@ -36,7 +36,7 @@ def test_control_blocks_follow_the_header_one_block_each():
 def test_layout_v1_header_offsets():
     # a reader of any version depends on these (version 2 changed the consumer
     # slots and control words only, so every version's header reads alike)
-    assert _ring.LAYOUT_VERSION == 2
+    assert _ring.LAYOUT_VERSION == 3
     v1 = {"magic": (0, 8), "version": (8, 4), "header_size": (12, 4), "segment_size": (16, 8),
           "capacity": (24, 8), "record_size": (32, 8), "stride": (40, 8), "record_align": (48, 4),
           "mode": (52, 4), "overflow": (56, 4), "max_consumers": (60, 4), "consumers_offset": (64, 8),

@@ -24,6 +24,14 @@
  *                 writing every reserved slot but committing fewer (intent > head).
  *   -DLEAVE       broadcast: consumer 1 may call shmr_consumer_free at any
  *                 point between pops (the producer may be waiting for it).
+ *   -DEVICT       queue: evict_after. Whenever it finds the ring full the
+ *                 producer may evict consumer 0's held claim (shmr_q_evict:
+ *                 CAS claim_state HELD -> EVICTED, then the release record,
+ *                 counted abandoned), as if evict_after had just passed; the
+ *                 consumer decides its own release by CAS HELD -> RELEASING
+ *                 (shmr_q_release) and, losing, discards what it read and
+ *                 stops (its next call raises Evicted). Consumer 1 is never
+ *                 evicted, so the stream always drains.
  *   -DSIMPLE      one record per push and per pop (keeps -DEC / -DJOIN small).
  *   -DNREC=n      records produced (default 3); -DCAP=c capacity (power of
  *                 two, default 2; CAP=4 needs the queue's max batch of 2 only);
@@ -38,6 +46,9 @@
  *   -DBUG_NO_JOIN_DEKKER  announce() skips the join_epoch check -> overwrite
  *                         of a joining consumer's records in block mode
  *   -DBUG_DONE_EARLY      q_release writes its record before the copy -> overwrite
+ *   -DBUG_EVICT_PLAIN_RELEASE  with -DEVICT: the consumer releases with plain
+ *                         stores, no CAS against the evictor -> a record both
+ *                         abandoned and delivered, or read while rewritten
  *   -DBUG_SHARED_CLAIM    the code before commit ca6bf11 (finding B in
  *                         verify/README.md): the join Dekker stores the
  *                         tentative claim in intent itself, which b_torn reads
@@ -57,6 +68,8 @@
  *   queue:      every record is consumed exactly once (got[] at delivery and
  *               at the end); a record read is the right one, never a slot
  *               being rewritten (two halves equal and = position + 1).
+ *               With -DEVICT: each record is delivered or counted abandoned,
+ *               exactly one of the two, and a delivered one is intact.
  *   block:      each consumer sees every record from its start position, in
  *               order, with no skip and no torn/bad count.
  *   overwrite:  a delivered record is never torn and is the record for its
@@ -106,6 +119,18 @@ bit  d_sleep[NC];       /* consumer i is queued in FUTEX_WAIT on data_ec->epoch 
 byte s_epoch;           /* space_ec->epoch */
 byte s_waiters;         /* space_ec->waiters */
 bit  s_sleep;           /* the producer is queued in FUTEX_WAIT on space_ec->epoch */
+
+#ifdef EVICT
+#define C_NONE 0
+#define C_HELD 2
+#define C_RELEASING 3
+#define C_EVICTED 4
+byte cstate[NC];        /* cslot.claim_state */
+byte cpos[NC];          /* cslot.claim_pos */
+byte cn[NC];            /* cslot.claim_n */
+bit  evicted[NC];       /* cslot.ready == SHMR_EVICTED_MARK */
+byte ab[NREC];          /* checking: times each record was counted abandoned */
+#endif
 
 /* ---- checking state (not part of the segment) ---- */
 byte got[NREC];         /* queue: times each record was consumed */
@@ -302,7 +327,7 @@ inline producer_wait()
 proctype Producer()
 {
     byte h, n, k, lc, minc, pint, js, je, want, i, m, c, fl, room, seen, cm;
-    bit res;
+    bit res, ev;
 
     /* shmr_producer_open */
     h = head;                                   /* acquire load of head */
@@ -338,7 +363,37 @@ proctype Producer()
 #endif
         if
         :: k == 0 ->
-#if defined(EC) && !defined(OVERWRITE)
+#ifdef EVICT
+            /* shmr_producer_evict, evict_after having passed at any moment:
+             * q_evict takes consumer 0's claim if it is still HELD */
+            if
+            :: cstate[0] == C_HELD ->
+                atomic {                        /* seq_cst CAS HELD -> EVICTED */
+                    if
+                    :: cstate[0] == C_HELD -> cstate[0] = C_EVICTED; ev = 1
+                    :: else -> ev = 0
+                    fi
+                };
+                if
+                :: ev ->
+                    evicted[0] = 1;             /* release store of ready = EVICTED_MARK */
+                    d_step {                    /* abandoned = abandoned_base + n (relaxed) */
+                        i = 0;
+                        do
+                        :: i < cn[0] -> ab[cpos[0] + i]++; assert(got[cpos[0] + i] == 0); i++
+                        :: else -> break
+                        od;
+                        i = 0
+                    };
+                    qlen[cpos[0] & MASK] = cn[0];         /* relaxed store of len */
+                    assert(qtag[cpos[0] & MASK] < cpos[0] + CAP); /* the tag CAS finds it unreleased */
+                    qtag[cpos[0] & MASK] = cpos[0] + CAP  /* seq_cst CAS of tag */
+                :: else -> skip
+                fi;
+                ev = 0
+            :: else -> skip
+            fi
+#elif defined(EC) && !defined(OVERWRITE)
             producer_wait()
 #else
             skip                                /* busy-poll: try again */
@@ -445,6 +500,10 @@ proctype QConsumer(byte me)
 {
     byte hc, t, k, pos, max, i, lo, hi, rh, seen;
     bit contig, rdy, claimed;
+#ifdef EVICT
+    byte rlo[2], rhi[2];
+    bit won;
+#endif
 
     /* shmr_consumer_open (queue): CAS owner, release store ready = 1, head_cache */
     owner[me] = 1;
@@ -465,6 +524,12 @@ proctype QConsumer(byte me)
         fi;
 #else
         max = 1;
+#endif
+#ifdef EVICT
+        if
+        :: evicted[me] -> break                 /* shmr_evicted(): -SHMR_EEVICTED from now on */
+        :: else -> skip
+        fi;
 #endif
         /* q_claim(c, max, contig, &pos) */
         t = tail;                               /* relaxed load of tail */
@@ -493,10 +558,19 @@ proctype QConsumer(byte me)
             atomic {                            /* shmr_cas_seqcst64(&tail, &t, t + k) */
                 if
                 :: tail == t -> tail = t + k; pos = t; claimed = 1
+#ifdef EVICT
+                    ; cpos[me] = t; cn[me] = k  /* claim_pos / claim_n, stored before the CAS */
+#endif
                 :: else -> t = tail; k = 0      /* failure reloads t */
                 fi
             }
         od;
+#ifdef EVICT
+        if
+        :: claimed -> cstate[me] = C_HELD       /* relaxed store after the CAS */
+        :: else -> skip
+        fi;
+#endif
         if
         :: k == 0 ->
             /* closed_and_drained(c) */
@@ -521,6 +595,42 @@ proctype QConsumer(byte me)
 #endif
             /* copy_out(r, pos, dst, k) (pop) or the caller reading the claim in place */
             i = 0;
+#ifdef EVICT
+            /* the copy; judged only once the release says it was ours */
+            do
+            :: i < k ->
+                rlo[i] = slot_lo[(pos + i) & MASK];
+                rhi[i] = slot_hi[(pos + i) & MASK];
+                i++
+            :: else -> break
+            od;
+            i = 0;
+#ifndef BUG_EVICT_PLAIN_RELEASE
+            atomic {                            /* seq_cst CAS claim_state HELD -> RELEASING */
+                if
+                :: cstate[me] == C_HELD -> cstate[me] = C_RELEASING; won = 1
+                :: else -> won = 0
+                fi
+            };
+#else
+            won = 1;
+#endif
+            if
+            :: !won -> break                    /* -SHMR_EEVICTED: the copy is discarded */
+            :: else -> skip
+            fi;
+            d_step {
+                do
+                :: i < k ->
+                    assert(rlo[i] == pos + i + 1 && rhi[i] == pos + i + 1);
+                    assert(got[pos + i] == 0 && ab[pos + i] == 0);
+                    got[pos + i]++;
+                    rlo[i] = 0; rhi[i] = 0;
+                    i++
+                :: else -> break
+                od
+            };
+#endif
             do
             :: i < k ->
                 lo = slot_lo[(pos + i) & MASK];
@@ -541,6 +651,9 @@ progress_qread:
             /* q_release(c, pos, k) (pop, or shmr_release after a claim) */
             qlen[pos & MASK] = k;                   /* relaxed store of releases[pos & mask].len */
             qtag[pos & MASK] = pos + CAP;           /* release store of releases[pos & mask].tag */
+#endif
+#ifdef EVICT
+            cstate[me] = C_NONE;                    /* release store of claim_state */
 #endif
             /* (the popped counter is stored before the release record and claim_state =
              * CLAIM_NONE after it, for the sweeper and stats: not modelled; exact
@@ -777,11 +890,15 @@ init
     run Producer();
     (nfin == NC + 1);
 #if defined(QUEUE)
-    /* every record consumed exactly once */
+    /* every record consumed exactly once (or, evicted, counted abandoned instead) */
     d_step {
         i = 0;
         do
+#ifdef EVICT
+        :: i < NREC -> assert(got[i] + ab[i] == 1); i++
+#else
         :: i < NREC -> assert(got[i] == 1); i++
+#endif
         :: else -> break
         od
     }

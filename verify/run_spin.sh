@@ -44,6 +44,9 @@ mutant_no_join_dekker|default|mutant|-DBLOCK -DJOIN -DSIMPLE -DBUG_NO_JOIN_DEKKE
 mutant_unclamped_min|default|mutant|-DBLOCK -DJOIN -DSIMPLE -DNREC=4 -DBUG_UNCLAMPED_MIN|safety
 mutant_shared_claim|default|mutant|-DBLOCK -DJOIN -DSIMPLE -DBUG_SHARED_CLAIM|safety
 mutant_done_early|default|mutant|-DQUEUE -DBUG_DONE_EARLY|safety
+queue_evict|default|check|-DQUEUE -DEVICT|safety
+queue_evict_nrec4|ext|check|-DQUEUE -DEVICT -DNREC=4|safety
+mutant_evict_plain_release|default|mutant|-DQUEUE -DEVICT -DBUG_EVICT_PLAIN_RELEASE|safety
 board|default|check|-DCRASHY|safety|board.pml
 board_nread3|default|check|-DCRASHY -DNREAD=3|safety|board.pml
 board_3copies|default|check|-DCRASHY -DNCOPY=3 -DWA=3|safety|board.pml

@@ -18,6 +18,7 @@ from .errors import (
     CorruptRingError,
     CreatorDiedError,
     Empty,
+    Evicted,
     Full,
     Lagged,
     LayoutVersionError,
@@ -30,6 +31,6 @@ from .errors import (
 __all__ = [
     "Ring", "Producer", "Consumer", "Reservation", "View", "unlink", "RingStats", "ConsumerStats", "Waiters",
     "RingError", "NotARingError", "LayoutVersionError", "CorruptRingError", "CreatorDiedError", "ProducerBusyError",
-    "ConsumerTableFull", "Full", "Empty", "Closed", "Lagged", "wait_any", "await_any",
+    "ConsumerTableFull", "Full", "Empty", "Closed", "Lagged", "Evicted", "wait_any", "await_any",
     "Board", "BoardView", "BoardChanged", "NotABoardError", "Queue", "JoinableQueue", "SimpleQueue",
 ]

@@ -98,7 +98,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         return _queue_info(st)
     keys = ["name", "kind", "dtype", "mode", "overflow", "capacity", "record_size", "segment_size", "pushed",
             "popped", "available", "retained", "producer_pid", "producer_alive", "closed", "close_reason",
-            "abandoned", "evicted", "waiters", "creator_pid", "layout_version"]
+            "abandoned", "evicted", "evicted_stalled", "evict_after_ms", "waiters", "creator_pid", "layout_version"]
     if st["kind"] == "messages":
         keys[keys.index("capacity"):keys.index("segment_size")] = ["nbytes", "max_message"]
         keys[keys.index("abandoned") + 1:keys.index("abandoned") + 1] = ["abandoned_bytes", "bytes_pushed"]
@@ -109,7 +109,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     for c in st["consumers"]:
         lag = c.get("lag", c["claimed"])
         dropped = f"{c['dropped']} ({c['dropped_bytes']} B)" if st["kind"] == "messages" else c["dropped"]
-        print(f"  #{c['index']:<3} pid {c['pid']:<8} {'alive' if c['alive'] else 'dead':<5} "
+        state = "evicted" if c.get("evicted") else "alive" if c["alive"] else "dead"
+        print(f"  #{c['index']:<3} pid {c['pid']:<8} {state:<7} "
               f"popped {c['popped']:<12} dropped {dropped!s:<10} lag {lag}")
     if "bridge" in st:
         b = st["bridge"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import errno
+import math
 import os
 import time
 import uuid
@@ -43,6 +44,7 @@ class ConsumerStats(TypedDict, total=False):
     claimed: int
     alive: bool  # not known dead: alive, or "unknown" (see liveness)
     liveness: str  # "alive", "dead" or "unknown" (another pid namespace, or not ours to inspect)
+    evicted: bool  # evicted for holding the producer back (evict_after); gone once it closes
     lag: int
 
 
@@ -91,6 +93,8 @@ class RingStats(TypedDict):
     close_reason: str | None
     abandoned: int
     evicted: int
+    evicted_stalled: int  # live consumers evicted for holding the producer back (evict_after)
+    evict_after_ms: int  # evict_after in milliseconds; 0: never
     stall: StallInfo | None
     creator_pid: int
     creator_start: int
@@ -369,6 +373,7 @@ class Ring:
         permissions: int = 0o600,
         replace: bool = False,
         unlink_on_close: bool = False,
+        evict_after: float | None = None,
     ) -> "Ring":
         """Create a ring. With ``dtype``: a ring of ``capacity`` records of that dtype
         (capacity rounded up to a power of two). Without: a message ring of ``nbytes``
@@ -381,7 +386,15 @@ class Ring:
         crashed run's leftovers included; ``replace=True`` removes it and creates
         afresh, refused while its creator, producer or a consumer is alive.
         ``unlink_on_close=True`` removes the name when this object is closed (or
-        leaves its ``with`` block), so a script can run twice."""
+        leaves its ``with`` block), so a script can run twice.
+
+        ``evict_after=SECONDS`` (rings of records in block mode: queue, or
+        broadcast with overflow='block'): a consumer that holds the producer
+        back that long, alive but stopped or not reading, is evicted: the
+        producer goes on without it, ``stats()["evicted_stalled"]`` counts it,
+        and its next call raises Evicted. In queue mode the batch it held is
+        taken back and counted abandoned, never delivered (see README,
+        "Crashes and stalls")."""
         if exist_ok and replace:
             raise ValueError("exist_ok=True and replace=True contradict each other: pick one")
         generated = name is None
@@ -425,11 +438,12 @@ class Ring:
         max_consumers = _ring.check_count(max_consumers, "max_consumers", 1, _ring.MAX_CONSUMERS)
         if isinstance(permissions, bool) or not isinstance(permissions, int) or not 0 <= permissions <= 0o777:
             raise ValueError(f"permissions must be an int in 0..0o777, not {permissions!r}")
+        evict_ms = _evict_after_ms(evict_after, kind == _ring.KIND_MESSAGES, mode, overflow)
 
         def make() -> _ring.Mapping:
             return _ring.Mapping.create(
                 name, cap, rsize, align, _ring.MODES[mode], _ring.OVERFLOWS[overflow], max_consumers,
-                descr, permissions, kind,
+                descr, permissions, kind, evict_ms,
             )
 
         try:
@@ -511,15 +525,7 @@ class Ring:
         name = _check_name(name)
         want = _check_dtype(dtype) if dtype is not None else None
         mapping = _ring.Mapping.attach(name)
-        uid, mode = mapping.file_owner
-        if owner_only and uid != os.geteuid():
-            raise PermissionError(
-                errno.EPERM, f"ring {name!r} is owned by uid {uid}, not by this user (uid {os.geteuid()}); "
-                             f"refusing to join it")
-        if permissions is not None and mode & ~int(permissions) & 0o7777:
-            raise PermissionError(
-                errno.EPERM, f"ring {name!r} has permissions {oct(mode)}, more open than the {oct(permissions)} "
-                             f"asked for; refusing to join it")
+        _check_owner(name, mapping.file_owner, owner_only, permissions, "ring")
         if mapping.kind == _ring.KIND_MESSAGES:
             if want is not None:
                 raise TypeError(f"ring {name!r} is a message ring (it has no dtype); attach it without dtype=")
@@ -673,6 +679,7 @@ class Ring:
         for c in consumers:
             c["liveness"] = _ring.LIVENESS[c["alive"]]
             c["alive"] = c["liveness"] != "dead"
+            c["evicted"] = bool(c["evicted"])
             if self._kind == "messages":
                 c["claimed"] *= _ring.MSG_UNIT  # positions count 16-byte units: bytes held
             elif self._mode == "broadcast":
@@ -706,6 +713,38 @@ class Ring:
         if self._kind == "records":
             info["max_message"] = None
         return info  # type: ignore[return-value]
+
+
+def _check_owner(name: str, file_owner: tuple[int, int], owner_only: bool, permissions: int | None,
+                 what: str) -> None:
+    """PermissionError for a segment of another user (owner_only) or one more open than permissions."""
+    uid, mode = file_owner
+    if owner_only and uid != os.geteuid():
+        raise PermissionError(
+            errno.EPERM, f"{what} {name!r} is owned by uid {uid}, not by this user (uid {os.geteuid()}); "
+                         f"refusing to join it")
+    if permissions is not None and mode & ~int(permissions) & 0o7777:
+        raise PermissionError(
+            errno.EPERM, f"{what} {name!r} has permissions {oct(mode)}, more open than the {oct(permissions)} "
+                         f"asked for; refusing to join it")
+
+
+def _evict_after_ms(evict_after: Any, messages: bool, mode: str, overflow: str) -> int:
+    """Ring.create(evict_after=...) as whole milliseconds (0: never), checked."""
+    if evict_after is None:
+        return 0
+    if isinstance(evict_after, bool) or not isinstance(evict_after, (int, float)):
+        raise TypeError(f"evict_after must be a number of seconds or None, not {type(evict_after).__name__}")
+    if not math.isfinite(evict_after) or evict_after <= 0:
+        raise ValueError(f"evict_after must be a positive number of seconds, not {evict_after!r}")
+    if evict_after > 86400 * 30:
+        raise ValueError(f"evict_after of {evict_after!r} s is longer than 30 days: pass None to never evict")
+    if messages:
+        raise ValueError("evict_after applies to rings of records; message rings do not offer it")
+    if overflow != "block":
+        raise ValueError("evict_after applies to block mode (queue, or broadcast with overflow='block'): "
+                         "an overwriting producer never waits for a consumer")
+    return max(1, math.ceil(evict_after * 1000))
 
 
 def _no_memory_message(name: str, need: int) -> str:

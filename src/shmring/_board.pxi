@@ -76,6 +76,13 @@ cdef class BoardMapping:
         return m
 
     @property
+    def file_owner(self):
+        """(uid, mode bits) of the board's file, from fstat on the descriptor mapped."""
+        cdef uint32_t uid, mode
+        shmr_board_file_owner(self.b, &uid, &mode)
+        return uid, mode
+
+    @property
     def descr(self):
         cdef uint32_t n
         cdef const char *d = shmr_board_descr(self.b, &n)

@@ -46,6 +46,7 @@ cdef extern from "board.h" nogil:
 
     int shmr_board_create(const char *name, const shmr_board_params *p, unsigned mode_bits, shmr_board **out)
     int shmr_board_attach(const char *name, shmr_board **out)
+    void shmr_board_file_owner(const shmr_board *b, uint32_t *uid, uint32_t *mode)
     void shmr_board_detach(shmr_board *b)
     int shmr_board_info_get(const shmr_board *b, shmr_board_info *out)
     const char *shmr_board_descr(const shmr_board *b, uint32_t *len)

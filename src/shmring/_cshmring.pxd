@@ -18,6 +18,7 @@ cdef extern from "shmring.h" nogil:
         SHMR_EINIT
         SHMR_ESTATE
         SHMR_ECREATOR
+        SHMR_EEVICTED
         SHMR_DEAD
         SHMR_ALIVE
         SHMR_UNKNOWN
@@ -51,6 +52,7 @@ cdef extern from "shmring.h" nogil:
         const char *descr
         uint32_t descr_len
         uint32_t kind
+        uint32_t evict_after_ms
 
     ctypedef struct shmr_consumer_info:
         uint32_t index
@@ -63,6 +65,7 @@ cdef extern from "shmring.h" nogil:
         uint64_t claim_pos
         uint64_t claimed
         int alive
+        int evicted
 
     ctypedef struct shmr_wait_stats:
         uint64_t waits
@@ -92,6 +95,8 @@ cdef extern from "shmring.h" nogil:
         uint32_t close_reason
         uint64_t abandoned
         uint64_t evicted
+        uint64_t evicted_stalled
+        uint32_t evict_after_ms
         uint32_t creator_pid
         uint64_t creator_start
         int creator_alive
@@ -148,6 +153,7 @@ cdef extern from "shmring.h" nogil:
     int shmr_producer_stall(shmr_producer *p, uint32_t *index, uint64_t *behind)
     void shmr_producer_unstall(shmr_producer *p)
     int shmr_producer_recover(shmr_producer *p, uint64_t *reclaimed)
+    int shmr_producer_evict(shmr_producer *p)
     uint64_t shmr_producer_room(shmr_producer *p)
     uint32_t shmr_consumer_count(shmr_ring *r)
     int shmr_wait_consumers(shmr_ring *r, uint32_t n, int64_t timeout_ns, int64_t spin_ns)
@@ -164,6 +170,7 @@ cdef extern from "shmring.h" nogil:
     uint64_t shmr_consumer_popped(const shmr_consumer *c)
     uint64_t shmr_consumer_dropped(const shmr_consumer *c)
     uint32_t shmr_consumer_index(const shmr_consumer *c)
+    uint64_t shmr_consumer_evicted_claim(const shmr_consumer *c)
     uint64_t shmr_consumer_available(shmr_consumer *c)
     uint32_t shmr_close_reason(const shmr_ring *r)
     void shmr_wake_all(shmr_ring *r)

@@ -51,6 +51,8 @@ class _RingInfo(TypedDict):
     close_reason: int
     abandoned: int
     evicted: int
+    evicted_stalled: int
+    evict_after_ms: int
     creator_pid: int
     creator_start: int
     creator_alive: int
@@ -73,6 +75,7 @@ class _ConsumerInfo(TypedDict):
     claim_pos: int
     claimed: int
     alive: int
+    evicted: int
 
 def start_time_of(pid: int) -> int:
     """Start time of a process (clock ticks since boot), 0 if it is gone."""
@@ -111,7 +114,8 @@ class Mapping:
 
     @staticmethod
     def create(name: str, capacity: int, record_size: int, align: int, mode: int, overflow: int,
-               max_consumers: int, descr: bytes, perm: int, kind: int = ...) -> Mapping: ...
+               max_consumers: int, descr: bytes, perm: int, kind: int = ...,
+               evict_after_ms: int = ...) -> Mapping: ...
     @staticmethod
     def attach(name: str) -> Mapping:
         """Map and validate an existing segment by name."""
@@ -467,6 +471,8 @@ class BoardMapping:
     def attach(name: str) -> BoardMapping:
         """Map and validate an existing board segment by name."""
 
+    @property
+    def file_owner(self) -> tuple[int, int]: ...
     @property
     def descr(self) -> str:
         """The dtype descriptor stored in the header."""

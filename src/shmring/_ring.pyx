@@ -25,7 +25,7 @@ from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from shmring._cshmring cimport *
 from shmring._cmpqueue cimport *
-from shmring.errors import (Closed, ConsumerTableFull, CorruptRingError, CreatorDiedError, Empty, Full, Lagged,
+from shmring.errors import (Closed, ConsumerTableFull, CorruptRingError, CreatorDiedError, Empty, Evicted, Full, Lagged,
                             LayoutVersionError, NotARingError, ProducerBusyError, RingError)
 
 cdef extern from "numpy/arrayobject.h":
@@ -118,6 +118,9 @@ cdef int _raise(int64_t rc, str what) except -1:
         raise ConsumerTableFull(f"{what}: every consumer slot of this ring is taken")
     if code == SHMR_ECLOSED:
         raise Closed(f"{what}: the stream is closed and drained")
+    if code == SHMR_EEVICTED:
+        raise Evicted(0, f"{what}: this consumer was evicted for holding the producer back longer than the "
+                         f"ring's evict_after; close it and open a new consumer")
     msg = f"{what}: {os.strerror(code)}"
     if code == ENOENT:
         raise FileNotFoundError(code, msg)
@@ -226,7 +229,7 @@ cdef class Mapping:
     @staticmethod
     def create(str name, uint64_t capacity, uint64_t record_size, uint32_t align, uint32_t mode,
                uint32_t overflow, uint32_t max_consumers, bytes descr, unsigned perm,
-               uint32_t kind=SHMR_KIND_RECORDS):
+               uint32_t kind=SHMR_KIND_RECORDS, uint32_t evict_after_ms=0):
         cdef Mapping m = Mapping.__new__(Mapping)
         cdef shmr_params p
         p.capacity = capacity
@@ -238,6 +241,7 @@ cdef class Mapping:
         p.descr = descr
         p.descr_len = <uint32_t>len(descr)
         p.kind = kind
+        p.evict_after_ms = evict_after_ms
         cdef bytes bname = name.encode()
         cdef const char *cname = bname
         cdef int rc
@@ -755,6 +759,13 @@ cdef class Producer(_ProducerSide):
             return shmr_wait_consumers(self._ring_c, self._consumers_wanted, timeout_ns, spin_ns)
         return shmr_producer_wait(self._p, timeout_ns, spin_ns)
 
+    cdef bint _between_slices(self) noexcept:
+        cdef uint64_t reclaimed = 0
+        if shmr_producer_recover(self._p, &reclaimed) > 0:
+            return True
+        # evict_after: not while waiting for consumers to join, only for room
+        return self._consumers_wanted == 0 and shmr_producer_evict(self._p) > 0
+
     cdef int64_t _push_ptr(self, const char *src, uint64_t n, object timeout) except -1:
         cdef uint64_t done = 0
         cdef int64_t k
@@ -1083,6 +1094,8 @@ cdef class Consumer(_ConsumerSide):
                 return n  # taken out of the ring: returned even if close() landed meanwhile
             if closed:
                 raise Closed("the handle was closed while a call on it was blocked", "handle closed")
+            if n == -SHMR_EEVICTED:
+                raise self._evicted_error()
             if n < 0 and n != -SHMR_ECLOSED:
                 _raise(n, f"pop from ring {self._map.name!r}")
             if n == -SHMR_ECLOSED:
@@ -1154,6 +1167,10 @@ cdef class Consumer(_ConsumerSide):
         if n == -SHMR_ECLOSED:
             self._lagged(dropped, None)
             raise self._closed_error()
+        if n == -SHMR_EEVICTED:
+            raise self._evicted_error()
+        if n < 0:
+            _raise(n, f"pop from ring {self._map.name!r}")
         if self._fdw is not None:
             self._fdw.rearm()  # fileno() protocol: a call that found nothing re-arms
         self._lagged(dropped, None)
@@ -1267,6 +1284,8 @@ cdef class Consumer(_ConsumerSide):
             if k == -SHMR_ECLOSED:
                 self._lagged(dropped, None)
                 raise self._closed_error()
+            if k == -SHMR_EEVICTED:
+                raise self._evicted_error()
             if k < 0:
                 _raise(k, "view")
             if not self._block(&w, timeout):
@@ -1295,9 +1314,25 @@ cdef class Consumer(_ConsumerSide):
             # close() came inside the view block and was deferred to here: the
             # records stay the view's until the block ends
             bad = shmr_release(self._c)
+            err = self._evicted_error() if bad == -SHMR_EEVICTED else None
             self._free_handle()
-            return bad
-        return shmr_release(self._c)
+        else:
+            bad = shmr_release(self._c)
+            err = self._evicted_error() if bad == -SHMR_EEVICTED else None
+        if err is not None:
+            # the producer took the viewed records back while they were held:
+            # what the view showed may have been overwritten
+            raise err
+        return bad
+
+    cdef object _evicted_error(self):
+        cdef uint64_t taken = shmr_consumer_evicted_claim(self._c) if self._c != NULL else 0
+        after = self._map.info()["evict_after_ms"] / 1000
+        what = (f"; the {taken} records it held were taken back and counted abandoned (not delivered)"
+                if taken else "")
+        return Evicted(taken, f"consumer #{shmr_consumer_index(self._c) if self._c != NULL else '?'} of ring "
+                              f"{self._map.name!r} was evicted: it held the producer back for longer than "
+                              f"evict_after={after:g} s{what}; close it and open a new consumer")
 
     def __iter__(self):
         return self

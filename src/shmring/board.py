@@ -13,7 +13,8 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from . import _ring
-from ._api import DEFAULT_SPIN, SHM_DIR, _check_dtype, _check_name, _decode_dtype, _encode_dtype, _shm_free_bytes
+from ._api import (DEFAULT_SPIN, SHM_DIR, _check_dtype, _check_name, _check_owner, _decode_dtype, _encode_dtype,
+                   _shm_free_bytes)
 from ._api import unlink as _unlink
 from .errors import CorruptRingError
 
@@ -92,7 +93,9 @@ class Board(_ring.BoardCore):
         except FileExistsError:
             if not exist_ok:
                 raise FileExistsError(errno.EEXIST, f"a ring or board named {name!r} already exists") from None
-            board = cls.attach(name, spin=spin, liveness_interval=liveness_interval)
+            # joining what is there must not hand our values to whoever made it
+            board = cls.attach(name, spin=spin, liveness_interval=liveness_interval, owner_only=True,
+                               permissions=permissions)
             if board.dtype != dt or board.keys != list(keys_t):
                 desc = f"dtype={board.dtype}, {len(board)} keys"
                 board.close()
@@ -112,13 +115,18 @@ class Board(_ring.BoardCore):
 
     @classmethod
     def attach(cls, name: str, *, dtype: Any = None, spin: float = DEFAULT_SPIN,
-               liveness_interval: float = _ring.DEFAULT_LIVENESS_INTERVAL) -> "Board":
+               liveness_interval: float = _ring.DEFAULT_LIVENESS_INTERVAL, owner_only: bool = False,
+               permissions: int | None = None) -> "Board":
         """Attach to an existing board; if ``dtype`` is given it must match the board's.
         ``liveness_interval``: how often a writer waiting for a key's claim checks that
-        the holder is alive (a dead writer's claim is taken over within this bound)."""
+        the holder is alive (a dead writer's claim is taken over within this bound).
+        ``owner_only`` and ``permissions`` refuse a board of another user, or one more
+        open than ``permissions``, as Ring.attach does; ``create(..., exist_ok=True)``
+        applies both."""
         name = _check_name(name)
         want = _check_dtype(dtype) if dtype is not None else None
         m = _ring.BoardMapping.attach(name)
+        _check_owner(name, m.file_owner, owner_only, permissions, "board")
         where = f"attach board {name!r}"
         info = m.info()
         stored = _decode_dtype(m.descr, where)

@@ -86,6 +86,17 @@ class Lagged(RuntimeError):
         self.nbytes = nbytes
 
 
+class Evicted(Lagged):
+    """This consumer held a block-mode producer back for longer than the ring's
+    ``evict_after`` and was evicted: the producer no longer waits for it.
+
+    ``count`` is the number of records of the batch it held that were taken
+    back from it (queue mode; counted in the ring's ``abandoned``, never
+    delivered to anyone), 0 in broadcast mode. Every later call on the handle
+    raises this again: close it and open a new consumer."""
+
+
+
 class NotABoardError(RingError):
     """The shared-memory segment exists but is not a shmring board (a ring, or foreign)."""
 
