@@ -142,6 +142,7 @@ static int check_params(const shmr_params *p)
  * the name is taken, which keeps create's exclusive semantics. */
 int shmr_create(const char *name, const shmr_params *p, unsigned mode_bits, shmr_ring **out)
 {
+    shmr_ec_setup(); /* before this process can notify anyone (eventcount.c) */
     char path[SHMR_PATH_MAX];
     int rc = full_name(name, path, sizeof path);
     if (rc)
@@ -288,6 +289,7 @@ static int validate(const uint8_t *base, uint64_t file_size)
 
 int shmr_attach_fd(int fd, shmr_ring **out)
 {
+    shmr_ec_setup(); /* before this process can notify anyone (eventcount.c) */
     struct stat st;
     int rc;
     if (fstat(fd, &st) != 0) {

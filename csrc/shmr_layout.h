@@ -107,7 +107,8 @@ struct SHMR_ALIGNED_BLOCK shmr_ctl {
  * counter minus the *_base it read when it took the slot. */
 struct SHMR_ALIGNED_BLOCK shmr_cslot {
     shmr_a64 owner;      /* (start32 << 32) | pid, 0 = free */
-    shmr_a32 ready;      /* 1 once cursor is valid */
+    shmr_a32 ready;      /* 1 once cursor is valid; | SHMR_SLOT_SLEEPING while its
+                          * occupant is counted in data_ec->waiters (eventcount.c) */
     shmr_a32 claim_state; /* queue: CLAIM_NONE / CLAIM_INTENT / CLAIM_HELD */
     shmr_a64 cursor;     /* broadcast: next position this consumer reads */
     shmr_a64 claim_pos;  /* queue: claimed range, recorded before the claim CAS */
@@ -137,6 +138,9 @@ struct shmr_release_rec {
 };
 
 enum { CLAIM_NONE = 0, CLAIM_INTENT = 1, CLAIM_HELD = 2 };
+
+/* cslot.ready bit: the occupant is counted as a sleeper of data_ec */
+#define SHMR_SLOT_SLEEPING 2u
 
 /* Message rings (messages.c): positions count 16-byte units, and a message is
  * one frame of whole units: this header, then the body. A padding frame (kind

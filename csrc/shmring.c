@@ -139,8 +139,9 @@ uint32_t shmr_consumer_count(shmr_ring *r)
     uint32_t n = 0;
     for (uint32_t i = 0; i < r->max_consumers; i++) {
         uint64_t owner = shmr_load_acquire64(&r->cslots[i].owner);
-        /* seq_cst: pairs with the fence of the shmr_ec_notify() a joining
-         * consumer makes after setting ready (see shmr_consumer_open) */
+        /* a joining consumer stores ready, then notifies (shmr_consumer_open):
+         * this load runs in the ready() re-check of a sleeper, after its
+         * barrier (eventcount.c), so one of the two sees the other */
         if (owner != 0 && !SHMR_IS_BUSY(owner) && shmr_load_seqcst32(&r->cslots[i].ready))
             n++;
     }
@@ -364,8 +365,10 @@ int64_t shmr_msg_release(shmr_consumer *c, const shmr_msg *msgs, shmr_loss *loss
 
 int shmr_consumer_wait(shmr_consumer *c, int64_t timeout_ns, int64_t spin_ns)
 {
-    return shmr_ec_wait(c->r->data_ec, IS_QUEUE(c->r) ? shmr_q_consumer_ready : shmr_b_consumer_ready, c,
-                        timeout_ns, spin_ns);
+    /* marked: a sweep after our death takes our count back */
+    return shmr_ec_wait_marked(c->r->data_ec, &c->slot->ready,
+                               IS_QUEUE(c->r) ? shmr_q_consumer_ready : shmr_b_consumer_ready, c, timeout_ns,
+                               spin_ns);
 }
 
 int shmr_consumer_check_producer(shmr_consumer *c)
@@ -399,10 +402,11 @@ void shmr_wake_all(shmr_ring *r)
 int shmr_consumer_arm(shmr_consumer *c, void **word, uint32_t *seen)
 {
     *word = (void *)&c->r->data_ec->epoch;
-    return shmr_ec_arm(c->r->data_ec, IS_QUEUE(c->r) ? shmr_q_consumer_ready : shmr_b_consumer_ready, c, seen);
+    return shmr_ec_arm(c->r->data_ec, &c->slot->ready, IS_QUEUE(c->r) ? shmr_q_consumer_ready : shmr_b_consumer_ready,
+                       c, seen);
 }
 
-void shmr_consumer_disarm(shmr_consumer *c) { shmr_ec_disarm(c->r->data_ec); }
+void shmr_consumer_disarm(shmr_consumer *c) { shmr_ec_disarm(c->r->data_ec, &c->slot->ready); }
 
 int shmr_consumer_ready(shmr_consumer *c)
 {
@@ -412,10 +416,10 @@ int shmr_consumer_ready(shmr_consumer *c)
 int shmr_producer_arm(shmr_producer *p, void **word, uint32_t *seen)
 {
     *word = (void *)&p->r->space_ec->epoch;
-    return shmr_ec_arm(p->r->space_ec, IS_QUEUE(p->r) ? shmr_q_producer_ready : shmr_b_producer_ready, p, seen);
+    return shmr_ec_arm(p->r->space_ec, NULL, IS_QUEUE(p->r) ? shmr_q_producer_ready : shmr_b_producer_ready, p, seen);
 }
 
-void shmr_producer_disarm(shmr_producer *p) { shmr_ec_disarm(p->r->space_ec); }
+void shmr_producer_disarm(shmr_producer *p) { shmr_ec_disarm(p->r->space_ec, NULL); }
 
 int shmr_producer_ready(shmr_producer *p)
 {
