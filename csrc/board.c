@@ -202,6 +202,7 @@ static void record_creator(uint8_t *page) { ((struct board_header *)page)->creat
 
 int shmr_board_create(const char *name, const shmr_board_params *p, unsigned mode_bits, shmr_board **out)
 {
+    shmr_ec_setup(); /* before this process can notify anyone (eventcount.c) */
     int rc = check_params(p);
     if (rc)
         return rc;
@@ -280,6 +281,7 @@ static int validate(const uint8_t *base, uint64_t file_size)
 
 int shmr_board_attach(const char *name, shmr_board **out)
 {
+    shmr_ec_setup(); /* before this process can notify anyone (eventcount.c) */
     int fd;
     struct shmr_seg seg;
     int rc = shmr_seg_open(name, &fd);
@@ -415,8 +417,8 @@ static int claim(struct board_key *k, struct shmr_ec *ec, uint64_t me, int64_t w
     }
 }
 
-/* after a release store of version or of a free claim (shmr_ec_notify's
- * fence pairs with the sleepers' in shmr_ec_wait) */
+/* after a release store of version or of a free claim (shmr_ec_notify and
+ * the sleepers' barrier in shmr_ec_wait: see eventcount.c) */
 static void notify(shmr_board *b, uint64_t key)
 {
     shmr_ec_notify(&b->kec[key]);

@@ -47,7 +47,7 @@ uint64_t shmr_b_refresh_min(shmr_producer *p)
     uint64_t floor = p->head > r->cap ? p->head - r->cap : 0;
     for (uint32_t i = 0; i < r->max_consumers; i++) {
         struct shmr_cslot *s = &r->cslots[i];
-        if (shmr_load_seqcst64(&s->owner) == 0 || shmr_load_seqcst32(&s->ready) != SHMR_READY)
+        if (shmr_load_seqcst64(&s->owner) == 0 || (shmr_load_seqcst32(&s->ready) & SHMR_SLOT_STATE) != SHMR_READY)
             continue;
         /* pairs with the consumer's release store of its cursor in b_advance(),
          * made after it finished reading the records below it */
@@ -167,11 +167,15 @@ void shmr_b_leave(shmr_consumer *c) { shmr_ec_notify(c->r->space_ec); }
  * copy. 1 if this call evicted it. */
 int shmr_b_evict(shmr_producer *p, uint32_t i)
 {
-    uint32_t want = SHMR_READY;
+    shmr_a32 *ready = &p->r->cslots[i].ready;
+    uint32_t want = shmr_load_relaxed32(ready);
     /* seq_cst RMW, then announce()'s release fence orders it before every slot
-     * write that follows; pairs with the acquire fence in b_torn() */
-    if (!shmr_cas_seqcst32(&p->r->cslots[i].ready, &want, SHMR_EVICTED_MARK))
-        return 0;
+     * write that follows; pairs with the acquire fence in b_torn(). The
+     * sleeping flag is kept: the consumer may be asleep (a stopped one often is). */
+    do {
+        if ((want & SHMR_SLOT_STATE) != SHMR_READY)
+            return 0;
+    } while (!shmr_cas_seqcst32(ready, &want, (want & SHMR_SLOT_SLEEPING) | SHMR_EVICTED_MARK));
     shmr_fetch_add_relaxed64(&p->r->ctl->evicted_stalled, 1);
     shmr_b_refresh_min(p);
     return 1;
@@ -181,7 +185,7 @@ int shmr_b_evict(shmr_producer *p, uint32_t i)
  * producer wrote after evicting us, this load sees the eviction. */
 static inline int b_evicted_meanwhile(shmr_consumer *c)
 {
-    return c->r->evict_after_ns && shmr_load_relaxed32(&c->slot->ready) == SHMR_EVICTED_MARK;
+    return c->r->evict_after_ns && (shmr_load_relaxed32(&c->slot->ready) & SHMR_SLOT_STATE) == SHMR_EVICTED_MARK;
 }
 
 /* How many records are ready at our cursor; skips (and counts) what the

@@ -27,22 +27,49 @@ void shmr_ec_notify_always(struct shmr_ec *ec);
  * timeout_ns (< 0: no limit) until ready(arg). 0, -ETIMEDOUT or -EINTR. */
 int shmr_ec_wait(struct shmr_ec *ec, shmr_ready_fn ready, void *arg, int64_t timeout_ns, int64_t spin_ns);
 
+/* The same for a sleeper with a word of its own in the segment (a consumer's
+ * cslot.ready): while it is counted in waiters, the word's SHMR_SLOT_SLEEPING
+ * bit is set, so that a sweep of its dead process can take the count back
+ * (shmr_ec_uncount_dead, on a slot the sweeper holds). */
+int shmr_ec_wait_marked(struct shmr_ec *ec, shmr_a32 *mark, shmr_ready_fn ready, void *arg, int64_t timeout_ns,
+                        int64_t spin_ns);
+void shmr_ec_uncount_dead(struct shmr_ec *ec, shmr_a32 *mark);
+
 /* Event-loop waits take the blocking wait apart: arm counts the caller as a
  * sleeper and re-checks (the same epoch read, increment and seq_cst fence as
  * shmr_ec_wait), the caller then sleeps elsewhere (io_uring, futex_waitv) on
  * &ec->epoch with the value *seen, and disarm un-counts it. 1: ready now,
- * nothing counted; 0: armed, one shmr_ec_disarm owed. */
-int shmr_ec_arm(struct shmr_ec *ec, shmr_ready_fn ready, void *arg, uint32_t *seen);
-void shmr_ec_disarm(struct shmr_ec *ec);
+ * nothing counted; 0: armed, one shmr_ec_disarm owed. In a process that cannot
+ * issue membarrier() (a seccomp filter), a notify from a registered process
+ * may go unseen until the caller's own timeout (its liveness slice). */
+int shmr_ec_arm(struct shmr_ec *ec, shmr_a32 *mark, shmr_ready_fn ready, void *arg, uint32_t *seen);
+void shmr_ec_disarm(struct shmr_ec *ec, shmr_a32 *mark);
+
+/* Once per process, before its first notify (every create and attach calls
+ * it): registers the process for MEMBARRIER_CMD_GLOBAL_EXPEDITED and, if that
+ * worked, lets its notifiers skip their fence (see eventcount.c). Setting
+ * SHMRING_NOTIFY_FENCE in the environment keeps the fence (for comparisons). */
+void shmr_ec_setup(void);
+
+/* 1 when this process is registered, so that a sleeper's membarrier() runs a
+ * full fence on every thread of ours that is running; written once by
+ * shmr_ec_setup (under pthread_once, and in a forked child before it runs on). */
+extern int shmr_ec_fenceless;
 
 /* Notifier side, inline because every publish calls it. The caller has just
- * published (a release store of head, a release record or a cursor). The
- * seq_cst fence pairs with the waiter's seq_cst fence in shmr_ec_wait: either we
- * see its waiters increment, or it sees our publication on its re-check.
- * Without it both could miss. */
+ * published (a release store of head, a release record or a cursor). Either
+ * the sleeper sees that publication on its re-check or we see its waiters
+ * increment; eventcount.c explains why. Registered processes put only a
+ * compiler barrier between the publication and the load of waiters: the
+ * sleeper's membarrier() supplies the hardware fence, and only on the path
+ * that goes to sleep. Unregistered ones keep the seq_cst fence, which pairs
+ * with the sleeper's seq_cst fence. */
 static inline void shmr_ec_notify(struct shmr_ec *ec)
 {
-    shmr_fence_seqcst();
+    if (shmr_ec_fenceless)
+        shmr_compiler_barrier();
+    else
+        shmr_fence_seqcst();
     if (shmr_load_relaxed32(&ec->waiters) != 0) {
         shmr_fetch_add_release32(&ec->epoch, 1);
         shmr_futex_wake_all(&ec->epoch);

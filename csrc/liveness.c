@@ -236,6 +236,9 @@ int shmr_sweep_free(shmr_ring *r, const int *dead)
         struct shmr_cslot *s = &r->cslots[i];
         shmr_store_release32(&s->claim_state, CLAIM_NONE);
         shmr_store_release64(&s->claim_n, 0);
+        /* killed asleep: its count in data_ec->waiters would make every
+         * publish a wake syscall for good */
+        shmr_ec_uncount_dead(r->data_ec, &s->ready);
         shmr_store_release32(&s->ready, 0);
         /* popped, dropped and abandoned stay in the slot (cumulative): nothing
          * to move, so nothing to lose or double if this sweeper dies here */

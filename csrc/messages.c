@@ -243,7 +243,7 @@ int shmr_msg_producer_wait(shmr_producer *p, uint64_t len, int64_t timeout_ns, i
     if (len > shmr_msg_max(p->r))
         return -EMSGSIZE;
     p->want = frame_units(len);
-    return shmr_spin_wait(&p->spin, p->r, 1, p->r->space_ec, m_producer_ready, p, timeout_ns, spin_ns);
+    return shmr_spin_wait(&p->spin, p->r, 1, p->r->space_ec, NULL, m_producer_ready, p, timeout_ns, spin_ns);
 }
 
 /* Event-loop waits of a message producer: progress means room for a message

@@ -330,8 +330,11 @@ int shmr_q_evict(shmr_ring *r, uint32_t i)
     if (!shmr_cas_seqcst32(&s->claim_state, &st, CLAIM_EVICTED) && st != CLAIM_EVICTED)
         return 0;
     SHMR_HOOK(SHMR_HOOK_EVICT_WON);
-    /* tells the consumer on its next call; pairs with shmr_evicted() */
-    shmr_store_release32(&s->ready, SHMR_EVICTED_MARK);
+    /* tells the consumer on its next call; pairs with shmr_evicted(). An RMW
+     * that keeps the sleeping flag (see SHMR_SLOT_SLEEPING). */
+    uint32_t w = shmr_load_relaxed32(&s->ready);
+    while (!shmr_cas_seqcst32(&s->ready, &w, (w & SHMR_SLOT_SLEEPING) | SHMR_EVICTED_MARK))
+        ;
     uint64_t n = shmr_load_relaxed64(&s->claim_n);
     uint64_t p0 = shmr_load_relaxed64(&s->claim_pos);
     uint64_t tail = shmr_load_seqcst64(&r->tail_block->tail);

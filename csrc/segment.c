@@ -289,6 +289,7 @@ static int check_params(const shmr_params *p)
 
 int shmr_image_size(const shmr_params *p, uint64_t *size)
 {
+    shmr_ec_setup(); /* before this process can notify anyone (eventcount.c) */
     int rc = check_params(p);
     if (rc)
         return rc;
@@ -516,6 +517,7 @@ int shmr_image_bind(uint8_t *base, uint64_t avail, shmr_ring *r)
 
 int shmr_attach_fd(int fd, shmr_ring **out)
 {
+    shmr_ec_setup(); /* before this process can notify anyone (eventcount.c) */
     struct stat st;
     int rc;
     if (fstat(fd, &st) != 0) {
@@ -787,7 +789,7 @@ int shmr_info(shmr_ring *r, shmr_ring_info *o)
         uint64_t so = shmr_load_acquire64(&s->owner);
         if (so != 0 && !SHMR_IS_BUSY(so))
             o->popped_retired -= shmr_load_relaxed64(&s->popped) - shmr_load_relaxed64(&s->popped_base);
-        if (so == 0 || shmr_load_acquire32(&s->ready) != SHMR_READY)
+        if (so == 0 || (shmr_load_acquire32(&s->ready) & SHMR_SLOT_STATE) != SHMR_READY)
             continue;
         o->n_consumers++;
         uint64_t cur = shmr_load_acquire64(&s->cursor);
@@ -841,7 +843,7 @@ int shmr_consumer_infos(shmr_ring *r, shmr_consumer_info *out, uint32_t max, uin
         o->claim_pos = shmr_load_relaxed64(&s->claim_pos);
         uint32_t cs = shmr_load_relaxed32(&s->claim_state);
         o->claimed = cs == CLAIM_HELD || cs == CLAIM_RELEASING ? shmr_load_relaxed64(&s->claim_n) : 0;
-        o->evicted = shmr_load_relaxed32(&s->ready) == SHMR_EVICTED_MARK;
+        o->evicted = (shmr_load_relaxed32(&s->ready) & SHMR_SLOT_STATE) == SHMR_EVICTED_MARK;
         o->alive = shmr_owner_liveness(owner, shmr_load_acquire64(&s->pidns));
     }
     *n = k;

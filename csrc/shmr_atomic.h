@@ -41,6 +41,9 @@ static inline void shmr_store_seqcst32(shmr_a32 *p, uint32_t v) { atomic_store_e
 static inline uint32_t shmr_fetch_add_seqcst32(shmr_a32 *p, uint32_t v) { return atomic_fetch_add_explicit(p, v, memory_order_seq_cst); }
 static inline uint32_t shmr_fetch_sub_seqcst32(shmr_a32 *p, uint32_t v) { return atomic_fetch_sub_explicit(p, v, memory_order_seq_cst); }
 static inline uint32_t shmr_fetch_add_release32(shmr_a32 *p, uint32_t v) { return atomic_fetch_add_explicit(p, v, memory_order_release); }
+/* relaxed: a flag beside a counter whose own RMWs carry the ordering */
+static inline uint32_t shmr_fetch_or_relaxed32(shmr_a32 *p, uint32_t v) { return atomic_fetch_or_explicit(p, v, memory_order_relaxed); }
+static inline uint32_t shmr_fetch_and_relaxed32(shmr_a32 *p, uint32_t v) { return atomic_fetch_and_explicit(p, v, memory_order_relaxed); }
 static inline uint32_t shmr_swap_relaxed32(shmr_a32 *p, uint32_t v) { return atomic_exchange_explicit(p, v, memory_order_relaxed); }
 static inline int shmr_cas_seqcst32(shmr_a32 *p, uint32_t *expected, uint32_t desired)
 {
@@ -51,6 +54,10 @@ static inline int shmr_cas_seqcst32(shmr_a32 *p, uint32_t *expected, uint32_t de
 static inline void shmr_fence_acquire(void) { atomic_thread_fence(memory_order_acquire); }
 static inline void shmr_fence_release(void) { atomic_thread_fence(memory_order_release); }
 static inline void shmr_fence_seqcst(void) { atomic_thread_fence(memory_order_seq_cst); }
+/* Orders this thread's accesses for the compiler only (no instruction). The
+ * hardware may still reorder them; used where another thread's membarrier()
+ * supplies the fence (see shmr_ec_notify). */
+static inline void shmr_compiler_barrier(void) { atomic_signal_fence(memory_order_seq_cst); }
 
 static inline void shmr_cpu_relax(void)
 {

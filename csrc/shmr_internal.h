@@ -85,7 +85,7 @@ static inline uint64_t shmr_min_u64(uint64_t a, uint64_t b) { return a < b ? a :
  * the seq_cst CAS of ready in shmr_b_evict / store in shmr_q_evict. */
 static inline int shmr_evicted(const shmr_consumer *c)
 {
-    return c->r->evict_after_ns && shmr_load_acquire32(&c->slot->ready) == SHMR_EVICTED_MARK;
+    return c->r->evict_after_ns && (shmr_load_acquire32(&c->slot->ready) & SHMR_SLOT_STATE) == SHMR_EVICTED_MARK;
 }
 
 /* Why the stream ended (SHMR_OPEN while it runs). Acquire: pairs with the

@@ -108,7 +108,9 @@ struct SHMR_ALIGNED_BLOCK shmr_ctl {
  * counter minus the *_base it read when it took the slot. */
 struct SHMR_ALIGNED_BLOCK shmr_cslot {
     shmr_a64 owner;      /* (start32 << 32) | pid, 0 = free */
-    shmr_a32 ready;      /* 1 (SHMR_READY) once cursor is valid; SHMR_EVICTED_MARK once evicted */
+    shmr_a32 ready;      /* state (SHMR_SLOT_STATE bits): 1 (SHMR_READY) once cursor is valid,
+                          * SHMR_EVICTED_MARK once evicted; | SHMR_SLOT_SLEEPING while its
+                          * occupant is counted in data_ec->waiters (eventcount.c) */
     shmr_a32 claim_state; /* queue: CLAIM_NONE / _INTENT / _HELD / _RELEASING / _EVICTED */
     shmr_a64 cursor;     /* broadcast: next position this consumer reads */
     shmr_a64 claim_pos;  /* queue: claimed range, recorded before the claim CAS */
@@ -146,8 +148,15 @@ struct shmr_release_rec {
  * overwrite a later lap's record nor deliver what was counted abandoned. */
 enum { CLAIM_NONE = 0, CLAIM_INTENT = 1, CLAIM_HELD = 2, CLAIM_RELEASING = 3, CLAIM_EVICTED = 4 };
 
-/* cslot.ready: a consumer counts for the producer only while ready == SHMR_READY */
+/* cslot.ready holds a state in its low bits and a flag above them. The state:
+ * a consumer counts for the producer only while it is SHMR_READY. */
 enum { SHMR_READY = 1, SHMR_EVICTED_MARK = 2 };
+#define SHMR_SLOT_STATE 3u
+
+/* cslot.ready flag: the occupant is counted as a sleeper of data_ec. Every
+ * writer of the state keeps it (an RMW, never a plain store while the occupant
+ * may sleep), so the sweep and the sleeper agree on who un-counts it. */
+#define SHMR_SLOT_SLEEPING 4u
 
 /* Message rings (messages.c): positions count 16-byte units, and a message is
  * one frame of whole units: this header, then the body. A padding frame (kind

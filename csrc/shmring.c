@@ -142,7 +142,7 @@ void shmr_commit(shmr_producer *p, uint64_t n)
 
 int shmr_producer_wait(shmr_producer *p, int64_t timeout_ns, int64_t spin_ns)
 {
-    return shmr_spin_wait(&p->spin, p->r, 1, p->r->space_ec, IS_QUEUE(p->r) ? shmr_q_producer_ready : shmr_b_producer_ready, p,
+    return shmr_spin_wait(&p->spin, p->r, 1, p->r->space_ec, NULL, IS_QUEUE(p->r) ? shmr_q_producer_ready : shmr_b_producer_ready, p,
                         timeout_ns, spin_ns);
 }
 
@@ -164,9 +164,10 @@ uint32_t shmr_consumer_count(shmr_ring *r)
     uint32_t n = 0;
     for (uint32_t i = 0; i < r->max_consumers; i++) {
         uint64_t owner = shmr_load_acquire64(&r->cslots[i].owner);
-        /* seq_cst: pairs with the fence of the shmr_ec_notify() a joining
-         * consumer makes after setting ready (see shmr_consumer_open) */
-        if (owner != 0 && !SHMR_IS_BUSY(owner) && shmr_load_seqcst32(&r->cslots[i].ready) == SHMR_READY)
+        /* a joining consumer stores ready, then notifies (shmr_consumer_open):
+         * this load runs in the ready() re-check of a sleeper, after its
+         * barrier (eventcount.c), so one of the two sees the other */
+        if (owner != 0 && !SHMR_IS_BUSY(owner) && (shmr_load_seqcst32(&r->cslots[i].ready) & SHMR_SLOT_STATE) == SHMR_READY)
             n++;
     }
     return n;
@@ -213,7 +214,7 @@ int shmr_producer_stall(shmr_producer *p, uint32_t *index, uint64_t *behind)
         uint64_t m = shmr_b_refresh_min(p);
         for (uint32_t i = 0; i < r->max_consumers && !found; i++) {
             struct shmr_cslot *s = &r->cslots[i];
-            if (shmr_load_acquire64(&s->owner) != 0 && shmr_load_acquire32(&s->ready) == SHMR_READY &&
+            if (shmr_load_acquire64(&s->owner) != 0 && (shmr_load_acquire32(&s->ready) & SHMR_SLOT_STATE) == SHMR_READY &&
                 shmr_load_acquire64(&s->cursor) <= m) {
                 *index = i;
                 *behind = p->head - m;
@@ -426,7 +427,8 @@ void shmr_producer_wait_stats(const shmr_producer *p, shmr_wait_stats *out) { *o
 
 int shmr_consumer_wait(shmr_consumer *c, int64_t timeout_ns, int64_t spin_ns)
 {
-    return shmr_spin_wait(&c->spin, c->r, 0, c->r->data_ec, IS_QUEUE(c->r) ? shmr_q_consumer_ready : shmr_b_consumer_ready, c,
+    /* marked: a sweep after our death takes our count back */
+    return shmr_spin_wait(&c->spin, c->r, 0, c->r->data_ec, &c->slot->ready, IS_QUEUE(c->r) ? shmr_q_consumer_ready : shmr_b_consumer_ready, c,
                         timeout_ns, spin_ns);
 }
 
@@ -463,10 +465,11 @@ void shmr_wake_all(shmr_ring *r)
 int shmr_consumer_arm(shmr_consumer *c, void **word, uint32_t *seen)
 {
     *word = (void *)&c->r->data_ec->epoch;
-    return shmr_ec_arm(c->r->data_ec, IS_QUEUE(c->r) ? shmr_q_consumer_ready : shmr_b_consumer_ready, c, seen);
+    return shmr_ec_arm(c->r->data_ec, &c->slot->ready, IS_QUEUE(c->r) ? shmr_q_consumer_ready : shmr_b_consumer_ready,
+                       c, seen);
 }
 
-void shmr_consumer_disarm(shmr_consumer *c) { shmr_ec_disarm(c->r->data_ec); }
+void shmr_consumer_disarm(shmr_consumer *c) { shmr_ec_disarm(c->r->data_ec, &c->slot->ready); }
 
 int shmr_consumer_ready(shmr_consumer *c)
 {
@@ -476,10 +479,10 @@ int shmr_consumer_ready(shmr_consumer *c)
 int shmr_producer_arm(shmr_producer *p, void **word, uint32_t *seen)
 {
     *word = (void *)&p->r->space_ec->epoch;
-    return shmr_ec_arm(p->r->space_ec, IS_QUEUE(p->r) ? shmr_q_producer_ready : shmr_b_producer_ready, p, seen);
+    return shmr_ec_arm(p->r->space_ec, NULL, IS_QUEUE(p->r) ? shmr_q_producer_ready : shmr_b_producer_ready, p, seen);
 }
 
-void shmr_producer_disarm(shmr_producer *p) { shmr_ec_disarm(p->r->space_ec); }
+void shmr_producer_disarm(shmr_producer *p) { shmr_ec_disarm(p->r->space_ec, NULL); }
 
 int shmr_producer_ready(shmr_producer *p)
 {

@@ -59,12 +59,15 @@ static inline void shmr_spin_set(struct shmr_spin *s, uint32_t sleeping)
     }
 }
 
+/* mark: the consumer slot's ready word, flagged while counted as a sleeper
+ * (shmr_ec_wait_marked); NULL for a producer */
 static inline int shmr_spin_wait(struct shmr_spin *s, shmr_ring *r, int producer_side, struct shmr_ec *ec,
-                                 shmr_ready_fn ready, void *arg, int64_t timeout_ns, int64_t spin_ns)
+                                 shmr_a32 *mark, shmr_ready_fn ready, void *arg, int64_t timeout_ns,
+                                 int64_t spin_ns)
 {
     s->st.waits++;
     if (spin_ns <= 0)
-        return shmr_ec_wait(ec, ready, arg, timeout_ns, 0);
+        return shmr_ec_wait_marked(ec, mark, ready, arg, timeout_ns, 0);
     if (s->look) {
         s->look = 0;
         uint32_t shared = (uint32_t)shmr_peer_shares_cpu(r, producer_side);
@@ -73,11 +76,11 @@ static inline int shmr_spin_wait(struct shmr_spin *s, shmr_ring *r, int producer
     }
     if (s->sleeping && ++s->probe % SHMR_SPIN_PROBE != 0) {
         s->st.slept_at_once++;
-        return shmr_ec_wait(ec, ready, arg, timeout_ns, 0);
+        return shmr_ec_wait_marked(ec, mark, ready, arg, timeout_ns, 0);
     }
     s->st.spun++;
     int64_t t0 = shmr_mono_ns();
-    int rc = shmr_ec_wait(ec, ready, arg, timeout_ns, spin_ns);
+    int rc = shmr_ec_wait_marked(ec, mark, ready, arg, timeout_ns, spin_ns);
     if (rc == -EINTR)
         return rc; /* a signal says nothing about where the peer runs */
     /* within the budget: the spin (not the yields or a sleep after it) ended

@@ -33,11 +33,25 @@ def echo(ping_name: str, pong_name: str, trips: int, liveness: float) -> None:
 
 
 def sleeper(name: str, timeout: float) -> None:
-    """Wait on an empty ring's consumer until killed (or timeout)."""
+    """Sleep in pop() on an empty ring (one liveness slice: counted as a sleeper
+    the whole time) until killed, or until a record comes: exit 0."""
     ring = shmring.Ring.attach(name)
-    cons = ring.consumer(spin=0)
+    cons = ring.consumer(start="oldest", spin=0, liveness_interval=timeout)
     try:
         cons.pop(timeout=timeout)
     except shmring.Empty:
         sys.exit(3)
     sys.exit(0)
+
+
+PUSHER = """
+import os, sys
+import numpy as np
+import shmring
+ring = shmring.Ring.attach(sys.argv[1])
+prod = ring.producer()
+os.getppid()  # marker in the syscall trace: the pushes start
+for i in range(int(sys.argv[2])):
+    prod.push(np.uint64(i))
+os.getppid()  # marker: the pushes are over
+"""

@@ -15,6 +15,24 @@
  *   -DEC          every wait goes through the eventcount (ec_wait / ec_notify /
  *                 futex): consumers sleep on data_ec when empty, the producer
  *                 on space_ec when full. Without -DEC both sides busy-poll.
+ *                 With -DEC the store a notify follows (head; a release tag or
+ *                 a cursor) goes through a store buffer: it may become visible
+ *                 after the notifier's load of waiters (the one reordering the
+ *                 eventcount must defeat; see "store buffers" below). The
+ *                 notifier puts only a compiler barrier there and the sleeper
+ *                 issues membarrier(GLOBAL_EXPEDITED) after raising waiters:
+ *                 a full fence on every running thread, i.e. every buffer
+ *                 drained at once.
+ *   -DSB          (with -DEC) the store buffers below; without it every store
+ *                 is visible at once (sequential consistency), which keeps the
+ *                 large configurations small; the SB configurations check the
+ *                 fence/membarrier pairing itself.
+ *   -DSB_CURSOR   (with -DEC -DBLOCK -DSB) buffer the cursor store of a consumer's
+ *                 advance too (a larger search: extended set only; without
+ *                 it, broadcast consumers' stores are visible at once).
+ *   -DSYM_FENCE   (with -DEC) the symmetric protocol of a process that could
+ *                 not register for membarrier: the notifier's seq_cst fence
+ *                 drains its own buffer before it loads waiters; no membarrier.
  *   -DJOIN        broadcast: consumers run shmr_consumer_open concurrently with
  *                 the producer (start OLDEST or LATEST, chosen
  *                 nondeterministically); checks the join Dekker in announce().
@@ -35,13 +53,17 @@
  *   -DSIMPLE      one record per push and per pop (keeps -DEC / -DJOIN small).
  *   -DNREC=n      records produced (default 3); -DCAP=c capacity (power of
  *                 two, default 2; CAP=4 needs the queue's max batch of 2 only);
- *                 NC (consumers) is 2.
+ *                 NC (consumer slots) is 2; -DNRUN=1 runs one consumer (queue).
  *
  * Seeded bugs, to show the properties have teeth (each must FAIL):
  *   -DBUG_EC_NO_RECHECK   ec_wait sleeps without re-checking ready() after
  *                         raising waiters                    -> lost wakeup
  *   -DBUG_EC_SEEN_LATE    ec_wait reads epoch after raising waiters and
  *                         re-checking                        -> lost wakeup
+ *   -DBUG_NO_FENCE        no fence in ec_notify and no membarrier in ec_wait
+ *                                                            -> lost wakeup
+ *   -DBUG_BARRIER_EARLY   ec_wait issues its membarrier before raising
+ *                         waiters                            -> lost wakeup
  *   -DBUG_NO_TORN_CHECK   b_torn always returns 0            -> torn record
  *   -DBUG_NO_JOIN_DEKKER  announce() skips the join_epoch check -> overwrite
  *                         of a joining consumer's records in block mode
@@ -89,6 +111,9 @@
 #define NREC 3
 #endif
 #define NC 2
+#ifndef NRUN
+#define NRUN NC         /* consumers that run (-DNRUN=1: one, the other slot stays free) */
+#endif
 
 #if !defined(QUEUE) && !defined(BLOCK) && !defined(OVERWRITE)
 #define QUEUE
@@ -131,6 +156,21 @@ byte cn[NC];            /* cslot.claim_n */
 bit  evicted[NC];       /* cslot.ready == SHMR_EVICTED_MARK */
 byte ab[NREC];          /* checking: times each record was counted abandoned */
 #endif
+#ifdef EC
+/* ---- store buffers (EC only) ----
+ * Each notifier's last publication may still sit in its CPU's store buffer:
+ * the producer's head store, each consumer's release tag (queue) or cursor
+ * (broadcast-block advance). Loads read memory, so the notifier's load of
+ * waiters can go ahead of it. A buffer drains at any moment (Drainer), before
+ * its owner's next store or locked RMW (FIFO order, as on x86), at its owner's
+ * seq_cst fence, and, all at once, at anyone's membarrier. Nothing reads its
+ * own buffered word back (the C code keeps those values locally). */
+byte sb_head;           /* the buffered head value */
+bit  sb_head_full;
+byte sb_rel_idx[NC];    /* queue: slot of the buffered release tag */
+byte sb_rel_val[NC];    /* queue: tag value; broadcast: cursor value */
+bit  sb_rel_full[NC];
+#endif
 
 /* ---- checking state (not part of the segment) ---- */
 byte got[NREC];         /* queue: times each record was consumed */
@@ -148,24 +188,123 @@ inline futex_wake_all_data()
 }
 
 #ifdef EC
-/* ec_notify(data_ec), called by publish() after the release store of head:
- * shmr_fence_seqcst(); if (relaxed load waiters != 0) { epoch += 1 (release); futex_wake_all } */
+inline drain_head()
+{
+    atomic {
+        if
+        :: sb_head_full -> head = sb_head; sb_head_full = 0
+        :: else -> skip
+        fi
+    }
+}
+
+inline drain_rel(who)
+{
+    atomic {
+        if
+        :: sb_rel_full[who] ->
+#if defined(QUEUE)
+            qtag[sb_rel_idx[who]] = sb_rel_val[who];
+#else
+            cursor[who] = sb_rel_val[who];
+#endif
+            sb_rel_full[who] = 0
+        :: else -> skip
+        fi
+    }
+}
+
+/* membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED): a full fence on every running
+ * thread, so every store buffered anywhere becomes visible before it returns */
+inline membarrier()
+{
+    atomic { drain_head(); drain_rel(0); drain_rel(1) }
+}
+
+/* the sleeper's barrier after raising waiters and before its re-check */
+inline waiter_barrier()
+{
+#if !defined(SYM_FENCE) && !defined(BUG_NO_FENCE) && !defined(BUG_BARRIER_EARLY)
+    membarrier()
+#else
+    skip                /* SYM_FENCE: shmr_fence_seqcst orders only our own accesses, and our
+                         * only buffered store already drained at the locked RMW */
+#endif
+}
+
+/* the notifier's barrier between its publication and its load of waiters */
+#if defined(SB) && defined(SYM_FENCE)
+#define NOTIFY_BARRIER(drain) drain;            /* shmr_fence_seqcst() */
+#else
+#define NOTIFY_BARRIER(drain)                   /* shmr_compiler_barrier(): no instruction */
+#endif
+
+/* the hardware drains buffers whenever it likes */
+proctype Drainer()
+{
+end_drain:
+    do
+    :: atomic { sb_head_full -> head = sb_head; sb_head_full = 0 }
+    :: atomic { sb_rel_full[0] -> drain_rel(0) }
+    :: atomic { sb_rel_full[1] -> drain_rel(1) }
+    od
+}
+
+/* ec_notify(data_ec), called by publish() after the (buffered) store of head:
+ * barrier; if (relaxed load waiters != 0) { epoch += 1 (release); futex_wake_all } */
 inline ec_notify_data()
 {
+    NOTIFY_BARRIER(drain_head())
     if
     :: d_waiters != 0 -> d_epoch++; futex_wake_all_data()
     :: else -> skip
     fi
 }
-/* ec_notify(space_ec), called by q_release / b_advance (block) / consumer_free */
-inline ec_notify_space()
+/* ec_notify(space_ec), called by q_release / b_advance (block) / consumer_free
+ * (who: the notifying consumer, whose release may be buffered) */
+inline ec_notify_space_by(who)
 {
+    NOTIFY_BARRIER(drain_rel(who))
     if
     :: s_waiters != 0 -> s_epoch++; s_sleep = 0
     :: else -> skip
     fi
 }
+inline ec_notify_space() { ec_notify_space_by(me) }
+
+/* the producer publishes: a release store of head, into the store buffer
+ * (the previous one has drained: every store since drained it) */
+#ifdef SB
+inline store_head(v)
+{
+    atomic { drain_head(); sb_head = v; sb_head_full = 1 }
+}
 #else
+inline store_head(v) { head = v }
+#endif
+#else
+inline store_head(v) { head = v }
+#endif
+
+/* Call-site forms that vanish without -DSB (no extra steps, so the SC
+ * configurations keep their size): a drain before a store or locked RMW, the
+ * sleeper's barrier, and the seeded early membarrier. */
+#if defined(EC) && defined(SB)
+#define SB_DRAIN_HEAD drain_head();
+#define SB_DRAIN_REL(w) drain_rel(w);
+#define WAITER_BARRIER waiter_barrier();
+#else
+#define SB_DRAIN_HEAD
+#define SB_DRAIN_REL(w)
+#define WAITER_BARRIER
+#endif
+#if defined(EC) && defined(SB) && defined(BUG_BARRIER_EARLY)
+#define MB_EARLY membarrier();
+#else
+#define MB_EARLY
+#endif
+
+#ifndef EC
 /* without -DEC nobody ever sleeps, so waiters stays 0 and notify is a no-op */
 inline ec_notify_data() { skip }
 inline ec_notify_space() { skip }
@@ -305,7 +444,10 @@ inline producer_wait()
     :: k > 0 -> break
     :: else ->
         seen = s_epoch;                         /* acquire load of epoch */
-        s_waiters++;                            /* seq_cst fetch_add; then shmr_fence_seqcst() */
+        MB_EARLY
+        SB_DRAIN_HEAD                           /* a locked RMW drains our own buffer */
+        s_waiters++;                            /* seq_cst fetch_add */
+        WAITER_BARRIER                          /* fence + membarrier(GLOBAL_EXPEDITED) */
         writable(1);                            /* if (!ready(arg)) */
         if
         :: k == 0 ->                            /* futex_wait(&epoch, seen): sleeps iff epoch == seen */
@@ -357,7 +499,7 @@ proctype Producer()
         writable(n);
 #ifdef BROADCAST
         if
-        :: k > 0 -> announce()
+        :: k > 0 -> SB_DRAIN_HEAD announce()    /* announce stores: the buffered head drains first */
         :: else -> skip
         fi;
 #endif
@@ -400,6 +542,7 @@ proctype Producer()
 #endif
         :: else ->
             /* copy_in(r, head, src, k): each record written as two halves */
+            SB_DRAIN_HEAD                       /* stores drain in order: head before these */
             i = 0;
             do
             :: i < k ->
@@ -418,13 +561,14 @@ proctype Producer()
             /* publish(p, cm) */
             h = h + cm;
 progress_publish:
-            head = h;                           /* release store of head */
+            store_head(h);                      /* release store of head */
             ec_notify_data()
         fi;
         n = 0; k = 0; i = 0; cm = 0; res = 0
     od;
 
     /* shmr_producer_close_stream: release store of close_reason, ec_notify_always(data_ec) */
+    SB_DRAIN_HEAD
     closed = 1;
     d_epoch++;                                  /* fence seq_cst; epoch += 1 (release) */
     futex_wake_all_data();
@@ -466,14 +610,19 @@ inline consumer_wait()
     :: else ->
 #ifndef BUG_EC_SEEN_LATE
         seen = d_epoch;                         /* acquire load of epoch, before counting ourselves */
-        d_waiters++;                            /* seq_cst fetch_add; then shmr_fence_seqcst() */
+        MB_EARLY
+        SB_DRAIN_REL(me)                          /* a locked RMW drains our own buffer */
+        d_waiters++;                            /* seq_cst fetch_add */
+        WAITER_BARRIER                          /* fence + membarrier(GLOBAL_EXPEDITED) */
 #ifndef BUG_EC_NO_RECHECK
         consumer_ready();                       /* if (!ready(arg)) */
 #else
         rdy = 0;
 #endif
 #else
+        SB_DRAIN_REL(me)
         d_waiters++;                            /* seeded bug: epoch read after the re-check */
+        WAITER_BARRIER
         consumer_ready();
         seen = d_epoch;
 #endif
@@ -556,6 +705,7 @@ proctype QConsumer(byte me)
             fi;
             /* (claim_pos / claim_n / claim_state = CLAIM_INTENT stores for the sweeper: not modelled) */
             atomic {                            /* shmr_cas_seqcst64(&tail, &t, t + k) */
+                SB_DRAIN_REL(me)                  /* a locked RMW drains our own buffer */
                 if
                 :: tail == t -> tail = t + k; pos = t; claimed = 1
 #ifdef EVICT
@@ -649,8 +799,15 @@ progress_qread:
             od;
 #ifndef BUG_DONE_EARLY
             /* q_release(c, pos, k) (pop, or shmr_release after a claim) */
+            SB_DRAIN_REL(me)
             qlen[pos & MASK] = k;                   /* relaxed store of releases[pos & mask].len */
+#if defined(EC) && defined(SB)
+            atomic {                                /* release store of releases[pos & mask].tag, buffered */
+                sb_rel_idx[me] = pos & MASK; sb_rel_val[me] = pos + CAP; sb_rel_full[me] = 1
+            }
+#else
             qtag[pos & MASK] = pos + CAP;           /* release store of releases[pos & mask].tag */
+#endif
 #endif
 #ifdef EVICT
             cstate[me] = C_NONE;                    /* release store of claim_state */
@@ -757,6 +914,7 @@ proctype BConsumer(byte me)
             if
             :: claim && skipped > 0 ->
                 /* shmr_claim: b_advance(c, c->cursor, 0, skipped) at once */
+                SB_DRAIN_REL(me)
                 cursor[me] = cur;               /* release store of cursor */
                 d_step { expect = expect + skipped; skipped = 0 }
             :: else -> skip
@@ -765,6 +923,7 @@ proctype BConsumer(byte me)
             :: k == 0 ->
                 if
                 :: skipped > 0 ->               /* shmr_pop: b_advance(c, c->cursor, 0, skipped) */
+                    SB_DRAIN_REL(me)
                     cursor[me] = cur;
                     d_step { expect = expect + skipped; skipped = 0 }
                 :: else -> skip
@@ -829,7 +988,13 @@ proctype BConsumer(byte me)
                 }
                 /* b_advance(c, from + k, k - bad, skipped + bad) */
 progress_advance:
+#if defined(EC) && defined(BLOCK) && defined(SB) && defined(SB_CURSOR)
+                atomic {                        /* release store of cursor, buffered */
+                    drain_rel(me); sb_rel_val[me] = cur; sb_rel_full[me] = 1
+                }
+#else
                 cursor[me] = cur;               /* release store of cursor */
+#endif
 #ifdef BLOCK
                 ec_notify_space();              /* block mode: a producer may wait for us */
 #endif
@@ -860,6 +1025,7 @@ progress_advance:
 #endif
 #endif
     /* shmr_consumer_free (broadcast): release store ready = 0, CAS owner -> 0, ec_notify(space_ec) */
+    SB_DRAIN_REL(me)
     ready[me] = 0;
     owner[me] = 0;
     ec_notify_space();
@@ -878,8 +1044,10 @@ init
     }
 #if defined(QUEUE)
     run QConsumer(0);
+#if NRUN > 1
     run QConsumer(1);
-    (nopen == NC);                              /* queue: joining is not part of the protocol */
+#endif
+    (nopen == NRUN);                              /* queue: joining is not part of the protocol */
 #else
     run BConsumer(0);
     run BConsumer(1);
@@ -887,8 +1055,11 @@ init
     (nopen == NC);                              /* both consumers joined before the first record */
 #endif
 #endif
+#if defined(EC) && defined(SB)
+    run Drainer();
+#endif
     run Producer();
-    (nfin == NC + 1);
+    (nfin == NRUN + 1);
 #if defined(QUEUE)
     /* every record consumed exactly once (or, evicted, counted abandoned instead) */
     d_step {

@@ -33,12 +33,16 @@ block_join|default|check|-DBLOCK -DJOIN -DSIMPLE -DRESERVE -DNREC=4|safety
 overwrite|default|check|-DOVERWRITE -DRESERVE|safety
 queue_ec|default|check|-DQUEUE -DEC -DSIMPLE|safety
 overwrite_ec|default|check|-DOVERWRITE -DEC -DSIMPLE|safety
+queue_ec_sb|default|check|-DQUEUE -DEC -DSB -DNRUN=1|safety
+queue_ec_sb_fence|default|check|-DQUEUE -DEC -DSB -DNRUN=1 -DSYM_FENCE|safety
 queue|default|check|-DQUEUE -DNREC=4|safety
 queue_np|default|check|-DQUEUE|np
 block|default|check|-DBLOCK -DRESERVE|safety
 overwrite_join|default|check|-DOVERWRITE -DJOIN -DRESERVE -DSIMPLE|safety
 mutant_ec_no_recheck|default|mutant|-DQUEUE -DEC -DSIMPLE -DBUG_EC_NO_RECHECK|safety
 mutant_ec_seen_late|default|mutant|-DBLOCK -DEC -DSIMPLE -DBUG_EC_SEEN_LATE|safety
+mutant_ec_no_fence|default|mutant|-DQUEUE -DEC -DSB -DNRUN=1 -DBUG_NO_FENCE|safety
+mutant_ec_barrier_early|default|mutant|-DQUEUE -DEC -DSB -DNRUN=1 -DBUG_BARRIER_EARLY|safety
 mutant_no_torn_check|default|mutant|-DOVERWRITE -DBUG_NO_TORN_CHECK|safety
 mutant_no_join_dekker|default|mutant|-DBLOCK -DJOIN -DSIMPLE -DBUG_NO_JOIN_DEKKER|safety
 mutant_unclamped_min|default|mutant|-DBLOCK -DJOIN -DSIMPLE -DNREC=4 -DBUG_UNCLAMPED_MIN|safety
@@ -58,6 +62,8 @@ msg_queue|default|check|-DNMSG=3|safety|messages.pml
 msg_mutant_release_early|default|mutant|-DBUG_RELEASE_EARLY|safety|messages.pml
 msg_mutant_no_cas|default|mutant|-DBUG_NO_CAS|safety|messages.pml
 msg_mutant_no_pad|default|mutant|-DBUG_NO_PAD|safety|messages.pml
+queue_ec_sb_2c|ext|check|-DQUEUE -DEC -DSIMPLE -DSB|safety
+block_ec_sb|ext|check|-DBLOCK -DEC -DSIMPLE -DLEAVE -DSB -DSB_CURSOR|safety
 queue_cap4|ext|check|-DQUEUE -DCAP=4 -DNREC=6|safety
 msg_queue_nmsg4|ext|check|-DNMSG=4|safety|messages.pml
 overwrite_nrec4|ext|check|-DOVERWRITE -DRESERVE -DNREC=4|safety
