@@ -595,13 +595,13 @@ int shmr_board_arm(shmr_board *b, uint64_t key, uint64_t newer_than, void **word
         return -ERANGE;
     struct newer_arg a = {b, &key, &newer_than, 1};
     *word = (void *)&b->kec[key].epoch;
-    return shmr_ec_arm(&b->kec[key], any_newer, &a, seen);
+    return shmr_ec_arm(&b->kec[key], NULL, any_newer, &a, seen);
 }
 
 void shmr_board_disarm(shmr_board *b, uint64_t key)
 {
     if (key < b->nkeys)
-        shmr_ec_disarm(&b->kec[key]);
+        shmr_ec_disarm(&b->kec[key], NULL);
 }
 
 void shmr_board_wake_all(shmr_board *b)

@@ -255,7 +255,7 @@ int shmr_msg_producer_arm(shmr_producer *p, uint64_t len, void **word, uint32_t 
         return 1;
     p->want = frame_units(len);
     *word = (void *)&p->r->space_ec->epoch;
-    return shmr_ec_arm(p->r->space_ec, m_producer_ready, p, seen);
+    return shmr_ec_arm(p->r->space_ec, NULL, m_producer_ready, p, seen);
 }
 
 int shmr_msg_producer_ready(shmr_producer *p, uint64_t len)
