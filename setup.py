@@ -38,7 +38,7 @@ if not core_sources:
 ext = Extension(
     "shmring._ring",
     sources=["src/shmring/_ring.pyx", *core_sources],
-    depends=sorted(glob("csrc/*.h")) + ["src/shmring/_cshmring.pxd"],
+    depends=sorted(glob("csrc/*.h")) + sorted(glob("src/shmring/*.pxd")) + sorted(glob("src/shmring/*.pxi")),
     include_dirs=["csrc", numpy.get_include()],
     define_macros=macros,
     extra_compile_args=cflags,

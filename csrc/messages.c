@@ -41,6 +41,9 @@
  *                  m_join after reading intent or join_claim
  *   last_frame:    relaxed store before the release store of head / relaxed
  *                  load after an acquire load of head in m_join
+ *
+ * In a queue lane (mpqueue.c) a frame's cum word holds the item's ticket
+ * instead of a byte count; queue mode never reads cum otherwise.
  */
 #include <errno.h>
 #include <string.h>
@@ -187,7 +190,12 @@ int shmr_msg_reserve(shmr_producer *p, uint32_t kind, uint64_t len, void **body)
         write_hdr(r, pos, KIND_PAD, 0, 0, 0);
         pos += pad;
     }
-    write_hdr(r, pos, kind, len, p->msgs + p->pend_msgs, p->bytes + p->pend_bytes);
+    /* A queue lane's frames carry a ticket from the queue-wide counter where
+     * other rings keep the byte count (which only broadcast consumers read):
+     * relaxed, as only the counter's own order matters; a put that began
+     * after another returned takes a larger ticket (mpqueue.c pick). */
+    uint64_t cum = p->ticket ? shmr_fetch_add_relaxed64(p->ticket, 1) : p->bytes + p->pend_bytes;
+    write_hdr(r, pos, kind, len, p->msgs + p->pend_msgs, cum);
     p->last_pend = pos;
     p->pend = need;
     p->pend_msgs++;
@@ -306,6 +314,24 @@ void shmr_m_count(const shmr_ring *r, uint64_t pos, uint64_t units, uint64_t *ms
     }
     *msgs = m;
     *bytes = b;
+}
+
+int shmr_m_peek(const shmr_ring *r, uint64_t pos, uint64_t head, uint64_t *cum, uint64_t *next)
+{
+    if (pos >= head)
+        return 0;
+    struct hdr h = read_hdr(r, pos);
+    if (h.ok && h.kind == KIND_PAD) {
+        pos += h.units; /* a padding frame is published with the message after it */
+        if (pos >= head)
+            return 0;
+        h = read_hdr(r, pos);
+    }
+    if (!h.ok || h.kind == KIND_PAD || pos + h.units > head)
+        return 0;
+    *cum = h.cum;
+    *next = pos + h.units;
+    return 1;
 }
 
 /* ---- broadcast consumers ------------------------------------------------- */

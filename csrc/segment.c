@@ -47,6 +47,8 @@ int shmr_name_check(const char *name)
     return 0;
 }
 
+_Static_assert(SHMR_FILE_PATH_MAX <= sizeof(((struct shmr_build *)0)->tmp), "build paths fit");
+
 static int full_name(const char *name, char *out, size_t outlen)
 {
     int rc = shmr_name_check(name);
@@ -132,70 +134,30 @@ static int check_params(const shmr_params *p)
     return 0;
 }
 
-/* ---- create / attach ---------------------------------------------------- */
+/* ---- ring images -------------------------------------------------------- */
 
-/* A segment is built under a private name and linked to its real name only
- * once complete, so no one ever attaches to a half-made ring, and a creator
- * killed mid-way leaves only its private file, named after it (pid and start
- * time: `shmring gc` removes it once that process is dead). The creator is
- * also the first thing written into the header. link() fails with EEXIST if
- * the name is taken, which keeps create's exclusive semantics. */
-int shmr_create(const char *name, const shmr_params *p, unsigned mode_bits, shmr_ring **out)
+/* A ring image is a header page, the control blocks and the slots, at any
+ * page-aligned base: a ring segment holds one, a queue segment one per lane
+ * (mpqueue.c). Both format and bind them here. */
+
+int shmr_image_size(const shmr_params *p, uint64_t *size)
 {
-    char path[SHMR_PATH_MAX];
-    int rc = full_name(name, path, sizeof path);
+    int rc = check_params(p);
     if (rc)
         return rc;
-    if ((rc = check_params(p)))
-        return rc;
-    struct layout l = compute_layout(p->capacity, p->record_size, p->mode, p->max_consumers, p->kind);
-    if (l.size > (uint64_t)SIZE_MAX / 2)
-        return -ENOMEM;
+    *size = compute_layout(p->capacity, p->record_size, p->mode, p->max_consumers, p->kind).size;
+    return 0;
+}
 
-    uint64_t me = shmr_self_owner();
-    char tmp[SHMR_FILE_PATH_MAX], final[SHMR_FILE_PATH_MAX];
-    snprintf(tmp, sizeof tmp, SHMR_SHM_DIR "/" SHMR_INIT_PREFIX "%u-%u-%s", (uint32_t)me, (uint32_t)(me >> 32),
-             name);
-    snprintf(final, sizeof final, SHMR_SHM_DIR "%s", path);
-    struct stat taken;
-    if (stat(final, &taken) == 0)
-        return -EEXIST; /* the common case, without building a segment first */
-    int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode_bits & 0777);
-    if (fd < 0)
-        return -errno;
-    uint8_t *base = MAP_FAILED;
-    if (fchmod(fd, mode_bits & 0777) != 0 || ftruncate(fd, SHMR_PAGE) != 0) {
-        rc = -errno;
-        goto fail;
-    }
-    base = mmap(NULL, SHMR_PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (base == MAP_FAILED) {
-        rc = -errno;
-        goto fail;
-    }
+/* Writes a complete image at base (its pages must exist), magic last; me is
+ * the creator's owner word. The caller has checked p. */
+void shmr_image_format(uint8_t *base, const shmr_params *p, uint64_t me)
+{
+    struct layout l = compute_layout(p->capacity, p->record_size, p->mode, p->max_consumers, p->kind);
     struct shmr_header *h = (struct shmr_header *)base;
     h->creator_pid = (uint32_t)me;
     h->creator_start = me >> 32;
     h->creator_pidns = shmr_self_pidns();
-    munmap(base, SHMR_PAGE);
-    base = MAP_FAILED;
-    if (ftruncate(fd, (off_t)l.size) != 0) {
-        rc = -errno;
-        goto fail;
-    }
-    /* Reserve every page now: on a full /dev/shm a bare ftruncate succeeds and
-     * the first write to a missing page later dies with SIGBUS. */
-    rc = posix_fallocate(fd, 0, (off_t)l.size);
-    if (rc != 0) {
-        rc = -rc;
-        goto fail;
-    }
-    base = mmap(NULL, l.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (base == MAP_FAILED) {
-        rc = -errno;
-        goto fail;
-    }
-    h = (struct shmr_header *)base;
     h->version = SHMR_LAYOUT_VERSION;
     h->header_size = sizeof(struct shmr_header);
     h->segment_size = l.size;
@@ -215,37 +177,141 @@ int shmr_create(const char *name, const shmr_params *p, unsigned mode_bits, shmr
     h->descr_len = p->descr_len;
     h->kind = p->kind;
     memcpy(h->descr, p->descr, p->descr_len);
+    if (p->mode == SHMR_MODE_QUEUE) {
+        /* the first lap is one free batch; other records are never read before
+         * written (a message ring keeps its release records in its units) */
+        struct shmr_release_rec *rel =
+            (struct shmr_release_rec *)(base + (p->kind == SHMR_KIND_MESSAGES ? l.slots : l.releases));
+        shmr_store_relaxed64(&rel[0].len, p->capacity);
+        shmr_store_relaxed64(&rel[0].tag, 0);
+    }
+    /* publishes every field above; pairs with the acquire load in validate() */
+    shmr_store_release64(&h->magic, SHMR_MAGIC);
+}
 
+/* ---- create / attach ---------------------------------------------------- */
+
+/* A segment is built under a private name and linked to its real name only
+ * once complete, so no one ever attaches to a half-made ring, and a creator
+ * killed mid-way leaves only its private file, named after it (pid and start
+ * time: `shmring gc` removes it once that process is dead). link() fails with
+ * EEXIST if the name is taken, which keeps create's exclusive semantics. An
+ * anonymous segment (name NULL) is a memfd: nothing to link, nothing to leave.
+ * Ring segments (here) and queue segments (mpqueue.c) are built alike. */
+int shmr_build_open(struct shmr_build *b, const char *name, unsigned mode_bits, uint64_t me)
+{
+    b->base = MAP_FAILED;
+    b->size = 0;
+    b->tmp[0] = b->final[0] = 0;
+    if (!name) {
+        b->fd = memfd_create("shmring", MFD_CLOEXEC);
+        return b->fd < 0 ? -errno : 0;
+    }
+    char path[SHMR_PATH_MAX];
+    int rc = full_name(name, path, sizeof path);
+    if (rc)
+        return rc;
+    snprintf(b->tmp, sizeof b->tmp, SHMR_SHM_DIR "/" SHMR_INIT_PREFIX "%u-%u-%s", (uint32_t)me,
+             (uint32_t)(me >> 32), name);
+    snprintf(b->final, sizeof b->final, SHMR_SHM_DIR "%s", path);
+    struct stat taken;
+    if (stat(b->final, &taken) == 0)
+        return -EEXIST; /* the common case, without building a segment first */
+    b->fd = open(b->tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode_bits & 0777);
+    if (b->fd < 0)
+        return -errno;
+    if (fchmod(b->fd, mode_bits & 0777) != 0) {
+        rc = -errno;
+        shmr_build_abort(b);
+        return rc;
+    }
+    return 0;
+}
+
+/* Sizes the file, reserves its first `reserve` bytes and maps all of it. */
+int shmr_build_map(struct shmr_build *b, uint64_t size, uint64_t reserve)
+{
+    if (ftruncate(b->fd, (off_t)size) != 0)
+        return -errno;
+    /* Reserve pages now: on a full /dev/shm a bare ftruncate succeeds and the
+     * first write to a missing page later dies with SIGBUS. */
+    int rc = reserve ? posix_fallocate(b->fd, 0, (off_t)reserve) : 0;
+    if (rc != 0)
+        return -rc;
+    b->base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, b->fd, 0);
+    if (b->base == MAP_FAILED)
+        return -errno;
+    b->size = size;
+    return 0;
+}
+
+/* The segment is complete: give it its name. The fd stays open. */
+int shmr_build_publish(struct shmr_build *b)
+{
+    if (!b->tmp[0])
+        return 0;
+    if (link(b->tmp, b->final) != 0)
+        return -errno;
+    unlink(b->tmp);
+    return 0;
+}
+
+void shmr_build_abort(struct shmr_build *b)
+{
+    if (b->base != MAP_FAILED)
+        munmap(b->base, b->size);
+    b->base = MAP_FAILED;
+    if (b->fd >= 0)
+        close(b->fd);
+    b->fd = -1;
+    if (b->tmp[0])
+        unlink(b->tmp);
+}
+
+int shmr_create(const char *name, const shmr_params *p, unsigned mode_bits, shmr_ring **out)
+{
+    int rc = shmr_name_check(name);
+    if (rc)
+        return rc;
+    if ((rc = check_params(p)))
+        return rc;
+    struct layout l = compute_layout(p->capacity, p->record_size, p->mode, p->max_consumers, p->kind);
+    if (l.size > (uint64_t)SIZE_MAX / 2)
+        return -ENOMEM;
+    uint64_t me = shmr_self_owner();
+    struct shmr_build b;
+    if ((rc = shmr_build_open(&b, name, mode_bits, me)))
+        return rc;
+    /* the creator is the first thing written: an attacher of a segment made
+     * by an older version that never finished learns whether it still can */
+    if ((rc = shmr_build_map(&b, SHMR_PAGE, 0)))
+        goto fail;
+    struct shmr_header *h = (struct shmr_header *)b.base;
+    h->creator_pid = (uint32_t)me;
+    h->creator_start = me >> 32;
+    h->creator_pidns = shmr_self_pidns();
+    munmap(b.base, SHMR_PAGE);
+    b.base = MAP_FAILED;
+    if ((rc = shmr_build_map(&b, l.size, l.size)))
+        goto fail;
     shmr_ring *r = calloc(1, sizeof *r);
     if (!r) {
         rc = -ENOMEM;
         goto fail;
     }
-    r->base = base;
-    r->size = l.size;
+    shmr_image_format(b.base, p, me);
+    shmr_image_bind(b.base, l.size, r); /* cannot fail: we just wrote it */
     r->file_uid = (uint32_t)geteuid();
     r->file_mode = mode_bits & 0777;
-    bind(r);
-    if (r->releases) { /* the first lap is one free batch; other records are never read before written */
-        shmr_store_relaxed64(&r->releases[0].len, r->cap);
-        shmr_store_relaxed64(&r->releases[0].tag, 0);
-    }
-    /* publishes every field above; pairs with the acquire load in validate() */
-    shmr_store_release64(&h->magic, SHMR_MAGIC);
-    if (link(tmp, final) != 0) {
-        rc = -errno;
+    if ((rc = shmr_build_publish(&b))) {
         free(r);
         goto fail;
     }
-    unlink(tmp);
-    close(fd);
+    close(b.fd);
     *out = r;
     return 0;
 fail:
-    if (base != MAP_FAILED)
-        munmap(base, l.size);
-    close(fd);
-    unlink(tmp);
+    shmr_build_abort(&b);
     return rc;
 }
 
@@ -286,6 +352,18 @@ static int validate(const uint8_t *base, uint64_t file_size)
     return 0;
 }
 
+/* Validates the image at base (avail bytes mapped there) and points r into it. */
+int shmr_image_bind(uint8_t *base, uint64_t avail, shmr_ring *r)
+{
+    int rc = validate(base, avail);
+    if (rc)
+        return rc;
+    r->base = base;
+    r->size = ((struct shmr_header *)base)->segment_size;
+    bind(r);
+    return 0;
+}
+
 int shmr_attach_fd(int fd, shmr_ring **out)
 {
     struct stat st;
@@ -323,21 +401,16 @@ int shmr_attach_fd(int fd, shmr_ring **out)
     close(fd);
     if (rc)
         return rc;
+    shmr_ring *r = calloc(1, sizeof *r);
     /* the header is immutable once magic is set, but re-check the mapping we keep */
-    if ((rc = validate(base, fsize))) {
+    rc = r ? shmr_image_bind(base, fsize, r) : -ENOMEM;
+    if (rc) {
+        free(r);
         munmap(base, size);
         return rc;
     }
-    shmr_ring *r = calloc(1, sizeof *r);
-    if (!r) {
-        munmap(base, size);
-        return -ENOMEM;
-    }
-    r->base = base;
-    r->size = size;
     r->file_uid = fuid;
     r->file_mode = fmode;
-    bind(r);
     *out = r;
     return 0;
 }
@@ -350,21 +423,26 @@ void shmr_file_owner(const shmr_ring *r, uint32_t *uid, uint32_t *mode)
 
 int shmr_attach(const char *name, shmr_ring **out)
 {
+    int fd, rc = shmr_open_name(name, &fd);
+    return rc ? rc : shmr_attach_fd(fd, out);
+}
+
+int shmr_open_name(const char *name, int *fd)
+{
     char path[SHMR_PATH_MAX];
     int rc = full_name(name, path, sizeof path);
     if (rc)
         return rc;
-    int fd = shm_open(path, O_RDWR | O_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    return shmr_attach_fd(fd, out);
+    *fd = shm_open(path, O_RDWR | O_CLOEXEC, 0);
+    return *fd < 0 ? -errno : 0;
 }
 
 void shmr_detach(shmr_ring *r)
 {
     if (!r)
         return;
-    munmap(r->base, r->size);
+    if (!r->borrowed) /* a queue's lane lives in the queue's mapping */
+        munmap(r->base, r->size);
     free(r);
 }
 
@@ -483,6 +561,31 @@ static const shmr_layout_field layout_fields[] = {
     FIELD("frame", 0, shmr_frame, info),
     FIELD("frame", 0, shmr_frame, seq),
     FIELD("frame", 0, shmr_frame, cum),
+    /* queue segments (mpqueue.c): the header page, then one lane block per lane */
+    REGION("qheader", 0, shmr_qheader),
+    FIELD("qheader", 0, shmr_qheader, magic),
+    FIELD("qheader", 0, shmr_qheader, version),
+    FIELD("qheader", 0, shmr_qheader, lanes),
+    FIELD("qheader", 0, shmr_qheader, segment_size),
+    FIELD("qheader", 0, shmr_qheader, lane_offset),
+    FIELD("qheader", 0, shmr_qheader, lane_stride),
+    FIELD("qheader", 0, shmr_qheader, lane_units),
+    FIELD("qheader", 0, shmr_qheader, max_consumers),
+    FIELD("qheader", 0, shmr_qheader, creator_pid),
+    FIELD("qheader", 0, shmr_qheader, creator_start),
+    FIELD("qheader", 0, shmr_qheader, creator_pidns),
+    FIELD("qheader", 0, shmr_qheader, maxsize),
+    FIELD("qheader", 0, shmr_qheader, create_time_ns),
+    FIELD("qheader", 0, shmr_qheader, data_ec),
+    FIELD("qheader", 0, shmr_qheader, space_ec),
+    FIELD("qheader", 0, shmr_qheader, join_ec),
+    {"qheader.lanes_used", offsetof(struct shmr_qheader, shared.lanes_used), sizeof(shmr_a64)},
+    {"qheader.done", offsetof(struct shmr_qheader, shared.done), sizeof(shmr_a64)},
+    {"qheader.ticket", offsetof(struct shmr_qheader, ticket.next), sizeof(shmr_a64)},
+    REGION("lane", OFF_QLANES, shmr_lane_block),
+    FIELD("lane", 0, shmr_lane_block, state),
+    FIELD("lane", 0, shmr_lane_block, admitted),
+    FIELD("lane", 0, shmr_lane_block, lost),
 };
 
 const shmr_layout_field *shmr_layout_fields(uint32_t *n)

@@ -37,6 +37,7 @@ struct shmr_ring {
     uint32_t mode, overflow, max_consumers;
     uint32_t kind;            /* enum shmr_kind */
     shmr_a32 populated; /* process-local, but handles may be opened from several threads */
+    int borrowed;       /* the mapping belongs to someone else (a queue's lane): never unmapped */
 };
 
 struct shmr_producer {
@@ -54,6 +55,7 @@ struct shmr_producer {
     uint64_t msgs, bytes;  /* published so far */
     uint64_t oldest;       /* broadcast: private copy of prod->oldest */
     uint64_t want;         /* units of the frame a waiting producer needs */
+    shmr_a64 *ticket;      /* a queue lane's (mpqueue.c): each frame's cum takes a ticket from it */
 };
 
 struct shmr_consumer {
@@ -106,6 +108,26 @@ static inline void shmr_copy_out(shmr_ring *r, uint64_t pos, void *dst, uint64_t
 
 /* segment.c */
 void shmr_populate(shmr_ring *r);
+/* ring images, for ring segments and queue lanes alike: the size the image of
+ * p takes (0 or -EINVAL), formatting one at base (p checked; magic last), and
+ * validating + binding one at base with avail bytes mapped */
+int shmr_image_size(const shmr_params *p, uint64_t *size);
+void shmr_image_format(uint8_t *base, const shmr_params *p, uint64_t me);
+int shmr_image_bind(uint8_t *base, uint64_t avail, shmr_ring *r);
+/* building a segment file: open (name NULL: an anonymous memfd), size + map,
+ * publish under its name once complete (or abort: nothing is left) */
+struct shmr_build {
+    int fd;
+    uint8_t *base;
+    uint64_t size;
+    char tmp[320], final[320];
+};
+int shmr_build_open(struct shmr_build *b, const char *name, unsigned mode_bits, uint64_t me);
+int shmr_build_map(struct shmr_build *b, uint64_t size, uint64_t reserve);
+int shmr_build_publish(struct shmr_build *b);
+void shmr_build_abort(struct shmr_build *b);
+/* opens the segment file of a name (read-write) */
+int shmr_open_name(const char *name, int *fd);
 
 /* queue.c, for messages.c as well: q_writable, the claim CAS and the release */
 uint64_t shmr_q_writable(shmr_producer *p, uint64_t n);
@@ -154,5 +176,9 @@ void shmr_m_join(shmr_consumer *c, uint32_t start);
 int64_t shmr_m_claim(shmr_consumer *c, shmr_msg *out, uint64_t max, shmr_loss *loss);
 int64_t shmr_m_release(shmr_consumer *c, const shmr_msg *msgs, shmr_loss *loss);
 void shmr_m_count(const shmr_ring *r, uint64_t pos, uint64_t units, uint64_t *msgs, uint64_t *bytes);
+/* Queue mode, without claiming: the message frame at pos (after a padding
+ * frame there) if it lies below head: 1 with its cum word and the position
+ * after it, else 0. What it reads may be stale once another consumer took it. */
+int shmr_m_peek(const shmr_ring *r, uint64_t pos, uint64_t head, uint64_t *cum, uint64_t *next);
 
 #endif

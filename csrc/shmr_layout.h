@@ -148,7 +148,7 @@ struct shmr_frame {
     shmr_a64 tag;  /* the frame's position; a release record: its position + capacity */
     shmr_a64 info; /* (body length << 8) | kind; a release record: its length in units */
     shmr_a64 seq;  /* messages published before this one */
-    shmr_a64 cum;  /* body bytes published before this one */
+    shmr_a64 cum;  /* body bytes published before this one; a queue lane: the item's ticket */
 };
 
 #define OFF_PROD SHMR_PAGE
@@ -178,5 +178,64 @@ _Static_assert(sizeof(struct shmr_release_rec) == SHMR_MSG_UNIT, "a release reco
 _Static_assert(offsetof(struct shmr_frame, tag) == offsetof(struct shmr_release_rec, tag) &&
                    offsetof(struct shmr_frame, info) == offsetof(struct shmr_release_rec, len),
                "a release record overlays the first two words of a frame");
+
+/* ---- queue segments (mpqueue.c) ----------------------------------------
+ *
+ * A queue segment ("kind" queue) is this header page, one lane block per lane,
+ * then the lanes: each lane a complete message ring in queue mode, formatted
+ * exactly as a ring segment of its own would be, at a page-aligned offset.
+ * Every lane's producer is a separate process; consumers take from every lane.
+ * A lane's rings notify and wait on the eventcounts here, not on their own. */
+#define SHMR_QMAGIC 0x31515249524d4853ull /* "SHMRIRQ1" read as little-endian bytes */
+#define SHMR_QLAYOUT_VERSION 1u
+#define SHMR_LANE_READY UINT64_MAX /* lane_block.state once the lane's image is complete */
+
+struct shmr_qheader {
+    shmr_a64 magic;           /* stored last (release), as shmr_header.magic */
+    uint32_t version;
+    uint32_t lanes;           /* lane count (max producers) */
+    uint64_t segment_size;
+    uint64_t lane_offset;     /* first lane image */
+    uint64_t lane_stride;     /* bytes between lane images, a multiple of the page */
+    uint64_t lane_units;      /* capacity of every lane, in message units */
+    uint32_t max_consumers;   /* consumer slots of every lane */
+    uint32_t creator_pid;
+    uint64_t creator_start;
+    uint64_t creator_pidns;
+    int64_t maxsize;          /* items, <= 0: unbounded */
+    uint64_t create_time_ns;
+    uint8_t pad0[SHMR_BLOCK - 88];
+    struct shmr_ec data_ec;   /* every lane's publish notifies; getters sleep here */
+    struct shmr_ec space_ec;  /* every lane's release notifies; putters sleep here */
+    struct shmr_ec join_ec;   /* JoinableQueue: task_done notifies, join() sleeps */
+    struct SHMR_ALIGNED_BLOCK {
+        shmr_a64 lanes_used;  /* lanes < this may hold items; raised with an atomic max */
+        shmr_a64 done;        /* JoinableQueue: task_done() calls */
+    } shared;
+    struct SHMR_ALIGNED_BLOCK {
+        shmr_a64 next;        /* the next item's ticket (every put takes one): gets take the
+                               * oldest item first; a block of its own, as every put writes it */
+    } ticket;
+    uint8_t pad1[SHMR_PAGE - 6 * SHMR_BLOCK];
+};
+
+/* One per lane, each on its own block, in the page(s) after the header. */
+struct SHMR_ALIGNED_BLOCK shmr_lane_block {
+    shmr_a64 state;    /* 0: never used; an owner word: being formatted; SHMR_LANE_READY */
+    shmr_a64 admitted; /* items its producers admitted (counted before publishing); written
+                        * only by the lane's producer, or by a repairer holding its role */
+    shmr_a64 lost;     /* admitted by a producer that died before publishing them */
+};
+
+#define OFF_QLANES SHMR_PAGE
+
+_Static_assert(sizeof(struct shmr_qheader) == SHMR_PAGE, "queue header is one page");
+_Static_assert(offsetof(struct shmr_qheader, pad0) == 88, "fixed queue header fields");
+_Static_assert(offsetof(struct shmr_qheader, data_ec) == SHMR_BLOCK, "eventcounts on their own blocks");
+_Static_assert(offsetof(struct shmr_qheader, space_ec) == 2 * SHMR_BLOCK, "eventcounts on their own blocks");
+_Static_assert(offsetof(struct shmr_qheader, join_ec) == 3 * SHMR_BLOCK, "eventcounts on their own blocks");
+_Static_assert(offsetof(struct shmr_qheader, shared) == 4 * SHMR_BLOCK, "shared counters on their own block");
+_Static_assert(offsetof(struct shmr_qheader, ticket) == 5 * SHMR_BLOCK, "the ticket on its own block");
+_Static_assert(sizeof(struct shmr_lane_block) == SHMR_BLOCK, "a lane block is one block");
 
 #endif

@@ -36,6 +36,8 @@ static int sweep(shmr_ring *r, uint64_t *reclaimed)
     return freed;
 }
 
+int shmr_sweep(shmr_ring *r, uint64_t *reclaimed) { return sweep(r, reclaimed); }
+
 /* ---- producer ----------------------------------------------------------- */
 
 int shmr_producer_open(shmr_ring *r, shmr_producer **out)

@@ -39,6 +39,8 @@
 #define SHMR_EINIT (SHMR_E_BASE + 8)       /* creator has not finished initialising */
 #define SHMR_ESTATE (SHMR_E_BASE + 9)      /* a shared index is impossible (corrupt ring state) */
 #define SHMR_ECREATOR (SHMR_E_BASE + 10)   /* the creator died before finishing the segment */
+#define SHMR_ELANES (SHMR_E_BASE + 11)     /* queue: every lane is held by a live producer */
+#define SHMR_ENOTQUEUE (SHMR_E_BASE + 12)  /* a shmring segment, but not a queue */
 
 /* liveness of a recorded process */
 enum shmr_liveness { SHMR_DEAD = 0, SHMR_ALIVE = 1, SHMR_UNKNOWN = 2 };
@@ -183,6 +185,10 @@ uint32_t shmr_consumer_count(shmr_ring *r);
 /* waits until at least n consumers are registered; 0, -ETIMEDOUT or -EINTR.
  * Every join notifies the producer's eventcount, so this sleeps on the futex. */
 int shmr_wait_consumers(shmr_ring *r, uint32_t n, int64_t timeout_ns, int64_t spin_ns);
+
+/* frees the slots of dead consumers (queue: their claims are released and
+ * counted abandoned); returns how many, *reclaimed (may be NULL) = released */
+int shmr_sweep(shmr_ring *r, uint64_t *reclaimed);
 
 /* consumer */
 int shmr_consumer_open(shmr_ring *r, uint32_t start, shmr_consumer **out);

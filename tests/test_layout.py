@@ -6,13 +6,13 @@ from __future__ import annotations
 from shmring import _ring
 from shmring._ring import LAYOUT, LAYOUT_BLOCK, LAYOUT_PAGE
 
-REGIONS = ("header", "prod", "tail", "data_ec", "space_ec", "ctl", "cslot", "release")
+REGIONS = ("header", "prod", "tail", "data_ec", "space_ec", "ctl", "cslot", "release", "qheader", "lane")
 
 
 def test_every_field_lies_inside_its_region_without_overlap():
     for region in REGIONS:
         start, size = LAYOUT[region]
-        fixed = region not in ("cslot", "release")  # those count from their own record
+        fixed = region not in ("cslot", "release", "lane")  # those count from their own record
         base = start if fixed else 0
         spans = sorted((off, sz, name) for name, (off, sz) in LAYOUT.items()
                        if name.startswith(region + "."))
@@ -44,3 +44,15 @@ def test_layout_v1_header_offsets():
           "creator_pid": (96, 4), "descr_len": (100, 4), "descr": (128, _ring.DESCR_MAX)}
     assert {k: LAYOUT[f"header.{k}"] for k in v1} == v1
     assert _ring.LAYOUT_MAGIC.to_bytes(8, "little") == b"SMRRING1"
+
+
+def test_queue_header_layout():
+    """Queue segments: a header page with each eventcount and the ticket on a
+    block of their own, then one block per lane."""
+    assert LAYOUT["qheader"] == (0, LAYOUT_PAGE)
+    starts = [LAYOUT[f"qheader.{f}"][0] for f in ("data_ec", "space_ec", "join_ec", "lanes_used", "ticket")]
+    assert starts == [k * LAYOUT_BLOCK for k in range(1, 6)]
+    assert LAYOUT["lane"] == (LAYOUT_PAGE, LAYOUT_BLOCK)
+    fields = sorted((off, sz) for name, (off, sz) in LAYOUT.items() if name.startswith("lane."))
+    assert fields == [(0, 8), (8, 8), (16, 8)]
+    assert _ring.LAYOUT_QMAGIC.to_bytes(8, "little") == b"SHMRIRQ1"

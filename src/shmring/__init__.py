@@ -9,6 +9,7 @@ from ._api import ConsumerStats, Ring, RingStats, Waiters, unlink
 from ._version import __version__
 from ._ring import BoardView, Consumer, Producer, Reservation, View
 from .board import Board
+from .queues import JoinableQueue, Queue, SimpleQueue
 from .aio import await_any, wait_any
 from .errors import (
     BoardChanged,
@@ -30,5 +31,5 @@ __all__ = [
     "Ring", "Producer", "Consumer", "Reservation", "View", "unlink", "RingStats", "ConsumerStats", "Waiters",
     "RingError", "NotARingError", "LayoutVersionError", "CorruptRingError", "CreatorDiedError", "ProducerBusyError",
     "ConsumerTableFull", "Full", "Empty", "Closed", "Lagged", "wait_any", "await_any",
-    "Board", "BoardView", "BoardChanged", "NotABoardError",
+    "Board", "BoardView", "BoardChanged", "NotABoardError", "Queue", "JoinableQueue", "SimpleQueue",
 ]

@@ -1,6 +1,7 @@
 """Command line: inspect, watch and clean up the rings and boards on this machine.
 
     shmring ls [--json]             rings: name, kind, mode, size, fill, producer, consumers, age, dtype;
+                                    queues: name, producers, lane size x lanes, items, consumers, age;
                                     boards: name, keys, writes, last writer, dtype
     shmring info NAME [--json]      full stats: per-consumer lag; per-key version and last writer
     shmring top [--once] [--json]   live view: rates in and out, fill, each consumer's lag and rate
@@ -64,6 +65,12 @@ def cmd_ls(args: argparse.Namespace) -> int:
             table.append((st["name"], "board", "-", f"{st['n_keys']} keys", f"{st['writes']} writes", who,
                           "-", "-", dtype))
             continue
+        if st.get("kind") == "queue":
+            live = sum(1 for c in st["consumer_stats"] if c["alive"])
+            table.append((st["name"], "queue", f"{st['producers']} producers", f"{st['nbytes']}B x{st['lanes']}",
+                          f"{st['items']} items", str(st["producers"]), str(live), age_text(st["age"]),
+                          dtype))
+            continue
         live = sum(1 for c in st["consumers"] if c["alive"])
         table.append((st["name"], st["kind"], mode_text(st), size_text(st), fill_text(st), producer_text(st),
                       str(live), age_text(st["age"]), dtype))
@@ -87,6 +94,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         return 1
     if st.get("kind") == "board":
         return _board_info(st)
+    if st.get("kind") == "queue":
+        return _queue_info(st)
     keys = ["name", "kind", "dtype", "mode", "overflow", "capacity", "record_size", "segment_size", "pushed",
             "popped", "available", "retained", "producer_pid", "producer_alive", "closed", "close_reason",
             "abandoned", "evicted", "waiters", "creator_pid", "layout_version"]
@@ -107,6 +116,24 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"bridge          fed by pid {b['pid']}: records {b['records']}, batches {b['batches']}, "
               f"lost {b['lost']}, duplicates skipped {b['duplicates']}, bad messages {b['bad']}, "
               f"streams {b['streams']}, source resets {b['resets']}")
+    return 0
+
+
+def _queue_info(st: dict[str, Any]) -> int:
+    for key in ("name", "kind", "items", "bytes", "maxsize", "nbytes", "lanes", "lanes_used", "max_consumers",
+                "put", "got", "abandoned", "lost", "admitted", "done", "producers", "consumers", "segment_size",
+                "creator_pid", "layout_version"):
+        print(f"{key:<15} {st[key]}")
+    print(f"{'age':<15} {age_text(st['age'])}")
+    print("lanes")
+    for ln in st["lane_stats"]:
+        who = f"pid {ln['producer_pid']} ({'alive' if ln['producer_alive'] else 'dead'})" \
+            if ln["producer_pid"] else "free"
+        print(f"  #{ln['lane']:<3} {who:<22} put {ln['put']:<12} got {ln['got']:<12} "
+              f"abandoned {ln['abandoned']:<6} bytes {ln['bytes']}")
+    print("consumers")
+    for c in st["consumer_stats"]:
+        print(f"  pid {c['pid']:<8} {'alive' if c['alive'] else 'dead':<5} got {c['popped']}")
     return 0
 
 

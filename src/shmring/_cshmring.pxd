@@ -143,6 +143,7 @@ cdef extern from "shmring.h" nogil:
     uint32_t shmr_consumer_count(shmr_ring *r)
     int shmr_wait_consumers(shmr_ring *r, uint32_t n, int64_t timeout_ns, int64_t spin_ns)
 
+    int shmr_sweep(shmr_ring *r, uint64_t *reclaimed)
     int shmr_consumer_open(shmr_ring *r, uint32_t start, shmr_consumer **out)
     void shmr_consumer_free(shmr_consumer *c)
     int64_t shmr_pop(shmr_consumer *c, void *dst, uint64_t max, uint64_t *dropped)
@@ -169,6 +170,7 @@ cdef extern from "shmring.h" nogil:
 
 cdef extern from "shmr_layout.h" nogil:
     const unsigned long long SHMR_MAGIC
+    const unsigned long long SHMR_QMAGIC
     enum:
         SHMR_PAGE
         SHMR_BLOCK

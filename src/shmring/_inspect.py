@@ -30,7 +30,8 @@ def describe(name: str) -> dict[str, Any]:
     try:
         ring = Ring.attach(name)
     except NotARingError:
-        return _describe_board(name)
+        queue = _describe_queue(name)
+        return queue if queue is not None else _describe_board(name)
     except CreatorDiedError as exc:
         return {"name": name, "error": str(exc), "creator_died": True}
     except (RingError, OSError, TypeError, ValueError) as exc:
@@ -45,6 +46,38 @@ def describe(name: str) -> dict[str, Any]:
     side = read_sidecar(name)
     if side is not None:
         st["bridge"] = side
+    return st
+
+
+def _describe_queue(name: str) -> dict[str, Any] | None:
+    """A named shmring.Queue: its counts, and its producers and consumers lane by
+    lane; None if the segment is not a queue."""
+    try:
+        qm = _ring.QueueMapping.attach(name)
+    except NotARingError:
+        return None
+    except (RingError, OSError) as exc:
+        return {"name": name, "error": str(exc)}
+    st: dict[str, Any] = dict(qm.stats())
+    st.update(name=name, kind="queue", dtype="objects", nbytes=st["lane_bytes"], created=st["create_time_ns"] / 1e9)
+    st["age"] = max(0.0, time.time() - st["created"])
+    st["creator_liveness"] = _ring.liveness(st["creator_pid"])
+    lanes, consumers = [], {}
+    for i in range(st["lanes_used"]):
+        lane = qm.lane(i)
+        if lane is None:
+            continue
+        info = lane.info()
+        lanes.append({"lane": i, "producer_pid": info["producer_pid"],
+                      "producer_alive": info["producer_alive"] != _ring.LIVENESS_DEAD,
+                      "put": info["pushed"], "got": info["popped"], "abandoned": info["abandoned"],
+                      "bytes": info["available"]})
+        for c in lane.consumer_infos():
+            seen = consumers.setdefault(c["pid"], {"pid": c["pid"], "alive": c["alive"] != _ring.LIVENESS_DEAD,
+                                                   "popped": 0})
+            seen["popped"] += c["popped"]
+    st["lane_stats"] = lanes
+    st["consumer_stats"] = sorted(consumers.values(), key=lambda c: c["pid"])
     return st
 
 
@@ -116,6 +149,10 @@ def all_dead(st: dict[str, Any]) -> bool:
         if any(k["owner_alive"] or k["last_writer_alive"] for k in st["keys"]):
             return False
         return not _ring.process_alive(st["creator_pid"])
+    if st.get("kind") == "queue":
+        if any(ln["producer_alive"] for ln in st["lane_stats"]) or any(c["alive"] for c in st["consumer_stats"]):
+            return False
+        return st["creator_liveness"] == "dead"
     if st["producer_alive"] or any(c["alive"] for c in st["consumers"]):
         return False
     # one in another pid namespace, or one we may not inspect, is "unknown" and keeps the ring

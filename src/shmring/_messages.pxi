@@ -100,6 +100,7 @@ cdef class MessageProducer(_Handle):
     cdef uint64_t _want          # body bytes of the message a blocked call waits to place
     cdef readonly uint64_t max_message
     cdef readonly object ring
+    cdef str _size_note          # appended to the too-large error (a queue names its nbytes)
 
     def __cinit__(self):
         self._p = NULL
@@ -114,6 +115,22 @@ cdef class MessageProducer(_Handle):
         self.max_message = shmr_msg_max(m.r)
         self.ring = ring
         return self
+
+    @staticmethod
+    cdef MessageProducer _adopt(Mapping m, shmr_producer *p, str size_note, double spin, double liveness_interval):
+        """A handle on a producer role already taken (a queue's lane)."""
+        cdef MessageProducer self = MessageProducer.__new__(MessageProducer)
+        self._setup(m, np.dtype(np.uint8), spin, liveness_interval)
+        self._p = p
+        self.max_message = shmr_msg_max(m.r)
+        self._size_note = size_note
+        return self
+
+    cdef object _too_big(self, uint64_t n):
+        err = _too_large(n, self.max_message)
+        if self._size_note:
+            err = ValueError(f"{err.args[0]}; {self._size_note}")
+        return err
 
     def __dealloc__(self):
         self._free_handle()
@@ -138,7 +155,7 @@ cdef class MessageProducer(_Handle):
                 return body
             if rc < 0:
                 if rc == -EMSGSIZE:
-                    raise _too_large(nbytes, self.max_message)
+                    raise self._too_big(nbytes)
                 _raise(rc, "push")
             pushed[0] += shmr_msg_commit(self._p)  # what is pending may be what frees room
             self._want = nbytes
@@ -196,14 +213,14 @@ cdef class MessageProducer(_Handle):
         if type(obj) is bytes:  # the common cases, without the codec
             n = <uint64_t>PyBytes_GET_SIZE(obj)
             if n > self.max_message:
-                raise _too_large(n, self.max_message)
+                raise self._too_big(n)
             body = self._place(kind, n, timeout, &pushed)
             memcpy(body, PyBytes_AS_STRING(obj), n)
             shmr_msg_commit(self._p)
             return None
         enc = obj if kind == K_PICKLE else _codec.encode(obj)
         if enc.nbytes > self.max_message:
-            raise _too_large(enc.nbytes, self.max_message)
+            raise self._too_big(enc.nbytes)
         body = self._place(enc.kind, enc.nbytes, timeout, &pushed)
         try:
             self._write(enc, body)
@@ -229,7 +246,7 @@ cdef class MessageProducer(_Handle):
         encs = [_codec.encode(o) for o in objects]
         for enc in encs:
             if enc.nbytes > self.max_message:
-                raise _too_large(enc.nbytes, self.max_message)
+                raise self._too_big(enc.nbytes)
         try:
             for enc in encs:
                 body = self._place(enc.kind, enc.nbytes, timeout, &pushed)
@@ -251,7 +268,7 @@ cdef class MessageProducer(_Handle):
         if nbytes < 1:
             raise ValueError(f"reserve() needs nbytes >= 1, got {nbytes} (push(b'') sends an empty message)")
         if <uint64_t>nbytes > self.max_message:
-            raise _too_large(nbytes, self.max_message)
+            raise self._too_big(nbytes)
         body = self._place(_codec.BYTES, nbytes, timeout, &pushed)
         dims[0] = nbytes
         descr = np.dtype(np.uint8)

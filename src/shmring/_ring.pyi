@@ -1,4 +1,4 @@
-from typing import Any, AsyncIterator, Iterator, NoReturn, TypedDict, final, overload
+from typing import Any, AsyncIterator, Iterable, Iterator, NoReturn, TypedDict, final, overload
 
 from typing_extensions import disjoint_base
 
@@ -710,3 +710,87 @@ class MessageConsumer(_Handle):
 
     def __exit__(self, *exc: Any) -> None:
         """Close the consumer."""
+
+# ---- queue segments (shmring.Queue; see shmring.queues) ----------------------
+
+MPQ_MAX_LANES: int
+MPQ_MIN_LANE_BYTES: int
+LAYOUT_QMAGIC: int
+
+class _QueueInfo(TypedDict):
+    lanes: int
+    lanes_used: int
+    max_consumers: int
+    layout_version: int
+    maxsize: int
+    lane_bytes: int
+    segment_size: int
+    items: int
+    bytes: int
+    put: int
+    got: int
+    abandoned: int
+    lost: int
+    admitted: int
+    done: int
+    producers: int
+    consumers: int
+    creator_pid: int
+    create_time_ns: int
+
+@final
+class QueueMapping:
+    """One mapping of a queue segment and its descriptor."""
+    name: str
+    @staticmethod
+    def create(name: str, lanes: int, max_consumers: int, lane_bytes: int, maxsize: int, perm: int) -> QueueMapping: ...
+    @staticmethod
+    def attach(name: str) -> QueueMapping: ...
+    @staticmethod
+    def attach_fd(fd: int, name: str) -> QueueMapping: ...
+    @property
+    def fd(self) -> int: ...
+    @property
+    def params(self) -> tuple[int, int, int, int]: ...
+    @property
+    def file_owner(self) -> tuple[int, int]: ...
+    def stats(self) -> _QueueInfo: ...
+    def items(self) -> int: ...
+    def unfinished(self) -> int: ...
+    def recover(self) -> int: ...
+    def lane(self, i: int) -> Mapping | None: ...
+
+@disjoint_base
+class _QueueCore:
+    """The compiled half of shmring.Queue: put/get and their waits."""
+    _maxsize: int
+    _nbytes: int
+    def _core_init(self, qm: QueueMapping, spin: float, liveness_interval: float) -> None: ...
+    @property
+    def _queue_mapping(self) -> QueueMapping: ...
+    def put(self, obj: Any, block: bool = True, timeout: float | None = None) -> None:
+        """Put obj into the queue; blocks while it is full (maxsize, or this
+        process's lane holds nbytes in flight): ``block=False`` raises queue.Full
+        at once, ``timeout`` (seconds) bounds the wait."""
+    def put_many(self, items: Iterable[Any], block: bool = True, timeout: float | None = None) -> int:
+        """Put every item of an iterable, in order; returns how many."""
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        """Remove and return the oldest item; blocks while the queue is empty:
+        ``block=False`` raises queue.Empty at once, ``timeout`` bounds the wait."""
+    def get_many(self, max_items: int, block: bool = True, timeout: float | None = None) -> list[Any]:
+        """A list of 1..max_items items, oldest first; waits for the first like get()."""
+    def qsize(self) -> int:
+        """Items put and not yet taken, over every process."""
+    def empty(self) -> bool:
+        """True if no item is in the queue now (approximate, as for multiprocessing.Queue)."""
+    def full(self) -> bool:
+        """True if ``maxsize`` items are in the queue now (never with ``maxsize <= 0``; a put
+        may still wait for room in its producer's lane). Approximate, as for
+        multiprocessing.Queue."""
+    def _task_done(self) -> None: ...
+    def _join(self, timeout: float | None = None) -> bool: ...
+    def _close_handles(self) -> None: ...
+    @property
+    def _closed(self) -> bool: ...
+    @property
+    def _lane_index(self) -> int | None: ...

@@ -24,6 +24,7 @@ from libc.stdlib cimport free, malloc
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from shmring._cshmring cimport *
+from shmring._cmpqueue cimport *
 from shmring.errors import (Closed, ConsumerTableFull, CorruptRingError, CreatorDiedError, Empty, Full, Lagged,
                             LayoutVersionError, NotARingError, ProducerBusyError, RingError)
 
@@ -67,6 +68,7 @@ cdef dict _layout():
 # fuzzer and the tests that write segment bytes read offsets from here.
 LAYOUT = _layout()
 LAYOUT_MAGIC = SHMR_MAGIC
+LAYOUT_QMAGIC = SHMR_QMAGIC
 LAYOUT_PAGE = SHMR_PAGE
 LAYOUT_BLOCK = SHMR_BLOCK
 
@@ -208,6 +210,7 @@ cdef class Mapping:
 
     cdef shmr_ring *r
     cdef readonly str name
+    cdef object _owner      # a queue lane: the queue's mapping, which holds the memory
 
     def __dealloc__(self):
         if self.r != NULL:
@@ -1276,3 +1279,4 @@ cdef class View:
 include "_board.pxi"
 include "_messages.pxi"
 include "_async.pxi"
+include "_queue.pxi"

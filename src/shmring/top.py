@@ -107,6 +107,8 @@ class RingProvider:
             return Sample(kind=self.kind, name=name, error=st["error"])
         if st.get("kind") == "board":
             return _board_sample(name, st)
+        if st.get("kind") == "queue":
+            return _queue_sample(name, st)
         size = st["record_size"]
         if st["kind"] == "messages":
             size = st["bytes_pushed"] / st["pushed"] if st["pushed"] else 0  # the mean message size
@@ -134,6 +136,20 @@ def _board_sample(name: str, st: dict) -> Sample:
         items_in=st["writes"], bytes_in=st["writes"] * st["value_size"],
         producer_pid=None if last is None else last["last_writer_pid"],
         producer_alive=bool(last and last["last_writer_alive"]), created=st.get("created", 0.0),
+    )
+
+
+def _queue_sample(name: str, st: dict) -> Sample:
+    """A named queue in the ring columns: the items queued are its fill and lag;
+    its consumers are the processes taking from it."""
+    consumers = [ConsumerSample(ident=f"pid {c['pid']}", pid=c["pid"], alive=c["alive"], received=c["popped"])
+                 for c in st["consumer_stats"]]
+    live = [ln for ln in st["lane_stats"] if ln["producer_alive"]]
+    return Sample(
+        kind="queue", name=name, mode=f"{st['producers']} producers", capacity=st["maxsize"] or st["items"],
+        fill=st["items"], lag=st["items"], items_in=st["put"], items_out=st["got"],
+        producer_pid=live[0]["producer_pid"] if live else None, producer_alive=bool(live),
+        consumers=consumers, created=st["created"],
     )
 
 

@@ -87,11 +87,37 @@ async def consume_async(ring: Ring) -> int:
     return total + (fd >= 0)
 
 
+def queues() -> int:
+    """shmring.Queue and friends as a drop-in for multiprocessing's, typed."""
+    q: shmring.Queue = shmring.Queue(maxsize=10, nbytes=1 << 16, max_producers=4, max_consumers=4)
+    q.put(b"x")
+    q.put_nowait({"a": np.zeros(3)})
+    n: int = q.put_many([1, 2, 3], timeout=1.0)
+    first: object = q.get(timeout=1.0)
+    batch: list[object] = q.get_many(8, block=False)
+    size: int = q.qsize()
+    flags = (q.empty(), q.full(), q.maxsize, q.nbytes, q.name)
+    stats = q.stats()
+    jq = shmring.JoinableQueue()
+    jq.put(1)
+    jq.get()
+    jq.task_done()
+    done: bool = jq.join(timeout=1.0)
+    sq = shmring.SimpleQueue()
+    sq.put("s")
+    s_item: object = sq.get()
+    for each in (q, jq, sq):
+        each.close()
+        each.join_thread()
+        each.cancel_join_thread()
+    return n + size + len(batch) + len(flags) + len(stats) + int(done) + (first is not None) + (s_item is None)
+
+
 def main() -> None:
     ring = Ring.create("typing-usage", np.uint64, 64, mode="queue", exist_ok=True)
     try:
         produce(ring, 8)
-        print(consume(ring), poll(ring), fresh(), report(ring))
+        print(consume(ring), poll(ring), fresh(), report(ring), queues())
         Ring.create("typing-usage", np.uint64, 64, replace=True).close()
         again = Ring.attach("typing-usage", dtype=np.uint64)
         again.close()

@@ -1,0 +1,522 @@
+# Queue segments (csrc/mpqueue.c): the mapping, and the hot half of
+# shmring.Queue (put/get and their waits). Included into _ring.pyx, so a lane
+# is driven by the very MessageProducer / MessageConsumer code of message rings
+# (and its codec); shmring.queues adds the stdlib-shaped API around it.
+
+import threading
+
+from shmring.errors import ConsumerTableFull as _ConsumerTableFull
+
+MPQ_MAX_LANES = SHMR_MPQ_MAX_LANES
+MPQ_MIN_LANE_BYTES = SHMR_MPQ_MIN_LANE_BYTES
+
+cdef object _NOTHING = object()   # "no item": any object a user puts is a real item
+
+DEF WAIT_DATA = 0
+DEF WAIT_ROOM = 1
+DEF WAIT_JOIN = 2
+
+
+cdef int _raise_q(int64_t rc, str what) except -1:
+    cdef int code = <int>(-rc)
+    if code == SHMR_ENOTQUEUE:
+        raise NotARingError(f"{what}: the segment is a shmring ring, not a queue (use shmring.Ring.attach)")
+    if code == SHMR_EBADMAGIC:
+        raise NotARingError(f"{what}: the shared-memory segment is not a shmring queue (bad magic)")
+    if code == SHMR_EVERSION:
+        raise LayoutVersionError(f"{what}: the queue was written with another layout version")
+    if code == SHMR_ECORRUPT:
+        raise CorruptRingError(f"{what}: the queue header is corrupt (a field is out of bounds)")
+    return _raise(rc, what)
+
+
+@cython.final
+cdef class QueueMapping:
+    """Owns one mapping of a queue segment and its file descriptor. Every lane
+    Mapping holds a reference, so nothing is unmapped while a lane is in use."""
+
+    cdef shmr_mpq *q
+    cdef readonly str name     # "" for an anonymous queue
+
+    def __dealloc__(self):
+        if self.q != NULL:
+            shmr_mpq_detach(self.q)
+            self.q = NULL
+
+    @staticmethod
+    def create(str name, uint32_t lanes, uint32_t max_consumers, uint64_t lane_bytes, int64_t maxsize,
+               unsigned perm):
+        cdef QueueMapping m = QueueMapping.__new__(QueueMapping)
+        cdef shmr_mpq_params p
+        p.lanes = lanes
+        p.max_consumers = max_consumers
+        p.lane_bytes = lane_bytes
+        p.maxsize = maxsize
+        cdef bytes bname = name.encode() if name else b""
+        cdef const char *cname = NULL
+        if name:
+            cname = bname
+        cdef int rc = shmr_mpq_create(cname, &p, perm, &m.q)
+        if rc:
+            _raise_q(rc, f"create queue {name!r}" if name else "create queue")
+        m.name = name or ""
+        return m
+
+    @staticmethod
+    def attach(str name):
+        cdef QueueMapping m = QueueMapping.__new__(QueueMapping)
+        cdef bytes bname = name.encode()
+        cdef int rc = shmr_mpq_attach(bname, &m.q)
+        if rc:
+            _raise_q(rc, f"attach queue {name!r}")
+        m.name = name
+        return m
+
+    @staticmethod
+    def attach_fd(int fd, str name):
+        """Validate and map an open descriptor (consumed: closed with the mapping)."""
+        cdef QueueMapping m = QueueMapping.__new__(QueueMapping)
+        cdef int rc = shmr_mpq_attach_fd(fd, &m.q)
+        if rc:
+            _raise_q(rc, f"attach queue {name!r}" if name else "attach queue")
+        m.name = name
+        return m
+
+    @property
+    def fd(self):
+        return shmr_mpq_fd(self.q)
+
+    @property
+    def params(self):
+        """(max_producers, max_consumers, nbytes per lane, maxsize)"""
+        cdef shmr_mpq_params p
+        shmr_mpq_params_of(self.q, &p)
+        return p.lanes, p.max_consumers, p.lane_bytes, p.maxsize
+
+    @property
+    def file_owner(self):
+        cdef uint32_t uid, mode
+        shmr_mpq_file_owner(self.q, &uid, &mode)
+        return uid, mode
+
+    def stats(self):
+        """shmr_mpq_info as a dict, field for field."""
+        cdef shmr_mpq_info i
+        shmr_mpq_stats(self.q, &i)
+        return i
+
+    def items(self):
+        return shmr_mpq_items(self.q)
+
+    def unfinished(self):
+        return shmr_mpq_unfinished(self.q)
+
+    def recover(self):
+        """Sweep dead consumers and repair lanes of dead producers; what was fixed."""
+        return shmr_mpq_recover(self.q)
+
+    def lane(self, uint32_t i):
+        """A ring Mapping over lane i (for stats), None while it is not formatted."""
+        cdef shmr_ring *r
+        cdef int rc = shmr_mpq_lane_open(self.q, i, &r)
+        if rc == -EAGAIN:
+            return None
+        if rc:
+            _raise_q(rc, f"lane {i}")
+        return _lane_mapping(self, r, i)
+
+
+cdef Mapping _lane_mapping(QueueMapping qm, shmr_ring *r, uint32_t i):
+    cdef Mapping m = Mapping.__new__(Mapping)
+    m.r = r
+    m._owner = qm
+    m.name = f"{qm.name or 'queue'}[lane {i}]"
+    return m
+
+
+@cython.no_gc_clear
+cdef class _QueueCore:
+    """What every process does with a queue: its own lane for put, a consumer
+    slot on every lane in use for get. Handles are opened lazily, per process:
+    after a fork the child drops the parent's (never using its lane or slots)."""
+
+    cdef QueueMapping _qm
+    cdef shmr_mpq *_q
+    cdef int _gen
+    cdef MessageProducer _prod
+    cdef uint32_t _lane
+    cdef uint64_t _consumed
+    cdef list _cons
+    cdef object _put_lock
+    cdef object _get_lock
+    cdef bint _qclosed
+    cdef int64_t _spin_ns
+    cdef int64_t _slice_ns
+    cdef int64_t _next_check_ns
+    cdef shmr_msg *_batch
+    cdef readonly int64_t _maxsize
+    cdef readonly uint64_t _nbytes
+
+    def __dealloc__(self):
+        if self._batch != NULL:
+            free(self._batch)
+            self._batch = NULL
+
+    def _core_init(self, QueueMapping qm, double spin, double liveness_interval):
+        self._qm = qm
+        self._q = qm.q
+        self._spin_ns = <int64_t>(min(_spin_arg(spin), 60.0) * 1e9)
+        self._slice_ns = <int64_t>(_liveness_arg(liveness_interval) * 1e9)
+        lanes, mc, nbytes, maxsize = qm.params
+        self._maxsize = maxsize
+        self._nbytes = nbytes
+        self._fresh()
+
+    cdef void _fresh(self):
+        """Per-process state: nothing opened yet."""
+        self._gen = _fork_gen
+        self._prod = None
+        self._cons = []
+        self._consumed = 0
+        self._put_lock = threading.Lock()
+        self._get_lock = threading.Lock()
+
+    cdef inline int _enter(self) except -1:
+        if self._qclosed:
+            raise ValueError(f"{self!r} is closed")
+        if self._gen != _fork_gen:
+            # inherited through fork: the parent's lane and consumer slots stay
+            # the parent's (their handles only free their memory here)
+            self._fresh()
+        return 0
+
+    @property
+    def _queue_mapping(self):
+        return self._qm
+
+    # ---- waiting ------------------------------------------------------------
+
+    cdef bint _wait(self, Waiting *w, object timeout, int what, uint64_t n) except -1:
+        """As _Handle._block, for the queue's eventcounts: sleeps at most one
+        liveness slice, then runs signal handlers and recovery. True: try again."""
+        cdef int rc
+        cdef int64_t sl, now
+        cdef shmr_mpq *q = self._q
+        cdef int64_t spin
+        if not w.started:
+            _waiting_start(w, timeout)
+        sl = _waiting_slice(w, self._slice_ns)
+        if sl == 0:
+            # non-blocking: recovery still runs once per interval, so a polling
+            # loop cannot see Empty / Full forever behind a dead peer
+            now = _mono_ns()
+            if now >= self._next_check_ns:
+                self._next_check_ns = now + self._slice_ns
+                return shmr_mpq_recover(q) > 0
+            return False
+        spin = w.spin_ns
+        with nogil:
+            if what == WAIT_DATA:
+                rc = shmr_mpq_wait_data(q, sl, spin)
+            elif what == WAIT_ROOM:
+                rc = shmr_mpq_wait_room(q, n, sl, spin)
+            else:
+                rc = shmr_mpq_wait_join(q, sl, spin)
+        w.spin_ns = 0
+        if self._qclosed:
+            raise ValueError(f"{self!r} was closed while a call on it was blocked")
+        if rc == 0:
+            return True
+        PyErr_CheckSignals()
+        self._next_check_ns = _mono_ns() + self._slice_ns
+        shmr_mpq_recover(q)
+        return not (w.deadline >= 0 and _mono_ns() >= w.deadline)
+
+    # ---- put ----------------------------------------------------------------
+
+    cdef MessageProducer _producer(self):
+        cdef shmr_ring *r
+        cdef shmr_producer *p
+        cdef uint32_t lane
+        cdef int rc
+        if self._prod is not None:
+            return self._prod
+        rc = shmr_mpq_producer_open(self._q, &r, &p, &lane)
+        if rc == -SHMR_ELANES:
+            lanes = self._qm.params[0]
+            raise RingError(f"{self!r}: all {lanes} lanes are held by live producer processes "
+                            f"(max_producers={lanes}); create the queue with a larger max_producers")
+        if rc:
+            _raise_q(rc, "put")
+        note = (f"a queue item is at most {shmr_msg_max(r)} bytes encoded: half of nbytes={self._nbytes} "
+                f"less a 32-byte frame header; create the queue with a larger nbytes")
+        m = _lane_mapping(self._qm, r, lane)
+        self._prod = MessageProducer._adopt(m, p, note, self._spin_ns / 1e9, self._slice_ns / 1e9)
+        self._lane = lane
+        return self._prod
+
+    cdef int _admit(self, uint64_t n, object timeout, Waiting *w) except -1:
+        if shmr_mpq_admit(self._q, self._lane, n, &self._consumed):
+            return 0
+        if <uint64_t>self._maxsize < n:
+            raise ValueError(f"{n} items can never fit a queue of maxsize={self._maxsize}")
+        while True:
+            if not self._wait(w, timeout, WAIT_ROOM, n):
+                raise Full(f"queue is full: {self._maxsize} items (maxsize)")
+            if shmr_mpq_admit(self._q, self._lane, n, &self._consumed):
+                return 0
+
+    cdef object _left(self, Waiting *w, object timeout):
+        """What remains of the call's timeout for a wait inside it."""
+        cdef int64_t left
+        if not w.started:
+            return timeout
+        if w.deadline < 0:
+            return None
+        left = w.deadline - _mono_ns()
+        return left / 1e9 if left > 0 else 0
+
+    def put(self, obj, block=True, timeout=None):
+        """Put obj into the queue (see shmring.Queue.put)."""
+        cdef Waiting w
+        cdef MessageProducer prod
+        self._enter()
+        if not block:
+            timeout = 0
+        elif timeout is not None:
+            _timeout_arg(timeout)  # a negative or non-number timeout: ValueError / TypeError
+        _waiting_init(&w, self._spin_ns)
+        if not self._put_lock.acquire(True, -1 if timeout is None else min(_timeout_arg(timeout), TIMEOUT_FOREVER)):
+            raise Full("queue is busy: another thread of this process is putting and the timeout passed")
+        try:
+            prod = self._producer()
+            self._admit(1, timeout, &w)
+            try:
+                prod.push(obj, self._left(&w, timeout))
+            except Full:
+                shmr_mpq_unadmit(self._q, self._lane, 1)
+                raise Full(f"queue is full: this process's lane holds nbytes={self._nbytes} bytes in flight")
+            except BaseException:
+                shmr_mpq_unadmit(self._q, self._lane, 1)
+                raise
+        finally:
+            self._put_lock.release()
+
+    def put_many(self, items, block=True, timeout=None):
+        """Put every item of an iterable, in order; returns how many."""
+        cdef Waiting w
+        cdef MessageProducer prod
+        cdef uint64_t n
+        self._enter()
+        if not block:
+            timeout = 0
+        elif timeout is not None:
+            _timeout_arg(timeout)  # a negative or non-number timeout: ValueError / TypeError
+        if isinstance(items, (bytes, bytearray, memoryview, str, dict, np.ndarray)):
+            raise TypeError(f"put_many() takes an iterable of items, not a {type(items).__name__} "
+                            f"(use put() to send it as one item)")
+        items = list(items)
+        n = len(items)
+        if n == 0:
+            return 0
+        _waiting_init(&w, self._spin_ns)
+        if self._maxsize > 0:
+            # each item is admitted against maxsize on its own, as put() would
+            for k, obj in enumerate(items):
+                try:
+                    self.put(obj, True, self._left(&w, timeout))
+                except Full as exc:
+                    raise Full(f"{exc}; {k} of {n} items were put", pushed=k) from None
+                if not w.started:
+                    _waiting_start(&w, timeout)
+            return n
+        if not self._put_lock.acquire(True, -1 if timeout is None else min(_timeout_arg(timeout), TIMEOUT_FOREVER)):
+            raise Full("queue is busy: another thread of this process is putting and the timeout passed")
+        try:
+            prod = self._producer()
+            self._admit(n, timeout, &w)
+            try:
+                prod.push_many(items, timeout)
+            except Full as exc:
+                shmr_mpq_unadmit(self._q, self._lane, n - exc.pushed)
+                raise Full(f"queue is full: this process's lane holds nbytes={self._nbytes} bytes in flight; "
+                           f"{exc.pushed} of {n} items were put", pushed=exc.pushed) from None
+            except BaseException:
+                shmr_mpq_unadmit(self._q, self._lane, n)
+                raise
+        finally:
+            self._put_lock.release()
+        return n
+
+    # ---- get ----------------------------------------------------------------
+
+    cdef MessageConsumer _consumer(self, Py_ssize_t i):
+        cdef shmr_ring *r
+        cdef int rc = shmr_mpq_lane_open(self._q, <uint32_t>i, &r)
+        if rc == -EAGAIN:
+            return None  # its first producer is still formatting it
+        if rc:
+            _raise_q(rc, "get")
+        m = _lane_mapping(self._qm, r, <uint32_t>i)
+        try:
+            mc = MessageConsumer._open(m, None, SHMR_START_LATEST, False, True, self._spin_ns / 1e9,
+                                       self._slice_ns / 1e9)
+        except _ConsumerTableFull:
+            mcs = self._qm.params[1]
+            raise _ConsumerTableFull(f"{self!r}: {mcs} consumer processes use the queue already "
+                                     f"(max_consumers={mcs}); create it with a larger max_consumers") from None
+        self._cons[i] = mc
+        return mc
+
+    cdef object _take(self, list out, Py_ssize_t max_items):
+        """Items from the lane holding the oldest one (shmr_mpq_pick): for get
+        (out None) the item or _NOTHING; for get_many appended to out."""
+        cdef uint32_t lane = 0
+        cdef uint64_t count = 0
+        cdef Py_ssize_t j, want, tries
+        cdef int64_t got
+        cdef MessageConsumer mc
+        cdef shmr_loss loss
+        cdef shmr_msg *msgs
+        loss.msgs = 0
+        loss.bytes = 0
+        want = 1 if out is None else min(max_items - len(out), MSG_BATCH)
+        with self._get_lock:
+            # a lane the pick named may be emptied by another consumer before our
+            # claim: pick again (bounded; the caller's wait re-checks)
+            for tries in range(64):
+                if not shmr_mpq_pick(self._q, want, &lane, &count):
+                    return _NOTHING
+                if lane >= len(self._cons):
+                    self._cons.extend([None] * (lane + 1 - len(self._cons)))
+                mc = self._cons[lane]
+                if mc is None:
+                    mc = self._consumer(lane)
+                    if mc is None:
+                        continue
+                msgs = mc._one
+                if count > 1:
+                    if self._batch == NULL:
+                        self._batch = <shmr_msg *>malloc(MSG_BATCH * sizeof(shmr_msg))
+                        if self._batch == NULL:
+                            raise MemoryError()
+                    msgs = self._batch
+                got = shmr_msg_claim(mc._c, msgs, count, &loss)
+                if got == 0 or got == -SHMR_ECLOSED:
+                    continue  # taken meanwhile; a lane whose producer left is merely empty
+                if got < 0:
+                    if got == -EIO:
+                        raise CorruptRingError(f"{self!r}: a message frame in lane {lane} is corrupt")
+                    _raise(got, "get")
+                try:
+                    if out is None:
+                        return mc._decode_copy(msgs)
+                    for j in range(got):
+                        out.append(mc._decode_copy(&msgs[j]))
+                finally:
+                    shmr_msg_release(mc._c, msgs, &loss)
+                return _NOTHING
+        return _NOTHING
+
+    def get(self, block=True, timeout=None):
+        """Remove and return an item (see shmring.Queue.get)."""
+        cdef Waiting w
+        self._enter()
+        obj = self._take(None, 1)
+        if obj is not _NOTHING:
+            return obj
+        if not block:
+            timeout = 0
+        elif timeout is not None:
+            _timeout_arg(timeout)  # a negative or non-number timeout: ValueError / TypeError
+        _waiting_init(&w, self._spin_ns)
+        while True:
+            if not self._wait(&w, timeout, WAIT_DATA, 0):
+                raise Empty("the queue stayed empty until the timeout")
+            obj = self._take(None, 1)
+            if obj is not _NOTHING:
+                return obj
+
+    cdef int _fill(self, list out, Py_ssize_t max_items) except -1:
+        """Takes batches, oldest first, until max_items or nothing is left."""
+        cdef Py_ssize_t before
+        while len(out) < max_items:
+            before = len(out)
+            self._take(out, max_items)
+            if len(out) == before:
+                break
+        return 0
+
+    def get_many(self, Py_ssize_t max_items, block=True, timeout=None):
+        """A list of 1..max_items items, oldest first (each lane's run of items
+        older than every other lane's is taken as one batch); waits for the
+        first one like get()."""
+        cdef Waiting w
+        cdef list out = []
+        self._enter()
+        if max_items < 1:
+            raise ValueError(f"max_items must be >= 1, got {max_items}")
+        self._fill(out, max_items)
+        if out:
+            return out
+        if not block:
+            timeout = 0
+        elif timeout is not None:
+            _timeout_arg(timeout)  # a negative or non-number timeout: ValueError / TypeError
+        _waiting_init(&w, self._spin_ns)
+        while True:
+            if not self._wait(&w, timeout, WAIT_DATA, 0):
+                raise Empty("the queue stayed empty until the timeout")
+            self._fill(out, max_items)
+            if out:
+                return out
+
+    # ---- counts, JoinableQueue ---------------------------------------------
+
+    def qsize(self):
+        """Items put and not yet taken, over every process."""
+        return shmr_mpq_items(self._q)
+
+    def empty(self):
+        return shmr_mpq_has_data(self._q) == 0
+
+    def full(self):
+        return self._maxsize > 0 and shmr_mpq_items(self._q) >= <uint64_t>self._maxsize
+
+    def _task_done(self):
+        if shmr_mpq_task_done(self._q):
+            raise ValueError("task_done() called too many times")
+
+    def _join(self, timeout=None):
+        """Waits until every item put was task_done(); False on timeout."""
+        cdef Waiting w
+        if shmr_mpq_unfinished(self._q) == 0:
+            return True
+        _waiting_init(&w, self._spin_ns)
+        while True:
+            if not self._wait(&w, timeout, WAIT_JOIN, 0):
+                return shmr_mpq_unfinished(self._q) == 0
+            if shmr_mpq_unfinished(self._q) == 0:
+                return True
+
+    def _close_handles(self):
+        """This process stops using the queue: its lane and slots are given back."""
+        self._qclosed = True
+        if self._gen == _fork_gen:
+            if self._prod is not None:
+                self._prod.close()
+            for mc in self._cons:
+                if mc is not None:
+                    mc.close()
+        self._prod = None
+        self._cons = []
+        if self._q != NULL:
+            shmr_mpq_wake_all(self._q)  # threads of ours blocked in get/put see the close
+
+    @property
+    def _closed(self):
+        return self._qclosed
+
+    @property
+    def _lane_index(self):
+        return self._lane if self._prod is not None and self._gen == _fork_gen else None

@@ -1,0 +1,150 @@
+"""Worker functions for the shmring.Queue tests (importable under spawn and forkserver).
+
+An item is (producer id, sequence number, payload, CRC-32 of the payload); the
+payload is derived from the first two, so a consumer checks every item it gets
+byte for byte, and reports (producer, sequence) pairs so the test can check
+exactly-once delivery and per-producer order.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+import zlib
+
+import numpy as np
+
+
+def payload(pid: int, seq: int) -> bytes:
+    n = (pid * 7 + seq * 13) % 61
+    return bytes((pid + seq + k) & 0xFF for k in range(n))
+
+
+def item(pid: int, seq: int):
+    p = payload(pid, seq)
+    return (pid, seq, p, zlib.crc32(p))
+
+
+def check(it) -> tuple:
+    pid, seq, p, crc = it
+    if zlib.crc32(p) != crc or p != payload(pid, seq):
+        raise AssertionError(f"corrupt item {pid}/{seq}")
+    return pid, seq
+
+
+def produce(q, pid: int, n: int, first: int = 0) -> None:
+    for seq in range(first, first + n):
+        q.put(item(pid, seq))
+
+
+def produce_threads(q, pids, n: int) -> None:
+    """One thread per producer id, all putting through this process's one lane."""
+    ts = [threading.Thread(target=produce, args=(q, pid, n)) for pid in pids]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(120)
+
+
+def consume(q, conn, log_path: str | None = None) -> None:
+    """Gets items until a None sentinel; sends back the (producer, seq) pairs in
+    the order got. With log_path, writes each pair to a file as it arrives (for
+    a consumer that may be killed)."""
+    got = []
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND) if log_path else -1
+    while True:
+        it = q.get(timeout=60)
+        if it is None:
+            break
+        pid, seq = check(it)
+        got.append((pid, seq))
+        if fd >= 0:
+            os.write(fd, np.array([pid, seq], dtype=np.int64).tobytes())
+    conn.send(np.array(got, dtype=np.int64).reshape(-1, 2))
+    conn.close()
+
+
+def consume_n(q, n: int, conn) -> None:
+    got = [check(q.get(timeout=60)) for _ in range(n)]
+    conn.send(np.array(got, dtype=np.int64).reshape(-1, 2))
+
+
+def put_range(q, start: int, n: int) -> None:
+    for i in range(start, start + n):
+        q.put(i)
+
+
+def get_sum(q, n: int, conn) -> None:
+    conn.send(sum(q.get(timeout=60) for _ in range(n)))
+
+
+def hold_lane(q, ready, stop) -> None:
+    """Takes a lane (one put) and keeps it until stop is set."""
+    q.put(("held", os.getpid()))
+    ready.set()
+    stop.wait(60)
+
+
+def put_then_report(q, n: int, conn) -> None:
+    """Puts n items, measuring how long the puts blocked."""
+    t0 = time.monotonic()
+    for i in range(n):
+        q.put(i)
+    conn.send(time.monotonic() - t0)
+
+
+def joinable_worker(q, n: int) -> None:
+    for _ in range(n):
+        q.get(timeout=60)
+        q.task_done()
+
+
+def via_queue(outer, conn) -> None:
+    """Gets a queue from a queue, then uses it."""
+    inner = outer.get(timeout=60)
+    inner.put(("inner", os.getpid()))
+    conn.send(inner.get(timeout=60))
+
+
+# ---- pools --------------------------------------------------------------------
+
+_pool_q = None
+
+
+def pool_init(q) -> None:
+    global _pool_q
+    _pool_q = q
+
+
+def pool_task(i: int) -> int:
+    _pool_q.put((i, i * i))
+    return i
+
+
+def pool_task_with_queue(q, i: int) -> int:
+    q.put((i, -i))
+    return i
+
+
+def pool_results(q, n: int) -> dict:
+    return dict(q.get(timeout=60) for _ in range(n))
+
+
+def report_inode(q, conn) -> None:
+    conn.send(os.fstat(q._queue_mapping.fd).st_ino)
+
+
+def busy_forever(q, role: str) -> None:
+    """A producer or consumer that never stops (killed by its test)."""
+    if role == "put":
+        i = 0
+        while True:
+            q.put(i)
+            i += 1
+    while True:
+        try:
+            q.get(timeout=1)
+        except queue.Empty:
+            pass
