@@ -594,8 +594,9 @@ def control_cases(seeds: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
 def every_field() -> list[str]:
     """The layout names of every header and control field the fuzzer must mutate.
     Message frame headers live in the data area of message rings; their
-    corruption is tested in tests/test_messages.py (test_corrupt_frame_headers)."""
-    return sorted(k for k in LAYOUT if "." in k and not k.startswith("frame."))
+    corruption is tested in tests/test_messages.py (test_corrupt_frame_headers); queue
+    segment headers (qheader., lane.) in tests/test_mpqueue.py (test_queue_header_mutations)."""
+    return sorted(k for k in LAYOUT if "." in k and not k.startswith(("frame.", "qheader.", "lane.")))
 
 
 def field_counts(seeds: list[tuple[str, bytes]], random_n: int = 2000, seed: int = 20261124) -> Counter[str]:

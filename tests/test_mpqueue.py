@@ -121,6 +121,33 @@ def test_use_after_close():
     assert "closed" in repr(q)
 
 
+def test_close_from_another_thread_wakes_blocked_calls():
+    q = shmring.Queue(maxsize=1)
+    q.put(0)
+    errors = []
+
+    def blocked(call):
+        try:
+            call()
+        except Exception as exc:  # what the blocked call ended with
+            errors.append(exc)
+
+    g = shmring.Queue()
+    ts = [threading.Thread(target=blocked, args=(lambda: g.get(),)),
+          threading.Thread(target=blocked, args=(lambda: q.put(1),))]
+    for t in ts:
+        t.start()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    g.close()
+    q.close()
+    for t in ts:
+        t.join(10)
+        assert not t.is_alive()
+    assert time.monotonic() - t0 < 5
+    assert len(errors) == 2 and all(isinstance(e, ValueError) and "closed" in str(e) for e in errors)
+
+
 def test_item_too_large_names_nbytes():
     q = shmring.Queue(nbytes=4096)
     assert q.nbytes == 4096
@@ -545,3 +572,66 @@ def test_soak_many_producers_and_consumers_with_kills(procs, tmp_path):
         assert s["items"] == 0 and s["put"] == s["got"] + s["abandoned"] and s["admitted"] == s["put"]
         print(f"round {rnd_no}: put {s['put']} got {s['got']} abandoned {s['abandoned']} lost {s['lost']}")
         base += n_prod
+
+
+# ---- corrupt queue headers ---------------------------------------------------------
+
+_MUTATE_CHILD = r"""
+import json, os, sys, queue
+import shmring
+from shmring import errors
+base, target, cases = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+data = open(base, "rb").read()
+for i, (off, size, value) in enumerate(cases):
+    buf = bytearray(data)
+    buf[off:off + size] = (value % (1 << (8 * size))).to_bytes(size, "little")
+    with open("/dev/shm/shmr-" + target, "wb") as f:
+        f.write(buf)
+    try:
+        q = shmring.Queue.attach(target)
+        q.put(("probe", i), timeout=0.05)
+        q.get(timeout=0.05)
+        q.qsize(); q.stats(); repr(q)
+        outcome = "worked"
+    except (errors.RingError, OSError, ValueError, queue.Empty, queue.Full) as exc:
+        outcome = type(exc).__name__
+    finally:
+        q = None
+    print(i, outcome, flush=True)
+"""
+
+
+def test_queue_header_mutations(ring_name, popen, tmp_path):
+    """Every queue header and lane block field the layout exports, set to edge
+    values in a named queue that holds items: attaching, putting and getting raise
+    only shmring's or the stdlib's exceptions, never crash or hang."""
+    q = shmring.Queue(name=ring_name, nbytes=4096, max_producers=3, max_consumers=2)
+    q.put_many([1, 2, 3])
+    assert q.get() == 1
+    q.close()
+    del q
+    base = tmp_path / "base"
+    base.write_bytes(open(f"/dev/shm/shmr-{ring_name}", "rb").read())
+    fields = {k: v for k, v in shmring._ring.LAYOUT.items() if k.startswith(("qheader.", "lane."))}
+    lane0 = shmring._ring.LAYOUT["lane"][0]
+    cases = []
+    for name, (off, size) in sorted(fields.items()):
+        at = off + (lane0 if name.startswith("lane.") else 0)
+        for value in (0, 1, 2, 255, 1 << 31, (1 << 63) + 1, -1):
+            for sz in ([8] if size > 8 else [size]):  # an eventcount: its first word
+                cases.append((at, sz, value))
+    target = ring_name + "f"
+    try:
+        p = popen([sys.executable, "-c", _MUTATE_CHILD, str(base), target, __import__("json").dumps(cases)],
+                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        out, err = p.communicate(timeout=120)
+    finally:
+        try:
+            shmring.unlink(target)
+        except FileNotFoundError:
+            pass
+    lines = out.splitlines()
+    assert p.returncode == 0, f"crashed after case {lines[-1] if lines else None}: {err[-2000:]}"
+    assert len(lines) == len(cases)
+    outcomes = {line.split()[1] for line in lines}
+    assert "worked" in outcomes and outcomes - {"worked"}, outcomes  # both kinds were met

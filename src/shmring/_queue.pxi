@@ -241,6 +241,8 @@ cdef class _QueueCore:
         cdef int rc
         if self._prod is not None:
             return self._prod
+        if self._qclosed:  # close() ran while this put waited for the lock
+            raise ValueError(f"{self!r} is closed")
         rc = shmr_mpq_producer_open(self._q, &r, &p, &lane)
         if rc == -SHMR_ELANES:
             lanes = self._qm.params[0]
@@ -300,6 +302,8 @@ cdef class _QueueCore:
                 shmr_mpq_unadmit(self._q, self._lane, 1)
                 raise
         finally:
+            if self._qclosed:
+                self._drop_producer()  # close() came from another thread meanwhile
             self._put_lock.release()
 
     def put_many(self, items, block=True, timeout=None):
@@ -345,6 +349,8 @@ cdef class _QueueCore:
                 shmr_mpq_unadmit(self._q, self._lane, n)
                 raise
         finally:
+            if self._qclosed:
+                self._drop_producer()  # close() came from another thread meanwhile
             self._put_lock.release()
         return n
 
@@ -500,18 +506,33 @@ cdef class _QueueCore:
                 return True
 
     def _close_handles(self):
-        """This process stops using the queue: its lane and slots are given back."""
+        """This process stops using the queue: its lane and slots are given back.
+        A put running in another thread keeps the lane until it returns (it may
+        still have to take back what it admitted, which only the lane's holder
+        may do); a get is never inside a lane's claim while we close."""
         self._qclosed = True
         if self._gen == _fork_gen:
-            if self._prod is not None:
-                self._prod.close()
-            for mc in self._cons:
-                if mc is not None:
-                    mc.close()
-        self._prod = None
-        self._cons = []
+            if self._put_lock.acquire(False):
+                try:
+                    self._drop_producer()
+                finally:
+                    self._put_lock.release()
+            with self._get_lock:
+                for mc in self._cons:
+                    if mc is not None:
+                        mc.close()
+                self._cons = []
+        else:
+            self._prod = None
+            self._cons = []
         if self._q != NULL:
             shmr_mpq_wake_all(self._q)  # threads of ours blocked in get/put see the close
+
+    cdef int _drop_producer(self) except -1:
+        if self._prod is not None:
+            self._prod.close()
+            self._prod = None
+        return 0
 
     @property
     def _closed(self):

@@ -203,6 +203,7 @@ def unlink(str name):
 
 # ---- the mapping ----------------------------------------------------------
 
+@cython.no_gc_clear  # a queue lane's _owner must outlive every handle on the lane
 cdef class Mapping:
     """Owns one mapping of a segment. Producers, consumers and every array handed
     out over ring memory hold a reference, so the unmap happens only once the

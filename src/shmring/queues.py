@@ -4,9 +4,11 @@ shared memory, with many producer and many consumer processes.
 One segment holds one *lane* per producer process: a single-producer message
 ring in queue mode, taken with the producer role every ring has (a (pid, start
 time) owner word, taken over from a dead owner). A process's first ``put``
-takes a lane and keeps it; its threads share it behind a lock. ``get`` takes
-from the lanes in turn from a rotating start, so one producer's items arrive in
-the order it put them and no producer starves the others. Items are encoded as
+takes a lane and keeps it; its threads share it behind a lock. Every put takes
+a ticket from a queue-wide counter and ``get`` takes the oldest item across the
+lanes, so one producer's items arrive in the order it put them, a put that
+began after another returned is got after it, and no producer starves the
+others. Items are encoded as
 on message rings: bytes as bytes, numpy arrays without pickling, anything else
 pickled (protocol 5, arrays inside it out of band).
 
