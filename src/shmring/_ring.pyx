@@ -337,7 +337,8 @@ cdef class _Waitable:
     sleep happens elsewhere (an io_uring futex wait, futex_waitv); _unarm
     un-counts. Ring handles and board changes implement it; any handle with a
     ready function and an eventcount plugs into the same machinery by
-    implementing these five methods."""
+    implementing _arm, _unarm, _usable and _ready_now (and, when a dead
+    process can end its wait, _watch_owner, _tick_ns and _liveness)."""
 
     cdef uint32_t _arm_count    # arms not yet undone (_async.pxi)
 
