@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """shmring under an event loop, against its own blocking calls and zmq.asyncio.
 
-    python benchmarks/bench_async.py [--quick]
+    python benchmarks/bench_async.py [--quick] [--kind records|messages|both]
 
 (a) one-way latency: a producer process stamps each 64-byte record with
     CLOCK_MONOTONIC just before sending, at a pace that lets the receiver fall
@@ -13,6 +13,10 @@
     takes records one per call and 1024 per call: shmring pop()/pop_many() vs
     apop()/apop_many() (`async for` for one per call) vs zmq.asyncio recv().
     Each shmring figure is the best of --rounds runs, taken in turns.
+
+--kind messages runs the same on a message ring: every record travels as one
+64-byte bytes message (push(bytes) / pop() -> bytes); zmq then sends one
+64-byte message per record in both throughput cases.
 
 Processes are started with "spawn" and not pinned. Ratios are taken between
 figures measured in the same run; the targets are printed beside them.
@@ -46,16 +50,31 @@ def _ring_name(tag: str) -> str:
 
 # ---- senders (child processes) -----------------------------------------------
 
+def _create(name: str, ring_kind: str, n: int) -> shmring.Ring:
+    """A ring holding n records, or n 64-byte messages (96-byte frames)."""
+    if ring_kind == "records":
+        return shmring.Ring.create(name, capacity=1 << max(10, (n - 1).bit_length()), dtype=REC)
+    return shmring.Ring.create(name, nbytes=1 << max(16, (96 * n - 1).bit_length()))
+
+
+def _ts(item) -> int:
+    """The send time stamped in a record, or in the same bytes sent as a message."""
+    if isinstance(item, bytes):
+        return int.from_bytes(item[8:16], sys.byteorder)
+    return int(item["ts"])
+
+
 def shm_latency_sender(name: str, n: int, gap: float, ready) -> None:
     r = shmring.Ring.attach(name)
     p = r.producer()
+    as_bytes = r.kind == "messages"
     ready.wait(30)
     rec = np.zeros((), REC)
     for i in range(n):
         time.sleep(gap)
         rec["seq"] = i
         rec["ts"] = time.monotonic_ns()
-        p.push(rec[()], timeout=30)
+        p.push(rec.tobytes() if as_bytes else rec[()], timeout=30)
     p.close()
 
 
@@ -82,6 +101,8 @@ def shm_flood_sender(name: str, n: int) -> None:
     p = r.producer()
     block = np.zeros(BATCH, REC)
     block["seq"] = np.arange(BATCH)
+    if r.kind == "messages":
+        block = [rec.tobytes() for rec in block]
     k = 0
     while k < n:
         m = min(BATCH, n - k)
@@ -114,10 +135,10 @@ def _run(coro, loop_kind: str):
     return asyncio.run(coro)
 
 
-def latency_shm(kind: str, n: int, gap: float) -> np.ndarray:
+def latency_shm(kind: str, n: int, gap: float, ring_kind: str) -> np.ndarray:
     ctx = mp.get_context("spawn")
     name = _ring_name("lat")
-    r = shmring.Ring.create(name, capacity=1024, dtype=REC)
+    r = _create(name, ring_kind, 1024)
     try:
         c = r.consumer(spin=0)
         ready = ctx.Event()
@@ -128,13 +149,13 @@ def latency_shm(kind: str, n: int, gap: float) -> np.ndarray:
             ready.set()
             for i in range(n):
                 rec = c.pop(timeout=30)
-                lat[i] = time.monotonic_ns() - int(rec["ts"])
+                lat[i] = time.monotonic_ns() - _ts(rec)
         else:
             async def main():
                 ready.set()
                 for i in range(n):
                     rec = await c.apop(timeout=30)
-                    lat[i] = time.monotonic_ns() - int(rec["ts"])
+                    lat[i] = time.monotonic_ns() - _ts(rec)
             _run(main(), kind)
         p.join(60)
         c.close()
@@ -172,13 +193,12 @@ def latency_zmq(n: int, gap: float) -> np.ndarray:
         return lat
 
 
-def throughput_shm(kind: str, per_call: int, n: int) -> float:
-    """Records/s draining n records that a producer process published before
-    the clock started (the ring holds them all: data is waiting)."""
+def throughput_shm(kind: str, per_call: int, n: int, ring_kind: str) -> float:
+    """Records/s draining n records (messages) that a producer process published
+    before the clock started (the ring holds them all: data is waiting)."""
     ctx = mp.get_context("spawn")
     name = _ring_name("thr")
-    cap = 1 << max(10, (n - 1).bit_length())
-    r = shmring.Ring.create(name, capacity=cap, dtype=REC)
+    r = _create(name, ring_kind, n)
     try:
         c = r.consumer()
         p = ctx.Process(target=shm_flood_sender, args=(name, n), daemon=True)
@@ -252,6 +272,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer samples")
     ap.add_argument("--rounds", type=int, default=3, help="throughput runs per receiver (best is kept)")
+    ap.add_argument("--kind", choices=["records", "messages", "both"], default="both", help="ring kind(s) to measure")
     args = ap.parse_args()
     n_lat = 500 if args.quick else 3000
     n_thr = 1 << (17 if args.quick else 19)
@@ -269,14 +290,21 @@ def main() -> None:
         have_zmq = False
 
     from compare import machine_info
-    m = machine_info()
+    m = machine_info([])
     print(f"# bench_async: {m.get('cpu')} x{os.cpu_count()}, Linux {m.get('kernel')}, Python {m.get('python')}, "
-          f"shmring aio backend {shmring.aio.backend()}; 64-byte records; load avg {os.getloadavg()[0]:.1f}")
+          f"shmring aio backend {shmring.aio.backend()}; load avg {os.getloadavg()[0]:.1f}")
 
+    for ring_kind in (["records", "messages"] if args.kind == "both" else [args.kind]):
+        run_kind(ring_kind, args, loops, have_zmq, n_lat, n_thr, gap)
+
+
+def run_kind(ring_kind: str, args, loops: list[str], have_zmq: bool, n_lat: int, n_thr: int, gap: float) -> None:
+    what = "64-byte records" if ring_kind == "records" else "64-byte messages (bytes)"
+    print(f"\n# {ring_kind} ring: {what}")
     print("\n## one-way latency (us), sender paced every 0.5 ms, receiver asleep between records")
-    lats = {"blocking pop (spin=0)": latency_shm("blocking", n_lat, gap)}
+    lats = {"blocking pop (spin=0)": latency_shm("blocking", n_lat, gap, ring_kind)}
     for lk in loops:
-        lats[f"apop on {lk}"] = latency_shm(lk, n_lat, gap)
+        lats[f"apop on {lk}"] = latency_shm(lk, n_lat, gap, ring_kind)
     if have_zmq:
         lats["zmq.asyncio PULL ipc"] = latency_zmq(n_lat, gap)
     base = np.percentile(lats["blocking pop (spin=0)"], 50)
@@ -290,21 +318,24 @@ def main() -> None:
         print(f"target: apop p50 >= 2x better than zmq.asyncio -> {p50['zmq.asyncio PULL ipc'] / a50:.2f}x better")
 
     for per_call in (1, BATCH):
-        print(f"\n## throughput with data waiting, {per_call} record(s) per call (records/s)")
+        print(f"\n## throughput with data waiting, {per_call} per call ({ring_kind}/s)")
         kinds = {"blocking": "blocking", **{f"async on {lk}": lk for lk in loops}}
         thr = {k: 0.0 for k in kinds}
         for _ in range(args.rounds):
             for label, kind in kinds.items():
-                thr[label] = max(thr[label], throughput_shm(kind, per_call, n_thr))
+                thr[label] = max(thr[label], throughput_shm(kind, per_call, n_thr, ring_kind))
         if have_zmq:
-            thr["zmq.asyncio"] = throughput_zmq(per_call, n_thr if per_call > 1 else n_thr // 5)
-        print(f"{'receiver':<22}{'records/s':>14}{'/ blocking':>12}")
+            # a message ring is compared with one zmq message per 64-byte message,
+            # whatever the batch; a record ring with zmq messages of per_call records
+            zmq_per = per_call if ring_kind == "records" else 1
+            thr["zmq.asyncio"] = throughput_zmq(zmq_per, n_thr if zmq_per > 1 else n_thr // 5)
+        print(f"{'receiver':<22}{'per second':>14}{'/ blocking':>12}")
         for k, v in thr.items():
             print(f"{k:<22}{v:14,.0f}{v / thr['blocking']:12.2f}")
         a = thr["async on asyncio"]
         print(f"target: async within 1.2x of blocking -> blocking/async = {thr['blocking'] / a:.2f}x")
         if have_zmq:
-            print(f"target: async >= 10x zmq.asyncio records/s -> {a / thr['zmq.asyncio']:.1f}x")
+            print(f"target: async >= 10x zmq.asyncio -> {a / thr['zmq.asyncio']:.1f}x")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@
 #define SHMR_IOSQE_CQE_SKIP_SUCCESS (1u << 6) /* Linux 5.17 */
 #define SHMR_IORING_SQ_CQ_OVERFLOW (1u << 1)
 #define SHMR_IORING_SETUP_CQSIZE (1u << 3)
+#define SHMR_IORING_SETUP_SINGLE_ISSUER (1u << 12) /* Linux 6.0 */
+#define SHMR_IORING_SETUP_DEFER_TASKRUN (1u << 13) /* Linux 6.1 */
 #ifndef __NR_futex_waitv
 #define __NR_futex_waitv 449
 #endif
@@ -47,6 +49,7 @@ struct shmr_uring {
     shmr_a32 *sq_head, *sq_tail, *sq_flags, *cq_head, *cq_tail;
     uint32_t *sq_array, sq_mask, cq_mask, sq_entries;
     struct io_uring_cqe *cqes;
+    int deferred; /* DEFER_TASKRUN: completions are posted when we ask (reap) */
 };
 
 static int uring_probe_futex(int ring_fd)
@@ -80,7 +83,7 @@ void shmr_uring_close(shmr_uring *u)
     free(u);
 }
 
-int shmr_uring_open(unsigned entries, shmr_uring **out)
+int shmr_uring_open(unsigned entries, unsigned flags, shmr_uring **out)
 {
     struct io_uring_params prm;
     memset(&prm, 0, sizeof prm);
@@ -88,17 +91,26 @@ int shmr_uring_open(unsigned entries, shmr_uring **out)
      * a loop iteration to be reaped: a roomy completion queue keeps the
      * kernel's overflow list (and -EBUSY on submit) out of the common case */
     prm.flags = IORING_SETUP_CLAMP | SHMR_IORING_SETUP_CQSIZE;
+    if (flags & SHMR_URING_ONE_THREAD)
+        prm.flags |= SHMR_IORING_SETUP_SINGLE_ISSUER | SHMR_IORING_SETUP_DEFER_TASKRUN;
     prm.cq_entries = entries * 8;
     shmr_uring *u = calloc(1, sizeof *u);
     if (!u)
         return -ENOMEM;
     u->event_fd = -1;
     u->ring_fd = (int)syscall(__NR_io_uring_setup, entries, &prm);
+    if (u->ring_fd < 0 && errno == EINVAL && (flags & SHMR_URING_ONE_THREAD)) {
+        /* before Linux 6.1: completions run as task work that interrupts the
+         * loop's epoll_wait (EINTR, then a retry) but still arrive */
+        prm.flags &= ~(SHMR_IORING_SETUP_SINGLE_ISSUER | SHMR_IORING_SETUP_DEFER_TASKRUN);
+        u->ring_fd = (int)syscall(__NR_io_uring_setup, entries, &prm);
+    }
     int rc;
     if (u->ring_fd < 0) {
         rc = -errno;
         goto fail;
     }
+    u->deferred = (prm.flags & SHMR_IORING_SETUP_DEFER_TASKRUN) != 0;
     if ((rc = uring_probe_futex(u->ring_fd)) != 0)
         goto fail;
     u->sq_map_len = prm.sq_off.array + prm.sq_entries * sizeof(uint32_t);
@@ -245,8 +257,9 @@ int shmr_uring_reap(shmr_uring *u, uint64_t *user_data, int32_t *res, unsigned m
      * read of the tail signals it again, so none is left unnoticed */
     while (read(u->event_fd, &junk, sizeof junk) < 0 && errno == EINTR)
         ;
-    /* completions the full queue could not take wait in the kernel until asked for */
-    if (shmr_load_acquire32(u->sq_flags) & SHMR_IORING_SQ_CQ_OVERFLOW)
+    /* deferred completions, and those the full queue could not take, wait in
+     * the kernel until asked for */
+    if (u->deferred || (shmr_load_acquire32(u->sq_flags) & SHMR_IORING_SQ_CQ_OVERFLOW))
         syscall(__NR_io_uring_enter, u->ring_fd, 0, 0, IORING_ENTER_GETEVENTS, NULL, 0);
     uint32_t head = shmr_load_relaxed32(u->cq_head);
     uint32_t tail = shmr_load_acquire32(u->cq_tail); /* pairs with the kernel's release of cqe + tail */

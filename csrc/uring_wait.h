@@ -20,7 +20,12 @@ typedef struct shmr_uring shmr_uring;
 /* An io_uring with an eventfd registered: every completion makes the eventfd
  * readable. -ENOSYS / -EPERM when io_uring is missing or disabled,
  * -EOPNOTSUPP when this kernel has no IORING_OP_FUTEX_WAIT (before 6.7). */
-int shmr_uring_open(unsigned entries, shmr_uring **out);
+int shmr_uring_open(unsigned entries, unsigned flags, shmr_uring **out);
+/* flags: the ring is used by the thread that opens it and no other (an event
+ * loop's poller). Its completions are then deferred until it reaps them
+ * (Linux 6.1 DEFER_TASKRUN), instead of interrupting the thread's epoll_wait
+ * with task work when a futex wake completes a wait. */
+#define SHMR_URING_ONE_THREAD 1u
 void shmr_uring_close(shmr_uring *u);
 int shmr_uring_eventfd(const shmr_uring *u);
 

@@ -45,6 +45,12 @@ def test_fast_path_completes_without_a_loop(rings, ring_name):
         coro.send(None)
     got = si.value.value
     assert got[:2] == [b"a", {"k": 1}] and np.array_equal(got[2], np.arange(3))
+    # async for's step: an awaitable that is done already, not a coroutine
+    p.push((1, "two"))
+    aw = c.__anext__()
+    with pytest.raises(StopIteration) as si:
+        aw.__await__().send(None)
+    assert si.value.value == (1, "two")
 
 
 @pytest.mark.parametrize("loop_kind", LOOPS)

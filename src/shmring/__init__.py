@@ -7,7 +7,7 @@ the latest value per key for every process.
 
 from ._api import ConsumerStats, Ring, RingStats, Waiters, unlink
 from ._version import __version__
-from ._ring import BoardView, Consumer, Producer, Reservation, View
+from ._ring import BoardChange, BoardView, Consumer, Producer, Reservation, View
 from .board import Board
 from .queues import JoinableQueue, Queue, SimpleQueue
 from .aio import await_any, wait_any
@@ -32,5 +32,5 @@ __all__ = [
     "Ring", "Producer", "Consumer", "Reservation", "View", "unlink", "RingStats", "ConsumerStats", "Waiters",
     "RingError", "NotARingError", "LayoutVersionError", "CorruptRingError", "CreatorDiedError", "ProducerBusyError",
     "ConsumerTableFull", "Full", "Empty", "Closed", "Lagged", "Evicted", "wait_any", "await_any",
-    "Board", "BoardView", "BoardChanged", "NotABoardError", "Queue", "JoinableQueue", "SimpleQueue",
+    "Board", "BoardView", "BoardChange", "BoardChanged", "NotABoardError", "Queue", "JoinableQueue", "SimpleQueue",
 ]

@@ -155,8 +155,8 @@ cdef class UringWaiter:
 
     cdef shmr_uring *u
 
-    def __cinit__(self, unsigned entries=64):
-        cdef int rc = shmr_uring_open(entries, &self.u)
+    def __cinit__(self, unsigned entries=64, bint one_thread=False):
+        cdef int rc = shmr_uring_open(entries, SHMR_URING_ONE_THREAD if one_thread else 0, &self.u)
         if rc:
             self.u = NULL
             _raise(rc, "io_uring futex waits")

@@ -6,7 +6,8 @@ cdef extern from "uring_wait.h" nogil:
         pass
     enum:
         SHMR_WAITV_MAX
-    int shmr_uring_open(unsigned entries, shmr_uring **out)
+    int shmr_uring_open(unsigned entries, unsigned flags, shmr_uring **out)
+    unsigned SHMR_URING_ONE_THREAD
     void shmr_uring_close(shmr_uring *u)
     int shmr_uring_eventfd(const shmr_uring *u)
     int shmr_uring_futex_wait(shmr_uring *u, void *word, uint32_t seen, uint64_t user_data)

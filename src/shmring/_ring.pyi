@@ -404,7 +404,7 @@ class Consumer(_ConsumerSide):
 @disjoint_base
 class UringWaiter:
     """An io_uring whose completions wake an event loop (internal to ``shmring.aio``)."""
-    def __new__(cls, entries: int = 64) -> UringWaiter: ...
+    def __new__(cls, entries: int = 64, one_thread: bool = False) -> UringWaiter: ...
     def close(self) -> None:
         """Close the io_uring and its eventfd."""
 

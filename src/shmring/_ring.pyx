@@ -17,6 +17,7 @@ cimport cython
 cimport numpy as cnp
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.exc cimport PyErr_CheckSignals
+from cpython.object cimport PyTypeObject
 from cpython.ref cimport PyObject, Py_INCREF
 from libc.errno cimport EACCES, EAGAIN, EBUSY, EEXIST, EINTR, EIO, EMSGSIZE, ENOENT, EPERM, ETIMEDOUT
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint32_t, uint64_t
@@ -349,7 +350,8 @@ cdef class _Waitable:
     sleep happens elsewhere (an io_uring futex wait, futex_waitv); _unarm
     un-counts. Ring handles and board changes implement it; any handle with a
     ready function and an eventcount plugs into the same machinery by
-    implementing these five methods."""
+    implementing _arm, _unarm, _usable and _ready_now (and, when a dead
+    process can end its wait, _watch_owner, _tick_ns and _liveness)."""
 
     cdef uint32_t _arm_count    # arms not yet undone (_async.pxi)
 
@@ -561,6 +563,72 @@ cdef class _Handle(_Waitable):
 cdef object _NOTHING = object()   # "nothing there now" (None is a valid message)
 
 
+cdef extern from *:
+    """
+    /* am_send (Python 3.10+) lets an awaitable hand its result back without
+     * raising StopIteration; before 3.10 the iterator protocol is used. */
+    #if PY_VERSION_HEX >= 0x030A0000
+    static int shmr_set_am_send(PyTypeObject *t, void *fn) {
+        t->tp_as_async->am_send = (sendfunc)fn;
+    #if PY_VERSION_HEX < 0x030B0000
+        t->tp_flags |= Py_TPFLAGS_HAVE_AM_SEND;
+    #endif
+        return 1;
+    }
+    #else
+    static int shmr_set_am_send(PyTypeObject *t, void *fn) { return 0; }
+    #endif
+    """
+    int shmr_set_am_send(PyTypeObject *t, void *fn)
+
+
+@cython.final
+@cython.freelist(8)
+cdef class _Ready:
+    """What ``async for`` awaits when the next item is already there: an
+    awaitable that returns it at its first step, without the cost of a
+    coroutine object (allocation, frame, send)."""
+    cdef object value
+
+    def __await__(self):
+        return self
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        value, self.value = self.value, None
+        raise StopIteration(value)
+
+    def send(self, arg):
+        return self.__next__()
+
+
+cdef int _ready_send(PyObject *it, PyObject *arg, PyObject **result) noexcept:
+    cdef _Ready r = <_Ready>it
+    value = r.value
+    r.value = None
+    Py_INCREF(value)
+    result[0] = <PyObject *>value
+    return 0  # PYGEN_RETURN
+
+
+shmr_set_am_send(<PyTypeObject *>_Ready, <void *>_ready_send)
+
+
+cdef inline _Ready _done(object value):
+    cdef _Ready r = _Ready.__new__(_Ready)
+    r.value = value
+    return r
+
+
+async def _anext_wait(_ConsumerSide c):
+    try:
+        return await _aio_mod().apop_wait(c, None)
+    except Closed:
+        raise StopAsyncIteration from None
+
+
 @cython.no_gc_clear
 cdef class _ProducerSide(_Handle):
     cdef shmr_producer *_p
@@ -673,14 +741,16 @@ cdef class _ConsumerSide(_Handle):
     def __aiter__(self):
         return self
 
-    async def __anext__(self):
+    def __anext__(self):
+        # async for takes any awaitable: with an item there, one that is done
+        # already; else a coroutine that waits
         try:
             item = self._try_pop()
-            if item is _NOTHING:
-                item = await _aio_mod().apop_wait(self, None)
-            return item
         except Closed:
             raise StopAsyncIteration from None
+        if item is _NOTHING:
+            return _anext_wait(self)
+        return _done(item)
 
 
 # ---- producer ---------------------------------------------------------------

@@ -82,7 +82,9 @@ class _UringReactor:
         # a proxy: the reactor is the value of a dict weakly keyed by its loop,
         # and goes (closing its io_uring) when the loop does
         self.loop: Any = weakref.proxy(loop)
-        self.uw = _ring.UringWaiter(256)
+        # used by the loop's thread only: completions wait for our reap
+        # instead of interrupting the loop's epoll_wait
+        self.uw = _ring.UringWaiter(256, one_thread=True)
         self.futs: dict[int, asyncio.Future[None]] = {}
         self.tokens = itertools.count(3)
         self.watches: dict[int, list[Any]] = {}  # owner -> [pidfd, set of futures]
