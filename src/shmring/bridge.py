@@ -10,11 +10,17 @@ side use the ordinary ring API.
   it missed (high-water-mark drops, reconnects, a restarted bridge on either side);
 - queue rings share work over ROUTER/DEALER with credit-based flow control: a
   receiver grants credit for a few batches and returns one credit per batch only
-  once that batch is in its local ring, so a slow or absent receiving side stalls
-  the sender, which stops consuming, which back-pressures the sending ring's
-  producer. Records in flight to a host that disappears are never re-sent
-  (at most once, as the ring itself treats a dead consumer's claim); the sender
-  counts them in ``unconfirmed``.
+  once that batch is in its local ring (several at a time, in one message), so a
+  slow or absent receiving side stalls the sender, which stops consuming, which
+  back-pressures the sending ring's producer. Records in flight to a host that
+  disappears are never re-sent (at most once, as the ring itself treats a dead
+  consumer's claim); the sender counts them in ``unconfirmed``.
+
+What depends on the ring's kind (records, messages) is one codec class per kind
+(_CODECS): the handshake's kind-specific fields, how the local ring is made or
+checked, how a batch is taken, framed, checked and pushed. Message rings cross
+undecoded: every message keeps its kind and length, and its body is copied once
+into the receiving ring.
 
 pyzmq is an optional dependency (``pip install 'shmring[bridge]'``); importing this
 module does not import it.
@@ -1188,7 +1194,8 @@ class Sender(_Bridge):
 class Receiver(_Bridge):
     """Feed a local ring ``name`` from a Sender at ``endpoint`` (connects; reconnects
     by itself). The ring is created like the sender's (kind, dtype, mode, overflow,
-    and ``capacity`` unless given) or, if it exists, checked against it.
+    and ``capacity`` unless given: records, or bytes for a message ring) or, if it
+    exists, checked against it.
 
     Queue rings: ``window`` batches of credit are granted to the sender. With
     ``once=True`` the bridge ends after the sending stream closed."""
@@ -1612,7 +1619,9 @@ def cli_main(argv: list[str]) -> int:
     p = sub.add_parser("recv", help="feed local ring NAME from the sender at ENDPOINT")
     p.add_argument("endpoint")
     p.add_argument("name")
-    p.add_argument("--capacity", type=int)
+    p.add_argument("--capacity", type=int,
+                   help="size of the local ring if it is made here: records, or bytes for a message ring "
+                        "(default: the sender's)")
     p.add_argument("--window", type=int, default=8, help="queue rings: batches of credit")
     p.add_argument("--hwm", type=int, default=1000)
     p.add_argument("--heartbeat", type=float, default=0.5)
