@@ -196,8 +196,8 @@ class _Codec:
 
 
 class _RecordCodec(_Codec):
-    """Rings of records: a batch is the records end to end, one frame per part
-    taken (a copy out of the ring; large frames leave without a second one)."""
+    """Rings of records: a batch is the records end to end, sent from a view of
+    the ring (overwrite mode: a copy checked intact), one frame per part taken."""
 
     kind = "records"
 
@@ -372,11 +372,11 @@ class _MessageCodec(_Codec):
     length and is never decoded on the way: the sender copies the small bodies of
     a claim into one frame and sends the large ones (``own_from`` bytes and up)
     each as a frame of its own; the receiver writes each body straight into its
-    ring with one memcpy. In a queue ring the large frames are the ring memory
-    itself (zero-copy): the claim stays open until ZeroMQ is done with them. In a
-    broadcast ring they are copied once, because a slow subscriber's queue may
-    keep them for a long time, and in overwrite mode the ring may overwrite them
-    meanwhile (a copy is checked intact before it is sent)."""
+    ring with one memcpy. The claim stays open until the batch is sent: its own
+    frames are copied once into ZeroMQ's messages, or, in a queue ring and from
+    ``lend_from`` bytes, lent to ZeroMQ (no copy; the claim then waits for ZeroMQ
+    to let go). In overwrite mode the ring may overwrite a body while it is sent,
+    so everything is copied first and checked intact."""
 
     kind = "messages"
     own_from = 1 << 16  # bodies this large travel in a frame of their own, not packed
