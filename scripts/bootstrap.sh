@@ -42,7 +42,7 @@ build_key() {
     so=$(ls src/shmring/_ring.cpython-*.so 2>/dev/null || true)
     [ -n "$so" ] || return 0   # no module: an empty key never matches
     (.venv/bin/python -VV; echo "$so"; echo "${SHMRING_DEBUG:-}/${SHMRING_SANITIZE:-}"
-     cat pyproject.toml setup.py csrc/*.c csrc/*.h src/shmring/*.pyx src/shmring/*.pxd) \
+     cat pyproject.toml setup.py csrc/*.c csrc/*.h src/shmring/*.pyx src/shmring/*.pxi src/shmring/*.pxd) \
         | sha256sum | cut -d' ' -f1
 }
 key=$(build_key)

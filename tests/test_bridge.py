@@ -325,6 +325,36 @@ def test_message_ring_receiver_gone_gap_counted_exactly(names, rings, bridges):
     assert MsgReader(dst).result(20).tolist() == list(range(1000)) + list(range(1700, 2000))
 
 
+def test_message_ring_sender_restart_oldest_skips_duplicates_latest_counts_the_gap(names, rings, bridges):
+    """Positions of a message ring are message sequence numbers: a sender restarted
+    with start="oldest" resends what the ring retains and the receiver skips what it
+    has (duplicates), one restarted with "latest" leaves a gap counted exactly."""
+    src, dst = names(), names()
+    ring = rings.create(src, nbytes=1 << 22, mode="broadcast")
+    s1 = Sender(ring, LOOP).start()
+    ep = s1.bound
+    rcv = bridges(Receiver(ep, dst, capacity=1 << 23).start())
+    assert rcv.wait_ready(10)
+    prod = ring.producer()
+    prod.push_many([make_msg(i) for i in range(500)], timeout=10)
+    wait_for(lambda: rcv.counters["records"] == 500, what="first 500")
+    s1.stop()
+    prod.push_many([make_msg(i) for i in range(500, 800)], timeout=10)  # retained by the ring
+    s2 = Sender(ring, ep, start="oldest").start()
+    wait_for(lambda: rcv.counters["records"] == 800, what="the retained messages")
+    assert rcv.counters["duplicates"] == 500 and rcv.counters["lost"] == 0
+    s2.stop()
+    prod.push_many([make_msg(i) for i in range(800, 1000)], timeout=10)  # nobody forwards these
+    bridges(Sender(ring, ep, start="latest").start())
+    wait_for(lambda: rcv.counters["streams"] == 3, what="the third sender")
+    prod.push_many([make_msg(i) for i in range(1000, 1100)], timeout=10)
+    prod.close()
+    wait_for(lambda: rcv.counters["records"] == 900, what="messages after the gap")
+    c = rcv.counters
+    assert c["lost"] == 200 and c["duplicates"] == 500 and c["position"] == 1100
+    assert MsgReader(dst).result(20).tolist() == list(range(800)) + list(range(1000, 1100))
+
+
 def test_message_ring_mismatches_are_clear_errors(names, rings, bridges):
     src = names()
     ring = rings.create(src, nbytes=1 << 16, mode="broadcast")

@@ -10,11 +10,17 @@ side use the ordinary ring API.
   it missed (high-water-mark drops, reconnects, a restarted bridge on either side);
 - queue rings share work over ROUTER/DEALER with credit-based flow control: a
   receiver grants credit for a few batches and returns one credit per batch only
-  once that batch is in its local ring, so a slow or absent receiving side stalls
-  the sender, which stops consuming, which back-pressures the sending ring's
-  producer. Records in flight to a host that disappears are never re-sent
-  (at most once, as the ring itself treats a dead consumer's claim); the sender
-  counts them in ``unconfirmed``.
+  once that batch is in its local ring (several at a time, in one message), so a
+  slow or absent receiving side stalls the sender, which stops consuming, which
+  back-pressures the sending ring's producer. Records in flight to a host that
+  disappears are never re-sent (at most once, as the ring itself treats a dead
+  consumer's claim); the sender counts them in ``unconfirmed``.
+
+What depends on the ring's kind (records, messages) is one codec class per kind
+(_CODECS): the handshake's kind-specific fields, how the local ring is made or
+checked, how a batch is taken, framed, checked and pushed. Message rings cross
+undecoded: every message keeps its kind and length, and its body is copied once
+into the receiving ring.
 
 pyzmq is an optional dependency (``pip install 'shmring[bridge]'``); importing this
 module does not import it.
@@ -190,8 +196,8 @@ class _Codec:
 
 
 class _RecordCodec(_Codec):
-    """Rings of records: a batch is the records end to end, one frame per part
-    taken (a copy out of the ring; large frames leave without a second one)."""
+    """Rings of records: a batch is the records end to end, sent from a view of
+    the ring (overwrite mode: a copy checked intact), one frame per part taken."""
 
     kind = "records"
 
@@ -366,11 +372,11 @@ class _MessageCodec(_Codec):
     length and is never decoded on the way: the sender copies the small bodies of
     a claim into one frame and sends the large ones (``own_from`` bytes and up)
     each as a frame of its own; the receiver writes each body straight into its
-    ring with one memcpy. In a queue ring the large frames are the ring memory
-    itself (zero-copy): the claim stays open until ZeroMQ is done with them. In a
-    broadcast ring they are copied once, because a slow subscriber's queue may
-    keep them for a long time, and in overwrite mode the ring may overwrite them
-    meanwhile (a copy is checked intact before it is sent)."""
+    ring with one memcpy. The claim stays open until the batch is sent: its own
+    frames are copied once into ZeroMQ's messages, or, in a queue ring and from
+    ``lend_from`` bytes, lent to ZeroMQ (no copy; the claim then waits for ZeroMQ
+    to let go). In overwrite mode the ring may overwrite a body while it is sent,
+    so everything is copied first and checked intact."""
 
     kind = "messages"
     own_from = 1 << 16  # bodies this large travel in a frame of their own, not packed
@@ -1188,7 +1194,8 @@ class Sender(_Bridge):
 class Receiver(_Bridge):
     """Feed a local ring ``name`` from a Sender at ``endpoint`` (connects; reconnects
     by itself). The ring is created like the sender's (kind, dtype, mode, overflow,
-    and ``capacity`` unless given) or, if it exists, checked against it.
+    and ``capacity`` unless given: records, or bytes for a message ring) or, if it
+    exists, checked against it.
 
     Queue rings: ``window`` batches of credit are granted to the sender. With
     ``once=True`` the bridge ends after the sending stream closed."""
@@ -1612,7 +1619,9 @@ def cli_main(argv: list[str]) -> int:
     p = sub.add_parser("recv", help="feed local ring NAME from the sender at ENDPOINT")
     p.add_argument("endpoint")
     p.add_argument("name")
-    p.add_argument("--capacity", type=int)
+    p.add_argument("--capacity", type=int,
+                   help="size of the local ring if it is made here: records, or bytes for a message ring "
+                        "(default: the sender's)")
     p.add_argument("--window", type=int, default=8, help="queue rings: batches of credit")
     p.add_argument("--hwm", type=int, default=1000)
     p.add_argument("--heartbeat", type=float, default=0.5)
