@@ -117,8 +117,8 @@ void shmr_commit(shmr_producer *p, uint64_t n)
 
 int shmr_producer_wait(shmr_producer *p, int64_t timeout_ns, int64_t spin_ns)
 {
-    return shmr_spin_wait(&p->spin, p->r, 1, p->r->space_ec, IS_QUEUE(p->r) ? shmr_q_producer_ready : shmr_b_producer_ready, p,
-                        timeout_ns, spin_ns);
+    return shmr_spin_wait(&p->spin, p->r, 1, p->r->space_ec,
+                          IS_QUEUE(p->r) ? shmr_q_producer_ready : shmr_b_producer_ready, p, timeout_ns, spin_ns);
 }
 
 int shmr_producer_recover(shmr_producer *p, uint64_t *reclaimed)
@@ -366,8 +366,8 @@ void shmr_producer_wait_stats(const shmr_producer *p, shmr_wait_stats *out) { *o
 
 int shmr_consumer_wait(shmr_consumer *c, int64_t timeout_ns, int64_t spin_ns)
 {
-    return shmr_spin_wait(&c->spin, c->r, 0, c->r->data_ec, IS_QUEUE(c->r) ? shmr_q_consumer_ready : shmr_b_consumer_ready, c,
-                        timeout_ns, spin_ns);
+    return shmr_spin_wait(&c->spin, c->r, 0, c->r->data_ec,
+                          IS_QUEUE(c->r) ? shmr_q_consumer_ready : shmr_b_consumer_ready, c, timeout_ns, spin_ns);
 }
 
 void shmr_consumer_wait_stats(const shmr_consumer *c, shmr_wait_stats *out) { *out = c->spin.st; }
