@@ -107,7 +107,8 @@ typedef struct shmr_wait_stats {
     uint64_t waits;         /* eventcount waits entered */
     uint64_t spun;          /* of which began with a spin */
     uint64_t spin_won;      /* of those, ended by the spin within its budget */
-    uint64_t shared_cpu;    /* looks after a spin ran out that found the peer on our CPU */
+    uint64_t looks;         /* looks where the peer runs, after a spin ran out */
+    uint64_t shared_cpu;    /* of those, found the peer on our CPU */
     uint64_t slept_at_once; /* skipped the spin: the last one ran out that way */
     uint64_t switches;      /* changes between spinning and sleeping at once */
 } shmr_wait_stats;

@@ -14,9 +14,10 @@
  * the two sides' CPU times (benchmarks/turns.py).
  *
  * So when a spin runs out, the next wait first looks where the peer last ran
- * (/proc/PID/stat: 15-25 us here, about one spin budget, so it is done only
- * after a spin ran out, and at the start of the next wait rather than the end
- * of this one, where it would delay the record that just arrived). On the
+ * (/proc/PID/stat: 17-26 us on a loaded 2-CPU machine, about one spin budget,
+ * so it is done only after a spin ran out, and at the start of the next wait
+ * rather than the end of this one, where it would delay the record that just
+ * arrived), and at most once a millisecond. On the
  * same CPU, the waits sleep at once (no spin, no yield): a sleeper is
  * placed afresh when it is woken, on an idle CPU if there is one. On another
  * CPU nothing changes: the peer was preempted or is just slow, and sleeping
@@ -38,11 +39,16 @@
 #include "shmring.h"
 
 #define SHMR_SPIN_PROBE 8u /* while sleeping at once, one wait in this many spins anyway */
+/* At most one look per this long: a peer preempted over and over on another
+ * CPU fails many spins, and a look per failure would cost its partner up to
+ * the CPU time of the spins themselves. Placement changes far more slowly. */
+#define SHMR_SPIN_LOOK_NS 1000000
 
 struct shmr_spin {
     uint32_t sleeping;  /* a spin ran out with the peer on our CPU: sleep at once */
     uint32_t probe;     /* waits since sleeping began */
     uint32_t look;      /* the last spin ran out: look where the peer runs */
+    int64_t looked_ns;  /* CLOCK_MONOTONIC of the last look (0: never) */
     shmr_wait_stats st; /* counted for tests and benchmarks */
 };
 
@@ -69,10 +75,15 @@ static inline int shmr_spin_wait(struct shmr_spin *s, shmr_ring *r, int producer
     if (spin_ns <= 0)
         return shmr_ec_wait_marked(ec, mark, ready, arg, timeout_ns, 0);
     if (s->look) {
-        s->look = 0;
-        uint32_t shared = (uint32_t)shmr_peer_shares_cpu(r, producer_side);
-        s->st.shared_cpu += shared;
-        shmr_spin_set(s, shared);
+        int64_t now = shmr_mono_ns();
+        if (s->looked_ns == 0 || now - s->looked_ns >= SHMR_SPIN_LOOK_NS) {
+            s->look = 0;
+            s->looked_ns = now;
+            uint32_t shared = (uint32_t)shmr_peer_shares_cpu(r, producer_side);
+            s->st.shared_cpu += shared;
+            s->st.looks++;
+            shmr_spin_set(s, shared);
+        }
     }
     if (s->sleeping && ++s->probe % SHMR_SPIN_PROBE != 0) {
         s->st.slept_at_once++;

@@ -1,8 +1,9 @@
 """When a blocked call spins before it sleeps (csrc/spin_policy.h): after a spin that
-ran out, the next wait looks where the peer last ran; on our CPU the waits sleep at
-once, one in eight spinning (and looking) again, and a spin that succeeds restores spinning; with the
-peer on another CPU a failed spin changes nothing. Checked on each handle's counted
-waits, never on timing: real futex waits, real processes pinned to real CPUs."""
+ran out, the next wait looks where the peer last ran (at most once a millisecond); on
+our CPU the waits sleep at once, one in eight spinning (and looking) again, and a spin
+that succeeds restores spinning; with the peer on another CPU a failed spin changes
+nothing. Checked on each handle's counted waits, never on timing: real futex waits,
+real processes pinned to real CPUs."""
 
 from __future__ import annotations
 
@@ -26,9 +27,9 @@ def _empty_pops(cons, n):
             cons.pop(timeout=0.01)
 
 
-def _stats(waits, spun, won, shared, at_once, switches):
-    return {"waits": waits, "spun": spun, "spin_won": won, "shared_cpu": shared, "slept_at_once": at_once,
-            "switches": switches}
+def _stats(waits, spun, won, looks, shared, at_once, switches):
+    return {"waits": waits, "spun": spun, "spin_won": won, "looks": looks, "shared_cpu": shared,
+            "slept_at_once": at_once, "switches": switches}
 
 
 @pytest.mark.parametrize("kind", ["records", "messages"])
@@ -41,8 +42,9 @@ def test_spin_that_runs_out_beside_the_peer_makes_the_next_waits_sleep_at_once(r
     # Nothing is ever pushed: each pop is one wait that its spin cannot end.
     _empty_pops(cons, 1 + 2 * PROBE)
     # waits 1, 9 and 17 spin (the first, then every eighth while sleeping); the rest sleep at
-    # once. The waits after a failed spin (2 and 10) look first and find the producer here.
-    assert cons._wait_stats() == _stats(2 * PROBE + 1, 3, 0, 2, 2 * PROBE - 2, 1)
+    # once. The waits after a failed spin (2 and 10) look first and find the producer here
+    # (the pops are 10 ms apart: no look is skipped for coming too soon after the last).
+    assert cons._wait_stats() == _stats(2 * PROBE + 1, 3, 0, 2, 2, 2 * PROBE - 2, 1)
     prod.close()
 
 
@@ -60,7 +62,8 @@ def test_spin_that_runs_out_with_the_peer_elsewhere_changes_nothing(rings, ring_
         os.sched_setaffinity(0, {cpus[0]})
         cons = ring.consumer(spin=20e-6)
         _empty_pops(cons, PROBE + 1)
-        assert cons._wait_stats() == _stats(PROBE + 1, PROBE + 1, 0, 0, 0, 0)
+        # every wait after the first looks (the pops are 10 ms apart) and finds it elsewhere
+        assert cons._wait_stats() == _stats(PROBE + 1, PROBE + 1, 0, PROBE, 0, 0, 0)
     finally:
         os.sched_setaffinity(0, before)
         done.set()
@@ -85,7 +88,20 @@ def test_spin_that_succeeds_restores_spinning(rings, ring_name):
         rec = cons.pop(timeout=30)  # the first is the probe; the second spins because it won
         t.join(30)
         assert int(rec["seq"]) == seq
-    assert cons._wait_stats() == _stats(PROBE + 2, 3, 2, 1, PROBE - 1, 2)
+    assert cons._wait_stats() == _stats(PROBE + 2, 3, 2, 1, 1, PROBE - 1, 2)
+
+
+def test_looks_are_at_most_one_a_millisecond(rings, ring_name):
+    ring = rings.create(ring_name, REC, 64)  # no producer: nobody shares our CPU
+    cons = ring.consumer(spin=20e-6)
+    t0 = time.monotonic()
+    for _ in range(40):
+        with pytest.raises(shmring.Empty):
+            cons.pop(timeout=0.0002)  # each spin runs out: every next wait wants a look
+    elapsed_ms = (time.monotonic() - t0) * 1e3
+    st = cons._wait_stats()
+    assert st["waits"] == st["spun"] == 40 and st["shared_cpu"] == 0, st
+    assert 1 <= st["looks"] <= elapsed_ms + 1, (st, elapsed_ms)
 
 
 def test_spin_zero_never_spins(rings, ring_name):
@@ -93,7 +109,7 @@ def test_spin_zero_never_spins(rings, ring_name):
     prod = ring.producer()
     cons = ring.consumer(spin=0)
     _empty_pops(cons, 3)
-    assert cons._wait_stats() == _stats(3, 0, 0, 0, 0, 0)
+    assert cons._wait_stats() == _stats(3, 0, 0, 0, 0, 0, 0)
     prod.close()
 
 

@@ -71,6 +71,7 @@ cdef extern from "shmring.h" nogil:
         uint64_t waits
         uint64_t spun
         uint64_t spin_won
+        uint64_t looks
         uint64_t shared_cpu
         uint64_t slept_at_once
         uint64_t switches
