@@ -94,7 +94,7 @@ int64_t shmr_mono_ns(void)
 /* a sleeper that could not issue the barrier re-checks this often */
 #define SHMR_EC_UNSURE_NS 1000000
 
-int shmr_ec_fenceless;
+shmr_a32 shmr_ec_fenceless;
 static int ec_can_barrier; /* this process can issue MEMBARRIER_CMD_GLOBAL_EXPEDITED */
 
 static long ec_membarrier(int cmd) { return syscall(SYS_membarrier, cmd, 0, 0); }
@@ -103,8 +103,8 @@ static void ec_register(void)
 {
     long cmds = ec_membarrier(MEMBARRIER_CMD_QUERY);
     ec_can_barrier = cmds > 0 && (cmds & MEMBARRIER_CMD_GLOBAL_EXPEDITED);
-    shmr_ec_fenceless = ec_can_barrier && getenv("SHMRING_NOTIFY_FENCE") == NULL &&
-                        ec_membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) == 0;
+    shmr_store_relaxed32(&shmr_ec_fenceless, ec_can_barrier && getenv("SHMRING_NOTIFY_FENCE") == NULL &&
+                                                 ec_membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) == 0);
 }
 
 static void ec_once(void)

@@ -53,8 +53,10 @@ void shmr_ec_setup(void);
 
 /* 1 when this process is registered, so that a sleeper's membarrier() runs a
  * full fence on every thread of ours that is running; written once by
- * shmr_ec_setup (under pthread_once, and in a forked child before it runs on). */
-extern int shmr_ec_fenceless;
+ * shmr_ec_setup (under pthread_once, and in a forked child before it runs on).
+ * Relaxed: a notifier that reads 0 keeps its fence, which is always safe; one
+ * that reads 1 runs in a process whose registration has already completed. */
+extern shmr_a32 shmr_ec_fenceless;
 
 /* Notifier side, inline because every publish calls it. The caller has just
  * published (a release store of head, a release record or a cursor). Either
@@ -66,7 +68,7 @@ extern int shmr_ec_fenceless;
  * with the sleeper's seq_cst fence. */
 static inline void shmr_ec_notify(struct shmr_ec *ec)
 {
-    if (shmr_ec_fenceless)
+    if (shmr_load_relaxed32(&shmr_ec_fenceless))
         shmr_compiler_barrier();
     else
         shmr_fence_seqcst();

@@ -178,6 +178,7 @@ static shmr_mpq *wrap(int fd, uint8_t *base, uint64_t size, uint32_t uid, uint32
 
 int shmr_mpq_create(const char *name, const shmr_mpq_params *p, unsigned mode_bits, shmr_mpq **out)
 {
+    shmr_ec_setup(); /* before this process can notify anyone (eventcount.c) */
     if (!is_pow2(p->lane_bytes) || p->lane_bytes < SHMR_MPQ_MIN_LANE_BYTES ||
         p->lane_bytes / SHMR_MSG_UNIT > SHMR_MAX_CAPACITY)
         return -EINVAL;
@@ -253,6 +254,7 @@ static int q_validate(const uint8_t *base, uint64_t file_size)
 
 int shmr_mpq_attach_fd(int fd, shmr_mpq **out)
 {
+    shmr_ec_setup(); /* before this process can notify anyone (eventcount.c) */
     struct stat st;
     int rc;
     if (fstat(fd, &st) != 0) {

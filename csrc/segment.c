@@ -289,7 +289,6 @@ static int check_params(const shmr_params *p)
 
 int shmr_image_size(const shmr_params *p, uint64_t *size)
 {
-    shmr_ec_setup(); /* before this process can notify anyone (eventcount.c) */
     int rc = check_params(p);
     if (rc)
         return rc;
@@ -419,6 +418,7 @@ void shmr_build_abort(struct shmr_build *b)
 
 int shmr_create(const char *name, const shmr_params *p, unsigned mode_bits, shmr_ring **out)
 {
+    shmr_ec_setup(); /* before this process can notify anyone (eventcount.c) */
     int rc = shmr_name_check(name);
     if (rc)
         return rc;

@@ -102,10 +102,12 @@ def joinable_worker(q, n: int) -> None:
 
 
 def via_queue(outer, conn) -> None:
-    """Gets a queue from a queue, then uses it."""
+    """Gets a queue from a queue, then uses it: puts, waits for the parent to have
+    taken that item (else this get could take it back), then gets the reply."""
     inner = outer.get(timeout=60)
     inner.put(("inner", os.getpid()))
-    conn.send(inner.get(timeout=60))
+    if conn.poll(60) and conn.recv() == "go":
+        conn.send(inner.get(timeout=60))
 
 
 # ---- pools --------------------------------------------------------------------

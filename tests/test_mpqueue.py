@@ -313,6 +313,7 @@ def test_queue_through_a_queue(procs):
     kind, pid = inner.get(timeout=60)
     assert kind == "inner" and pid == c.pid
     inner.put("back")
+    a.send("go")
     assert a.poll(60) and a.recv() == "back"
     join_all([c])
 
