@@ -85,7 +85,7 @@ pipq "$WORK/venv-wheel/bin/python" install "$fixed"
 
 step "sdist into a fresh venv (built from source there)"
 "$PY" -m venv "$WORK/venv-sdist"
-pipq "$WORK/venv-sdist/bin/python" install "$sdist" pytest hypothesis
+pipq "$WORK/venv-sdist/bin/python" install "$sdist" pytest pytest-timeout hypothesis
 (cd "$WORK/run" && "$WORK/venv-sdist/bin/python" -I smoke.py) || fail "smoke test of the sdist"
 # The sdist's own tests against the installed package (its src/ is not on the path:
 # the test helpers must have been shipped).
