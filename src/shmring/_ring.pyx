@@ -570,7 +570,7 @@ cdef extern from *:
     #if PY_VERSION_HEX >= 0x030A0000
     static int shmr_set_am_send(PyTypeObject *t, void *fn) {
         t->tp_as_async->am_send = (sendfunc)fn;
-    #if PY_VERSION_HEX < 0x030B0000
+    #ifdef Py_TPFLAGS_HAVE_AM_SEND  /* a 3.10 pre-release flag; 3.10 itself reads the slot */
         t->tp_flags |= Py_TPFLAGS_HAVE_AM_SEND;
     #endif
         return 1;
