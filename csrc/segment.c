@@ -518,51 +518,21 @@ int shmr_image_bind(uint8_t *base, uint64_t avail, shmr_ring *r)
 int shmr_attach_fd(int fd, shmr_ring **out)
 {
     shmr_ec_setup(); /* before this process can notify anyone (eventcount.c) */
-    struct stat st;
-    int rc;
-    if (fstat(fd, &st) != 0) {
-        rc = -errno;
-        close(fd);
-        return rc;
-    }
-    uint64_t fsize = (uint64_t)st.st_size;
-    uint32_t fuid = (uint32_t)st.st_uid, fmode = (uint32_t)st.st_mode & 07777;
-    if (fsize == 0) {
-        close(fd);
-        return -SHMR_EINIT;
-    }
-    if (fsize < SHMR_PAGE) {
-        close(fd);
-        return -SHMR_ETRUNC;
-    }
-    uint8_t *hp = mmap(NULL, SHMR_PAGE, PROT_READ, MAP_SHARED, fd, 0);
-    if (hp == MAP_FAILED) {
-        rc = -errno;
-        close(fd);
-        return rc;
-    }
-    rc = validate(hp, fsize);
-    uint64_t size = ((struct shmr_header *)hp)->segment_size;
-    munmap(hp, SHMR_PAGE);
-    if (rc) {
-        close(fd);
-        return rc;
-    }
-    uint8_t *base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    rc = base == MAP_FAILED ? -errno : 0;
-    close(fd);
+    /* map and validate as boards do; the kept mapping is validated again there */
+    struct shmr_seg seg;
+    int rc = shmr_seg_map(fd, validate, offsetof(struct shmr_header, segment_size), &seg);
     if (rc)
         return rc;
     shmr_ring *r = calloc(1, sizeof *r);
-    /* the header is immutable once magic is set, but re-check the mapping we keep */
-    rc = r ? shmr_image_bind(base, fsize, r) : -ENOMEM;
-    if (rc) {
-        free(r);
-        munmap(base, size);
-        return rc;
+    if (!r) {
+        munmap(seg.base, seg.size);
+        return -ENOMEM;
     }
-    r->file_uid = fuid;
-    r->file_mode = fmode;
+    r->base = seg.base;
+    r->size = seg.size;
+    bind(r);
+    r->file_uid = seg.uid;
+    r->file_mode = seg.mode;
     *out = r;
     return 0;
 }
