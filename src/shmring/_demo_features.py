@@ -18,7 +18,7 @@ import numpy as np
 
 import shmring
 
-from .demo import SYMBOLS, TICK, checksum, make_ticks
+from .demo import SYMBOLS, TICK, checksum, make_ticks, verify
 
 WIDTH = 40  # phase label column
 
@@ -74,26 +74,6 @@ def _collect(results, procs, n: int, label: str, timeout: float = 120) -> list:
             if time.monotonic() > deadline:
                 raise SystemExit(f"{label}: the workers did not finish within {timeout:.0f} s") from None
     return out
-
-
-def _xor_upto(n: int) -> int:
-    m = n - 1
-    return [m, 1, m + 1, 0][m % 4] if n > 0 else 0
-
-
-def _exactly_once(tallies, n: int, label: str) -> str:
-    """tallies: (count, seq_sum, seq_xor, bad) per consumer; n items 0..n-1 were sent."""
-    count = sum(t[0] for t in tallies)
-    seq_sum = sum(t[1] for t in tallies)
-    seq_xor = 0
-    for t in tallies:
-        seq_xor ^= t[2]
-    bad = sum(t[3] for t in tallies)
-    shares = "+".join(str(t[0]) for t in tallies)
-    if count != n or seq_sum != n * (n - 1) // 2 or seq_xor != _xor_upto(n) or bad:
-        raise SystemExit(f"{label}: delivery check failed: {n} sent, {count} received ({shares} per consumer), "
-                         f"{bad} failed their checksum")
-    return f"exactly once ({shares})"
 
 
 # ---- messages: dicts holding camera frames ---------------------------------------------
@@ -203,7 +183,7 @@ def _run_msg_phase(label: str, kind: str, consumers: int, seconds: float, frames
                 q.put(None)
         tallies = _collect(results, procs, len(procs), label)
         elapsed = time.perf_counter() - t0
-        check = _exactly_once(tallies, n, label)
+        check = verify(tallies, n, label)
         rate = n / elapsed
         mb = rate * frames[0].nbytes / 1e6
         live.done(f"{n:>9,} messages  {rate:>9,.0f} msg/s  {mb:>8,.1f} MB/s  {check}")
@@ -375,7 +355,7 @@ def _run_queue_phase(label: str, q, producers: int, consumers: int, seconds: flo
         cons = [r for r in out if r[0] == "c"]
         for p, n in sent.items():
             tallies = [(c[1][p], c[2][p], c[3][p], 0) for c in cons]
-            _exactly_once(tallies, n, f"{label}, worker-{p}")
+            verify(tallies, n, f"{label}, worker-{p}")
         if sum(c[4] for c in cons):
             raise SystemExit(f"{label}: {sum(c[4] for c in cons)} items out of order or corrupt")
         total = sum(sent.values())

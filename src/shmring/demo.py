@@ -186,6 +186,7 @@ def run_mpqueue(n: int, consumers: int, batched: bool, live) -> tuple[float, str
 
 
 def verify(tallies, n: int, label: str) -> str:
+    """tallies: (count, seq_sum, seq_xor, bad) per consumer; n items 0..n-1 were sent."""
     count = sum(t[0] for t in tallies)
     seq_sum = sum(t[1] for t in tallies)
     seq_xor = 0
@@ -196,7 +197,7 @@ def verify(tallies, n: int, label: str) -> str:
     ok = count == n and seq_sum == n * (n - 1) // 2 and seq_xor == want_xor and bad == 0
     shares = "+".join(str(t[0]) for t in tallies)
     if not ok:
-        raise SystemExit(f"{label}: delivery check failed: {count} ticks received ({shares} per consumer), "
+        raise SystemExit(f"{label}: delivery check failed: {n} sent, {count} received ({shares} per consumer), "
                          f"{bad} bad checksums, sum/xor of sequence numbers {'ok' if seq_sum == n * (n - 1) // 2 and seq_xor == want_xor else 'wrong'}")
     return f"exactly once ({shares})"
 
