@@ -79,10 +79,9 @@ int shmr_futex_wait(shmr_a32 *addr, uint32_t expected, int64_t timeout_ns)
     return rc == 0 ? 0 : -errno;
 }
 
-void shmr_futex_wake_all(shmr_a32 *addr)
-{
-    syscall(SYS_futex, (void *)addr, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
-}
+void shmr_futex_wake(shmr_a32 *addr, int n) { syscall(SYS_futex, (void *)addr, FUTEX_WAKE, n, NULL, NULL, 0); }
+
+void shmr_futex_wake_all(shmr_a32 *addr) { shmr_futex_wake(addr, INT_MAX); }
 
 int64_t shmr_mono_ns(void)
 {

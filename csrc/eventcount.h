@@ -18,6 +18,8 @@ typedef int (*shmr_ready_fn)(void *);
 
 int shmr_futex_wait(shmr_a32 *addr, uint32_t expected, int64_t timeout_ns);
 void shmr_futex_wake_all(shmr_a32 *addr);
+/* Wakes at most n sleepers of addr (n = INT_MAX: all). */
+void shmr_futex_wake(shmr_a32 *addr, int n);
 int64_t shmr_mono_ns(void);
 
 /* Wakes every sleeper of ec unconditionally (the slow path of shmr_ec_notify). */
@@ -66,7 +68,14 @@ extern shmr_a32 shmr_ec_fenceless;
  * sleeper's membarrier() supplies the hardware fence, and only on the path
  * that goes to sleep. Unregistered ones keep the seq_cst fence, which pairs
  * with the sleeper's seq_cst fence. */
-static inline void shmr_ec_notify(struct shmr_ec *ec)
+/* nwake: how many sleepers one notify wakes. Every waiter of a ring's
+ * eventcount waits for its own condition (its own records, its own room), so
+ * rings wake all (SHMR_WAKE_ALL). A queue's getters all wait for the same
+ * thing, any item: one publish wakes one of them, and the getter that takes an
+ * item passes the wake on while items remain (shmr_mpq_pass_on), so a put
+ * costs one context switch where it would cost one per sleeping getter. */
+#define SHMR_WAKE_ALL 0x7fffffff
+static inline void shmr_ec_notify_n(struct shmr_ec *ec, int nwake)
 {
     if (shmr_load_relaxed32(&shmr_ec_fenceless))
         shmr_compiler_barrier();
@@ -74,8 +83,9 @@ static inline void shmr_ec_notify(struct shmr_ec *ec)
         shmr_fence_seqcst();
     if (shmr_load_relaxed32(&ec->waiters) != 0) {
         shmr_fetch_add_release32(&ec->epoch, 1);
-        shmr_futex_wake_all(&ec->epoch);
+        shmr_futex_wake(&ec->epoch, nwake);
     }
 }
 
+static inline void shmr_ec_notify(struct shmr_ec *ec) { shmr_ec_notify_n(ec, SHMR_WAKE_ALL); }
 #endif

@@ -4,10 +4,16 @@
  * shmr_image_format when its first producer takes it. Pages of lanes never
  * taken are never touched, nor reserved.
  *
- * Every lane's ring handle points its data and space eventcounts at the two
- * in the queue header, so each publish and each release in any lane goes
- * through the unchanged ring code and notifies the one eventcount a getter
- * or a putter of the queue sleeps on.
+ * Every lane's ring handle points its data eventcount at the queue header's,
+ * so each publish in any lane goes through the unchanged ring code and
+ * notifies the one eventcount getters sleep on; it wakes one getter, not all
+ * (ring.data_wakes = 1): getters all wait for the same thing, and the one that
+ * takes an item passes the wake on while items remain (shmr_mpq_taken), so a
+ * put costs one context switch rather than one per sleeping getter. A lane
+ * keeps its own space eventcount: only its producer waits for room in it, so
+ * a release wakes that producer and no other. Putters waiting for maxsize
+ * sleep on the header's space eventcount, which every get notifies when the
+ * queue has a maxsize.
  *
  * Counting: items queued = sum over lanes of messages published (prod.msgs)
  * minus sum over their consumer slots of popped + abandoned. Each term is
@@ -67,6 +73,7 @@ struct shmr_mpq {
     uint64_t lane_offset, lane_stride, lane_units;
     int64_t maxsize;
     shmr_ring *views; /* lanes bound for shmr_mpq_pick, lazily (views[i].base: bound) */
+    int picked_more;  /* the last pick saw items beyond the batch it named */
 };
 
 static uint64_t round_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
@@ -125,7 +132,7 @@ static int lane_bind(shmr_mpq *q, uint32_t i, shmr_ring *r)
         return -SHMR_ECORRUPT;
     r->borrowed = 1;
     r->data_ec = &q->hdr->data_ec;
-    r->space_ec = &q->hdr->space_ec;
+    r->data_wakes = 1;
     r->file_uid = q->file_uid;
     r->file_mode = q->file_mode;
     return 0;
@@ -591,9 +598,26 @@ int shmr_mpq_pick(shmr_mpq *q, uint64_t max, uint32_t *lane, uint64_t *count)
     shmr_ring *r = &q->views[bl];
     while (n < max && shmr_m_peek(r, pos, head, &cum, &pos) && (n == 0 || cum < second))
         n++;
+    q->picked_more = second != UINT64_MAX || pos < head;
     *lane = bl;
     *count = n ? n : 1;
     return 1;
+}
+
+void shmr_mpq_taken(shmr_mpq *q)
+{
+    /* one publish woke one getter (lane_bind): items it left are another's */
+    if (q->picked_more)
+        shmr_ec_notify_n(&q->hdr->data_ec, 1);
+    if (q->maxsize > 0)
+        shmr_ec_notify(&q->hdr->space_ec); /* room under maxsize */
+}
+
+void shmr_mpq_leave(shmr_mpq *q)
+{
+    /* a getter woken for an item that gives up (timeout, cancel) passes the wake on */
+    if (shmr_load_relaxed32(&q->hdr->data_ec.waiters) && shmr_mpq_has_data(q))
+        shmr_ec_notify_n(&q->hdr->data_ec, 1);
 }
 
 int shmr_mpq_wait_data(shmr_mpq *q, int64_t timeout_ns, int64_t spin_ns)
@@ -658,8 +682,10 @@ uint64_t shmr_mpq_recover(shmr_mpq *q)
         uint64_t mine = me;
         shmr_cas_seqcst64(&r.ctl->producer_owner, &mine, 0);
     }
-    if (fixed)
+    if (fixed) {
         shmr_ec_notify(&q->hdr->join_ec);
+        shmr_ec_notify(&q->hdr->space_ec); /* abandoned or lost items leave room under maxsize */
+    }
     return fixed;
 }
 
@@ -705,4 +731,8 @@ void shmr_mpq_wake_all(shmr_mpq *q)
     shmr_ec_notify_always(&q->hdr->data_ec);
     shmr_ec_notify_always(&q->hdr->space_ec);
     shmr_ec_notify_always(&q->hdr->join_ec);
+    uint32_t used = shmr_mpq_lanes_used(q);
+    for (uint32_t i = 0; i < used; i++) /* a putter waiting for room in its lane */
+        if (lane_ready(q, i))
+            shmr_ec_notify_always((struct shmr_ec *)(lane_base(q, i) + OFF_SPACE_EC));
 }

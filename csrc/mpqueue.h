@@ -79,6 +79,13 @@ int shmr_mpq_has_data(shmr_mpq *q);
  * and how many of its items, at most max, are older than any other lane's.
  * 1 found, 0 nothing queued. Not thread-safe per handle (binds lanes lazily). */
 int shmr_mpq_pick(shmr_mpq *q, uint64_t max, uint32_t *lane, uint64_t *count);
+/* After a get released what the last pick named: passes the publisher's
+ * single wake on to another getter when items remain, and tells putters
+ * waiting under maxsize. */
+void shmr_mpq_taken(shmr_mpq *q);
+/* A getter that stops waiting without an item (timeout, cancellation): if
+ * items are there and getters sleep, wakes one (it may have had the wake). */
+void shmr_mpq_leave(shmr_mpq *q);
 /* items published and not yet taken (exact when nothing moves) */
 uint64_t shmr_mpq_items(shmr_mpq *q);
 /* JoinableQueue: one task done; -ERANGE if more than were ever put */

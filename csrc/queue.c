@@ -58,7 +58,7 @@ void shmr_q_publish(shmr_producer *p, uint64_t k)
     p->head += k;
     /* pairs with the consumer's acquire load of head before it reads slots */
     shmr_store_release64(&p->r->prod->head, p->head);
-    shmr_ec_notify(p->r->data_ec);
+    shmr_ec_notify_n(p->r->data_ec, p->r->data_wakes);
 }
 
 int shmr_q_producer_ready(void *arg) { return shmr_q_writable((shmr_producer *)arg, 1) > 0; }

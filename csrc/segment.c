@@ -232,6 +232,7 @@ static void bind(shmr_ring *r)
     r->tail_block = (struct shmr_tail_block *)(r->base + OFF_TAIL);
     r->data_ec = (struct shmr_ec *)(r->base + OFF_DATA_EC);
     r->space_ec = (struct shmr_ec *)(r->base + OFF_SPACE_EC);
+    r->data_wakes = SHMR_WAKE_ALL;
     r->ctl = (struct shmr_ctl *)(r->base + OFF_CTL);
     r->cslots = (struct shmr_cslot *)(r->base + h->consumers_offset);
     r->releases = h->releases_offset ? (struct shmr_release_rec *)(r->base + h->releases_offset) : NULL;

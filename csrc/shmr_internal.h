@@ -30,6 +30,7 @@ struct shmr_ring {
     struct shmr_tail_block *tail_block;
     struct shmr_ec *data_ec;  /* consumers sleep here, producer notifies */
     struct shmr_ec *space_ec; /* producer sleeps here, consumers notify */
+    int data_wakes;           /* sleepers of data_ec one publish wakes (see shmr_ec_notify_n) */
     struct shmr_ctl *ctl;
     struct shmr_cslot *cslots;
     struct shmr_release_rec *releases; /* queue: see struct shmr_release_rec */

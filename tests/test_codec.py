@@ -300,3 +300,80 @@ def test_non_contiguous_pickle_buffer_is_pickles_own_error():
     strided = np.arange(40, dtype="<i8")[::3]
     with pytest.raises(pickle.PicklingError, match="non-contiguous"):
         codec.encode([pickle.PickleBuffer(strided), np.arange(5)])
+
+
+FAST_DTYPES = ["?", "i1", "<u2", ">i4", "<i8", "<f2", "<f4", ">f8", "<c8", "<c16", "<M8[ns]", "<m8[s]",
+               "|S3", "<U5", ">U2"]
+
+
+@pytest.mark.parametrize("dt", FAST_DTYPES)
+@pytest.mark.parametrize("shape", [(), (0,), (7,), (3, 4), (2, 0, 3)])
+def test_arrays_inside_objects_keep_dtype_shape_values_and_writability(dt, shape):
+    n = int(np.prod(shape))
+    arr = np.frombuffer(np.random.default_rng(len(dt)).bytes(n * np.dtype(dt).itemsize), dt).reshape(shape)
+    arr = arr.copy()
+    for copy in (True, False):
+        kind, out, body = roundtrip({"a": arr, "b": [arr]}, copy=copy)
+        assert kind == (codec.PICKLE_OOB if arr.nbytes or copy else kind)
+        for got in (out["a"], out["b"][0]):
+            assert type(got) is np.ndarray and got.dtype == arr.dtype and got.dtype.str == arr.dtype.str
+            assert got.shape == arr.shape
+            assert got.tobytes() == arr.tobytes()
+            assert got.flags.writeable == copy or arr.nbytes == 0
+
+
+def test_arrays_the_fast_reduction_cannot_name_keep_numpys_own():
+    structured = np.zeros(3, [("x", "<i4"), ("y", "<f8", (2,))])
+    meta = np.arange(4, dtype=np.dtype("<i4", metadata={"unit": "m"}))
+    fortran = np.asfortranarray(np.arange(12.0).reshape(3, 4))
+    strided = np.arange(20)[::3]
+    objects = np.array([1, "x", None], dtype=object)
+    for arr in (structured, meta, fortran, strided, objects):
+        stream, _ = codec.dumps([arr])
+        assert b"array_from" not in stream
+        _, out, _ = roundtrip([arr])
+        got = out[0]
+        assert got.dtype == arr.dtype and got.shape == arr.shape
+        if arr.dtype.hasobject:
+            assert got.tolist() == arr.tolist()
+        else:
+            assert np.ascontiguousarray(got).tobytes() == np.ascontiguousarray(arr).tobytes()
+    stream, pbs = codec.dumps([np.arange(5)])
+    assert b"array_from" in stream and len(pbs) == 1
+
+
+def test_the_reused_pickler_sees_reducers_registered_later_and_pickles_reentrantly():
+    import copyreg
+
+    class Later:
+        def __init__(self, v):
+            self.v = v
+
+    class Inner:
+        def __reduce__(self):
+            # pickling from inside a reduction (on the same thread) must not share the pickler
+            stream, pbs = codec.dumps({"inner": np.arange(3)})
+            return (_unpickle_inner, (stream, [pb.raw().tobytes() for pb in pbs]))
+
+    codec.dumps(Later(0))  # the pickler exists before the reducer is registered
+    copyreg.pickle(Later, lambda o: (_Later2, (o.v * 10,)))
+    try:
+        _, out, _ = roundtrip([Later(4)])
+        assert type(out[0]) is _Later2 and out[0].v == 40
+    finally:
+        del copyreg.dispatch_table[Later]
+    _, out, _ = roundtrip({"x": Inner(), "y": np.arange(4)})
+    assert out["x"]["inner"].tolist() == [0, 1, 2] and out["y"].tolist() == [0, 1, 2, 3]
+    with pytest.raises((TypeError, pickle.PicklingError, AttributeError)):
+        codec.dumps([np.arange(3), threading.Lock()])
+    stream, pbs = codec.dumps((1, "after a failed dump"))  # nothing left over from the failure
+    assert pickle.loads(stream) == (1, "after a failed dump") and pbs == ()
+
+
+class _Later2:
+    def __init__(self, v):
+        self.v = v
+
+
+def _unpickle_inner(stream, raws):
+    return pickle.loads(stream, buffers=raws)

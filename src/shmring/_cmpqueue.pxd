@@ -52,6 +52,8 @@ cdef extern from "mpqueue.h" nogil:
     int shmr_mpq_wait_data(shmr_mpq *q, int64_t timeout_ns, int64_t spin_ns)
     int shmr_mpq_has_data(shmr_mpq *q)
     int shmr_mpq_pick(shmr_mpq *q, uint64_t max, uint32_t *lane, uint64_t *count)
+    void shmr_mpq_taken(shmr_mpq *q)
+    void shmr_mpq_leave(shmr_mpq *q)
     uint64_t shmr_mpq_items(shmr_mpq *q)
     int shmr_mpq_task_done(shmr_mpq *q)
     uint64_t shmr_mpq_unfinished(shmr_mpq *q)

@@ -10,9 +10,10 @@ from cpython.bytearray cimport PyByteArray_FromStringAndSize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.string cimport memcpy
 
-from pickle import dumps as _pickle_dumps, loads as _pickle_loads
+from pickle import loads as _pickle_loads
 
 from shmring import _codec
+from shmring._codec import dumps as _codec_dumps
 from shmring.errors import CorruptMessageError, PickleRefusedError
 
 cdef uint32_t K_BYTES = _codec.BYTES
@@ -317,8 +318,7 @@ cdef class MessageProducer(_ProducerSide):
         t = type(obj)
         if t is not bytes and t is not bytearray and t is not memoryview and t is not np.ndarray:
             # a pickle; most have no out-of-band buffer and are copied like bytes
-            pbs = []
-            obj = _pickle_dumps(obj, protocol=5, buffer_callback=pbs.append)
+            obj, pbs = _codec_dumps(obj)
             if pbs:
                 obj = _codec.pickled(obj, pbs)
             kind = K_PICKLE

@@ -230,7 +230,11 @@ cdef class _QueueCore:
         PyErr_CheckSignals()
         self._next_check_ns = _mono_ns() + self._slice_ns
         shmr_mpq_recover(q)
-        return not (w.deadline >= 0 and _mono_ns() >= w.deadline)
+        if w.deadline >= 0 and _mono_ns() >= w.deadline:
+            if what == WAIT_DATA:
+                shmr_mpq_leave(q)  # a put's single wake may have been ours
+            return False
+        return True
 
     # ---- put ----------------------------------------------------------------
 
@@ -421,6 +425,7 @@ cdef class _QueueCore:
                         out.append(mc._decode_copy(&msgs[j]))
                 finally:
                     shmr_msg_release(mc._c, msgs, &loss)
+                    shmr_mpq_taken(self._q)
                 return _NOTHING
         return _NOTHING
 
