@@ -345,29 +345,30 @@ def test_arrays_the_fast_reduction_cannot_name_keep_numpys_own():
 def test_the_reused_pickler_sees_reducers_registered_later_and_pickles_reentrantly():
     import copyreg
 
-    class Later:
-        def __init__(self, v):
-            self.v = v
-
     class Inner:
         def __reduce__(self):
             # pickling from inside a reduction (on the same thread) must not share the pickler
             stream, pbs = codec.dumps({"inner": np.arange(3)})
             return (_unpickle_inner, (stream, [pb.raw().tobytes() for pb in pbs]))
 
-    codec.dumps(Later(0))  # the pickler exists before the reducer is registered
-    copyreg.pickle(Later, lambda o: (_Later2, (o.v * 10,)))
+    codec.dumps(_Later(0))  # the pickler exists before the reducer is registered
+    copyreg.pickle(_Later, lambda o: (_Later2, (o.v * 10,)))
     try:
-        _, out, _ = roundtrip([Later(4)])
+        _, out, _ = roundtrip([_Later(4)])
         assert type(out[0]) is _Later2 and out[0].v == 40
     finally:
-        del copyreg.dispatch_table[Later]
+        del copyreg.dispatch_table[_Later]
     _, out, _ = roundtrip({"x": Inner(), "y": np.arange(4)})
     assert out["x"]["inner"].tolist() == [0, 1, 2] and out["y"].tolist() == [0, 1, 2, 3]
     with pytest.raises((TypeError, pickle.PicklingError, AttributeError)):
         codec.dumps([np.arange(3), threading.Lock()])
     stream, pbs = codec.dumps((1, "after a failed dump"))  # nothing left over from the failure
     assert pickle.loads(stream) == (1, "after a failed dump") and pbs == ()
+
+
+class _Later:
+    def __init__(self, v):
+        self.v = v
 
 
 class _Later2:
