@@ -44,11 +44,8 @@ valid only as long as the caller keeps the body valid.
 from __future__ import annotations
 
 import ast
-import copyreg
-import io
 import pickle
 import struct
-import threading
 from typing import Any, Callable
 
 import numpy as np
@@ -248,47 +245,13 @@ class _Sink:
         self.write = write
 
 
-class _Dumper:
-    """A reusable protocol-5 pickler. Its dispatch table is copyreg's plus the
-    array reduction, taken again whenever copyreg's changes size (a reducer
-    registered later still applies)."""
-
-    __slots__ = ("chunks", "pbs", "pickler", "seen", "busy")
-
-    def __init__(self) -> None:
-        self.chunks: list = []
-        self.pbs: list = []
-        self.pickler = _Pickler(_Sink(self.chunks.append), 5, buffer_callback=self.pbs.append)
-        self.seen = -1
-        self.busy = False
-
-
-_dumpers = threading.local()
-
-
 def dumps(obj: Any) -> tuple:
-    """(pickle stream, [PickleBuffer, ...]): ``obj`` pickled with protocol 5,
-    arrays inside it out of band."""
-    d = getattr(_dumpers, "d", None)
-    if d is None:
-        d = _dumpers.d = _Dumper()
-    elif d.busy:  # a reducer of obj is itself pickling, on this thread
-        d = _Dumper()
-    if len(copyreg.dispatch_table) != d.seen:
-        d.seen = len(copyreg.dispatch_table)
-        d.pickler.dispatch_table = {**copyreg.dispatch_table, np.ndarray: _reduce_array}
-    chunks = d.chunks
-    pbs = d.pbs
-    d.busy = True
-    try:
-        d.pickler.dump(obj)
-        stream = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        return stream, (pbs[:] if pbs else ())
-    finally:
-        d.busy = False
-        d.pickler.clear_memo()
-        chunks.clear()
-        pbs.clear()
+    """(pickle stream, [PickleBuffer, ...] or ()): ``obj`` pickled with protocol
+    5, arrays inside it out of band, through the compiled module's reused
+    pickler (one per thread)."""
+    from ._ring import pickle_dumps
+
+    return pickle_dumps(obj)
 
 
 def _pickle_plan(obj: Any) -> Encoded:

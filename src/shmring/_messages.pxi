@@ -10,10 +10,11 @@ from cpython.bytearray cimport PyByteArray_FromStringAndSize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.string cimport memcpy
 
+import copyreg
+import threading
 from pickle import loads as _pickle_loads
 
 from shmring import _codec
-from shmring._codec import dumps as _codec_dumps
 from shmring.errors import CorruptMessageError, PickleRefusedError
 
 cdef uint32_t K_BYTES = _codec.BYTES
@@ -127,6 +128,71 @@ cdef object _copy_out(Mapping mp, uint32_t kind, const char *body, uint64_t n, b
 
 # ---- producer ---------------------------------------------------------------
 
+# ---- pickling ---------------------------------------------------------------
+
+cdef object _copyreg_table = copyreg.dispatch_table
+cdef object _reduce_array = _codec._reduce_array
+
+
+@cython.final
+cdef class _Dumper:
+    """A reused protocol-5 pickler (see shmring._codec: arrays reduce to their
+    buffer, dtype.str and shape). Its dispatch table is copyreg's plus the array
+    reduction, taken again whenever copyreg's changes size, so a reducer
+    registered later still applies. One per producer handle and one per thread
+    for the codec; a handle used while it is busy (a reducer that pushes, two
+    threads on one handle) pickles with a new one."""
+    cdef list chunks
+    cdef list pbs
+    cdef object pickler
+    cdef object dump
+    cdef object clear_memo
+    cdef Py_ssize_t seen
+    cdef bint busy
+
+    def __cinit__(self):
+        self.chunks = []
+        self.pbs = []
+        self.pickler = _codec._Pickler(_codec._Sink(self.chunks.append), 5, buffer_callback=self.pbs.append)
+        self.dump = self.pickler.dump
+        self.clear_memo = self.pickler.clear_memo
+        self.seen = -1
+
+    cdef tuple dumps(self, obj):
+        """(stream, [PickleBuffer, ...] or ())."""
+        cdef Py_ssize_t n
+        if self.busy:
+            return _Dumper().dumps(obj)
+        n = len(_copyreg_table)
+        if n != self.seen:
+            table = dict(_copyreg_table)
+            table[np.ndarray] = _reduce_array
+            self.pickler.dispatch_table = table
+            self.seen = n
+        self.busy = True
+        try:
+            self.dump(obj)
+            stream = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
+            return stream, (list(self.pbs) if self.pbs else ())
+        finally:
+            self.busy = False
+            self.clear_memo()
+            del self.chunks[:]
+            del self.pbs[:]
+
+
+_dumpers = threading.local()
+
+
+def pickle_dumps(obj):
+    """(pickle stream, [PickleBuffer, ...] or ()): obj pickled with protocol 5,
+    arrays inside it out of band (shmring._codec.dumps)."""
+    cdef _Dumper d = getattr(_dumpers, "d", None)
+    if d is None:
+        d = _dumpers.d = _Dumper()
+    return d.dumps(obj)
+
+
 @cython.no_gc_clear
 cdef class MessageProducer(_ProducerSide):
     """The one writer of a message ring. Obtain it with ``Ring.producer()``."""
@@ -136,6 +202,7 @@ cdef class MessageProducer(_ProducerSide):
     cdef readonly uint64_t max_message
     cdef readonly object ring
     cdef str _size_note          # appended to the too-large error (a queue names its nbytes)
+    cdef _Dumper _dumper
 
     def __cinit__(self):
         self._p = NULL
@@ -149,6 +216,7 @@ cdef class MessageProducer(_ProducerSide):
             _raise(rc, f"producer of ring {m.name!r}")
         self.max_message = shmr_msg_max(m.r)
         self.ring = ring
+        self._dumper = _Dumper()
         return self
 
     @staticmethod
@@ -159,6 +227,7 @@ cdef class MessageProducer(_ProducerSide):
         self._p = p
         self.max_message = shmr_msg_max(m.r)
         self._size_note = size_note
+        self._dumper = _Dumper()
         return self
 
     cdef object _too_big(self, uint64_t n):
@@ -311,6 +380,9 @@ cdef class MessageProducer(_ProducerSide):
         """Send one message: bytes-likes arrive as bytes, numpy arrays as arrays (never
         pickled), anything else pickled (protocol 5, arrays inside it out of band).
         Blocks while the ring is full: ``timeout`` None = forever, 0 = never, else seconds."""
+        self._push_one(obj, timeout)
+
+    cdef int _push_one(self, obj, timeout) except -1:
         cdef void *body
         cdef uint64_t n, pushed = 0
         cdef uint32_t kind = K_BYTES
@@ -318,7 +390,7 @@ cdef class MessageProducer(_ProducerSide):
         t = type(obj)
         if t is not bytes and t is not bytearray and t is not memoryview and t is not np.ndarray:
             # a pickle; most have no out-of-band buffer and are copied like bytes
-            obj, pbs = _codec_dumps(obj)
+            obj, pbs = self._dumper.dumps(obj)
             if pbs:
                 obj = _codec.pickled(obj, pbs)
             kind = K_PICKLE
@@ -329,7 +401,7 @@ cdef class MessageProducer(_ProducerSide):
             body = self._place(kind, n, timeout, &pushed)
             memcpy(body, PyBytes_AS_STRING(obj), n)
             shmr_msg_commit(self._p)
-            return None
+            return 0
         enc = obj if kind == K_PICKLE else _codec.encode(obj)
         if enc.nbytes > self.max_message:
             raise self._too_big(enc.nbytes)
@@ -340,6 +412,7 @@ cdef class MessageProducer(_ProducerSide):
             shmr_msg_cancel(self._p)
             raise
         shmr_msg_commit(self._p)
+        return 0
 
     def push_many(self, objects, timeout=None):
         """Send every object of an iterable as one message each, in order, publishing

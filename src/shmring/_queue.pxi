@@ -17,6 +17,63 @@ DEF WAIT_ROOM = 1
 DEF WAIT_JOIN = 2
 
 
+cdef extern from "pythread.h":
+    ctypedef void *PyThread_type_lock
+    ctypedef long long PY_TIMEOUT_T
+    PyThread_type_lock PyThread_allocate_lock()
+    void PyThread_free_lock(PyThread_type_lock)
+    int PyThread_acquire_lock_timed(PyThread_type_lock, PY_TIMEOUT_T microseconds, int intr_flag) nogil
+    void PyThread_release_lock(PyThread_type_lock) nogil
+    int PY_LOCK_ACQUIRED
+    int PY_LOCK_INTR
+
+
+@cython.final
+cdef class _Lock:
+    """A plain thread lock taken from C: an uncontended take and give costs a
+    few instructions where threading.Lock's methods cost a call each."""
+    cdef PyThread_type_lock _l
+
+    def __cinit__(self):
+        self._l = PyThread_allocate_lock()
+        if self._l == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        if self._l != NULL:
+            PyThread_free_lock(self._l)
+
+    cdef bint take(self, double timeout) except -1:
+        """True once held; False when timeout (seconds, < 0 forever) passed first."""
+        cdef int r
+        cdef int64_t deadline, left
+        cdef PY_TIMEOUT_T us
+        if PyThread_acquire_lock_timed(self._l, 0, 0) == PY_LOCK_ACQUIRED:
+            return True
+        if timeout == 0:
+            return False
+        deadline = -1 if timeout < 0 else _mono_ns() + <int64_t>(timeout * 1e9)
+        while True:
+            if deadline < 0:
+                us = -1
+            else:
+                left = deadline - _mono_ns()
+                if left <= 0:
+                    return False
+                us = <PY_TIMEOUT_T>(left // 1000)
+            with nogil:
+                r = PyThread_acquire_lock_timed(self._l, us, 1)
+            if r == PY_LOCK_ACQUIRED:
+                return True
+            if r == PY_LOCK_INTR:
+                PyErr_CheckSignals()  # a handler's exception ends the wait
+                continue
+            return False
+
+    cdef void give(self) noexcept:
+        PyThread_release_lock(self._l)
+
+
 cdef int _raise_q(int64_t rc, str what) except -1:
     cdef int code = <int>(-rc)
     if code == SHMR_ENOTQUEUE:
@@ -147,8 +204,8 @@ cdef class _QueueCore:
     cdef uint32_t _lane
     cdef uint64_t _consumed
     cdef list _cons
-    cdef object _put_lock
-    cdef object _get_lock
+    cdef _Lock _put_lock
+    cdef _Lock _get_lock
     cdef bint _qclosed
     cdef int64_t _spin_ns
     cdef int64_t _slice_ns
@@ -178,8 +235,8 @@ cdef class _QueueCore:
         self._prod = None
         self._cons = []
         self._consumed = 0
-        self._put_lock = threading.Lock()
-        self._get_lock = threading.Lock()
+        self._put_lock = _Lock()
+        self._get_lock = _Lock()
 
     cdef inline int _enter(self) except -1:
         if self._qclosed:
@@ -292,13 +349,13 @@ cdef class _QueueCore:
         elif timeout is not None:
             _timeout_arg(timeout)  # a negative or non-number timeout: ValueError / TypeError
         _waiting_init(&w, self._spin_ns)
-        if not self._put_lock.acquire(True, -1 if timeout is None else min(_timeout_arg(timeout), TIMEOUT_FOREVER)):
+        if not self._put_lock.take(-1 if timeout is None else min(_timeout_arg(timeout), TIMEOUT_FOREVER)):
             raise Full("queue is busy: another thread of this process is putting and the timeout passed")
         try:
             prod = self._producer()
             self._admit(1, timeout, &w)
             try:
-                prod.push(obj, self._left(&w, timeout))
+                prod._push_one(obj, self._left(&w, timeout))
             except Full:
                 shmr_mpq_unadmit(self._q, self._lane, 1)
                 raise Full(f"queue is full: this process's lane holds nbytes={self._nbytes} bytes in flight")
@@ -308,7 +365,7 @@ cdef class _QueueCore:
         finally:
             if self._qclosed:
                 self._drop_producer()  # close() came from another thread meanwhile
-            self._put_lock.release()
+            self._put_lock.give()
 
     def put_many(self, items, block=True, timeout=None):
         """Put every item of an iterable, in order; returns how many."""
@@ -338,7 +395,7 @@ cdef class _QueueCore:
                 if not w.started:
                     _waiting_start(&w, timeout)
             return n
-        if not self._put_lock.acquire(True, -1 if timeout is None else min(_timeout_arg(timeout), TIMEOUT_FOREVER)):
+        if not self._put_lock.take(-1 if timeout is None else min(_timeout_arg(timeout), TIMEOUT_FOREVER)):
             raise Full("queue is busy: another thread of this process is putting and the timeout passed")
         try:
             prod = self._producer()
@@ -355,7 +412,7 @@ cdef class _QueueCore:
         finally:
             if self._qclosed:
                 self._drop_producer()  # close() came from another thread meanwhile
-            self._put_lock.release()
+            self._put_lock.give()
         return n
 
     # ---- get ----------------------------------------------------------------
@@ -391,7 +448,8 @@ cdef class _QueueCore:
         loss.msgs = 0
         loss.bytes = 0
         want = 1 if out is None else min(max_items - len(out), MSG_BATCH)
-        with self._get_lock:
+        self._get_lock.take(-1)
+        try:
             # a lane the pick named may be emptied by another consumer before our
             # claim: pick again (bounded; the caller's wait re-checks)
             for tries in range(64):
@@ -427,6 +485,8 @@ cdef class _QueueCore:
                     shmr_msg_release(mc._c, msgs, &loss)
                     shmr_mpq_taken(self._q)
                 return _NOTHING
+        finally:
+            self._get_lock.give()
         return _NOTHING
 
     def get(self, block=True, timeout=None):
@@ -517,16 +577,19 @@ cdef class _QueueCore:
         may do); a get is never inside a lane's claim while we close."""
         self._qclosed = True
         if self._gen == _fork_gen:
-            if self._put_lock.acquire(False):
+            if self._put_lock.take(0):
                 try:
                     self._drop_producer()
                 finally:
-                    self._put_lock.release()
-            with self._get_lock:
+                    self._put_lock.give()
+            self._get_lock.take(-1)
+            try:
                 for mc in self._cons:
                     if mc is not None:
                         mc.close()
                 self._cons = []
+            finally:
+                self._get_lock.give()
         else:
             self._prod = None
             self._cons = []
