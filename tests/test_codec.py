@@ -3,7 +3,9 @@ bad bodies give clear errors. (Through real rings in test_messages*.py.)"""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import enum
 import fractions
 import pickle
 import threading
@@ -201,11 +203,63 @@ OBJECTS = [
 ]
 
 
+MARSHALLED = {"NoneType", "int", "float", "str", "tuple", "dict", "list", "set"}
+
+
 @pytest.mark.parametrize("obj", OBJECTS, ids=lambda o: type(o).__name__)
 def test_plain_objects_round_trip(obj):
     kind, out, _ = roundtrip(obj)
-    assert kind == codec.PICKLE
+    assert kind == (codec.MARSHAL if type(obj).__name__ in MARSHALLED else codec.PICKLE)
     assert type(out) is type(obj) and out == obj
+
+
+Point = collections.namedtuple("Point", "x y")
+
+
+class Color(enum.IntEnum):
+    RED = 1
+
+
+class Name(str):
+    pass
+
+
+@pytest.mark.parametrize("obj", [
+    (True, False, None, 1 + 2j, b"raw", "s\udc80", -(2 ** 200), float("inf"), 0.1),
+    {"k": [1, {2: (3, frozenset({4, 5}))}], (1, 2): {"nested": [[[]]]}, 7: {}},
+    [[[[[[[[1]]]]]]]],
+])
+def test_plain_data_goes_by_marshal_and_keeps_every_type_and_value(obj):
+    kind, out, _ = roundtrip(obj)
+    assert kind == codec.MARSHAL
+    assert repr(out) == repr(obj)
+
+
+@pytest.mark.parametrize("obj", [
+    Point(1, 2), (Point(1, 2),), Color.RED, [Color.RED], Name("x"), {"a": Name("x")}, (np.arange(2),),
+    [bytearray(b"buffer, not bytes")], [[[[[[[[[1]]]]]]]]], list(range(2000)),
+    {"f": 1.0, "inner": [{"deep": (np.float64(1.0),)}]},
+])
+def test_anything_marshal_would_not_give_back_as_it_was_is_pickled(obj):
+    kind, out, _ = roundtrip(obj)
+    assert kind in (codec.PICKLE, codec.PICKLE_OOB)
+    assert repr(out) == repr(obj) or isinstance(obj, tuple) and isinstance(obj[0], np.ndarray)
+    if isinstance(obj, (Point, Name, Color)):
+        assert type(out) is type(obj)
+
+
+def test_a_memoryview_inside_an_object_is_not_turned_into_bytes():
+    with pytest.raises(TypeError):  # what pickle says; marshal would have sent bytes
+        codec.encode([memoryview(b"view")])
+
+
+def test_marshal_messages_are_refused_like_pickles_and_corrupt_ones_named():
+    kind, body = encode_to({"a": 1})
+    assert kind == codec.MARSHAL
+    with pytest.raises(PickleRefusedError, match="allow_pickle=False"):
+        codec.decode(kind, memoryview(body), allow_pickle=False)
+    with pytest.raises(CorruptMessageError, match="marshal message of 3 bytes is corrupt"):
+        codec.decode(codec.MARSHAL, memoryview(b"\xfb\x01\x02"))
 
 
 def test_arrays_inside_objects_go_out_of_band_not_through_the_stream():

@@ -29,6 +29,15 @@ PICKLE_OOB (4)  a pickle whose out-of-band buffers (PEP 574) are written
                   u64 stream length, u64 buffer count n,
                   n x (u64 offset, u64 length), the stream, then each buffer
                   at a 16-byte aligned offset.
+MARSHAL (5)     plain data in ``marshal`` format version 4 (stable since
+                Python 3.4): None, bools, and exact ints, floats, complex
+                numbers, str and bytes, in exact tuples, lists, dicts, sets and
+                frozensets, at most 8 deep and 1024 items in all. Taken for such
+                objects because it costs a third of a pickle on each side (a
+                tuple of an int, a float and a short str: 0.4 us of 1.2 us per
+                put and get). Subclasses (named tuples, enums) are pickled, so
+                their type is kept. A consumer that refuses pickles refuses these
+                too (``marshal`` is not meant for untrusted data either).
 
 Anything that is not a bytes-like or a plain ndarray is pickled, including
 ndarray subclasses (to keep their type) and arrays of dtype ``object``: those
@@ -44,6 +53,7 @@ valid only as long as the caller keeps the body valid.
 from __future__ import annotations
 
 import ast
+import marshal
 import pickle
 import struct
 from typing import Any, Callable
@@ -57,7 +67,9 @@ BYTES = 1
 ARRAY = 2
 PICKLE = 3
 PICKLE_OOB = 4
-KIND_NAMES = {BYTES: "bytes", ARRAY: "array", PICKLE: "pickle", PICKLE_OOB: "pickle"}
+MARSHAL = 5
+KIND_NAMES = {BYTES: "bytes", ARRAY: "array", PICKLE: "pickle", PICKLE_OOB: "pickle", MARSHAL: "marshal"}
+MARSHAL_VERSION = 4
 
 ALIGN = 16  # the largest alignment numpy asks of any dtype (complex long double)
 MAX_NDIM = 64  # numpy's own limit (NPY_MAXDIMS in numpy 2)
@@ -131,7 +143,7 @@ class Encoded:
         writer that copies each with one memcpy; None when the body must be
         written by write_into (a strided array is copied into its new layout)."""
         k, a = self.kind, self._arg
-        if k == BYTES or k == PICKLE:
+        if k == BYTES or k == PICKLE or k == MARSHAL:
             return [(0, a)]
         if k == ARRAY:
             head, off, arr, order = a
@@ -254,6 +266,14 @@ def dumps(obj: Any) -> tuple:
     return pickle_dumps(obj)
 
 
+def marshal_loads(body: Any) -> Any:
+    """The object a MARSHAL body holds; a body marshal cannot read is corrupt."""
+    try:
+        return marshal.loads(body)
+    except (EOFError, ValueError, TypeError) as exc:
+        raise CorruptMessageError(f"marshal message of {len(body)} bytes is corrupt: {exc}") from None
+
+
 def _pickle_plan(obj: Any) -> Encoded:
     return pickled(*dumps(obj))
 
@@ -290,6 +310,11 @@ def encode(obj: Any) -> Encoded:
         return Encoded(BYTES, mv.nbytes, _write_bytes, mv)
     if t is np.ndarray and not obj.dtype.hasobject:
         return _array_plan(obj)
+    from ._ring import marshal_dumps
+
+    body = marshal_dumps(obj)
+    if body is not None:
+        return Encoded(MARSHAL, len(body), _write_bytes, body)
     return _pickle_plan(obj)
 
 
@@ -380,13 +405,15 @@ def decode(kind: int, body: Any, *, copy: bool = True, allow_pickle: bool = True
         return bytes(mv) if copy else mv
     if kind == ARRAY:
         return _decode_array(mv, copy)
-    if kind == PICKLE or kind == PICKLE_OOB:
+    if kind == PICKLE or kind == PICKLE_OOB or kind == MARSHAL:
         if not allow_pickle:
             raise PickleRefusedError(
                 "refused a pickled message: this consumer was opened with allow_pickle=False "
                 "(bytes and numpy arrays still arrive; anything else is sent pickled)")
         if kind == PICKLE:
             return pickle.loads(mv)
+        if kind == MARSHAL:
+            return marshal_loads(mv)
         src = mv if buffers_from is None else memoryview(buffers_from)
         if len(src) != len(mv):
             raise ValueError("buffers_from must hold as many bytes as the body")

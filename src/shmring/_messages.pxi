@@ -128,7 +128,62 @@ cdef object _copy_out(Mapping mp, uint32_t kind, const char *body, uint64_t n, b
 
 # ---- producer ---------------------------------------------------------------
 
-# ---- pickling ---------------------------------------------------------------
+# ---- marshal and pickle -------------------------------------------------------
+
+cdef extern from "marshal.h":
+    object PyMarshal_WriteObjectToString(object, int)
+    object PyMarshal_ReadObjectFromString(const char *, Py_ssize_t)
+
+cdef uint32_t K_MARSHAL = _codec.MARSHAL
+cdef int MARSHAL_VERSION = _codec.MARSHAL_VERSION
+DEF MARSHAL_DEPTH = 8
+DEF MARSHAL_ITEMS = 1024
+
+
+cdef bint _plain(object o, int depth, Py_ssize_t *budget) noexcept:
+    """Whether o is plain data marshal writes and reads back as the same types
+    (shmring._codec, MARSHAL): exact builtin types only, bounded in depth and
+    size (a big container is pickled, which costs no more per item)."""
+    cdef type t = type(o)
+    budget[0] -= 1
+    if budget[0] < 0:
+        return False
+    if t is int or t is float or t is str or t is bool or o is None or t is bytes or t is complex:
+        return True
+    if depth == 0:
+        return False
+    if t is tuple or t is list or t is set or t is frozenset:
+        for x in o:
+            if not _plain(x, depth - 1, budget):
+                return False
+        return True
+    if t is dict:
+        for k, v in (<dict>o).items():
+            if not _plain(k, depth - 1, budget) or not _plain(v, depth - 1, budget):
+                return False
+        return True
+    return False
+
+
+cdef inline object _marshal_plain(object o):
+    """o in marshal format, or None when o is not plain data."""
+    cdef Py_ssize_t budget = MARSHAL_ITEMS
+    if not _plain(o, MARSHAL_DEPTH, &budget):
+        return None
+    return PyMarshal_WriteObjectToString(o, MARSHAL_VERSION)
+
+
+def marshal_dumps(obj):
+    """obj in marshal format when it is plain data (shmring._codec, MARSHAL), else None."""
+    return _marshal_plain(obj)
+
+
+cdef object _marshal_read(const char *body, uint64_t n):
+    try:
+        return PyMarshal_ReadObjectFromString(body, <Py_ssize_t>n)
+    except (EOFError, ValueError, TypeError) as exc:
+        raise CorruptMessageError(f"marshal message of {n} bytes is corrupt: {exc}") from None
+
 
 cdef object _copyreg_table = copyreg.dispatch_table
 cdef object _reduce_array = _codec._reduce_array
@@ -389,11 +444,16 @@ cdef class MessageProducer(_ProducerSide):
         self._check_push()
         t = type(obj)
         if t is not bytes and t is not bytearray and t is not memoryview and t is not np.ndarray:
-            # a pickle; most have no out-of-band buffer and are copied like bytes
-            obj, pbs = self._dumper.dumps(obj)
-            if pbs:
-                obj = _codec.pickled(obj, pbs)
-            kind = K_PICKLE
+            enc = _marshal_plain(obj)
+            if enc is not None:
+                obj = enc
+                kind = K_MARSHAL
+            else:
+                # a pickle; most have no out-of-band buffer and are copied like bytes
+                obj, pbs = self._dumper.dumps(obj)
+                if pbs:
+                    obj = _codec.pickled(obj, pbs)
+                kind = K_PICKLE
         if type(obj) is bytes:  # the common cases, without the codec
             n = <uint64_t>PyBytes_GET_SIZE(obj)
             if n > self.max_message:
@@ -402,7 +462,7 @@ cdef class MessageProducer(_ProducerSide):
             memcpy(body, PyBytes_AS_STRING(obj), n)
             shmr_msg_commit(self._p)
             return 0
-        enc = obj if kind == K_PICKLE else _codec.encode(obj)
+        enc = obj if kind != K_BYTES else _codec.encode(obj)
         if enc.nbytes > self.max_message:
             raise self._too_big(enc.nbytes)
         body = self._place(enc.kind, enc.nbytes, timeout, &pushed)
@@ -614,6 +674,8 @@ cdef class MessageConsumer(_ConsumerSide):
         (queue and broadcast-block: the claim keeps the frame from being reused)."""
         if m.kind == K_BYTES:
             return PyBytes_FromStringAndSize(<const char *>m.body, m.len)
+        if m.kind == K_MARSHAL and self._allow_pickle:
+            return _marshal_read(<const char *>m.body, m.len)
         if m.kind == K_PICKLE and self._allow_pickle:
             return _pickle_loads(_raw_span(self._map, m.body, m.len, True))
         return _copy_out(self._map, m.kind, <const char *>m.body, m.len, self._allow_pickle)
@@ -754,7 +816,7 @@ cdef class MessageConsumer(_ConsumerSide):
         if shmr_msg_intact(self._c, self._one) == 0:
             raise Lagged(1, "the producer overwrote this message while it was being read", nbytes=len(raw))
         kind = self._one[0].kind
-        if kind == _codec.PICKLE:
+        if kind != _codec.PICKLE_OOB:
             return _codec.decode(kind, raw, copy=True, allow_pickle=self._allow_pickle)
         return _codec.decode(kind, raw, copy=False, allow_pickle=self._allow_pickle, buffers_from=span)
 
