@@ -248,6 +248,24 @@ def test_anything_marshal_would_not_give_back_as_it_was_is_pickled(obj):
         assert type(out) is type(obj)
 
 
+def test_shared_or_self_containing_containers_are_pickled_and_stay_shared():
+    inner = [1, 2]
+    shared = [inner, inner]
+    looped = [0]
+    looped.append(looped)
+    many = [[i] for i in range(20)]  # more lists than the walk keeps track of
+    for obj in (shared, {"a": inner, "b": inner}, looped, many):
+        kind, out, _ = roundtrip(obj)
+        assert kind == codec.PICKLE
+    out = roundtrip(shared)[1]
+    assert out[0] is out[1] and out == [[1, 2], [1, 2]]
+    out = roundtrip(looped)[1]
+    assert out[1] is out
+    assert roundtrip(many)[1] == many
+    tup = (1, "x")
+    assert roundtrip([tup, tup])[0] == codec.MARSHAL  # immutables may repeat
+
+
 def test_a_memoryview_inside_an_object_is_not_turned_into_bytes():
     with pytest.raises(TypeError):  # what pickle says; marshal would have sent bytes
         codec.encode([memoryview(b"view")])

@@ -138,28 +138,50 @@ cdef uint32_t K_MARSHAL = _codec.MARSHAL
 cdef int MARSHAL_VERSION = _codec.MARSHAL_VERSION
 DEF MARSHAL_DEPTH = 8
 DEF MARSHAL_ITEMS = 1024
+DEF MARSHAL_MUTABLES = 16
 
 
-cdef bint _plain(object o, int depth, Py_ssize_t *budget) noexcept:
-    """Whether o is plain data marshal writes and reads back as the same types
+cdef struct _PlainWalk:
+    Py_ssize_t budget                   # items left to look at
+    int nmut                            # mutable containers seen
+    void *mut[MARSHAL_MUTABLES]
+
+
+cdef bint _plain(object o, int depth, _PlainWalk *w) noexcept:
+    """Whether o is plain data marshal writes and reads back as it was
     (shmring._codec, MARSHAL): exact builtin types only, bounded in depth and
-    size (a big container is pickled, which costs no more per item)."""
+    size (a big container is pickled, which costs no more per item), and no
+    list, dict or set reached twice: marshal's version 2 has no references, so
+    a shared one would come back as two (pickle keeps it one)."""
     cdef type t = type(o)
-    budget[0] -= 1
-    if budget[0] < 0:
+    cdef int i
+    w.budget -= 1
+    if w.budget < 0:
         return False
     if t is int or t is float or t is str or t is bool or o is None or t is bytes or t is complex:
         return True
     if depth == 0:
         return False
-    if t is tuple or t is list or t is set or t is frozenset:
+    if t is tuple or t is frozenset:
         for x in o:
-            if not _plain(x, depth - 1, budget):
+            if not _plain(x, depth - 1, w):
                 return False
         return True
-    if t is dict:
-        for k, v in (<dict>o).items():
-            if not _plain(k, depth - 1, budget) or not _plain(v, depth - 1, budget):
+    if t is list or t is dict or t is set:
+        for i in range(w.nmut):
+            if w.mut[i] == <void *>o:
+                return False
+        if w.nmut == MARSHAL_MUTABLES:
+            return False
+        w.mut[w.nmut] = <void *>o
+        w.nmut += 1
+        if t is dict:
+            for k, v in (<dict>o).items():
+                if not _plain(k, depth - 1, w) or not _plain(v, depth - 1, w):
+                    return False
+            return True
+        for x in o:
+            if not _plain(x, depth - 1, w):
                 return False
         return True
     return False
@@ -167,8 +189,10 @@ cdef bint _plain(object o, int depth, Py_ssize_t *budget) noexcept:
 
 cdef inline object _marshal_plain(object o):
     """o in marshal format, or None when o is not plain data."""
-    cdef Py_ssize_t budget = MARSHAL_ITEMS
-    if not _plain(o, MARSHAL_DEPTH, &budget):
+    cdef _PlainWalk w
+    w.budget = MARSHAL_ITEMS
+    w.nmut = 0
+    if not _plain(o, MARSHAL_DEPTH, &w):
         return None
     return PyMarshal_WriteObjectToString(o, MARSHAL_VERSION)
 
