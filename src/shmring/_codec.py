@@ -223,27 +223,27 @@ def _write_oob(dest: memoryview, arg: tuple) -> None:
 # numpy's own reduction of an array pickles its dtype as an object (a global, a
 # constructor call and a state tuple) and looks up a module-level rebuild
 # function: for a dict holding one 64 KiB array that is 7 us of a 9 us put. The
-# pickler below reduces a plain C-contiguous array to (array_from, (buffer,
-# dtype.str, shape)) instead, the buffer still out of band, and is kept per
-# thread and reused (a new Pickler per call costs about as much as a small
-# tuple's whole pickle). Arrays it does not know how to rebuild exactly (other
-# dtypes, metadata, other memory orders, subclasses) keep numpy's reduction.
+# compiled module's pickler reduces a plain C-contiguous array to (array_from,
+# (buffer, dtype.str, shape)) instead, the buffer still out of band, and is
+# kept per producer handle and per thread and reused (a new Pickler per call
+# costs about as much as a small tuple's whole pickle). Arrays it does not know
+# how to rebuild exactly (other dtypes, metadata, other memory orders,
+# subclasses) keep numpy's reduction.
 
-_SIMPLE_KINDS = frozenset("biufcmMSU")  # dtypes that ``dtype.str`` names exactly
+SIMPLE_KINDS = frozenset("biufcmMSU")  # dtypes that ``dtype.str`` names exactly
+_array_dtypes: dict = {}
 
 
 def array_from(buf: Any, descr: str, shape: tuple) -> np.ndarray:
-    """The array a fast-reduced one became (a pickle's rebuild function)."""
-    return np.frombuffer(buf, np.dtype(descr)).reshape(shape)
-
-
-def _reduce_array(a: np.ndarray) -> Any:
-    dt = a.dtype
-    if dt.kind in _SIMPLE_KINDS and dt.metadata is None and a.flags.c_contiguous:
-        # datetimes export no buffer; their bytes do
-        raw = a.reshape(-1).view(np.uint8) if dt.kind in "mM" else a
-        return array_from, (pickle.PickleBuffer(raw), dt.str, a.shape)
-    return a.__reduce_ex__(5)
+    """The array a fast-reduced one became (a pickle's rebuild function; the
+    reduction is ``_reduce_array`` in the compiled module)."""
+    dt = _array_dtypes.get(descr)
+    if dt is None:
+        dt = np.dtype(descr)
+        if len(_array_dtypes) < _CACHE_MAX:
+            _array_dtypes[descr] = dt
+    a = np.frombuffer(buf, dt)
+    return a if len(shape) == 1 else a.reshape(shape)
 
 
 class _Pickler(pickle.Pickler):
