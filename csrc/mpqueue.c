@@ -52,6 +52,7 @@
 #include "shmr_internal.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -620,9 +621,47 @@ void shmr_mpq_leave(shmr_mpq *q)
         shmr_ec_notify_n(&q->hdr->data_ec, 1);
 }
 
+/* A getter's spin watches the ticket word, one line that moves only when some
+ * put begins, and scans the lanes when it moves (and every 64 rounds, for a put
+ * that took its ticket before the last scan and published after it): spinning
+ * on every lane's head would pull each producer's head line away from it on
+ * every round. Only the spin takes this shortcut; the sleep path (shmr_ec_wait)
+ * checks every lane after counting itself in, as its proof needs. */
+static int spin_for_data(shmr_mpq *q, int64_t timeout_ns, int64_t spin_ns)
+{
+    int64_t until = shmr_mono_ns() + (timeout_ns > 0 && timeout_ns < spin_ns ? timeout_ns : spin_ns);
+    /* relaxed: a hint; whatever it shows, shmr_mpq_has_data decides */
+    uint64_t seen = shmr_load_relaxed64(&q->hdr->ticket.next);
+    for (uint32_t i = 1;; i++) {
+        uint64_t t = shmr_load_relaxed64(&q->hdr->ticket.next);
+        if ((t != seen || (i & 63) == 0) && shmr_mpq_has_data(q))
+            return 1;
+        seen = t;
+        shmr_cpu_relax();
+        if ((i & 63) == 0 && shmr_mono_ns() >= until)
+            return 0;
+    }
+}
+
 int shmr_mpq_wait_data(shmr_mpq *q, int64_t timeout_ns, int64_t spin_ns)
 {
-    return shmr_ec_wait(&q->hdr->data_ec, data_ready, q, timeout_ns, spin_ns);
+    if (shmr_mpq_has_data(q))
+        return 0;
+    if (timeout_ns == 0)
+        return -ETIMEDOUT;
+    if (spin_ns > 0) {
+        int64_t start = shmr_mono_ns();
+        if (spin_for_data(q, timeout_ns, spin_ns))
+            return 0;
+        for (int i = 0; i < 4; i++) { /* as shmr_ec_wait after its spin */
+            sched_yield();
+            if (shmr_mpq_has_data(q))
+                return 0;
+        }
+        if (timeout_ns > 0 && (timeout_ns -= shmr_mono_ns() - start) <= 0)
+            return -ETIMEDOUT;
+    }
+    return shmr_ec_wait(&q->hdr->data_ec, data_ready, q, timeout_ns, 0);
 }
 
 /* ---- JoinableQueue ------------------------------------------------------ */
