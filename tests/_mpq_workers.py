@@ -150,3 +150,19 @@ def busy_forever(q, role: str) -> None:
             q.get(timeout=1)
         except queue.Empty:
             pass
+
+
+def get_one_report(q, timeout: float, ready, conn) -> None:
+    """Announces it is about to wait, then one get; sends (pid, item or 'empty')."""
+    ready.set()
+    try:
+        conn.send((os.getpid(), q.get(timeout=timeout)))
+    except Exception as exc:  # queue.Empty: reported, the test names it
+        conn.send((os.getpid(), type(exc).__name__))
+
+
+def put_each_then_report(q, tag: int, n: int, conn) -> None:
+    """Puts n items (tag, i) one by one, blocking on a full lane; reports done."""
+    for i in range(n):
+        q.put((tag, i))
+    conn.send(tag)

@@ -636,3 +636,103 @@ def test_queue_header_mutations(ring_name, popen, tmp_path):
     assert len(lines) == len(cases)
     outcomes = {line.split()[1] for line in lines}
     assert "worked" in outcomes and outcomes - {"worked"}, outcomes  # both kinds were met
+
+
+# ---- wake-ups: one sleeper per item, a lane's producer only ---------------------
+
+def ctx_switches(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("voluntary_ctxt_switches"):
+                return int(line.split()[1])
+    raise AssertionError(f"no context switch count for {pid}")
+
+
+def wait_asleep(pids, timeout=10.0):
+    """Until every process is in an interruptible sleep (state S) twice in a row."""
+    deadline = time.monotonic() + timeout
+    streak = 0
+    while time.monotonic() < deadline:
+        states = []
+        for pid in pids:
+            with open(f"/proc/{pid}/stat") as f:
+                states.append(f.read().rsplit(")", 1)[1].split()[0])
+        streak = streak + 1 if all(s == "S" for s in states) else 0
+        if streak >= 2:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"processes not asleep: {states}")
+
+
+@pytest.fixture
+def long_liveness(monkeypatch):
+    # sleepers otherwise wake once per liveness interval to look for dead peers
+    monkeypatch.setattr(shmring.queues, "_LIVENESS", 30.0)
+
+
+def test_a_put_wakes_one_sleeping_getter_not_all(procs, long_liveness):
+    ctx = ctx_of("fork")
+    q = shmring.Queue()
+    n = 6
+    a, b = ctx.Pipe(duplex=False)
+    getters = []
+    for _ in range(n):
+        ev = ctx.Event()
+        getters.append(procs(ctx, W.get_one_report, q, 20.0, ev, b))
+        assert ev.wait(10)
+    pids = [p.pid for p in getters]
+    wait_asleep(pids)
+    before = {pid: ctx_switches(pid) for pid in pids}
+    q.put("one")
+    assert a.poll(10)
+    winner, item = a.recv()
+    assert item == "one"
+    time.sleep(0.2)
+    assert not a.poll(0), "a second getter returned"
+    woken = [pid for pid in pids if pid != winner and ctx_switches(pid) != before[pid]]
+    # with every sleeper woken per put this is n - 1; a getter's spin may yield once
+    assert len(woken) <= 1, f"{len(woken)} of {n - 1} other getters woke for one item"
+    q.put_many(list(range(n - 1)))  # one publish of n - 1 items: the wake is passed on
+    got = sorted(a.recv()[1] for _ in range(n - 1) if a.poll(10))
+    assert got == list(range(n - 1))
+    join_all(getters)
+
+
+def test_a_put_many_reaches_every_sleeping_getter(procs, long_liveness):
+    ctx = ctx_of("fork")
+    q = shmring.Queue()
+    a, b = ctx.Pipe(duplex=False)
+    getters = []
+    for _ in range(4):
+        ev = ctx.Event()
+        getters.append(procs(ctx, W.get_one_report, q, 10.0, ev, b))
+        assert ev.wait(10)
+    wait_asleep([p.pid for p in getters])
+    q.put_many(["a", "b", "c", "d"])  # one publish, one wake: each getter passes it on
+    got = sorted(a.recv()[1] for _ in range(4) if a.poll(15))
+    assert got == ["a", "b", "c", "d"]
+    join_all(getters)
+
+
+def test_a_release_wakes_only_the_producer_of_that_lane(procs, long_liveness):
+    ctx = ctx_of("fork")
+    q = shmring.Queue(nbytes=4096)  # a few items fill a lane
+    a, b = ctx.Pipe(duplex=False)
+    producers = [procs(ctx, W.put_each_then_report, q, tag, 400, b) for tag in range(3)]
+    time.sleep(0.3)
+    wait_asleep([p.pid for p in producers])  # every lane full, every producer asleep
+    before = {p.pid: ctx_switches(p.pid) for p in producers}
+    first = q.get()  # the oldest item: from the lane of the producer that put first
+    owner = producers[first[0]].pid
+    deadline = time.monotonic() + 10
+    while ctx_switches(owner) == before[owner] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ctx_switches(owner) != before[owner], "the lane's producer did not wake"
+    time.sleep(0.2)
+    others = [p.pid for p in producers if p.pid != owner and ctx_switches(p.pid) != before[p.pid]]
+    assert others == [], "a release in one lane woke the producers of the others"
+    got = [first] + [q.get(timeout=10) for _ in range(3 * 400 - 1)]
+    for tag in range(3):
+        assert [i for t, i in got if t == tag] == list(range(400))
+    assert sorted(a.recv() for _ in range(3)) == [0, 1, 2]
+    join_all(producers)
