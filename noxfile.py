@@ -39,6 +39,7 @@ CORE = [
     "tests/test_messages.py",
     "tests/test_usability.py",
     "tests/test_aio.py",
+    "tests/test_mpqueue.py",
 ]
 BUILD_DEPS = ["setuptools>=77", "wheel", "Cython>=3.1", "numpy>=2"]
 TEST_DEPS = ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "pexpect>=4.8", "pyte>=0.8", "rich>=13", "uvloop>=0.19", "pyzmq>=25"]

@@ -372,6 +372,7 @@ cdef class _QueueCore:
         cdef Waiting w
         cdef MessageProducer prod
         cdef uint64_t n
+        cdef bint admitted = False
         self._enter()
         if not block:
             timeout = 0
@@ -385,34 +386,40 @@ cdef class _QueueCore:
         if n == 0:
             return 0
         _waiting_init(&w, self._spin_ns)
-        if self._maxsize > 0:
-            # each item is admitted against maxsize on its own, as put() would
-            for k, obj in enumerate(items):
-                try:
-                    self.put(obj, True, self._left(&w, timeout))
-                except Full as exc:
-                    raise Full(f"{exc}; {k} of {n} items were put", pushed=k) from None
-                if not w.started:
-                    _waiting_start(&w, timeout)
-            return n
         if not self._put_lock.take(-1 if timeout is None else min(_timeout_arg(timeout), TIMEOUT_FOREVER)):
             raise Full("queue is busy: another thread of this process is putting and the timeout passed")
         try:
             prod = self._producer()
-            self._admit(n, timeout, &w)
-            try:
-                prod.push_many(items, timeout)
-            except Full as exc:
-                shmr_mpq_unadmit(self._q, self._lane, n - exc.pushed)
-                raise Full(f"queue is full: this process's lane holds nbytes={self._nbytes} bytes in flight; "
-                           f"{exc.pushed} of {n} items were put", pushed=exc.pushed) from None
-            except BaseException:
-                shmr_mpq_unadmit(self._q, self._lane, n)
-                raise
+            if self._maxsize <= 0:
+                admitted = shmr_mpq_admit(self._q, self._lane, n, &self._consumed)  # always room
+            elif n <= <uint64_t>self._maxsize:
+                # all at once when there is room for all now (one admit, one publish)
+                admitted = shmr_mpq_admit(self._q, self._lane, n, &self._consumed)
+            if admitted:
+                try:
+                    prod.push_many(items, timeout)
+                except Full as exc:
+                    shmr_mpq_unadmit(self._q, self._lane, n - exc.pushed)
+                    raise Full(f"queue is full: this process's lane holds nbytes={self._nbytes} bytes in flight; "
+                               f"{exc.pushed} of {n} items were put", pushed=exc.pushed) from None
+                except BaseException:
+                    shmr_mpq_unadmit(self._q, self._lane, n)
+                    raise
         finally:
             if self._qclosed:
                 self._drop_producer()  # close() came from another thread meanwhile
             self._put_lock.give()
+        if admitted:
+            return n
+        # no room under maxsize for all of them now: each item is admitted on its
+        # own, as put() would, so the queue never holds more than maxsize
+        for k, obj in enumerate(items):
+            try:
+                self.put(obj, True, self._left(&w, timeout))
+            except Full as exc:
+                raise Full(f"{exc}; {k} of {n} items were put", pushed=k) from None
+            if not w.started:
+                _waiting_start(&w, timeout)
         return n
 
     # ---- get ----------------------------------------------------------------
