@@ -398,7 +398,9 @@ def test_8_producers_4_consumers_exactly_once(procs):
     check_exactly_once(parts, n_prod, each)
     s = q.stats()
     assert s["put"] == n_prod * each + n_cons and s["got"] == s["put"] and s["items"] == 0
-    assert 7 <= s["lanes_used"] <= 8 and s["lost"] == 0 and s["abandoned"] == 0
+    # a lane whose producer exited is taken by the next one to start: at most one
+    # lane per producer process and the parent, however they overlapped in time
+    assert 1 <= s["lanes_used"] <= 8 and s["lost"] == 0 and s["abandoned"] == 0
 
 
 # ---- crashes --------------------------------------------------------------------
