@@ -194,7 +194,10 @@ int shmr_msg_reserve(shmr_producer *p, uint32_t kind, uint64_t len, void **body)
      * other rings keep the byte count (which only broadcast consumers read):
      * relaxed, as only the counter's own order matters; a put that began
      * after another returned takes a larger ticket (mpqueue.c pick). */
-    uint64_t cum = p->ticket ? shmr_fetch_add_relaxed64(p->ticket, 1) : p->bytes + p->pend_bytes;
+    /* release: pairs with the acquire load of the counter in shmr_mpq_pick, so a
+     * getter that reads a count past this ticket sees what this put's thread
+     * published before it (its earlier puts, and any put that returned to it) */
+    uint64_t cum = p->ticket ? shmr_fetch_add_release64(p->ticket, 1) : p->bytes + p->pend_bytes;
     write_hdr(r, pos, kind, len, p->msgs + p->pend_msgs, cum);
     p->last_pend = pos;
     p->pend = need;

@@ -36,11 +36,14 @@
  *                 publish's release store of head orders it before the item
  *   done:         seq_cst CAS in task_done / relaxed loads in the join check,
  *                 which runs under the join eventcount's fences
- *   ticket:       relaxed fetch_add per item (messages.c); a put that begins
+ *   ticket:       release fetch_add per item (messages.c); a put that begins
  *                 after another returned is ordered after it by that
  *                 happens-before, and the counter's modification order gives
  *                 it the larger ticket. Read back from the frame header after
- *                 the acquire load of the lane's head (shmr_mpq_pick).
+ *                 the acquire load of the lane's head (shmr_mpq_pick), which
+ *                 first loads the counter with acquire: reading a count past a
+ *                 ticket synchronizes with that put's fetch_add (every later
+ *                 fetch_add continues its release sequence).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -566,14 +569,21 @@ static int peek_lane(shmr_mpq *q, uint32_t i, uint64_t *ticket, uint64_t *tail, 
  * and miss an older one in a lane it read before that one was published. A
  * second pass sees every item published before anything the first pass saw,
  * so a minimum found twice in a row is the oldest (bounded: under a stream of
- * gets it may move on every pass). The batch is the lane's items older than
- * every other lane's oldest. */
+ * gets it may move on every pass). The second pass is needed only for an item
+ * whose put began after the pass did: the pass first reads the ticket counter
+ * (acquire), and for an item with a smaller ticket, whose fetch_add that read
+ * synchronizes with, every put that returned before its put began was
+ * published before the pass read any lane, so the pass saw it. Under a steady
+ * stream the oldest item is older than the pass, and one pass is enough. The
+ * batch is the lane's items older than every other lane's oldest. */
 int shmr_mpq_pick(shmr_mpq *q, uint64_t max, uint32_t *lane, uint64_t *count)
 {
     uint32_t used = shmr_mpq_lanes_used(q);
     uint64_t prev = UINT64_MAX, best = UINT64_MAX, second = UINT64_MAX, tail = 0, head = 0;
     uint32_t bl = 0;
     for (int pass = 0; pass < 4; pass++) {
+        /* pairs with the release fetch_add of every put (messages.c) */
+        uint64_t began = shmr_load_acquire64(&q->hdr->ticket.next);
         best = second = UINT64_MAX;
         for (uint32_t i = 0; i < used; i++) {
             uint64_t t, ta, he;
@@ -591,7 +601,7 @@ int shmr_mpq_pick(shmr_mpq *q, uint64_t max, uint32_t *lane, uint64_t *count)
         }
         if (best == UINT64_MAX)
             return 0;
-        if (best == prev || used == 1)
+        if (best == prev || used == 1 || best < began)
             break;
         prev = best;
     }

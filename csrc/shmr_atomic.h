@@ -26,6 +26,7 @@ static inline void shmr_store_relaxed64(shmr_a64 *p, uint64_t v) { atomic_store_
 static inline void shmr_store_release64(shmr_a64 *p, uint64_t v) { atomic_store_explicit(p, v, memory_order_release); }
 static inline void shmr_store_seqcst64(shmr_a64 *p, uint64_t v) { atomic_store_explicit(p, v, memory_order_seq_cst); }
 static inline uint64_t shmr_fetch_add_relaxed64(shmr_a64 *p, uint64_t v) { return atomic_fetch_add_explicit(p, v, memory_order_relaxed); }
+static inline uint64_t shmr_fetch_add_release64(shmr_a64 *p, uint64_t v) { return atomic_fetch_add_explicit(p, v, memory_order_release); }
 static inline int shmr_cas_seqcst64(shmr_a64 *p, uint64_t *expected, uint64_t desired)
 {
     return atomic_compare_exchange_strong_explicit(p, expected, desired, memory_order_seq_cst, memory_order_relaxed);

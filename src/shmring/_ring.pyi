@@ -102,6 +102,11 @@ def check_count(value: int, what: str, lo: int, hi: int) -> int:
     else a ``ValueError`` or ``TypeError`` naming ``what``."""
 
 def raw_check(table: Any, packed_len: int, owns: list[Any], kinds: Any = ...) -> str | None: ...
+def marshal_dumps(obj: Any) -> bytes | None:
+    """obj in marshal format when it is plain data (shmring._codec, MARSHAL), else None."""
+def pickle_dumps(obj: Any) -> tuple[bytes, Any]:
+    """(pickle stream, [PickleBuffer, ...] or ()): obj pickled with protocol 5,
+    arrays inside it out of band (shmring._codec.dumps)."""
 
 
 @disjoint_base
