@@ -166,3 +166,20 @@ def put_each_then_report(q, tag: int, n: int, conn) -> None:
     for i in range(n):
         q.put((tag, i))
     conn.send(tag)
+
+
+def token_ring(q, me: int, n: int, rounds: int, recv_conn, send_conn) -> None:
+    """Producer `me` of n passing a token: put ("tok", step) only after the put
+    before it (by the previous producer) returned, then pass the token on."""
+    for r in range(rounds):
+        step = r * n + me
+        if step:
+            got = recv_conn.recv()
+            assert got == step - 1, (got, step)
+        q.put(("tok", step))
+        send_conn.send(step)
+
+
+def noise(q, tag: int, n: int) -> None:
+    for i in range(n):
+        q.put(("noise", tag, i))

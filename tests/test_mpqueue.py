@@ -738,3 +738,26 @@ def test_a_release_wakes_only_the_producer_of_that_lane(procs, long_liveness):
         assert [i for t, i in got if t == tag] == list(range(400))
     assert sorted(a.recv() for _ in range(3)) == [0, 1, 2]
     join_all(producers)
+
+
+def test_a_put_that_began_after_another_returned_is_got_after_it(procs):
+    """The order multiprocessing.Queue gives "join, then put a sentinel": here a
+    token passed from producer to producer makes every token put begin after the
+    previous one returned, in another process and lane, while two more producers
+    put at will; the one getter must see the tokens in order."""
+    ctx = ctx_of("fork")
+    q = shmring.Queue()
+    n, rounds, each_noise = 3, 700, 4000
+    pipes = [ctx.Pipe(duplex=False) for _ in range(n)]  # pipes[i]: producer i-1 -> i
+    ps = [procs(ctx, W.token_ring, q, i, n, rounds, pipes[i][0], pipes[(i + 1) % n][1]) for i in range(n)]
+    ps += [procs(ctx, W.noise, q, t, each_noise) for t in range(2)]
+    tokens, noise_seen = [], {0: [], 1: []}
+    for _ in range(n * rounds + 2 * each_noise):
+        it = q.get(timeout=30)
+        if it[0] == "tok":
+            tokens.append(it[1])
+        else:
+            noise_seen[it[1]].append(it[2])
+    join_all(ps)
+    assert tokens == list(range(n * rounds)), "a token put was got before one that returned earlier"
+    assert all(v == list(range(each_noise)) for v in noise_seen.values())
