@@ -10,6 +10,8 @@
  *                            mode): push on "ping", spin-wait and pop on "pong"
  *   floor  bandwidth         memcpy of 64 KiB blocks that stay in cache
  *   ring   throughput        SPSC: one record per call, and 1024-record batches
+ *                            (a ring of 4 consumer slots); one record per call on a
+ *                            ring of one consumer slot (its claims need no CAS)
  *   floor  two lines         the one-line floor with a separate payload line: the
  *                            shape of today's hand-off (head word, then record)
  *   design                   the hand-off benchmarks/README.md proposes (a word in
@@ -227,13 +229,13 @@ static double memcpy_gbs(double seconds)
 
 /* ---- ring helpers -------------------------------------------------------------- */
 
-static shmr_ring *make_ring(const char *suffix, uint32_t mode)
+static shmr_ring *make_ring_slots(const char *suffix, uint32_t mode, uint32_t slots)
 {
     char *name = names[n_names];
     snprintf(name, sizeof names[0], "cb%d-%s", (int)getpid(), suffix);
     shmr_unlink(name);
     static const char descr[] = "('v1', [('seq', '<u8'), ('ts', '<u8'), ('px', '<f8', (6,))], ())";
-    shmr_params p = {RING_CAP, REC_SIZE, 8, mode, SHMR_OVERFLOW_BLOCK, 4, descr, (uint32_t)strlen(descr)};
+    shmr_params p = {RING_CAP, REC_SIZE, 8, mode, SHMR_OVERFLOW_BLOCK, slots, descr, (uint32_t)strlen(descr)};
     shmr_ring *r;
     int rc = shmr_create(name, &p, 0600, &r);
     if (rc)
@@ -241,6 +243,8 @@ static shmr_ring *make_ring(const char *suffix, uint32_t mode)
     n_names++;
     return r;
 }
+
+static shmr_ring *make_ring(const char *suffix, uint32_t mode) { return make_ring_slots(suffix, mode, 4); }
 
 static shmr_ring *attach(const char *name)
 {
@@ -330,9 +334,10 @@ static struct pct ring_pingpong(size_t n, uint32_t mode)
 
 /* ---- ring: SPSC throughput ------------------------------------------------------------ */
 
-static double ring_throughput(uint64_t total, uint32_t batch)
+/* slots: consumer slots of the ring; with one, a claim is a store of tail, not a CAS */
+static double ring_throughput(uint64_t total, uint32_t batch, uint32_t slots)
 {
-    shmr_ring *r = make_ring(batch == 1 ? "tp1" : "tpb", SHMR_MODE_QUEUE);
+    shmr_ring *r = make_ring_slots(batch == 1 ? "tp1" : "tpb", SHMR_MODE_QUEUE, slots);
     char name[32];
     strcpy(name, names[n_names - 1]);
     tick *buf = aligned_alloc(64, BATCH * sizeof(tick));
@@ -643,9 +648,10 @@ int main(int argc, char **argv)
     struct pct rb = ring_pingpong(nlat, SHMR_MODE_BROADCAST);
     double mc = memcpy_gbs(quick ? 0.3 : 1.0);
     sh->full = 0;
-    double t1 = ring_throughput(n1, 1);
+    double t1 = ring_throughput(n1, 1, 4);
     double backlog1 = sh->backlog, full1 = (double)sh->full / n1;
-    double tb = ring_throughput(nb, BATCH);
+    double tb = ring_throughput(nb, BATCH, 4);
+    double t1solo = ring_throughput(n1, 1, 1);
     struct lines2 *ab = mmap(NULL, 2 * sizeof(struct lines2), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (ab == MAP_FAILED)
         die("mmap", -errno);
@@ -664,6 +670,7 @@ int main(int argc, char **argv)
         printf("  \"ring_spsc_single_rps\": %.0f,\n", t1);
         printf("  \"ring_spsc_single_backlog\": %.1f,\n", backlog1);
         printf("  \"ring_spsc_single_full_per_push\": %.4f,\n", full1);
+        printf("  \"ring_spsc_single_one_slot_rps\": %.0f,\n", t1solo);
         printf("  \"ring_spsc_batch1024_rps\": %.0f,\n", tb);
         printf("  \"ring_spsc_batch1024_gbs\": %.3f,\n", tb * REC_SIZE / 1e9);
         print_lat("floor_two_lines_oneway", "", f2);
@@ -685,6 +692,8 @@ int main(int argc, char **argv)
     printf("%-44s %8.2f M records/s  (%.2f GB/s)\n", "ring SPSC, 1 record per push/pop", t1 / 1e6, t1 * REC_SIZE / 1e9);
     printf("  consumer's mean backlog %.0f of %u slots; 1 push in %.0f found the ring full\n", backlog1, RING_CAP,
            full1 > 0 ? 1 / full1 : 0.0);
+    printf("%-44s %8.2f M records/s  (%.2fx the 4-slot ring)\n", "ring SPSC, 1 record, one consumer slot", t1solo / 1e6,
+           t1solo / t1);
     printf("%-44s %8.2f M records/s  (%.2f GB/s)\n", "ring SPSC, 1024-record batches", tb / 1e6, tb * REC_SIZE / 1e9);
     printf("  ratio ring batch bandwidth / memcpy: %.2f\n", tb * REC_SIZE / 1e9 / mc);
     printf("line count and the design experiment (not the core; see benchmarks/README.md):\n");
