@@ -5,7 +5,8 @@
  *
  *   opcount SCENARIO N     runs N rounds of SCENARIO after the set-up
  *
- * Scenarios: q1 (queue push 1 / pop 1), qbatch (queue push / pop_many of 1024),
+ * Scenarios: q1 (queue push 1 / pop 1), q1one (the same on a ring of one consumer
+ * slot), qbatch (queue push / pop_many of 1024),
  * qzc (queue reserve+commit / claim+release of 1), b1 (broadcast-block push 1 /
  * pop 1), ow1 (broadcast-overwrite push 1 / pop 1), bzc (broadcast-block
  * reserve+commit / claim+release of 1). benchmarks/opcount.sh runs each with N
@@ -42,6 +43,8 @@ int main(int argc, char **argv)
     snprintf(name, sizeof name, "opcount-%d", (int)getpid());
     shmr_params prm = {CAP, REC, 8, bcast ? SHMR_MODE_BROADCAST : SHMR_MODE_QUEUE,
                        sc[0] == 'o' ? SHMR_OVERFLOW_OVERWRITE : SHMR_OVERFLOW_BLOCK, 4, "|V64", 4};
+    if (strcmp(sc, "q1one") == 0)
+        prm.max_consumers = 1; /* one consumer slot: claims by store, no CAS */
     shmr_ring *r;
     shmr_producer *p;
     shmr_consumer *c;

@@ -14,7 +14,7 @@ grep -q "int exist_ok" "$core/shmring.h" && flags="$flags -DOPCOUNT_CREATE_EXIST
 # shellcheck disable=SC2086
 $cc $flags -std=c11 -D_GNU_SOURCE= -I"$core" -o "$work/opcount" "$here/opcount.c" "$core"/*.c -lrt -pthread
 n=20000
-for sc in q1 qbatch qzc b1 ow1 bzc; do
+for sc in q1 q1one qbatch qzc b1 ow1 bzc; do
     m=$n
     [ "$sc" = qbatch ] && m=200
     ir() {

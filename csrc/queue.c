@@ -9,8 +9,8 @@
  *                    shmr_q_consumer_ready
  *   release records: release store (or CAS) of tag in shmr_q_release and
  *                    shmr_q_reclaim / acquire load in q_writable
- *   claim records:   seq_cst tail CAS in q_claim / seq_cst tail load in
- *                    shmr_q_reclaim
+ *   claim records:   seq_cst tail CAS in q_claim (a release store of tail with
+ *                    one consumer slot) / seq_cst tail load in shmr_q_reclaim
  *   eviction:        seq_cst CAS of claim_state (HELD -> RELEASING) in
  *                    shmr_q_release / (HELD -> EVICTED) in shmr_q_evict: the
  *                    winner alone writes the batch's release record
@@ -121,6 +121,19 @@ int shmr_q_try_claim(shmr_consumer *c, uint64_t *t, uint64_t k)
     shmr_store_relaxed64(&s->claim_pbase, c->popped_base + c->popped);
     shmr_store_relaxed32(&s->claim_state, CLAIM_INTENT);
     SHMR_HOOK(SHMR_HOOK_CLAIM_INTENT);
+    if (r->max_consumers == 1) {
+        /* One consumer slot: only its occupant moves tail, so the claim cannot
+         * lose and needs no CAS (the CAS is most of a one-record pop). A later
+         * occupant takes the slot by the owner CAS after this one freed it, or
+         * after a sweep that proved it dead (liveness.c: never on a guess), so
+         * it reads every tail this one stored. Release: the claim record before
+         * the claim; pairs with the seq_cst loads of tail in shmr_q_reclaim and
+         * shmr_q_evict. */
+        shmr_store_release64(&r->tail_block->tail, *t + k);
+        SHMR_HOOK(SHMR_HOOK_CLAIM_WON);
+        shmr_store_relaxed32(&s->claim_state, CLAIM_HELD);
+        return 1;
+    }
     /* seq_cst: publishes the claim record before the claim (see shmr_q_reclaim) */
     if (shmr_cas_seqcst64(&r->tail_block->tail, t, *t + k)) {
         SHMR_HOOK(SHMR_HOOK_CLAIM_WON);

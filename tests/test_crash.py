@@ -155,6 +155,63 @@ def test_kill_consumers_queue(name, tmp_path, procs):
     ring.close()
 
 
+def test_kill_the_only_consumer_queue(name, tmp_path, procs):
+    """A ring with one consumer slot claims by a plain store of tail, not a CAS: each
+    consumer SIGKILLed at a random point is swept by its successor, which takes the slot
+    and goes on from where it stopped; nothing is delivered twice and every record is
+    delivered or counted abandoned."""
+    rng = random.Random(int(os.environ.get("SHMRING_SEED", "4321")))
+    kills = max(5, KILLS // 5)
+    ring = shmring.Ring.create(name, REC, 64, max_consumers=1)
+    stop = CTX.Event()
+    pushed = CTX.Value("q", -1)
+    prod = procs(CTX, producer_until_stopped, ring, stop, pushed)
+    max_n = 2_000_000
+    logs = []
+
+    def spawn_victim():
+        path = str(tmp_path / f"v{len(logs)}.npy")
+        log = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint64, shape=(max_n + 1,))
+        log[max_n] = 0
+        del log
+        logs.append(path)
+        return procs(CTX, victim, ring, path, max_n)
+
+    v = spawn_victim()
+    for _ in range(kills):
+        time.sleep(rng.uniform(0.002, 0.03))
+        os.kill(v.pid, signal.SIGKILL)
+        v.join(10)
+        assert v.exitcode == -signal.SIGKILL
+        v = spawn_victim()
+    stop.set()
+    prod.join(60)
+    assert prod.exitcode == 0, "producer wedged or failed"
+    v.join(60)  # the last one drains normally
+    assert v.exitcode == 0
+    st = ring.stats()
+    assert st["pushed"] == pushed.value
+    logged = []
+    for path in logs:
+        log = np.load(path, mmap_mode="r")
+        n = int(log[max_n])
+        assert log[max_n - 1] != np.uint64(2**64 - 1), "a consumer saw a torn record"
+        logged.append(np.array(log[:n]))
+    logged = np.concatenate(logged)
+    assert len(np.unique(logged)) == len(logged), "a record was delivered twice"
+    # one consumer at a time, each taking over where the last one stopped: in order
+    assert (np.diff(logged.astype(np.int64)) > 0).all()
+    missing = pushed.value - len(logged)
+    print(f"pushed {pushed.value}, delivered {len(logged)}, missing {missing}, abandoned {st['abandoned']}, "
+          f"evicted {st['evicted']}, kills {kills}")
+    assert logged.max(initial=0) < pushed.value
+    assert missing <= st["abandoned"] <= missing + 16 * kills
+    assert st["evicted"] == kills
+    assert st["available"] == 0
+    assert st["popped"] + st["abandoned"] == st["pushed"]
+    ring.close()
+
+
 def producer_then_killed(ring, started, n_first):
     p = ring.producer()
     p.push_many(make_records(0, n_first))

@@ -50,6 +50,9 @@
  *                 (shmr_q_release) and, losing, discards what it read and
  *                 stops (its next call raises Evicted). Consumer 1 is never
  *                 evicted, so the stream always drains.
+ *   -DSOLO        queue: a ring with one consumer slot, whose claim is a plain
+ *                 (release) store of tail, no CAS; with -DNRUN=1. Without
+ *                 -DNRUN=1 (two consumers racing with plain stores) it must fail.
  *   -DSIMPLE      one record per push and per pop (keeps -DEC / -DJOIN small).
  *   -DNREC=n      records produced (default 3); -DCAP=c capacity (power of
  *                 two, default 2; CAP=4 needs the queue's max batch of 2 only);
@@ -704,6 +707,17 @@ proctype QConsumer(byte me)
             :: else -> skip
             fi;
             /* (claim_pos / claim_n / claim_state = CLAIM_INTENT stores for the sweeper: not modelled) */
+#ifdef SOLO
+            /* one consumer slot (max_consumers == 1): the claim is a release store
+             * of tail from the t read above, no CAS. Checked with -DNRUN=1, the
+             * only way it is used; with two consumers running it must fail. */
+            atomic {
+                tail = t + k; pos = t; claimed = 1
+#ifdef EVICT
+                ; cpos[me] = t; cn[me] = k
+#endif
+            }
+#else
             atomic {                            /* shmr_cas_seqcst64(&tail, &t, t + k) */
                 SB_DRAIN_REL(me)                  /* a locked RMW drains our own buffer */
                 if
@@ -714,6 +728,7 @@ proctype QConsumer(byte me)
                 :: else -> t = tail; k = 0      /* failure reloads t */
                 fi
             }
+#endif
         od;
 #ifdef EVICT
         if

@@ -49,6 +49,9 @@ mutant_unclamped_min|default|mutant|-DBLOCK -DJOIN -DSIMPLE -DNREC=4 -DBUG_UNCLA
 mutant_shared_claim|default|mutant|-DBLOCK -DJOIN -DSIMPLE -DBUG_SHARED_CLAIM|safety
 mutant_done_early|default|mutant|-DQUEUE -DBUG_DONE_EARLY|safety
 queue_evict|default|check|-DQUEUE -DEVICT|safety
+queue_solo|default|check|-DQUEUE -DSOLO -DNRUN=1 -DNREC=4|safety
+queue_solo_ec_sb|default|check|-DQUEUE -DSOLO -DNRUN=1 -DEC -DSB|safety
+mutant_solo_two_consumers|default|mutant|-DQUEUE -DSOLO|safety
 queue_evict_nrec4|ext|check|-DQUEUE -DEVICT -DNREC=4|safety
 mutant_evict_plain_release|default|mutant|-DQUEUE -DEVICT -DBUG_EVICT_PLAIN_RELEASE|safety
 board|default|check|-DCRASHY|safety|board.pml

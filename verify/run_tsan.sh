@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Build verify/stress.c against the C core with ThreadSanitizer and run it.
 #
-#   verify/run_tsan.sh             modes queue block overwrite joinrace
-#   verify/run_tsan.sh MODE...     just those (queue, block, overwrite, joinrace)
+#   verify/run_tsan.sh             modes queue block overwrite joinrace solo
+#   verify/run_tsan.sh MODE...     just those (queue, block, overwrite, joinrace, solo)
 #
-# queue, block and joinrace (broadcast-block) run with NO suppressions. The
+# queue, block, joinrace (broadcast-block) and solo (queue, one consumer slot) run with NO suppressions. The
 # overwrite run alone gets verify/tsan.supp, which names the two readers of the
 # deliberate seqlock race on slot bytes (copy_out, stress_copy_claimed); see
 # verify/README.md. A mode fails on a nonzero exit (a check in stress.c failed)
@@ -24,11 +24,11 @@ CC=${CC:-gcc}
 if [ $# -gt 0 ]; then
     modes=("$@")
 else
-    modes=(queue block overwrite joinrace)
+    modes=(queue block overwrite joinrace solo)
 fi
 for m in "${modes[@]}"; do
     case "$m" in
-    queue | block | overwrite | joinrace) ;;
+    queue | block | overwrite | joinrace | solo) ;;
     *) echo "run_tsan.sh: unknown mode $m" >&2; exit 2 ;;
     esac
 done

@@ -15,6 +15,8 @@
  *              (pop's *dropped, claim's *dropped, release's return value);
  *              delivered + dropped == records produced; the library's own
  *              dropped counter agrees
+ *   solo       queue mode with one consumer slot (its claims are plain stores
+ *              of tail, not CASes) and one consumer: exactly once, in order
  *   joinrace   (not in "all") broadcast-block, one long-lived consumer plus
  *              consumers that repeatedly join with START_OLDEST while the
  *              producer runs, read a little and leave; no block-mode consumer
@@ -29,7 +31,7 @@
  * whole timeout (STALL_NS) while the stream is live is reported as a stall
  * (a lost wakeup would look like that).
  *
- * usage: stress [queue|block|overwrite|joinrace|all] [records]
+ * usage: stress [queue|block|overwrite|joinrace|solo|all] [records]
  * exit status 0 = all checks passed.
  */
 #ifndef _GNU_SOURCE
@@ -150,7 +152,7 @@ static uint32_t rnd(uint64_t *s)
 
 /* ---- one run ------------------------------------------------------------ */
 
-enum kind { K_QUEUE, K_BLOCK, K_OVERWRITE, K_JOINRACE };
+enum kind { K_QUEUE, K_BLOCK, K_OVERWRITE, K_JOINRACE, K_SOLO };
 
 struct run {
     enum kind kind;
@@ -171,7 +173,7 @@ struct cons {
 };
 
 static int is_overwrite(const struct run *R) { return R->kind == K_OVERWRITE; }
-static int is_queue(const struct run *R) { return R->kind == K_QUEUE; }
+static int is_queue(const struct run *R) { return R->kind == K_QUEUE || R->kind == K_SOLO; }
 
 /* one delivered record (valid per the library) */
 static void deliver(struct cons *C, const rec_t *r)
@@ -189,6 +191,7 @@ static void deliver(struct cons *C, const rec_t *r)
     }
     switch (R->kind) {
     case K_QUEUE:
+    case K_SOLO:
         if (atomic_fetch_add(&R->seen[r->seq], 1) != 0)
             FAIL("queue: seq %" PRIu64 " delivered twice", r->seq);
         if (C->delivered && r->seq < C->next)
@@ -362,7 +365,7 @@ static void *producer_main(void *arg)
 
 static int run_mode(enum kind kind, uint64_t n)
 {
-    static const char *names[] = {"queue", "block", "overwrite", "joinrace"};
+    static const char *names[] = {"queue", "block", "overwrite", "joinrace", "solo"};
     struct run R = {.kind = kind, .name = names[kind], .n = n};
     char ring_name[32];
     snprintf(ring_name, sizeof ring_name, "vs%d-%.4s", (int)getpid(), names[kind]); /* <= 25 bytes */
@@ -370,9 +373,10 @@ static int run_mode(enum kind kind, uint64_t n)
         .capacity = CAP,
         .record_size = sizeof(rec_t),
         .record_align = 8,
-        .mode = kind == K_QUEUE ? SHMR_MODE_QUEUE : SHMR_MODE_BROADCAST,
+        .mode = kind == K_QUEUE || kind == K_SOLO ? SHMR_MODE_QUEUE : SHMR_MODE_BROADCAST,
         .overflow = kind == K_OVERWRITE ? SHMR_OVERFLOW_OVERWRITE : SHMR_OVERFLOW_BLOCK,
-        .max_consumers = kind == K_JOINRACE ? 512 : 8, /* joinrace: a longer refresh_min widens the window */
+        /* joinrace: a longer refresh_min widens the window; solo: one slot, claims by plain store */
+        .max_consumers = kind == K_JOINRACE ? 512 : kind == K_SOLO ? 1 : 8,
         .descr = "|V64",
         .descr_len = 4,
     };
@@ -384,7 +388,7 @@ static int run_mode(enum kind kind, uint64_t n)
     }
     int before = atomic_load(&failures);
     int64_t t0 = now_ns();
-    if (kind == K_QUEUE)
+    if (kind == K_QUEUE || kind == K_SOLO)
         R.seen = calloc(n, 1);
 
     struct cons cs[NCONS];
@@ -392,18 +396,19 @@ static int run_mode(enum kind kind, uint64_t n)
     memset(cs, 0, sizeof cs);
     uint64_t joins = 0;
 
+    int nc = kind == K_JOINRACE || kind == K_SOLO ? 1 : NCONS;
     if (kind != K_JOINRACE) {
         /* every consumer joins (START_OLDEST) before the first record */
-        for (int i = 0; i < NCONS; i++) {
+        for (int i = 0; i < nc; i++) {
             cs[i].run = &R;
             cs[i].id = i;
             pthread_create(&ct[i], NULL, consumer_main, &cs[i]);
         }
-        while (atomic_load(&R.ready) < NCONS)
+        while (atomic_load(&R.ready) < nc)
             usleep(100);
         pthread_create(&pt, NULL, producer_main, &R);
         pthread_join(pt, NULL);
-        for (int i = 0; i < NCONS; i++)
+        for (int i = 0; i < nc; i++)
             pthread_join(ct[i], NULL);
     } else {
         /* broadcast-block; one long-lived consumer keeps the ring flowing,
@@ -448,7 +453,6 @@ static int run_mode(enum kind kind, uint64_t n)
     double secs = (now_ns() - t0) / 1e9;
 
     /* end-of-run checks */
-    int nc = kind == K_JOINRACE ? 1 : NCONS;
     uint64_t total = 0;
     for (int i = 0; i < nc; i++) {
         struct cons *C = &cs[i];
@@ -462,7 +466,7 @@ static int run_mode(enum kind kind, uint64_t n)
                      C->delivered, C->dropped, n);
         }
     }
-    if (kind == K_QUEUE) {
+    if (kind == K_QUEUE || kind == K_SOLO) {
         uint64_t missing = 0;
         for (uint64_t s = 0; s < n; s++)
             missing += R.seen[s] == 0;
@@ -503,11 +507,13 @@ int main(int argc, char **argv)
         bad |= run_mode(K_BLOCK, n);
     if (!strcmp(what, "all") || !strcmp(what, "overwrite"))
         bad |= run_mode(K_OVERWRITE, n);
+    if (!strcmp(what, "all") || !strcmp(what, "solo"))
+        bad |= run_mode(K_SOLO, n);
     if (!strcmp(what, "joinrace"))
         bad |= run_mode(K_JOINRACE, n);
     if (strcmp(what, "all") && strcmp(what, "queue") && strcmp(what, "block") && strcmp(what, "overwrite") &&
-        strcmp(what, "joinrace")) {
-        fprintf(stderr, "usage: %s [queue|block|overwrite|joinrace|all] [records]\n", argv[0]);
+        strcmp(what, "joinrace") && strcmp(what, "solo")) {
+        fprintf(stderr, "usage: %s [queue|block|overwrite|joinrace|solo|all] [records]\n", argv[0]);
         return 2;
     }
     if (atomic_load(&stalls))

@@ -284,8 +284,19 @@ def cbench_table(cb: dict) -> list:
     L.append(f"  {'ratio ring/floor (p50)':36s} {cb['ratio_latency_p50']:.2f}"
              + (f"   (median of {len(tr['ratio_latency_p50'])} runs, range "
                 f"{min(tr['ratio_latency_p50']):.2f}-{max(tr['ratio_latency_p50']):.2f})" if tr else ""))
+    # the line count and the slot-word design experiment (runs saved before they existed lack them)
+    fl = cb["floor_cacheline_oneway"]["p50_ns"]
+    for key, label in (("floor_two_lines_oneway", "floor: two lines per hand-off"),
+                       ("design_slot_word_56B_oneway", "design: word in the slot, 56 B"),
+                       ("design_slot_word_64B_oneway", "design: word in the slot, 64 B")):
+        if key in cb:
+            L.append(f"  {label:36s} one-way p50 {cb[key]['p50_ns']:7.1f} ns  ({cb[key]['p50_ns'] / fl:.2f}x the floor)")
     L.append(f"  {'floor: memcpy 64 KiB in cache':36s} {cb['memcpy_64k_gbs']:7.2f} GB/s")
     L.append(f"  {'ring SPSC 1 record per push/pop':36s} {fmt_rate(cb['ring_spsc_single_rps'])}records/s")
+    if "design_slot_word_56B_spsc_single_rps" in cb:
+        d = cb["design_slot_word_56B_spsc_single_rps"]
+        L.append(f"  {'design SPSC 1 record per push/pop':36s} {fmt_rate(d)}records/s (56 B; "
+                 f"{d / cb['ring_spsc_single_rps']:.2f}x the ring)")
     L.append(f"  {'ring SPSC 1024-record batches':36s} {fmt_rate(cb['ring_spsc_batch1024_rps'])}records/s"
              f" = {cb['ring_spsc_batch1024_gbs']:.2f} GB/s ({cb['ratio_bandwidth']:.2f} of memcpy)")
     if tr:

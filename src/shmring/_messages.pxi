@@ -796,6 +796,27 @@ cdef class MessageConsumer(_ConsumerSide):
             raise RuntimeError("pop inside an open view() block")
         return 0
 
+    cdef object _pop_now(self):
+        # pop()'s hot path (queue and broadcast-block), and the common empty poll;
+        # everything else (held-back messages, overwrite's torn check, errors,
+        # the liveness check) is pop(0)'s
+        cdef shmr_loss loss
+        cdef int64_t n
+        self._ready_check()
+        if self._overwrite or self._pending:
+            return _NOTHING
+        loss.msgs = 0
+        loss.bytes = 0
+        n = shmr_msg_claim(self._c, self._one, 1, &loss)
+        if n > 0:
+            try:
+                return self._decode_copy(self._one)
+            finally:
+                shmr_msg_release(self._c, self._one, &loss)
+        if n == 0 and self._fdw is None and _mono_ns() < self._next_check_ns:
+            return _EMPTY
+        return _NOTHING
+
     def pop(self, timeout=None):
         """The next message as the object that was pushed (bytes-likes as bytes),
         owning its memory. Blocks while empty: ``timeout`` None = forever, 0 = never,

@@ -197,6 +197,7 @@ class _ProducerSide(_Handle):
 
 @disjoint_base
 class _ConsumerSide(_Handle):
+    def try_pop(self) -> Any | None: ...
     async def apop(self, timeout: float | None = None) -> Any: ...
     async def apop_many(self, max_records: int, timeout: float | None = None) -> Any: ...
     def __aiter__(self) -> AsyncIterator[Any]: ...
@@ -716,6 +717,12 @@ class MessageConsumer(_ConsumerSide):
 
     def pop_many(self, max_messages: int, timeout: float | None = None) -> list[Any]:
         """A list of 1..max_messages messages (waits for the first one like ``pop()``)."""
+
+    def try_pop(self) -> Any | None:
+        """The next message like ``pop()``, or None at once when none is there (never waits,
+        never raises ``Empty``). Raises ``Closed`` once the stream ended and was drained. A
+        message that is itself ``None`` reads the same as none: poll with ``pop(0)`` then.
+        """
 
     def view(self, timeout: float | None = None) -> MessageView:
         """A ``MessageView``: the next message with every buffer in it (the bytes, the array,

@@ -561,6 +561,7 @@ cdef class _Handle(_Waitable):
 # loop; shmring.aio holds their slow halves (wait, then try again).
 
 cdef object _NOTHING = object()   # "nothing there now" (None is a valid message)
+cdef object _EMPTY = object()     # _pop_now: nothing there, and pop(0) would only raise Empty
 
 
 cdef extern from *:
@@ -708,20 +709,30 @@ cdef class _ConsumerSide(_Handle):
         return shmr_producer_owner(self._map.r) if self._usable() else 0
 
     cdef object _pop_now(self):
-        """pop()'s common case without the call overhead, or _NOTHING when it
-        needs pop()'s other paths."""
+        """pop()'s common case without the call overhead: the item; _EMPTY when
+        nothing is there and nothing else is due (no fileno() waiter to re-arm,
+        no liveness check due), so pop(0) would only raise Empty; _NOTHING when
+        it needs pop()'s other paths."""
         return _NOTHING
 
     cdef object _try_pop(self):
         """One item now, or _NOTHING when none is there; Closed (and every other
         error of pop()) propagates."""
         item = self._pop_now()
+        if item is _EMPTY:
+            return _NOTHING
         if item is not _NOTHING:
             return item
         try:
             return self.pop(0)
         except Empty:
             return _NOTHING
+
+    def try_pop(self):
+        """One item like pop(), or None at once when none is there (never waits,
+        never raises Empty). Raises Closed once the stream ended and was drained."""
+        item = self._try_pop()
+        return None if item is _NOTHING else item
 
     async def apop(self, timeout=None):
         """Coroutine form of pop()."""

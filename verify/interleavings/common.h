@@ -46,7 +46,7 @@
 
 
 #define T_UNUSED __attribute__((unused))
-#define T_MAX_SEGS 4
+#define T_MAX_SEGS 8
 #define T_MAX_CHILDREN 16
 
 static const char *t_name = "?";
@@ -184,6 +184,17 @@ T_UNUSED static const char *t_segname(const char *tag)
     snprintf(t_segs[t_nsegs], sizeof t_segs[0], "/shmr-%s", n);
     t_nsegs++;
     return n;
+}
+
+/* A fresh ring of 8-byte records (uint64 sequence numbers) with `slots` consumer slots. */
+T_UNUSED static shmr_ring *t_mk_slots(const char *name, uint32_t mode, uint32_t overflow, uint64_t cap,
+                                      uint32_t slots)
+{
+    shmr_unlink(name);
+    shmr_params p = {cap, 8, 8, mode, overflow, slots, "<u8", 3};
+    shmr_ring *r;
+    CHECK(shmr_create(name, &p, 0600, &r));
+    return r;
 }
 
 /* A fresh ring of 8-byte records (uint64 sequence numbers). */

@@ -12,6 +12,11 @@
  *  3. Killed after winning the claim CAS, before anything else (hook 6): the
  *     batch is abandoned, counted once.
  * In every case the producer can refill the whole ring afterwards.
+ *
+ * The same steps on a ring with one consumer slot, whose claim is a plain store
+ * of tail instead of a CAS (queue.c), plus a kill between the claim record and
+ * that store (hook 3): nothing was claimed, so nothing is abandoned, and the
+ * next occupant of the slot starts where the dead one stopped.
  */
 #include "common.h"
 
@@ -40,9 +45,9 @@ static void child_pops(shmr_ring *r, int site, uint64_t n)
         t_fatal("child exited with %d", st);
 }
 
-static void scenario(const char *tag, int site, uint64_t popped_by_child, uint64_t abandoned)
+static void scenario(const char *tag, int site, uint64_t popped_by_child, uint64_t abandoned, uint32_t slots)
 {
-    shmr_ring *r = t_mk(t_segname(tag), SHMR_MODE_QUEUE, SHMR_OVERFLOW_BLOCK, 8);
+    shmr_ring *r = t_mk_slots(t_segname(tag), SHMR_MODE_QUEUE, SHMR_OVERFLOW_BLOCK, 8, slots);
     shmr_producer *p;
     CHECK(shmr_producer_open(r, &p));
     /* a previous occupant pops 5 and leaves: its slot keeps its counters */
@@ -83,8 +88,12 @@ static void scenario(const char *tag, int site, uint64_t popped_by_child, uint64
 int main(void)
 {
     t_init("kill_accounting", 20);
-    scenario("ka-slot", SHMR_HOOK_SLOT_TAKEN, 0, 0);
-    scenario("ka-counted", SHMR_HOOK_RELEASE_COUNTED, 3, 0);
-    scenario("ka-won", SHMR_HOOK_CLAIM_WON, 0, 3);
+    scenario("ka-slot", SHMR_HOOK_SLOT_TAKEN, 0, 0, 8);
+    scenario("ka-counted", SHMR_HOOK_RELEASE_COUNTED, 3, 0, 8);
+    scenario("ka-won", SHMR_HOOK_CLAIM_WON, 0, 3, 8);
+    scenario("ka1-slot", SHMR_HOOK_SLOT_TAKEN, 0, 0, 1);
+    scenario("ka1-intent", SHMR_HOOK_CLAIM_INTENT, 0, 0, 1);
+    scenario("ka1-counted", SHMR_HOOK_RELEASE_COUNTED, 3, 0, 1);
+    scenario("ka1-won", SHMR_HOOK_CLAIM_WON, 0, 3, 1);
     t_finish("a consumer killed at any step of taking a slot or releasing a batch is counted exactly once");
 }
