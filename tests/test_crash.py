@@ -177,8 +177,19 @@ def test_kill_the_only_consumer_queue(name, tmp_path, procs):
         logs.append(path)
         return procs(CTX, victim, ring, path, max_n)
 
+    def attached(pid):
+        # each kill is counted evicted only once its victim holds the slot: on a
+        # loaded machine a victim may not have attached within the random delay
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if any(c.get("pid") == pid for c in ring.stats()["consumers"]):
+                return
+            time.sleep(0.001)
+        raise AssertionError(f"consumer {pid} never attached")
+
     v = spawn_victim()
     for _ in range(kills):
+        attached(v.pid)
         time.sleep(rng.uniform(0.002, 0.03))
         os.kill(v.pid, signal.SIGKILL)
         v.join(10)
