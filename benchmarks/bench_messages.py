@@ -318,7 +318,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="save the results here")
     args = ap.parse_args(argv)
     secs = args.seconds or (0.8 if args.quick else 2.0)
-    mi = machine_info()
+    mi = machine_info([])
     load = OtherLoad()
     print(f"machine: {mi['cpu']}, {mi['cores']} cores, Python {mi['python']}, numpy {mi['versions']['numpy']}, "
           f"commit {mi['commit']}")
