@@ -46,7 +46,7 @@ wheel=$(ls "$WORK"/dist/shmring-*.whl)
 
 step "contents: $(basename "$sdist"), $(basename "$wheel")"
 tar tzf "$sdist" | sed 's|^[^/]*/||' | sort > "$WORK/sdist.txt"
-for f in $(cd "$ROOT" && git ls-files csrc tests verify 'src/shmring/*' LICENSE README.md setup.py pyproject.toml); do
+for f in $(cd "$ROOT" && git ls-files csrc tests verify benchmarks 'src/shmring/*' LICENSE README.md setup.py pyproject.toml); do
     grep -qxF "$f" "$WORK/sdist.txt" || fail "the sdist lacks $f"
 done
 grep -qx 'src/shmring/_ring.c' "$WORK/sdist.txt" && fail "the sdist ships the generated _ring.c"
