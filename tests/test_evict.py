@@ -175,3 +175,15 @@ def test_evict_after_arguments(ring_name, kwargs, exc, match):
 def test_evict_after_refused_on_message_rings(ring_name):
     with pytest.raises(ValueError, match="message rings"):
         shmring.Ring.create(ring_name, nbytes=4096, evict_after=1.0)
+
+
+def test_exist_ok_compares_evict_after(ring_name):
+    ring = shmring.Ring.create(ring_name, dtype=np.int64, capacity=8, evict_after=2.0)
+    try:
+        same = shmring.Ring.create(ring_name, dtype=np.int64, capacity=8, evict_after=2.0, exist_ok=True)
+        same.close()
+        for other in (None, 3.0):
+            with pytest.raises(FileExistsError, match=r"evict_after=2\.0, not as .*evict_after=" + str(other)):
+                shmring.Ring.create(ring_name, dtype=np.int64, capacity=8, evict_after=other, exist_ok=True)
+    finally:
+        ring.close()

@@ -476,17 +476,20 @@ class Ring:
             # joining what is there must not hand our records to whoever made it:
             # it must be ours, and no more open than we asked for
             ring = cls.attach(name, owner_only=True, permissions=permissions)
-            have_mc = ring._mapping().info()["max_consumers"]
+            info = ring._mapping().info()
+            have_mc, have_evict = info["max_consumers"], info.get("evict_after_ms", 0)
             want = (dt, cap, mode, overflow) if dt is not None else ("messages", cap * _ring.MSG_UNIT, mode, overflow)
             have = ((ring.dtype, ring.capacity, ring.mode, ring.overflow) if ring.kind == "records"
                     else ("messages", ring.nbytes, ring.mode, ring.overflow))
-            if have + (have_mc,) != want + (max_consumers,):
+            if have + (have_mc, have_evict) != want + (max_consumers, evict_ms):
                 ring.close()
                 raise FileExistsError(
                     errno.EEXIST,
-                    f"ring {name!r} exists as {ring._describe()}, max_consumers={have_mc}, not as "
+                    f"ring {name!r} exists as {ring._describe()}, max_consumers={have_mc}, "
+                    f"evict_after={have_evict / 1000 if have_evict else None}, not as "
                     + (f"dtype={dt}, capacity={cap}" if dt is not None else f"a message ring of nbytes={cap * _ring.MSG_UNIT}")
-                    + f", mode={mode!r}, overflow={overflow!r}, max_consumers={max_consumers}",
+                    + f", mode={mode!r}, overflow={overflow!r}, max_consumers={max_consumers}, "
+                    f"evict_after={evict_ms / 1000 if evict_ms else None}",
                 ) from None
             if dt is not None:
                 ring._dtype = dt  # equal to the stored one; keep the caller's (alignment flag)
