@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import mmap
 import multiprocessing as mp
 import os
 import pickle
@@ -305,6 +306,56 @@ def measure(ctx, queue: str, kind: str, producers: int, consumers: int, seconds:
 
 # ---- the run and the report --------------------------------------------------------------
 
+FLOOR_SLOTS = 16
+FLOOR_BYTES = 64 * 1024
+
+
+def _floor_writer(buf, seconds: float) -> None:
+    arr = np.frombuffer(buf, np.uint8)
+    ctr = np.frombuffer(buf, np.int64, count=3, offset=FLOOR_SLOTS * FLOOR_BYTES)  # written, read, stop
+    src = np.arange(FLOOR_BYTES, dtype=np.uint8)
+    i = 0
+    while not ctr[2]:
+        while ctr[0] - ctr[1] >= FLOOR_SLOTS and not ctr[2]:
+            os.sched_yield()
+        k = i % FLOOR_SLOTS
+        np.copyto(arr[k * FLOOR_BYTES:(k + 1) * FLOOR_BYTES], src)
+        i += 1
+        ctr[0] = i
+
+
+def copy_floor(ctx, seconds: float) -> float:
+    """Items/s of the bare hand-off under the 64 KiB message: one process copies
+    64 KiB into shared memory, another copies it out (numpy copies, 16 slots, a
+    counter each way, waits that yield): no queue, no pickle, no Python object per
+    item. What moving the bytes between two processes costs on this machine."""
+    buf = mmap.mmap(-1, FLOOR_SLOTS * FLOOR_BYTES + 4096)
+    arr = np.frombuffer(buf, np.uint8)
+    ctr = np.frombuffer(buf, np.int64, count=3, offset=FLOOR_SLOTS * FLOOR_BYTES)
+    dst = np.empty(FLOOR_BYTES, np.uint8)
+    w = ctx.Process(target=_floor_writer, args=(buf, seconds), daemon=True)
+    w.start()
+    n = 0
+    t0 = time.perf_counter()
+    end = t0 + seconds
+    while True:
+        while ctr[0] <= n:
+            os.sched_yield()
+        k = n % FLOOR_SLOTS
+        np.copyto(dst, arr[k * FLOOR_BYTES:(k + 1) * FLOOR_BYTES])
+        n += 1
+        ctr[1] = n
+        if (n & 63) == 0 and time.perf_counter() >= end:
+            break
+    rate = n / (time.perf_counter() - t0)
+    ctr[2] = 1
+    w.join(10)
+    if w.is_alive():
+        w.kill()
+    del arr, ctr
+    return rate
+
+
 def label(producers: int, consumers: int) -> str:
     return f"{producers} -> {consumers}"
 
@@ -343,6 +394,10 @@ def run_all(args, cfg, log) -> dict:
                     if r["status"] != "ok":
                         break
                 ok = [r for r in runs if r["status"] == "ok"]
+                if kind == "64k" and (producers, consumers) == (1, 1) and qname == queues[0]:
+                    floors = [copy_floor(ctx, cfg["seconds"]) for _ in range(cfg["repeats"])]
+                    results["floor_64k"] = max(floors)
+                    log(f"  64k   floor    bare copy in/out  {fmt_rate(max(floors)).strip()} items/s (best of {len(floors)})")
                 if ok and len(ok) == len(runs):
                     row.update(median_run(ok, "items_per_s"))
                     row["spurious_empty"] = sum(r["spurious_empty"] for r in ok)
@@ -424,6 +479,12 @@ def report(results: dict, machine: dict, cfg: dict, start_method: str) -> tuple[
             ratios.append(fmt_gain(ff["items_per_s"] / mq["items_per_s"]) if _ok(ff) and _ok(mq) else "n/a")
             L.append(f"  {scen:10s}" + "".join(f" {c:>30s}" for c in cells)
                      + f" {ratios[0]:>17s} {ratios[1]:>20s} {ratios[2]:>21s}")
+        floor = results.get("floor_64k")
+        shm11 = _row(rows, "shmring.Queue", kind, label(1, 1))
+        if kind == "64k" and floor:
+            L.append(f"  floor, 1 -> 1: 64 KiB copied into shared memory by one process and out by another "
+                     f"(numpy, no queue, no pickle, best of {cfg['repeats']}): {fmt_rate(floor).strip()} items/s"
+                     + (f"; shmring.Queue 1 -> 1 is {shm11['items_per_s'] / floor:.2f} of it" if _ok(shm11) else ""))
         for r in krows:
             if r.get("status", "").startswith("FAILED"):
                 L.append(f"  {r['queue']} {r['scenario']}: {r['status']}")
