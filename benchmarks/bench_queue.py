@@ -29,8 +29,16 @@ up on a producer's first put is not timed, as the process start is not), then
 puts for a fixed time, then one end marker per consumer; a consumer
 stops after as many end markers as there are producers (every producer's
 markers follow its items, so once all consumers stopped every item was taken).
+The 64 KiB arrays: each producer makes 16 distinct arrays before the clock
+starts and puts them in turn, never changing one after it is put
+(multiprocessing.Queue pickles in a feeder thread after put() returns). A new
+array per item and a full sum of it per get cost more than shmring.Queue's
+whole put and get of that dict, the same for every queue, and so measured
+the benchmark more than the queues.
 Every consumer checks what arrived: each producer's sequence numbers must
-increase, the float and the array must match the sequence number; the parent
+increase, the float must match the sequence number, and the array must be the
+one its sequence number names (dtype, shape, first and last word, and the sum
+of every 64th word, one per 512 bytes); the parent
 then checks that every producer's items arrived exactly once (count, sum and
 xor of the sequence numbers) before a figure is printed. A queue that loses,
 duplicates, reorders or corrupts an item posts "FAILED", not a rate.
@@ -76,7 +84,13 @@ TARGETS = {"mp.Queue": 10.0, "faster-fifo": 3.0}
 CAPACITY = 1_000_000  # faster-fifo's default buffer: multiprocessing.Queue gets as many items
 ARRAY_LEN = 8192  # uint64: 64 KiB
 BASE = np.arange(ARRAY_LEN, dtype=np.uint64)
-BASE_SUM = int(BASE.sum())
+POOL = 16  # distinct arrays a producer puts in turn (see the top)
+SAMPLE = slice(None, None, 64)  # one word per 512 bytes
+SAMPLE_SUMS = [int((BASE + np.uint64(k))[SAMPLE].sum()) for k in range(POOL)]
+
+
+def array_pool() -> list:
+    return [BASE + np.uint64(k) for k in range(POOL)]
 RUNS = {
     "quick": dict(seconds=0.25, repeats=1),
     "full": dict(seconds=1.0, repeats=3),
@@ -89,12 +103,13 @@ def worker_name(p: int) -> str:
     return f"worker-{p:02d}"
 
 
-def make_item(kind: str, p: int, seq: int):
+def make_item(kind: str, p: int, seq: int, pool: list | None = None):
     if kind == "small":
         return (seq, seq / 4, worker_name(p))
-    # a new array per item: multiprocessing.Queue pickles in a feeder thread after put()
-    # returns, so an array reused and changed by the producer could be sent changed
-    return {"worker": worker_name(p), "seq": seq, "data": BASE + np.uint64(seq)}
+    # arrays are never changed once put: multiprocessing.Queue pickles in a feeder
+    # thread after put() returns, so a changed array could be sent changed
+    return {"worker": worker_name(p), "seq": seq,
+            "data": pool[seq % POOL] if pool is not None else BASE + np.uint64(seq % POOL)}
 
 
 # ---- the queues ------------------------------------------------------------------------
@@ -156,6 +171,7 @@ def producer(barrier, producers_ready, q, kind, p, consumers, seconds):
     put = q.put
     k = CHUNK[kind]
     seq = 0
+    pool = array_pool() if kind != "small" else None
     barrier.wait(60)
     # Set-up a queue does on a producer's first put (shmring.Queue reserves the process's
     # lane: ~15-45 ms for its default 8 MiB here) is paid before the clock starts, as the
@@ -166,7 +182,7 @@ def producer(barrier, producers_ready, q, kind, p, consumers, seconds):
     end = t0 + seconds
     while True:
         for _ in range(k):
-            put(make_item(kind, p, seq))
+            put(make_item(kind, p, seq, pool))
             seq += 1
         if time.monotonic() >= end:
             break
@@ -233,9 +249,10 @@ def consumer(barrier, q, kind, producers):
             p = ids[m["worker"]]
             seq = m["seq"]
             a = m["data"]
-            if (seq <= last[p] or a.dtype != np.uint64 or a.shape != (n,) or int(a[0]) != seq
-                    or int(a.sum()) != BASE_SUM + n * seq):
-                if seq == -1 and not warm[p] and a.shape == (n,) and int(a.sum()) == BASE_SUM:
+            k = seq % POOL
+            if (seq <= last[p] or a.dtype != np.uint64 or a.shape != (n,) or int(a[0]) != k
+                    or int(a[-1]) != n - 1 + k or int(a[SAMPLE].sum()) != SAMPLE_SUMS[k]):
+                if seq == -1 and not warm[p] and a.shape == (n,) and int(a[SAMPLE].sum()) == SAMPLE_SUMS[0]:
                     warm[p] = 1
                     continue
                 bad.append((p, seq, last[p], "array differs"))
