@@ -29,8 +29,16 @@ up on a producer's first put is not timed, as the process start is not), then
 puts for a fixed time, then one end marker per consumer; a consumer
 stops after as many end markers as there are producers (every producer's
 markers follow its items, so once all consumers stopped every item was taken).
+The 64 KiB arrays: each producer makes 16 distinct arrays before the clock
+starts and puts them in turn, never changing one after it is put
+(multiprocessing.Queue pickles in a feeder thread after put() returns). A new
+array per item and a full sum of it per get cost more than shmring.Queue's
+whole put and get of that dict, the same for every queue, and so measured
+the benchmark more than the queues.
 Every consumer checks what arrived: each producer's sequence numbers must
-increase, the float and the array must match the sequence number; the parent
+increase, the float must match the sequence number, and the array must be the
+one its sequence number names (dtype, shape, first and last word, and the sum
+of every 64th word, one per 512 bytes); the parent
 then checks that every producer's items arrived exactly once (count, sum and
 xor of the sequence numbers) before a figure is printed. A queue that loses,
 duplicates, reorders or corrupts an item posts "FAILED", not a rate.
@@ -43,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import mmap
 import multiprocessing as mp
 import os
 import pickle
@@ -75,7 +84,13 @@ TARGETS = {"mp.Queue": 10.0, "faster-fifo": 3.0}
 CAPACITY = 1_000_000  # faster-fifo's default buffer: multiprocessing.Queue gets as many items
 ARRAY_LEN = 8192  # uint64: 64 KiB
 BASE = np.arange(ARRAY_LEN, dtype=np.uint64)
-BASE_SUM = int(BASE.sum())
+POOL = 16  # distinct arrays a producer puts in turn (see the top)
+SAMPLE = slice(None, None, 64)  # one word per 512 bytes
+SAMPLE_SUMS = [int((BASE + np.uint64(k))[SAMPLE].sum()) for k in range(POOL)]
+
+
+def array_pool() -> list:
+    return [BASE + np.uint64(k) for k in range(POOL)]
 RUNS = {
     "quick": dict(seconds=0.25, repeats=1),
     "full": dict(seconds=1.0, repeats=3),
@@ -88,12 +103,13 @@ def worker_name(p: int) -> str:
     return f"worker-{p:02d}"
 
 
-def make_item(kind: str, p: int, seq: int):
+def make_item(kind: str, p: int, seq: int, pool: list | None = None):
     if kind == "small":
         return (seq, seq / 4, worker_name(p))
-    # a new array per item: multiprocessing.Queue pickles in a feeder thread after put()
-    # returns, so an array reused and changed by the producer could be sent changed
-    return {"worker": worker_name(p), "seq": seq, "data": BASE + np.uint64(seq)}
+    # arrays are never changed once put: multiprocessing.Queue pickles in a feeder
+    # thread after put() returns, so a changed array could be sent changed
+    return {"worker": worker_name(p), "seq": seq,
+            "data": pool[seq % POOL] if pool is not None else BASE + np.uint64(seq % POOL)}
 
 
 # ---- the queues ------------------------------------------------------------------------
@@ -155,6 +171,7 @@ def producer(barrier, producers_ready, q, kind, p, consumers, seconds):
     put = q.put
     k = CHUNK[kind]
     seq = 0
+    pool = array_pool() if kind != "small" else None
     barrier.wait(60)
     # Set-up a queue does on a producer's first put (shmring.Queue reserves the process's
     # lane: ~15-45 ms for its default 8 MiB here) is paid before the clock starts, as the
@@ -165,7 +182,7 @@ def producer(barrier, producers_ready, q, kind, p, consumers, seconds):
     end = t0 + seconds
     while True:
         for _ in range(k):
-            put(make_item(kind, p, seq))
+            put(make_item(kind, p, seq, pool))
             seq += 1
         if time.monotonic() >= end:
             break
@@ -232,9 +249,10 @@ def consumer(barrier, q, kind, producers):
             p = ids[m["worker"]]
             seq = m["seq"]
             a = m["data"]
-            if (seq <= last[p] or a.dtype != np.uint64 or a.shape != (n,) or int(a[0]) != seq
-                    or int(a.sum()) != BASE_SUM + n * seq):
-                if seq == -1 and not warm[p] and a.shape == (n,) and int(a.sum()) == BASE_SUM:
+            k = seq % POOL
+            if (seq <= last[p] or a.dtype != np.uint64 or a.shape != (n,) or int(a[0]) != k
+                    or int(a[-1]) != n - 1 + k or int(a[SAMPLE].sum()) != SAMPLE_SUMS[k]):
+                if seq == -1 and not warm[p] and a.shape == (n,) and int(a[SAMPLE].sum()) == SAMPLE_SUMS[0]:
                     warm[p] = 1
                     continue
                 bad.append((p, seq, last[p], "array differs"))
@@ -305,6 +323,56 @@ def measure(ctx, queue: str, kind: str, producers: int, consumers: int, seconds:
 
 # ---- the run and the report --------------------------------------------------------------
 
+FLOOR_SLOTS = 16
+FLOOR_BYTES = 64 * 1024
+
+
+def _floor_writer(buf, seconds: float) -> None:
+    arr = np.frombuffer(buf, np.uint8)
+    ctr = np.frombuffer(buf, np.int64, count=3, offset=FLOOR_SLOTS * FLOOR_BYTES)  # written, read, stop
+    src = np.arange(FLOOR_BYTES, dtype=np.uint8)
+    i = 0
+    while not ctr[2]:
+        while ctr[0] - ctr[1] >= FLOOR_SLOTS and not ctr[2]:
+            os.sched_yield()
+        k = i % FLOOR_SLOTS
+        np.copyto(arr[k * FLOOR_BYTES:(k + 1) * FLOOR_BYTES], src)
+        i += 1
+        ctr[0] = i
+
+
+def copy_floor(ctx, seconds: float) -> float:
+    """Items/s of the bare hand-off under the 64 KiB message: one process copies
+    64 KiB into shared memory, another copies it out (numpy copies, 16 slots, a
+    counter each way, waits that yield): no queue, no pickle, no Python object per
+    item. What moving the bytes between two processes costs on this machine."""
+    buf = mmap.mmap(-1, FLOOR_SLOTS * FLOOR_BYTES + 4096)
+    arr = np.frombuffer(buf, np.uint8)
+    ctr = np.frombuffer(buf, np.int64, count=3, offset=FLOOR_SLOTS * FLOOR_BYTES)
+    dst = np.empty(FLOOR_BYTES, np.uint8)
+    w = ctx.Process(target=_floor_writer, args=(buf, seconds), daemon=True)
+    w.start()
+    n = 0
+    t0 = time.perf_counter()
+    end = t0 + seconds
+    while True:
+        while ctr[0] <= n:
+            os.sched_yield()
+        k = n % FLOOR_SLOTS
+        np.copyto(dst, arr[k * FLOOR_BYTES:(k + 1) * FLOOR_BYTES])
+        n += 1
+        ctr[1] = n
+        if (n & 63) == 0 and time.perf_counter() >= end:
+            break
+    rate = n / (time.perf_counter() - t0)
+    ctr[2] = 1
+    w.join(10)
+    if w.is_alive():
+        w.kill()
+    del arr, ctr
+    return rate
+
+
 def label(producers: int, consumers: int) -> str:
     return f"{producers} -> {consumers}"
 
@@ -343,6 +411,10 @@ def run_all(args, cfg, log) -> dict:
                     if r["status"] != "ok":
                         break
                 ok = [r for r in runs if r["status"] == "ok"]
+                if kind == "64k" and (producers, consumers) == (1, 1) and qname == queues[0]:
+                    floors = [copy_floor(ctx, cfg["seconds"]) for _ in range(cfg["repeats"])]
+                    results["floor_64k"] = max(floors)
+                    log(f"  64k   floor    bare copy in/out  {fmt_rate(max(floors)).strip()} items/s (best of {len(floors)})")
                 if ok and len(ok) == len(runs):
                     row.update(median_run(ok, "items_per_s"))
                     row["spurious_empty"] = sum(r["spurious_empty"] for r in ok)
@@ -424,6 +496,12 @@ def report(results: dict, machine: dict, cfg: dict, start_method: str) -> tuple[
             ratios.append(fmt_gain(ff["items_per_s"] / mq["items_per_s"]) if _ok(ff) and _ok(mq) else "n/a")
             L.append(f"  {scen:10s}" + "".join(f" {c:>30s}" for c in cells)
                      + f" {ratios[0]:>17s} {ratios[1]:>20s} {ratios[2]:>21s}")
+        floor = results.get("floor_64k")
+        shm11 = _row(rows, "shmring.Queue", kind, label(1, 1))
+        if kind == "64k" and floor:
+            L.append(f"  floor, 1 -> 1: 64 KiB copied into shared memory by one process and out by another "
+                     f"(numpy, no queue, no pickle, best of {cfg['repeats']}): {fmt_rate(floor).strip()} items/s"
+                     + (f"; shmring.Queue 1 -> 1 is {shm11['items_per_s'] / floor:.2f} of it" if _ok(shm11) else ""))
         for r in krows:
             if r.get("status", "").startswith("FAILED"):
                 L.append(f"  {r['queue']} {r['scenario']}: {r['status']}")

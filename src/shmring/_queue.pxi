@@ -210,6 +210,8 @@ cdef class _QueueCore:
     cdef int64_t _spin_ns
     cdef int64_t _slice_ns
     cdef int64_t _next_check_ns
+    cdef uint32_t _spins_lost     # getter spins in a row that ran out
+    cdef uint32_t _sleep_at_once  # getter waits left that skip the spin
     cdef shmr_msg *_batch
     cdef readonly int64_t _maxsize
     cdef readonly uint64_t _nbytes
@@ -259,7 +261,7 @@ cdef class _QueueCore:
         cdef int rc
         cdef int64_t sl, now
         cdef shmr_mpq *q = self._q
-        cdef int64_t spin
+        cdef int64_t spin, t0
         if not w.started:
             _waiting_start(w, timeout)
         sl = _waiting_slice(w, self._slice_ns)
@@ -272,6 +274,10 @@ cdef class _QueueCore:
                 return shmr_mpq_recover(q) > 0
             return False
         spin = w.spin_ns
+        if what == WAIT_DATA and spin > 0 and self._sleep_at_once > 0:
+            self._sleep_at_once -= 1
+            spin = 0
+        t0 = _mono_ns() if spin > 0 else 0
         with nogil:
             if what == WAIT_DATA:
                 rc = shmr_mpq_wait_data(q, sl, spin)
@@ -279,6 +285,17 @@ cdef class _QueueCore:
                 rc = shmr_mpq_wait_room(q, n, sl, spin)
             else:
                 rc = shmr_mpq_wait_join(q, sl, spin)
+        if what == WAIT_DATA and spin > 0:
+            # A getter's spin pays while items come faster than a sleep and a wake
+            # cost; when spins keep running out (items slower than the spin, or
+            # more processes than CPUs, where a spinner takes a CPU a putter
+            # needs), the next waits sleep at once, and every eighth spins again
+            if rc == 0 and _mono_ns() - t0 <= spin:
+                self._spins_lost = 0
+            else:
+                self._spins_lost += 1
+                if self._spins_lost >= 2:
+                    self._sleep_at_once = 7
         w.spin_ns = 0
         if self._qclosed:
             raise ValueError(f"{self!r} was closed while a call on it was blocked")
