@@ -24,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VERIFY = os.path.join(ROOT, "verify")
 RUN_SPIN = os.path.join(VERIFY, "run_spin.sh")
 RUN_TSAN = os.path.join(VERIFY, "run_tsan.sh")
-TSAN_MODES = ["queue", "block", "overwrite", "joinrace", "solo"]
+TSAN_MODES = ["queue", "block", "overwrite", "joinrace", "solo", "mpq"]
 
 SPIN_MISSING = shutil.which("spin") is None
 SPIN_SKIP_REASON = "spin is not installed (apt-get install spin): SPIN model checking of verify/ring.pml skipped"

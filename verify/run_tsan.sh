@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Build verify/stress.c against the C core with ThreadSanitizer and run it.
+# Build verify/stress.c (and verify/stress_mpq.c, shmring.Queue's C side) against
+# the C core with ThreadSanitizer and run them.
 #
-#   verify/run_tsan.sh             modes queue block overwrite joinrace solo
-#   verify/run_tsan.sh MODE...     just those (queue, block, overwrite, joinrace, solo)
+#   verify/run_tsan.sh             modes queue block overwrite joinrace solo mpq
+#   verify/run_tsan.sh MODE...     just those (queue, block, overwrite, joinrace, solo, mpq)
 #
 # queue, block, joinrace (broadcast-block) and solo (queue, one consumer slot) run with NO suppressions. The
 # overwrite run alone gets verify/tsan.supp, which names the two readers of the
@@ -24,11 +25,11 @@ CC=${CC:-gcc}
 if [ $# -gt 0 ]; then
     modes=("$@")
 else
-    modes=(queue block overwrite joinrace solo)
+    modes=(queue block overwrite joinrace solo mpq)
 fi
 for m in "${modes[@]}"; do
     case "$m" in
-    queue | block | overwrite | joinrace | solo) ;;
+    queue | block | overwrite | joinrace | solo | mpq) ;;
     *) echo "run_tsan.sh: unknown mode $m" >&2; exit 2 ;;
     esac
 done
@@ -44,7 +45,8 @@ t0=$SECONDS
 # -Wtsan notes that TSan does not model atomic_thread_fence (see README); the
 # build log is shown only if the build fails.
 if ! (cd "$ROOT" && $CC -O1 -g -fsanitize=thread -std=c11 -D_GNU_SOURCE -Icsrc csrc/*.c verify/stress.c \
-    -lpthread -lrt -o "$BIN") >"$WORK/build.log" 2>&1; then
+    -lpthread -lrt -o "$BIN" && $CC -O1 -g -fsanitize=thread -std=c11 -D_GNU_SOURCE -Icsrc csrc/*.c \
+    verify/stress_mpq.c -lpthread -lrt -o "$BIN-mpq") >"$WORK/build.log" 2>&1; then
     cat "$WORK/build.log"
     echo "run_tsan.sh: build FAILED (work dir $WORK)"
     exit 1
@@ -59,7 +61,11 @@ for m in "${modes[@]}"; do
     fi
     log="$WORK/$m.log"
     t1=$SECONDS
-    TSAN_OPTIONS="$opts" timeout "$TMO" "$BIN" "$m" "$N" >"$log" 2>&1
+    if [ "$m" = mpq ]; then  # items, not records: a tenth as many (each is a put and a get)
+        TSAN_OPTIONS="$opts" timeout "$TMO" "$BIN-mpq" "$((N / 10))" >"$log" 2>&1
+    else
+        TSAN_OPTIONS="$opts" timeout "$TMO" "$BIN" "$m" "$N" >"$log" 2>&1
+    fi
     rc=$?
     warnings=$(grep -c "WARNING: ThreadSanitizer" "$log")
     fails=$(grep -c "^FAIL" "$log")
@@ -69,7 +75,7 @@ for m in "${modes[@]}"; do
         status=FAIL
         bad=1
     fi
-    grep -E "^$m +records=" "$log" | sed 's/^/  /'
+    grep -E "^$m(:| +records=)" "$log" | sed 's/^/  /'
     echo "RESULT $m $status rc=$rc tsan_reports=$warnings check_failures=$fails suppressed=$matched secs=$((SECONDS - t1))"
     if [ "$status" != ok ]; then
         [ "$rc" -eq 124 ] && echo "  timed out after ${TMO}s"
