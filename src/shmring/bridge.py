@@ -1146,6 +1146,11 @@ class Sender(_Bridge):
         # sockets first: terminating the context frees every frame ZeroMQ still
         # holds, among them any that point into the ring under an open claim
         self._close_sockets()
+        if self._held is not None:
+            # taken from the ring (or queue) for a host that refused it, and never
+            # handed to another: gone with this sender, so counted as unconfirmed
+            self.unconfirmed += self._held[1]
+            self._held = None
         if self._cons is not None:
             self.codec.release()
             self._cons.close()
