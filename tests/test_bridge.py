@@ -19,8 +19,8 @@ import pytest
 zmq = pytest.importorskip("zmq", reason="the bridge needs pyzmq (pip install 'shmring[bridge]')")
 
 import shmring
-from _bridge_util import (MsgReader, Reader, check_queue_delivery, drain_queue, make_msg, make_qitem,  # noqa: F401
-                          msg_seq, names, produce_msgs, put_items, wait_for)  # names is a fixture
+from _bridge_util import (MsgReader, Reader, check_queue_delivery, consumers_of, drain_queue, make_msg,  # noqa: F401
+                          make_qitem, msg_seq, names, produce_msgs, put_items, wait_for)  # names is a fixture
 from _records import REC, make_records, n_bad
 from shmring import bridge
 from shmring.bridge import HEADER, MAGIC, BridgeError, Receiver, Sender, read_sidecar
@@ -493,9 +493,11 @@ def test_random_bytes_to_the_sender_port_do_not_hurt(names, rings, bridges):
                 pass  # zmq hung up on us: that is the point
     rcv = bridges(Receiver(s.bound, dst).start())
     assert rcv.wait_ready(10)
-    push(ring, 0, 2000)
-    got = pull_all(dst, 2000)
-    assert got["seq"].tolist() == list(range(2000))
+    # read from the start: 2000 records overrun the receiving ring (1024) if nobody reads yet
+    reader = Reader(dst, timeout=30)
+    wait_for(lambda: consumers_of(dst) == 1, 10, "the reader")
+    push(ring, 0, 2000)  # closing its producer ends the stream, and so the reader
+    assert reader.result(30)["seq"].tolist() == list(range(2000))
     assert s.error is None and s._thread.is_alive()
 
 

@@ -164,13 +164,20 @@ class _Codec:
     def open_local(self, name: str, capacity: int | None, d: dict, mode: str, overflow: str):
         """The local ring to produce into: (ring, made here), attached if it exists."""
         try:
-            return _attach_ring(name, self), False
+            return self.attach(name), False
         except FileNotFoundError:
             pass
         try:
             return self.create(name, capacity, d, mode, overflow), True
         except FileExistsError:  # made by someone else meanwhile
-            return _attach_ring(name, self), False
+            return self.attach(name), False
+
+    def attach(self, name: str) -> Ring:
+        """The existing local ring ``name``; BridgeError if it is not a ring."""
+        try:
+            return Ring.attach(name)
+        except (NotARingError, TypeError) as exc:
+            raise BridgeError(f"local {name!r} is {_what_is(name)}; the sender sends a {self} ({exc})") from None
 
     def producer(self, ring: Ring):
         return ring.producer()
@@ -637,18 +644,19 @@ class _QueueCodec(_MessageCodec):
     def __str__(self) -> str:
         return "shmring.Queue"
 
-    def open_local(self, name, capacity, d, mode, overflow):
+    def create(self, name, capacity, d, mode, overflow):
         from .queues import Queue
         maxsize, lanes, consumers = self.queue_params
+        return Queue(maxsize, nbytes=capacity or self.nbytes_ring, name=name, max_producers=lanes,
+                     max_consumers=consumers)
+
+    def attach(self, name: str):
+        from .queues import Queue
         try:
-            return _attach_queue(name, self), False
-        except FileNotFoundError:
-            pass
-        try:
-            return Queue(maxsize, nbytes=capacity or self.nbytes_ring, name=name, max_producers=lanes,
-                         max_consumers=consumers), True
-        except FileExistsError:
-            return _attach_queue(name, self), False
+            return Queue.attach(name)
+        except NotARingError:
+            raise BridgeError(f"local {name!r} is {_what_is(name)}, not a shmring.Queue; the sender sends "
+                              f"a {self}") from None
 
     def mismatch(self, q, mode, overflow):
         most = _queue_max_item(q.nbytes)
@@ -706,22 +714,6 @@ def _what_is(name: str) -> str:
             f", mode {r.mode!r}"
     finally:
         r.close()
-
-
-def _attach_ring(name: str, codec: _Codec) -> Ring:
-    try:
-        return Ring.attach(name)
-    except (NotARingError, TypeError) as exc:
-        raise BridgeError(f"local {name!r} is {_what_is(name)}; the sender sends a {codec} ({exc})") from None
-
-
-def _attach_queue(name: str, codec: _Codec):
-    from .queues import Queue
-    try:
-        return Queue.attach(name)
-    except NotARingError:
-        raise BridgeError(f"local {name!r} is {_what_is(name)}, not a shmring.Queue; the sender sends "
-                          f"a {codec}") from None
 
 
 def _attach_local(name: str):
