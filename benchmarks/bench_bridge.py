@@ -10,6 +10,8 @@ Cases, each measured for both paths in one run:
       messages of 1024 records (the bridge's batch size), records/s
   (b) 1 MiB records, MB/s; raw pyzmq: 1 MiB messages
   (b') 1 MiB messages (bytes) through a message ring, MB/s; raw pyzmq: 1 MiB messages
+  (q) shmring.Queue of 64-byte bytes items, fed by two producer processes:
+      queue -> bridge -> queue, items/s, against the same raw pyzmq figure as (a)
   (c) one-way latency p50/p99 of a 64-byte record sent every 0.5 ms: producer ->
       ring -> bridge -> ring -> consumer, against raw PUSH/PULL and against one
       local ring hand-off (the two together are the floor the bridge is held to)
@@ -284,6 +286,65 @@ def run_bridge(path: Path, dtype: np.dtype | None, n: int, mode: str, *, interva
         remove_sidecar(dst)
 
 
+def put_queue(name: str, n: int, q) -> None:
+    cpu0 = time.process_time()
+    queue = shmring.Queue.attach(name)
+    items = [bytes(REC.itemsize)] * BATCH
+    for i in range(0, n, BATCH):
+        queue.put_many(items[:min(BATCH, n - i)])
+    queue.close()
+    q.put(time.process_time() - cpu0)
+
+
+def run_bridge_queue(path: Path, n: int, producers: int = 2) -> dict:
+    """shmring.Queue -> bridge -> shmring.Queue, 64-byte bytes items."""
+    tag = f"bq{os.getpid()}{int(time.monotonic() * 1000) % 100000}"
+    src, dst = tag + "s", tag + "d"
+    queue = shmring.Queue(name=src, nbytes=8 << 20, max_producers=4, max_consumers=4)
+    procs = []
+    try:
+        procs.append(path.run("a", ["-m", "shmring", "bridge", "send", src, path.bind, "--max-records",
+                                    str(BATCH)], stdout=subprocess.DEVNULL))
+        procs.append(path.run("b", ["-m", "shmring", "bridge", "recv", path.connect, dst],
+                              stdout=subprocess.DEVNULL))
+        wait_for(lambda: read_sidecar(dst) is not None)
+        out = shmring.Queue.attach(dst)
+        ctx = mp.get_context("fork")
+        q = ctx.Queue()
+        prods = [ctx.Process(target=put_queue, args=(src, n // producers, q)) for _ in range(producers)]
+        cpu0 = [proc_cpu(p.pid) for p in procs]
+        for p in prods:
+            p.start()
+        got, t_first = 0, None
+        total = n // producers * producers
+        while got < total:
+            items = out.get_many(4096, timeout=60)
+            now = time.monotonic_ns()
+            if t_first is None:
+                t_first, first_n, c0 = now, len(items), time.process_time()
+            got += len(items)
+        t_last = now
+        cpu = time.process_time() - c0
+        cpu_bridges = sum(proc_cpu(p.pid) for p in procs) - sum(cpu0)
+        cpu += cpu_bridges + sum(q.get(timeout=60) for _ in prods)
+        for p in prods:
+            p.join(60)
+        out.close()
+        return {"secs": (t_last - t_first) / 1e9, "records": got - first_n, "cpu": cpu,
+                "cpu_bridges": cpu_bridges}
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(20)
+        queue.close()
+        for name in (src, dst):
+            try:
+                shmring.unlink(name)
+            except FileNotFoundError:
+                pass
+        remove_sidecar(dst)
+
+
 def run_local(n: int, interval: float) -> dict:
     """One ring hand-off between two processes, same record and pacing."""
     name = f"bb{os.getpid()}l"
@@ -351,6 +412,9 @@ def main() -> int:
                 r["lost"][f"64_{mode}"] = b["lost"]
                 r[f"bridge64_{mode}"] = b["records"] / b["secs"]
                 r[f"bridge64_{mode}_cpu"] = (b["cpu"] / (n64 / 1e6), b["cpu_bridges"] / (n64 / 1e6))
+            b = run_bridge_queue(path, n64)
+            r["bridgeQ"] = b["records"] / b["secs"]
+            r["bridgeQ_cpu"] = (b["cpu"] / (n64 / 1e6), b["cpu_bridges"] / (n64 / 1e6))
             raw = run_raw(path, nmb, MB.itemsize)
             r["rawMB"] = raw["bytes"] / 1e6 / raw["secs"]
             r["rawMB_cpu"] = raw["cpu"] / (nmb * MB.itemsize / 1e9)  # CPU-s per GB
@@ -376,6 +440,8 @@ def main() -> int:
         for mode in ("broadcast", "queue"):
             print(f"{'64 B records, ' + mode:<34} {r[f'bridge64_{mode}'] / 1e6:>9.2f} Mr/s "
                   f"{r['raw64'] / 1e6:>9.2f} Mr/s {r[f'bridge64_{mode}'] / r['raw64']:>7.2f}")
+        print(f"{'shmring.Queue 64 B items':<34} {r['bridgeQ'] / 1e6:>9.2f} Mi/s "
+              f"{r['raw64'] / 1e6:>9.2f} Mr/s {r['bridgeQ'] / r['raw64']:>7.2f}")
         for mode in ("broadcast", "queue"):
             print(f"{'1 MiB records, ' + mode:<34} {r[f'bridgeMB_{mode}']:>9.0f} MB/s  "
                   f"{r['rawMB']:>9.0f} MB/s  {r[f'bridgeMB_{mode}'] / r['rawMB']:>7.2f}")
@@ -387,6 +453,9 @@ def main() -> int:
             c, cb = r[f"bridge64_{mode}_cpu"]
             print(f"{'  per 1e6 64 B records, ' + mode:<34} {c:>14.2f} {cb:>14.2f} {r['raw64_cpu']:>10.2f} "
                   f"{c / r['raw64_cpu']:>6.2f}")
+        c, cb = r["bridgeQ_cpu"]
+        print(f"{'  per 1e6 Queue 64 B items':<34} {c:>14.2f} {cb:>14.2f} {r['raw64_cpu']:>10.2f} "
+              f"{c / r['raw64_cpu']:>6.2f}")
         for what in ("MB", "Msg"):
             for mode in ("broadcast", "queue"):
                 c, cb = r[f"bridge{what}_{mode}_cpu"]

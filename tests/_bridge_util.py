@@ -355,3 +355,73 @@ class MsgReader(Reader):
         self.cons.close()
         self.ring.close()
         return np.concatenate(self.parts) if self.parts else np.empty(0, np.int64)
+
+
+# -- shmring.Queue ------------------------------------------------------------------
+# Items put by several producer processes, each naming its producer and sequence
+# number and checkable on arrival: bytes, plain arrays and dicts of arrays (pickled),
+# every 61st a 200 KB array, which travels in a frame of its own.
+
+def make_qitem(k: int, i: int):
+    r = i % 3
+    if r == 0:
+        return b"q%d:%d:" % (k, i) + bytes([(k * 31 + i) & 0xFF]) * (i % 200)
+    if r == 1:
+        return np.full(3 + (i % 40) + (25_000 if i % 61 == 1 else 0), (k << 32) | i, np.uint64)
+    x = (np.arange(8 + i % 90, dtype=np.uint64) * np.uint64(40503) + np.uint64(k * 7 + i)).astype(np.uint32)
+    return {"k": k, "i": i, "x": x, "crc": zlib.crc32(x.tobytes())}
+
+
+def qitem_key(m) -> tuple[int, int]:
+    """(producer, sequence) of an item made by make_qitem; AssertionError if it is
+    not intact."""
+    if isinstance(m, (bytes, memoryview)):
+        head, seq, tail = bytes(m).split(b":", 2)
+        k, i = int(head[1:]), int(seq)
+        assert tail == bytes([(k * 31 + i) & 0xFF]) * (i % 200), f"bytes item {k}/{i} is corrupt"
+        return k, i
+    if isinstance(m, np.ndarray):
+        v = int(m[0])
+        k, i = v >> 32, v & 0xFFFFFFFF
+        assert m.dtype == np.uint64 and len(m) == 3 + (i % 40) + (25_000 if i % 61 == 1 else 0), "array item corrupt"
+        assert np.all(m == v), f"array item {k}/{i} is corrupt"
+        return k, i
+    k, i = m["k"], m["i"]
+    assert zlib.crc32(m["x"].tobytes()) == m["crc"] and len(m["x"]) == 8 + i % 90, f"dict item {k}/{i} is corrupt"
+    return k, i
+
+
+def put_items(name: str, k: int, n: int, batch: int = 32) -> None:
+    """Child process: producer k puts its items 0..n-1 into the named queue."""
+    q = shmring.Queue.attach(name)
+    for i in range(0, n, batch):
+        q.put_many([make_qitem(k, j) for j in range(i, min(n, i + batch))], timeout=60)
+    q.close()
+
+
+def drain_queue(name: str, n: int, timeout: float = 60.0, keys: list | None = None) -> list:
+    """Gets items from the named queue until n arrived (or the timeout passed);
+    their (producer, sequence) keys, in the order got, every item checked intact."""
+    q = shmring.Queue.attach(name)
+    out = [] if keys is None else keys
+    end = time.monotonic() + timeout
+    try:
+        while len(out) < n and time.monotonic() < end:
+            try:
+                got = q.get_many(1024, timeout=0.2)
+            except shmring.Empty:
+                continue
+            out.extend(qitem_key(m) for m in got)
+    finally:
+        q.close()
+    return out
+
+
+def check_queue_delivery(keys: list, producers: int, n: int, ordered: bool = True) -> None:
+    """Exactly once, and (``ordered``: keys got from one queue) each producer's
+    items in the order it put them."""
+    assert len(keys) == producers * n, f"{len(keys)} items arrived, {producers * n} were put"
+    assert sorted(keys) == [(k, i) for k in range(producers) for i in range(n)], "not exactly once"
+    for k in range(producers if ordered else 0):
+        mine = [i for kk, i in keys if kk == k]
+        assert mine == sorted(mine), f"producer {k}'s items out of order"

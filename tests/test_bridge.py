@@ -19,7 +19,8 @@ import pytest
 zmq = pytest.importorskip("zmq", reason="the bridge needs pyzmq (pip install 'shmring[bridge]')")
 
 import shmring
-from _bridge_util import MsgReader, Reader, make_msg, msg_seq, names, produce_msgs, wait_for  # noqa: F401 - names is a fixture
+from _bridge_util import (MsgReader, Reader, check_queue_delivery, consumers_of, drain_queue, make_msg,  # noqa: F401
+                          make_qitem, msg_seq, names, produce_msgs, put_items, wait_for)  # names is a fixture
 from _records import REC, make_records, n_bad
 from shmring import bridge
 from shmring.bridge import HEADER, MAGIC, BridgeError, Receiver, Sender, read_sidecar
@@ -432,7 +433,8 @@ def _good_desc(**kw):
 
 
 @pytest.mark.parametrize("change, kind, message", [
-    ({"kind": "queue"}, 2, "cannot bridge rings of kind 'queue'"),
+    ({"kind": "queue", "mode": "queue", "nbytes": 1 << 16, "max_message": 32736, "maxsize": 0,
+      "max_producers": 2, "max_consumers": 2, "layout": 999}, 2, "layout version 999"),
     ({"layout": 999}, 0, "layout version 999"),
     ({"proto": 7}, 0, "protocol 7"),
 ])
@@ -453,6 +455,12 @@ def test_kind_layout_protocol_mismatch(names, change, kind, message):
             shmring.Ring.attach(dst)  # nothing was created from a refused handshake
     finally:
         pub.close(0)
+
+
+def test_a_kind_without_a_codec_is_named():
+    with pytest.raises(BridgeError, match=r"cannot bridge rings of kind 'boards' \(it knows: messages, queue, "
+                                          r"records\)"):
+        bridge._codec_from_handshake("boards", {})
 
 
 def test_unbindable_endpoints(names, rings):
@@ -485,9 +493,11 @@ def test_random_bytes_to_the_sender_port_do_not_hurt(names, rings, bridges):
                 pass  # zmq hung up on us: that is the point
     rcv = bridges(Receiver(s.bound, dst).start())
     assert rcv.wait_ready(10)
-    push(ring, 0, 2000)
-    got = pull_all(dst, 2000)
-    assert got["seq"].tolist() == list(range(2000))
+    # read from the start: 2000 records overrun the receiving ring (1024) if nobody reads yet
+    reader = Reader(dst, timeout=30)
+    wait_for(lambda: consumers_of(dst) == 1, 10, "the reader")
+    push(ring, 0, 2000)  # closing its producer ends the stream, and so the reader
+    assert reader.result(30)["seq"].tolist() == list(range(2000))
     assert s.error is None and s._thread.is_alive()
 
 
@@ -663,3 +673,87 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# -- shmring.Queue -------------------------------------------------------------------
+
+
+def test_queue_crosses_with_several_producer_processes(names, bridges, procs):
+    """A named shmring.Queue fed by three producer processes (fork and spawn)
+    crosses to a queue the receiver makes like it: every item once, each
+    producer's in its order, intact (bytes, arrays, pickled dicts, 200 KB arrays
+    in frames of their own), and the counters of both ends agree."""
+    src, dst = names(), names()
+    q = shmring.Queue(name=src, nbytes=1 << 20, maxsize=5000, max_producers=8, max_consumers=4)
+    s = bridges(Sender(q, LOOP, max_records=128).start())
+    rcv = bridges(Receiver(s.bound, dst).start())
+    assert rcv.wait_ready(10)
+    out = shmring.Queue.attach(dst)
+    assert (out.nbytes, out.maxsize, out._queue_mapping.params[:2]) == (1 << 20, 5000, (8, 4))
+    n, producers = 1500, 3
+    for k in range(producers):
+        procs(mp.get_context("spawn" if k == 2 else "fork"), put_items, src, k, n)
+    keys = drain_queue(dst, producers * n, timeout=60)
+    check_queue_delivery(keys, producers, n)
+    wait_for(lambda: rcv.counters["records"] == s.counters["records"] == producers * n, 5, "the counters")
+    c, sc = rcv.counters, s.counters
+    assert c["records"] == sc["records"] == producers * n and sc["unconfirmed"] == 0 and c["bad"] == 0
+    assert c["bytes"] == sc["bytes"] > 200_000 * (n // 61 // 3)
+    st = q.stats()
+    assert st["items"] == 0 and st["got"] == producers * n
+    out.close()
+    q.close()
+
+
+def test_queue_backpressure_through_a_full_receiving_queue(names, bridges):
+    """Nobody gets from the receiving queue (maxsize 40): it fills, credit stops,
+    the sender stops getting, so the items wait in the sending queue, never in a
+    growing buffer; once read, all arrive, exactly once."""
+    src, dst = names(), names()
+    q = shmring.Queue(name=src, nbytes=4 << 20, max_producers=2, max_consumers=2)
+    out = shmring.Queue(name=dst, nbytes=4 << 20, maxsize=40, max_producers=2, max_consumers=2)
+    s = bridges(Sender(q, LOOP, max_records=16).start())
+    rcv = bridges(Receiver(s.bound, dst, window=2).start())
+    assert rcv.wait_ready(10)
+    total = 600
+    q.put_many([make_qitem(0, i) for i in range(total)], timeout=10)
+    wait_for(lambda: out.qsize() == 40, 10, "the receiving queue to fill")
+    time.sleep(0.3)
+    sent = s.counters["records"]
+    # beyond the full queue: at most the two batches of the credit window
+    assert 40 < sent <= 40 + 2 * 16, sent
+    assert q.qsize() == total - sent and out.qsize() == 40
+    keys = drain_queue(dst, total, timeout=60)
+    check_queue_delivery(keys, 1, total)
+    out.close()
+    q.close()
+
+
+def test_queue_mismatches_are_clear_errors(names, rings, bridges):
+    """A queue meeting a local ring, a ring meeting a local queue, and a local
+    queue whose items are too small: each a clear error naming both sides."""
+    qsrc, rdst = names(), names()
+    q = shmring.Queue(name=qsrc, nbytes=1 << 16, max_producers=2, max_consumers=2)
+    rings.create(rdst, REC, 64, mode="queue")
+    s = bridges(Sender(q, LOOP).start())
+    rcv = Receiver(s.bound, rdst).start()
+    with pytest.raises(BridgeError, match=r"local .* is a records ring of dtype .*not a shmring.Queue; "
+                                          r"the sender sends a shmring.Queue"):
+        rcv.wait_ready(10)
+    rcv._thread.join(5)
+    small = names()
+    shmring.Queue(name=small, nbytes=1 << 12, max_producers=2, max_consumers=2).close()
+    rcv = Receiver(s.bound, small).start()
+    with pytest.raises(BridgeError, match=r"local queue .* items of at most 2016 bytes; the sender's carries up "
+                                          r"to 32736"):
+        rcv.wait_ready(10)
+    rcv._thread.join(5)
+    rsrc, qdst = names(), names()
+    ring = rings.create(rsrc, REC, 64, mode="queue")
+    shmring.Queue(name=qdst, nbytes=1 << 16, max_producers=2, max_consumers=2).close()
+    s2 = bridges(Sender(ring, LOOP).start())
+    rcv = Receiver(s2.bound, qdst).start()
+    with pytest.raises(BridgeError, match=r"local .* is a shmring.Queue; the sender sends a records ring"):
+        rcv.wait_ready(10)
+    rcv._thread.join(5)
+    q.close()

@@ -16,8 +16,9 @@ import pytest
 pytest.importorskip("zmq", reason="the bridge needs pyzmq (pip install 'shmring[bridge]')")
 
 import shmring
-from _bridge_util import (BIG, MsgReader, Net, Reader, consumers_of, names,  # noqa: F401 - names is a fixture
-                          netns_unavailable, produce, produce_msgs, sidecar_pid, wait_for)
+from _bridge_util import (BIG, MsgReader, Net, Reader, check_queue_delivery, consumers_of,  # noqa: F401
+                          names, netns_unavailable, produce, produce_msgs, put_items, qitem_key, sidecar_pid,
+                          wait_for)  # names is a fixture
 from _records import REC
 from shmring.bridge import read_sidecar
 
@@ -320,3 +321,51 @@ def test_message_ring_two_hosts(net, procs, names):
     s = counters(o)
     assert s["records"] == n and s["unconfirmed"] == 0 and s["peers_lost"] == 0
     ring.close()
+
+
+def test_shmring_queue_two_hosts_exactly_once(net, procs, names):
+    """A named shmring.Queue fed by two producer processes, forwarded by
+    `bridge send` to two hosts whose `bridge recv` make their own queues: every
+    item to exactly one host, each producer's items in order on each host,
+    intact, and the counters of the three bridges agree with what arrived."""
+    n, producers = 4000, 2
+    src = names()
+    q = shmring.Queue(name=src, nbytes=1 << 20, max_producers=4, max_consumers=4)
+    a, hosts = star(net, 2)
+    sender = net.run(a, "bridge", "send", src, f"tcp://0.0.0.0:{PORT}", "--max-records", "64")
+    recv = []
+    for h, dev, ep in hosts:
+        dst = names()
+        recv.append({"dst": dst, "proc": net.run(h, "bridge", "recv", ep, dst, "--window", "2")})
+    for r in recv:
+        wait_for(lambda: read_sidecar(r["dst"]) is not None, what="a receiver's handshake")
+    outs = [shmring.Queue.attach(r["dst"]) for r in recv]
+    for k in range(producers):
+        procs(FORK, put_items, src, k, n)
+    keys: list = [[], []]
+    end = time.monotonic() + 90
+    while sum(map(len, keys)) < producers * n and time.monotonic() < end:
+        for out, got in zip(outs, keys):
+            try:
+                got.extend(qitem_key(m) for m in out.get_many(512, timeout=0.05))
+            except shmring.Empty:
+                pass
+    for out in outs:
+        out.close()
+    assert all(keys), "work was not shared across the hosts"
+    check_queue_delivery(keys[0] + keys[1], producers, n, ordered=False)
+    for got in keys:  # one path per host: each producer's items keep their order there
+        for k in range(producers):
+            mine = [i for kk, i in got if kk == k]
+            assert mine == sorted(mine), f"producer {k}'s items out of order on a host"
+    for r, got in zip(recv, keys):
+        rc, out, err = Net.finish(r["proc"], term=True)
+        assert rc == 0, err
+        c = counters(out)
+        assert c["records"] == len(got) and c["lost"] == 0 and c["bad"] == 0, c
+    rc, out, err = Net.finish(sender, term=True)
+    assert rc == 0, err
+    s = counters(out)
+    assert s["records"] == producers * n and s["unconfirmed"] == 0 and s["peers_lost"] == 0, s
+    assert q.qsize() == 0
+    q.close()

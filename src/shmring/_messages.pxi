@@ -102,6 +102,37 @@ cdef inline object _span(Mapping m, const void *ptr, uint64_t n, bint readonly):
     return memoryview(_raw_span(m, ptr, n, readonly))
 
 
+cdef tuple _raw_batch(Mapping m, const shmr_msg *msgs, int64_t n, uint64_t own_from, bint copy_owns):
+    """The bridge's wire form of n claimed messages: (table, packed, owns) as
+    MessageConsumer._claim_raw documents it. ``copy_owns``: the large bodies are
+    copied into bytes (the claim may end at once) instead of viewed in the ring."""
+    cdef int64_t i
+    cdef uint64_t total = 0, at = 0, ln
+    cdef cnp.ndarray table = np.empty(n, np.uint64)
+    cdef uint64_t *t = <uint64_t *>cnp.PyArray_DATA(table)
+    cdef char *dst
+    owns = []
+    for i in range(n):
+        ln = msgs[i].len
+        if ln >= own_from:
+            t[i] = ln | RAW_OWN | (<uint64_t>msgs[i].kind << 56)
+            if copy_owns:
+                owns.append(PyBytes_FromStringAndSize(<const char *>msgs[i].body, <Py_ssize_t>ln))
+            else:
+                owns.append(_span(m, msgs[i].body, ln, True))
+        else:
+            t[i] = ln | (<uint64_t>msgs[i].kind << 56)
+            total += ln
+    packed = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>total)
+    dst = PyBytes_AS_STRING(packed)
+    for i in range(n):
+        ln = msgs[i].len
+        if ln < own_from:
+            memcpy(dst + at, msgs[i].body, ln)
+            at += ln
+    return table, packed, owns
+
+
 cdef object _copy_out(Mapping mp, uint32_t kind, const char *body, uint64_t n, bint allow_pickle):
     """A decoded copy of a body: every buffer copied once with memcpy (without
     the GIL when large) into memory the result owns."""
@@ -914,11 +945,7 @@ cdef class MessageConsumer(_ConsumerSide):
         _release_raw() (the views are only valid until then; in overwrite mode
         they may be overwritten meanwhile, which _release_raw() reports)."""
         cdef shmr_loss loss
-        cdef int64_t n, i
-        cdef uint64_t total = 0, at = 0, ln
-        cdef cnp.ndarray table
-        cdef uint64_t *t
-        cdef char *dst
+        cdef int64_t n
         loss.msgs = 0
         loss.bytes = 0
         self._ready_check()
@@ -934,28 +961,10 @@ cdef class MessageConsumer(_ConsumerSide):
         n = self._claim(self._raw, max_messages, timeout, &loss)
         self._viewing = True
         try:
-            table = np.empty(n, np.uint64)
-            t = <uint64_t *>cnp.PyArray_DATA(table)
-            owns = []
-            for i in range(n):
-                ln = self._raw[i].len
-                if ln >= own_from:
-                    t[i] = ln | RAW_OWN | (<uint64_t>self._raw[i].kind << 56)
-                    owns.append(_span(self._map, self._raw[i].body, ln, True))
-                else:
-                    t[i] = ln | (<uint64_t>self._raw[i].kind << 56)
-                    total += ln
-            packed = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>total)
-            dst = PyBytes_AS_STRING(packed)
-            for i in range(n):
-                ln = self._raw[i].len
-                if ln < own_from:
-                    memcpy(dst + at, self._raw[i].body, ln)
-                    at += ln
+            return _raw_batch(self._map, self._raw, n, own_from, False)
         except BaseException:
             self._release_raw()
             raise
-        return table, packed, owns
 
     def _release_raw(self):
         """Ends the claim of _claim_raw(). Returns how many leading messages of it

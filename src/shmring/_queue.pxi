@@ -459,9 +459,11 @@ cdef class _QueueCore:
         self._cons[i] = mc
         return mc
 
-    cdef object _take(self, list out, Py_ssize_t max_items):
+    cdef object _take(self, list out, Py_ssize_t max_items, uint64_t raw_own=0):
         """Items from the lane holding the oldest one (shmr_mpq_pick): for get
-        (out None) the item or _NOTHING; for get_many appended to out."""
+        (out None) the item or _NOTHING; for get_many appended to out. With
+        ``raw_own`` (the bridge's _get_raw) at most max_items undecoded, appended
+        to out as one _raw_batch; returns how many, or _NOTHING."""
         cdef uint32_t lane = 0
         cdef uint64_t count = 0
         cdef Py_ssize_t j, want, tries
@@ -471,7 +473,10 @@ cdef class _QueueCore:
         cdef shmr_msg *msgs
         loss.msgs = 0
         loss.bytes = 0
-        want = 1 if out is None else min(max_items - len(out), MSG_BATCH)
+        if raw_own:
+            want = min(max_items, MSG_BATCH)
+        else:
+            want = 1 if out is None else min(max_items - len(out), MSG_BATCH)
         self._get_lock.take(-1)
         try:
             # a lane the pick named may be emptied by another consumer before our
@@ -501,6 +506,9 @@ cdef class _QueueCore:
                         raise CorruptRingError(f"{self!r}: a message frame in lane {lane} is corrupt")
                     _raise(got, "get")
                 try:
+                    if raw_own:
+                        out.append(_raw_batch(mc._map, msgs, got, raw_own, True))
+                        return got
                     if out is None:
                         return mc._decode_copy(msgs)
                     for j in range(got):
@@ -565,6 +573,85 @@ cdef class _QueueCore:
             self._fill(out, max_items)
             if out:
                 return out
+
+    # ---- undecoded items (the bridge) ---------------------------------------
+
+    def _get_raw(self, Py_ssize_t max_items, uint64_t own_from, timeout=None):
+        """Takes 1..max_items items, oldest first as get_many does, without
+        decoding them: (table, packed, owns) laid out as
+        MessageConsumer._claim_raw() makes them, every body copied out (owns as
+        bytes), so no claim outlives the call. Waits for the first item like
+        get(); queue.Empty when the timeout passed."""
+        cdef Waiting w
+        cdef list parts = []
+        cdef Py_ssize_t left = max_items
+        self._enter()
+        if max_items < 1:
+            raise ValueError(f"max_items must be >= 1, got {max_items}")
+        if own_from < 1:
+            raise ValueError("own_from must be >= 1")
+        if timeout is not None:
+            _timeout_arg(timeout)
+        _waiting_init(&w, self._spin_ns)
+        while True:
+            while left > 0:
+                got = self._take(parts, left, own_from)
+                if got is _NOTHING:
+                    break
+                left -= <Py_ssize_t>got
+            if parts:
+                break
+            if not self._wait(&w, timeout, WAIT_DATA, 0):
+                raise Empty("the queue stayed empty until the timeout")
+        if len(parts) == 1:
+            return parts[0]
+        return (np.concatenate([p[0] for p in parts]), b"".join([p[1] for p in parts]),
+                [o for p in parts for o in p[2]])
+
+    def _put_raw(self, table, packed, owns, Py_ssize_t start=0, timeout=None):
+        """Puts items start.. of a batch in the form _get_raw() returns (checked
+        by raw_check() first), in order, each admitted against maxsize as put()
+        admits it; one memcpy per body into this process's lane. Returns how
+        many it put: all of them, or fewer when ``timeout`` ran out."""
+        cdef Waiting w
+        cdef MessageProducer prod
+        cdef Py_ssize_t n = len(table), k, got, done = 0
+        self._enter()
+        if start < 0 or start > n:
+            raise ValueError(f"start {start} is outside the batch of {n}")
+        if timeout is not None:
+            _timeout_arg(timeout)
+        _waiting_init(&w, self._spin_ns)
+        if not self._put_lock.take(-1 if timeout is None else min(_timeout_arg(timeout), TIMEOUT_FOREVER)):
+            return 0
+        try:
+            prod = self._producer()
+            while start + done < n:
+                # all that is left if maxsize has room for it, else one item at a
+                # time as consumers make room (as put_many admits each item)
+                k = n - start - done
+                if not shmr_mpq_admit(self._q, self._lane, k, &self._consumed):
+                    k = 1
+                    try:
+                        self._admit(1, timeout, &w)
+                    except Full:
+                        break
+                try:
+                    got = prod._push_raw(table[:start + done + k], packed, owns, start + done,
+                                         self._left(&w, timeout))
+                except BaseException:
+                    shmr_mpq_unadmit(self._q, self._lane, k)
+                    raise
+                if got < k:
+                    shmr_mpq_unadmit(self._q, self._lane, k - got)
+                done += got
+                if got < k:
+                    break
+        finally:
+            if self._qclosed:
+                self._drop_producer()  # close() came from another thread meanwhile
+            self._put_lock.give()
+        return done
 
     # ---- counts, JoinableQueue ---------------------------------------------
 

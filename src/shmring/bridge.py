@@ -16,7 +16,10 @@ side use the ordinary ring API.
   disappears are never re-sent (at most once, as the ring itself treats a dead
   consumer's claim); the sender counts them in ``unconfirmed``.
 
-What depends on the ring's kind (records, messages) is one codec class per kind
+A named shmring.Queue crosses as a queue ring does (each item to one host, credits),
+its items undecoded, as the messages of its lanes they are.
+
+What depends on the ring's kind (records, messages, queue) is one codec class per kind
 (_CODECS): the handshake's kind-specific fields, how the local ring is made or
 checked, how a batch is taken, framed, checked and pushed. Message rings cross
 undecoded: every message keeps its kind and length, and its body is copied once
@@ -42,7 +45,7 @@ import numpy as np
 
 from ._api import SHM_DIR, Ring, _encode_dtype
 from ._api import _decode_dtype as _api_decode_dtype
-from .errors import Closed, Empty, Full, RingError
+from .errors import Closed, Empty, Full, NotARingError, RingError
 
 __all__ = ["Sender", "Receiver", "BridgeError", "keygen", "read_sidecar", "remove_sidecar", "sidecar_path"]
 
@@ -106,10 +109,9 @@ def _parse(frame: Any) -> tuple | None:
     return h
 
 
-def _source_id(ring: Ring) -> int:
+def _source_id(ring: Ring, facts: dict) -> int:
     """Names one incarnation of the sending ring: positions are only comparable within it."""
-    st = ring.stats()
-    key = f"{ring.name}:{st['created']!r}:{st['creator_pid']}".encode()
+    key = f"{ring.name}:{facts['created']!r}:{facts['creator_pid']}".encode()
     return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
 
 
@@ -124,6 +126,7 @@ class _Codec:
     codec alone looks inside them (count, nbytes, trim)."""
 
     kind = ""
+    modes: tuple[str, ...] = ("queue", "broadcast")  # what the kind's sender may name in its handshake
     held = False  # take() left a claim open: send the part, then call sent()
     # Frames of this many bytes and more leave without a copy where the ring's
     # memory may be lent to ZeroMQ (queue mode: the claim waits for ZeroMQ to let
@@ -134,6 +137,13 @@ class _Codec:
     lend_from = 1 << 18
 
     # -- handshake: the kind's own fields, and the local ring to produce into --
+    def facts(self, ring: Ring) -> dict:
+        """What every kind's handshake says: mode, overflow, layout version, and
+        the creation time and creator that name the ring's incarnation."""
+        st = ring.stats()
+        return {"mode": ring.mode, "overflow": ring.overflow, "layout": st["layout_version"],
+                "created": st["created"], "creator_pid": st["creator_pid"]}
+
     def describe(self, ring: Ring) -> dict:
         raise NotImplementedError
 
@@ -151,7 +161,36 @@ class _Codec:
         """Why an existing local ring cannot take this stream (None: it can)."""
         raise NotImplementedError
 
+    def open_local(self, name: str, capacity: int | None, d: dict, mode: str, overflow: str):
+        """The local ring to produce into: (ring, made here), attached if it exists."""
+        try:
+            return self.attach(name), False
+        except FileNotFoundError:
+            pass
+        try:
+            return self.create(name, capacity, d, mode, overflow), True
+        except FileExistsError:  # made by someone else meanwhile
+            return self.attach(name), False
+
+    def attach(self, name: str) -> Ring:
+        """The existing local ring ``name``; BridgeError if it is not a ring."""
+        try:
+            return Ring.attach(name)
+        except (NotARingError, TypeError) as exc:
+            raise BridgeError(f"local {name!r} is {_what_is(name)}; the sender sends a {self} ({exc})") from None
+
+    def producer(self, ring: Ring):
+        return ring.producer()
+
+    def head(self, ring: Ring) -> int:
+        """Everything ever published into the local ring (the receiver's log of a
+        batch in flight compares it before and after)."""
+        return ring.stats()["pushed"]
+
     # -- sender --
+    def consumer(self, ring: Ring, start: str | None):
+        return ring.consumer() if start is None else ring.consumer(start=start)
+
     def open(self, ring: Ring) -> None:
         """Called once the sender's consumer exists (per-ring state)."""
 
@@ -532,6 +571,164 @@ class _MessageCodec(_Codec):
         return done
 
 
+class _QueueSource:
+    """The sending bridge's side of a shmring.Queue: it gets items as any
+    consumer process would (so each goes to exactly one host), and a queue never
+    drops an item."""
+
+    dropped = 0
+    closed = False
+
+    def __init__(self, queue) -> None:
+        self.queue = queue
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _QueueSink:
+    """The receiving bridge's side of a shmring.Queue: one producer process of
+    it (one lane), so the items of a batch keep their order."""
+
+    closed = False
+
+    def __init__(self, queue) -> None:
+        self.queue = queue
+
+    def _push_raw(self, table, packed, owns, start: int, timeout: float) -> int:
+        return self.queue._put_raw(table, packed, owns, start, timeout)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _QueueCodec(_MessageCodec):
+    """shmring.Queue: its items are messages of a message ring (a lane) and cross
+    as message batches do; only the ends differ. The sender gets raw items (every
+    body copied out at once: a get holds no claim), so small and large items leave
+    as the message codec frames them; the receiver puts them, admitted against
+    its queue's maxsize, into its own lane. Work sharing and credits are those of
+    queue rings."""
+
+    kind = "queue"
+    modes = ("queue",)
+
+    def facts(self, q) -> dict:
+        from . import _ring
+        st = q.stats()
+        # the items are frames of the lanes' message rings: their layout is the one
+        # both ends must share (each end's queue header is its own business)
+        return {"mode": "queue", "overflow": "block", "layout": _ring.LAYOUT_VERSION,
+                "created": st["create_time_ns"], "creator_pid": st["creator_pid"]}
+
+    def describe(self, q) -> dict:
+        lanes, consumers, nbytes, maxsize = q._queue_mapping.params
+        return {"nbytes": nbytes, "max_message": _queue_max_item(nbytes), "maxsize": maxsize,
+                "max_producers": lanes, "max_consumers": consumers}
+
+    @classmethod
+    def from_handshake(cls, d: dict) -> "_QueueCodec":
+        c = super().from_handshake(d)
+        assert isinstance(c, _QueueCodec)
+        ms, mp, mc = d.get("maxsize"), d.get("max_producers"), d.get("max_consumers")
+        if not (isinstance(ms, int) and isinstance(mp, int) and isinstance(mc, int)) or mp < 1 or mc < 1:
+            raise _Bad(f"handshake names a queue of maxsize {ms!r}, max_producers {mp!r}, max_consumers {mc!r}")
+        c.queue_params = (max(ms, 0), mp, mc)
+        return c
+
+    queue_params = (0, 1, 1)
+
+    def same(self, other: _Codec) -> bool:
+        return isinstance(other, _QueueCodec)
+
+    def __str__(self) -> str:
+        return "shmring.Queue"
+
+    def create(self, name, capacity, d, mode, overflow):
+        from .queues import Queue
+        maxsize, lanes, consumers = self.queue_params
+        return Queue(maxsize, nbytes=capacity or self.nbytes_ring, name=name, max_producers=lanes,
+                     max_consumers=consumers)
+
+    def attach(self, name: str):
+        from .queues import Queue
+        try:
+            return Queue.attach(name)
+        except NotARingError:
+            raise BridgeError(f"local {name!r} is {_what_is(name)}, not a shmring.Queue; the sender sends "
+                              f"a {self}") from None
+
+    def mismatch(self, q, mode, overflow):
+        most = _queue_max_item(q.nbytes)
+        if most < self.max_message:
+            return (f"local queue {q.name!r} carries items of at most {most} bytes; the sender's carries up "
+                    f"to {self.max_message} (make it with nbytes of at least {self.nbytes_ring})")
+        return None
+
+    def producer(self, q) -> _QueueSink:
+        return _QueueSink(q)
+
+    def head(self, q) -> int:
+        # every local producer's puts: exact for the log of a batch only while
+        # the bridge is the queue's one producer on this host
+        return q.stats()["put"]
+
+    def consumer(self, q, start):
+        return _QueueSource(q)
+
+    def open(self, q) -> None:
+        self._lend = self._overwrite = False
+
+    def take(self, source: _QueueSource, max_count: int, timeout: float) -> _MsgPart:
+        return _MsgPart(*source.queue._get_raw(max_count, self.own_from, timeout))
+
+    def sent(self, stop) -> None:
+        pass
+
+    def release(self) -> None:
+        pass
+
+
+def _queue_max_item(nbytes: int) -> int:
+    # a lane frames an item with a 32-byte header in at most half its ring
+    return nbytes // 2 - 32
+
+
+def _what_is(name: str) -> str:
+    """What the local segment ``name`` is, for an error message."""
+    from .queues import Queue
+    try:
+        q = Queue.attach(name)
+    except Exception:
+        pass
+    else:
+        q.close()
+        return "a shmring.Queue"
+    try:
+        r = Ring.attach(name)
+    except Exception:
+        return "not a shmring ring"
+    try:
+        kind = _ring_kind(r)
+        return (f"a records ring of dtype {r.dtype}" if kind == "records" else f"a {kind} ring") + \
+            f", mode {r.mode!r}"
+    finally:
+        r.close()
+
+
+def _attach_local(name: str):
+    """Ring.attach or Queue.attach, whichever ``name`` is."""
+    try:
+        return Ring.attach(name)
+    except NotARingError:
+        from .queues import Queue
+        try:
+            return Queue.attach(name)
+        except NotARingError:
+            pass
+        raise
+
+
 def _frames_of_held(codec: _Codec, bufs: list) -> list:
     """Frames for buffers that lie in ring memory under an open claim. Small ones
     are copied as they are sent; large ones in queue mode are lent to ZeroMQ and
@@ -569,7 +766,7 @@ def _wait_trackers(codec: _Codec, stop) -> None:
     codec.release()
 
 
-_CODECS = {"records": _RecordCodec, "messages": _MessageCodec}
+_CODECS = {"records": _RecordCodec, "messages": _MessageCodec, "queue": _QueueCodec}
 
 
 def _codec_of(ring: Ring) -> _Codec:
@@ -578,6 +775,8 @@ def _codec_of(ring: Ring) -> _Codec:
         return _RecordCodec(ring.dtype)
     if kind == "messages":
         return _MessageCodec(ring.max_message)
+    if kind == "queue":
+        return _QueueCodec(_queue_max_item(ring.nbytes))
     raise BridgeError(f"this shmring cannot bridge rings of kind {kind!r} "
                       f"(it knows: {', '.join(sorted(_CODECS))})")
 
@@ -591,6 +790,9 @@ def _codec_from_handshake(kind: str, d: dict) -> _Codec:
 
 
 def _ring_kind(ring: Ring) -> str:
+    from .queues import Queue
+    if isinstance(ring, Queue):
+        return "queue"
     return getattr(ring, "kind", "records")
 
 
@@ -853,7 +1055,7 @@ class Sender(_Bridge):
         if start not in ("latest", "oldest"):
             raise ValueError(f"start must be 'latest' or 'oldest', not {start!r}")
         self._own_ring = isinstance(ring, str)
-        self.ring = Ring.attach(ring) if isinstance(ring, str) else ring
+        self.ring = _attach_local(ring) if isinstance(ring, str) else ring
         self.endpoint = endpoint
         self.start_at = start
         self.max_records = int(max_records)
@@ -861,9 +1063,10 @@ class Sender(_Bridge):
         self.flush_delay = float(flush_delay)
         self.kind = _ring_kind(self.ring)
         self.codec = _codec_of(self.ring)
+        facts = self.codec.facts(self.ring)
         self.stream = random.getrandbits(63) | 1
-        self.source = _source_id(self.ring)
-        self.broadcast = self.ring.mode == "broadcast"
+        self.source = _source_id(self.ring, facts)
+        self.broadcast = facts["mode"] == "broadcast"
         self._k = KINDS[self.kind]
         self._cons = None
         self._seq = 0
@@ -881,8 +1084,8 @@ class Sender(_Bridge):
         self.bad = 0
         self.bound = None
         self._desc = json.dumps({
-            "proto": PROTO, "kind": self.kind, "mode": self.ring.mode, "overflow": self.ring.overflow,
-            "layout": self.ring.stats()["layout_version"], "name": self.ring.name,
+            "proto": PROTO, "kind": self.kind, "mode": facts["mode"], "overflow": facts["overflow"],
+            "layout": facts["layout"], "name": self.ring.name,
             **self.codec.describe(self.ring),
         }).encode()
 
@@ -922,7 +1125,7 @@ class Sender(_Bridge):
                 raise BridgeError(f"cannot bind {self.endpoint}: {exc}") from None
             self.bound = sock.getsockopt_string(zmq.LAST_ENDPOINT)
             self._sock = sock
-            self._cons = self.ring.consumer(start=self.start_at) if self.broadcast else self.ring.consumer()
+            self._cons = self.codec.consumer(self.ring, self.start_at if self.broadcast else None)
             self.codec.open(self.ring)
             if self.broadcast:
                 self._pos = self.codec.position(self.ring, self._cons)
@@ -935,6 +1138,11 @@ class Sender(_Bridge):
         # sockets first: terminating the context frees every frame ZeroMQ still
         # holds, among them any that point into the ring under an open claim
         self._close_sockets()
+        if self._held is not None:
+            # taken from the ring (or queue) for a host that refused it, and never
+            # handed to another: gone with this sender, so counted as unconfirmed
+            self.unconfirmed += self._held[1]
+            self._held = None
         if self._cons is not None:
             self.codec.release()
             self._cons.close()
@@ -1315,26 +1523,20 @@ class Receiver(_Bridge):
         if mode not in ("queue", "broadcast") or overflow not in ("block", "overwrite"):
             raise _Bad(f"handshake names mode {mode!r} / overflow {overflow!r}")
         codec = _codec_from_handshake(kind, d)
+        if mode not in codec.modes:
+            raise _Bad(f"handshake names a {codec} in mode {mode!r}")
         from . import _ring
         if d.get("layout") != _ring.LAYOUT_VERSION:
             raise BridgeError(f"sender's ring has layout version {d.get('layout')!r}, "
                               f"this shmring has {_ring.LAYOUT_VERSION}")
         if self.ring is None:
-            created = False
-            try:
-                ring = Ring.attach(self.name)
-            except FileNotFoundError:
-                try:
-                    ring = codec.create(self.name, self.capacity, d, mode, overflow)
-                    created = True
-                except FileExistsError:
-                    ring = Ring.attach(self.name)
+            ring, created = codec.open_local(self.name, self.capacity, d, mode, overflow)
             why = codec.mismatch(ring, mode, overflow)
             if why is not None:
                 ring.close()
                 raise BridgeError(why)
             try:
-                self._prod = ring.producer()
+                self._prod = codec.producer(ring)
             except RingError as exc:
                 ring.close()
                 raise BridgeError(f"cannot produce into local ring {self.name!r}: {exc}") from None
@@ -1346,7 +1548,7 @@ class Receiver(_Bridge):
             self._poller.unregister(s)
             s.close(linger=0)
             setattr(self, unused, None)
-            self._head = ring.stats()["pushed"]
+            self._head = codec.head(ring)
             side = _Sidecar(self.name, fresh=created)
             self._recover(side)
             side.state["bad"] += self.unexpected
@@ -1453,7 +1655,7 @@ class Receiver(_Bridge):
 
     def _reopen(self) -> None:
         if self._prod is None or self._prod.closed:
-            self._prod = self.ring.producer()
+            self._prod = self.codec.producer(self.ring)
             self.ended = False
 
     def _end_stream(self) -> None:
@@ -1603,7 +1805,7 @@ def cli_main(argv: list[str]) -> int:
 
     ap = argparse.ArgumentParser(prog="shmring bridge", description="Bridge rings across hosts over ZeroMQ.")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("send", help="forward local ring NAME to receivers connecting to ENDPOINT")
+    p = sub.add_parser("send", help="forward local ring or shmring.Queue NAME to receivers connecting to ENDPOINT")
     p.add_argument("name")
     p.add_argument("endpoint", help="where to listen, e.g. tcp://0.0.0.0:5555")
     p.add_argument("--start", choices=("latest", "oldest"), default="latest")
@@ -1616,12 +1818,12 @@ def cli_main(argv: list[str]) -> int:
     p.add_argument("--hold", type=float, default=5.0,
                    help="broadcast: seconds to wait for a receiver before forwarding to nobody")
     p.add_argument("--curve-keys", metavar="DIR")
-    p = sub.add_parser("recv", help="feed local ring NAME from the sender at ENDPOINT")
+    p = sub.add_parser("recv", help="feed local ring or shmring.Queue NAME from the sender at ENDPOINT")
     p.add_argument("endpoint")
     p.add_argument("name")
     p.add_argument("--capacity", type=int,
                    help="size of the local ring if it is made here: records, or bytes for a message ring "
-                        "(default: the sender's)")
+                        "or for each lane of a queue (default: the sender's)")
     p.add_argument("--window", type=int, default=8, help="queue rings: batches of credit")
     p.add_argument("--hwm", type=int, default=1000)
     p.add_argument("--heartbeat", type=float, default=0.5)
