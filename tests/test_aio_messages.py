@@ -368,3 +368,22 @@ def test_futex_waitv_fallback(rings, ring_names, procs, monkeypatch):
     finally:
         board.close()
         shmring.unlink(bname)
+
+
+def test_apop_many_takes_max_messages_by_name(rings, ring_name):
+    """apop_many on a message consumer names its argument as pop_many does."""
+    r = rings.create(ring_name, nbytes=4096)
+    p, c = r.producer(), r.consumer()
+    for i in range(5):
+        p.push(i)
+
+    async def main():
+        first = await c.apop_many(max_messages=3)
+        rest = await c.apop_many(max_messages=10, timeout=1)
+        with pytest.raises(ValueError, match="max_messages"):
+            await c.apop_many(max_messages=0)
+        with pytest.raises(TypeError):
+            await c.apop_many(max_records=3)
+        return first, rest
+
+    assert run(main()) == ([0, 1, 2], [3, 4])

@@ -754,7 +754,7 @@ class MessageConsumer(_ConsumerSide):
     def __exit__(self, *exc: Any) -> None:
         """Close the consumer."""
 
-    async def apop_many(self, max_records: int, timeout: float | None = None) -> list[Any]:
+    async def apop_many(self, max_messages: int, timeout: float | None = None) -> list[Any]:
         """Coroutine form of ``pop_many()``."""
 
 # ---- queue segments (shmring.Queue; see shmring.queues) ----------------------

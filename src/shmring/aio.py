@@ -428,28 +428,64 @@ async def apush_many_wait(p: Any, records: Any, done: int, timeout: Any = None) 
     raise Full(f"ring is full: {done} of {total} records pushed before the timeout", pushed=done)
 
 
+async def aget_wait(q: Any, timeout: Any = None) -> Any:
+    """The rest of a Queue.aget() whose first try found nothing."""
+    w = _ring._queue_wait(q, False, timeout)
+    deadline = _deadline(timeout)
+    while await _progress(w, deadline):
+        try:
+            return _ring._QueueCore.get(q, False)
+        except Empty:
+            pass
+    raise Empty("the queue stayed empty until the timeout")
+
+
+async def aput_wait(q: Any, obj: Any, full: Full, timeout: Any = None) -> None:
+    """The rest of a Queue.aput() whose first try raised full; the last Full
+    seen is what the timeout raises (maxsize reached, or the lane's bytes)."""
+    w = _ring._queue_wait(q, True, timeout)
+    deadline = _deadline(timeout)
+    while await _progress(w, deadline):
+        try:
+            return _ring._QueueCore.put(q, obj, False)
+        except Full as exc:
+            full = exc
+    raise full
+
+
 # ---- many rings --------------------------------------------------------------
 
-def _check_handles(handles: Iterable[Any]) -> list[Any]:
+def _check_handles(handles: Iterable[Any]) -> tuple[list[Any], list[Any]]:
+    """The handles, and what a wait arms for each: the handle itself, or for a
+    Queue a wait for an item to get."""
     hs = list(handles)
     if not hs:
         raise ValueError("wait on at least one handle")
+    ws = []
     for h in hs:
-        if not isinstance(h, _ring._Waitable):
-            raise TypeError(f"expected shmring Consumer or Producer handles (of record or message rings) "
-                            f"or board changes, got {type(h).__name__}")
-    return hs
+        if isinstance(h, _ring._Waitable):
+            ws.append(h)
+        elif isinstance(h, _ring._QueueCore):
+            ws.append(_ring._queue_wait(h, False))
+        else:
+            raise TypeError(f"expected shmring Consumer or Producer handles (of record or message rings), "
+                            f"board changes or Queues, got {type(h).__name__}")
+    return hs, ws
+
+
+def _ready_of(hs: list[Any], ws: list[Any]) -> list[Any]:
+    return [h for h, w in zip(hs, ws) if _ring._ready(w)]
 
 
 def wait_any(handles: Iterable[Any], timeout: Any = None) -> list[Any]:
     """The handles that can make progress now (a consumer with records or at the
-    end of its stream, a producer with room), waiting up to ``timeout`` seconds
+    end of its stream, a producer with room, a Queue with an item to get), waiting up to ``timeout`` seconds
     (None: forever) for one; [] when the time is over. At most 128 handles."""
-    hs = _check_handles(handles)
+    hs, ws = _check_handles(handles)
     deadline = _deadline(timeout)
-    slice_s = _interval(hs)
+    slice_s = _interval(ws)
     while True:
-        ready = [h for h in hs if _ring._ready(h)]
+        ready = _ready_of(hs, ws)
         if ready:
             return ready
         left = math.inf if slice_s is None else slice_s
@@ -457,22 +493,22 @@ def wait_any(handles: Iterable[Any], timeout: Any = None) -> list[Any]:
             left = min(left, deadline - time.monotonic())
         if left <= 0:
             return []
-        if not _ring._wait_many(hs, -1.0 if left == math.inf else left):
-            for h in hs:
-                _ring._liveness(h)
+        if not _ring._wait_many(ws, -1.0 if left == math.inf else left):
+            for w in ws:
+                _ring._liveness(w)
 
 
 async def await_any(handles: Iterable[Any], timeout: Any = None) -> list[Any]:
     """Coroutine form of wait_any(), for any number of handles."""
-    hs = _check_handles(handles)
+    hs, ws = _check_handles(handles)
     deadline = _deadline(timeout)
     while True:
-        ready = [h for h in hs if _ring._ready(h)]
+        ready = _ready_of(hs, ws)
         if ready:
             return ready
         if deadline is not None and time.monotonic() >= deadline:
             return []
-        await _reactor().wait(hs, deadline)
+        await _reactor().wait(ws, deadline)
 
 
 # ---- fileno() ----------------------------------------------------------------
