@@ -718,6 +718,11 @@ cdef class _ConsumerSide(_Handle):
         item = self._pop_now()
         if item is not _NOTHING:
             return item
+        if self._fdw is None and not self._ready_now():
+            # plainly empty: no Empty raised and caught on the way to a wait
+            # (the wait runs the liveness checks; a fileno() poller needs
+            # pop()'s re-arm)
+            return _NOTHING
         try:
             return self.pop(0)
         except Empty:
