@@ -323,7 +323,7 @@ def markdown_table(results: dict, loops: list[str], have_zmq: bool, m: dict, loa
     except ImportError:
         uv = ""
     cols = ["blocking shmring"] + [f"`apop` {lk}" for lk in loops] + (["zmq.asyncio (ipc)"] if have_zmq else [])
-    out = [f"`python benchmarks/bench_async.py --markdown`: {m.get('cpu')} x{os.cpu_count()}, Linux "
+    out = [f"`.venv/bin/python benchmarks/bench_async.py --markdown`: {m.get('cpu')} x{os.cpu_count()}, Linux "
            f"{m.get('kernel')}, Python {platform.python_version()}{zv}{uv}; load average "
            f"{loads[0]:.1f} at the start, {loads[1]:.1f} at the end; ratios within this run.", "",
            "| | " + " | ".join(cols) + " | targets |", "|" + " --- |" * (len(cols) + 2)]
