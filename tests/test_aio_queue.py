@@ -180,8 +180,8 @@ def test_three_async_consumers_get_every_item_once(procs, method):
         parts.append(r.recv())
     for c in cons:
         join_ok(c)
+    # a consumer started late may find every item taken: exactly once is what counts
     check_exactly_once(parts, n_prod, n_each)
-    assert all(len(part) > 0 for part in parts), [len(part) for part in parts]
     q.close()
 
 

@@ -416,6 +416,10 @@ class UringWaiter:
         make progress now (nothing armed). True: armed; one ``_disarm`` is owed.
         """
 
+    def dispatch(self, futs: dict[int, Any]) -> None:
+        """Reap what completed and set the result of the future each token names (taken out
+        of ``futs``)."""
+
     def poll(self, fd: int, token: int) -> None:
         """Submit a poll of ``fd`` completing with ``token``."""
 
