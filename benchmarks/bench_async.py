@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """shmring under an event loop, against its own blocking calls and zmq.asyncio.
 
-    python benchmarks/bench_async.py [--quick] [--kind records|messages|both]
+    python benchmarks/bench_async.py [--quick] [--kind records|messages|both] [--markdown]
 
 (a) one-way latency: a producer process stamps each 64-byte record with
     CLOCK_MONOTONIC just before sending, at a pace that lets the receiver fall
@@ -273,6 +273,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer samples")
     ap.add_argument("--rounds", type=int, default=3, help="throughput runs per receiver (best is kept)")
     ap.add_argument("--kind", choices=["records", "messages", "both"], default="both", help="ring kind(s) to measure")
+    ap.add_argument("--markdown", action="store_true",
+                    help="end with the README's table of these figures (ratios from this run)")
     args = ap.parse_args()
     n_lat = 500 if args.quick else 3000
     n_thr = 1 << (17 if args.quick else 19)
@@ -291,14 +293,77 @@ def main() -> None:
 
     from compare import machine_info
     m = machine_info([])
+    load0 = os.getloadavg()
     print(f"# bench_async: {m.get('cpu')} x{os.cpu_count()}, Linux {m.get('kernel')}, Python {m.get('python')}, "
-          f"shmring aio backend {shmring.aio.backend()}; load avg {os.getloadavg()[0]:.1f}")
+          f"shmring aio backend {shmring.aio.backend()}; load avg {load0[0]:.1f}")
 
+    results = {}
     for ring_kind in (["records", "messages"] if args.kind == "both" else [args.kind]):
-        run_kind(ring_kind, args, loops, have_zmq, n_lat, n_thr, gap)
+        results[ring_kind] = run_kind(ring_kind, args, loops, have_zmq, n_lat, n_thr, gap)
+    if args.markdown:
+        print()
+        print(markdown_table(results, loops, have_zmq, m, (load0[0], os.getloadavg()[0])))
 
 
-def run_kind(ring_kind: str, args, loops: list[str], have_zmq: bool, n_lat: int, n_thr: int, gap: float) -> None:
+def _ratio_note(ratio: float, limit: float, what: str) -> str:
+    return f"{what}: x{ratio:.2f}, " + ("met" if ratio <= limit else "**not met**")
+
+
+def markdown_table(results: dict, loops: list[str], have_zmq: bool, m: dict, loads: tuple[float, float]) -> str:
+    """The README's event-loop table, from one run's figures."""
+    import platform
+    try:
+        import zmq
+        zv = f", pyzmq {zmq.__version__}"
+    except ImportError:
+        zv = ""
+    try:
+        import uvloop
+        uv = f", uvloop {uvloop.__version__}"
+    except ImportError:
+        uv = ""
+    cols = ["blocking shmring"] + [f"`apop` {lk}" for lk in loops] + (["zmq.asyncio (ipc)"] if have_zmq else [])
+    out = [f"`.venv/bin/python benchmarks/bench_async.py --markdown`: {m.get('cpu')} x{os.cpu_count()}, Linux "
+           f"{m.get('kernel')}, Python {platform.python_version()}{zv}{uv}; load average "
+           f"{loads[0]:.1f} at the start, {loads[1]:.1f} at the end; ratios within this run.", "",
+           "| | " + " | ".join(cols) + " | targets |", "|" + " --- |" * (len(cols) + 2)]
+    for rk, res in results.items():
+        unit = "records" if rk == "records" else "messages"
+        lat = res["lat"]
+        keys = ["blocking pop (spin=0)"] + [f"apop on {lk}" for lk in loops] + (["zmq.asyncio PULL ipc"] if have_zmq else [])
+        base = lat[keys[0]][0]
+        cells = []
+        for k in keys:
+            p50, p99 = lat[k]
+            cells.append(f"{p50:.1f} / {p99:.0f} us" + (f" (x{p50 / base:.2f})" if k.startswith("apop") else ""))
+        a50 = lat["apop on asyncio"][0]
+        notes = [_ratio_note(a50 / base, 1.5, "asyncio p50 within x1.5 of blocking")]
+        if have_zmq:
+            better = lat["zmq.asyncio PULL ipc"][0] / a50
+            notes.append(f"2x better than zmq: {better:.2f}x, " + ("met" if better >= 2 else "**not met**"))
+        out.append(f"| {unit}: one-way latency p50 / p99 | " + " | ".join(cells) + " | " + "; ".join(notes) + " |")
+        for per_call, thr in res["thr"].items():
+            b = thr["blocking"]
+            cells = [_fmt_rate(b)] + [_fmt_rate(thr[f"async on {lk}"]) + f" (x{b / thr[f'async on {lk}']:.2f})"
+                                      for lk in loops]
+            if have_zmq:
+                cells.append(_fmt_rate(thr["zmq.asyncio"]))
+            a = thr["async on asyncio"]
+            notes = [_ratio_note(b / a, 1.2, "asyncio within x1.2 of blocking")]
+            if have_zmq:
+                notes.append(f"10x zmq: {a / thr['zmq.asyncio']:.0f}x, " + ("met" if a >= 10 * thr["zmq.asyncio"] else "**not met**"))
+            out.append(f"| {unit}/s, {per_call} per call, data waiting | " + " | ".join(cells) + " | "
+                       + "; ".join(notes) + " |")
+    out.append("")
+    out.append("(x: blocking figure / async figure for throughput, async / blocking for latency: lower is better.)")
+    return "\n".join(out)
+
+
+def _fmt_rate(v: float) -> str:
+    return f"{v / 1e6:.2f} M" if v >= 1e6 else f"{v / 1e3:.1f} k"
+
+
+def run_kind(ring_kind: str, args, loops: list[str], have_zmq: bool, n_lat: int, n_thr: int, gap: float) -> dict:
     what = "64-byte records" if ring_kind == "records" else "64-byte messages (bytes)"
     print(f"\n# {ring_kind} ring: {what}")
     print("\n## one-way latency (us), sender paced every 0.5 ms, receiver asleep between records")
@@ -316,6 +381,7 @@ def run_kind(ring_kind: str, args, loops: list[str], have_zmq: bool, n_lat: int,
     print(f"target: apop p50 <= 1.5x blocking p50 -> {a50 / base:.2f}x")
     if have_zmq:
         print(f"target: apop p50 >= 2x better than zmq.asyncio -> {p50['zmq.asyncio PULL ipc'] / a50:.2f}x better")
+    out = {"lat": {k: (p50[k] / 1e3, np.percentile(v, 99) / 1e3) for k, v in lats.items()}, "thr": {}}
 
     for per_call in (1, BATCH):
         print(f"\n## throughput with data waiting, {per_call} per call ({ring_kind}/s)")
@@ -336,6 +402,8 @@ def run_kind(ring_kind: str, args, loops: list[str], have_zmq: bool, n_lat: int,
         print(f"target: async within 1.2x of blocking -> blocking/async = {thr['blocking'] / a:.2f}x")
         if have_zmq:
             print(f"target: async >= 10x zmq.asyncio -> {a / thr['zmq.asyncio']:.1f}x")
+        out["thr"][per_call] = thr
+    return out
 
 
 if __name__ == "__main__":

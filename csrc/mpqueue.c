@@ -785,3 +785,32 @@ void shmr_mpq_wake_all(shmr_mpq *q)
         if (lane_ready(q, i))
             shmr_ec_notify_always((struct shmr_ec *)(lane_base(q, i) + OFF_SPACE_EC));
 }
+
+/* ---- event-loop waits (shmring.aio): shmr_mpq_wait_data / _room taken apart
+ * as shmr_ec_arm describes; the same eventcounts and conditions, unmarked as
+ * those waits are ---------------------------------------------------------- */
+
+int shmr_mpq_arm_data(shmr_mpq *q, void **word, uint32_t *seen)
+{
+    *word = (void *)&q->hdr->data_ec.epoch;
+    return shmr_ec_arm(&q->hdr->data_ec, NULL, data_ready, q, seen);
+}
+
+void shmr_mpq_disarm_data(shmr_mpq *q) { shmr_ec_disarm(&q->hdr->data_ec, NULL); }
+
+int shmr_mpq_room_ready(shmr_mpq *q, uint64_t n)
+{
+    struct room_wanted w = {q, n};
+    return q->maxsize <= 0 || room_ready(&w);
+}
+
+int shmr_mpq_arm_room(shmr_mpq *q, uint64_t n, void **word, uint32_t *seen)
+{
+    struct room_wanted w = {q, n}; /* read by room_ready inside the call only */
+    if (q->maxsize <= 0)
+        return 1;
+    *word = (void *)&q->hdr->space_ec.epoch;
+    return shmr_ec_arm(&q->hdr->space_ec, NULL, room_ready, &w, seen);
+}
+
+void shmr_mpq_disarm_room(shmr_mpq *q) { shmr_ec_disarm(&q->hdr->space_ec, NULL); }

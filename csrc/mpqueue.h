@@ -100,4 +100,14 @@ uint64_t shmr_mpq_recover(shmr_mpq *q);
 int shmr_mpq_stats(shmr_mpq *q, shmr_mpq_info *out);
 void shmr_mpq_wake_all(shmr_mpq *q);
 
+/* Event-loop waits (see shmr_ec_arm in eventcount.h): 1 ready now (nothing
+ * counted), 0 armed on *word with *seen (one disarm owed). Data is what
+ * shmr_mpq_wait_data waits for; room is shmr_mpq_wait_room's room for n items
+ * under maxsize (always ready without a maxsize). */
+int shmr_mpq_arm_data(shmr_mpq *q, void **word, uint32_t *seen);
+void shmr_mpq_disarm_data(shmr_mpq *q);
+int shmr_mpq_room_ready(shmr_mpq *q, uint64_t n);
+int shmr_mpq_arm_room(shmr_mpq *q, uint64_t n, void **word, uint32_t *seen);
+void shmr_mpq_disarm_room(shmr_mpq *q);
+
 #endif

@@ -31,6 +31,8 @@
 #define SHMR_IORING_SETUP_CQSIZE (1u << 3)
 #define SHMR_IORING_SETUP_SINGLE_ISSUER (1u << 12) /* Linux 6.0 */
 #define SHMR_IORING_SETUP_DEFER_TASKRUN (1u << 13) /* Linux 6.1 */
+#define SHMR_IORING_SETUP_TASKRUN_FLAG (1u << 9)   /* Linux 5.19 */
+#define SHMR_IORING_SQ_TASKRUN (1u << 2)
 #ifndef __NR_futex_waitv
 #define __NR_futex_waitv 449
 #endif
@@ -92,7 +94,7 @@ int shmr_uring_open(unsigned entries, unsigned flags, shmr_uring **out)
      * kernel's overflow list (and -EBUSY on submit) out of the common case */
     prm.flags = IORING_SETUP_CLAMP | SHMR_IORING_SETUP_CQSIZE;
     if (flags & SHMR_URING_ONE_THREAD)
-        prm.flags |= SHMR_IORING_SETUP_SINGLE_ISSUER | SHMR_IORING_SETUP_DEFER_TASKRUN;
+        prm.flags |= SHMR_IORING_SETUP_SINGLE_ISSUER | SHMR_IORING_SETUP_DEFER_TASKRUN | SHMR_IORING_SETUP_TASKRUN_FLAG;
     prm.cq_entries = entries * 8;
     shmr_uring *u = calloc(1, sizeof *u);
     if (!u)
@@ -102,7 +104,8 @@ int shmr_uring_open(unsigned entries, unsigned flags, shmr_uring **out)
     if (u->ring_fd < 0 && errno == EINVAL && (flags & SHMR_URING_ONE_THREAD)) {
         /* before Linux 6.1: completions run as task work that interrupts the
          * loop's epoll_wait (EINTR, then a retry) but still arrive */
-        prm.flags &= ~(SHMR_IORING_SETUP_SINGLE_ISSUER | SHMR_IORING_SETUP_DEFER_TASKRUN);
+        prm.flags &= ~(SHMR_IORING_SETUP_SINGLE_ISSUER | SHMR_IORING_SETUP_DEFER_TASKRUN |
+                       SHMR_IORING_SETUP_TASKRUN_FLAG);
         u->ring_fd = (int)syscall(__NR_io_uring_setup, entries, &prm);
     }
     int rc;
@@ -253,14 +256,38 @@ int shmr_uring_cancel(shmr_uring *u, uint64_t user_data)
 int shmr_uring_reap(shmr_uring *u, uint64_t *user_data, int32_t *res, unsigned max)
 {
     uint64_t junk;
-    /* empty the eventfd before reading the ring: a completion posted after our
-     * read of the tail signals it again, so none is left unnoticed */
-    while (read(u->event_fd, &junk, sizeof junk) < 0 && errno == EINTR)
-        ;
-    /* deferred completions, and those the full queue could not take, wait in
-     * the kernel until asked for */
-    if (u->deferred || (shmr_load_acquire32(u->sq_flags) & SHMR_IORING_SQ_CQ_OVERFLOW))
-        syscall(__NR_io_uring_enter, u->ring_fd, 0, 0, IORING_ENTER_GETEVENTS, NULL, 0);
+    if (u->deferred) {
+        /* Deferred completions wait in the kernel (flagged SQ_TASKRUN) until
+         * asked for, and posting them signals the eventfd once more: so post
+         * first and empty the eventfd after, or every wake-up would poll
+         * readable twice. A completion deferred after the post has its flag
+         * seen below (its signal may be the one just read: post again); one
+         * deferred after that check signals the eventfd anew. The acquire
+         * load follows the eventfd read, a syscall, and pairs with the
+         * kernel's setting of the flag before its signal. */
+        uint32_t fl = shmr_load_acquire32(u->sq_flags);
+        for (int pass = 0; pass < 8; pass++) {
+            if (fl & (SHMR_IORING_SQ_TASKRUN | SHMR_IORING_SQ_CQ_OVERFLOW))
+                syscall(__NR_io_uring_enter, u->ring_fd, 0, 0, IORING_ENTER_GETEVENTS, NULL, 0);
+            while (read(u->event_fd, &junk, sizeof junk) < 0 && errno == EINTR)
+                ;
+            fl = shmr_load_acquire32(u->sq_flags);
+            if (!(fl & (SHMR_IORING_SQ_TASKRUN | SHMR_IORING_SQ_CQ_OVERFLOW)))
+                break;
+        }
+        if (fl & (SHMR_IORING_SQ_TASKRUN | SHMR_IORING_SQ_CQ_OVERFLOW)) {
+            uint64_t one = 1; /* still more (a storm): come back through the loop */
+            (void)!write(u->event_fd, &one, sizeof one);
+        }
+    } else {
+        /* empty the eventfd before reading the ring: a completion posted after
+         * our read of the tail signals it again, so none is left unnoticed */
+        while (read(u->event_fd, &junk, sizeof junk) < 0 && errno == EINTR)
+            ;
+        /* those the full queue could not take wait in the kernel until asked for */
+        if (shmr_load_acquire32(u->sq_flags) & SHMR_IORING_SQ_CQ_OVERFLOW)
+            syscall(__NR_io_uring_enter, u->ring_fd, 0, 0, IORING_ENTER_GETEVENTS, NULL, 0);
+    }
     uint32_t head = shmr_load_relaxed32(u->cq_head);
     uint32_t tail = shmr_load_acquire32(u->cq_tail); /* pairs with the kernel's release of cqe + tail */
     unsigned n = 0;

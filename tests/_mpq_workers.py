@@ -183,3 +183,55 @@ def token_ring(q, me: int, n: int, rounds: int, recv_conn, send_conn) -> None:
 def noise(q, tag: int, n: int) -> None:
     for i in range(n):
         q.put(("noise", tag, i))
+
+# ---- event loops (aget / aput) -----------------------------------------------
+
+def _run_loop(coro, use_uvloop: bool):
+    import asyncio
+    if use_uvloop:
+        import uvloop
+        loop = uvloop.new_event_loop()
+        try:
+            return loop.run_until_complete(coro)
+        finally:
+            loop.close()
+    return asyncio.run(coro)
+
+
+def aconsume(q, conn, use_uvloop: bool) -> None:
+    """consume() with await q.aget(): items until a None sentinel, the
+    (producer, seq) pairs sent back in the order got."""
+    async def main():
+        got = []
+        while True:
+            it = await q.aget(timeout=60)
+            if it is None:
+                return got
+            got.append(check(it))
+    got = _run_loop(main(), use_uvloop)
+    conn.send(np.array(got, dtype=np.int64).reshape(-1, 2))
+    conn.close()
+
+
+def produce_paced(q, pid: int, n: int, gap: float) -> None:
+    """produce() with a pause before every put, so getters fall asleep between items."""
+    for seq in range(n):
+        time.sleep(gap)
+        q.put(item(pid, seq))
+
+
+def get_all_later(q, n: int, delay: float, conn) -> None:
+    """After delay, gets n items (blocking) and sends them back in order."""
+    time.sleep(delay)
+    conn.send([q.get(timeout=60) for _ in range(n)])
+
+
+def put_until_killed(q, ready) -> None:
+    """Puts 0, 1, 2, ... (each after a short pause) until killed."""
+    i = 0
+    while True:
+        q.put(i)
+        if i == 20:
+            ready.set()
+        i += 1
+        time.sleep(0.0005)

@@ -368,3 +368,47 @@ def test_futex_waitv_fallback(rings, ring_names, procs, monkeypatch):
     finally:
         board.close()
         shmring.unlink(bname)
+
+
+def test_apop_many_takes_max_messages_by_name(rings, ring_name):
+    """apop_many on a message consumer names its argument as pop_many does."""
+    r = rings.create(ring_name, nbytes=4096)
+    p, c = r.producer(), r.consumer()
+    for i in range(5):
+        p.push(i)
+
+    async def main():
+        first = await c.apop_many(max_messages=3)
+        rest = await c.apop_many(max_messages=10, timeout=1)
+        with pytest.raises(ValueError, match="max_messages"):
+            await c.apop_many(max_messages=0)
+        with pytest.raises(TypeError):
+            await c.apop_many(max_records=3)
+        return first, rest
+
+    assert run(main()) == ([0, 1, 2], [3, 4])
+
+
+@pytest.mark.parametrize("kind", ["records", "messages"])
+def test_async_for_awaitables_held_at_once_keep_their_items(rings, ring_name, kind):
+    """async for reuses its completed awaitable only once nobody else holds
+    it: awaitables taken at once (the protocol by hand) keep their own items."""
+    if kind == "records":
+        r = rings.create(ring_name, capacity=16, dtype=np.uint64)
+    else:
+        r = rings.create(ring_name, nbytes=4096)
+    p, c = r.producer(), r.consumer()
+    for i in range(5):
+        p.push(i)
+
+    async def main():
+        a1, a2 = c.__anext__(), c.__anext__()
+        second, first = await a2, await a1
+        rest = []
+        async for x in c:
+            rest.append(int(x))
+            if len(rest) == 3:
+                break
+        return int(first), int(second), rest
+
+    assert run(main()) == (0, 1, [2, 3, 4])

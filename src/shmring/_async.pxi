@@ -212,6 +212,24 @@ cdef class UringWaiter:
         if rc:
             _raise(rc, "io_uring cancel")
 
+    def dispatch(self, dict futs):
+        """Reaps what completed and sets the result of the future each token
+        names (taken out of futs): the event loop's reader callback, without a
+        list of completions in between."""
+        cdef uint64_t ud[REAP_MAX]
+        cdef int32_t res[REAP_MAX]
+        cdef int n, k
+        self._ok()
+        while True:
+            n = shmr_uring_reap(self.u, ud, res, REAP_MAX)
+            for k in range(n):
+                if ud[k]:  # 0: the completion of a cancel request
+                    fut = futs.pop(ud[k], None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(None)
+            if n < REAP_MAX:
+                return
+
     def reap(self):
         """[(token, result), ...] of the operations completed since the last call."""
         cdef uint64_t ud[REAP_MAX]

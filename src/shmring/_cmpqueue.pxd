@@ -61,3 +61,8 @@ cdef extern from "mpqueue.h" nogil:
     uint64_t shmr_mpq_recover(shmr_mpq *q)
     int shmr_mpq_stats(shmr_mpq *q, shmr_mpq_info *out)
     void shmr_mpq_wake_all(shmr_mpq *q)
+    int shmr_mpq_arm_data(shmr_mpq *q, void **word, uint32_t *seen)
+    void shmr_mpq_disarm_data(shmr_mpq *q)
+    int shmr_mpq_room_ready(shmr_mpq *q, uint64_t n)
+    int shmr_mpq_arm_room(shmr_mpq *q, uint64_t n, void **word, uint32_t *seen)
+    void shmr_mpq_disarm_room(shmr_mpq *q)

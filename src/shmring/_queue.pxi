@@ -720,3 +720,79 @@ cdef class _QueueCore:
     @property
     def _lane_index(self):
         return self._lane if self._prod is not None and self._gen == _fork_gen else None
+
+
+# ---- event loops: a queue's waits as _Waitable (shmring.aio) -----------------
+
+DEF QW_DATA = 0
+DEF QW_ROOM = 1
+DEF QW_LANE = 2
+
+
+@cython.final
+cdef class _QueueWait(_Waitable):
+    """One wait of aget / aput (or of wait_any on a queue), as _Waitable: a get
+    waits on the queue's data eventcount; a put on room under maxsize, or, with
+    that room there, on room in this process's lane for the item its last try
+    could not place. Each call makes its own, so an arm and its unarm always
+    name the same eventcount."""
+
+    cdef _QueueCore core
+    cdef bint put
+    cdef int _kind               # what the pending arms counted on
+    cdef MessageProducer _prod   # the lane a QW_LANE arm counted on
+
+    cdef int _arm(self, void **word, uint32_t *seen) except -1:
+        cdef _QueueCore c = self.core
+        c._enter()
+        if not self.put:
+            self._kind = QW_DATA
+            return shmr_mpq_arm_data(c._q, word, seen)
+        if not shmr_mpq_room_ready(c._q, 1):
+            self._kind = QW_ROOM
+            return shmr_mpq_arm_room(c._q, 1, word, seen)
+        if c._prod is None or not c._prod._usable():
+            return 1  # no lane yet: a put takes one
+        self._kind = QW_LANE
+        self._prod = c._prod
+        return self._prod._arm(word, seen)
+
+    cdef void _unarm(self) noexcept:
+        if self._kind == QW_LANE:
+            if self._prod._usable():
+                self._prod._unarm()
+        elif self._kind == QW_ROOM:
+            shmr_mpq_disarm_room(self.core._q)
+        else:
+            shmr_mpq_disarm_data(self.core._q)
+
+    cdef bint _usable(self) noexcept:
+        # the mapping lives as long as the core; a closed queue still un-counts
+        return self.core._gen == _fork_gen
+
+    cdef bint _ready_now(self) except -1:
+        cdef _QueueCore c = self.core
+        c._enter()
+        if not self.put:
+            return shmr_mpq_has_data(c._q) != 0
+        if not shmr_mpq_room_ready(c._q, 1):
+            return False
+        return c._prod is None or not c._prod._usable() or shmr_msg_producer_ready(c._prod._p, c._prod._want) != 0
+
+    cdef int64_t _tick_ns(self) noexcept:
+        # producers come and go: no one process to watch, so recovery runs on a tick
+        return self.core._slice_ns
+
+    cdef void _liveness(self) noexcept:
+        if not self.core._qclosed and self.core._gen == _fork_gen:
+            shmr_mpq_recover(self.core._q)
+
+
+def _queue_wait(_QueueCore q, bint put, timeout=None):
+    """A fresh waitable for one aget (put False) or aput (put True) on q; the
+    timeout is checked as get / put check it."""
+    _timeout_arg(timeout)
+    cdef _QueueWait w = _QueueWait.__new__(_QueueWait)
+    w.core = q
+    w.put = put
+    return w

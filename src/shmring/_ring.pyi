@@ -422,6 +422,10 @@ class UringWaiter:
         make progress now (nothing armed). True: armed; one ``_disarm`` is owed.
         """
 
+    def dispatch(self, futs: dict[int, Any]) -> None:
+        """Reap what completed and set the result of the future each token names (taken out
+        of ``futs``)."""
+
     def poll(self, fd: int, token: int) -> None:
         """Submit a poll of ``fd`` completing with ``token``."""
 
@@ -766,7 +770,7 @@ class MessageConsumer(_ConsumerSide):
     def __exit__(self, *exc: Any) -> None:
         """Close the consumer."""
 
-    async def apop_many(self, max_records: int, timeout: float | None = None) -> list[Any]:
+    async def apop_many(self, max_messages: int, timeout: float | None = None) -> list[Any]:
         """Coroutine form of ``pop_many()``."""
 
 # ---- queue segments (shmring.Queue; see shmring.queues) ----------------------

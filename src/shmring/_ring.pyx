@@ -18,7 +18,7 @@ cimport numpy as cnp
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.object cimport PyTypeObject
-from cpython.ref cimport PyObject, Py_INCREF
+from cpython.ref cimport PyObject, Py_INCREF, Py_REFCNT
 from libc.errno cimport EACCES, EAGAIN, EBUSY, EEXIST, EINTR, EIO, EMSGSIZE, ENOENT, EPERM, ETIMEDOUT
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
@@ -678,6 +678,7 @@ cdef class _ProducerSide(_Handle):
 @cython.no_gc_clear
 cdef class _ConsumerSide(_Handle):
     cdef shmr_consumer *_c
+    cdef _Ready _rd   # the awaitable async for was last handed (see __anext__)
 
     cdef int _sleep(self, int64_t timeout_ns, int64_t spin_ns) noexcept nogil:
         return shmr_consumer_wait(self._c, timeout_ns, spin_ns)
@@ -723,6 +724,11 @@ cdef class _ConsumerSide(_Handle):
             return _NOTHING
         if item is not _NOTHING:
             return item
+        if self._fdw is None and not self._ready_now():
+            # plainly empty: no Empty raised and caught on the way to a wait
+            # (the wait runs the liveness checks; a fileno() poller needs
+            # pop()'s re-arm)
+            return _NOTHING
         try:
             return self.pop(0)
         except Empty:
@@ -755,13 +761,20 @@ cdef class _ConsumerSide(_Handle):
     def __anext__(self):
         # async for takes any awaitable: with an item there, one that is done
         # already; else a coroutine that waits
+        cdef _Ready r
         try:
             item = self._try_pop()
         except Closed:
             raise StopAsyncIteration from None
         if item is _NOTHING:
             return _anext_wait(self)
-        return _done(item)
+        # the awaitable of the last step is free again once only we hold it
+        # (async for dropped it after awaiting): reused, no allocation per item
+        r = self._rd
+        if r is None or Py_REFCNT(r) != 1:
+            r = self._rd = _Ready.__new__(_Ready)
+        r.value = item
+        return r
 
 
 # ---- producer ---------------------------------------------------------------

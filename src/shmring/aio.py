@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import functools
 import itertools
 import math
 import os
@@ -76,7 +75,8 @@ def _owner_pidfd(owner: int) -> int | None:
 # ---- the per-loop poller ----------------------------------------------------
 
 class _UringReactor:
-    """One io_uring per event loop; completions are dispatched to futures by token."""
+    """One io_uring per event loop, polled through its own descriptor;
+    completions are dispatched to futures by token (in the binding)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         # a proxy: the reactor is the value of a dict weakly keyed by its loop,
@@ -87,29 +87,20 @@ class _UringReactor:
         self.uw = _ring.UringWaiter(256, one_thread=True)
         self.futs: dict[int, asyncio.Future[None]] = {}
         self.tokens = itertools.count(3)
-        self.watches: dict[int, list[Any]] = {}  # owner -> [pidfd, set of futures]
-        loop.add_reader(self.uw.fileno(), self._on_completions)
+        self.watches: dict[int, list[Any]] = {}  # owner -> [pidfd, set of (handle, future)]
+        loop.add_reader(self.uw.fileno(), self.uw.dispatch, self.futs)
 
     def __del__(self) -> None:
         for fd, _ in self.watches.values():
             os.close(fd)
 
-    def _on_completions(self) -> None:
-        for token, _res in self.uw.reap():
-            fut = self.futs.pop(token, None)
-            if fut is not None and not fut.done():
-                fut.set_result(None)
+    def _arm_again(self, h: Any, token: int, exc: OSError) -> bool:
+        if exc.errno != errno.EBUSY:
+            raise exc
+        self.uw.dispatch(self.futs)  # make room, then once more
+        return bool(self.uw.arm(h, token))
 
-    def _arm(self, h: Any, token: int) -> bool:
-        try:
-            return bool(self.uw.arm(h, token))
-        except OSError as exc:
-            if exc.errno != errno.EBUSY:
-                raise
-            self._on_completions()  # make room, then once more
-            return bool(self.uw.arm(h, token))
-
-    def _watch(self, owner: int, wake: Any) -> bool:
+    def _watch(self, owner: int, waiter: tuple[Any, Any]) -> bool:
         w = self.watches.get(owner)
         if w is None:
             fd = _owner_pidfd(owner)
@@ -117,20 +108,20 @@ class _UringReactor:
                 return False
             w = self.watches[owner] = [fd, set()]
             self.loop.add_reader(fd, self._on_exit, owner)
-        w[1].add(wake)
+        w[1].add(waiter)
         return True
 
-    def _unwatch(self, owner: int, wake: Any) -> None:
+    def _unwatch(self, owner: int, waiter: tuple[Any, Any]) -> None:
         # An idle watch stays open (one descriptor per producer process) until
         # that process exits: the next wait on its rings costs no pidfd_open,
         # /proc read or epoll_ctl. Past 64 idle watches the idle ones go.
         w = self.watches.get(owner)
         if w is None:
             return
-        w[1].discard(wake)
+        w[1].discard(waiter)
         if len(self.watches) > 64:
-            for o, (fd, wakes) in list(self.watches.items()):
-                if not wakes:
+            for o, (fd, waiters) in list(self.watches.items()):
+                if not waiters:
                     self._drop_watch(o)
 
     def _drop_watch(self, owner: int) -> None:
@@ -141,8 +132,8 @@ class _UringReactor:
     def _on_exit(self, owner: int) -> None:
         w = self.watches.get(owner)
         if w is not None:
-            for wake in list(w[1]):
-                wake()
+            for h, fut in list(w[1]):
+                _check(h, fut)
             self._drop_watch(owner)
 
     async def wait(self, handles: list[Any], deadline: float | None) -> None:
@@ -155,37 +146,35 @@ class _UringReactor:
         A check that ends the stream makes the consumer ready, which ends the
         wait."""
         loop = self.loop
+        futs = self.futs
         fut = loop.create_future()
         armed: list[tuple[Any, int]] = []
-        watched: list[tuple[int, Any]] = []
+        watched: list[tuple[int, tuple[Any, Any]]] = []
         timers: list[Any] = []
-
-        def check(hs: list[Any]) -> None:
-            for h in hs:
-                _ring._liveness(h)
-                if not fut.done() and _ring._ready(h):
-                    fut.set_result(None)
-
         try:
             for h in handles:
                 token = next(self.tokens)
-                if not self._arm(h, token):
-                    return
+                try:
+                    if not self.uw.arm(h, token):
+                        return
+                except OSError as exc:
+                    if not self._arm_again(h, token, exc):
+                        return
                 armed.append((h, token))
-                self.futs[token] = fut
+                futs[token] = fut
             unwatched = []
             for h in handles:
                 owner = _ring._owner(h)
-                wake = functools.partial(check, [h])
-                if owner and self._watch(owner, wake):
-                    watched.append((owner, wake))
+                if owner and self._watch(owner, (h, fut)):
+                    watched.append((owner, (h, fut)))
                 elif _ring._tick(h):
                     unwatched.append(h)
             if unwatched:
                 interval = _interval(unwatched)
 
                 def tick() -> None:
-                    check(unwatched)
+                    for h in unwatched:
+                        _check(h, fut)
                     if not fut.done():
                         timers[0] = loop.call_later(interval, tick)
 
@@ -197,15 +186,29 @@ class _UringReactor:
         finally:
             for h, token in armed:
                 _ring._disarm(h)
-                if self.futs.pop(token, None) is not None:
+                if futs.pop(token, None) is not None:
                     try:
                         self.uw.cancel(token)  # the kernel forgets the futex wait
                     except (OSError, ValueError):
                         pass
-            for owner, wake in watched:
-                self._unwatch(owner, wake)
+            for owner, waiter in watched:
+                self._unwatch(owner, waiter)
             for t in timers:
                 t.cancel()
+
+
+def _check(h: Any, fut: asyncio.Future[None]) -> None:
+    """The liveness check a blocking call runs between sleeps, for a wait on h
+    in the loop: ends the wait if it made h ready (a stream ended)."""
+    if fut.done():
+        return
+    try:
+        _ring._liveness(h)
+        ready = _ring._ready(h)
+    except Exception:
+        ready = True  # closed meanwhile: the coroutine's next try raises it
+    if ready:
+        fut.set_result(None)
 
 
 def _interval(hs: list[Any]) -> float | None:
@@ -348,11 +351,17 @@ def backend() -> str:
     return _backend
 
 
+_last: list[Any] = [lambda: None, None]  # [weak reference to a loop, its reactor]
+
+
 def _reactor() -> Any:
     loop = asyncio.get_running_loop()
+    if _last[0]() is loop:  # the common case: the loop of the last await
+        return _last[1]
     r = _reactors.get(loop)
     if r is None:
         r = _reactors[loop] = _UringReactor(loop) if backend() == "io_uring" else _ThreadReactor(loop)
+    _last[:] = [weakref.ref(loop), r]
     return r
 
 
@@ -386,13 +395,21 @@ async def wait_ready(w: Any, timeout: Any = None) -> bool:
 
 
 async def apop_wait(c: Any, timeout: Any = None) -> Any:
+    # the hot slow path (every record that arrives while the loop sleeps):
+    # _progress inlined, one coroutine frame less to resume per wake-up
     deadline = _deadline(timeout)
-    while await _progress(c, deadline):
+    wait = _reactor().wait
+    hs = [c]
+    while True:
+        if deadline is not None and time.monotonic() >= deadline:
+            # the time is over: a last non-blocking pop raises Empty (after the
+            # liveness check such a call runs) unless a record came just now
+            return c.pop(0)
+        await wait(hs, deadline)
         try:
             return c.pop(0)
         except Empty:
             pass
-    raise Empty()
 
 
 async def apop_many_wait(c: Any, max_records: int, timeout: Any = None) -> Any:
@@ -428,28 +445,64 @@ async def apush_many_wait(p: Any, records: Any, done: int, timeout: Any = None) 
     raise Full(f"ring is full: {done} of {total} records pushed before the timeout", pushed=done)
 
 
+async def aget_wait(q: Any, timeout: Any = None) -> Any:
+    """The rest of a Queue.aget() whose first try found nothing."""
+    w = _ring._queue_wait(q, False, timeout)
+    deadline = _deadline(timeout)
+    while await _progress(w, deadline):
+        try:
+            return _ring._QueueCore.get(q, False)
+        except Empty:
+            pass
+    raise Empty("the queue stayed empty until the timeout")
+
+
+async def aput_wait(q: Any, obj: Any, full: Full, timeout: Any = None) -> None:
+    """The rest of a Queue.aput() whose first try raised full; the last Full
+    seen is what the timeout raises (maxsize reached, or the lane's bytes)."""
+    w = _ring._queue_wait(q, True, timeout)
+    deadline = _deadline(timeout)
+    while await _progress(w, deadline):
+        try:
+            return _ring._QueueCore.put(q, obj, False)
+        except Full as exc:
+            full = exc
+    raise full
+
+
 # ---- many rings --------------------------------------------------------------
 
-def _check_handles(handles: Iterable[Any]) -> list[Any]:
+def _check_handles(handles: Iterable[Any]) -> tuple[list[Any], list[Any]]:
+    """The handles, and what a wait arms for each: the handle itself, or for a
+    Queue a wait for an item to get."""
     hs = list(handles)
     if not hs:
         raise ValueError("wait on at least one handle")
+    ws = []
     for h in hs:
-        if not isinstance(h, _ring._Waitable):
-            raise TypeError(f"expected shmring Consumer or Producer handles (of record or message rings) "
-                            f"or board changes, got {type(h).__name__}")
-    return hs
+        if isinstance(h, _ring._Waitable):
+            ws.append(h)
+        elif isinstance(h, _ring._QueueCore):
+            ws.append(_ring._queue_wait(h, False))
+        else:
+            raise TypeError(f"expected shmring Consumer or Producer handles (of record or message rings), "
+                            f"board changes or Queues, got {type(h).__name__}")
+    return hs, ws
+
+
+def _ready_of(hs: list[Any], ws: list[Any]) -> list[Any]:
+    return [h for h, w in zip(hs, ws) if _ring._ready(w)]
 
 
 def wait_any(handles: Iterable[Any], timeout: Any = None) -> list[Any]:
     """The handles that can make progress now (a consumer with records or at the
-    end of its stream, a producer with room), waiting up to ``timeout`` seconds
+    end of its stream, a producer with room, a Queue with an item to get), waiting up to ``timeout`` seconds
     (None: forever) for one; [] when the time is over. At most 128 handles."""
-    hs = _check_handles(handles)
+    hs, ws = _check_handles(handles)
     deadline = _deadline(timeout)
-    slice_s = _interval(hs)
+    slice_s = _interval(ws)
     while True:
-        ready = [h for h in hs if _ring._ready(h)]
+        ready = _ready_of(hs, ws)
         if ready:
             return ready
         left = math.inf if slice_s is None else slice_s
@@ -457,22 +510,22 @@ def wait_any(handles: Iterable[Any], timeout: Any = None) -> list[Any]:
             left = min(left, deadline - time.monotonic())
         if left <= 0:
             return []
-        if not _ring._wait_many(hs, -1.0 if left == math.inf else left):
-            for h in hs:
-                _ring._liveness(h)
+        if not _ring._wait_many(ws, -1.0 if left == math.inf else left):
+            for w in ws:
+                _ring._liveness(w)
 
 
 async def await_any(handles: Iterable[Any], timeout: Any = None) -> list[Any]:
     """Coroutine form of wait_any(), for any number of handles."""
-    hs = _check_handles(handles)
+    hs, ws = _check_handles(handles)
     deadline = _deadline(timeout)
     while True:
-        ready = [h for h in hs if _ring._ready(h)]
+        ready = _ready_of(hs, ws)
         if ready:
             return ready
         if deadline is not None and time.monotonic() >= deadline:
             return []
-        await _reactor().wait(hs, deadline)
+        await _reactor().wait(ws, deadline)
 
 
 # ---- fileno() ----------------------------------------------------------------

@@ -25,7 +25,8 @@ import os
 from multiprocessing import reduction
 from typing import Any, Optional
 
-from . import _ring
+from . import _ring, aio
+from . import errors as _ring_errors
 from ._ring import QueueMapping, _QueueCore
 
 __all__ = ["Queue", "JoinableQueue", "SimpleQueue", "DEFAULT_NBYTES", "DEFAULT_MAX_PRODUCERS",
@@ -117,6 +118,29 @@ class Queue(_QueueCore):
     def get_nowait(self) -> Any:
         """get(False): raises queue.Empty at once if there is no item."""
         return self.get(False)
+
+    async def aget(self, block: bool = True, timeout: Optional[float] = None) -> Any:
+        """Coroutine form of get(): the same result and exceptions (queue.Empty,
+        ValueError once closed). With an item there it completes without
+        reaching the event loop; a cancelled aget has taken nothing."""
+        try:
+            return _QueueCore.get(self, False)
+        except _ring_errors.Empty:
+            if not block:
+                raise
+        return await aio.aget_wait(self, timeout)
+
+    async def aput(self, obj: Any, block: bool = True, timeout: Optional[float] = None) -> None:
+        """Coroutine form of put(): waits (in the event loop) for room under
+        maxsize, or in this process's lane; queue.Full on timeout, ValueError
+        once closed. A cancelled aput has put nothing."""
+        try:
+            return _QueueCore.put(self, obj, False)
+        except _ring_errors.Full as exc:
+            if not block:
+                raise
+            full = exc
+        return await aio.aput_wait(self, obj, full, timeout)
 
     def close(self) -> None:
         """This process will put and get no more: its lane and consumer slots are

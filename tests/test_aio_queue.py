@@ -1,0 +1,348 @@
+"""shmring.Queue under event loops: aget/aput, wait_any/await_any on a queue.
+Real processes (fork and spawn), real shared memory, real futex waits (io_uring,
+and the futex_waitv fallback), asyncio and uvloop."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import queue
+import signal
+import time
+
+import numpy as np
+import pytest
+
+import _mpq_workers as W
+import shmring
+from shmring import aio
+from test_aio import run
+from test_mpqueue import check_exactly_once
+
+
+def join_ok(p, timeout=60):
+    p.join(timeout)
+    assert not p.is_alive(), "child did not finish"
+    assert p.exitcode == 0, p.exitcode
+
+
+# ---- semantics in one process ------------------------------------------------
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_results_and_exceptions_match_get_put(loop_kind):
+    q = shmring.Queue(maxsize=2, nbytes=4096)
+
+    async def main():
+        await q.aput(b"a")
+        await q.aput({"k": 1})
+        with pytest.raises(queue.Full, match="maxsize"):
+            await q.aput(3, timeout=0.05)
+        with pytest.raises(queue.Full):
+            await q.aput(3, block=False)
+        assert q.qsize() == 2  # a timed-out aput put nothing
+        assert await q.aget() == b"a"
+        assert await q.aget(timeout=5) == {"k": 1}
+        t0 = time.monotonic()
+        with pytest.raises(queue.Empty):
+            await q.aget(timeout=0.05)
+        assert time.monotonic() - t0 >= 0.04
+        with pytest.raises(queue.Empty):
+            await q.aget(block=False)
+        with pytest.raises(ValueError, match="timeout"):
+            await q.aget(timeout=-1)
+        with pytest.raises(ValueError, match="at most"):
+            await q.aput(b"x" * 5000)  # larger than half a lane
+        await q.aput(7)
+        assert q.get(timeout=5) == 7  # the blocking call sees what aput put
+
+    run(main(), loop_kind)
+    q.close()
+
+
+def test_fast_path_completes_without_a_loop():
+    """With an item (or room) there, aget/aput finish on their first step."""
+    q = shmring.Queue()
+    q.put(41)
+    coro = q.aget()
+    with pytest.raises(StopIteration) as si:
+        coro.send(None)
+    assert si.value.value == 41
+    coro = q.aput(42)
+    with pytest.raises(StopIteration):
+        coro.send(None)
+    assert q.get(timeout=5) == 42
+    q.close()
+
+
+def test_close_ends_an_awaiting_get():
+    q = shmring.Queue()
+
+    async def main():
+        t = asyncio.create_task(q.aget())
+        await asyncio.sleep(0.05)
+        assert not t.done()
+        q.close()
+        with pytest.raises(ValueError, match="closed"):
+            await asyncio.wait_for(t, 5)
+        with pytest.raises(ValueError, match="closed"):
+            await q.aget()
+        with pytest.raises(ValueError, match="closed"):
+            await q.aput(1)
+
+    run(main())
+
+
+def test_cancelled_and_timed_out_gets_lose_nothing(procs):
+    """Gets cut short by wait_for timeouts and task cancellation take nothing:
+    every item of a paced producer in another process arrives exactly once, in
+    order."""
+    q = shmring.Queue()
+    n = 150
+    ctx = multiprocessing.get_context("fork")
+    # paced so the queue is empty most of the time: most tries are cut short
+    p = procs(ctx, W.produce_paced, q, 0, n, 0.002)
+    timeouts = cancels = 0
+
+    async def main():
+        nonlocal timeouts, cancels
+        got = []
+        k = 0
+        while len(got) < n:
+            k += 1
+            if k % 3 == 0:
+                t = asyncio.create_task(q.aget())
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
+                if t.done():
+                    got.append(W.check(t.result()))
+                else:
+                    t.cancel()
+                    try:
+                        got.append(W.check(await t))  # finished before the cancel landed
+                    except asyncio.CancelledError:
+                        cancels += 1
+                continue
+            try:
+                got.append(W.check(await asyncio.wait_for(q.aget(), 0.0003)))
+            except asyncio.TimeoutError:
+                timeouts += 1
+        return got
+
+    got = run(main())
+    join_ok(p)
+    assert [s for _, s in got] == list(range(n))
+    assert timeouts > 0 and cancels > 0, (timeouts, cancels)
+    with pytest.raises(queue.Empty):
+        q.get(timeout=0)
+    q.close()
+
+
+def test_cancelled_put_puts_nothing():
+    q = shmring.Queue(maxsize=1)
+
+    async def main():
+        await q.aput("first")
+        t = asyncio.create_task(q.aput("second"))
+        await asyncio.sleep(0.05)
+        t.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await t
+        assert q.qsize() == 1
+        assert await q.aget() == "first"
+        with pytest.raises(queue.Empty):
+            await q.aget(timeout=0.05)
+
+    run(main())
+    q.close()
+
+
+# ---- across processes ----------------------------------------------------------
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_three_async_consumers_get_every_item_once(procs, method):
+    """Two producer processes, three consumer processes awaiting aget (two on
+    asyncio, one on uvloop): every checksummed item exactly once, each producer's
+    items in order per consumer."""
+    ctx = multiprocessing.get_context(method)
+    n_prod, n_each, n_cons = 2, 4000, 3
+    q = shmring.Queue(maxsize=256)
+    pipes = [ctx.Pipe(duplex=False) for _ in range(n_cons)]
+    cons = [procs(ctx, W.aconsume, q, pipes[i][1], i == 2) for i in range(n_cons)]
+    prods = [procs(ctx, W.produce, q, pid, n_each) for pid in range(n_prod)]
+    for p in prods:
+        join_ok(p, 120)
+    for _ in range(n_cons):
+        q.put(None)
+    parts = []
+    for r, _w in pipes:
+        assert r.poll(120), "a consumer sent nothing back"
+        parts.append(r.recv())
+    for c in cons:
+        join_ok(c)
+    # a consumer started late may find every item taken: exactly once is what counts
+    check_exactly_once(parts, n_prod, n_each)
+    q.close()
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_aput_waits_for_room_under_maxsize(procs, loop_kind):
+    """aput blocks on maxsize until a consumer in another process makes room;
+    the loop keeps running meanwhile, and the consumer gets everything in order."""
+    q = shmring.Queue(maxsize=4)
+    n = 40
+    ctx = multiprocessing.get_context("fork")
+    r, w = ctx.Pipe(duplex=False)
+    c = procs(ctx, W.get_all_later, q, n, 0.3, w)
+    ticks = 0
+
+    async def ticker():
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    async def main():
+        t = asyncio.create_task(ticker())
+        t0 = time.monotonic()
+        for i in range(n):
+            await q.aput(i, timeout=30)
+        waited = time.monotonic() - t0
+        t.cancel()
+        return waited
+
+    waited = run(main(), loop_kind)
+    assert waited >= 0.25  # the fifth put waited for the consumer
+    assert ticks >= 10      # ... without blocking the loop
+    assert r.poll(60)
+    assert r.recv() == list(range(n))
+    join_ok(c)
+    q.close()
+
+
+def test_aput_waits_for_room_in_its_lane(procs):
+    """Without maxsize, a put that finds its own lane full of bytes in flight
+    waits (in the loop) for a consumer to take some."""
+    q = shmring.Queue(nbytes=4096)
+    item = b"x" * 1000
+    ctx = multiprocessing.get_context("fork")
+    r, w = ctx.Pipe(duplex=False)
+    n = 20  # far more than one lane holds
+    c = procs(ctx, W.get_all_later, q, n, 0.3, w)
+
+    async def main():
+        for _ in range(n):
+            await q.aput(item, timeout=30)
+
+    run(main())
+    assert r.poll(60)
+    assert r.recv() == [item] * n
+    join_ok(c)
+    q.close()
+
+
+def test_killed_producer_does_not_wedge_an_awaiting_getter(procs):
+    """A producer SIGKILLed mid-stream: the awaiting getter gets every item it
+    published (0..k-1, none twice), then times out, and the loop kept running."""
+    q = shmring.Queue()
+    ctx = multiprocessing.get_context("fork")
+    ready = ctx.Event()
+    p = procs(ctx, W.put_until_killed, q, ready)
+
+    async def main():
+        got = []
+        assert await asyncio.get_running_loop().run_in_executor(None, ready.wait, 30)
+        os.kill(p.pid, signal.SIGKILL)
+        while True:
+            try:
+                got.append(await q.aget(timeout=0.5))
+            except queue.Empty:
+                return got
+
+    got = run(main())
+    p.join(10)
+    assert p.exitcode == -signal.SIGKILL
+    assert got == list(range(len(got))) and len(got) > 20
+    st = q.stats()
+    assert st["got"] == len(got) and st["items"] == 0
+    q.close()
+
+
+def test_idle_awaiting_getter_costs_little_cpu():
+    q = shmring.Queue()
+
+    async def main():
+        t0 = time.process_time()
+        with pytest.raises(queue.Empty):
+            await q.aget(timeout=2.0)
+        return time.process_time() - t0
+
+    cpu = run(main())
+    assert cpu < 0.02 * 2.0, f"an idle aget used {cpu:.3f} s of CPU in 2 s"
+    q.close()
+
+
+# ---- many sources --------------------------------------------------------------
+
+def test_wait_any_and_await_any_take_queues(rings, ring_name, procs):
+    """A Queue beside ring consumers in wait_any / await_any: it is returned
+    when an item from another process is there, and it stays there (nothing is
+    taken by the wait)."""
+    r = rings.create(ring_name, capacity=64, dtype=np.uint64)
+    cons = r.consumer()
+    q = shmring.Queue()
+    assert shmring.wait_any([cons, q], timeout=0.05) == []
+    ctx = multiprocessing.get_context("fork")
+    p = procs(ctx, W.produce_paced, q, 3, 1, 0.2)
+    assert shmring.wait_any([cons, q], timeout=30) == [q]
+    join_ok(p)
+    assert run(shmring.await_any([q, cons], timeout=5)) == [q]
+    assert W.check(q.get(timeout=0)) == (3, 0)
+    with pytest.raises(TypeError, match="Queue"):
+        shmring.wait_any([object()])
+    q.close()
+
+
+def test_await_any_wakes_on_a_queue(rings, ring_name, procs):
+    r = rings.create(ring_name, capacity=64, dtype=np.uint64)
+    cons = r.consumer()
+    q = shmring.Queue()
+    ctx = multiprocessing.get_context("spawn")
+    p = procs(ctx, W.produce_paced, q, 1, 1, 0.3)
+
+    async def main():
+        t0 = time.monotonic()
+        ready = await shmring.await_any([cons, q], timeout=30)
+        return ready, time.monotonic() - t0
+
+    ready, waited = run(main())
+    assert ready == [q] and waited < 20
+    assert W.check(q.get(timeout=0)) == (1, 0)
+    join_ok(p)
+    q.close()
+
+
+def test_futex_waitv_fallback(procs, monkeypatch):
+    """Without io_uring futex waits, aget and aput sleep in futex_waitv threads."""
+    monkeypatch.setattr(aio, "_backend", "futex_waitv")
+    q = shmring.Queue(maxsize=2)
+    n = 200
+    ctx = multiprocessing.get_context("fork")
+    p = procs(ctx, W.produce_paced, q, 0, n, 0.0005)
+
+    async def main():
+        got = [W.check(await q.aget(timeout=30)) for _ in range(n)]
+        # and a put that waits for room: the consumer is a thread of this process
+        await q.aput(1)
+        await q.aput(2)
+        loop = asyncio.get_running_loop()
+        later = loop.run_in_executor(None, lambda: (time.sleep(0.2), q.get(timeout=10))[1])
+        await q.aput(3, timeout=30)
+        first = await later
+        return got, first, [q.get(timeout=5), q.get(timeout=5)]
+
+    got, first, rest = run(main())
+    join_ok(p)
+    assert [s for _, s in got] == list(range(n))
+    assert (first, rest) == (1, [2, 3])
+    q.close()
