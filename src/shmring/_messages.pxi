@@ -875,20 +875,6 @@ cdef class MessageConsumer(_ConsumerSide):
             self._pending = out
         return obj
 
-    cdef object _pop_now(self):
-        # pop()'s hot path for apop and async for, without the method call
-        cdef shmr_loss loss
-        self._ready_check()
-        if self._overwrite or self._pending:
-            return _NOTHING
-        loss.msgs = 0
-        if shmr_msg_claim(self._c, self._one, 1, &loss) <= 0:
-            return _NOTHING  # empty, closed or an error: pop() tells which
-        try:
-            return self._decode_copy(self._one)
-        finally:
-            shmr_msg_release(self._c, self._one, &loss)
-
     async def apop_many(self, Py_ssize_t max_messages, timeout=None):
         """Coroutine form of pop_many()."""
         try:

@@ -653,6 +653,12 @@ cdef class _QueueCore:
             self._put_lock.give()
         return done
 
+    def _leave(self):
+        """A getter that stops waiting without an item (an aget cancelled or timed
+        out) passes on the single wake a put may have given it."""
+        if self._gen == _fork_gen and not self._qclosed:
+            shmr_mpq_leave(self._q)
+
     # ---- counts, JoinableQueue ---------------------------------------------
 
     def qsize(self):

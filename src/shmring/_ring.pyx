@@ -724,10 +724,10 @@ cdef class _ConsumerSide(_Handle):
             return _NOTHING
         if item is not _NOTHING:
             return item
-        if self._fdw is None and not self._ready_now():
+        if self._fdw is None and _mono_ns() < self._next_check_ns and not self._ready_now():
             # plainly empty: no Empty raised and caught on the way to a wait
-            # (the wait runs the liveness checks; a fileno() poller needs
-            # pop()'s re-arm)
+            # (pop(0) runs the liveness checks when they are due; a fileno()
+            # poller needs pop()'s re-arm)
             return _NOTHING
         try:
             return self.pop(0)

@@ -449,11 +449,16 @@ async def aget_wait(q: Any, timeout: Any = None) -> Any:
     """The rest of a Queue.aget() whose first try found nothing."""
     w = _ring._queue_wait(q, False, timeout)
     deadline = _deadline(timeout)
-    while await _progress(w, deadline):
-        try:
-            return _ring._QueueCore.get(q, False)
-        except Empty:
-            pass
+    try:
+        while await _progress(w, deadline):
+            try:
+                return _ring._QueueCore.get(q, False)
+            except Empty:
+                pass
+    except BaseException:
+        q._leave()  # cancelled: a put wakes one getter, and that may have been us
+        raise
+    q._leave()
     raise Empty("the queue stayed empty until the timeout")
 
 
