@@ -72,6 +72,12 @@ block_join_nrec4_full|ext|check|-DBLOCK -DJOIN -DNREC=4|safety
 block_ec_join_bs|ext|check|-DBLOCK -DJOIN -DEC -DSIMPLE -DRESERVE|bs
 queue_ec_full_bs|ext|check|-DQUEUE -DEC|bs
 board_2readers|ext|check|-DCRASHY -DNREADER=2|safety|board.pml
+qpick_sb|default|check|-DSB -DNZ=2|safety|qpick.pml
+qpick|default|check|-DNZ=2|safety|qpick.pml
+mutant_pick_one_pass|default|mutant|-DBUG_ONE_PASS|safety|qpick.pml
+mutant_pick_counter_late|default|mutant|-DBUG_COUNTER_LATE|safety|qpick.pml
+mutant_pick_used_once|default|mutant|-DBUG_USED_ONCE|safety|qpick.pml
+mutant_pick_one_lane|default|mutant|-DBUG_ONE_LANE|safety|qpick.pml
 EOF2
 )
 
