@@ -581,6 +581,7 @@ int shmr_mpq_pick(shmr_mpq *q, uint64_t max, uint32_t *lane, uint64_t *count)
     uint64_t prev = UINT64_MAX, best = UINT64_MAX, second = UINT64_MAX, tail = 0, head = 0;
     uint32_t bl = 0;
     for (int pass = 0; pass < 4; pass++) {
+        SHMR_HOOK(SHMR_HOOK_PICK_PASS);
         /* pairs with the release fetch_add of every put (messages.c) */
         uint64_t began = shmr_load_acquire64(&q->hdr->ticket.next);
         /* After the counter, every pass: a lane a producer counted before a put
