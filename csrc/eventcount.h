@@ -72,7 +72,7 @@ extern shmr_a32 shmr_ec_fenceless;
  * eventcount waits for its own condition (its own records, its own room), so
  * rings wake all (SHMR_WAKE_ALL). A queue's getters all wait for the same
  * thing, any item: one publish wakes one of them, and the getter that takes an
- * item passes the wake on while items remain (shmr_mpq_pass_on), so a put
+ * item passes the wake on while items remain (shmr_mpq_taken), so a put
  * costs one context switch where it would cost one per sleeping getter. */
 #define SHMR_WAKE_ALL 0x7fffffff
 static inline void shmr_ec_notify_n(struct shmr_ec *ec, int nwake)

@@ -578,12 +578,17 @@ static int peek_lane(shmr_mpq *q, uint32_t i, uint64_t *ticket, uint64_t *tail, 
  * batch is the lane's items older than every other lane's oldest. */
 int shmr_mpq_pick(shmr_mpq *q, uint64_t max, uint32_t *lane, uint64_t *count)
 {
-    uint32_t used = shmr_mpq_lanes_used(q);
     uint64_t prev = UINT64_MAX, best = UINT64_MAX, second = UINT64_MAX, tail = 0, head = 0;
     uint32_t bl = 0;
     for (int pass = 0; pass < 4; pass++) {
+        SHMR_HOOK(SHMR_HOOK_PICK_PASS);
         /* pairs with the release fetch_add of every put (messages.c) */
         uint64_t began = shmr_load_acquire64(&q->hdr->ticket.next);
+        /* After the counter, every pass: a lane a producer counted before a put
+         * we must not pass over (one that returned before a ticket below began
+         * was taken) is counted here. Read once before the passes, a lane
+         * counted meanwhile was missed with its older item (verify/qpick.pml). */
+        uint32_t used = shmr_mpq_lanes_used(q);
         best = second = UINT64_MAX;
         for (uint32_t i = 0; i < used; i++) {
             uint64_t t, ta, he;
@@ -601,7 +606,9 @@ int shmr_mpq_pick(shmr_mpq *q, uint64_t max, uint32_t *lane, uint64_t *count)
         }
         if (best == UINT64_MAX)
             return 0;
-        if (best == prev || used == 1 || best < began)
+        /* not "one lane in use": used may be short of a lane counted after
+         * the counter read, whose item is older than best */
+        if (best == prev || best < began)
             break;
         prev = best;
     }

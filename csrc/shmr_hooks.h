@@ -20,6 +20,7 @@ enum shmr_hook_site {
     SHMR_HOOK_CLAIM_COPIED = 9,     /* queue pop, batch copied out, release not begun */
     SHMR_HOOK_RELEASE_WON = 10,     /* queue release with evict_after, HELD -> RELEASING won */
     SHMR_HOOK_EVICT_WON = 11,       /* producer's eviction, HELD -> EVICTED won, batch not yet released */
+    SHMR_HOOK_PICK_PASS = 12,       /* queue pick (shmr_mpq_pick), a pass begins, ticket counter not yet read */
 };
 
 #ifdef SHMR_TEST_HOOKS

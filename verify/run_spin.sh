@@ -75,6 +75,19 @@ block_join_nrec4_full|ext|check|-DBLOCK -DJOIN -DNREC=4|safety
 block_ec_join_bs|ext|check|-DBLOCK -DJOIN -DEC -DSIMPLE -DRESERVE|bs
 queue_ec_full_bs|ext|check|-DQUEUE -DEC|bs
 board_2readers|ext|check|-DCRASHY -DNREADER=2|safety|board.pml
+qpick_sb|default|check|-DSB -DNZ=2|safety|qpick.pml
+qpick|default|check|-DNZ=2|safety|qpick.pml
+mutant_pick_one_pass|default|mutant|-DBUG_ONE_PASS|safety|qpick.pml
+mutant_pick_counter_late|default|mutant|-DBUG_COUNTER_LATE|safety|qpick.pml
+mutant_pick_used_once|default|mutant|-DBUG_USED_ONCE|safety|qpick.pml
+mutant_pick_one_lane|default|mutant|-DBUG_ONE_LANE|safety|qpick.pml
+qwake_2p|default|check|-DNPROD=2 -DITEMS=1|safety|qwake.pml
+qwake|default|check|-DNTO=2|safety|qwake.pml
+qwake_no_leave_pass|default|check|-DBUG_NO_LEAVE_PASS|safety|qwake.pml
+mutant_qwake_no_taken_pass|default|mutant|-DBUG_NO_TAKEN_PASS|safety|qwake.pml
+mutant_qwake_no_taken_pass_3g|default|mutant|-DITEMS=3 -DNGET=3 -DBUG_NO_TAKEN_PASS|safety|qwake.pml
+qwake_3g|ext|check|-DITEMS=3 -DNGET=3|safety|qwake.pml
+qwake_2p_want2|ext|check|-DNPROD=2 -DITEMS=2 -DBATCH=1 -DWANT=2 -DNTO=0|safety|qwake.pml
 EOF2
 )
 
