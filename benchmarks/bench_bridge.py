@@ -274,16 +274,21 @@ def run_bridge(path: Path, dtype: np.dtype | None, n: int, mode: str, *, interva
         res["lost"] = (read_sidecar(dst) or {}).get("lost", 0)
         return res
     finally:
-        for p in procs:
-            p.terminate()
-            p.wait(20)
-        ring.close()
-        for name in (src, dst):
-            try:
-                shmring.unlink(name)
-            except FileNotFoundError:
-                pass
-        remove_sidecar(dst)
+        teardown(procs, ring, src, dst)
+
+
+def teardown(procs, local, src: str, dst: str) -> None:
+    """Ends a case: its bridge processes, the local ring or queue, both names, the sidecar."""
+    for p in procs:
+        p.terminate()
+        p.wait(20)
+    local.close()
+    for name in (src, dst):
+        try:
+            shmring.unlink(name)
+        except FileNotFoundError:
+            pass
+    remove_sidecar(dst)
 
 
 def put_queue(name: str, n: int, q) -> None:
@@ -333,16 +338,7 @@ def run_bridge_queue(path: Path, n: int, producers: int = 2) -> dict:
         return {"secs": (t_last - t_first) / 1e9, "records": got - first_n, "cpu": cpu,
                 "cpu_bridges": cpu_bridges}
     finally:
-        for p in procs:
-            p.terminate()
-            p.wait(20)
-        queue.close()
-        for name in (src, dst):
-            try:
-                shmring.unlink(name)
-            except FileNotFoundError:
-                pass
-        remove_sidecar(dst)
+        teardown(procs, queue, src, dst)
 
 
 def run_local(n: int, interval: float) -> dict:

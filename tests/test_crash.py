@@ -85,6 +85,21 @@ def survivor(ring, out_path):
     sys.exit(3 if bad else 0)
 
 
+def victim_spawner(tmp_path, procs, ring, max_n, logs):
+    """A function starting one more victim consumer, each logging what it took into
+    a memory-mapped file of its own (its path appended to logs)."""
+
+    def spawn_victim():
+        path = str(tmp_path / f"v{len(logs)}.npy")
+        log = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint64, shape=(max_n + 1,))
+        log[max_n] = 0
+        del log
+        logs.append(path)
+        return procs(CTX, victim, ring, path, max_n)
+
+    return spawn_victim
+
+
 def test_kill_consumers_queue(name, tmp_path, procs):
     """SIGKILL consumers at random points, many times: the producer and the survivors
     finish; every record reached a survivor, a victim's log, or the abandoned count."""
@@ -97,14 +112,7 @@ def test_kill_consumers_queue(name, tmp_path, procs):
     prod = procs(CTX, producer_until_stopped, ring, stop, pushed)
     max_n = 2_000_000
     logs, victims = [], []
-
-    def spawn_victim():
-        path = str(tmp_path / f"v{len(logs)}.npy")
-        log = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint64, shape=(max_n + 1,))
-        log[max_n] = 0
-        del log
-        logs.append(path)
-        return procs(CTX, victim, ring, path, max_n)
+    spawn_victim = victim_spawner(tmp_path, procs, ring, max_n, logs)
 
     victims = [spawn_victim() for _ in range(2)]
     for _ in range(KILLS):
@@ -168,14 +176,7 @@ def test_kill_the_only_consumer_queue(name, tmp_path, procs):
     prod = procs(CTX, producer_until_stopped, ring, stop, pushed)
     max_n = 2_000_000
     logs = []
-
-    def spawn_victim():
-        path = str(tmp_path / f"v{len(logs)}.npy")
-        log = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint64, shape=(max_n + 1,))
-        log[max_n] = 0
-        del log
-        logs.append(path)
-        return procs(CTX, victim, ring, path, max_n)
+    spawn_victim = victim_spawner(tmp_path, procs, ring, max_n, logs)
 
     def attached(pid):
         # each kill is counted evicted only once its victim holds the slot: on a
