@@ -259,15 +259,21 @@ def test_200_rings_one_loop_no_threads_idle_cpu(rings, ring_names, procs):
         threads = _threads()
         armed = sum(consumer_waiters(r) for r in rs)
         # this process's CPU time: a full collection of the test run's heap (tens
-        # of ms, set off by any allocation) is not what the waits cost
+        # of ms, set off by any allocation) is not what the waits cost; and two
+        # windows of 2 s, the steady cost being the lower (a one-off blip of the
+        # interpreter, 20-30 ms seen now and then on 3.9, lands in one of them)
         gc.collect()
         gc.disable()
         try:
-            cpu0, t0 = _cpu(), time.monotonic()
-            await asyncio.sleep(2.0)
-            idle_cpu, idle_wall = _cpu() - cpu0, time.monotonic() - t0
+            windows = []
+            for _ in range(2):
+                cpu0, t0 = _cpu(), time.monotonic()
+                await asyncio.sleep(2.0)
+                windows.append((_cpu() - cpu0, time.monotonic() - t0))
         finally:
             gc.enable()
+        idle_cpu, idle_wall = min(windows)
+        assert max(w[0] / w[1] for w in windows) < 0.025, f"idle loop: {windows} (CPU s, wall s)"
         go.set()
         await asyncio.wait_for(asyncio.gather(*tasks), 60)
         return got, threads, armed, idle_cpu, idle_wall
