@@ -10,7 +10,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 NO_MKDOCS_2_WARNING=1
 if [ ! -x .venv-docs/bin/python ]; then
     "$PY" -m venv .venv-docs
 fi
-DEPS=("mkdocs>=1.6" "mkdocs-material>=9.5" "mkdocstrings[python]>=0.26")
+DEPS=("mkdocs>=1.6" "mkdocs-material>=9.5" "mkdocstrings[python]>=0.26" "mkdocs-include-markdown-plugin>=7")
 key=$(printf '%s\n' "${DEPS[@]}" | sha256sum | cut -d' ' -f1)
 if [ "$(cat .venv-docs/.deps-installed 2>/dev/null)" != "$key" ]; then
     # see scripts/bootstrap.sh: drop only pip's remark on index locations
