@@ -413,6 +413,32 @@ def test_try_pop(ring_name, rings):
         cons.try_pop()
 
 
+def _push_records_then_die(ring, n):
+    prod = ring.producer()
+    prod.push_many(np.arange(n, dtype=np.int64))
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.mark.parametrize("mode", ["queue", "broadcast"])
+def test_polling_with_try_pop_ends_when_the_producer_dies(ring_name, rings, procs, mode):
+    """try_pop() never raises Empty, so the liveness check must still run between polls
+    that find nothing: a loop polling a ring whose producer was killed ends with Closed."""
+    ring = rings.create(ring_name, np.int64, 8, mode=mode)
+    cons = ring.consumer(liveness_interval=0.02)
+    p = procs(FORK, _push_records_then_die, ring, 5)
+    p.join(30)
+    assert p.exitcode == -signal.SIGKILL
+    got = []
+    deadline = time.monotonic() + 10
+    with pytest.raises(shmring.Closed) as exc:
+        while time.monotonic() < deadline:
+            rec = cons.try_pop()
+            if rec is not None:
+                got.append(int(rec))
+    assert exc.value.reason == "producer died"
+    assert got == [0, 1, 2, 3, 4]
+
+
 def test_try_pop_of_subarray_records(ring_name, rings):
     dt = np.dtype((np.uint8, (2, 3)))
     ring = rings.create(ring_name, dt, 4)

@@ -1265,6 +1265,14 @@ cdef class Consumer(_ConsumerSide):
             raise self._evicted_error()
         if n < 0:
             _raise(n, f"pop from ring {self._map.name!r}")
+        if not dropped and _mono_ns() >= self._next_check_ns:
+            # the liveness check is due: pop(0) runs it (at most once per
+            # interval), else a polling loop would see nothing forever behind a
+            # dead producer; it re-arms a fileno() waiter too
+            try:
+                return self.pop(0)
+            except Empty:
+                return None
         if self._fdw is not None:
             self._fdw.rearm()  # fileno() protocol: a call that found nothing re-arms
         self._lagged(dropped, None)
