@@ -76,12 +76,18 @@ class BridgeError(RingError):
     """The bridge cannot start or go on: bad endpoint, handshake mismatch, bad keys."""
 
 
+_zmq_module = None
+
+
 def _zmq():
-    try:
-        import zmq
-    except ImportError:
-        raise ImportError("the shmring bridge needs pyzmq: pip install 'shmring[bridge]'") from None
-    return zmq
+    global _zmq_module
+    if _zmq_module is None:  # looked up once: the sending path asks for it every batch
+        try:
+            import zmq
+        except ImportError:
+            raise ImportError("the shmring bridge needs pyzmq: pip install 'shmring[bridge]'") from None
+        _zmq_module = zmq
+    return _zmq_module
 
 
 # -- wire helpers -------------------------------------------------------------
@@ -332,7 +338,7 @@ class _RecordCodec(_Codec):
     def frames(self, parts: list) -> list:
         if self.held:
             return _frames_of_held(self, parts)
-        return parts  # copies already: each goes out as one frame, large ones lent to ZeroMQ
+        return list(parts)  # copies already: each goes out as one frame, large ones lent to ZeroMQ
 
     def decode(self, frames: list, count: int) -> list:
         total = 0
@@ -744,7 +750,9 @@ def _frames_of_held(codec: _Codec, bufs: list) -> list:
     out = []
     trackers = []
     for b in bufs:
-        if len(b) and memoryview(b).nbytes >= codec.lend_from:
+        # .nbytes of the array or memoryview itself: memoryview() of a structured
+        # array would make numpy build its buffer format string every batch
+        if b.nbytes >= codec.lend_from:
             if codec._lend:
                 f = zmq.Frame(b, copy=False, track=True)
                 trackers.append(f.tracker)
@@ -1072,6 +1080,7 @@ class Sender(_Bridge):
         self.source = _source_id(self.ring, facts)
         self.broadcast = facts["mode"] == "broadcast"
         self._k = KINDS[self.kind]
+        self._lim = self.codec.limit(self.max_records, self.max_bytes)
         self._cons = None
         self._seq = 0
         self._pos = 0
@@ -1159,7 +1168,7 @@ class Sender(_Bridge):
         """One batch: (first position, record count, arrays) or None."""
         c = self._cons
         codec = self.codec
-        lim = codec.limit(self.max_records, self.max_bytes)
+        lim = self._lim
         if self._dense_since_send():
             # A codec that holds its claim sends one claim per batch: let the batch
             # fill for one flush delay first if records are coming densely.
@@ -1223,8 +1232,10 @@ class Sender(_Bridge):
 
     def _send_data(self, ident, seq: int, first: int, n: int, parts: list) -> None:
         codec = self.codec
-        hdr = _header(T_DATA, self._k, 0, self.stream, self.source, seq, first, n)
-        frames = ([ident] if ident is not None else []) + [hdr] + codec.frames(parts)
+        frames = codec.frames(parts)
+        frames.insert(0, HEADER.pack(MAGIC, T_DATA, self._k, 0, self.stream, self.source, seq, first, n, 0))
+        if ident is not None:
+            frames.insert(0, ident)
         # send_multipart's work without its per-frame type checks and enum flag
         # arithmetic: plain ints (ZMQ_DONTWAIT 1, ZMQ_SNDMORE 2). A ROUTER refuses a
         # full peer at the first frame only, so a refused batch sent nothing.
@@ -1435,6 +1446,7 @@ class Receiver(_Bridge):
         self.unexpected = 0
         self.ended = False
         self.direct_batches = 0  # batches received straight into the ring (the rest: decoded, then pushed)
+        self._unsaved = False  # a batch received straight into the ring is not in the sidecar yet
 
     @property
     def counters(self) -> dict:
@@ -1798,6 +1810,9 @@ class Receiver(_Bridge):
             else:
                 frames = [first]
             self._guard(handle, frames)
+        if self._unsaved:
+            self._unsaved = False
+            self._side.save()
 
     def _into_ring(self, sock, hdr: bytes, broadcast: bool) -> bool:
         """A batch of records received straight into room reserved in the local ring:
@@ -1862,7 +1877,10 @@ class Receiver(_Bridge):
         if broadcast:
             s["expected"] += n
         s["wal_count"] = 0
-        self._side.save()
+        # Saved once the socket is drained, not per batch: until then the state on
+        # disk names this batch as in flight, and a restart after a kill resolves it
+        # against the ring's head (all of it landed), as for any logged batch.
+        self._unsaved = True
         if not broadcast:
             self._confirm(h[6])
         return True
