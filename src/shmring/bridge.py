@@ -1790,9 +1790,11 @@ class Receiver(_Bridge):
         if sock is None or sock not in events:
             return
         direct = attr == "_sub"
+        polled = True  # the poller just saw a message: no need to ask ZMQ_EVENTS for the first
         while not self._stop.is_set() and (sock := getattr(self, attr)) is not None:
-            if not sock.getsockopt(POLLIN_EVENTS) & 1:
+            if not polled and not sock.getsockopt(POLLIN_EVENTS) & 1:
                 break
+            polled = False
             try:
                 # the header alone first: a batch of records may then be received
                 # straight into the local ring (_into_ring); anything else is taken whole
