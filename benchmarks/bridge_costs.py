@@ -44,7 +44,7 @@ def wait_for(cond, timeout: float = 300.0) -> None:
 
 def callgrind_split(path: str) -> dict:
     """Instructions by where they run: memcpy, the interpreter, ZeroMQ, the rest."""
-    out = subprocess.run(["callgrind_annotate", "--inclusive=no", "--threshold=100", path],
+    out = subprocess.run(["callgrind_annotate", "--inclusive=no", "--auto=no", "--threshold=100", path],
                          capture_output=True, text=True, check=True).stdout
     split = {"total": 0, "memcpy": 0, "python": 0, "libzmq": 0, "pyzmq": 0, "numpy": 0, "shmring": 0, "other": 0}
     body = out.split("file:function", 1)[-1]
