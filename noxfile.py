@@ -42,7 +42,7 @@ CORE = [
     "tests/test_mpqueue.py",
 ]
 BUILD_DEPS = ["setuptools>=77", "wheel", "Cython>=3.1", "numpy>=2"]
-TEST_DEPS = ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "pexpect>=4.8", "pyte>=0.8", "rich>=13", "uvloop>=0.19", "pyzmq>=25"]
+TEST_DEPS = ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "pexpect>=4.8", "pyte>=0.8", "rich>=13", "uvloop>=0.19", "pyzmq>=26.4"]
 # matplotlib (a large install) only draws the demo's chart, which does not depend on
 # the Python version: that one test runs with the full suite only.
 DESELECT = ["tests/test_cli.py::test_demo_chart"]

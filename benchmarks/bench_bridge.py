@@ -169,15 +169,24 @@ def run_raw(path: Path, n_msgs: int, size: int, interval: float = 0.0) -> dict:
     out, _ = pull.communicate(timeout=300)
     pout, _ = push.communicate(timeout=60)
     res = json.loads(out)
-    res["cpu"] += json.loads(pout)["cpu"]  # CPU-seconds of both ends while streaming
+    res["cpu_pull"] = res["cpu"]
+    res["cpu_push"] = json.loads(pout)["cpu"]
+    res["cpu"] += res["cpu_push"]  # CPU-seconds of both ends while streaming
     return res
 
 
 def proc_cpu(pid: int) -> float:
-    """CPU-seconds used so far by a process (all its threads, zmq's I/O thread included)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU-seconds used so far by a process (all its threads, zmq's I/O threads included),
+    from the scheduler's nanosecond run times: /proc/PID/stat counts in clock ticks of
+    10 ms, too coarse for a run of a fraction of a second."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # a thread that just ended
+    return total / 1e9
 
 
 # -- the bridge ------------------------------------------------------------------------
@@ -268,8 +277,11 @@ def run_bridge(path: Path, dtype: np.dtype | None, n: int, mode: str, *, interva
         prod.start()
         res = consume(dst, n, latency=bool(interval))
         cpu1 = [proc_cpu(p.pid) for p in procs]
+        res["cpu_send"], res["cpu_recv"] = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
         res["cpu_bridges"] = sum(cpu1) - sum(cpu0)
-        res["cpu"] += res["cpu_bridges"] + q.get(timeout=60)
+        res["cpu_cons"] = res["cpu"]
+        res["cpu_prod"] = q.get(timeout=60)
+        res["cpu"] += res["cpu_bridges"] + res["cpu_prod"]
         prod.join(60)
         res["lost"] = (read_sidecar(dst) or {}).get("lost", 0)
         return res
@@ -403,22 +415,26 @@ def main() -> int:
             raw = run_raw(path, n64 // BATCH, BATCH * REC.itemsize)
             r["raw64"] = raw["bytes"] / REC.itemsize / raw["secs"]
             r["raw64_cpu"] = raw["cpu"] / (n64 / 1e6)  # CPU-s per million records
+            r["raw64_split"] = {k: raw[f"cpu_{k}"] / (n64 / 1e6) for k in ("push", "pull")}
             for mode in ("broadcast", "queue"):
                 b = run_bridge(path, REC, n64, mode)
                 r["lost"][f"64_{mode}"] = b["lost"]
                 r[f"bridge64_{mode}"] = b["records"] / b["secs"]
                 r[f"bridge64_{mode}_cpu"] = (b["cpu"] / (n64 / 1e6), b["cpu_bridges"] / (n64 / 1e6))
+                r[f"split64_{mode}"] = {k: b[f"cpu_{k}"] / (n64 / 1e6) for k in ("prod", "send", "recv", "cons")}
             b = run_bridge_queue(path, n64)
             r["bridgeQ"] = b["records"] / b["secs"]
             r["bridgeQ_cpu"] = (b["cpu"] / (n64 / 1e6), b["cpu_bridges"] / (n64 / 1e6))
             raw = run_raw(path, nmb, MB.itemsize)
             r["rawMB"] = raw["bytes"] / 1e6 / raw["secs"]
             r["rawMB_cpu"] = raw["cpu"] / (nmb * MB.itemsize / 1e9)  # CPU-s per GB
+            r["rawMB_split"] = {k: raw[f"cpu_{k}"] / (nmb * MB.itemsize / 1e9) for k in ("push", "pull")}
             for mode in ("broadcast", "queue"):
                 b = run_bridge(path, MB, nmb, mode, capacity=64)
                 r[f"bridgeMB_{mode}"] = b["bytes"] / 1e6 / b["secs"]
                 gb = nmb * MB.itemsize / 1e9
                 r[f"bridgeMB_{mode}_cpu"] = (b["cpu"] / gb, b["cpu_bridges"] / gb)
+                r[f"splitMB_{mode}"] = {k: b[f"cpu_{k}"] / gb for k in ("prod", "send", "recv", "cons")}
                 r["lost"][f"MB_{mode}"] = b["lost"]
                 b = run_bridge(path, None, nmb, mode)
                 r[f"bridgeMsg_{mode}"] = b["bytes"] / 1e6 / b["secs"]
@@ -457,6 +473,15 @@ def main() -> int:
                 c, cb = r[f"bridge{what}_{mode}_cpu"]
                 label = f"  per GB of 1 MiB {'records' if what == 'MB' else 'messages'}, {mode}"
                 print(f"{label:<34} {c:>14.2f} {cb:>14.2f} {r['rawMB_cpu']:>10.2f} {c / r['rawMB_cpu']:>6.2f}")
+        print("CPU-seconds by process: producer, sending bridge, receiving bridge, consumer "
+              "(raw: pusher, puller)")
+        for what, unit in (("64", "per 1e6 64 B records"), ("MB", "per GB of 1 MiB records")):
+            rs = r[f"raw{what}_split"]
+            for mode in ("broadcast", "queue"):
+                sp = r[f"split{what}_{mode}"]
+                print(f"  {unit}, {mode:<9} {sp['prod']:6.3f} {sp['send']:6.3f} {sp['recv']:6.3f} "
+                      f"{sp['cons']:6.3f}   raw {rs['push']:6.3f} {rs['pull']:6.3f}   bridges/raw "
+                      f"{(sp['send'] + sp['recv']) / (rs['push'] + rs['pull']):5.2f}")
         bl, rl = r["bridge_lat"], r["raw_lat"]
         floor = rl[0] + local["p50"]
         print(f"{'one-way latency p50 / p99 (us)':<34} {bl[0]:>6.0f} / {bl[1]:<5.0f} {rl[0]:>6.0f} / {rl[1]:<5.0f}"

@@ -22,7 +22,7 @@ pipq() {
 # the demo's chart, a real terminal for the CLI tests, the peers the quick queue
 # benchmark runs against).
 DEPS=("setuptools>=77" wheel "Cython>=3.1" "numpy>=2" "pytest>=7" pytest-benchmark pytest-timeout hypothesis
-      "mypy>=1.18" "typing_extensions>=4.15" "pyzmq>=25" "faster-fifo>=1.4"
+      "mypy>=1.18" "typing_extensions>=4.15" "pyzmq>=26.4" "faster-fifo>=1.4"
       "pexpect>=4.8" "pyte>=0.8" "rich>=13" "matplotlib>=3.5" "uvloop>=0.19")
 
 deps_stamp=.venv/.deps-installed

@@ -97,6 +97,31 @@ def test_any_dtype_both_modes_round_trip(names, rings, bridges, mode, dtype):
     assert rcv.counters["records"] == 3000 and rcv.counters["lost"] == 0
 
 
+@pytest.mark.parametrize("mode", ["broadcast", "queue"])
+def test_batches_received_into_the_ring_and_across_its_wrap_arrive_exactly_once(names, rings, bridges, mode):
+    """Batches of up to 96 records into a ring of 512 (a view of the sending ring of
+    1024 never crosses its wrap, so a receiving ring as large would never see a
+    batch straddle its own): most are received straight into room reserved in the
+    ring, those that would straddle its wrap point go the general way; every record
+    arrives once, in order, intact."""
+    src, dst = names(), names()
+    ring = rings.create(src, REC, 1000, mode=mode)
+    s = bridges(Sender(ring, LOOP, max_records=96).start())
+    rcv = bridges(Receiver(s.bound, dst, capacity=512).start())
+    assert rcv.wait_ready(10)
+    n = 30_000
+    reader = Reader(dst, timeout=60)
+    push(ring, 0, n, batch=96)
+    wait_for(lambda: rcv.counters["records"] == n, timeout=60, what="every record")
+    reader.thread.join(30)
+    got = np.concatenate(reader.parts)
+    reader.stop()
+    assert got["seq"].tolist() == list(range(n)) and n_bad(got) == 0
+    c = rcv.counters
+    assert (c["lost"], c["duplicates"], c["bad"]) == (0, 0, 0)
+    assert 0 < rcv.direct_batches < c["batches"], (rcv.direct_batches, c["batches"])
+
+
 @pytest.mark.parametrize("mode, overflow", [("queue", "block"), ("broadcast", "block"),
                                             ("broadcast", "overwrite")])
 def test_large_batches_sent_from_the_ring_arrive_intact(names, rings, bridges, mode, overflow):
@@ -550,9 +575,12 @@ def test_garbage_messages_from_a_zmq_peer_are_counted_not_fatal(names):
         [HEADER.pack(MAGIC, bridge.T_DESC, 0, 0, 1, 2, 0, 0, 0, 0), json.dumps(_good_desc(dtype="('v1', 'O', ())")).encode()],
         [HEADER.pack(MAGIC, 99, 0, 0, 1, 2, 0, 0, 0, 0)],
     ]
-    after = [  # once configured: data that does not add up
+    after = [  # once configured: data that does not add up (short, ragged, too long, in pieces)
         [HEADER.pack(MAGIC, bridge.T_DATA, 0, 0, 1, 2, 0, 0, 5, 0), rnd.randbytes(64 * 4)],
         [HEADER.pack(MAGIC, bridge.T_DATA, 0, 0, 1, 2, 0, 0, 1, 0), rnd.randbytes(63)],
+        [HEADER.pack(MAGIC, bridge.T_DATA, 0, 0, 1, 2, 0, 0, 2, 0), rnd.randbytes(64 * 3)],
+        [HEADER.pack(MAGIC, bridge.T_DATA, 0, 0, 1, 2, 0, 0, 3, 0), rnd.randbytes(64 * 2),
+         rnd.randbytes(64 * 2), rnd.randbytes(64)],
     ]
     try:
         rcv = Receiver(ep, dst).start()
@@ -564,13 +592,17 @@ def test_garbage_messages_from_a_zmq_peer_are_counted_not_fatal(names):
         assert rcv.wait_ready(10)
         for g in after:
             pub.send_multipart(g)
-        good = make_records(0, 10)
-        pub.send_multipart([HEADER.pack(MAGIC, bridge.T_DATA, 0, 0, 1, 2, 0, 0, 10, 0), good.tobytes()])
-        wait_for(lambda: rcv.counters["records"] == 10, what="the good batch")
+        good = make_records(0, 13)
+        pub.send_multipart([HEADER.pack(MAGIC, bridge.T_DATA, 0, 0, 1, 2, 0, 0, 10, 0), good[:10].tobytes()])
+        # a batch in two frames adds up: it lands whole
+        pub.send_multipart([HEADER.pack(MAGIC, bridge.T_DATA, 0, 0, 1, 2, 1, 10, 3, 0), good[10:11].tobytes(),
+                            good[11:].tobytes()])
+        wait_for(lambda: rcv.counters["records"] == 13, what="the good batches")
         assert rcv.counters["bad"] == len(garbage) + len(after)
         assert rcv._thread.is_alive()
         rcv.stop()
-        assert pull_all(dst, 10)["seq"].tolist() == list(range(10))
+        got = pull_all(dst, 14, timeout=2)
+        assert got["seq"].tolist() == list(range(13)) and n_bad(got) == 0
     finally:
         pub.close(0)
 

@@ -76,12 +76,18 @@ class BridgeError(RingError):
     """The bridge cannot start or go on: bad endpoint, handshake mismatch, bad keys."""
 
 
+_zmq_module = None
+
+
 def _zmq():
-    try:
-        import zmq
-    except ImportError:
-        raise ImportError("the shmring bridge needs pyzmq: pip install 'shmring[bridge]'") from None
-    return zmq
+    global _zmq_module
+    if _zmq_module is None:  # looked up once: the sending path asks for it every batch
+        try:
+            import zmq
+        except ImportError:
+            raise ImportError("the shmring bridge needs pyzmq: pip install 'shmring[bridge]'") from None
+        _zmq_module = zmq
+    return _zmq_module
 
 
 # -- wire helpers -------------------------------------------------------------
@@ -325,10 +331,14 @@ class _RecordCodec(_Codec):
     def nbytes(self, part) -> int:
         return part.nbytes
 
+    def byte_view(self, arr: np.ndarray) -> memoryview:
+        """Writable bytes over a block of records (a reservation's array)."""
+        return memoryview(arr.reshape(-1).view(np.uint8))
+
     def frames(self, parts: list) -> list:
         if self.held:
             return _frames_of_held(self, parts)
-        return parts  # copies already: each goes out as one frame, large ones lent to ZeroMQ
+        return list(parts)  # copies already: each goes out as one frame, large ones lent to ZeroMQ
 
     def decode(self, frames: list, count: int) -> list:
         total = 0
@@ -740,7 +750,9 @@ def _frames_of_held(codec: _Codec, bufs: list) -> list:
     out = []
     trackers = []
     for b in bufs:
-        if len(b) and memoryview(b).nbytes >= codec.lend_from:
+        # .nbytes of the array or memoryview itself: memoryview() of a structured
+        # array would make numpy build its buffer format string every batch
+        if b.nbytes >= codec.lend_from:
             if codec._lend:
                 f = zmq.Frame(b, copy=False, track=True)
                 trackers.append(f.tracker)
@@ -1068,6 +1080,7 @@ class Sender(_Bridge):
         self.source = _source_id(self.ring, facts)
         self.broadcast = facts["mode"] == "broadcast"
         self._k = KINDS[self.kind]
+        self._lim = self.codec.limit(self.max_records, self.max_bytes)
         self._cons = None
         self._seq = 0
         self._pos = 0
@@ -1155,7 +1168,7 @@ class Sender(_Bridge):
         """One batch: (first position, record count, arrays) or None."""
         c = self._cons
         codec = self.codec
-        lim = codec.limit(self.max_records, self.max_bytes)
+        lim = self._lim
         if self._dense_since_send():
             # A codec that holds its claim sends one claim per batch: let the batch
             # fill for one flush delay first if records are coming densely.
@@ -1219,8 +1232,10 @@ class Sender(_Bridge):
 
     def _send_data(self, ident, seq: int, first: int, n: int, parts: list) -> None:
         codec = self.codec
-        hdr = _header(T_DATA, self._k, 0, self.stream, self.source, seq, first, n)
-        frames = ([ident] if ident is not None else []) + [hdr] + codec.frames(parts)
+        frames = codec.frames(parts)
+        frames.insert(0, HEADER.pack(MAGIC, T_DATA, self._k, 0, self.stream, self.source, seq, first, n, 0))
+        if ident is not None:
+            frames.insert(0, ident)
         # send_multipart's work without its per-frame type checks and enum flag
         # arithmetic: plain ints (ZMQ_DONTWAIT 1, ZMQ_SNDMORE 2). A ROUTER refuses a
         # full peer at the first frame only, so a refused batch sent nothing.
@@ -1430,6 +1445,8 @@ class Receiver(_Bridge):
         self._head = 0
         self.unexpected = 0
         self.ended = False
+        self.direct_batches = 0  # batches received straight into the ring (the rest: decoded, then pushed)
+        self._unsaved = False  # a batch received straight into the ring is not in the sidecar yet
 
     @property
     def counters(self) -> dict:
@@ -1772,14 +1789,103 @@ class Receiver(_Bridge):
         sock = getattr(self, attr)
         if sock is None or sock not in events:
             return
+        direct = attr == "_sub"
+        polled = True  # the poller just saw a message: no need to ask ZMQ_EVENTS for the first
         while not self._stop.is_set() and (sock := getattr(self, attr)) is not None:
-            if not sock.getsockopt(POLLIN_EVENTS) & 1:
+            if not polled and not sock.getsockopt(POLLIN_EVENTS) & 1:
                 break
+            polled = False
             try:
-                frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+                # the header alone first: a batch of records may then be received
+                # straight into the local ring (_into_ring); anything else is taken whole
+                first = sock.recv(flags=zmq.NOBLOCK)
             except zmq.Again:
                 break
+            if sock.getsockopt(RCVMORE):
+                if self._into_ring(sock, first, direct):
+                    continue
+                frames = [first]
+                while True:
+                    frames.append(sock.recv(copy=False))
+                    if not sock.getsockopt(RCVMORE):
+                        break
+            else:
+                frames = [first]
             self._guard(handle, frames)
+        if self._unsaved:
+            self._unsaved = False
+            self._side.save()
+
+    def _into_ring(self, sock, hdr: bytes, broadcast: bool) -> bool:
+        """A batch of records received straight into room reserved in the local ring:
+        ZeroMQ's message is copied once, into the ring, and no frame, array or list
+        object is made for it. Taken only in the common case (records, room for the
+        whole batch now, contiguous, nothing to trim); False leaves the batch, still
+        unread past its header, to the general path."""
+        codec = self.codec
+        if type(codec) is not _RecordCodec or self._side is None or len(hdr) != HEADER.size:
+            return False
+        h = HEADER.unpack(hdr)
+        if h[0] != MAGIC or h[1] != T_DATA or h[2] != KINDS["records"] or h[8] < 1:
+            return False
+        s = self._side.state
+        if broadcast:
+            if self.mode != "broadcast" or s["source"] != h[5] or h[7] < s["expected"]:
+                return False  # a new source or records already delivered: the general path sorts them out
+        elif self.mode != "queue":
+            return False
+        prod = self._prod
+        if prod is None or prod.closed:
+            return False
+        n = h[8]
+        try:
+            res = prod.reserve(n, timeout=0)
+        except Full:
+            return False  # no room now: the general path waits for it, serving keep-alives
+        if len(res) < n:  # the ring wraps inside the batch
+            res.__exit__(_Abort, _Abort(), None)
+            return False
+        want = n * codec.itemsize
+        buf = codec.byte_view(res.array)
+        got = 0
+        more = 1
+        recv_into = sock.recv_into
+        while more:
+            k = recv_into(buf[got:] if got else buf)
+            got += k
+            more = sock.getsockopt(RCVMORE)
+            if got > want:  # truncated: more bytes than the header's count
+                break
+        if got != want:
+            while more:  # the rest of a refused batch is read and dropped
+                sock.recv_into(_EMPTY)
+                more = sock.getsockopt(RCVMORE)
+            res.__exit__(_Abort, _Abort(), None)  # publishes nothing
+            self._bad()
+            if not broadcast:
+                self._confirm(h[6])  # refused, not lost silently: its credit goes back
+            return True
+        if broadcast:
+            self._on_position(h, None)  # a gap before it is counted here
+        s["wal_count"] = n
+        s["wal_head"] = self._head
+        self._side.save()
+        res.__exit__(None, None, None)  # publishes the whole batch at once
+        self._head += n
+        self.direct_batches += 1
+        s["records"] += n
+        s["batches"] += 1
+        s["bytes"] += want
+        if broadcast:
+            s["expected"] += n
+        s["wal_count"] = 0
+        # Saved once the socket is drained, not per batch: until then the state on
+        # disk names this batch as in flight, and a restart after a kill resolves it
+        # against the ring's head (all of it landed), as for any logged batch.
+        self._unsaved = True
+        if not broadcast:
+            self._confirm(h[6])
+        return True
 
     def _guard(self, fn, frames) -> None:
         try:
@@ -1790,6 +1896,14 @@ class Receiver(_Bridge):
 
 class _Bad(Exception):
     """A message that is not a valid bridge message: counted, never fatal."""
+
+
+class _Abort(Exception):
+    """Ends a reservation without publishing it."""
+
+
+_EMPTY = bytearray()  # receiving into it discards a frame
+RCVMORE = 13  # ZMQ_RCVMORE
 
 
 # -- command line ----------------------------------------------------------------
