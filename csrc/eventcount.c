@@ -79,7 +79,11 @@ int shmr_futex_wait(shmr_a32 *addr, uint32_t expected, int64_t timeout_ns)
     return rc == 0 ? 0 : -errno;
 }
 
-void shmr_futex_wake(shmr_a32 *addr, int n) { syscall(SYS_futex, (void *)addr, FUTEX_WAKE, n, NULL, NULL, 0); }
+int shmr_futex_wake(shmr_a32 *addr, int n)
+{
+    long rc = syscall(SYS_futex, (void *)addr, FUTEX_WAKE, n, NULL, NULL, 0);
+    return rc > 0 ? (int)rc : 0;
+}
 
 void shmr_futex_wake_all(shmr_a32 *addr) { shmr_futex_wake(addr, INT_MAX); }
 
@@ -127,6 +131,57 @@ static int ec_barrier(void)
     shmr_fence_seqcst();
     shmr_ec_setup();
     return ec_can_barrier && ec_membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) == 0;
+}
+
+/* Wake-one eventcounts (a queue's getters, which all wait for the same thing:
+ * any item) and the wake in flight.
+ *
+ * A woken sleeper stays counted in waiters until it runs again, and on a
+ * loaded machine that is milliseconds later. Every publish meanwhile saw
+ * waiters != 0 and paid a FUTEX_WAKE that found nobody queued (measured: 1.2
+ * wake syscalls per item with 4 putters and 4 getters on 2 CPUs, against 0.001
+ * sleeps per item). So a notifier that wakes first raises ec->wake_owed, and
+ * notifiers that find it raised skip their wake: the sleeper it woke owes
+ * them a re-check. Whoever lowers the flag does the re-check's barrier:
+ *
+ *   notifier: publish; B; if (waiters) { if (owed) skip; owed = 1; epoch++; wake(1) }
+ *   sleeper:  ... futex_wait returns (any reason); if (owed) { owed = 0; BARRIER }; ready()?
+ *
+ * B and BARRIER are the pair of the top of this file: a notifier that read
+ * owed = 1 did so before the sleeper lowered it, so either its publication is
+ * visible to the sleeper's ready() after BARRIER, or its load of owed came
+ * after the lowering and it saw 0 (and woke). The sleeper that then takes an
+ * item passes a wake on while items remain (shmr_mpq_taken), as it always did.
+ * A wake that found nobody queued (the counted sleeper had not reached
+ * FUTEX_WAIT, or had left) has no sleeper to run that re-check: the notifier
+ * lowers the flag, issues the barrier and, if anyone is still counted,
+ * notifies once more without raising it (that sleeper's FUTEX_WAIT sees epoch
+ * moved, or is woken). Every return from FUTEX_WAIT lowers a raised flag, so
+ * a woken sleeper killed before it ran holds wakes back for at most another
+ * sleeper's slice. verify/qwake.pml models this; its mutants lower the flag
+ * only once a get has taken its item (no re-check after it), or leave it
+ * raised after a wake that found nobody, and both lose a wake-up. */
+static void ec_owed_clear(struct shmr_ec *ec)
+{
+    /* relaxed: the barrier after it orders it (see above); only the process
+     * that lowered the flag owes the barrier */
+    if (shmr_load_relaxed32(&ec->wake_owed) && shmr_swap_relaxed32(&ec->wake_owed, 0))
+        (void)ec_barrier();
+}
+
+void shmr_ec_wake_one(struct shmr_ec *ec)
+{
+    /* relaxed: pairs with the lowering in ec_owed_clear through its barrier */
+    if (shmr_load_relaxed32(&ec->wake_owed) || shmr_swap_relaxed32(&ec->wake_owed, 1))
+        return;
+    shmr_fetch_add_release32(&ec->epoch, 1);
+    if (shmr_futex_wake(&ec->epoch, 1) > 0)
+        return;
+    ec_owed_clear(ec);
+    if (shmr_load_relaxed32(&ec->waiters) != 0) {
+        shmr_fetch_add_release32(&ec->epoch, 1);
+        shmr_futex_wake(&ec->epoch, 1);
+    }
 }
 
 void shmr_ec_notify_always(struct shmr_ec *ec)
@@ -213,6 +268,7 @@ int shmr_ec_wait_marked(struct shmr_ec *ec, shmr_a32 *mark, shmr_ready_fn ready,
             rc = shmr_futex_wait(&ec->epoch, seen, nap);
             if (rc == -ETIMEDOUT && nap != left)
                 rc = 0; /* our own short nap, not the caller's timeout */
+            ec_owed_clear(ec); /* before the re-check below: it is the one owed */
         }
         ec_count_out(ec, mark);
         if (ready(arg))
@@ -240,4 +296,9 @@ int shmr_ec_arm(struct shmr_ec *ec, shmr_a32 *mark, shmr_ready_fn ready, void *a
     return 0;
 }
 
-void shmr_ec_disarm(struct shmr_ec *ec, shmr_a32 *mark) { ec_count_out(ec, mark); }
+void shmr_ec_disarm(struct shmr_ec *ec, shmr_a32 *mark)
+{
+    /* the caller re-checks after this (its retry), as a sleeper after FUTEX_WAIT */
+    ec_owed_clear(ec);
+    ec_count_out(ec, mark);
+}

@@ -18,8 +18,8 @@ typedef int (*shmr_ready_fn)(void *);
 
 int shmr_futex_wait(shmr_a32 *addr, uint32_t expected, int64_t timeout_ns);
 void shmr_futex_wake_all(shmr_a32 *addr);
-/* Wakes at most n sleepers of addr (n = INT_MAX: all). */
-void shmr_futex_wake(shmr_a32 *addr, int n);
+/* Wakes at most n sleepers of addr (n = INT_MAX: all); how many it woke. */
+int shmr_futex_wake(shmr_a32 *addr, int n);
 int64_t shmr_mono_ns(void);
 
 /* Wakes every sleeper of ec unconditionally (the slow path of shmr_ec_notify). */
@@ -75,6 +75,11 @@ extern shmr_a32 shmr_ec_fenceless;
  * item passes the wake on while items remain (shmr_mpq_taken), so a put
  * costs one context switch where it would cost one per sleeping getter. */
 #define SHMR_WAKE_ALL 0x7fffffff
+
+/* The wake of a wake-one eventcount (nwake 1), past the check of waiters:
+ * skipped while another wake is owed (ec->wake_owed, see eventcount.c). */
+void shmr_ec_wake_one(struct shmr_ec *ec);
+
 static inline void shmr_ec_notify_n(struct shmr_ec *ec, int nwake)
 {
     if (shmr_load_relaxed32(&shmr_ec_fenceless))
@@ -82,6 +87,10 @@ static inline void shmr_ec_notify_n(struct shmr_ec *ec, int nwake)
     else
         shmr_fence_seqcst();
     if (shmr_load_relaxed32(&ec->waiters) != 0) {
+        if (nwake == 1) {
+            shmr_ec_wake_one(ec);
+            return;
+        }
         shmr_fetch_add_release32(&ec->epoch, 1);
         shmr_futex_wake(&ec->epoch, nwake);
     }

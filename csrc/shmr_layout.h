@@ -78,10 +78,15 @@ struct SHMR_ALIGNED_BLOCK shmr_tail_block {
 };
 
 /* Eventcount: epoch is the futex word (bumped by the notifier), waiters is
- * raised by sleepers so the notifier can skip the wake syscall. */
+ * raised by sleepers so the notifier can skip the wake syscall. wake_owed
+ * serves wake-one eventcounts only (a queue's getters, shmr_ec_wake_one):
+ * 1 while a wake is in flight whose sleeper has not yet run, so further
+ * notifiers skip a wake syscall that could only find the same sleeper still
+ * counted in waiters but no longer queued in the futex. */
 struct SHMR_ALIGNED_BLOCK shmr_ec {
     shmr_a32 epoch;
     shmr_a32 waiters;
+    shmr_a32 wake_owed;
 };
 
 /* Rarely written control words. */
@@ -207,7 +212,7 @@ _Static_assert(offsetof(struct shmr_frame, tag) == offsetof(struct shmr_release_
  * Every lane's producer is a separate process; consumers take from every lane.
  * A lane's rings notify and wait on the eventcounts here, not on their own. */
 #define SHMR_QMAGIC 0x31515249524d4853ull /* "SHMRIRQ1" read as little-endian bytes */
-#define SHMR_QLAYOUT_VERSION 1u
+#define SHMR_QLAYOUT_VERSION 2u
 #define SHMR_LANE_READY UINT64_MAX /* lane_block.state once the lane's image is complete */
 
 struct shmr_qheader {

@@ -220,6 +220,33 @@ def produce_paced(q, pid: int, n: int, gap: float) -> None:
         q.put(item(pid, seq))
 
 
+def consume_timely(q, conn, timeout: float) -> None:
+    """consume(), sending back also how many gets were answered only when their
+    timeout ran out (a wait ends at its deadline with a last look at the lanes,
+    so an item left behind a lost wake-up arrives late, not never)."""
+    got, late = [], 0
+    while True:
+        t0 = time.monotonic()
+        it = q.get(timeout=timeout)
+        late += time.monotonic() - t0 >= timeout * 0.9
+        if it is None:
+            break
+        got.append(check(it))
+    conn.send((np.array(got, dtype=np.int64).reshape(-1, 2), late))
+    conn.close()
+
+
+def produce_bursts(q, pid: int, bursts: int, each: int, gap: float) -> None:
+    """produce() in bursts of `each` items with a pause after every burst, so
+    getters fall asleep between bursts and are woken in the middle of one."""
+    seq = 0
+    for _ in range(bursts):
+        for _ in range(each):
+            q.put(item(pid, seq))
+            seq += 1
+        time.sleep(gap)
+
+
 def get_all_later(q, n: int, delay: float, conn) -> None:
     """After delay, gets n items (blocking) and sends them back in order."""
     time.sleep(delay)

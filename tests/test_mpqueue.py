@@ -716,6 +716,36 @@ def test_a_put_many_reaches_every_sleeping_getter(procs, long_liveness):
     join_all(getters)
 
 
+def test_bursts_reach_sleeping_getters_while_a_wake_is_in_flight(procs, long_liveness, monkeypatch):
+    """A put that finds a wake still in flight (its getter woken but not yet
+    running) skips its own wake: that getter re-checks after lowering the flag
+    and passes the wake on. Bursts into sleeping getters, with no spin, so every
+    burst begins with all of them asleep. The liveness interval (30 s) is far
+    above the getters' timeout (4 s), and the bursts come every 10 ms: a get
+    answered only by its timeout is an item that waited behind a lost wake-up."""
+    ctx = ctx_of("fork")
+    n_prod, bursts, each, timeout = 3, 25, 40, 4.0
+    monkeypatch.setattr(shmring.queues, "_SPIN", 0.0)
+    q = shmring.Queue()
+    pipes = [ctx.Pipe() for _ in range(4)]
+    cs = [procs(ctx, W.consume_timely, q, b, timeout) for _, b in pipes]
+    ps = [procs(ctx, W.produce_bursts, q, pid, bursts, each, 0.01) for pid in range(n_prod)]
+    join_all(ps, 60)
+    for _ in cs:
+        q.put(None)
+    parts, late = [], 0
+    for a, _ in pipes:
+        assert a.poll(30)
+        part, n_late = a.recv()
+        parts.append(part)
+        late += n_late
+    join_all(cs)
+    assert late == 0, f"{late} gets were answered only by their timeout (a lost wake-up)"
+    check_exactly_once(parts, n_prod, bursts * each)
+    s = q.stats()
+    assert s["got"] == s["put"] == n_prod * bursts * each + len(cs) and s["items"] == 0
+
+
 def test_a_release_wakes_only_the_producer_of_that_lane(procs, long_liveness):
     ctx = ctx_of("fork")
     q = shmring.Queue(nbytes=4096)  # a few items fill a lane

@@ -9,7 +9,10 @@
  * NPROD producers, each with its own lane, publish ITEMS items each, one or
  * two per publish (chosen at each publish; -DBATCH=1: one): one release
  * store of head per publish, then ONE notify that wakes one sleeper
- * (ring.data_wakes = 1). NGET getters each want WANT items and loop
+ * (ring.data_wakes = 1), skipped while an earlier wake is owed (wake_owed,
+ * csrc/eventcount.c shmr_ec_wake_one: raised by the notifier that wakes,
+ * lowered by every getter returning from FUTEX_WAIT before its re-check, or
+ * by the notifier itself when its wake found nobody queued). NGET getters each want WANT items and loop
  * (get until they have them). Total items = total wanted.
  *
  * A getter's get: pick (the lanes read one by one; it names a lane it saw
@@ -48,6 +51,12 @@
  *   -DNPROD -DITEMS -DBATCH -DNGET -DWANT  sizes (defaults 1, 2, 2, 2, 1)
  *   -DNTO=n               timeouts getter 0 may take (0: none)
  *   -DBUG_NO_TAKEN_PASS   shmr_mpq_taken never notifies
+ *   -DBUG_OWED_CLEAR_LATE getters lower wake_owed when a get has taken its
+ *                         item, not on return from FUTEX_WAIT before the
+ *                         re-check: a publish that skipped its wake after the
+ *                         getter's pick is seen by nobody
+ *   -DBUG_OWED_KEPT       a notifier whose wake found nobody queued leaves
+ *                         wake_owed raised (no one is left to lower it)
  *   -DBUG_NO_LEAVE_PASS   shmr_mpq_leave never notifies. NOT a lost wake-up
  *                         (configuration qwake_no_leave_pass passes): the wait
  *                         re-checks every lane after counting out, so a getter
@@ -84,26 +93,52 @@ byte epoch = 0;                /* data_ec.epoch, the futex word */
 byte waiters = 0;              /* data_ec.waiters */
 bool inq[NGET];                /* in the futex wait queue of epoch */
 byte taken = 0;                /* ghost: items taken */
+bool owed = false;             /* data_ec.wake_owed */
 
-/* FUTEX_WAKE(1): one queued getter, any, leaves the queue */
+/* FUTEX_WAKE(1): one queued getter, any, leaves the queue; wk: one did */
 inline futex_wake1() {
     atomic {
+        wk = true;
         if
         :: inq[0] -> inq[0] = false
         :: NGET > 1 && inq[1] -> inq[1] = false
         :: NGET > 2 && inq[2] -> inq[2] = false
-        :: else -> skip
+        :: else -> wk = false
         fi
     }
 }
 
+/* ec_owed_clear: lower a raised flag (its barrier is implicit here: the
+ * model is sequentially consistent, and ring.pml checks that pairing) */
+inline owed_clear() {
+    owed = false
+}
+
 /* shmr_ec_notify_n(ec, 1), after the caller's publication: the load of
- * waiters, the fetch_add of epoch and the wake are separate steps */
+ * waiters, then shmr_ec_wake_one: skip while a wake is owed, else raise the
+ * flag (an exchange), bump epoch, wake one; a wake that found nobody lowers
+ * the flag and, if anyone is still counted, wakes once more without it */
 inline notify1() {
     if
     :: waiters != 0 ->
-        epoch++;
-        futex_wake1()
+        atomic { sk = owed; owed = true };
+        if
+        :: sk -> skip
+        :: else ->
+            epoch++;
+            futex_wake1();
+#ifndef BUG_OWED_KEPT
+            if
+            :: !wk ->
+                owed_clear();
+                if
+                :: waiters != 0 -> epoch++; futex_wake1()
+                :: else -> skip
+                fi
+            :: else -> skip
+            fi
+#endif
+        fi
     :: else -> skip
     fi
 }
@@ -120,6 +155,7 @@ inline has_data(r) {
 
 proctype Producer(byte me) {
     byte k = 0, b;
+    bool wk, sk;
     do
     :: k < ITEMS ->
         /* one put, or a put_many of two (one publish either way) */
@@ -136,7 +172,7 @@ proctype Producer(byte me) {
 
 proctype Getter(byte me) {
     byte got = 0, seen, rc, l, bl, n, avail, k, lanes_seen, to_left;
-    bool more, ready;
+    bool more, ready, wk, sk;
     to_left = (me == 0 -> NTO : 0);
     do
     :: got == WANT -> break
@@ -189,8 +225,12 @@ take:
             if
             :: more -> notify1()
             :: else -> skip
-            fi
+            fi;
 #endif
+#ifdef BUG_OWED_CLEAR_LATE
+            owed_clear();                      /* after the get: no re-check follows */
+#endif
+            skip
         :: else ->
             /* ---- shmr_mpq_wait_data -> shmr_ec_wait (spin 0) ---- */
             has_data(ready);
@@ -222,10 +262,16 @@ wait:
                         :: else -> skip                        /* a wake came first: rc 0 */
                         fi
                     }
-                fi
+                fi;
+#ifndef BUG_OWED_CLEAR_LATE
+                owed_clear()                   /* every return from FUTEX_WAIT */
+#else
+                skip
+#endif
             fi;
             waiters--;
             has_data(ready);
+
             if
             :: ready -> goto take
             :: else -> skip

@@ -86,6 +86,8 @@ qwake|default|check|-DNTO=2|safety|qwake.pml
 qwake_no_leave_pass|default|check|-DBUG_NO_LEAVE_PASS|safety|qwake.pml
 mutant_qwake_no_taken_pass|default|mutant|-DBUG_NO_TAKEN_PASS|safety|qwake.pml
 mutant_qwake_no_taken_pass_3g|default|mutant|-DITEMS=3 -DNGET=3 -DBUG_NO_TAKEN_PASS|safety|qwake.pml
+mutant_qwake_owed_clear_late|default|mutant|-DBUG_OWED_CLEAR_LATE|safety|qwake.pml
+mutant_qwake_owed_kept|default|mutant|-DBUG_OWED_KEPT|safety|qwake.pml
 qwake_3g|ext|check|-DITEMS=3 -DNGET=3|safety|qwake.pml
 qwake_2p_want2|ext|check|-DNPROD=2 -DITEMS=2 -DBATCH=1 -DWANT=2 -DNTO=0|safety|qwake.pml
 EOF2

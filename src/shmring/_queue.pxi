@@ -30,14 +30,21 @@ cdef extern from "pythread.h":
 
 @cython.final
 cdef class _Lock:
-    """A plain thread lock taken from C: an uncontended take and give costs a
-    few instructions where threading.Lock's methods cost a call each."""
+    """A thread lock for the put and get paths, taken and given with the GIL
+    held: uncontended, a take and a give are a flag each (the GIL orders them
+    against every other thread). A thread that finds the flag set waits, with
+    the GIL released, on a PyThread lock used as a baton that every give
+    releases while someone waits; PyThread_acquire_lock_timed alone cost ~130
+    instructions per call (it reads the clock even to try)."""
     cdef PyThread_type_lock _l
+    cdef bint _busy
+    cdef int _waiting
 
     def __cinit__(self):
         self._l = PyThread_allocate_lock()
         if self._l == NULL:
             raise MemoryError()
+        PyThread_acquire_lock_timed(self._l, 0, 0)  # the baton starts taken: waiters block
 
     def __dealloc__(self):
         if self._l != NULL:
@@ -48,30 +55,36 @@ cdef class _Lock:
         cdef int r
         cdef int64_t deadline, left
         cdef PY_TIMEOUT_T us
-        if PyThread_acquire_lock_timed(self._l, 0, 0) == PY_LOCK_ACQUIRED:
+        if not self._busy:
+            self._busy = True
             return True
         if timeout == 0:
             return False
         deadline = -1 if timeout < 0 else _mono_ns() + <int64_t>(timeout * 1e9)
-        while True:
-            if deadline < 0:
-                us = -1
-            else:
-                left = deadline - _mono_ns()
-                if left <= 0:
-                    return False
-                us = <PY_TIMEOUT_T>(left // 1000)
-            with nogil:
-                r = PyThread_acquire_lock_timed(self._l, us, 1)
-            if r == PY_LOCK_ACQUIRED:
-                return True
-            if r == PY_LOCK_INTR:
-                PyErr_CheckSignals()  # a handler's exception ends the wait
-                continue
-            return False
+        self._waiting += 1
+        try:
+            while True:
+                if deadline < 0:
+                    us = -1
+                else:
+                    left = deadline - _mono_ns()
+                    if left <= 0:
+                        return False
+                    us = <PY_TIMEOUT_T>(left // 1000)
+                with nogil:
+                    r = PyThread_acquire_lock_timed(self._l, us, 1)
+                if not self._busy:  # a give, or another waiter's baton it no longer needed
+                    self._busy = True
+                    return True
+                if r == PY_LOCK_INTR:
+                    PyErr_CheckSignals()  # a handler's exception ends the wait
+        finally:
+            self._waiting -= 1
 
     cdef void give(self) noexcept:
-        PyThread_release_lock(self._l)
+        self._busy = False
+        if self._waiting:
+            PyThread_release_lock(self._l)
 
 
 cdef int _raise_q(int64_t rc, str what) except -1:

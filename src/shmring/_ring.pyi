@@ -104,6 +104,10 @@ def check_count(value: int, what: str, lo: int, hi: int) -> int:
 def raw_check(table: Any, packed_len: int, owns: list[Any], kinds: Any = ...) -> str | None: ...
 def marshal_dumps(obj: Any) -> bytes | None:
     """obj in marshal format when it is plain data (shmring._codec, MARSHAL), else None."""
+def small_dumps(obj: Any) -> bytes | None:
+    """obj as the small-record writer writes it (marshal v2 bytes), else None."""
+def small_loads(body: bytes) -> tuple[bool, Any]:
+    """(True, obj) as the small-record reader reads body, else (False, None)."""
 def pickle_dumps(obj: Any) -> tuple[bytes, Any]:
     """(pickle stream, [PickleBuffer, ...] or ()): obj pickled with protocol 5,
     arrays inside it out of band (shmring._codec.dumps)."""
