@@ -122,6 +122,7 @@ void shmr_m_producer_open(shmr_producer *p)
     p->oldest = shmr_load_acquire64(&r->prod->oldest);
     if (p->oldest > p->head)
         p->oldest = p->head;
+    p->rewind_units = 0; /* a queue lane turns it on (mpqueue.c) */
 }
 
 /* Broadcast: before positions below limit are overwritten, move oldest past
@@ -162,6 +163,74 @@ static void write_hdr(shmr_ring *r, uint64_t pos, uint64_t kind, uint64_t len, u
     }
 }
 
+/* Queue mode: a padding frame placed early, so that the ring's working set
+ * stays small while consumers keep up.
+ *
+ * A producer that writes every lap in full cycles the whole ring (8 MiB per
+ * shmring.Queue lane) through the caches: each frame lands on lines written a
+ * lap ago, long evicted, and each consumer reads lines the other core wrote
+ * as long ago. So once a frame would end past rewind_units bytes into the
+ * lap, and the start of the ring is free again now, the producer pads to the
+ * end of the lap and writes at offset 0: the lines it writes are those the
+ * consumer read a moment ago. When the start is not free (a consumer fell
+ * behind: "free" is up to a window into the lap, see below), the frame goes
+ * where it always went and the whole ring is used;
+ * the next try is a quarter window later, so a lagging consumer costs the
+ * producer one release-record load per quarter window, not one per put.
+ *
+ * This changes where the producer places frames, not the protocol: a padding
+ * frame may already stand at any offset (one is placed wherever a frame does
+ * not fit the rest of the lap), it always runs to the end of the lap
+ * (pad_units from its own position, which every reader computes the same
+ * way: read_hdr for the queue claim, shmr_m_count for the sweep of a dead
+ * consumer's claim, shmr_m_peek for a Queue's pick), and it is published by
+ * the same head store as the frame after it. The room it needs is what any
+ * padded placement needs: the walk of release records up to the end of the
+ * new frame (shmr_q_writable), so nothing unreleased is overwritten; release
+ * records cover the padding's units as part of their batch. verify/messages.pml
+ * checks it (-DREWIND: a padding frame placed at any offset whenever the
+ * room is there). Queue mode only: a broadcast ring keeps its full lap as
+ * history for late joiners and lapped overwrite readers, and its loss
+ * accounting reads the frames of the previous lap (m_advance_oldest). */
+static uint64_t m_rewind_pad(shmr_producer *p, uint64_t pos, uint64_t u)
+{
+    shmr_ring *r = p->r;
+    uint64_t off = pos & r->mask;
+    /* the window holds at least four frames of this size, so the producer
+     * can still run a few messages ahead of the consumer */
+    uint64_t win = p->rewind_units > 4 * u ? p->rewind_units : 4 * u;
+    if (!p->rewind_units || off == 0 || off + u <= win || win > r->cap / 2 || pos < p->rewind_next)
+        return 0;
+    uint64_t pad = r->cap - off;
+    if (p->pend + pad + u > r->cap)
+        return 0;
+    /* "free" = released up to a window into the lap (or up to here, if this
+     * frame starts short of the window): the consumers are within a frame or
+     * two of the producer, and a pause right after the rewind still leaves
+     * the producer a window of room */
+    uint64_t ahead = off < win ? off : win;
+    uint64_t need = shmr_min_u64(p->pend + pad + (ahead > u ? ahead : u), r->cap);
+    if (shmr_q_writable(p, need) >= need)
+        return pad;
+    p->rewind_next = pos + (win >> 2);
+    return 0;
+}
+
+void shmr_msg_set_rewind(shmr_producer *p, uint64_t nbytes)
+{
+    shmr_ring *r = p->r;
+    /* A padding frame left by a rewind holds the rest of the lap until a
+     * consumer takes the message after it: a consumer that pauses right
+     * after a rewind leaves the producer about a window of room, not the
+     * ring. So the window is at most a quarter of the ring, and off in
+     * rings too small for that to leave a useful window. */
+    uint64_t u = nbytes / UNIT;
+    p->rewind_units = r->mode == SHMR_MODE_QUEUE && u && u <= r->cap / 4 ? u : 0;
+    p->rewind_next = 0;
+}
+
+uint64_t shmr_msg_lap_offset(const shmr_producer *p) { return ((p->head + p->pend) & p->r->mask) * UNIT; }
+
 int shmr_msg_reserve(shmr_producer *p, uint32_t kind, uint64_t len, void **body)
 {
     shmr_ring *r = p->r;
@@ -171,7 +240,7 @@ int shmr_msg_reserve(shmr_producer *p, uint32_t kind, uint64_t len, void **body)
         return -EMSGSIZE;
     uint64_t pos = p->head + p->pend;
     uint64_t u = frame_units(len);
-    uint64_t pad = u > pad_units(r, pos) ? pad_units(r, pos) : 0;
+    uint64_t pad = u > pad_units(r, pos) ? pad_units(r, pos) : m_rewind_pad(p, pos, u);
     uint64_t need = p->pend + pad + u; /* <= cap: pend was placed, pad + u < cap */
     if (need > r->cap)
         return 0; /* publish what is pending first */

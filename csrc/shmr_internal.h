@@ -58,6 +58,8 @@ struct shmr_producer {
     uint64_t msgs, bytes;  /* published so far */
     uint64_t oldest;       /* broadcast: private copy of prod->oldest */
     uint64_t want;         /* units of the frame a waiting producer needs */
+    uint64_t rewind_units; /* queue: past this offset, write at 0 again if it is free (0: never) */
+    uint64_t rewind_next;  /* queue: the position from which the next rewind is tried */
     shmr_a64 *ticket;      /* a queue lane's (mpqueue.c): each frame's cum takes a ticket from it */
     struct shmr_spin spin; /* whether its waits spin first (spin_policy.h) */
 };

@@ -262,3 +262,68 @@ def put_until_killed(q, ready) -> None:
             ready.set()
         i += 1
         time.sleep(0.0005)
+
+
+# ---- 64 KiB items through a rewinding lane (test_queue_rewind.py) ---------------
+
+BIG_WORDS = 8192  # a 64 KiB uint64 array per item
+
+
+def big_item(pid: int, seq: int) -> dict:
+    return {"worker": pid, "seq": seq, "data": np.full(BIG_WORDS, pid * 1_000_003 + seq, np.uint64)}
+
+
+def big_check(it) -> tuple:
+    pid, seq, data = it["worker"], it["seq"], it["data"]
+    want = pid * 1_000_003 + seq
+    if data.dtype != np.uint64 or data.shape != (BIG_WORDS,) or not (data == want).all():
+        raise AssertionError(f"corrupt item {pid}/{seq}")
+    return pid, seq
+
+
+def lap_moves(offsets) -> tuple:
+    """(rewinds, largest offset) of a lane producer's frame offsets in put order:
+    a rewind is a frame placed nearer the start of the lap than the one before
+    while that one did not fill the lap's end."""
+    rewinds = sum(1 for a, b in zip(offsets, offsets[1:]) if b < a)
+    return rewinds, max(offsets) if offsets else 0
+
+
+def big_produce(q, pid: int, n: int, conn) -> None:
+    """Puts n 64 KiB items; sends back the lane offset each was placed at."""
+    prod = q._lane_producer()
+    offsets = []
+    for seq in range(n):
+        offsets.append(prod._lap_offset())
+        q.put(big_item(pid, seq), timeout=60)
+    conn.send(offsets)
+    conn.close()
+
+
+def big_consume(q, conn) -> None:
+    got = []
+    while True:
+        it = q.get(timeout=60)
+        if it is None:
+            break
+        got.append(big_check(it))
+    conn.send(np.array(got, dtype=np.int64).reshape(-1, 2))
+    conn.close()
+
+
+def big_produce_until_killed(q, pid: int, ready, rewinds_wanted: int) -> None:
+    """Puts 64 KiB items until killed; sets ready once its lane has rewound
+    rewinds_wanted times."""
+    prod = q._lane_producer()
+    last = -1
+    rewinds = 0
+    seq = 0
+    while True:
+        off = prod._lap_offset()
+        if off < last:
+            rewinds += 1
+            if rewinds == rewinds_wanted:
+                ready.set()
+        last = off
+        q.put(big_item(pid, seq), timeout=60)
+        seq += 1

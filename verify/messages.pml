@@ -11,7 +11,11 @@
  *     tail CAS, and trusts them only once the CAS succeeded;
  *   - the release record of a batch overwrites the header of its first frame
  *     (same two words, tag and len), and the producer walks them to learn how
- *     far it may write.
+ *     far it may write;
+ *   - with -DREWIND, the producer may also pad early (a frame that fits is put
+ *     at offset 0 of the next lap when that room is free now), as a queue
+ *     lane's producer does to keep its working set small: a placement choice
+ *     the consumers need not know about.
  *
  * One producer, NC = 2 consumers, CAP = 4 units, NMSG messages of a size
  * chosen nondeterministically (1 or 2 units). Every unit of a frame carries
@@ -39,7 +43,11 @@
 #define CAP 4
 #define NC 2
 #define PAD 0
-#define NPOS 16          /* ghost positions tracked; NMSG * (pad + frame) < NPOS */
+#ifdef REWIND
+#define NPOS 24          /* ghost positions tracked; NMSG * (pad + frame) < NPOS */
+#else
+#define NPOS 16
+#endif
 
 byte tag[CAP];           /* frame tag = position; release record: position + CAP */
 byte info[CAP];          /* frame: units (PAD = 0 for padding); release record: batch length */
@@ -76,6 +84,22 @@ proctype producer() {
         pad = 0;
 #else
         pad = (u > CAP - s -> CAP - s : 0);
+#endif
+#ifdef REWIND
+        /* m_rewind_pad: a frame that fits may still be preceded by a padding
+         * frame to the end of the lap, if the room for both is there now
+         * (any offset but 0; the producer's window is abstracted away) */
+        if
+        :: pad == 0 && s > 0 ->
+            atomic {
+                walk(CAP - s + u);
+                if
+                :: head + CAP - s + u <= writable_end -> pad = CAP - s
+                :: else -> skip
+                fi
+            }
+        :: else -> skip
+        fi;
 #endif
         /* wait for room: pad + u units from head */
         do

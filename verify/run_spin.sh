@@ -62,6 +62,7 @@ mutant_board_no_odd_mark|default|mutant|-DCRASHY -DBUG_NO_ODD_MARK|safety|board.
 mutant_board_no_takeover|default|mutant|-DCRASHY -DBUG_NO_TAKEOVER|safety|board.pml
 mutant_board_one_copy|default|mutant|-DCRASHY -DBUG_ONE_COPY|safety|board.pml
 msg_queue|default|check|-DNMSG=3|safety|messages.pml
+msg_queue_rewind|default|check|-DNMSG=3 -DREWIND|safety|messages.pml
 msg_mutant_release_early|default|mutant|-DBUG_RELEASE_EARLY|safety|messages.pml
 msg_mutant_no_cas|default|mutant|-DBUG_NO_CAS|safety|messages.pml
 msg_mutant_no_pad|default|mutant|-DBUG_NO_PAD|safety|messages.pml
@@ -69,6 +70,7 @@ queue_ec_sb_2c|ext|check|-DQUEUE -DEC -DSIMPLE -DSB|safety
 block_ec_sb|ext|check|-DBLOCK -DEC -DSIMPLE -DLEAVE -DSB -DSB_CURSOR|safety
 queue_cap4|ext|check|-DQUEUE -DCAP=4 -DNREC=6|safety
 msg_queue_nmsg4|ext|check|-DNMSG=4|safety|messages.pml
+msg_queue_rewind_nmsg4|ext|check|-DNMSG=4 -DREWIND|safety|messages.pml
 overwrite_nrec4|ext|check|-DOVERWRITE -DRESERVE -DNREC=4|safety
 overwrite_join_full|ext|check|-DOVERWRITE -DJOIN -DRESERVE|safety
 block_join_nrec4_full|ext|check|-DBLOCK -DJOIN -DNREC=4|safety

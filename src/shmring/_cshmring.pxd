@@ -179,6 +179,8 @@ cdef extern from "shmring.h" nogil:
     uint64_t shmr_msg_max(const shmr_ring *r)
     int shmr_msg_reserve(shmr_producer *p, uint32_t kind, uint64_t len, void **body)
     uint64_t shmr_msg_commit(shmr_producer *p)
+    void shmr_msg_set_rewind(shmr_producer *p, uint64_t nbytes)
+    uint64_t shmr_msg_lap_offset(const shmr_producer *p)
     void shmr_msg_cancel(shmr_producer *p)
     int shmr_msg_producer_wait(shmr_producer *p, uint64_t len, int64_t timeout_ns, int64_t spin_ns)
     int64_t shmr_msg_claim(shmr_consumer *c, shmr_msg *out, uint64_t max, shmr_loss *loss)

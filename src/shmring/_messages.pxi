@@ -863,6 +863,17 @@ cdef class MessageProducer(_ProducerSide):
         shmr_producer_wait_stats(self._p, &st)
         return _wait_stats_dict(&st)
 
+    def _set_rewind(self, uint64_t nbytes):
+        """Queue mode: how far into the lap frames go before the producer starts
+        at offset 0 again when that is free (0: never; see shmr_msg_set_rewind)."""
+        self._check()
+        shmr_msg_set_rewind(self._p, nbytes)
+
+    def _lap_offset(self):
+        """Bytes into the lap where the next frame would start (tests)."""
+        self._check()
+        return shmr_msg_lap_offset(self._p)
+
     def close(self):
         """End the stream: consumers drain what was published, then see Closed."""
         _Handle.close(self)

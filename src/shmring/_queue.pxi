@@ -672,6 +672,11 @@ cdef class _QueueCore:
         if self._gen == _fork_gen and not self._qclosed:
             shmr_mpq_leave(self._q)
 
+    def _lane_producer(self):
+        """This process's lane producer (taken on first use), for tests."""
+        self._enter()
+        return self._producer()
+
     # ---- counts, JoinableQueue ---------------------------------------------
 
     def qsize(self):
