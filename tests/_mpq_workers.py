@@ -327,3 +327,36 @@ def big_produce_until_killed(q, pid: int, ready, rewinds_wanted: int) -> None:
         last = off
         q.put(big_item(pid, seq), timeout=60)
         seq += 1
+def fd_consume(q, conn, kind: str) -> None:
+    """consume() through q.fileno(): waits for readiness with selectors or
+    select.poll, then get_nowait() until queue.Empty (which re-arms); items
+    until a None sentinel, the (producer, seq) pairs sent back in order got."""
+    import select
+    import selectors
+    got = []
+    fd = q.fileno()
+    if kind == "selectors":
+        sel = selectors.DefaultSelector()
+        sel.register(q, selectors.EVENT_READ)  # the queue itself is the file object
+
+        def wait() -> bool:
+            return bool(sel.select(timeout=60))
+    else:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+
+        def wait() -> bool:
+            return bool(poller.poll(60_000))
+    while True:
+        if not wait():
+            raise AssertionError("no readiness within 60 s")
+        while True:
+            try:
+                it = q.get_nowait()
+            except queue.Empty:
+                break
+            if it is None:
+                conn.send(np.array(got, dtype=np.int64).reshape(-1, 2))
+                conn.close()
+                return
+            got.append(check(it))

@@ -9,6 +9,8 @@ import gc
 import multiprocessing
 import os
 import queue
+import select
+import selectors
 import signal
 import time
 
@@ -356,4 +358,97 @@ def test_futex_waitv_fallback(procs, monkeypatch):
     join_ok(p)
     assert [s for _, s in got] == list(range(n))
     assert (first, rest) == (1, [2, 3])
+    q.close()
+
+
+# ---- fileno() ------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind,method", [("selectors", "fork"), ("poll", "spawn")])
+def test_fileno_with_selectors_and_poll(procs, kind, method):
+    """Three producer processes put paced and bursty items; this process and a
+    child wait on q.fileno() (selectors in one case, select.poll in the other)
+    and drain with get_nowait(): every checksummed item exactly once, each
+    producer's items in order per consumer."""
+    ctx = multiprocessing.get_context(method)
+    q = shmring.Queue(maxsize=64)
+    fd = q.fileno()  # before the fork: the child must make its own poller
+    r, w = ctx.Pipe(duplex=False)
+    child = procs(ctx, W.fd_consume, q, w, kind)
+    n_each = 400
+    prods = [procs(ctx, W.produce_paced, q, 0, n_each, 0.001),
+             procs(ctx, W.produce, q, 1, n_each),
+             procs(ctx, W.produce_paced, q, 2, n_each, 0.0003)]
+    if kind == "selectors":
+        sel = selectors.DefaultSelector()
+        sel.register(q, selectors.EVENT_READ)
+
+        def wait():
+            return sel.select(timeout=30)
+    else:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+
+        def wait():
+            return poller.poll(30_000)
+    mine, sentinels, wakes = [], 0, 0
+    deadline = time.monotonic() + 120
+    while sentinels < 1:
+        assert time.monotonic() < deadline, f"stuck after {len(mine)} items"
+        assert wait(), "no readiness within 30 s"
+        wakes += 1
+        while True:
+            try:
+                it = q.get_nowait()
+            except queue.Empty:
+                break  # re-armed
+            if it is None:
+                sentinels += 1
+                break  # the other sentinel is the child's
+            mine.append(W.check(it))
+        if sentinels == 0 and all(p.exitcode is not None for p in prods):
+            for p in prods:
+                join_ok(p)
+            for _ in range(2):  # one for the child, one for us
+                q.put(None)
+            prods = []
+    # a put wakes one getter: if it was ours, close() passes it on to the child
+    q.close()
+    with pytest.raises(ValueError, match="closed"):
+        q.fileno()
+    assert r.poll(60), "the child consumer sent nothing back"
+    theirs = r.recv()
+    join_ok(child)
+    check_exactly_once([np.array(mine, dtype=np.int64).reshape(-1, 2), theirs], 3, n_each)
+    assert wakes > 1
+
+
+def test_fileno_protocol_readable_means_try_now(procs, monkeypatch):
+    """Not readable while empty; readable once another process puts; stays
+    readable until a get finds nothing (which re-arms); get(False),
+    get(timeout=0) and get_many(n, False) re-arm as get_nowait() does."""
+    # the descriptor also turns readable once per recovery tick (8 liveness
+    # intervals): keep that out of the 50 ms probes
+    monkeypatch.setattr(shmring.queues, "_LIVENESS", 5.0)
+    q = shmring.Queue()
+    fd = q.fileno()
+    assert q.fileno() == fd  # one poller per queue and process
+    assert select.select([fd], [], [], 0.05)[0] == []
+    ctx = multiprocessing.get_context("fork")
+    join_ok(procs(ctx, W.produce, q, 5, 2))
+    assert select.select([fd], [], [], 5)[0] == [fd]
+    assert select.select([fd], [], [], 0)[0] == [fd]  # level: until a get finds nothing
+    assert W.check(q.get_nowait()) == (5, 0)
+    assert select.select([fd], [], [], 0)[0] == [fd]
+    assert W.check(q.get(False)) == (5, 1)
+    for nothing in (q.get_nowait, lambda: q.get(False), lambda: q.get(timeout=0),
+                    lambda: q.get_many(4, False)):
+        with pytest.raises(queue.Empty):
+            nothing()  # re-arms
+        assert select.select([fd], [], [], 0.05)[0] == []
+    p = procs(ctx, W.produce_paced, q, 6, 1, 0.2)
+    t0 = time.monotonic()
+    assert select.select([fd], [], [], 10)[0] == [fd]
+    assert time.monotonic() - t0 >= 0.1  # woken by the put, not at once
+    assert W.check(q.get_nowait()) == (6, 0)
+    join_ok(p)
     q.close()

@@ -284,7 +284,10 @@ cdef class _QueueCore:
             now = _mono_ns()
             if now >= self._next_check_ns:
                 self._next_check_ns = now + self._slice_ns
-                return shmr_mpq_recover(q) > 0
+                if shmr_mpq_recover(q) > 0:
+                    return True
+            if what == WAIT_DATA:
+                _queue_fd_rearm(self)  # fileno() protocol (_queue_fd.pxi)
             return False
         spin = w.spin_ns
         if what == WAIT_DATA and spin > 0 and self._sleep_at_once > 0:

@@ -395,17 +395,55 @@ async def wait_ready(w: Any, timeout: Any = None) -> bool:
 
 
 async def apop_wait(c: Any, timeout: Any = None) -> Any:
-    # the hot slow path (every record that arrives while the loop sleeps):
-    # _progress inlined, one coroutine frame less to resume per wake-up
+    # The hot slow path (every record that arrives while the loop sleeps): one
+    # coroutine frame, with _UringReactor.wait for one consumer inlined once its
+    # producer is watched (the common case: the first wait set the watch up).
     deadline = _deadline(timeout)
-    wait = _reactor().wait
-    hs = [c]
+    r = _reactor()
+    if type(r) is not _UringReactor:
+        while await _progress(c, deadline):
+            try:
+                return c.pop(0)
+            except Empty:
+                pass
+        return c.pop(0)  # the time is over: Empty, unless a record came just now
+    uw = r.uw
+    futs = r.futs
+    loop = r.loop
     while True:
         if deadline is not None and time.monotonic() >= deadline:
             # the time is over: a last non-blocking pop raises Empty (after the
             # liveness check such a call runs) unless a record came just now
             return c.pop(0)
-        await wait(hs, deadline)
+        watch = r.watches.get(_ring._owner(c))
+        if watch is None:
+            await r.wait([c], deadline)  # sets the watch up, or ticks without one
+        else:
+            token = next(r.tokens)
+            try:
+                armed = uw.arm(c, token)
+            except OSError as exc:
+                armed = r._arm_again(c, token, exc)
+            if armed:
+                fut = loop.create_future()
+                futs[token] = fut
+                waiter = (c, fut)
+                watch[1].add(waiter)
+                timer = None
+                if deadline is not None:
+                    timer = loop.call_at(loop.time() + max(0.0, deadline - time.monotonic()), _wake, fut, None)
+                try:
+                    await fut
+                finally:
+                    _ring._disarm(c)
+                    if futs.pop(token, None) is not None:
+                        try:
+                            uw.cancel(token)  # the kernel forgets the futex wait
+                        except (OSError, ValueError):
+                            pass
+                    watch[1].discard(waiter)  # a set _on_exit dropped meanwhile: harmless
+                    if timer is not None:
+                        timer.cancel()
         try:
             return c.pop(0)
         except Empty:
@@ -538,13 +576,18 @@ async def await_any(handles: Iterable[Any], timeout: Any = None) -> list[Any]:
 class _FdWaiter:
     """The poller behind a handle's fileno(): its own small io_uring, whose
     eventfd is the descriptor handed out. Readable means "try now"; a
-    non-blocking call that then finds nothing (Empty / Full) re-arms it."""
+    non-blocking call that then finds nothing (Empty / Full) re-arms it.
 
-    def __init__(self, h: Any) -> None:
+    h is what owns the poller (a ring handle, a Queue), w what is armed: the
+    handle itself, or for a Queue a wait for an item to get."""
+
+    def __init__(self, h: Any, w: Any = None) -> None:
         # weak: the handle owns this poller (it closes it when it closes), and a
         # dropped handle must give its consumer slot back at once, not at the
         # next cycle collection
         self._h = weakref.ref(h)
+        self._w = w
+        self.pid = os.getpid()
         self.uw = _ring.UringWaiter(4)
         self.futex_pending = False
         self.armed = False
@@ -554,6 +597,8 @@ class _FdWaiter:
 
     @property
     def h(self) -> Any:
+        if self._w is not None:
+            return self._w
         h = self._h()
         if h is None:
             raise Closed("the handle is gone", "handle closed")
@@ -563,6 +608,8 @@ class _FdWaiter:
         return self.uw.fileno()
 
     def rearm(self) -> None:
+        if self.pid != os.getpid():
+            return  # inherited through fork: the parent's poller (fileno() makes a new one)
         live_due = False
         for token, _res in self.uw.reap():
             if token == _FUTEX:
@@ -594,11 +641,16 @@ class _FdWaiter:
             self.live_pending = True
 
     def close(self) -> None:
+        if self.pid != os.getpid():
+            return  # the parent's: its arm is the parent's to undo
         self.uw.close()  # cancels what is pending
-        h = self._h()
-        if self.armed and h is not None:
+        w = self._w if self._w is not None else self._h()
+        if self.armed and w is not None:
             self.armed = False
-            _ring._disarm(h)
+            _ring._disarm(w)
+        if self._w is not None:
+            # a put wakes one getter: ours may have been spent on this poller
+            _ring._queue_pass_on(self._w)
         if self.pidfd is not None:
             os.close(self.pidfd)
             self.pidfd = None
@@ -613,3 +665,21 @@ def fileno(h: Any) -> int:
         w = _FdWaiter(h)
         _ring._set_fd_waiter(h, w)
     return w.fileno()
+
+
+def queue_fileno(q: Any) -> int:
+    """Queue.fileno(): readable when an item may be there to get."""
+    w = q.__dict__.get("_fdw")
+    if w is None or w.pid != os.getpid():
+        if backend() != "io_uring":
+            raise OSError(95, "fileno() needs io_uring futex waits (Linux 6.7, io_uring enabled); "
+                              "use wait_any() or aget() instead")
+        w = _FdWaiter(q, _ring._queue_item_wait(q))
+        q.__dict__["_fdw"] = w
+    return w.fileno()
+
+
+def queue_close_fileno(q: Any) -> None:
+    w = q.__dict__.pop("_fdw", None)
+    if w is not None:
+        w.close()

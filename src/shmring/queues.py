@@ -142,10 +142,22 @@ class Queue(_QueueCore):
             full = exc
         return await aio.aput_wait(self, obj, full, timeout)
 
+    def fileno(self) -> int:
+        """A descriptor that polls readable when an item may be there to get, for
+        ``selectors``, ``select.poll``, ``loop.add_reader`` (the queue itself can
+        be registered as the file object). Readable means "try now": call
+        ``get_nowait()`` (``get(False)``, ``get_many(n, False)``) until it raises
+        ``queue.Empty``; that call re-arms the descriptor, which stays readable
+        until then. It also turns readable once per recovery tick (0.4 s) while
+        armed, for the check of dead peers the next try runs. Needs io_uring
+        futex waits (Linux 6.7); ``OSError`` without them. Closed with the queue."""
+        return aio.queue_fileno(self)
+
     def close(self) -> None:
         """This process will put and get no more: its lane and consumer slots are
         given back at once. Items it put stay in the queue for the others
         (``put`` is synchronous: nothing waits in a feeder thread)."""
+        aio.queue_close_fileno(self)
         self._close_handles()
 
     def join_thread(self) -> None:
