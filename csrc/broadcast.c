@@ -130,6 +130,15 @@ uint64_t shmr_b_room(shmr_producer *p, uint64_t n)
 
 int shmr_b_producer_ready(void *arg) { return shmr_b_writable((shmr_producer *)arg, 1) > 0; }
 
+/* What a full ring's producer spins for: a chunk of room (shmr_wait_chunk),
+ * from the same refresh of the cursors as ready. */
+int shmr_b_producer_more(void *arg)
+{
+    shmr_producer *p = arg;
+    uint64_t k = shmr_wait_chunk(p->r);
+    return shmr_b_writable(p, k) >= k;
+}
+
 /* A consumer joins: provisional cursor, then the other half of the Dekker in
  * announce(). */
 void shmr_b_join(shmr_consumer *c, uint32_t start)

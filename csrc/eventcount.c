@@ -225,15 +225,48 @@ int shmr_ec_wait(struct shmr_ec *ec, shmr_ready_fn ready, void *arg, int64_t tim
     return shmr_ec_wait_marked(ec, NULL, ready, arg, timeout_ns, spin_ns);
 }
 
-int shmr_ec_wait_marked(struct shmr_ec *ec, shmr_a32 *mark, shmr_ready_fn ready, void *arg, int64_t timeout_ns,
-                        int64_t spin_ns)
+/* The first part of shmr_ec_wait_more's spin. Every look at more() reads
+ * the lines the peer is writing at that moment (a consumer's newest release
+ * record, its cursor), and each look takes such a line away from the peer,
+ * whose next store must fetch it back: a poll at every pause (about 11 ns
+ * here) does that for nearly every unit the peer frees. So it looks once per
+ * SHMR_EC_POLL_NS and pauses in between, reading only the clock. It waits for
+ * more() at most SHMR_EC_MORE_NS (or until `until`, the end of the budget or
+ * of the timeout): a peer that frees one unit and then stops (it waits for
+ * us, on something else) must not hold us up for a whole long spin budget.
+ * 0: more(); SHMR_EC_SPUN_OUT: ready() when `until` passed; -1: go on as an
+ * ordinary spin for ready(). */
+static int ec_spin_more(shmr_ready_fn more, shmr_ready_fn ready, void *arg, int64_t until)
 {
-    if (ready(arg))
+    int64_t now = shmr_mono_ns();
+    int64_t give_up = now + SHMR_EC_MORE_NS < until ? now + SHMR_EC_MORE_NS : until;
+    int64_t next = now + SHMR_EC_POLL_NS;
+    for (;;) {
+        for (int i = 0; i < 8; i++)
+            shmr_cpu_relax();
+        now = shmr_mono_ns();
+        if (now >= give_up)
+            return give_up == until && ready(arg) ? SHMR_EC_SPUN_OUT : -1;
+        if (now >= next) {
+            if (more(arg))
+                return 0;
+            next = now + SHMR_EC_POLL_NS;
+        }
+    }
+}
+
+static int ec_wait(struct shmr_ec *ec, shmr_a32 *mark, shmr_ready_fn more, shmr_ready_fn ready, void *arg,
+                   int64_t timeout_ns, int64_t spin_ns)
+{
+    if ((more ? more : ready)(arg))
         return 0;
     if (timeout_ns == 0)
-        return -ETIMEDOUT;
+        return more && ready(arg) ? 0 : -ETIMEDOUT;
     if (spin_ns > 0) {
         int64_t until = shmr_mono_ns() + (timeout_ns > 0 && timeout_ns < spin_ns ? timeout_ns : spin_ns);
+        int rc = more ? ec_spin_more(more, ready, arg, until) : -1;
+        if (rc >= 0)
+            return rc;
         for (uint32_t i = 1;; i++) {
             if (ready(arg))
                 return 0;
@@ -278,6 +311,18 @@ int shmr_ec_wait_marked(struct shmr_ec *ec, shmr_a32 *mark, shmr_ready_fn ready,
         if (rc == -ETIMEDOUT || (until >= 0 && shmr_mono_ns() >= until))
             return -ETIMEDOUT;
     }
+}
+
+int shmr_ec_wait_marked(struct shmr_ec *ec, shmr_a32 *mark, shmr_ready_fn ready, void *arg, int64_t timeout_ns,
+                        int64_t spin_ns)
+{
+    return ec_wait(ec, mark, NULL, ready, arg, timeout_ns, spin_ns);
+}
+
+int shmr_ec_wait_more(struct shmr_ec *ec, shmr_a32 *mark, shmr_ready_fn more, shmr_ready_fn ready, void *arg,
+                      int64_t timeout_ns, int64_t spin_ns)
+{
+    return ec_wait(ec, mark, more, ready, arg, timeout_ns, spin_ns);
 }
 
 int shmr_ec_arm(struct shmr_ec *ec, shmr_a32 *mark, shmr_ready_fn ready, void *arg, uint32_t *seen)

@@ -37,6 +37,20 @@ int shmr_ec_wait_marked(struct shmr_ec *ec, shmr_a32 *mark, shmr_ready_fn ready,
                         int64_t spin_ns);
 void shmr_ec_uncount_dead(struct shmr_ec *ec, shmr_a32 *mark);
 
+/* As shmr_ec_wait_marked, for a waiter that would rather take a chunk than
+ * each unit as it frees (a producer on a full ring): the spin first waits
+ * for more(arg), looking only every SHMR_EC_POLL_NS, for at most
+ * SHMR_EC_MORE_NS, then spins for ready(arg) as shmr_ec_wait_marked does; the
+ * sleep and the timeout use ready() alone, so a wait never ends in
+ * -ETIMEDOUT while ready() holds. Returns what shmr_ec_wait_marked returns,
+ * or SHMR_EC_SPUN_OUT: ready(), found when the budget or the timeout ran out
+ * during the first part (the peer moved, just not a chunk's worth). */
+#define SHMR_EC_SPUN_OUT 1
+#define SHMR_EC_POLL_NS 1000
+#define SHMR_EC_MORE_NS 20000
+int shmr_ec_wait_more(struct shmr_ec *ec, shmr_a32 *mark, shmr_ready_fn more, shmr_ready_fn ready, void *arg,
+                      int64_t timeout_ns, int64_t spin_ns);
+
 /* Event-loop waits take the blocking wait apart: arm counts the caller as a
  * sleeper and re-checks (the same epoch read, increment and seq_cst fence as
  * shmr_ec_wait), the caller then sleeps elsewhere (io_uring, futex_waitv) on

@@ -63,6 +63,16 @@ void shmr_q_publish(shmr_producer *p, uint64_t k)
 
 int shmr_q_producer_ready(void *arg) { return shmr_q_writable((shmr_producer *)arg, 1) > 0; }
 
+/* What a full ring's producer spins for: a chunk free (shmr_wait_chunk). The
+ * same walk of release records as ready, only asked for more; reading less
+ * often changes nothing in what is written or in its ordering. */
+int shmr_q_producer_more(void *arg)
+{
+    shmr_producer *p = arg;
+    uint64_t k = shmr_wait_chunk(p->r);
+    return shmr_q_writable(p, k) >= k;
+}
+
 /* Slots the producer may write now: the same walk of release records a push
  * makes, so it costs nothing a later push would not pay anyway. */
 uint64_t shmr_q_free(shmr_producer *p) { return shmr_q_writable(p, p->r->cap); }

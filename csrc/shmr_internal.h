@@ -84,6 +84,21 @@ struct shmr_consumer {
 
 static inline uint64_t shmr_min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
 
+/* How much room a producer that found the ring full spins for before it
+ * writes again (queue.c, broadcast.c: the *_producer_more predicates). Taking
+ * each slot as it frees has the producer read the consumer's newest release
+ * record (or cursor) once per record, a line the consumer is about to write
+ * again; waiting for a chunk moves that line once per chunk. An eighth of the
+ * ring, so that the consumer still has 7/8 of it to read meanwhile, and at
+ * most SHMR_WAIT_CHUNK_MAX, so that a consumer popping one record per call
+ * (about 0.1 us each) frees it well within the default 20 us spin. */
+#define SHMR_WAIT_CHUNK_MAX 64u
+static inline uint64_t shmr_wait_chunk(const shmr_ring *r)
+{
+    uint64_t k = r->cap / 8;
+    return k == 0 ? 1 : k > SHMR_WAIT_CHUNK_MAX ? SHMR_WAIT_CHUNK_MAX : k;
+}
+
 /* Whether the producer evicted this consumer (evict_after). Acquire: pairs with
  * the seq_cst CAS of ready in shmr_b_evict / store in shmr_q_evict. */
 static inline int shmr_evicted(const shmr_consumer *c)
@@ -153,6 +168,7 @@ int shmr_q_claimable(shmr_consumer *c, uint64_t *t);
 int shmr_q_producer_open(shmr_producer *p);
 void shmr_q_publish(shmr_producer *p, uint64_t k);
 int shmr_q_producer_ready(void *p);
+int shmr_q_producer_more(void *p);
 int64_t shmr_q_pop(shmr_consumer *c, void *dst, uint64_t max);
 int64_t shmr_q_claim(shmr_consumer *c, uint64_t max, const void **ptr);
 /* delivered: what the consumer counts as received (k records; a message batch's message count) */
@@ -168,6 +184,7 @@ int shmr_b_producer_open(shmr_producer *p);
 uint64_t shmr_b_room(shmr_producer *p, uint64_t n);
 void shmr_b_publish(shmr_producer *p, uint64_t k);
 int shmr_b_producer_ready(void *p);
+int shmr_b_producer_more(void *p);
 uint64_t shmr_b_refresh_min(shmr_producer *p);
 void shmr_b_join(shmr_consumer *c, uint32_t start);
 void shmr_b_leave(shmr_consumer *c);

@@ -142,8 +142,9 @@ void shmr_commit(shmr_producer *p, uint64_t n)
 
 int shmr_producer_wait(shmr_producer *p, int64_t timeout_ns, int64_t spin_ns)
 {
-    return shmr_spin_wait(&p->spin, p->r, 1, p->r->space_ec, NULL, IS_QUEUE(p->r) ? shmr_q_producer_ready : shmr_b_producer_ready, p,
-                        timeout_ns, spin_ns);
+    int q = IS_QUEUE(p->r);
+    return shmr_spin_wait_more(&p->spin, p->r, 1, p->r->space_ec, NULL, q ? shmr_q_producer_more : shmr_b_producer_more,
+                               q ? shmr_q_producer_ready : shmr_b_producer_ready, p, timeout_ns, spin_ns);
 }
 
 int shmr_producer_recover(shmr_producer *p, uint64_t *reclaimed)

@@ -66,10 +66,11 @@ static inline void shmr_spin_set(struct shmr_spin *s, uint32_t sleeping)
 }
 
 /* mark: the consumer slot's ready word, flagged while counted as a sleeper
- * (shmr_ec_wait_marked); NULL for a producer */
-static inline int shmr_spin_wait(struct shmr_spin *s, shmr_ring *r, int producer_side, struct shmr_ec *ec,
-                                 shmr_a32 *mark, shmr_ready_fn ready, void *arg, int64_t timeout_ns,
-                                 int64_t spin_ns)
+ * (shmr_ec_wait_marked); NULL for a producer. more: what a spin waits for
+ * beyond ready (shmr_ec_wait_more), NULL for ready alone. */
+static inline int shmr_spin_wait_more(struct shmr_spin *s, shmr_ring *r, int producer_side, struct shmr_ec *ec,
+                                      shmr_a32 *mark, shmr_ready_fn more, shmr_ready_fn ready, void *arg,
+                                      int64_t timeout_ns, int64_t spin_ns)
 {
     s->st.waits++;
     if (spin_ns <= 0)
@@ -91,18 +92,27 @@ static inline int shmr_spin_wait(struct shmr_spin *s, shmr_ring *r, int producer
     }
     s->st.spun++;
     int64_t t0 = shmr_mono_ns();
-    int rc = shmr_ec_wait_marked(ec, mark, ready, arg, timeout_ns, spin_ns);
+    int rc = more ? shmr_ec_wait_more(ec, mark, more, ready, arg, timeout_ns, spin_ns)
+                  : shmr_ec_wait_marked(ec, mark, ready, arg, timeout_ns, spin_ns);
     if (rc == -EINTR)
         return rc; /* a signal says nothing about where the peer runs */
     /* within the budget: the spin (not the yields or a sleep after it) ended
-     * the wait, up to the last clock check's slack */
-    if (rc == 0 && shmr_mono_ns() - t0 <= spin_ns) {
+     * the wait, up to the last clock check's slack; SPUN_OUT: the peer freed
+     * something during the spin, only less than more() asked for */
+    if (rc == SHMR_EC_SPUN_OUT || (rc == 0 && shmr_mono_ns() - t0 <= spin_ns)) {
         s->st.spin_won++;
         shmr_spin_set(s, 0);
-    } else {
-        s->look = 1;
+        return 0;
     }
+    s->look = 1;
     return rc;
+}
+
+static inline int shmr_spin_wait(struct shmr_spin *s, shmr_ring *r, int producer_side, struct shmr_ec *ec,
+                                 shmr_a32 *mark, shmr_ready_fn ready, void *arg, int64_t timeout_ns,
+                                 int64_t spin_ns)
+{
+    return shmr_spin_wait_more(s, r, producer_side, ec, mark, NULL, ready, arg, timeout_ns, spin_ns);
 }
 
 #endif

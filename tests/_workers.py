@@ -221,3 +221,49 @@ def pinned_idle_producer(ring, cpu: int, ready, done) -> None:
     done.wait(120)
     prod.close()
     ring.close()
+
+
+# ---- a producer on a full ring (csrc/shmr_internal.h, shmr_wait_chunk) ------------
+
+def pinned_pop_consumer(ring, cpu: int, n: int, work: float, ready, go, results) -> None:
+    """Pinned to cpu, join, then once go is set pop n records one per call, busy for
+    `work` seconds after each (checked afterwards); put (records received, records out
+    of order, records failing their checksum)."""
+    os.sched_setaffinity(0, {cpu})
+    cons = ring.consumer(start="oldest")
+    ready.set()
+    go.wait(60)
+    pop, clock = cons.pop, time.perf_counter
+    recs = []
+    for _ in range(n):
+        recs.append(pop(timeout=30))
+        t = clock() + work
+        while clock() < t:
+            pass
+    a = np.array(recs, dtype=REC)
+    results.put((len(a), int(np.count_nonzero(a["seq"] != np.arange(n, dtype=np.uint64))), n_bad(a)))
+    cons.close()
+    ring.close()
+
+
+def one_then_drain_consumer(ring, ready, go, popped, drain, results) -> None:
+    """Join; once go is set pop one record and set popped; once drain is set pop
+    until Closed. Put (records received, out of order, failing their checksum)."""
+    cons = ring.consumer(start="oldest")
+    ready.set()
+    go.wait(60)
+    first = np.array([cons.pop(timeout=30)], dtype=REC)
+    seqs = [int(first["seq"][0])]
+    bad = n_bad(first)
+    popped.set()
+    drain.wait(60)
+    try:
+        while True:
+            a = cons.pop_many(64, timeout=30)
+            seqs.extend(int(s) for s in a["seq"])
+            bad += n_bad(a)
+    except shmring.Closed:
+        pass
+    results.put((len(seqs), sum(s != i for i, s in enumerate(seqs)), bad))
+    cons.close()
+    ring.close()
