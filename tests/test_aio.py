@@ -168,6 +168,7 @@ def test_streaming_apush_to_apop(mp_ctx, rings, ring_name, procs):
     r = rings.create(ring_name, capacity=64, dtype=REC)
     c = r.consumer()  # joined before the producer starts
     child = procs(mp_ctx, W.apush_stream, r, n, 100, 5)
+    buf = np.empty(50, REC)
 
     async def main():
         chunks = []
@@ -176,8 +177,13 @@ def test_streaming_apush_to_apop(mp_ctx, rings, ring_name, procs):
             try:
                 if k % 3 == 0:
                     chunks.append(np.array([await c.apop(timeout=30)], dtype=REC))
-                else:
+                elif k % 3 == 1:
                     chunks.append(await c.apop_many(97, timeout=30))
+                else:
+                    # into a reused array: a count back, out[:count] filled
+                    m = await c.apop_many(timeout=30, out=buf)
+                    assert 1 <= m <= len(buf)
+                    chunks.append(buf[:m].copy())
             except shmring.Closed:
                 return np.concatenate(chunks)
             k += 1

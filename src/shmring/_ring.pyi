@@ -398,8 +398,12 @@ class Consumer(_ConsumerSide):
         the event loop.
         """
 
-    async def apop_many(self, max_records: int, timeout: float | None = None) -> np.ndarray:
-        """Coroutine form of ``pop_many()``."""
+    @overload
+    async def apop_many(self, max_records: int, timeout: float | None = None, *, out: None = None) -> np.ndarray: ...
+    @overload
+    async def apop_many(self, max_records: int | None = None, timeout: float | None = None, *,
+                        out: np.ndarray) -> int:
+        """Coroutine form of ``pop_many()``; with ``out`` it fills ``out[:n]`` and returns ``n``."""
 
     def __aiter__(self) -> AsyncIterator[Any]:
         """The consumer itself: ``async for`` pops records until the stream ends."""
