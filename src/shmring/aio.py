@@ -88,6 +88,11 @@ class _UringReactor:
         self.futs: dict[int, asyncio.Future[None]] = {}
         self.tokens = itertools.count(3)
         self.watches: dict[int, list[Any]] = {}  # owner -> [pidfd, set of (handle, future)]
+        # apop's deadline: asyncio's own loops keep timers in Python (a timer
+        # handle, a heap push, a cancel: ~25k instructions a wait), so the kernel
+        # keeps it, beside the futex wait (which costs one more reap pass when
+        # the wait completes); loops with timers in C (uvloop) keep their own
+        self.kernel_deadline = isinstance(loop, asyncio.BaseEventLoop)
         loop.add_reader(self.uw.fileno(), self.uw.dispatch, self.futs)
 
     def __del__(self) -> None:
@@ -426,7 +431,12 @@ async def apop_wait(c: Any, timeout: Any = None) -> Any:
         else:
             token = next(r.tokens)
             try:
-                armed = uw.arm(c, token) if deadline is None else uw.arm_until(c, token, deadline)
+                if deadline is None:
+                    armed = uw.arm(c, token)
+                elif r.kernel_deadline:
+                    armed = uw.arm_until(c, token, deadline)
+                else:
+                    armed = 2 if uw.arm(c, token) else 0
             except OSError as exc:
                 armed = r._arm_again(c, token, exc)
                 if armed and deadline is not None:
