@@ -179,29 +179,39 @@ int shmr_uring_eventfd(const shmr_uring *u) { return u->event_fd; }
 
 /* One process-local user at a time (the binding holds the GIL), so the SQ tail
  * has a single writer; the release store pairs with the kernel's acquire of the
- * tail, publishing the sqe written before it. */
-static int uring_push(shmr_uring *u, const struct io_uring_sqe *sqe)
+ * tail, publishing the sqes written before it. Returns how many of the n the
+ * kernel took (n, or fewer when it stopped at one that failed: that one
+ * completes with its error; the rest are withdrawn), or -errno when none. */
+static int uring_push_n(shmr_uring *u, const struct io_uring_sqe *sqe, unsigned n)
 {
     uint32_t tail = shmr_load_relaxed32(u->sq_tail);
-    if (tail - shmr_load_acquire32(u->sq_head) >= u->sq_entries)
+    if (tail - shmr_load_acquire32(u->sq_head) + n > u->sq_entries)
         return -EBUSY; /* never: every push is submitted at once */
-    uint32_t i = tail & u->sq_mask;
-    u->sqes[i] = *sqe;
-    u->sq_array[i] = i;
-    shmr_store_release32(u->sq_tail, tail + 1);
+    for (unsigned k = 0; k < n; k++) {
+        uint32_t i = (tail + k) & u->sq_mask;
+        u->sqes[i] = sqe[k];
+        u->sq_array[i] = i;
+    }
+    shmr_store_release32(u->sq_tail, tail + n);
     for (;;) {
-        long rc = syscall(__NR_io_uring_enter, u->ring_fd, 1, 0, 0, NULL, 0);
-        if (rc == 1)
-            return 0;
+        long rc = syscall(__NR_io_uring_enter, u->ring_fd, n, 0, 0, NULL, 0);
+        if (rc == (long)n)
+            return (int)n;
         if (rc < 0 && errno == EINTR)
             continue;
-        /* not taken (-EBUSY while completions overflow): no SQPOLL thread, so
-         * the kernel reads the tail only inside io_uring_enter and we may
-         * withdraw the entry; the caller reaps and tries again */
-        int err = rc < 0 ? errno : EBUSY;
-        shmr_store_release32(u->sq_tail, tail);
-        return -err;
+        /* not all taken (-EBUSY while completions overflow): no SQPOLL thread,
+         * so the kernel reads the tail only inside io_uring_enter and we may
+         * withdraw what it did not take; the caller reaps and tries again */
+        int took = rc > 0 ? (int)rc : 0;
+        shmr_store_release32(u->sq_tail, tail + (uint32_t)took);
+        return took ? took : rc < 0 ? -errno : -EBUSY;
     }
+}
+
+static int uring_push(shmr_uring *u, const struct io_uring_sqe *sqe)
+{
+    int rc = uring_push_n(u, sqe, 1);
+    return rc == 1 ? 0 : rc;
 }
 
 int shmr_uring_futex_wait(shmr_uring *u, void *word, uint32_t seen, uint64_t user_data)
@@ -215,6 +225,34 @@ int shmr_uring_futex_wait(shmr_uring *u, void *word, uint32_t seen, uint64_t use
     s.addr3 = SHMR_FUTEX_BITSET_ANY;
     s.user_data = user_data;
     return uring_push(u, &s);
+}
+
+int shmr_uring_futex_wait_until(shmr_uring *u, void *word, uint32_t seen, uint64_t user_data, int64_t deadline_ns)
+{
+    /* The deadline as a linked timeout: the kernel cancels the wait at that
+     * CLOCK_MONOTONIC time (its completion then carries -ECANCELED), so an
+     * event loop keeps no timer of its own per wait. The timeout's own
+     * completion carries user_data 0, which reapers skip. The kernel reads
+     * the timespec while submitting, so a stack copy is enough. */
+    struct __kernel_timespec ts = {.tv_sec = deadline_ns / 1000000000, .tv_nsec = deadline_ns % 1000000000};
+    struct io_uring_sqe s[2];
+    memset(s, 0, sizeof s);
+    s[0].opcode = SHMR_IORING_OP_FUTEX_WAIT;
+    s[0].flags = IOSQE_IO_LINK;
+    s[0].fd = SHMR_FUTEX2_SIZE_U32;
+    s[0].addr = (uint64_t)(uintptr_t)word;
+    s[0].off = seen;
+    s[0].addr3 = SHMR_FUTEX_BITSET_ANY;
+    s[0].user_data = user_data;
+    s[1].opcode = IORING_OP_LINK_TIMEOUT;
+    s[1].addr = (uint64_t)(uintptr_t)&ts;
+    s[1].len = 1;
+    s[1].timeout_flags = IORING_TIMEOUT_ABS;
+    s[1].user_data = 0;
+    int rc = uring_push_n(u, s, 2);
+    /* 1: the wait went in (or failed, completing with its error) without its
+     * timeout: the caller keeps the deadline itself */
+    return rc == 2 ? 0 : rc;
 }
 
 int shmr_uring_poll(shmr_uring *u, int fd, uint64_t user_data)

@@ -31,6 +31,10 @@ int shmr_uring_eventfd(const shmr_uring *u);
 
 /* Each submits one operation at once; its completion carries user_data. */
 int shmr_uring_futex_wait(shmr_uring *u, void *word, uint32_t seen, uint64_t user_data);
+/* The same wait, cancelled by the kernel at deadline_ns (CLOCK_MONOTONIC,
+ * absolute; Linux 5.5 linked timeouts): 0, or 1 when the wait was submitted
+ * without its timeout (the caller keeps the deadline), or -errno. */
+int shmr_uring_futex_wait_until(shmr_uring *u, void *word, uint32_t seen, uint64_t user_data, int64_t deadline_ns);
 int shmr_uring_poll(shmr_uring *u, int fd, uint64_t user_data);        /* POLLIN, one shot */
 int shmr_uring_timeout(shmr_uring *u, int64_t ns, uint64_t user_data); /* completes after ns */
 int shmr_uring_cancel(shmr_uring *u, uint64_t user_data);              /* its own completion has user_data 0 */

@@ -168,6 +168,7 @@ def test_streaming_apush_to_apop(mp_ctx, rings, ring_name, procs):
     r = rings.create(ring_name, capacity=64, dtype=REC)
     c = r.consumer()  # joined before the producer starts
     child = procs(mp_ctx, W.apush_stream, r, n, 100, 5)
+    buf = np.empty(50, REC)
 
     async def main():
         chunks = []
@@ -176,8 +177,13 @@ def test_streaming_apush_to_apop(mp_ctx, rings, ring_name, procs):
             try:
                 if k % 3 == 0:
                     chunks.append(np.array([await c.apop(timeout=30)], dtype=REC))
-                else:
+                elif k % 3 == 1:
                     chunks.append(await c.apop_many(97, timeout=30))
+                else:
+                    # into a reused array: a count back, out[:count] filled
+                    m = await c.apop_many(timeout=30, out=buf)
+                    assert 1 <= m <= len(buf)
+                    chunks.append(buf[:m].copy())
             except shmring.Closed:
                 return np.concatenate(chunks)
             k += 1
@@ -633,3 +639,41 @@ def test_dropped_handle_with_fileno_leaves_nothing_counted(rings, ring_name):
     assert consumer_waiters(r) == 1 and r.stats()["n_consumers"] == 1
     del c  # no cycle keeps it: the slot and the counted waiter go at once
     assert consumer_waiters(r) == 0 and r.stats()["n_consumers"] == 0
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_apop_timeout_while_the_producer_is_watched(rings, ring_name, procs, loop_kind):
+    """A timed apop on a consumer whose producer (another process) is watched:
+    Empty once the deadline passes, nothing taken, the next record still
+    arrives; on asyncio's own loop the deadline is the kernel's (no timer left
+    in the loop), on uvloop the loop's."""
+    ctx = multiprocessing.get_context("fork")
+    r = rings.create(ring_name, capacity=8, dtype=np.int64)
+    c = r.consumer()
+    ready = ctx.Event()
+    child = procs(ctx, W.push_then_hang, r, 3, ready)
+    assert ready.wait(30)
+
+    async def main():
+        assert int(await c.apop(timeout=10)) == 0
+        assert int(await c.apop(timeout=10)) == 1
+        assert int(await c.apop(timeout=10)) == 2
+        loop = asyncio.get_running_loop()
+        timers_mid_wait = []
+        for t in (0.2, 0.1, 0.05):  # the first wait sets the producer's watch up
+            # what timers the loop holds halfway through the wait
+            loop.call_later(t / 2, lambda: timers_mid_wait.append(
+                sum(1 for h in getattr(loop, "_scheduled", []) if not h.cancelled())))
+            t0 = time.monotonic()
+            with pytest.raises(shmring.Empty):
+                await c.apop(timeout=t)
+            waited = time.monotonic() - t0
+            assert t <= waited < t + 5, waited
+        if loop_kind == "asyncio":
+            assert timers_mid_wait[1:] == [0, 0]
+        child.kill()
+        with pytest.raises(shmring.Closed):
+            await c.apop(timeout=30)
+
+    run(main(), loop_kind)
+    child.join(10)

@@ -76,6 +76,16 @@ def _owner(_Waitable h):
     return h._watch_owner()
 
 
+TAKE_NOTHING = _NOTHING
+
+
+def _take(_ConsumerSide c):
+    """An awaited pop's try after a wake-up: the item, or TAKE_NOTHING. The
+    liveness check pop(0) runs when it is due is left out of the common case:
+    the awaited wait watches the producer itself (pidfd, or its tick)."""
+    return c._try_pop()
+
+
 def _fd_waiter(_Handle h):
     return h._fdw
 
@@ -193,6 +203,22 @@ cdef class UringWaiter:
             _disarm_one(h)
             _raise(rc, "io_uring futex wait")
         return True
+
+    def arm_until(self, _Waitable h, uint64_t token, double deadline):
+        """arm() with a deadline (time.monotonic() seconds) the kernel keeps: the
+        wait completes at that time if nothing woke it first. 0: h may make
+        progress now (nothing armed); 1: armed; 2: armed without the deadline
+        (the caller keeps it). One _disarm(h) is owed when armed."""
+        cdef void *word = NULL
+        cdef uint32_t seen = 0
+        self._ok()
+        if _arm_one(h, &word, &seen):
+            return 0
+        cdef int rc = shmr_uring_futex_wait_until(self.u, word, seen, token, <int64_t>(deadline * 1e9))
+        if rc < 0:
+            _disarm_one(h)
+            _raise(rc, "io_uring futex wait")
+        return 2 if rc == 1 else 1
 
     def poll(self, int fd, uint64_t token):
         self._ok()

@@ -11,6 +11,7 @@ cdef extern from "uring_wait.h" nogil:
     void shmr_uring_close(shmr_uring *u)
     int shmr_uring_eventfd(const shmr_uring *u)
     int shmr_uring_futex_wait(shmr_uring *u, void *word, uint32_t seen, uint64_t user_data)
+    int shmr_uring_futex_wait_until(shmr_uring *u, void *word, uint32_t seen, uint64_t user_data, int64_t deadline_ns)
     int shmr_uring_poll(shmr_uring *u, int fd, uint64_t user_data)
     int shmr_uring_timeout(shmr_uring *u, int64_t ns, uint64_t user_data)
     int shmr_uring_cancel(shmr_uring *u, uint64_t user_data)

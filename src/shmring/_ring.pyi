@@ -203,7 +203,8 @@ class _ProducerSide(_Handle):
 class _ConsumerSide(_Handle):
     def try_pop(self) -> Any | None: ...
     async def apop(self, timeout: float | None = None) -> Any: ...
-    async def apop_many(self, max_records: int, timeout: float | None = None) -> Any: ...
+    async def apop_many(self, max_records: int | None = None, timeout: float | None = None, *,
+                        out: np.ndarray | None = None) -> Any: ...
     def __aiter__(self) -> AsyncIterator[Any]: ...
     async def __anext__(self) -> Any: ...
 
@@ -402,8 +403,13 @@ class Consumer(_ConsumerSide):
         the event loop.
         """
 
-    async def apop_many(self, max_records: int, timeout: float | None = None) -> np.ndarray:
-        """Coroutine form of ``pop_many()``."""
+    @overload  # type: ignore[override]
+    async def apop_many(self, max_records: int | None = None, timeout: float | None = None, *,
+                        out: None = None) -> np.ndarray: ...
+    @overload
+    async def apop_many(self, max_records: int | None = None, timeout: float | None = None, *,
+                        out: np.ndarray) -> int:
+        """Coroutine form of ``pop_many()``; with ``out`` it fills ``out[:n]`` and returns ``n``."""
 
     def __aiter__(self) -> AsyncIterator[Any]:
         """The consumer itself: ``async for`` pops records until the stream ends."""
@@ -424,6 +430,12 @@ class UringWaiter:
     def arm(self, h: _Waitable, token: int) -> bool:
         """Arm a handle and submit a futex wait completing with ``token``. False: the handle may
         make progress now (nothing armed). True: armed; one ``_disarm`` is owed.
+        """
+
+    def arm_until(self, h: _Waitable, token: int, deadline: float) -> int:
+        """``arm()`` with a deadline (``time.monotonic()`` seconds) the kernel keeps. 0: the
+        handle may make progress now; 1: armed; 2: armed without the deadline (the caller
+        keeps it). One ``_disarm`` is owed when armed.
         """
 
     def dispatch(self, futs: dict[int, Any]) -> None:
@@ -465,6 +477,8 @@ def _owner(h: _Waitable) -> int: ...
 def _fd_waiter(h: _Handle) -> Any: ...
 def _set_fd_waiter(h: _Handle, w: Any) -> None: ...
 def _queue_item_wait(q: _QueueCore) -> _Waitable: ...
+TAKE_NOTHING: object
+def _take(c: _ConsumerSide) -> Any: ...
 def _queue_pass_on(w: _Waitable) -> None: ...
 def _wait_many(handles: list[Any], timeout: float, ctl: WakeWord | None = None, ctl_seen: int = 0) -> bool: ...
 
@@ -776,7 +790,7 @@ class MessageConsumer(_ConsumerSide):
     def __exit__(self, *exc: Any) -> None:
         """Close the consumer."""
 
-    async def apop_many(self, max_messages: int, timeout: float | None = None) -> list[Any]:
+    async def apop_many(self, max_messages: int, timeout: float | None = None) -> list[Any]:  # type: ignore[override]
         """Coroutine form of ``pop_many()``."""
 
 # ---- queue segments (shmring.Queue; see shmring.queues) ----------------------

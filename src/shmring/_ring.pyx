@@ -747,13 +747,16 @@ cdef class _ConsumerSide(_Handle):
             item = await _aio_mod().apop_wait(self, timeout)
         return item
 
-    async def apop_many(self, Py_ssize_t max_records, timeout=None):
-        """Coroutine form of pop_many()."""
+    async def apop_many(self, max_records=None, timeout=None, *, out=None):
+        """Coroutine form of pop_many(); with ``out`` it fills out[:n] and
+        returns n, allocating nothing per call."""
         try:
-            return self.pop_many(max_records, 0)
+            if out is None:
+                return self.pop_many(max_records, 0)
+            return self.pop_many(max_records, 0, out=out)
         except Empty:
             pass
-        return await _aio_mod().apop_many_wait(self, max_records, timeout)
+        return await _aio_mod().apop_many_wait(self, max_records, timeout, out)
 
     def __aiter__(self):
         return self

@@ -88,6 +88,11 @@ class _UringReactor:
         self.futs: dict[int, asyncio.Future[None]] = {}
         self.tokens = itertools.count(3)
         self.watches: dict[int, list[Any]] = {}  # owner -> [pidfd, set of (handle, future)]
+        # apop's deadline: asyncio's own loops keep timers in Python (a timer
+        # handle, a heap push, a cancel: ~25k instructions a wait), so the kernel
+        # keeps it, beside the futex wait (which costs one more reap pass when
+        # the wait completes); loops with timers in C (uvloop) keep their own
+        self.kernel_deadline = isinstance(loop, asyncio.BaseEventLoop)
         loop.add_reader(self.uw.fileno(), self.uw.dispatch, self.futs)
 
     def __del__(self) -> None:
@@ -397,7 +402,10 @@ async def wait_ready(w: Any, timeout: Any = None) -> bool:
 async def apop_wait(c: Any, timeout: Any = None) -> Any:
     # The hot slow path (every record that arrives while the loop sleeps): one
     # coroutine frame, with _UringReactor.wait for one consumer inlined once its
-    # producer is watched (the common case: the first wait set the watch up).
+    # producer is watched (the common case: the first wait set the watch up);
+    # a deadline rides with the futex wait as a kernel timeout, not as a timer
+    # of the loop; the try after a wake-up skips pop(0)'s liveness check (the
+    # wait watches the producer itself).
     deadline = _deadline(timeout)
     r = _reactor()
     if type(r) is not _UringReactor:
@@ -410,6 +418,8 @@ async def apop_wait(c: Any, timeout: Any = None) -> Any:
     uw = r.uw
     futs = r.futs
     loop = r.loop
+    take = _ring._take
+    nothing = _ring.TAKE_NOTHING
     while True:
         if deadline is not None and time.monotonic() >= deadline:
             # the time is over: a last non-blocking pop raises Empty (after the
@@ -421,16 +431,23 @@ async def apop_wait(c: Any, timeout: Any = None) -> Any:
         else:
             token = next(r.tokens)
             try:
-                armed = uw.arm(c, token)
+                if deadline is None:
+                    armed = uw.arm(c, token)
+                elif r.kernel_deadline:
+                    armed = uw.arm_until(c, token, deadline)
+                else:
+                    armed = 2 if uw.arm(c, token) else 0
             except OSError as exc:
                 armed = r._arm_again(c, token, exc)
+                if armed and deadline is not None:
+                    armed = 2
             if armed:
                 fut = loop.create_future()
                 futs[token] = fut
                 waiter = (c, fut)
                 watch[1].add(waiter)
                 timer = None
-                if deadline is not None:
+                if armed == 2:
                     timer = loop.call_at(loop.time() + max(0.0, deadline - time.monotonic()), _wake, fut, None)
                 try:
                     await fut
@@ -444,17 +461,18 @@ async def apop_wait(c: Any, timeout: Any = None) -> Any:
                     watch[1].discard(waiter)  # a set _on_exit dropped meanwhile: harmless
                     if timer is not None:
                         timer.cancel()
-        try:
-            return c.pop(0)
-        except Empty:
-            pass
+        item = take(c)
+        if item is not nothing:
+            return item
 
 
-async def apop_many_wait(c: Any, max_records: int, timeout: Any = None) -> Any:
+async def apop_many_wait(c: Any, max_records: Any, timeout: Any = None, out: Any = None) -> Any:
     deadline = _deadline(timeout)
     while await _progress(c, deadline):
         try:
-            return c.pop_many(max_records, 0)
+            if out is None:
+                return c.pop_many(max_records, 0)
+            return c.pop_many(max_records, 0, out=out)
         except Empty:
             pass
     raise Empty()
