@@ -47,3 +47,20 @@ def test_a_dropped_record_scalar_takes_the_next_record(rings, ring_name):
     del third
     assert int(cons.try_pop()["seq"]) == 3
     assert cons.try_pop() is None
+
+
+def test_a_loop_that_keeps_the_last_record_still_reuses(rings, ring_name):
+    # `for rec in cons` (or `rec = cons.pop()`) still holds the previous record when it asks
+    # for the next: the consumer keeps two scalars, and reuses the one let go of.
+    ring = rings.create(ring_name, REC, 64)
+    prod = ring.producer()
+    cons = ring.consumer()
+    prod.push_many(make_records(0, 40))
+    prod.close()
+    seen, ids = [], set()
+    for rec in cons:
+        seen.append(int(rec["seq"]))
+        assert n_bad(rec) == 0
+        ids.add(id(rec))
+    assert seen == list(range(40))
+    assert len(ids) <= 3

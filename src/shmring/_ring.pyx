@@ -37,9 +37,9 @@ cdef extern from "numpy/arrayobject.h":
 # A record popped as a numpy void scalar costs two allocations and two frees in
 # numpy (the object and its data buffer, the latter traced by tracemalloc): about
 # half of a one-record pop(), measured with callgrind (benchmarks/README.md). A
-# consumer keeps the scalar it returned last; once the caller has dropped it (our
-# reference is the only one left) the next record is copied into it and it is
-# returned again. With free threading a count of 1 does not prove that no other
+# consumer keeps the two scalars it returned last; once the caller has dropped one
+# (our reference is the only one left) the next record is copied into it and it
+# is returned again. With free threading a count of 1 does not prove that no other
 # thread holds the object, so there every record gets a scalar of its own.
 cdef extern from *:
     """
@@ -1147,6 +1147,8 @@ cdef class Consumer(_ConsumerSide):
     cdef bint _scalar_path
     cdef bint _reuse          # records come out as np.void scalars that own their data
     cdef object _last         # the np.void returned last (see SHMR_REUSE_SCALARS)
+    cdef object _prev         # ... and the one before: `rec = pop()` in a loop still
+                              # holds the last one when it asks for the next
     cdef bint _raise_lag
     cdef bint _viewing
     cdef object _pending      # records (an array) received while a Lagged was being raised
@@ -1227,12 +1229,17 @@ cdef class Consumer(_ConsumerSide):
     cdef object _scalar(self):
         """The record in _scratch as a numpy scalar: the one returned last if nobody else
         holds it any more (see SHMR_REUSE_SCALARS), else a new one."""
-        if self._reuse and self._last is not None and shmr_sole_ref(<PyObject *>self._last):
-            memcpy(shmr_void_data(<PyObject *>self._last), self._scratch, self._record_size)
-            return self._last
+        if self._reuse:
+            if self._last is not None and shmr_sole_ref(<PyObject *>self._last):
+                memcpy(shmr_void_data(<PyObject *>self._last), self._scratch, self._record_size)
+                return self._last
+            if self._prev is not None and shmr_sole_ref(<PyObject *>self._prev):
+                memcpy(shmr_void_data(<PyObject *>self._prev), self._scratch, self._record_size)
+                self._prev, self._last = self._last, self._prev
+                return self._last
         rec = PyArray_Scalar(self._scratch, self._rec_descr, NULL)
         if self._reuse:
-            self._last = rec
+            self._prev, self._last = self._last, rec
         return rec
 
     cdef int _ready_check(self) except -1:
