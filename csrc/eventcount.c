@@ -228,8 +228,8 @@ int shmr_ec_wait(struct shmr_ec *ec, shmr_ready_fn ready, void *arg, int64_t tim
 /* The first part of shmr_ec_wait_more's spin. Every look at more() reads
  * the lines the peer is writing at that moment (a consumer's newest release
  * record, its cursor), and each look takes such a line away from the peer,
- * whose next store must fetch it back: a poll at every pause (about 11 ns
- * here) does that for nearly every unit the peer frees. So it looks once per
+ * whose next store must fetch it back: a poll at every pause (11 ns on the
+ * machine of benchmarks/README.md) does that for nearly every unit freed. So it looks once per
  * SHMR_EC_POLL_NS and pauses in between, reading only the clock. It waits for
  * more() at most SHMR_EC_MORE_NS (or until `until`, the end of the budget or
  * of the timeout): a peer that frees one unit and then stops (it waits for

@@ -91,7 +91,8 @@ static inline uint64_t shmr_min_u64(uint64_t a, uint64_t b) { return a < b ? a :
  * again; waiting for a chunk moves that line once per chunk. An eighth of the
  * ring, so that the consumer still has 7/8 of it to read meanwhile, and at
  * most SHMR_WAIT_CHUNK_MAX, so that a consumer popping one record per call
- * (about 0.1 us each) frees it well within the default 20 us spin. */
+ * (about 0.1 us each) frees it well within the SHMR_EC_MORE_NS (20 us) the
+ * spin waits for it. */
 #define SHMR_WAIT_CHUNK_MAX 64u
 static inline uint64_t shmr_wait_chunk(const shmr_ring *r)
 {
