@@ -53,7 +53,8 @@ def test_full_ring_producer_waits_for_a_chunk(rings, ring_name, procs, mode):
     join_all([c])
     assert (got, out_of_order, bad) == (CAP + n, 0, 0)
     st = prod._wait_stats()
-    assert st["spun"] == st["waits"] == st["spin_won"], st  # every wait ended in its spin
+    # whether each wait ended in its spin depends on how often the consumer was
+    # preempted (the machine's load): the count of waits is what the chunk sets
     assert st["waits"] <= n // 4, st
     prod.close()
 
