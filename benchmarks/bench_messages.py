@@ -37,7 +37,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from compare import OtherLoad, machine_info  # noqa: E402  (same machine facts as compare.py)
+from harness.machine import OtherLoad, machine_info  # noqa: E402  (the machine facts every benchmark prints)
 
 import shmring  # noqa: E402
 

@@ -122,7 +122,7 @@ void shmr_m_producer_open(shmr_producer *p)
     p->oldest = shmr_load_acquire64(&r->prod->oldest);
     if (p->oldest > p->head)
         p->oldest = p->head;
-    p->rewind_units = 0; /* a queue lane turns it on (mpqueue.c) */
+    shmr_msg_set_rewind(p, SHMR_MSG_REWIND_BYTES); /* queue mode, 4 MiB rings and up */
 }
 
 /* Broadcast: before positions below limit are overwritten, move oldest past

@@ -426,7 +426,6 @@ int shmr_mpq_producer_open(shmr_mpq *q, shmr_ring **ring, shmr_producer **out, u
         }
         lane_repair(q, i, r);
         p->ticket = &q->hdr->ticket.next;
-        shmr_msg_set_rewind(p, SHMR_MSG_REWIND_BYTES);
         raise_lanes_used(q, (uint64_t)i + 1);
         *ring = r;
         *out = p;

@@ -17,7 +17,7 @@ import pytest
 import shmring
 import _mpq_workers as W
 
-LANE_WINDOW = 1 << 20   # SHMR_MSG_REWIND_BYTES: a Queue lane's window
+LANE_WINDOW = 512 << 10  # SHMR_MSG_REWIND_BYTES: a Queue lane's window
 ITEM = 8 * W.BIG_WORDS  # the array's bytes; the frame adds the pickle and headers
 
 

@@ -6,7 +6,7 @@
 # the codec, which writes straight into the ring and reads straight out of it.
 
 from cpython.buffer cimport PyBUF_ANY_CONTIGUOUS, PyBUF_WRITABLE, PyBuffer_FillInfo
-from cpython.bytearray cimport PyByteArray_FromStringAndSize
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_FromStringAndSize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.string cimport memcpy
 
@@ -133,6 +133,20 @@ cdef tuple _raw_batch(Mapping m, const shmr_msg *msgs, int64_t n, uint64_t own_f
     return table, packed, owns
 
 
+cdef object _buffer_copy(const char *src, Py_ssize_t n):
+    """A bytearray holding a copy of n bytes (an out-of-band buffer for
+    pickle.loads: arrays rebuilt over it are writable and own their memory);
+    large ones copied without the GIL, so other threads run meanwhile."""
+    cdef object out = PyByteArray_FromStringAndSize(NULL, n)
+    cdef char *dst = PyByteArray_AS_STRING(out)
+    if n >= NOGIL_BYTES:
+        with nogil:
+            memcpy(dst, src, n)
+    elif n:
+        memcpy(dst, src, n)
+    return out
+
+
 cdef object _copy_out(Mapping mp, uint32_t kind, const char *body, uint64_t n, bint allow_pickle):
     """A decoded copy of a body: every buffer copied once with memcpy (without
     the GIL when large) into memory the result owns."""
@@ -153,7 +167,7 @@ cdef object _copy_out(Mapping mp, uint32_t kind, const char *body, uint64_t n, b
         return out
     if kind == _codec.PICKLE_OOB and allow_pickle:
         pos, slen, table = _codec.oob_table(span)
-        bufs = [PyByteArray_FromStringAndSize(body + <uint64_t>o, <Py_ssize_t>ln) for o, ln in table]
+        bufs = [_buffer_copy(body + <uint64_t>o, <Py_ssize_t>ln) for o, ln in table]
         return _pickle_loads(span[pos:pos + slen], buffers=bufs)
     return _codec.decode(kind, span, copy=True, allow_pickle=allow_pickle)
 
