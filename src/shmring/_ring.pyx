@@ -34,28 +34,6 @@ cdef extern from "numpy/arrayobject.h":
     object PyArray_NewFromDescr(object subtype, object descr, int nd, cnp.npy_intp *dims,
                                 cnp.npy_intp *strides, void *data, int flags, PyObject *obj)
 
-# A record popped as a numpy void scalar costs two allocations and two frees in
-# numpy (the object and its data buffer, the latter traced by tracemalloc): about
-# half of a one-record pop(), measured with callgrind (benchmarks/README.md). A
-# consumer keeps the two scalars it returned last; once the caller has dropped one
-# (our reference is the only one left) the next record is copied into it and it
-# is returned again. With free threading a count of 1 does not prove that no other
-# thread holds the object, so there every record gets a scalar of its own.
-cdef extern from *:
-    """
-    #include <numpy/arrayscalars.h>
-    #ifdef Py_GIL_DISABLED
-    #define SHMR_REUSE_SCALARS 0
-    #else
-    #define SHMR_REUSE_SCALARS 1
-    #endif
-    static inline int shmr_sole_ref(PyObject *o) { return Py_REFCNT(o) == 1; }
-    static inline char *shmr_void_data(PyObject *o) { return ((PyVoidScalarObject *)o)->obval; }
-    """
-    bint SHMR_REUSE_SCALARS
-    bint shmr_sole_ref(PyObject *o)
-    char *shmr_void_data(PyObject *o)
-
 cnp.import_array()
 
 # looked up once: push() compares a record's type with it on every call
@@ -1148,10 +1126,6 @@ cdef class Consumer(_ConsumerSide):
 
     cdef char *_scratch
     cdef bint _scalar_path
-    cdef bint _reuse          # records come out as np.void scalars that own their data
-    cdef object _last         # the np.void returned last (see SHMR_REUSE_SCALARS)
-    cdef object _prev         # ... and the one before: `rec = pop()` in a loop still
-                              # holds the last one when it asks for the next
     cdef bint _raise_lag
     cdef bint _viewing
     cdef object _pending      # records (an array) received while a Lagged was being raised
@@ -1168,7 +1142,6 @@ cdef class Consumer(_ConsumerSide):
         self._setup(m, dtype, spin, liveness_interval)
         self._raise_lag = raise_lag
         self._scalar_path = (not self._is_sub) and self._record_size <= SCRATCH_MAX
-        self._reuse = SHMR_REUSE_SCALARS and self._scalar_path and dtype.type is _NP_VOID
         if self._scalar_path:
             self._scratch = <char *>malloc(self._record_size)
             if self._scratch == NULL:
@@ -1229,22 +1202,6 @@ cdef class Consumer(_ConsumerSide):
                 self._lagged(dropped[0], None)  # a loss is reported even when nothing arrived
                 raise Empty()
 
-    cdef object _scalar(self):
-        """The record in _scratch as a numpy scalar: the one returned last if nobody else
-        holds it any more (see SHMR_REUSE_SCALARS), else a new one."""
-        if self._reuse:
-            if self._last is not None and shmr_sole_ref(<PyObject *>self._last):
-                memcpy(shmr_void_data(<PyObject *>self._last), self._scratch, self._record_size)
-                return self._last
-            if self._prev is not None and shmr_sole_ref(<PyObject *>self._prev):
-                memcpy(shmr_void_data(<PyObject *>self._prev), self._scratch, self._record_size)
-                self._prev, self._last = self._last, self._prev
-                return self._last
-        rec = PyArray_Scalar(self._scratch, self._rec_descr, NULL)
-        if self._reuse:
-            self._prev, self._last = self._last, rec
-        return rec
-
     cdef int _ready_check(self) except -1:
         self._check()
         if self._viewing:
@@ -1272,7 +1229,7 @@ cdef class Consumer(_ConsumerSide):
                 raise Empty()
             if n <= 0:
                 self._pop_into(self._scratch, 1, timeout, &dropped)
-            rec = self._scalar()
+            rec = PyArray_Scalar(self._scratch, self._rec_descr, NULL)
             if dropped:
                 self._lagged(dropped, np.array([rec], dtype=self._dtype))
             return rec
@@ -1293,7 +1250,7 @@ cdef class Consumer(_ConsumerSide):
         if self._scalar_path:
             n = shmr_pop(self._c, self._scratch, 1, &dropped)
             if n == 1:
-                rec = self._scalar()
+                rec = PyArray_Scalar(self._scratch, self._rec_descr, NULL)
                 if dropped:
                     self._lagged(dropped, np.array([rec], dtype=self._dtype))
                 return rec
@@ -1533,7 +1490,7 @@ cdef class Consumer(_ConsumerSide):
         cdef uint64_t dropped = 0
         self._ready_check()
         if self._scalar_path and self._pending is None and shmr_pop(self._c, self._scratch, 1, &dropped) == 1:
-            rec = self._scalar()
+            rec = PyArray_Scalar(self._scratch, self._rec_descr, NULL)
             if dropped:
                 self._lagged(dropped, np.array([rec], dtype=self._dtype))
             return rec
