@@ -35,6 +35,7 @@ import time
 import numpy as np
 
 import shmring
+from turns import _sched  # context switches and migrations from /proc/self/sched
 
 REC = np.dtype([("seq", "<u8"), ("ts", "<u8"), ("px", "<f8", (6,))])
 
@@ -42,17 +43,6 @@ REC = np.dtype([("seq", "<u8"), ("ts", "<u8"), ("px", "<f8", (6,))])
 def prepare(item):
     """The one extra call of compare.py's default producer."""
     return item
-
-
-def _sched() -> dict:
-    d = {}
-    with open("/proc/self/sched") as f:
-        for line in f:
-            k, sep, v = line.partition(":")
-            if sep:
-                d[k.strip()] = v.strip()
-    return {"mig": int(d.get("se.nr_migrations", 0)), "vol": int(d.get("nr_voluntary_switches", 0)),
-            "invol": int(d.get("nr_involuntary_switches", 0))}
 
 
 def _place(cpu, gc_off):
