@@ -5,7 +5,6 @@ and the futex_waitv fallback), asyncio and uvloop."""
 from __future__ import annotations
 
 import asyncio
-import gc
 import multiprocessing
 import os
 import queue
@@ -18,6 +17,7 @@ import numpy as np
 import pytest
 
 import _mpq_workers as W
+from _idle import window
 import shmring
 from shmring import aio
 from test_aio import run
@@ -278,25 +278,18 @@ def test_idle_awaiting_getter_costs_little_cpu():
         # the loop's first wait sets up its reactor (io_uring): not the idle cost
         with pytest.raises(queue.Empty):
             await q.aget(timeout=0.05)
-        t0 = time.thread_time()
-        with pytest.raises(queue.Empty):
-            await q.aget(timeout=2.0)
-        return time.thread_time() - t0
+        base = await window(lambda: asyncio.sleep(2.0))
+        idle = await window(lambda: q.aget(timeout=2.0), expect=queue.Empty)
+        return base, idle
 
-    # the CPU time of the loop's thread, where the wait is armed and reaped (threads
-    # an earlier test left in this process are not its cost); a full collection of
-    # the test run's heap (tens of ms, triggered by any allocation) is not either
-    gc.collect()
-    gc.disable()
-    try:
-        cpu = run(main())
-    finally:
-        gc.enable()
-    # Measured 1.5-2.2% of a core on the 2-core test machine: the queue's recovery
-    # tick (every 8 liveness intervals) and the loop iterations it takes; a poll
-    # of the queue's lanes would cost many times that. The bound is 4% until the
-    # tick's cost (about 1.5 ms a check under a profiler) is cut.
-    assert cpu < 0.04 * 2.0, f"an idle aget used {cpu:.3f} s of CPU in 2 s"
+    base, idle = run(main())
+    # The loop's thread, beside a bare sleep of the same length in the same loop
+    # (see _idle.py). The queue's recovery tick (every 8 liveness intervals,
+    # 0.4 s) wakes the idle getter 5 times in 2 s, each costing what the bare
+    # sleep's one wake-up costs here; a poll of the queue's lanes would wake it
+    # many times more.
+    assert idle.sleeps <= 2.0 / 0.4 + 3, f"an idle aget woke up {idle.sleeps} times: {idle}"
+    assert idle.cpu < base.cpu * idle.sleeps + 0.01 * idle.wall, f"an idle aget: {idle}, a bare sleep: {base}"
     q.close()
 
 
