@@ -405,6 +405,16 @@ def test_8_producers_4_consumers_exactly_once(procs):
 
 # ---- crashes --------------------------------------------------------------------
 
+def _logged(path: str) -> np.ndarray:
+    """The (producer, seq) pairs a consumer has logged so far (whole pairs only)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        data = b""
+    return np.frombuffer(data[: len(data) // 16 * 16], dtype=np.int64).reshape(-1, 2)
+
+
 def test_sigkill_producers_and_consumers(procs, tmp_path):
     ctx = ctx_of("fork")
     q = shmring.Queue()
@@ -413,7 +423,13 @@ def test_sigkill_producers_and_consumers(procs, tmp_path):
     logs = [str(tmp_path / f"c{i}.log") for i in range(3)]
     cs = [procs(ctx, W.consume, q, b, log) for (_, b), log in zip(pipes, logs)]
     ps = [procs(ctx, W.produce, q, pid, each) for pid in range(n_prod)]
-    time.sleep(0.5)
+    # mid-stream: once the consumer to be killed has got something and an item of
+    # the producer to be killed has arrived (on a loaded machine a fixed pause can
+    # end before either process has started)
+    deadline = time.monotonic() + 60
+    while not (len(_logged(logs[0])) and any((_logged(log)[:, 0] == 0).any() for log in logs)):
+        assert time.monotonic() < deadline, "no item of producer 0 got by the consumers in 60 s"
+        time.sleep(0.002)
     os.kill(ps[0].pid, signal.SIGKILL)   # a producer mid-stream
     os.kill(cs[0].pid, signal.SIGKILL)   # a consumer mid-stream
     ps[0].join(10)
