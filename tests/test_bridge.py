@@ -789,3 +789,62 @@ def test_queue_mismatches_are_clear_errors(names, rings, bridges):
         rcv.wait_ready(10)
     rcv._thread.join(5)
     q.close()
+
+
+def test_receiver_with_a_full_queue_survives_the_sender_going_away(names, rings, popen):
+    """A receiving host that lags (its local consumer stopped, its ZeroMQ queue full)
+    while the sending bridge goes away and comes back: the receiving bridge lives
+    on (libzmq 4.3.5 aborted it when ZMTP heartbeats were on: a ping or pong
+    written on a connection whose input a full queue had stopped when the peer
+    closed it), then takes the stream again with its gap counted exactly."""
+    src, dst = names(), names()
+    big = np.dtype((np.uint8, (1 << 16,)))
+    ring = rings.create(src, big, 64, mode="broadcast")
+    ep = f"tcp://127.0.0.1:{_free_port()}"
+    rcv = popen([sys.executable, "-m", "shmring", "bridge", "recv", ep, dst, "--capacity", "4", "--hwm", "2",
+                 "--heartbeat", "0.1", "--peer-timeout", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                text=True)
+    prod = ring.producer()
+    s = Sender(ring, ep, hwm=4, max_records=1, max_bytes=1 << 16, heartbeat=0.1, peer_timeout=30).start()
+    stopped = False
+    try:
+        wait_for(lambda: read_sidecar(dst) is not None, what="receiver")
+        stuck = rings.attach(dst).consumer(start="oldest")  # reads nothing while the sender goes away
+        data = np.zeros((400, 1 << 16), np.uint8)
+        data[:, :8] = np.arange(400, dtype="<u8").view(np.uint8).reshape(400, 8)
+        prod.push_many(data, timeout=30)  # 25 MiB: the receiver's queue and socket buffers fill
+        wait_for(lambda: s.counters["records"] == 400, what="the sender to publish everything")
+        time.sleep(0.3)
+        s.stop()
+        stopped = True
+    finally:
+        if not stopped:
+            s.stop()
+    time.sleep(1.0)  # ten of the receiver's heartbeat intervals with its peer gone
+    if rcv.poll() is not None:
+        raise AssertionError(f"receiving bridge died: {rcv.returncode} {rcv.stderr.read()}")
+    s2 = Sender(ring, ep, hwm=4, heartbeat=0.1, peer_timeout=30).start()
+    try:
+        prod.close()  # the new sender starts at the newest record and ends the stream
+        got = []
+        end = time.monotonic() + 60
+        while True:
+            assert time.monotonic() < end, ("the stream's end", read_sidecar(dst))
+            try:
+                a = stuck.pop_many(64, timeout=0.2)
+            except shmring.Empty:
+                continue
+            except shmring.Closed as exc:
+                if rcv.poll() is not None:
+                    raise AssertionError(f"receiving bridge died: {rcv.returncode} {rcv.stderr.read()}")
+                assert exc.reason == "closed by producer", exc.reason
+                break
+            got.append(a[:, :8].copy().view("<u8").ravel())
+        seq = np.concatenate(got)
+        side = read_sidecar(dst)
+        assert side["records"] == len(seq) and side["records"] + side["lost"] == 400 and side["duplicates"] == 0
+        assert side["lost"] > 0 and np.all(np.diff(seq.astype(np.int64)) > 0)
+        assert rcv.poll() is None
+    finally:
+        stuck.close()
+        s2.stop()

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import mmap
 import os
 import random
@@ -958,9 +959,16 @@ class _Bridge:
         s.linger = 200
         s.sndhwm = s.rcvhwm = self.hwm
         s.reconnect_ivl_max = 1000
-        # ZMTP heartbeats find a dead TCP peer the kernel would keep for minutes
-        s.heartbeat_ivl = int(self.heartbeat * 1000)
-        s.heartbeat_timeout = int(self.peer_timeout * 1000)
+        # TCP keepalives find a dead peer the kernel would otherwise keep for hours.
+        # Not ZMTP heartbeats: libzmq 4.3.5 writes a ping, and the pong that
+        # answers one, straight from the event (stream_engine_base.cpp, out_event),
+        # and asserts, aborting the process, if the connection's input had been
+        # stopped by a full queue when the peer closed it: a lagging receiving
+        # host whose sending bridge stopped or restarted.
+        s.tcp_keepalive = 1
+        every = max(1, round(self.heartbeat))  # seconds: the kernel's unit
+        s.tcp_keepalive_idle = s.tcp_keepalive_intvl = every
+        s.tcp_keepalive_cnt = max(1, math.ceil(self.peer_timeout / every))
         s.copy_threshold = _Codec.lend_from
         return s
 
