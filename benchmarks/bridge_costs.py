@@ -98,6 +98,8 @@ def main() -> int:
     ap.add_argument("--records", type=int, default=100_000)
     ap.add_argument("--big", action="store_true", help="1 MiB records instead of 64 B")
     ap.add_argument("--messages", action="store_true", help="with --big: 1 MiB bytes messages in a message ring")
+    ap.add_argument("--send-opt", action="append", default=[], metavar="OPT",
+                    help="passed on to `bridge send` (e.g. --send-opt=--lend-hold=0); may repeat")
     args = ap.parse_args()
     dt, cap, block = (MB, 64, 8) if args.big else (REC, 65536, 1024)
     msgs = args.big and args.messages
@@ -121,7 +123,7 @@ def main() -> int:
 
     try:
         procs["send"] = bridge("send", ["send", src, endpoint, "--max-records", "1024",
-                                        "--max-bytes", str(max(1024 * REC.itemsize, dt.itemsize))])
+                                        "--max-bytes", str(max(1024 * REC.itemsize, dt.itemsize)), *args.send_opt])
         wait_for(lambda: any(c["alive"] for c in ring.stats()["consumers"]))
         procs["recv"] = bridge("recv", ["recv", endpoint, dst])
         wait_for(lambda: read_sidecar(dst) is not None)

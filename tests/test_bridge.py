@@ -155,6 +155,89 @@ def test_large_batches_sent_from_the_ring_arrive_intact(names, rings, bridges, m
         assert rcv.counters["lost"] == s.counters["dropped_at_source"] == n - len(seq)
 
 
+QUARTER = np.dtype((np.uint8, (1 << 18,)))  # one record is a frame the sender lends from the ring
+
+
+def quarters(start, n):
+    data = np.empty((n, 1 << 18), np.uint8)
+    data[:] = (np.arange(start, start + n) % 251)[:, None]
+    data[:, :8] = np.arange(start, start + n, dtype="<u8").view(np.uint8).reshape(n, 8)
+    return data
+
+
+def check_quarters(got):
+    """The sequence numbers of 256 KiB records made by quarters(), each checked intact."""
+    seq = got[:, :8].copy().view("<u8").ravel()
+    assert np.array_equal(got[:, 8:], np.broadcast_to((seq % 251).astype(np.uint8)[:, None], (len(seq), (1 << 18) - 8)))
+    return seq
+
+
+def test_broadcast_lends_from_the_ring_and_a_stuck_host_does_not_hold_it(names, rings, bridges):
+    """Broadcast lends 256 KiB frames from the ring. A host whose consumer stops
+    reading stops taking them, and the claim on the lent frame would hold the
+    ring's producer as long as it lags: after lend_hold the sender drops its
+    connections, copies from then on, and the producer finishes while the stuck
+    host still reads nothing. Each host counts exactly what it missed; what
+    arrives is intact and in order, never twice."""
+    src, fast, slow = names(), names(), names()
+    ring = rings.create(src, QUARTER, 16, mode="broadcast")
+    s = bridges(Sender(ring, LOOP, max_records=1, max_bytes=1 << 18, hwm=4, lend_hold=0.3).start())
+    rf = bridges(Receiver(s.bound, fast, hwm=4).start())
+    rs = bridges(Receiver(s.bound, slow, hwm=2, capacity=4).start())
+    assert rf.wait_ready(10) and rs.wait_ready(10)
+    wait_for(lambda: s._subs == 2, what="both subscriptions")
+    fast_reader = Reader(fast, timeout=90)
+    stuck_ring = rings.attach(slow)
+    stuck = stuck_ring.consumer(start="oldest")  # registered, reads nothing until the end
+    n = 240  # 60 MiB: more than the stuck host's socket buffers and queues take in
+    with ring.producer() as p:
+        for i in range(0, n, 8):
+            p.push_many(quarters(i, 8), timeout=30)  # a held ring would time out here
+    wait_for(lambda: rf.counters["records"] + rf.counters["lost"] == n, timeout=60, what="the fast host's end")
+    c = s.counters
+    assert c["lent_batches"] > 0 and c["lend_pauses"] >= 1 and c["lend_resets"] >= 1, c
+    fast_reader.thread.join(30)
+    got = np.concatenate(fast_reader.parts)
+    fast_reader.stop()
+    seq = check_quarters(got)
+    assert len(seq) == rf.counters["records"] == n - rf.counters["lost"]
+    assert np.all(np.diff(seq.astype(np.int64)) > 0) and rf.counters["duplicates"] == 0
+    parts = []
+    end = time.monotonic() + 60
+    while rs.counters["records"] + rs.counters["lost"] < n or len(stuck):
+        assert time.monotonic() < end, ("the stuck host's end", rs.counters)
+        try:
+            parts.append(stuck.pop_many(64, timeout=0.2))
+        except shmring.Empty:
+            continue
+        except shmring.Closed:
+            break
+    stuck.close()
+    seq = check_quarters(np.concatenate(parts)) if parts else np.empty(0, np.uint64)
+    assert len(seq) == rs.counters["records"] == n - rs.counters["lost"] and rs.counters["lost"] > 0
+    assert np.all(np.diff(seq.astype(np.int64)) > 0) and rs.counters["duplicates"] == 0
+
+
+def test_broadcast_lend_hold_zero_copies(names, rings, bridges):
+    src, dst = names(), names()
+    ring = rings.create(src, QUARTER, 16, mode="broadcast")
+    s = bridges(Sender(ring, LOOP, max_records=2, max_bytes=1 << 19, lend_hold=0).start())
+    rcv = bridges(Receiver(s.bound, dst).start())
+    assert rcv.wait_ready(10)
+    reader = Reader(dst, timeout=60)
+    with ring.producer() as p:
+        for i in range(0, 64, 8):
+            p.push_many(quarters(i, 8), timeout=30)
+    reader.thread.join(30)
+    assert reader.ended and reader.error is None
+    got = np.concatenate(reader.parts)
+    reader.stop()
+    assert check_quarters(got).tolist() == list(range(64))
+    assert s.counters["lent_batches"] == s.counters["lend_pauses"] == s.counters["lend_resets"] == 0
+    with pytest.raises(ValueError, match="lend_hold"):
+        Sender(ring, LOOP, lend_hold=-1)
+
+
 def test_queue_backpressure_stalls_the_sending_producer(names, rings, bridges):
     src, dst = names(), names()
     ring = rings.create(src, REC, 64, mode="queue")

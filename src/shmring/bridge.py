@@ -8,6 +8,8 @@ side use the ordinary ring API.
 - broadcast rings fan out over XPUB/SUB: every batch carries the absolute position
   of its first record in the sending ring, so a receiver counts exactly the records
   it missed (high-water-mark drops, reconnects, a restarted bridge on either side);
+  large frames are lent from the ring, and a receiver that keeps one too long
+  (lend_hold) has its connection dropped rather than hold the ring;
 - queue rings share work over ROUTER/DEALER with credit-based flow control: a
   receiver grants credit for a few batches and returns one credit per batch only
   once that batch is in its local ring (several at a time, in one message), so a
@@ -136,8 +138,9 @@ class _Codec:
     modes: tuple[str, ...] = ("queue", "broadcast")  # what the kind's sender may name in its handshake
     held = False  # take() left a claim open: send the part, then call sent()
     # Frames of this many bytes and more leave without a copy where the ring's
-    # memory may be lent to ZeroMQ (queue mode: the claim waits for ZeroMQ to let
-    # go); smaller ones are copied once, straight out of the ring, as they are sent.
+    # memory may be lent to ZeroMQ (the claim waits for ZeroMQ to let go: queue
+    # mode, and broadcast while lending is on, see Sender); smaller ones are copied
+    # once, straight out of the ring, as they are sent.
     # Below about this size a copy costs less than ZeroMQ's zero-copy hand-back
     # (a message to pyzmq's garbage-collector thread per frame); it is also the
     # sending socket's copy_threshold.
@@ -224,8 +227,11 @@ class _Codec:
         """Records the consumer could take now, if that is cheap to know."""
         return None
 
-    def sent(self, stop) -> None:
-        """After a part taken with ``held`` set went out: end its claim."""
+    def sent(self, stop, deadline: float | None = None) -> bool:
+        """After a part taken with ``held`` set went out: end its claim once ZeroMQ
+        let go of what was lent. False (claim still open) if ``deadline`` (a
+        time.monotonic() value) passed first."""
+        return True
 
     def release(self) -> None:
         """End any claim still open (the sender is going away)."""
@@ -303,7 +309,7 @@ class _RecordCodec(_Codec):
         # leave. Elsewhere the batch is sent from a view of the ring: one copy,
         # into ZeroMQ's message, or none (queue mode, large batches).
         self._views = ring.overflow != "overwrite"
-        self._lend = ring.mode == "queue"
+        self._lend = self._views  # the sender turns it off in broadcast while a subscriber lags
 
     def available(self, consumer) -> int | None:
         return len(consumer) if self._views else None
@@ -316,8 +322,8 @@ class _RecordCodec(_Codec):
         self.held = True
         return v.array
 
-    def sent(self, stop) -> None:
-        _wait_trackers(self, stop)
+    def sent(self, stop, deadline: float | None = None) -> bool:
+        return _wait_trackers(self, stop, deadline)
 
     def release(self) -> None:
         self._trackers = []
@@ -474,8 +480,8 @@ class _MessageCodec(_Codec):
         return None
 
     def open(self, ring: Ring) -> None:
-        self._lend = ring.mode == "queue"
         self._overwrite = ring.overflow == "overwrite"
+        self._lend = not self._overwrite
 
     def limit(self, max_records: int, max_bytes: int) -> int:
         return max(1, min(max_records, max_bytes // 64))
@@ -512,9 +518,10 @@ class _MessageCodec(_Codec):
 
     _trackers: list = []
 
-    def sent(self, stop) -> None:
+    def sent(self, stop, deadline: float | None = None) -> bool:
         if self._open_claim:
-            _wait_trackers(self, stop)
+            return _wait_trackers(self, stop, deadline)
+        return True
 
     def release(self) -> None:
         self._trackers = []
@@ -693,8 +700,8 @@ class _QueueCodec(_MessageCodec):
     def take(self, source: _QueueSource, max_count: int, timeout: float) -> _MsgPart:
         return _MsgPart(*source.queue._get_raw(max_count, self.own_from, timeout))
 
-    def sent(self, stop) -> None:
-        pass
+    def sent(self, stop, deadline: float | None = None) -> bool:
+        return True
 
     def release(self) -> None:
         pass
@@ -742,11 +749,10 @@ def _attach_local(name: str):
 
 def _frames_of_held(codec: _Codec, bufs: list) -> list:
     """Frames for buffers that lie in ring memory under an open claim. Small ones
-    are copied as they are sent; large ones in queue mode are lent to ZeroMQ and
-    tracked (sent() waits until ZeroMQ and every Frame object let go: the caller
-    drops its list of frames first); large ones in broadcast mode are copied, as a
-    slow subscriber's queue may keep them for long. (Smaller ones are left as they
-    are: below the socket's copy_threshold pyzmq copies them.)"""
+    are copied as they are sent; large ones are lent to ZeroMQ and tracked while
+    the codec lends (sent() waits until ZeroMQ and every Frame object let go: the
+    caller drops its list of frames first), copied otherwise. (Smaller ones are
+    left as they are: below the socket's copy_threshold pyzmq copies them.)"""
     zmq = _zmq()
     out = []
     trackers = []
@@ -766,18 +772,28 @@ def _frames_of_held(codec: _Codec, bufs: list) -> list:
     return out
 
 
-def _wait_trackers(codec: _Codec, stop) -> None:
+def _wait_trackers(codec: _Codec, stop, deadline: float | None = None) -> bool:
     # ZeroMQ holds a lent frame until it is written out (or the peer's pipe is
     # dropped); the ring memory under it must not be reused before.
     for t in codec._trackers:
         while not t.done:
             try:
-                t.wait(0.05)
+                t.wait(0.05 if deadline is None else min(0.05, max(deadline - time.monotonic(), 0.001)))
             except _zmq().NotDone:
                 if stop.is_set():
-                    return  # teardown closes the sockets (freeing the frames) first
+                    return False  # teardown closes the sockets (freeing the frames) first
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
     codec.release()
+    return True
 
+
+# A broadcast sender waits this long at most for ZeroMQ to write a lent frame to
+# every subscriber before it calls the slowest one lagging and stops lending for a
+# while: one large frame leaves in well under a millisecond when every subscriber's
+# socket takes it, so only a host that is behind waits this long, and until it is
+# found lagging it paces the others.
+LEND_LAG = 0.05
 
 _CODECS = {"records": _RecordCodec, "messages": _MessageCodec, "queue": _QueueCodec}
 
@@ -1057,21 +1073,35 @@ class Sender(_Bridge):
     starts. A batch closes at ``max_records`` records, ``max_bytes`` bytes or
     ``flush_delay`` seconds after its first record, whichever comes first (the
     delay applies only while records come densely: an isolated record is sent at
-    once). A
-    broadcast sender with no receiver connected stops taking records for up to
-    ``hold`` seconds (a blocking ring's producer waits meanwhile), so a restart
-    on either side loses nothing that a moment's wait saves."""
+    once). A broadcast sender with no receiver connected stops taking records for
+    up to ``hold`` seconds (a blocking ring's producer waits meanwhile), so a
+    restart on either side loses nothing that a moment's wait saves.
+
+    Frames of 256 KiB and more are lent to ZeroMQ straight from the ring (no copy)
+    and the claim on them ends once ZeroMQ has written them to every receiver. In
+    broadcast a receiver that has not taken a lent frame within 50 ms lags: the
+    sender copies large frames instead for a while (10 s, doubling each time a
+    receiver is found lagging again, at most 5 min; ``lend_pauses``), so a
+    lagging host meets PUB/SUB's drops at the high-water mark instead of pacing
+    the others. One that still has not taken it after ``lend_hold`` seconds would
+    hold the ring: the sender drops its connections (each receiver reconnects and
+    counts exactly what it missed; ``lend_resets``). ``lend_hold=0`` always
+    copies in broadcast."""
 
     def __init__(self, ring: Ring | str, endpoint: str, *, start: str = "latest",
                  max_records: int = 1024, max_bytes: int = 1 << 20, flush_delay: float = 100e-6,
                  hwm: int = 1000, heartbeat: float = 0.5, peer_timeout: float = 5.0, hold: float = 5.0,
-                 curve_keys: str | None = None) -> None:
+                 lend_hold: float = 1.0, curve_keys: str | None = None) -> None:
         super().__init__(hwm=hwm, heartbeat=heartbeat, peer_timeout=peer_timeout, curve_keys=curve_keys)
         self.hold = float(hold)
+        self.lend_hold = float(lend_hold)
+        self.lent_batches = 0
+        self.lend_pauses = 0
+        self.lend_resets = 0
         self._subs = 0
         self._alone_since: float | None = None
-        if max_records < 1 or max_bytes < 1 or flush_delay < 0:
-            raise ValueError("need max_records >= 1, max_bytes >= 1, flush_delay >= 0")
+        if max_records < 1 or max_bytes < 1 or flush_delay < 0 or lend_hold < 0:
+            raise ValueError("need max_records >= 1, max_bytes >= 1, flush_delay >= 0, lend_hold >= 0")
         if start not in ("latest", "oldest"):
             raise ValueError(f"start must be 'latest' or 'oldest', not {start!r}")
         self._own_ring = isinstance(ring, str)
@@ -1115,16 +1145,42 @@ class Sender(_Bridge):
         return {"batches": self.batches, "records": self.records, "bytes": self.bytes,
                 "dropped_at_source": self.dropped_at_source, "unconfirmed": self.unconfirmed,
                 "peers": len(self._peers), "peers_lost": self.peers_lost, "bad": self.bad,
+                "lent_batches": self.lent_batches, "lend_pauses": self.lend_pauses,
+                "lend_resets": self.lend_resets,
                 "position": self._pos if self.broadcast else None}
+
+    def _bind(self, endpoint: str, retry_for: float = 0.0):
+        """The sending socket, configured and bound to ``endpoint``; an address still
+        held by a socket just closed is retried for ``retry_for`` seconds."""
+        zmq = self._zmq
+        sock = self._socket(zmq.XPUB if self.broadcast else zmq.ROUTER)
+        try:
+            if self.broadcast:
+                # every (un)subscription: every newcomer gets a DESC, and we know when nobody listens
+                sock.setsockopt(zmq.XPUB_VERBOSER, 1)
+            else:
+                sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a vanished peer fails instead of vanishing
+            if self._curve is not None:
+                sock.curve_secretkey, sock.curve_publickey = self._curve
+                sock.curve_server = True
+            end = time.monotonic() + retry_for
+            while True:
+                try:
+                    sock.bind(endpoint)
+                    break
+                except zmq.ZMQError as exc:
+                    if exc.errno != zmq.EADDRINUSE or time.monotonic() >= end:
+                        raise BridgeError(f"cannot bind {endpoint}: {exc}") from None
+                    time.sleep(0.01)
+        except BaseException:
+            sock.close(linger=0)
+            raise
+        return sock
+
+    _curve = None
 
     def _setup(self) -> None:
         zmq = self._zmq
-        sock = self._socket(zmq.XPUB if self.broadcast else zmq.ROUTER)
-        if self.broadcast:
-            # every (un)subscription: every newcomer gets a DESC, and we know when nobody listens
-            sock.setsockopt(zmq.XPUB_VERBOSER, 1)
-        else:
-            sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a vanished peer fails instead of vanishing
         try:
             if self.curve_keys:
                 if not zmq.has("curve"):
@@ -1134,24 +1190,21 @@ class Sender(_Bridge):
                 auth_dir = os.path.join(self.curve_keys, "authorized_clients")
                 if not os.path.isdir(auth_dir):
                     raise BridgeError(f"{auth_dir} is missing: no client could ever connect")
+                if self._ctx is None:
+                    self._ctx = zmq.Context()
                 self._auth = ThreadAuthenticator(self._ctx)
                 self._auth.start()
                 self._auth.configure_curve(domain="*", location=auth_dir)
-                sock.curve_secretkey = sec
-                sock.curve_publickey = pub
-                sock.curve_server = True
-            try:
-                sock.bind(self.endpoint)
-            except zmq.ZMQError as exc:
-                raise BridgeError(f"cannot bind {self.endpoint}: {exc}") from None
-            self.bound = sock.getsockopt_string(zmq.LAST_ENDPOINT)
-            self._sock = sock
+                self._curve = (sec, pub)
+            self._sock = self._bind(self.endpoint)
+            self.bound = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
             self._cons = self.codec.consumer(self.ring, self.start_at if self.broadcast else None)
             self.codec.open(self.ring)
             if self.broadcast:
                 self._pos = self.codec.position(self.ring, self._cons)
+                if self.lend_hold <= 0:
+                    self.codec._lend = False
         except BaseException:
-            self._sock = sock
             self._teardown()
             raise
 
@@ -1257,11 +1310,53 @@ class Sender(_Bridge):
         if codec.held:
             # a tracked frame is done only once no Frame object refers to it
             frames = last = f = None  # noqa: F841
-            codec.sent(self._stop)
+            if not codec._trackers:
+                codec.sent(self._stop)
+            elif not self.broadcast:
+                self.lent_batches += 1
+                codec.sent(self._stop)
+            else:
+                self.lent_batches += 1
+                t0 = time.monotonic()
+                if not codec.sent(self._stop, t0 + min(self.lend_hold, LEND_LAG)) and not self._stop.is_set():
+                    # a subscriber lags: waiting for it paces every other one
+                    self._pause_lending()
+                    if not codec.sent(self._stop, t0 + self.lend_hold) and not self._stop.is_set():
+                        self._unstick()
         self._last_sent = time.monotonic()
         self.batches += 1
         self.records += n
         self.bytes += codec.nbytes(parts[0]) if len(parts) == 1 else sum(codec.nbytes(p) for p in parts)
+
+    def _pause_lending(self) -> None:
+        """Copy instead of lending for a while (doubling each time a subscriber is
+        found lagging again): a host that lags then meets PUB/SUB's drops at the
+        high-water mark instead of pacing the others."""
+        self.lend_pauses += 1
+        self.codec._lend = False
+        self._lend_again = time.monotonic() + self._lend_pause
+        self._lend_pause = min(self._lend_pause * 2, 300.0)
+
+    def _unstick(self) -> None:
+        """A subscriber has not taken a frame lent from the ring within lend_hold
+        (its host reads much slower than the others, or not at all): the claim on
+        the ring, and with it the ring's producer, would wait for it. Closing the
+        socket drops every subscriber's queue and with it the frame; the
+        subscribers reconnect by themselves and each counts what it missed
+        (positions)."""
+        self.lend_resets += 1
+        self._sock.close(linger=0)
+        self._sock = None
+        if not self.codec.sent(self._stop, time.monotonic() + 10.0):
+            if self._stop.is_set():
+                return
+            raise BridgeError("ZeroMQ kept a frame lent from the ring 10 s after its socket closed")
+        self._sock = self._bind(self.bound, retry_for=5.0)
+        self._subs = 0
+        self._alone_since = None
+
+    _lend_again = 0.0
+    _lend_pause = 10.0
 
     def _desc_frames(self, flags: int) -> list:
         return [_header(T_DESC, self._k, flags, self.stream, self.source, self._seq, self._pos, 0), self._desc]
@@ -1274,11 +1369,14 @@ class Sender(_Bridge):
             self._loop_queue()
 
     def _loop_broadcast(self) -> None:
-        sock = self._sock
         next_hb = 0.0
         next_check = 0.0
         while not self._stop.is_set():
             now = time.monotonic()
+            sock = self._sock  # replaced when a lagging subscriber held a lent frame
+            if self._lend_again and now >= self._lend_again:
+                self._lend_again = 0.0
+                self.codec._lend = True
             if now >= next_check or not self._subs:
                 next_check = now + 0.01
                 while sock.getsockopt(POLLIN_EVENTS) & 1:
@@ -1939,6 +2037,9 @@ def cli_main(argv: list[str]) -> int:
     p.add_argument("--peer-timeout", type=float, default=5.0)
     p.add_argument("--hold", type=float, default=5.0,
                    help="broadcast: seconds to wait for a receiver before forwarding to nobody")
+    p.add_argument("--lend-hold", type=float, default=1.0,
+                   help="broadcast: seconds a receiver may keep a frame lent from the ring before the sender "
+                        "drops its connections and copies instead for a while (0: always copy)")
     p.add_argument("--curve-keys", metavar="DIR")
     p = sub.add_parser("recv", help="feed local ring or shmring.Queue NAME from the sender at ENDPOINT")
     p.add_argument("endpoint")
@@ -1969,7 +2070,7 @@ def cli_main(argv: list[str]) -> int:
             b = Sender(args.name, args.endpoint, start=args.start, max_records=args.max_records,
                        max_bytes=args.max_bytes, flush_delay=args.flush_delay, hwm=args.hwm,
                        heartbeat=args.heartbeat, peer_timeout=args.peer_timeout, hold=args.hold,
-                       curve_keys=args.curve_keys)
+                       lend_hold=args.lend_hold, curve_keys=args.curve_keys)
         else:
             b = Receiver(args.endpoint, args.name, capacity=args.capacity, window=args.window, hwm=args.hwm,
                          heartbeat=args.heartbeat, peer_timeout=args.peer_timeout, curve_keys=args.curve_keys,
