@@ -137,6 +137,7 @@ class _Codec:
     kind = ""
     modes: tuple[str, ...] = ("queue", "broadcast")  # what the kind's sender may name in its handshake
     held = False  # take() left a claim open: send the part, then call sent()
+    _lent_bytes = 0  # lent to ZeroMQ by the last frames()
     # Frames of this many bytes and more leave without a copy where the ring's
     # memory may be lent to ZeroMQ (the claim waits for ZeroMQ to let go: queue
     # mode, and broadcast while lending is on, see Sender); smaller ones are copied
@@ -307,7 +308,7 @@ class _RecordCodec(_Codec):
         # Overwrite mode copies first and checks the copy (pop_many does both): a
         # view could be overwritten while ZeroMQ copies it, and torn records would
         # leave. Elsewhere the batch is sent from a view of the ring: one copy,
-        # into ZeroMQ's message, or none (queue mode, large batches).
+        # into ZeroMQ's message, or none (large frames, lent).
         self._views = ring.overflow != "overwrite"
         self._lend = self._views  # the sender turns it off in broadcast while a subscriber lags
 
@@ -756,6 +757,7 @@ def _frames_of_held(codec: _Codec, bufs: list) -> list:
     zmq = _zmq()
     out = []
     trackers = []
+    lent = 0
     for b in bufs:
         # .nbytes of the array or memoryview itself: memoryview() of a structured
         # array would make numpy build its buffer format string every batch
@@ -763,12 +765,14 @@ def _frames_of_held(codec: _Codec, bufs: list) -> list:
             if codec._lend:
                 f = zmq.Frame(b, copy=False, track=True)
                 trackers.append(f.tracker)
+                lent += b.nbytes
             else:
                 f = zmq.Frame(b, copy=True)
             out.append(f)
         else:
             out.append(b)
     codec._trackers = trackers
+    codec._lent_bytes = lent
     return out
 
 
@@ -794,6 +798,9 @@ def _wait_trackers(codec: _Codec, stop, deadline: float | None = None) -> bool:
 # socket takes it, so only a host that is behind waits this long, and until it is
 # found lagging it paces the others.
 LEND_LAG = 0.05
+# ... plus the time to write what the claim lent at this rate (bytes/s), well below
+# what one host that keeps up takes on loopback or a veth pair (1-2 GB/s here)
+LEND_RATE = 200e6
 
 _CODECS = {"records": _RecordCodec, "messages": _MessageCodec, "queue": _QueueCodec}
 
@@ -1079,13 +1086,14 @@ class Sender(_Bridge):
 
     Frames of 256 KiB and more are lent to ZeroMQ straight from the ring (no copy)
     and the claim on them ends once ZeroMQ has written them to every receiver. In
-    broadcast a receiver that has not taken a lent frame within 50 ms lags: the
-    sender copies large frames instead for a while (10 s, doubling each time a
-    receiver is found lagging again, at most 5 min; ``lend_pauses``), so a
-    lagging host meets PUB/SUB's drops at the high-water mark instead of pacing
-    the others. One that still has not taken it after ``lend_hold`` seconds would
-    hold the ring: the sender drops its connections (each receiver reconnects and
-    counts exactly what it missed; ``lend_resets``). ``lend_hold=0`` always
+    broadcast a receiver that has not taken a lent frame within 50 ms (plus 5 ms
+    per MiB the batch lends) lags: the sender copies large frames instead for a
+    while (10 s, doubling each time a receiver is found lagging again, at most
+    5 min; ``lend_pauses``), so a lagging host meets PUB/SUB's drops at the
+    high-water mark instead of pacing the others. One that still has not taken
+    it after ``lend_hold`` seconds (or twice the lag allowance, if longer) would
+    hold the ring: the sender drops its connections (each receiver reconnects
+    and counts exactly what it missed; ``lend_resets``). ``lend_hold=0`` always
     copies in broadcast."""
 
     def __init__(self, ring: Ring | str, endpoint: str, *, start: str = "latest",
@@ -1318,10 +1326,13 @@ class Sender(_Bridge):
             else:
                 self.lent_batches += 1
                 t0 = time.monotonic()
-                if not codec.sent(self._stop, t0 + min(self.lend_hold, LEND_LAG)) and not self._stop.is_set():
+                # a claim of many large messages takes a while to write even to
+                # subscribers that keep up
+                lag = LEND_LAG + codec._lent_bytes / LEND_RATE
+                if not codec.sent(self._stop, t0 + min(self.lend_hold, lag)) and not self._stop.is_set():
                     # a subscriber lags: waiting for it paces every other one
                     self._pause_lending()
-                    if not codec.sent(self._stop, t0 + self.lend_hold) and not self._stop.is_set():
+                    if not codec.sent(self._stop, t0 + max(self.lend_hold, 2 * lag)) and not self._stop.is_set():
                         self._unstick()
         self._last_sent = time.monotonic()
         self.batches += 1
