@@ -1,16 +1,20 @@
 #!/usr/bin/env python3
-"""What one bridge costs per batch while it streams: instructions (callgrind) or
-system calls (strace), counted only between the first and the last batch.
+"""What one bridge costs per batch while it streams: instructions (callgrind),
+system calls (strace) or CPU time and page faults (cpu: every thread of the process,
+from /proc), counted only between the first and the last batch.
 
-    python benchmarks/bridge_costs.py {send,recv} {callgrind,strace} [--mode broadcast|queue]
-                                      [--records N] [--big]
+    python benchmarks/bridge_costs.py {send,recv} {callgrind,strace,cpu} [--mode broadcast|queue]
+                                      [--records N] [--big] [--messages]
 
 A ring of 64-byte records (or, with --big, 1 MiB records) is forwarded over loopback
 by a sending and a receiving bridge, each its own process; the one named runs under
 the tool. Callgrind starts with instrumentation off and is switched on once both
 bridges are connected and off again once the consumer has every record; strace
-attaches and detaches at the same points. The figure printed is per batch (the
-receiver's batch counter over the same window). Needs valgrind or strace on PATH.
+attaches and detaches at the same points, and cpu reads the process's counters there
+(on a shared machine CPU time per batch is steadier than a rate). The figure printed is
+per batch (the receiver's batch counter over the same window); cpu also prints CPU-seconds
+per GB. callgrind and strace need valgrind or strace on PATH. --messages carries
+1 MiB bytes messages through a message ring instead of records (with --big).
 """
 
 from __future__ import annotations
@@ -70,20 +74,43 @@ def strace_counts(path: str) -> dict:
     return counts
 
 
+def proc_counters(pid: int) -> dict:
+    """CPU-seconds of every thread (scheduler run time, ns resolution) and the
+    process's minor and major page faults."""
+    cpu = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                cpu += int(f.read().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # a thread that just ended
+    with open(f"/proc/{pid}/stat") as f:
+        st = f.read().rsplit(")", 1)[1].split()
+    # fields 10 and 12 of stat (minflt, majflt), counted after the command name
+    return {"cpu_s": cpu / 1e9, "minflt": int(st[7]), "majflt": int(st[9])}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("side", choices=("send", "recv"))
-    ap.add_argument("tool", choices=("callgrind", "strace"))
+    ap.add_argument("tool", choices=("callgrind", "strace", "cpu"))
     ap.add_argument("--mode", choices=("broadcast", "queue"), default="broadcast")
     ap.add_argument("--records", type=int, default=100_000)
     ap.add_argument("--big", action="store_true", help="1 MiB records instead of 64 B")
+    ap.add_argument("--messages", action="store_true", help="with --big: 1 MiB bytes messages in a message ring")
+    ap.add_argument("--send-opt", action="append", default=[], metavar="OPT",
+                    help="passed on to `bridge send` (e.g. --send-opt=--lend-hold=0); may repeat")
     args = ap.parse_args()
     dt, cap, block = (MB, 64, 8) if args.big else (REC, 65536, 1024)
+    msgs = args.big and args.messages
     tag = f"bc{os.getpid()}"
     src, dst = tag + "s", tag + "d"
     endpoint = f"tcp://127.0.0.1:{5900 + os.getpid() % 90}"
     out_file = os.path.join(tempfile.mkdtemp(prefix="bridge-costs-"), args.tool + ".out")
-    ring = shmring.Ring.create(src, dt, cap, mode=args.mode)
+    if msgs:
+        ring = shmring.Ring.create(src, nbytes=64 << 20, mode=args.mode)
+    else:
+        ring = shmring.Ring.create(src, dt, cap, mode=args.mode)
     procs: dict[str, subprocess.Popen] = {}
     tracer = None
 
@@ -96,7 +123,7 @@ def main() -> int:
 
     try:
         procs["send"] = bridge("send", ["send", src, endpoint, "--max-records", "1024",
-                                        "--max-bytes", str(max(1024 * REC.itemsize, dt.itemsize))])
+                                        "--max-bytes", str(max(1024 * REC.itemsize, dt.itemsize)), *args.send_opt])
         wait_for(lambda: any(c["alive"] for c in ring.stats()["consumers"]))
         procs["recv"] = bridge("recv", ["recv", endpoint, dst])
         wait_for(lambda: read_sidecar(dst) is not None)
@@ -115,11 +142,16 @@ def main() -> int:
         if args.tool == "strace":
             tracer = subprocess.Popen(["strace", "-c", "-f", "-p", pid, "-o", out_file], stderr=subprocess.DEVNULL)
             time.sleep(1)  # attached to every thread
-        else:
+        elif args.tool == "callgrind":
             subprocess.run(["callgrind_control", "-i", "on", pid], check=True, capture_output=True)
+        else:
+            c0 = proc_counters(procs[args.side].pid)
         b0 = read_sidecar(dst)["batches"]
         with ring.producer() as p:
-            blk = np.zeros(block, dt)
+            if msgs:
+                blk = [bytes(dt.itemsize)] * block
+            else:
+                blk = np.zeros(block, dt)
             for i in range(0, args.records, block):
                 p.push_many(blk[:min(block, args.records - i)])
         t.join(900)
@@ -128,8 +160,10 @@ def main() -> int:
             tracer.send_signal(signal.SIGINT)
             tracer.wait(60)
             tracer = None
-        else:
+        elif args.tool == "callgrind":
             subprocess.run(["callgrind_control", "-i", "off", pid], check=True, capture_output=True)
+        else:
+            c1 = proc_counters(procs[args.side].pid)
         out.close()
     finally:
         if tracer is not None:
@@ -150,9 +184,19 @@ def main() -> int:
             except FileNotFoundError:
                 pass
         remove_sidecar(dst)
-    figures = callgrind_split(out_file) if args.tool == "callgrind" else strace_counts(out_file)
-    print(f"# {args.side} bridge, {args.mode}, {'1 MiB' if args.big else '64 B'} records: {got[0]} records in "
-          f"{batches} batches; {args.tool} counts per batch")
+    if args.tool == "cpu":
+        figures = {k: c1[k] - c0[k] for k in c0}
+    else:
+        figures = callgrind_split(out_file) if args.tool == "callgrind" else strace_counts(out_file)
+    what = "1 MiB messages" if msgs else "1 MiB records" if args.big else "64 B records"
+    print(f"# {args.side} bridge, {args.mode}, {what}: {got[0]} records in "
+          f"{batches} batches; {args.tool} counts per batch (load average {os.getloadavg()[0]:.1f})")
+    if args.tool == "cpu":
+        gb = got[0] * (dt.itemsize if args.big else REC.itemsize) / 1e9
+        print(json.dumps({"cpu_s_per_GB": round(figures["cpu_s"] / gb, 3),
+                          "us_per_batch": round(figures["cpu_s"] / max(batches, 1) * 1e6, 1),
+                          "minflt_per_batch": round(figures["minflt"] / max(batches, 1), 1)}))
+        return 0
     print(json.dumps({k: round(v / max(batches, 1), 1) for k, v in sorted(figures.items(), key=lambda kv: -kv[1])}))
     return 0
 

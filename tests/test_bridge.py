@@ -155,6 +155,89 @@ def test_large_batches_sent_from_the_ring_arrive_intact(names, rings, bridges, m
         assert rcv.counters["lost"] == s.counters["dropped_at_source"] == n - len(seq)
 
 
+QUARTER = np.dtype((np.uint8, (1 << 18,)))  # one record is a frame the sender lends from the ring
+
+
+def quarters(start, n):
+    data = np.empty((n, 1 << 18), np.uint8)
+    data[:] = (np.arange(start, start + n) % 251)[:, None]
+    data[:, :8] = np.arange(start, start + n, dtype="<u8").view(np.uint8).reshape(n, 8)
+    return data
+
+
+def check_quarters(got):
+    """The sequence numbers of 256 KiB records made by quarters(), each checked intact."""
+    seq = got[:, :8].copy().view("<u8").ravel()
+    assert np.array_equal(got[:, 8:], np.broadcast_to((seq % 251).astype(np.uint8)[:, None], (len(seq), (1 << 18) - 8)))
+    return seq
+
+
+def test_broadcast_lends_from_the_ring_and_a_stuck_host_does_not_hold_it(names, rings, bridges):
+    """Broadcast lends 256 KiB frames from the ring. A host whose consumer stops
+    reading stops taking them, and the claim on the lent frame would hold the
+    ring's producer as long as it lags: after lend_hold the sender drops its
+    connections, copies from then on, and the producer finishes while the stuck
+    host still reads nothing. Each host counts exactly what it missed; what
+    arrives is intact and in order, never twice."""
+    src, fast, slow = names(), names(), names()
+    ring = rings.create(src, QUARTER, 16, mode="broadcast")
+    s = bridges(Sender(ring, LOOP, max_records=1, max_bytes=1 << 18, hwm=4, lend_hold=0.3).start())
+    rf = bridges(Receiver(s.bound, fast, hwm=4).start())
+    rs = bridges(Receiver(s.bound, slow, hwm=2, capacity=4).start())
+    assert rf.wait_ready(10) and rs.wait_ready(10)
+    wait_for(lambda: s._subs == 2, what="both subscriptions")
+    fast_reader = Reader(fast, timeout=90)
+    stuck_ring = rings.attach(slow)
+    stuck = stuck_ring.consumer(start="oldest")  # registered, reads nothing until the end
+    n = 240  # 60 MiB: more than the stuck host's socket buffers and queues take in
+    with ring.producer() as p:
+        for i in range(0, n, 8):
+            p.push_many(quarters(i, 8), timeout=30)  # a held ring would time out here
+    wait_for(lambda: rf.counters["records"] + rf.counters["lost"] == n, timeout=60, what="the fast host's end")
+    c = s.counters
+    assert c["lent_batches"] > 0 and c["lend_pauses"] >= 1 and c["lend_resets"] >= 1, c
+    fast_reader.thread.join(30)
+    got = np.concatenate(fast_reader.parts)
+    fast_reader.stop()
+    seq = check_quarters(got)
+    assert len(seq) == rf.counters["records"] == n - rf.counters["lost"]
+    assert np.all(np.diff(seq.astype(np.int64)) > 0) and rf.counters["duplicates"] == 0
+    parts = []
+    end = time.monotonic() + 60
+    while rs.counters["records"] + rs.counters["lost"] < n or len(stuck):
+        assert time.monotonic() < end, ("the stuck host's end", rs.counters)
+        try:
+            parts.append(stuck.pop_many(64, timeout=0.2))
+        except shmring.Empty:
+            continue
+        except shmring.Closed:
+            break
+    stuck.close()
+    seq = check_quarters(np.concatenate(parts)) if parts else np.empty(0, np.uint64)
+    assert len(seq) == rs.counters["records"] == n - rs.counters["lost"] and rs.counters["lost"] > 0
+    assert np.all(np.diff(seq.astype(np.int64)) > 0) and rs.counters["duplicates"] == 0
+
+
+def test_broadcast_lend_hold_zero_copies(names, rings, bridges):
+    src, dst = names(), names()
+    ring = rings.create(src, QUARTER, 16, mode="broadcast")
+    s = bridges(Sender(ring, LOOP, max_records=2, max_bytes=1 << 19, lend_hold=0).start())
+    rcv = bridges(Receiver(s.bound, dst).start())
+    assert rcv.wait_ready(10)
+    reader = Reader(dst, timeout=60)
+    with ring.producer() as p:
+        for i in range(0, 64, 8):
+            p.push_many(quarters(i, 8), timeout=30)
+    reader.thread.join(30)
+    assert reader.ended and reader.error is None
+    got = np.concatenate(reader.parts)
+    reader.stop()
+    assert check_quarters(got).tolist() == list(range(64))
+    assert s.counters["lent_batches"] == s.counters["lend_pauses"] == s.counters["lend_resets"] == 0
+    with pytest.raises(ValueError, match="lend_hold"):
+        Sender(ring, LOOP, lend_hold=-1)
+
+
 def test_queue_backpressure_stalls_the_sending_producer(names, rings, bridges):
     src, dst = names(), names()
     ring = rings.create(src, REC, 64, mode="queue")
@@ -789,3 +872,62 @@ def test_queue_mismatches_are_clear_errors(names, rings, bridges):
         rcv.wait_ready(10)
     rcv._thread.join(5)
     q.close()
+
+
+def test_receiver_with_a_full_queue_survives_the_sender_going_away(names, rings, popen):
+    """A receiving host that lags (its local consumer stopped, its ZeroMQ queue full)
+    while the sending bridge goes away and comes back: the receiving bridge lives
+    on (libzmq 4.3.5 aborted it when ZMTP heartbeats were on: a ping or pong
+    written on a connection whose input a full queue had stopped when the peer
+    closed it), then takes the stream again with its gap counted exactly."""
+    src, dst = names(), names()
+    big = np.dtype((np.uint8, (1 << 16,)))
+    ring = rings.create(src, big, 64, mode="broadcast")
+    ep = f"tcp://127.0.0.1:{_free_port()}"
+    rcv = popen([sys.executable, "-m", "shmring", "bridge", "recv", ep, dst, "--capacity", "4", "--hwm", "2",
+                 "--heartbeat", "0.1", "--peer-timeout", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                text=True)
+    prod = ring.producer()
+    s = Sender(ring, ep, hwm=4, max_records=1, max_bytes=1 << 16, heartbeat=0.1, peer_timeout=30).start()
+    stopped = False
+    try:
+        wait_for(lambda: read_sidecar(dst) is not None, what="receiver")
+        stuck = rings.attach(dst).consumer(start="oldest")  # reads nothing while the sender goes away
+        data = np.zeros((400, 1 << 16), np.uint8)
+        data[:, :8] = np.arange(400, dtype="<u8").view(np.uint8).reshape(400, 8)
+        prod.push_many(data, timeout=30)  # 25 MiB: the receiver's queue and socket buffers fill
+        wait_for(lambda: s.counters["records"] == 400, what="the sender to publish everything")
+        time.sleep(0.3)
+        s.stop()
+        stopped = True
+    finally:
+        if not stopped:
+            s.stop()
+    time.sleep(1.0)  # ten of the receiver's heartbeat intervals with its peer gone
+    if rcv.poll() is not None:
+        raise AssertionError(f"receiving bridge died: {rcv.returncode} {rcv.stderr.read()}")
+    s2 = Sender(ring, ep, hwm=4, heartbeat=0.1, peer_timeout=30).start()
+    try:
+        prod.close()  # the new sender starts at the newest record and ends the stream
+        got = []
+        end = time.monotonic() + 60
+        while True:
+            assert time.monotonic() < end, ("the stream's end", read_sidecar(dst))
+            try:
+                a = stuck.pop_many(64, timeout=0.2)
+            except shmring.Empty:
+                continue
+            except shmring.Closed as exc:
+                if rcv.poll() is not None:
+                    raise AssertionError(f"receiving bridge died: {rcv.returncode} {rcv.stderr.read()}")
+                assert exc.reason == "closed by producer", exc.reason
+                break
+            got.append(a[:, :8].copy().view("<u8").ravel())
+        seq = np.concatenate(got)
+        side = read_sidecar(dst)
+        assert side["records"] == len(seq) and side["records"] + side["lost"] == 400 and side["duplicates"] == 0
+        assert side["lost"] > 0 and np.all(np.diff(seq.astype(np.int64)) > 0)
+        assert rcv.poll() is None
+    finally:
+        stuck.close()
+        s2.stop()

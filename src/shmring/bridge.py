@@ -8,6 +8,8 @@ side use the ordinary ring API.
 - broadcast rings fan out over XPUB/SUB: every batch carries the absolute position
   of its first record in the sending ring, so a receiver counts exactly the records
   it missed (high-water-mark drops, reconnects, a restarted bridge on either side);
+  large frames are lent from the ring, and a receiver that keeps one too long
+  (lend_hold) has its connection dropped rather than hold the ring;
 - queue rings share work over ROUTER/DEALER with credit-based flow control: a
   receiver grants credit for a few batches and returns one credit per batch only
   once that batch is in its local ring (several at a time, in one message), so a
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import mmap
 import os
 import random
@@ -134,9 +137,11 @@ class _Codec:
     kind = ""
     modes: tuple[str, ...] = ("queue", "broadcast")  # what the kind's sender may name in its handshake
     held = False  # take() left a claim open: send the part, then call sent()
+    _lent_bytes = 0  # lent to ZeroMQ by the last frames()
     # Frames of this many bytes and more leave without a copy where the ring's
-    # memory may be lent to ZeroMQ (queue mode: the claim waits for ZeroMQ to let
-    # go); smaller ones are copied once, straight out of the ring, as they are sent.
+    # memory may be lent to ZeroMQ (the claim waits for ZeroMQ to let go: queue
+    # mode, and broadcast while lending is on, see Sender); smaller ones are copied
+    # once, straight out of the ring, as they are sent.
     # Below about this size a copy costs less than ZeroMQ's zero-copy hand-back
     # (a message to pyzmq's garbage-collector thread per frame); it is also the
     # sending socket's copy_threshold.
@@ -223,8 +228,11 @@ class _Codec:
         """Records the consumer could take now, if that is cheap to know."""
         return None
 
-    def sent(self, stop) -> None:
-        """After a part taken with ``held`` set went out: end its claim."""
+    def sent(self, stop, deadline: float | None = None) -> bool:
+        """After a part taken with ``held`` set went out: end its claim once ZeroMQ
+        let go of what was lent. False (claim still open) if ``deadline`` (a
+        time.monotonic() value) passed first."""
+        return True
 
     def release(self) -> None:
         """End any claim still open (the sender is going away)."""
@@ -300,9 +308,9 @@ class _RecordCodec(_Codec):
         # Overwrite mode copies first and checks the copy (pop_many does both): a
         # view could be overwritten while ZeroMQ copies it, and torn records would
         # leave. Elsewhere the batch is sent from a view of the ring: one copy,
-        # into ZeroMQ's message, or none (queue mode, large batches).
+        # into ZeroMQ's message, or none (large frames, lent).
         self._views = ring.overflow != "overwrite"
-        self._lend = ring.mode == "queue"
+        self._lend = self._views  # the sender turns it off in broadcast while a subscriber lags
 
     def available(self, consumer) -> int | None:
         return len(consumer) if self._views else None
@@ -315,8 +323,8 @@ class _RecordCodec(_Codec):
         self.held = True
         return v.array
 
-    def sent(self, stop) -> None:
-        _wait_trackers(self, stop)
+    def sent(self, stop, deadline: float | None = None) -> bool:
+        return _wait_trackers(self, stop, deadline)
 
     def release(self) -> None:
         self._trackers = []
@@ -473,8 +481,8 @@ class _MessageCodec(_Codec):
         return None
 
     def open(self, ring: Ring) -> None:
-        self._lend = ring.mode == "queue"
         self._overwrite = ring.overflow == "overwrite"
+        self._lend = not self._overwrite
 
     def limit(self, max_records: int, max_bytes: int) -> int:
         return max(1, min(max_records, max_bytes // 64))
@@ -511,9 +519,10 @@ class _MessageCodec(_Codec):
 
     _trackers: list = []
 
-    def sent(self, stop) -> None:
+    def sent(self, stop, deadline: float | None = None) -> bool:
         if self._open_claim:
-            _wait_trackers(self, stop)
+            return _wait_trackers(self, stop, deadline)
+        return True
 
     def release(self) -> None:
         self._trackers = []
@@ -692,8 +701,8 @@ class _QueueCodec(_MessageCodec):
     def take(self, source: _QueueSource, max_count: int, timeout: float) -> _MsgPart:
         return _MsgPart(*source.queue._get_raw(max_count, self.own_from, timeout))
 
-    def sent(self, stop) -> None:
-        pass
+    def sent(self, stop, deadline: float | None = None) -> bool:
+        return True
 
     def release(self) -> None:
         pass
@@ -741,14 +750,14 @@ def _attach_local(name: str):
 
 def _frames_of_held(codec: _Codec, bufs: list) -> list:
     """Frames for buffers that lie in ring memory under an open claim. Small ones
-    are copied as they are sent; large ones in queue mode are lent to ZeroMQ and
-    tracked (sent() waits until ZeroMQ and every Frame object let go: the caller
-    drops its list of frames first); large ones in broadcast mode are copied, as a
-    slow subscriber's queue may keep them for long. (Smaller ones are left as they
-    are: below the socket's copy_threshold pyzmq copies them.)"""
+    are copied as they are sent; large ones are lent to ZeroMQ and tracked while
+    the codec lends (sent() waits until ZeroMQ and every Frame object let go: the
+    caller drops its list of frames first), copied otherwise. (Smaller ones are
+    left as they are: below the socket's copy_threshold pyzmq copies them.)"""
     zmq = _zmq()
     out = []
     trackers = []
+    lent = 0
     for b in bufs:
         # .nbytes of the array or memoryview itself: memoryview() of a structured
         # array would make numpy build its buffer format string every batch
@@ -756,27 +765,42 @@ def _frames_of_held(codec: _Codec, bufs: list) -> list:
             if codec._lend:
                 f = zmq.Frame(b, copy=False, track=True)
                 trackers.append(f.tracker)
+                lent += b.nbytes
             else:
                 f = zmq.Frame(b, copy=True)
             out.append(f)
         else:
             out.append(b)
     codec._trackers = trackers
+    codec._lent_bytes = lent
     return out
 
 
-def _wait_trackers(codec: _Codec, stop) -> None:
+def _wait_trackers(codec: _Codec, stop, deadline: float | None = None) -> bool:
     # ZeroMQ holds a lent frame until it is written out (or the peer's pipe is
     # dropped); the ring memory under it must not be reused before.
     for t in codec._trackers:
         while not t.done:
             try:
-                t.wait(0.05)
+                t.wait(0.05 if deadline is None else min(0.05, max(deadline - time.monotonic(), 0.001)))
             except _zmq().NotDone:
                 if stop.is_set():
-                    return  # teardown closes the sockets (freeing the frames) first
+                    return False  # teardown closes the sockets (freeing the frames) first
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
     codec.release()
+    return True
 
+
+# A broadcast sender waits this long at most for ZeroMQ to write a lent frame to
+# every subscriber before it calls the slowest one lagging and stops lending for a
+# while: one large frame leaves in well under a millisecond when every subscriber's
+# socket takes it, so only a host that is behind waits this long, and until it is
+# found lagging it paces the others.
+LEND_LAG = 0.05
+# ... plus the time to write what the claim lent at this rate (bytes/s), well below
+# what one host that keeps up takes on loopback or a veth pair (1-2 GB/s here)
+LEND_RATE = 200e6
 
 _CODECS = {"records": _RecordCodec, "messages": _MessageCodec, "queue": _QueueCodec}
 
@@ -958,9 +982,16 @@ class _Bridge:
         s.linger = 200
         s.sndhwm = s.rcvhwm = self.hwm
         s.reconnect_ivl_max = 1000
-        # ZMTP heartbeats find a dead TCP peer the kernel would keep for minutes
-        s.heartbeat_ivl = int(self.heartbeat * 1000)
-        s.heartbeat_timeout = int(self.peer_timeout * 1000)
+        # TCP keepalives find a dead peer the kernel would otherwise keep for hours.
+        # Not ZMTP heartbeats: libzmq 4.3.5 writes a ping, and the pong that
+        # answers one, straight from the event (stream_engine_base.cpp, out_event),
+        # and asserts, aborting the process, if the connection's input had been
+        # stopped by a full queue when the peer closed it: a lagging receiving
+        # host whose sending bridge stopped or restarted.
+        s.tcp_keepalive = 1
+        every = max(1, round(self.heartbeat))  # seconds: the kernel's unit
+        s.tcp_keepalive_idle = s.tcp_keepalive_intvl = every
+        s.tcp_keepalive_cnt = max(1, math.ceil(self.peer_timeout / every))
         s.copy_threshold = _Codec.lend_from
         return s
 
@@ -1049,21 +1080,36 @@ class Sender(_Bridge):
     starts. A batch closes at ``max_records`` records, ``max_bytes`` bytes or
     ``flush_delay`` seconds after its first record, whichever comes first (the
     delay applies only while records come densely: an isolated record is sent at
-    once). A
-    broadcast sender with no receiver connected stops taking records for up to
-    ``hold`` seconds (a blocking ring's producer waits meanwhile), so a restart
-    on either side loses nothing that a moment's wait saves."""
+    once). A broadcast sender with no receiver connected stops taking records for
+    up to ``hold`` seconds (a blocking ring's producer waits meanwhile), so a
+    restart on either side loses nothing that a moment's wait saves.
+
+    Frames of 256 KiB and more are lent to ZeroMQ straight from the ring (no copy)
+    and the claim on them ends once ZeroMQ has written them to every receiver. In
+    broadcast a receiver that has not taken a lent frame within 50 ms (plus 5 ms
+    per MiB the batch lends) lags: the sender copies large frames instead for a
+    while (10 s, doubling each time a receiver is found lagging again, at most
+    5 min; ``lend_pauses``), so a lagging host meets PUB/SUB's drops at the
+    high-water mark instead of pacing the others. One that still has not taken
+    it after ``lend_hold`` seconds (or twice the lag allowance, if longer) would
+    hold the ring: the sender drops its connections (each receiver reconnects
+    and counts exactly what it missed; ``lend_resets``). ``lend_hold=0`` always
+    copies in broadcast."""
 
     def __init__(self, ring: Ring | str, endpoint: str, *, start: str = "latest",
                  max_records: int = 1024, max_bytes: int = 1 << 20, flush_delay: float = 100e-6,
                  hwm: int = 1000, heartbeat: float = 0.5, peer_timeout: float = 5.0, hold: float = 5.0,
-                 curve_keys: str | None = None) -> None:
+                 lend_hold: float = 1.0, curve_keys: str | None = None) -> None:
         super().__init__(hwm=hwm, heartbeat=heartbeat, peer_timeout=peer_timeout, curve_keys=curve_keys)
         self.hold = float(hold)
+        self.lend_hold = float(lend_hold)
+        self.lent_batches = 0
+        self.lend_pauses = 0
+        self.lend_resets = 0
         self._subs = 0
         self._alone_since: float | None = None
-        if max_records < 1 or max_bytes < 1 or flush_delay < 0:
-            raise ValueError("need max_records >= 1, max_bytes >= 1, flush_delay >= 0")
+        if max_records < 1 or max_bytes < 1 or flush_delay < 0 or lend_hold < 0:
+            raise ValueError("need max_records >= 1, max_bytes >= 1, flush_delay >= 0, lend_hold >= 0")
         if start not in ("latest", "oldest"):
             raise ValueError(f"start must be 'latest' or 'oldest', not {start!r}")
         self._own_ring = isinstance(ring, str)
@@ -1107,16 +1153,42 @@ class Sender(_Bridge):
         return {"batches": self.batches, "records": self.records, "bytes": self.bytes,
                 "dropped_at_source": self.dropped_at_source, "unconfirmed": self.unconfirmed,
                 "peers": len(self._peers), "peers_lost": self.peers_lost, "bad": self.bad,
+                "lent_batches": self.lent_batches, "lend_pauses": self.lend_pauses,
+                "lend_resets": self.lend_resets,
                 "position": self._pos if self.broadcast else None}
+
+    def _bind(self, endpoint: str, retry_for: float = 0.0):
+        """The sending socket, configured and bound to ``endpoint``; an address still
+        held by a socket just closed is retried for ``retry_for`` seconds."""
+        zmq = self._zmq
+        sock = self._socket(zmq.XPUB if self.broadcast else zmq.ROUTER)
+        try:
+            if self.broadcast:
+                # every (un)subscription: every newcomer gets a DESC, and we know when nobody listens
+                sock.setsockopt(zmq.XPUB_VERBOSER, 1)
+            else:
+                sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a vanished peer fails instead of vanishing
+            if self._curve is not None:
+                sock.curve_secretkey, sock.curve_publickey = self._curve
+                sock.curve_server = True
+            end = time.monotonic() + retry_for
+            while True:
+                try:
+                    sock.bind(endpoint)
+                    break
+                except zmq.ZMQError as exc:
+                    if exc.errno != zmq.EADDRINUSE or time.monotonic() >= end:
+                        raise BridgeError(f"cannot bind {endpoint}: {exc}") from None
+                    time.sleep(0.01)
+        except BaseException:
+            sock.close(linger=0)
+            raise
+        return sock
+
+    _curve = None
 
     def _setup(self) -> None:
         zmq = self._zmq
-        sock = self._socket(zmq.XPUB if self.broadcast else zmq.ROUTER)
-        if self.broadcast:
-            # every (un)subscription: every newcomer gets a DESC, and we know when nobody listens
-            sock.setsockopt(zmq.XPUB_VERBOSER, 1)
-        else:
-            sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a vanished peer fails instead of vanishing
         try:
             if self.curve_keys:
                 if not zmq.has("curve"):
@@ -1126,24 +1198,21 @@ class Sender(_Bridge):
                 auth_dir = os.path.join(self.curve_keys, "authorized_clients")
                 if not os.path.isdir(auth_dir):
                     raise BridgeError(f"{auth_dir} is missing: no client could ever connect")
+                if self._ctx is None:
+                    self._ctx = zmq.Context()
                 self._auth = ThreadAuthenticator(self._ctx)
                 self._auth.start()
                 self._auth.configure_curve(domain="*", location=auth_dir)
-                sock.curve_secretkey = sec
-                sock.curve_publickey = pub
-                sock.curve_server = True
-            try:
-                sock.bind(self.endpoint)
-            except zmq.ZMQError as exc:
-                raise BridgeError(f"cannot bind {self.endpoint}: {exc}") from None
-            self.bound = sock.getsockopt_string(zmq.LAST_ENDPOINT)
-            self._sock = sock
+                self._curve = (sec, pub)
+            self._sock = self._bind(self.endpoint)
+            self.bound = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
             self._cons = self.codec.consumer(self.ring, self.start_at if self.broadcast else None)
             self.codec.open(self.ring)
             if self.broadcast:
                 self._pos = self.codec.position(self.ring, self._cons)
+                if self.lend_hold <= 0:
+                    self.codec._lend = False
         except BaseException:
-            self._sock = sock
             self._teardown()
             raise
 
@@ -1249,11 +1318,56 @@ class Sender(_Bridge):
         if codec.held:
             # a tracked frame is done only once no Frame object refers to it
             frames = last = f = None  # noqa: F841
-            codec.sent(self._stop)
+            if not codec._trackers:
+                codec.sent(self._stop)
+            elif not self.broadcast:
+                self.lent_batches += 1
+                codec.sent(self._stop)
+            else:
+                self.lent_batches += 1
+                t0 = time.monotonic()
+                # a claim of many large messages takes a while to write even to
+                # subscribers that keep up
+                lag = LEND_LAG + codec._lent_bytes / LEND_RATE
+                if not codec.sent(self._stop, t0 + min(self.lend_hold, lag)) and not self._stop.is_set():
+                    # a subscriber lags: waiting for it paces every other one
+                    self._pause_lending()
+                    if not codec.sent(self._stop, t0 + max(self.lend_hold, 2 * lag)) and not self._stop.is_set():
+                        self._unstick()
         self._last_sent = time.monotonic()
         self.batches += 1
         self.records += n
         self.bytes += codec.nbytes(parts[0]) if len(parts) == 1 else sum(codec.nbytes(p) for p in parts)
+
+    def _pause_lending(self) -> None:
+        """Copy instead of lending for a while (doubling each time a subscriber is
+        found lagging again): a host that lags then meets PUB/SUB's drops at the
+        high-water mark instead of pacing the others."""
+        self.lend_pauses += 1
+        self.codec._lend = False
+        self._lend_again = time.monotonic() + self._lend_pause
+        self._lend_pause = min(self._lend_pause * 2, 300.0)
+
+    def _unstick(self) -> None:
+        """A subscriber has not taken a frame lent from the ring within lend_hold
+        (its host reads much slower than the others, or not at all): the claim on
+        the ring, and with it the ring's producer, would wait for it. Closing the
+        socket drops every subscriber's queue and with it the frame; the
+        subscribers reconnect by themselves and each counts what it missed
+        (positions)."""
+        self.lend_resets += 1
+        self._sock.close(linger=0)
+        self._sock = None
+        if not self.codec.sent(self._stop, time.monotonic() + 10.0):
+            if self._stop.is_set():
+                return
+            raise BridgeError("ZeroMQ kept a frame lent from the ring 10 s after its socket closed")
+        self._sock = self._bind(self.bound, retry_for=5.0)
+        self._subs = 0
+        self._alone_since = None
+
+    _lend_again = 0.0
+    _lend_pause = 10.0
 
     def _desc_frames(self, flags: int) -> list:
         return [_header(T_DESC, self._k, flags, self.stream, self.source, self._seq, self._pos, 0), self._desc]
@@ -1266,11 +1380,14 @@ class Sender(_Bridge):
             self._loop_queue()
 
     def _loop_broadcast(self) -> None:
-        sock = self._sock
         next_hb = 0.0
         next_check = 0.0
         while not self._stop.is_set():
             now = time.monotonic()
+            sock = self._sock  # replaced when a lagging subscriber held a lent frame
+            if self._lend_again and now >= self._lend_again:
+                self._lend_again = 0.0
+                self.codec._lend = True
             if now >= next_check or not self._subs:
                 next_check = now + 0.01
                 while sock.getsockopt(POLLIN_EVENTS) & 1:
@@ -1931,6 +2048,9 @@ def cli_main(argv: list[str]) -> int:
     p.add_argument("--peer-timeout", type=float, default=5.0)
     p.add_argument("--hold", type=float, default=5.0,
                    help="broadcast: seconds to wait for a receiver before forwarding to nobody")
+    p.add_argument("--lend-hold", type=float, default=1.0,
+                   help="broadcast: seconds a receiver may keep a frame lent from the ring before the sender "
+                        "drops its connections and copies instead for a while (0: always copy)")
     p.add_argument("--curve-keys", metavar="DIR")
     p = sub.add_parser("recv", help="feed local ring or shmring.Queue NAME from the sender at ENDPOINT")
     p.add_argument("endpoint")
@@ -1961,7 +2081,7 @@ def cli_main(argv: list[str]) -> int:
             b = Sender(args.name, args.endpoint, start=args.start, max_records=args.max_records,
                        max_bytes=args.max_bytes, flush_delay=args.flush_delay, hwm=args.hwm,
                        heartbeat=args.heartbeat, peer_timeout=args.peer_timeout, hold=args.hold,
-                       curve_keys=args.curve_keys)
+                       lend_hold=args.lend_hold, curve_keys=args.curve_keys)
         else:
             b = Receiver(args.endpoint, args.name, capacity=args.capacity, window=args.window, hwm=args.hwm,
                          heartbeat=args.heartbeat, peer_timeout=args.peer_timeout, curve_keys=args.curve_keys,
