@@ -122,7 +122,13 @@ void shmr_m_producer_open(shmr_producer *p)
     p->oldest = shmr_load_acquire64(&r->prod->oldest);
     if (p->oldest > p->head)
         p->oldest = p->head;
-    shmr_msg_set_rewind(p, SHMR_MSG_REWIND_BYTES); /* queue mode, 4 MiB rings and up */
+    /* Off by default: the padding a rewind leaves holds the rest of the lap
+     * until a consumer takes the frame after it, so a producer whose
+     * consumers do not run meanwhile (one thread that puts some items, then
+     * gets them) would find a window of room instead of the ring, and block
+     * with the ring nearly empty. Turned on per producer (shmr_msg_set_rewind)
+     * where the consumers are known to keep up. */
+    shmr_msg_set_rewind(p, 0);
 }
 
 /* Broadcast: before positions below limit are overwritten, move oldest past

@@ -272,8 +272,8 @@ int shmr_msg_reserve(shmr_producer *p, uint32_t kind, uint64_t len, void **body)
  * end of the lap and writes at offset 0 (messages.c m_rewind_pad), so a
  * consumer that keeps up leaves a working set of about nbytes instead of the
  * whole ring. 0 turns it off; so do other modes and an nbytes over a quarter
- * of the ring. A producer starts with SHMR_MSG_REWIND_BYTES: on in queue-mode
- * rings (shmring.Queue lanes included) of 4 MiB and more. */
+ * of the ring. A producer starts with it off (see shmr_m_producer_open);
+ * SHMR_MSG_REWIND_BYTES is the window to use for a lane of 4 MiB and more. */
 #define SHMR_MSG_REWIND_BYTES (512u << 10)
 void shmr_msg_set_rewind(shmr_producer *p, uint64_t nbytes);
 /* where the next frame would start (bytes into the lap), for tests */

@@ -289,9 +289,13 @@ def lap_moves(offsets) -> tuple:
     return rewinds, max(offsets) if offsets else 0
 
 
+LANE_WINDOW = 512 << 10  # SHMR_MSG_REWIND_BYTES: the rewind window tests turn on
+
+
 def big_produce(q, pid: int, n: int, conn) -> None:
     """Puts n 64 KiB items; sends back the lane offset each was placed at."""
     prod = q._lane_producer()
+    prod._set_rewind(LANE_WINDOW)
     offsets = []
     for seq in range(n):
         offsets.append(prod._lap_offset())
@@ -315,6 +319,7 @@ def big_produce_until_killed(q, pid: int, ready, rewinds_wanted: int) -> None:
     """Puts 64 KiB items until killed; sets ready once its lane has rewound
     rewinds_wanted times."""
     prod = q._lane_producer()
+    prod._set_rewind(LANE_WINDOW)
     last = -1
     rewinds = 0
     seq = 0

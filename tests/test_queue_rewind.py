@@ -1,7 +1,9 @@
-"""A queue-mode message ring's producer starts the lap again early while its
-consumers keep up (messages.c m_rewind_pad): what arrives through many such
-rewinds, a consumer that falls behind and catches up, the room a pause right
-after a rewind leaves, and a producer killed on a rewound lane."""
+"""A queue-mode message ring's producer can start the lap again early while its
+consumers keep up (messages.c m_rewind_pad; off by default, turned on here per
+producer): what arrives through many such rewinds, a consumer that falls behind
+and catches up, the room a pause right after a rewind leaves, a producer killed
+on a rewound lane; and that by default a producer whose consumer does not run
+meanwhile has the whole ring."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import pytest
 import shmring
 import _mpq_workers as W
 
-LANE_WINDOW = 512 << 10  # SHMR_MSG_REWIND_BYTES: a Queue lane's window
+LANE_WINDOW = W.LANE_WINDOW
 ITEM = 8 * W.BIG_WORDS  # the array's bytes; the frame adds the pickle and headers
 
 
@@ -30,6 +32,7 @@ def put_get_offsets(q, n, first=0):
     """Puts then gets n 64 KiB items in turn; the lane offset of each put, and
     each item checked as it comes back."""
     prod = q._lane_producer()
+    prod._set_rewind(LANE_WINDOW)
     offs = []
     for seq in range(first, first + n):
         offs.append(prod._lap_offset())
@@ -51,17 +54,37 @@ def test_lane_stays_in_its_window_while_the_consumer_keeps_up():
 
 
 def test_without_rewind_the_lane_cycles_whole():
-    """The same stream with the rewind off walks the whole lane: the test above
-    sees the policy, not a coincidence of sizes."""
+    """The same stream with the rewind off (the default) walks the whole lane:
+    the test above sees the policy, not a coincidence of sizes."""
     q = shmring.Queue()
-    q._lane_producer()._set_rewind(0)
-    offs = put_get_offsets(q, 200)
+    prod = q._lane_producer()
+    offs = []
+    for seq in range(200):
+        offs.append(prod._lap_offset())
+        q.put(W.big_item(0, seq), timeout=10)
+        assert W.big_check(q.get(timeout=10)) == (0, seq)
     assert W.lap_moves(offs)[1] > q.nbytes // 2
+
+
+def test_by_default_put_then_get_in_one_thread_has_the_whole_lane():
+    """One thread puts a batch, then gets it, many times: with the default
+    settings every batch that fits nbytes goes in without waiting, wherever the
+    lane's lap stands (a rewind's padding would leave a window of room here, and
+    the put would wait for a get that this thread can never make)."""
+    q = shmring.Queue()
+    per = 24  # 1.5 MiB a batch in an 8 MiB lane; 60 batches are 11 laps
+    for r in range(60):
+        for i in range(per):
+            q.put_nowait(W.big_item(0, r * per + i))
+        assert [W.big_check(q.get_nowait()) for _ in range(per)] == [(0, r * per + i) for i in range(per)]
+    s = q.stats()
+    assert s["put"] == s["got"] == 60 * per and s["items"] == 0
 
 
 def test_consumer_falls_behind_then_catches_up():
     q = shmring.Queue()
     prod = q._lane_producer()
+    prod._set_rewind(LANE_WINDOW)
     n_behind = 100  # 6.4 MiB put before any get: past the window, within the lane
     offs = []
     for seq in range(n_behind):
@@ -81,6 +104,7 @@ def test_pause_right_after_a_rewind_leaves_a_window_then_the_lane():
     the whole lane again once the consumer takes that item."""
     q = shmring.Queue()
     prod = q._lane_producer()
+    prod._set_rewind(LANE_WINDOW)
     seq = 0
     while True:  # steady put/get until a put is placed by a rewind
         off = prod._lap_offset()
@@ -112,7 +136,9 @@ def test_pause_right_after_a_rewind_leaves_a_window_then_the_lane():
 
 def test_message_ring_many_laps_random_batches(ring_name, rings):
     """A queue-mode message ring with a small window: random sizes, random
-    numbers in flight, many rewinds; every message once, in order, intact."""
+    numbers in flight, many rewinds; every message once, in order, intact. A
+    batch stays within the room a rewind leaves (the window less a frame: see
+    the pause test above), as this one thread pushes a batch before it pops."""
     seed = random.randrange(1 << 30)
     print("seed", seed)
     rnd = random.Random(seed)
@@ -120,14 +146,16 @@ def test_message_ring_many_laps_random_batches(ring_name, rings):
     prod, cons = ring.producer(), ring.consumer()
     assert prod._lap_offset() == 0
     prod._set_rewind(8 << 10)
-    sent = got = 0
+    sent = got = total = 0
     offs = []
     while sent < 3000:
         k = rnd.randint(1, 6)
         for _ in range(k):
             offs.append(prod._lap_offset())
-            prod.push(bytes([sent % 251]) * rnd.randint(0, 1500) + sent.to_bytes(4, "little"), timeout=5)
+            body = bytes([sent % 251]) * rnd.randint(0, 1000) + sent.to_bytes(4, "little")
+            prod.push(body, timeout=5)
             sent += 1
+            total += len(body)
         while got < sent:
             for m in cons.pop_many(sent - got, timeout=5):
                 m = bytes(m)
@@ -135,9 +163,9 @@ def test_message_ring_many_laps_random_batches(ring_name, rings):
                 assert m[:-4] == bytes([got % 251]) * (len(m) - 4)
                 got += 1
     rewinds, top = W.lap_moves(offs)
-    # six frames of up to 1.5 KiB may go in past the window before the start is free
-    assert top <= (8 << 10) + 6 * 1600, top
-    assert rewinds > 3000 * 760 // (64 << 10) * 4  # far more laps than the ring alone makes
+    # six frames of up to 1 KiB may go in past the window before the start is free
+    assert top <= (8 << 10) + 6 * 1100, top
+    assert rewinds > total // (64 << 10) * 4  # far more laps than the ring alone makes
     assert cons.popped == sent and cons.dropped == 0
 
 
