@@ -161,10 +161,10 @@ class _UringReactor:
         os.close(fd)
 
     def _on_exit(self, owner: int) -> None:
-        # Every wait on it ends, after its check: it arms again and reads its
-        # peers afresh (a consumer whose producer gave way to another one
-        # between the read of the owner and the arm is watching a process that
-        # no longer matters to it, and no notify will tell it).
+        # Every wait on it ends, after its check: the caller tries, then arms
+        # again with its peers read afresh. A death is rare, and this way
+        # nothing it changed is left to a notify (a getter killed holding a
+        # put's single wake: the disarm lowers the flag it left raised).
         w = self.watches.get(owner)
         self._mark_dead(owner)
         if w is not None:
