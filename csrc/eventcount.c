@@ -70,12 +70,15 @@ int shmr_futex_wait(shmr_a32 *addr, uint32_t expected, int64_t timeout_ns)
 {
     struct timespec ts, *tsp = NULL;
     if (timeout_ns >= 0) {
-        ts.tv_sec = timeout_ns / 1000000000;
-        ts.tv_nsec = timeout_ns % 1000000000;
+        /* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC time */
+        int64_t until = shmr_mono_ns() + timeout_ns;
+        ts.tv_sec = until / 1000000000;
+        ts.tv_nsec = until % 1000000000;
         tsp = &ts;
     }
-    /* no FUTEX_PRIVATE_FLAG: the word is shared between processes */
-    long rc = syscall(SYS_futex, (void *)addr, FUTEX_WAIT, expected, tsp, NULL, 0);
+    /* no FUTEX_PRIVATE_FLAG: the word is shared between processes. The bitset
+     * lets shmr_ec_notify_loops pass us by (see eventcount.h). */
+    long rc = syscall(SYS_futex, (void *)addr, FUTEX_WAIT_BITSET, expected, tsp, NULL, SHMR_FUTEX_BIT_SLEEPER);
     return rc == 0 ? 0 : -errno;
 }
 
@@ -86,6 +89,19 @@ int shmr_futex_wake(shmr_a32 *addr, int n)
 }
 
 void shmr_futex_wake_all(shmr_a32 *addr) { shmr_futex_wake(addr, INT_MAX); }
+
+void shmr_ec_notify_loops(struct shmr_ec *ec)
+{
+    /* the notify's Dekker half, as shmr_ec_notify_n: see eventcount.h */
+    if (shmr_load_relaxed32(&shmr_ec_fenceless))
+        shmr_compiler_barrier();
+    else
+        shmr_fence_seqcst();
+    if (shmr_load_relaxed32(&ec->waiters) != 0) {
+        shmr_fetch_add_release32(&ec->epoch, 1);
+        syscall(SYS_futex, (void *)&ec->epoch, FUTEX_WAKE_BITSET, INT_MAX, NULL, NULL, SHMR_FUTEX_BIT_LOOP);
+    }
+}
 
 int64_t shmr_mono_ns(void)
 {

@@ -22,6 +22,22 @@ void shmr_futex_wake_all(shmr_a32 *addr);
 int shmr_futex_wake(shmr_a32 *addr, int n);
 int64_t shmr_mono_ns(void);
 
+/* Futex bitsets of the sleepers of an eventcount: a blocking call sleeps
+ * with SHMR_FUTEX_BIT_SLEEPER, an event-loop wait (io_uring) with
+ * SHMR_FUTEX_BIT_LOOP, futex_waitv with every bit. Every notify wakes all of
+ * them (FUTEX_WAKE matches any bit) but shmr_ec_notify_loops. */
+#define SHMR_FUTEX_BIT_SLEEPER 1u
+#define SHMR_FUTEX_BIT_LOOP 2u
+
+/* A peer joined (took a role or a slot): event-loop waits watch their peers'
+ * processes instead of polling, so they must re-read them; blocking sleepers
+ * look for dead peers between their slices anyway and are not woken. Moves
+ * the epoch (a loop wait being armed sees it move) and wakes the sleepers
+ * with SHMR_FUTEX_BIT_LOOP (and futex_waitv's). Ordered as shmr_ec_notify:
+ * the caller's join store, then this, against the waiter's arm, then its
+ * read of its peers (see shmr_producer_open). */
+void shmr_ec_notify_loops(struct shmr_ec *ec);
+
 /* Wakes every sleeper of ec unconditionally (the slow path of shmr_ec_notify). */
 void shmr_ec_notify_always(struct shmr_ec *ec);
 

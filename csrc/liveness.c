@@ -207,6 +207,26 @@ int shmr_claim_owner(shmr_a64 *word, shmr_a64 *ns_word, uint64_t me)
     }
 }
 
+int shmr_peer_add(uint64_t owner, uint64_t pidns, uint64_t self_ns, uint64_t *out, uint32_t cap, uint32_t *n)
+{
+    if (owner == 0)
+        return 0;
+    if (SHMR_IS_BUSY(owner))
+        return (uint32_t)owner == (uint32_t)getpid() ? 0 : -EXDEV;
+    if (pidns != 0 && pidns != self_ns)
+        return -EXDEV;
+    if ((uint32_t)owner == (uint32_t)getpid())
+        return 0;
+    uint32_t have = *n < cap ? *n : cap;
+    for (uint32_t i = 0; i < have; i++)
+        if (out[i] == owner)
+            return 0;
+    if (*n < cap)
+        out[*n] = owner;
+    ++*n;
+    return 0;
+}
+
 /* Safe to run concurrently in several processes: every decisive step is a CAS,
  * and a sweeper that dies mid-way leaves BUSY slots that the next sweep takes
  * over. Every dead slot is marked BUSY(me) before any claim is touched, so all

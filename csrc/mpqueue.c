@@ -427,6 +427,7 @@ int shmr_mpq_producer_open(shmr_mpq *q, shmr_ring **ring, shmr_producer **out, u
         lane_repair(q, i, r);
         p->ticket = &q->hdr->ticket.next;
         raise_lanes_used(q, (uint64_t)i + 1);
+        shmr_mpq_joined(q); /* after the owner CAS and lanes_used: see there */
         *ring = r;
         *out = p;
         *lane = i;
@@ -741,8 +742,53 @@ uint64_t shmr_mpq_recover(shmr_mpq *q)
     if (fixed) {
         shmr_ec_notify(&q->hdr->join_ec);
         shmr_ec_notify(&q->hdr->space_ec); /* abandoned or lost items leave room under maxsize */
+        /* a consumer swept may have been the getter a put's single wake
+         * reached, killed before it lowered wake_owed: every getter re-checks
+         * (one that then gives up lowers it, shmr_ec_disarm) */
+        shmr_ec_notify(&q->hdr->data_ec);
     }
     return fixed;
+}
+
+int64_t shmr_mpq_peers(shmr_mpq *q, uint64_t *out, uint32_t cap)
+{
+    uint32_t n = 0;
+    uint64_t ns = shmr_self_pidns();
+    /* lanes_used and the owner words: acquire loads that pair with the
+     * seq_cst CASes a joiner makes before its notify (shmr_mpq_joined) */
+    uint32_t used = shmr_mpq_lanes_used(q);
+    for (uint32_t i = 0; i < used; i++) {
+        shmr_ring r;
+        memset(&r, 0, sizeof r);
+        if (lane_bind(q, i, &r))
+            continue; /* being formatted: its producer joins (and notifies) once it is ready */
+        int rc = shmr_peer_add(shmr_load_acquire64(&r.ctl->producer_owner),
+                               shmr_load_acquire64(&r.ctl->producer_pidns), ns, out, cap, &n);
+        for (uint32_t k = 0; !rc && k < r.max_consumers; k++)
+            rc = shmr_peer_add(shmr_load_acquire64(&r.cslots[k].owner), shmr_load_acquire64(&r.cslots[k].pidns), ns,
+                               out, cap, &n);
+        if (rc)
+            return rc;
+    }
+    return (int64_t)n;
+}
+
+/* Getters and putters awaiting in event loops watch their peers' processes
+ * (shmr_mpq_peers) instead of polling, so a process that takes a lane or a
+ * consumer slot wakes them all to re-read the set (a join is rare). The pair
+ * is the eventcount's: the joiner's owner CAS (and lanes_used CAS), then this
+ * notify's barrier and load of waiters / the waiter's count in and barrier
+ * (shmr_ec_arm), then its reads in shmr_mpq_peers. Either the waiter reads
+ * the joiner, or the joiner sees it counted and moves the epoch its wait was
+ * submitted with, which ends that wait at once. A joiner that dies before the
+ * waiter re-reads is still recorded then (only a recovery removes it, and
+ * that recovery did the dead one's repairs), and the waiter's pidfd of a
+ * dead process sends it to its recovery at once. Blocking getters and
+ * putters are not woken (shmr_ec_notify_loops): their slices recover. */
+void shmr_mpq_joined(shmr_mpq *q)
+{
+    shmr_ec_notify_loops(&q->hdr->data_ec);
+    shmr_ec_notify_loops(&q->hdr->space_ec);
 }
 
 int shmr_mpq_stats(shmr_mpq *q, shmr_mpq_info *o)

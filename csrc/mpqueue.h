@@ -97,6 +97,19 @@ int shmr_mpq_wait_join(shmr_mpq *q, int64_t timeout_ns, int64_t spin_ns);
  * lane (their claims counted abandoned) and repairs lanes whose producer died
  * between admitting and publishing (counted lost). Returns what it fixed. */
 uint64_t shmr_mpq_recover(shmr_mpq *q);
+/* The processes whose exit may end an event-loop wait on the queue: every
+ * lane's producer (one that died between admitting and publishing holds room
+ * under maxsize until recovery repairs its lane) and every lane's consumers
+ * (one that died holding claimed items holds room until recovery counts them
+ * abandoned; one killed right after a put's single wake reached it holds that
+ * wake back). As shmr_ring_peers: distinct owner words, not this process;
+ * returns how many, or -EXDEV when one cannot be watched through a pidfd. */
+int64_t shmr_mpq_peers(shmr_mpq *q, uint64_t *out, uint32_t cap);
+/* A process took a lane or a consumer slot: awaiting getters and putters
+ * re-read the peers they watch (see shmr_mpq_peers). A lane's consumer open
+ * notifies the getters itself (shmr_consumer_open); putters under maxsize
+ * sleep on the queue's space eventcount, which only this call reaches. */
+void shmr_mpq_joined(shmr_mpq *q);
 int shmr_mpq_stats(shmr_mpq *q, shmr_mpq_info *out);
 void shmr_mpq_wake_all(shmr_mpq *q);
 

@@ -69,6 +69,18 @@ int shmr_producer_open(shmr_ring *r, shmr_producer **out)
     uint64_t w = shmr_load_acquire64(&r->ctl->stream);
     while (!shmr_cas_seqcst64(&r->ctl->stream, &w, ((w >> 32) + 1) << 32 | SHMR_OPEN))
         ;
+    /* Consumers awaiting in an event loop watch the producer's process (a
+     * pidfd) instead of polling, so they must learn of a new one: they re-read
+     * the owner word after this wake. The pair is the eventcount's: our owner
+     * CAS, then the notify's barrier and load of waiters / the waiter's count
+     * in and barrier (shmr_ec_arm), then its load of the owner word
+     * (shmr_ring_peers). Either the waiter reads us, or we see it counted and
+     * move the epoch its wait was submitted with, which ends that wait at
+     * once. A producer that joins and dies before the waiter re-reads is
+     * still in the owner word then, and a pidfd of a dead process leads the
+     * waiter to its liveness check at once. Blocking consumers are not woken
+     * (their slices look for a dead producer anyway). */
+    shmr_ec_notify_loops(r->data_ec);
     *out = p;
     return 0;
 }
@@ -317,6 +329,15 @@ int shmr_consumer_open(shmr_ring *r, uint32_t start, shmr_consumer **out)
      * have notified already (shmr_b_join) */
     if (IS_QUEUE(r) || r->overflow != SHMR_OVERFLOW_BLOCK)
         shmr_ec_notify(r->space_ec);
+    /* A queue's getters awaiting in event loops watch one another's processes
+     * (a getter killed right after a put's single wake reached it holds that
+     * wake back, shmr_mpq_peers): they re-read the set after this wake, as
+     * for a joining producer (see shmr_producer_open for the ordering); the
+     * lane of a queue is the ring whose publish wakes one sleeper. The notify
+     * of space_ec above does the same for a producer awaiting room (and is
+     * needed by blocking ones too: shmr_wait_consumers). */
+    if (r->data_wakes == 1)
+        shmr_ec_notify_loops(r->data_ec);
     c->head_cache = shmr_load_acquire64(&r->prod->head);
     *out = c;
     return 0;
@@ -491,3 +512,26 @@ int shmr_producer_ready(shmr_producer *p)
 }
 
 uint64_t shmr_producer_owner(const shmr_ring *r) { return shmr_load_acquire64(&r->ctl->producer_owner); }
+
+int64_t shmr_ring_peers(const shmr_ring *r, int producer_side, uint64_t *out, uint32_t cap)
+{
+    uint32_t n = 0;
+    uint64_t ns = shmr_self_pidns();
+    if (!producer_side) {
+        /* pairs with the owner CAS of shmr_producer_open (see the notify there) */
+        uint64_t owner = shmr_load_acquire64(&r->ctl->producer_owner);
+        int rc = shmr_peer_add(owner, shmr_load_acquire64(&r->ctl->producer_pidns), ns, out, cap, &n);
+        return rc ? rc : (int64_t)n;
+    }
+    if (r->evict_after_ns)
+        return -EXDEV;
+    for (uint32_t i = 0; i < r->max_consumers; i++) {
+        /* pairs with the owner CAS of shmr_consumer_open, whose notify of
+         * space_ec follows it */
+        uint64_t owner = shmr_load_acquire64(&r->cslots[i].owner);
+        int rc = shmr_peer_add(owner, shmr_load_acquire64(&r->cslots[i].pidns), ns, out, cap, &n);
+        if (rc)
+            return rc;
+    }
+    return (int64_t)n;
+}

@@ -320,5 +320,14 @@ int shmr_msg_producer_arm(shmr_producer *p, uint64_t len, void **word, uint32_t 
 int shmr_msg_producer_ready(shmr_producer *p, uint64_t len);
 /* the producer's owner word, (start time low 32 bits << 32) | pid, 0: none */
 uint64_t shmr_producer_owner(const shmr_ring *r);
+/* The processes whose exit may end an event-loop wait on one side of r, as
+ * distinct owner words (see shmr_peer_add): a consumer's producer; a
+ * producer's consumers. Fills out[0..min(n, cap)), returns n; -EXDEV when
+ * one of them cannot be watched through a pidfd, and for a producer of a ring
+ * with evict_after (its evictions come with time, not with an exit): the wait
+ * then runs its liveness check on a timer. Read after the wait is armed: a
+ * process that takes the role or a slot later notifies the eventcount the
+ * waiter is counted on (shmr_producer_open, shmr_consumer_open). */
+int64_t shmr_ring_peers(const shmr_ring *r, int producer_side, uint64_t *out, uint32_t cap);
 
 #endif

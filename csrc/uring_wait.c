@@ -25,7 +25,6 @@
 /* Kernel ABI numbers newer than some installed headers. */
 #define SHMR_IORING_OP_FUTEX_WAIT 51 /* Linux 6.7 */
 #define SHMR_FUTEX2_SIZE_U32 0x02    /* no FUTEX2_PRIVATE: the words are shared between processes */
-#define SHMR_FUTEX_BITSET_ANY 0xffffffffu
 #define SHMR_IOSQE_CQE_SKIP_SUCCESS (1u << 6) /* Linux 5.17 */
 #define SHMR_IORING_SQ_CQ_OVERFLOW (1u << 1)
 #define SHMR_IORING_SETUP_CQSIZE (1u << 3)
@@ -222,7 +221,7 @@ int shmr_uring_futex_wait(shmr_uring *u, void *word, uint32_t seen, uint64_t use
     s.fd = SHMR_FUTEX2_SIZE_U32;
     s.addr = (uint64_t)(uintptr_t)word;
     s.off = seen; /* addr2: the value the wait expects */
-    s.addr3 = SHMR_FUTEX_BITSET_ANY;
+    s.addr3 = SHMR_FUTEX_BIT_LOOP; /* woken by every notify, and by shmr_ec_notify_loops */
     s.user_data = user_data;
     return uring_push(u, &s);
 }
@@ -242,7 +241,7 @@ int shmr_uring_futex_wait_until(shmr_uring *u, void *word, uint32_t seen, uint64
     s[0].fd = SHMR_FUTEX2_SIZE_U32;
     s[0].addr = (uint64_t)(uintptr_t)word;
     s[0].off = seen;
-    s[0].addr3 = SHMR_FUTEX_BITSET_ANY;
+    s[0].addr3 = SHMR_FUTEX_BIT_LOOP;
     s[0].user_data = user_data;
     s[1].opcode = IORING_OP_LINK_TIMEOUT;
     s[1].addr = (uint64_t)(uintptr_t)&ts;

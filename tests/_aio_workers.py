@@ -227,3 +227,12 @@ def board_writer(name: str, key: str, n: int, pause: float, ready) -> None:
         time.sleep(pause)
         b.write(key, float(k))
     b.close()
+
+
+def consume_idle(ring, ready, stop) -> None:
+    """A consumer that joins, then stays alive and idle (popping nothing) until
+    stop is set."""
+    c = ring.consumer()
+    ready.set()
+    stop.wait(60)
+    c.close()

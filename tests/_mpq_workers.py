@@ -365,3 +365,39 @@ def fd_consume(q, conn, kind: str) -> None:
                 conn.close()
                 return
             got.append(check(it))
+
+
+def peer_idle(q, ready, stop) -> None:
+    """A peer that takes a lane and a consumer slot (one put, one get), then
+    stays alive and idle until stop is set."""
+    q.put(("peer", os.getpid()))
+    q.get(timeout=30)
+    ready.set()
+    stop.wait(60)
+
+
+def _lane_consumer(q, lane: int = 0):
+    """A consumer slot of this process on a lane, opened as a get opens one."""
+    from shmring import _ring
+    return _ring.MessageConsumer._open(q._queue_mapping.lane(lane), None, _ring.STARTS["latest"],
+                                       False, True, 0.0, 0.05)
+
+
+def get_then_hold(q, n_get: int, conn) -> None:
+    """Gets n_get items, then claims the next one through a view of its lane
+    that it never leaves (a consumer killed between its claim and its release);
+    reports ((producer, seq) got, (producer, seq) held) and waits to be killed."""
+    got = [check(q.get(timeout=30)) for _ in range(n_get)]
+    mc = _lane_consumer(q)
+    view = mc.view(timeout=30)
+    conn.send((got, check(view.message)))
+    time.sleep(120)
+
+
+def join_lane_then_wait(q, conn) -> None:
+    """Takes a consumer slot on lane 0 (nothing to get: the slot alone), reports
+    its pid and waits to be killed."""
+    mc = _lane_consumer(q)
+    conn.send(os.getpid())
+    time.sleep(120)
+    mc.close()

@@ -10,6 +10,7 @@ import os
 import random
 import select
 import selectors
+import signal
 import threading
 import time
 
@@ -281,6 +282,97 @@ def test_200_rings_one_loop_no_threads_idle_cpu(rings, ring_names, procs):
     idle = min(windows, key=lambda w: w.cpu)
     assert idle.cpu < base.cpu + 0.01 * idle.wall, f"idle: {windows}, nothing armed: {base}"
     assert sum(consumer_waiters(r) for r in rs) == 0
+
+
+def _one_sleep_and_little_cpu(idle, base, what):
+    """An idle awaited wait sleeps once however long it lasts (no timer: see
+    _idle.py) and costs under 1% of a core beyond a bare sleep of the same
+    length in the same loop."""
+    assert idle.sleeps <= 3, f"{what} woke up {idle.sleeps} times in {idle.wall:.2f} s: {idle}, bare: {base}"
+    assert idle.cpu < base.cpu + 0.01 * idle.wall, f"{what}: {idle}, a bare sleep: {base}"
+
+
+def test_idle_consumer_of_a_ring_without_producer_costs_no_wakeups(rings, ring_name):
+    """No producer yet: nothing to watch, and no timer either (a producer that
+    attaches notifies the awaiting consumer, see the next test)."""
+    r = rings.create(ring_name, capacity=8, dtype=np.int64)
+    c = r.consumer()
+
+    async def main():
+        with pytest.raises(shmring.Empty):
+            await c.apop(timeout=0.05)  # sets the loop's reactor up: not the idle cost
+        base = await window(lambda: asyncio.sleep(2.0))
+        idle = await window(lambda: c.apop(timeout=2.0), expect=shmring.Empty)
+        return base, idle
+
+    base, idle = run(main())
+    _one_sleep_and_little_cpu(idle, base, "an idle apop with no producer")
+
+
+def test_idle_producer_awaiting_room_costs_no_wakeups(rings, ring_name, procs):
+    """apush on a full ring whose consumer lives in another process: its
+    process is watched through a pidfd, not polled."""
+    ctx = multiprocessing.get_context("fork")
+    r = rings.create(ring_name, capacity=8, dtype=np.int64, mode="queue")
+    p = r.producer()
+    ready, stop = ctx.Event(), ctx.Event()
+    procs(ctx, W.consume_idle, r, ready, stop)
+    assert ready.wait(30)
+    p.push_many(np.arange(8, dtype=np.int64))
+
+    async def main():
+        with pytest.raises(shmring.Full):
+            await p.apush(8, timeout=0.05)
+        base = await window(lambda: asyncio.sleep(2.0))
+        idle = await window(lambda: p.apush(8, timeout=2.0), expect=shmring.Full)
+        return base, idle
+
+    base, idle = run(main())
+    stop.set()
+    _one_sleep_and_little_cpu(idle, base, "an idle apush on a full ring")
+
+
+@pytest.mark.parametrize("n", [0, 40])
+def test_producer_attaching_while_a_consumer_awaits(rings, ring_name, procs, n):
+    """The consumer starts awaiting before any producer exists; a producer
+    attaches (and pushes n records), then is killed: the consumer gets every
+    record, then Closed within a second of the kill, though its liveness
+    interval is 5 s: it learnt of the producer when it attached (the attach
+    wakes awaiting consumers, which then watch its process) and no timer
+    stands in for that."""
+    ctx = multiprocessing.get_context("fork")
+    r = rings.create(ring_name, capacity=64, dtype=np.int64)
+    c = r.consumer(liveness_interval=5.0)
+    ready = ctx.Event()
+    got: list[int] = []
+    box: dict = {}
+
+    async def main():
+        async def drain():
+            try:
+                while True:
+                    got.append(int(await c.apop(timeout=30)))
+            except shmring.Closed:
+                return time.monotonic()
+
+        task = asyncio.ensure_future(drain())
+        await asyncio.sleep(0.2)  # awaiting, with no producer
+        assert not task.done()
+        box["child"] = procs(ctx, W.push_then_hang, r, n, ready)
+        assert await asyncio.get_running_loop().run_in_executor(None, ready.wait, 30)
+        deadline = time.monotonic() + 30
+        while len(got) < n and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        assert not task.done()
+        os.kill(box["child"].pid, signal.SIGKILL)
+        killed = time.monotonic()
+        ended = await asyncio.wait_for(task, 30)
+        return ended - killed
+
+    took = run(main())
+    assert got == list(range(n))
+    assert took < 1.0, f"Closed came {took:.2f} s after the kill"
 
 
 # ---- fileno() --------------------------------------------------------------------

@@ -67,13 +67,20 @@ def _liveness(_Waitable h):
 
 
 def _tick(_Waitable h):
-    """Seconds between liveness checks while no owner is watched; 0: none needed."""
+    """Seconds between liveness checks while a peer cannot be watched; 0: none needed."""
     return h._tick_ns() / 1e9
 
 
 def _owner(_Waitable h):
-    """The owner word of the process whose exit may end a wait on h, 0: none."""
+    """The owner word an awaited pop's wait looks its watch up by (the
+    consumer's producer), 0: nothing to watch."""
     return h._watch_owner()
+
+
+def _peers(_Waitable h):
+    """The owner words of the processes whose exit may end a wait on h (a
+    tuple, read after the arm), None when one cannot be watched (tick then)."""
+    return h._peers()
 
 
 TAKE_NOTHING = _NOTHING

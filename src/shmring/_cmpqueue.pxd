@@ -59,6 +59,8 @@ cdef extern from "mpqueue.h" nogil:
     uint64_t shmr_mpq_unfinished(shmr_mpq *q)
     int shmr_mpq_wait_join(shmr_mpq *q, int64_t timeout_ns, int64_t spin_ns)
     uint64_t shmr_mpq_recover(shmr_mpq *q)
+    int64_t shmr_mpq_peers(shmr_mpq *q, uint64_t *out, uint32_t cap)
+    void shmr_mpq_joined(shmr_mpq *q)
     int shmr_mpq_stats(shmr_mpq *q, shmr_mpq_info *out)
     void shmr_mpq_wake_all(shmr_mpq *q)
     int shmr_mpq_arm_data(shmr_mpq *q, void **word, uint32_t *seen)

@@ -208,3 +208,4 @@ cdef extern from "shmring.h" nogil:
     int shmr_msg_producer_arm(shmr_producer *p, uint64_t len, void **word, uint32_t *seen)
     int shmr_msg_producer_ready(shmr_producer *p, uint64_t len)
     uint64_t shmr_producer_owner(const shmr_ring *r)
+    int64_t shmr_ring_peers(const shmr_ring *r, int producer_side, uint64_t *out, uint32_t cap)

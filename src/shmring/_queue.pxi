@@ -473,6 +473,7 @@ cdef class _QueueCore:
             raise _ConsumerTableFull(f"{self!r}: {mcs} consumer processes use the queue already "
                                      f"(max_consumers={mcs}); create it with a larger max_consumers") from None
         self._cons[i] = mc
+        shmr_mpq_joined(self._q)  # awaiting putters watch us from now on (getters: shmr_consumer_open)
         return mc
 
     cdef object _take(self, list out, Py_ssize_t max_items, uint64_t raw_own=0):
@@ -806,12 +807,13 @@ cdef class _QueueWait(_Waitable):
             return False
         return c._prod is None or not c._prod._usable() or shmr_msg_producer_ready(c._prod._p, c._prod._want) != 0
 
+    cdef object _peers(self):
+        # every lane's producer and consumers (shmr_mpq_peers says why each)
+        return _peers_of(_mpq_peers_fn, self.core._q, 0) if self._usable() else ()
+
     cdef int64_t _tick_ns(self) noexcept:
-        # producers come and go: no one process to watch, so recovery runs on a
-        # tick; each tick is a whole wake-up of the awaiting task (about 1 ms of
-        # CPU on asyncio), so the tick is 8 liveness intervals (0.4 s by default,
-        # 0.3% of a core while idle): what a dead consumer had claimed comes back
-        # to an awaiting getter within it, and sooner through any blocking call
+        # only while a peer cannot be watched (another pid namespace): each
+        # tick is a whole wake-up of the awaiting task, so 8 liveness intervals
         return 8 * self.core._slice_ns
 
     cdef void _liveness(self) noexcept:

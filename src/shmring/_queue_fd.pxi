@@ -36,8 +36,11 @@ cdef class _QueueItemWait(_Waitable):
         self._core()
         return shmr_mpq_has_data(self._qm.q) != 0
 
+    cdef object _peers(self):
+        return _peers_of(_mpq_peers_fn, self._qm.q, 0) if self._usable() else ()
+
     cdef int64_t _tick_ns(self) noexcept:
-        # as _QueueWait: producers come and go, no one process to watch
+        # as _QueueWait: only while a peer cannot be watched
         return self._tick
 
     cdef void _liveness(self) noexcept:

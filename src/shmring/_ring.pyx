@@ -23,6 +23,7 @@ from libc.errno cimport EACCES, EAGAIN, EBUSY, EEXIST, EINTR, EIO, EMSGSIZE, ENO
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+from posix.unistd cimport getpid
 
 from shmring._cshmring cimport *
 from shmring._cmpqueue cimport *
@@ -341,6 +342,51 @@ cdef class Mapping:
 
 # ---- record layout shared by producer and consumer -------------------------
 
+DEF PEERS_ON_STACK = 64
+
+
+cdef object _owners(int64_t n, const uint64_t *buf):
+    return tuple([buf[k] for k in range(n)])
+
+
+ctypedef int64_t (*_peers_fn)(void *src, int arg, uint64_t *out, uint32_t cap) noexcept
+
+
+cdef int64_t _ring_peers_fn(void *r, int producer_side, uint64_t *out, uint32_t cap) noexcept:
+    return shmr_ring_peers(<shmr_ring *>r, producer_side, out, cap)
+
+
+cdef int64_t _mpq_peers_fn(void *q, int unused, uint64_t *out, uint32_t cap) noexcept:
+    return shmr_mpq_peers(<shmr_mpq *>q, out, cap)
+
+
+cdef object _peers_of(_peers_fn fn, void *src, int arg):
+    """shmr_ring_peers / shmr_mpq_peers as a tuple, None for -EXDEV (see
+    _Waitable._peers)."""
+    cdef uint64_t buf[PEERS_ON_STACK]
+    cdef uint64_t *big = NULL
+    cdef uint32_t cap
+    cdef int64_t n = fn(src, arg, buf, PEERS_ON_STACK)
+    if n < 0:
+        return None
+    if n <= PEERS_ON_STACK:
+        return _owners(n, buf)
+    try:
+        while True:  # more processes than the stack array holds: sized by the last count
+            free(big)
+            cap = <uint32_t>n
+            big = <uint64_t *>malloc(cap * sizeof(uint64_t))
+            if big == NULL:
+                raise MemoryError()
+            n = fn(src, arg, big, cap)
+            if n < 0:
+                return None
+            if n <= cap:
+                return _owners(n, big)
+    finally:
+        free(big)
+
+
 cdef class _Waitable:
     """A condition behind one eventcount, as event loops (shmring.aio) and
     wait_any() wait on it. A wait is taken apart: _arm counts this object as a
@@ -351,7 +397,7 @@ cdef class _Waitable:
     un-counts. Ring handles and board changes implement it; any handle with a
     ready function and an eventcount plugs into the same machinery by
     implementing _arm, _unarm, _usable and _ready_now (and, when a dead
-    process can end its wait, _watch_owner, _tick_ns and _liveness)."""
+    process can end its wait, _peers, _tick_ns and _liveness)."""
 
     cdef uint32_t _arm_count    # arms not yet undone (_async.pxi)
 
@@ -369,13 +415,22 @@ cdef class _Waitable:
         raise NotImplementedError
 
     cdef uint64_t _watch_owner(self) noexcept:
-        """The owner word of a process whose exit may end the wait (watched
-        through a pidfd, then _liveness runs); 0: none."""
+        """The one owner word an awaited pop's inline wait looks its watch up
+        by (a consumer's producer); 0: nothing to watch (none, or this process)."""
         return 0
 
+    cdef object _peers(self):
+        """The owner words of the processes whose exit may end the wait, as a
+        tuple (each watched through a pidfd; when one exits, _liveness runs).
+        Read after the arm: a process that joins later notifies the eventcount
+        armed on, so the woken wait reads it when it arms again. None: one of
+        them cannot be watched (another pid namespace): _liveness then runs
+        every _tick_ns instead."""
+        return ()
+
     cdef int64_t _tick_ns(self) noexcept:
-        """While no owner is watched, run _liveness every this many ns; 0: never
-        (nothing but a write can end the wait)."""
+        """While a peer cannot be watched, run _liveness every this many ns; 0:
+        never (nothing but a write can end the wait)."""
         return 0
 
     cdef void _liveness(self) noexcept:
@@ -652,6 +707,10 @@ cdef class _ProducerSide(_Handle):
         cdef uint64_t reclaimed = 0
         return shmr_producer_recover(self._p, &reclaimed) > 0
 
+    cdef object _peers(self):
+        # its consumers: one that dies holding room comes back through a sweep
+        return _peers_of(_ring_peers_fn, self._map.r, 1) if self._usable() else ()
+
     cdef object _many_arg(self, object records):
         """records as apush_many() retries them: sliced past what was pushed."""
         return records
@@ -707,7 +766,14 @@ cdef class _ConsumerSide(_Handle):
         return self._has_pending() or shmr_consumer_ready(self._c) != 0
 
     cdef uint64_t _watch_owner(self) noexcept:
-        return shmr_producer_owner(self._map.r) if self._usable() else 0
+        cdef uint64_t owner
+        if not self._usable():
+            return 0
+        owner = shmr_producer_owner(self._map.r)
+        return 0 if <uint32_t>owner == <uint32_t>getpid() else owner
+
+    cdef object _peers(self):
+        return _peers_of(_ring_peers_fn, self._map.r, 0) if self._usable() else ()
 
     cdef object _pop_now(self):
         """pop()'s common case without the call overhead: the item; _EMPTY when

@@ -11,16 +11,22 @@ kernel ends the wait at once. One io_uring (one eventfd, one ``add_reader``)
 serves every handle awaited in an event loop, so awaiting consumers need no
 threads and cost nothing while idle.
 
-A dead producer writes nothing, so beside its futex wait an awaiting consumer
-watches the producer's process through a pidfd (readable when it exits; one
-per producer per loop) and runs the liveness check a blocking call runs between
-its sleeps when it fires. Where no pidfd can be had (no producer yet, another
-pid namespace) and for producers (which look for dead consumers), the check
-runs once per liveness interval instead, with the futex wait left in place.
-
+A dead process writes nothing, so beside its futex wait an awaiting handle
+watches, through pidfds (readable when the process exits; one per process per
+loop), the processes whose exit could matter to it: a consumer its producer, a
+producer its consumers, a Queue's getters and putters every lane's producer and
+consumers (other than their own process). When one exits, the liveness check a
+blocking call runs between its sleeps runs, and the wait is armed again with
+the peers read afresh. A process that joins (takes a producer role, a consumer
+slot, a lane) notifies the eventcount such waits are armed on, so they re-read
+their peers: an idle awaited wait sleeps once however long it lasts. Where no
+pidfd can be had (a peer in another pid namespace, no pidfd_open) and for a
+producer of a ring with evict_after (evictions come with time), the check runs
+on a timer instead, with the futex wait left in place.
 Without io_uring futex waits (kernels before 6.7, io_uring disabled) awaits
 sleep in futex_waitv (Linux 5.16) in helper threads, one per 127 handles
-awaited at once, in slices of the liveness interval.
+awaited at once, in slices of the liveness interval (that fallback keeps its
+timer: a thread cannot wait on pidfds and futexes at once).
 """
 
 from __future__ import annotations
@@ -55,20 +61,27 @@ def _deadline(timeout: Any) -> float | None:
     return time.monotonic() + t
 
 
-def _owner_pidfd(owner: int) -> int | None:
-    """A pidfd of the producer recorded in owner, or None if it cannot be had.
-    Opened first, then the start time compared, so a reused pid is never
-    watched in place of the dead producer."""
+_NO_WATCH: list[Any] = [None, set()]  # apop_wait: a consumer with no producer to watch (none yet, or ours)
+_DEAD = -1     # _owner_pidfd: the process has exited already
+_CANNOT = -2   # _owner_pidfd: no pidfd to be had (no pidfd_open, out of descriptors)
+
+
+def _owner_pidfd(owner: int) -> int:
+    """A pidfd of the process recorded in owner, _DEAD if it has exited, or
+    _CANNOT. Opened first, then the start time compared, so a reused pid is
+    never watched in place of the dead process (and counts as its death)."""
     pid = owner & 0xFFFFFFFF
-    if owner == 0 or owner >> 63:
-        return None
     try:
         fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return _DEAD
     except (OSError, AttributeError):
-        return None
-    if (_ring.start_time_of(pid) & 0xFFFFFFFF) != (owner >> 32):
+        return _CANNOT
+    start = _ring.start_time_of(pid)
+    if (start & 0xFFFFFFFF) != (owner >> 32):
         os.close(fd)
-        return None
+        # 0: its /proc entry cannot be read (gone meanwhile, or hidden from us)
+        return _DEAD if start or not _ring.process_alive(pid) else _CANNOT
     return fd
 
 
@@ -88,6 +101,10 @@ class _UringReactor:
         self.futs: dict[int, asyncio.Future[None]] = {}
         self.tokens = itertools.count(3)
         self.watches: dict[int, list[Any]] = {}  # owner -> [pidfd, set of (handle, future)]
+        # owner words found dead (their checks ran): never watched again. An
+        # owner word carries the start time, so it never comes back to life;
+        # a dead lane producer stays recorded until its lane is taken again
+        self.dead: set[int] = set()
         # apop's deadline: asyncio's own loops keep timers in Python (a timer
         # handle, a heap push, a cancel: ~25k instructions a wait), so the kernel
         # keeps it, beside the futex wait (which costs one more reap pass when
@@ -105,16 +122,25 @@ class _UringReactor:
         self.uw.dispatch(self.futs)  # make room, then once more
         return bool(self.uw.arm(h, token))
 
-    def _watch(self, owner: int, waiter: tuple[Any, Any]) -> bool:
+    def _watch(self, owner: int, waiter: tuple[Any, Any]) -> int:
+        """1: watched; _DEAD: the process has exited (its check is due now);
+        _CANNOT: no pidfd (the caller keeps a timer)."""
         w = self.watches.get(owner)
         if w is None:
             fd = _owner_pidfd(owner)
-            if fd is None:
-                return False
+            if fd < 0:
+                if fd == _DEAD:
+                    self._mark_dead(owner)
+                return fd
             w = self.watches[owner] = [fd, set()]
             self.loop.add_reader(fd, self._on_exit, owner)
         w[1].add(waiter)
-        return True
+        return 1
+
+    def _mark_dead(self, owner: int) -> None:
+        if len(self.dead) >= 4096:
+            self.dead.clear()  # at worst one more check each
+        self.dead.add(owner)
 
     def _unwatch(self, owner: int, waiter: tuple[Any, Any]) -> None:
         # An idle watch stays open (one descriptor per producer process) until
@@ -135,21 +161,29 @@ class _UringReactor:
         os.close(fd)
 
     def _on_exit(self, owner: int) -> None:
+        # Every wait on it ends, after its check: the caller tries, then arms
+        # again with its peers read afresh. A death is rare, and this way
+        # nothing it changed is left to a notify (a getter killed holding a
+        # put's single wake: the disarm lowers the flag it left raised).
         w = self.watches.get(owner)
+        self._mark_dead(owner)
         if w is not None:
             for h, fut in list(w[1]):
                 _check(h, fut)
+                _wake(fut, None)
             self._drop_watch(owner)
 
     async def wait(self, handles: list[Any], deadline: float | None) -> None:
         """Sleeps until one of handles may make progress or the deadline.
 
         The futex waits stay submitted for the whole call. Liveness runs
-        beside them: a consumer whose producer can be watched through a pidfd
-        runs the check when that process exits; other handles run it once
-        per liveness interval (no producer yet, a producer waiting for room).
-        A check that ends the stream makes the consumer ready, which ends the
-        wait."""
+        beside them: the processes whose exit could matter to a handle (its
+        peers, read after its arm) are watched through pidfds, and when one
+        exits the handle's check runs and the wait ends (the caller tries and
+        waits again, reading the peers afresh); a peer already dead gets its
+        check at once. Only a handle with a peer no pidfd can watch runs the
+        check once per liveness interval instead. A check that ends the stream
+        makes the consumer ready, which ends the wait."""
         loop = self.loop
         futs = self.futs
         fut = loop.create_future()
@@ -168,12 +202,31 @@ class _UringReactor:
                 armed.append((h, token))
                 futs[token] = fut
             unwatched = []
+            due = []
+            dead = self.dead
             for h in handles:
-                owner = _ring._owner(h)
-                if owner and self._watch(owner, (h, fut)):
-                    watched.append((owner, (h, fut)))
-                elif _ring._tick(h):
+                # after the arms: a process that joins from here on notifies
+                # the eventcount they count us on (shmr_producer_open,
+                # shmr_mpq_joined), which ends the futex wait
+                peers = _ring._peers(h)
+                if peers is None:
                     unwatched.append(h)
+                    continue
+                waiter = (h, fut)
+                for owner in peers:
+                    if owner in dead:
+                        continue
+                    st = self._watch(owner, waiter)
+                    if st == 1:
+                        watched.append((owner, waiter))
+                    elif st == _DEAD:
+                        due.append(h)
+                    else:
+                        unwatched.append(h)
+                        break
+            for h in due:
+                _check(h, fut)
+            unwatched = [h for h in unwatched if _ring._tick(h) > 0]
             if unwatched:
                 interval = _interval(unwatched)
 
@@ -425,7 +478,8 @@ async def apop_wait(c: Any, timeout: Any = None) -> Any:
             # the time is over: a last non-blocking pop raises Empty (after the
             # liveness check such a call runs) unless a record came just now
             return c.pop(0)
-        watch = r.watches.get(_ring._owner(c))
+        owner = _ring._owner(c)
+        watch = r.watches.get(owner) if owner else _NO_WATCH
         if watch is None:
             await r.wait([c], deadline)  # sets the watch up, or ticks without one
         else:
@@ -441,11 +495,22 @@ async def apop_wait(c: Any, timeout: Any = None) -> Any:
                 armed = r._arm_again(c, token, exc)
                 if armed and deadline is not None:
                     armed = 2
+            if armed and _ring._owner(c) != owner:
+                # read again now that we are counted: a producer that took the
+                # role before that may have notified before it (from here on
+                # its notify ends our wait); arm again, watching it
+                _ring._disarm(c)
+                try:
+                    uw.cancel(token)
+                except (OSError, ValueError):
+                    pass
+                continue
             if armed:
                 fut = loop.create_future()
                 futs[token] = fut
                 waiter = (c, fut)
-                watch[1].add(waiter)
+                if watch is not _NO_WATCH:
+                    watch[1].add(waiter)
                 timer = None
                 if armed == 2:
                     timer = loop.call_at(loop.time() + max(0.0, deadline - time.monotonic()), _wake, fut, None)
@@ -458,7 +523,8 @@ async def apop_wait(c: Any, timeout: Any = None) -> Any:
                             uw.cancel(token)  # the kernel forgets the futex wait
                         except (OSError, ValueError):
                             pass
-                    watch[1].discard(waiter)  # a set _on_exit dropped meanwhile: harmless
+                    if watch is not _NO_WATCH:
+                        watch[1].discard(waiter)  # a set _on_exit dropped meanwhile: harmless
                     if timer is not None:
                         timer.cancel()
         item = take(c)
@@ -596,6 +662,12 @@ class _FdWaiter:
     eventfd is the descriptor handed out. Readable means "try now"; a
     non-blocking call that then finds nothing (Empty / Full) re-arms it.
 
+    Beside the futex wait it polls a pidfd of each peer (as _UringReactor.wait
+    does): a peer's exit makes it readable, and the re-arm after it runs the
+    liveness check and reads the peers afresh (as does every re-arm after the
+    futex wait completed: a joining peer notifies the eventcount). Only with a
+    peer no pidfd can watch does a timeout of the liveness tick stand in.
+
     h is what owns the poller (a ring handle, a Queue), w what is armed: the
     handle itself, or for a Queue a wait for an item to get."""
 
@@ -606,11 +678,15 @@ class _FdWaiter:
         self._h = weakref.ref(h)
         self._w = w
         self.pid = os.getpid()
-        self.uw = _ring.UringWaiter(4)
+        self.uw = _ring.UringWaiter(16)  # a pidfd poll per peer beside the futex wait
         self.futex_pending = False
         self.armed = False
-        self.live_pending = False
-        self.pidfd: int | None = None
+        self.tick_pending = False
+        self.cannot = False  # a peer no pidfd can watch: the liveness tick stands in
+        self.pidfds: dict[int, tuple[int, int]] = {}  # owner -> (pidfd, token)
+        self.by_token: dict[int, int] = {}            # token -> owner
+        self.dead: set[int] = set()
+        self.tokens = itertools.count(_LIVENESS + 1)
         self.rearm()
 
     @property
@@ -625,6 +701,16 @@ class _FdWaiter:
     def fileno(self) -> int:
         return self.uw.fileno()
 
+    def _forget(self, owner: int, cancel: bool) -> None:
+        fd, token = self.pidfds.pop(owner)
+        del self.by_token[token]
+        if cancel:
+            try:
+                self.uw.cancel(token)
+            except (OSError, ValueError):
+                pass
+        os.close(fd)
+
     def rearm(self) -> None:
         if self.pid != os.getpid():
             return  # inherited through fork: the parent's poller (fileno() makes a new one)
@@ -636,11 +722,14 @@ class _FdWaiter:
                     self.armed = False
                     _ring._disarm(self.h)
             elif token == _LIVENESS:
-                self.live_pending = False
+                self.tick_pending = False
                 live_due = True
-                if self.pidfd is not None:
-                    os.close(self.pidfd)
-                    self.pidfd = None
+            else:
+                owner = self.by_token.get(token)
+                if owner is not None:  # not one cancelled meanwhile
+                    self._forget(owner, False)
+                    self.dead.add(owner)
+                    live_due = True
         if live_due:
             _ring._liveness(self.h)
         if not self.futex_pending:
@@ -648,15 +737,39 @@ class _FdWaiter:
                 os.write(self.uw.fileno(), _ONE)  # progress possible now (os.eventfd_write: 3.10+)
                 return
             self.armed = self.futex_pending = True
-        if not self.live_pending:
-            owner = _ring._owner(self.h)
-            fd = _owner_pidfd(owner) if owner else None
-            if fd is not None:
-                self.pidfd = fd
-                self.uw.poll(fd, _LIVENESS)
+            self._watch_peers()
+        # else the peers are as they were read: a join would have ended the futex wait
+        tick = _ring._tick(self.h)
+        if self.cannot and tick > 0 and not self.tick_pending:
+            self.uw.timeout(tick, _LIVENESS)
+            self.tick_pending = True
+
+    def _watch_peers(self) -> None:
+        # after the arm: a peer joining from here on ends the futex wait
+        peers = _ring._peers(self.h)
+        cannot = peers is None
+        now = set(peers or ())
+        for owner in [o for o in self.pidfds if o not in now]:
+            self._forget(owner, True)  # no longer a peer (left, or swept)
+        for owner in now:
+            if owner in self.pidfds or owner in self.dead:
+                continue
+            fd = _owner_pidfd(owner)
+            if fd == _DEAD:
+                self.dead.add(owner)
+                _ring._liveness(self.h)
+                if _ring._ready(self.h):
+                    os.write(self.uw.fileno(), _ONE)
+            elif fd == _CANNOT:
+                cannot = True
             else:
-                self.uw.timeout(_ring._tick(self.h), _LIVENESS)
-            self.live_pending = True
+                token = next(self.tokens)
+                self.uw.poll(fd, token)
+                self.pidfds[owner] = (fd, token)
+                self.by_token[token] = owner
+        if len(self.dead) > 4096:
+            self.dead.clear()
+        self.cannot = cannot
 
     def close(self) -> None:
         if self.pid != os.getpid():
@@ -669,9 +782,10 @@ class _FdWaiter:
         if self._w is not None:
             # a put wakes one getter: ours may have been spent on this poller
             _ring._queue_pass_on(self._w)
-        if self.pidfd is not None:
-            os.close(self.pidfd)
-            self.pidfd = None
+        for fd, _token in self.pidfds.values():
+            os.close(fd)
+        self.pidfds.clear()
+        self.by_token.clear()
 
 
 def fileno(h: Any) -> int:
