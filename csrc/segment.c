@@ -598,7 +598,8 @@ void shmr_populate(shmr_ring *r)
     if (shmr_swap_relaxed32(&r->populated, 1)) /* only once; nothing is published through it */
         return;
 #ifdef MADV_POPULATE_WRITE
-    madvise(r->base, r->size, MADV_POPULATE_WRITE);
+    madvise(r->base, r->populate_bytes && r->populate_bytes < r->size ? r->populate_bytes : r->size,
+            MADV_POPULATE_WRITE);
 #endif
 }
 

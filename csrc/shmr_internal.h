@@ -40,6 +40,7 @@ struct shmr_ring {
     uint32_t kind;            /* enum shmr_kind */
     uint64_t evict_after_ns;  /* 0: consumers are never evicted for stalling */
     shmr_a32 populated; /* process-local, but handles may be opened from several threads */
+    size_t populate_bytes; /* how much of the mapping shmr_populate maps up front (0: all of it) */
     int borrowed;       /* the mapping belongs to someone else (a queue's lane): never unmapped */
 };
 
