@@ -50,7 +50,7 @@ def main() -> None:
             out = np.zeros(64, dt)
             fill = np.zeros(args.number, dt)
             g = {"prod": prod, "cons": cons, "rec": rec, "tup": tup, "out": out, "np": np, "fill": fill,
-                 "ring": ring}
+                 "ring": ring, "tups": [tup] * 64}
             drain = "while True:\n" \
                     "    try:\n        cons.pop_many(len(fill), timeout=0)\n    except Exception:\n        break"
             cases = [
@@ -66,10 +66,13 @@ def main() -> None:
                 ("stats()['available']", "ring.stats()['available']", "pass"),
                 ("push_many(64) + pop_many(64)", "prod.push_many(out); cons.pop_many(64)", drain),
                 ("push_many(64) + pop_many(out=)", "prod.push_many(out); cons.pop_many(out=out)", drain),
+                ("push_many(list of 64 tuples)", "prod.push_many(tups)", drain),
             ]
             base = None
             for what, stmt, setup in cases:
                 n = args.number if "stats" not in what else max(1, args.number // 100)
+                if "list of 64" in what:
+                    n = max(1, args.number // 64)  # all of them fit the ring: none waits
                 us, err = measure(stmt, g, n, args.repeat, setup)
                 if what == "push(np.void)":
                     base = us

@@ -11,11 +11,15 @@
 #
 # Two ways in: _Packer writes a tuple (or a plain scalar) of simple fields
 # straight into a record buffer, one C conversion per field; _checked_records
-# handles everything else (lists for push_many, nested and subarray fields)
-# with numpy, field by field.
+# handles everything else (lists for push_many, nested fields) with numpy,
+# field by field. numpy's own tuple-to-record conversion is not used for the
+# tuple: besides casting unsafely it costs several times a np.void push, and a
+# tuple push is held to 2x of one (benchmarks/README.md, "Tuple push").
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.long cimport PyLong_AsLongLongAndOverflow
 from libc.string cimport memcpy, memset
+
 
 cdef enum LeafKind:
     LEAF_BOOL
@@ -39,10 +43,45 @@ cdef int _range_error(object name, object value, object dt) except -1:
     raise ValueError(f"{_field_label(name)}: {value!r} is out of range for {dt}")
 
 
+ctypedef struct _Leaf:
+    Py_ssize_t offset
+    Py_ssize_t size             # element size
+    Py_ssize_t count            # elements (1 for a scalar field)
+    int ndim                    # 0 for a scalar field
+    int dims_at                 # where its extents start in _Packer.dims
+    LeafKind kind
+    PyObject *base              # element dtype, borrowed from _Packer.bases
+
+
+cdef extern from "Python.h":
+    # the plan's fast path works on borrowed references and plain C macros;
+    # PyLong_AsLongLongAndOverflow is called only on an exact int, for which
+    # it cannot fail (overflow is reported in *overflow, not raised)
+    PyTypeObject PyLong_Type
+    PyTypeObject PyFloat_Type
+    PyTypeObject PyBytes_Type
+    PyTypeObject PyBool_Type
+    PyTypeObject *_type_of "Py_TYPE"(PyObject *o) noexcept
+    PyObject *_py_true "Py_True"
+    PyObject *_tuple_item "PyTuple_GET_ITEM"(object t, Py_ssize_t i) noexcept
+    PyObject *_list_item "PyList_GET_ITEM"(object t, Py_ssize_t i) noexcept
+    double _float_value "PyFloat_AS_DOUBLE"(PyObject *o) noexcept
+    Py_ssize_t _bytes_size "PyBytes_GET_SIZE"(PyObject *o) noexcept
+    char *_bytes_data "PyBytes_AS_STRING"(PyObject *o) noexcept
+    long long _long_as_ll "PyLong_AsLongLongAndOverflow"(PyObject *o, int *overflow) noexcept
+
+
 cdef class _Packer:
     """Writes a tuple of values (structured dtypes whose fields are all plain
     native numbers or bytes) or one value (plain dtypes) into a record buffer.
-    Built only for dtypes it can handle entirely (see _Packer.build)."""
+    Built only for dtypes it can handle entirely (see _Packer.build).
+
+    Each field has a plan (_Leaf: offset, kind, size, shape) read by pack()'s
+    fast path, which stores exact ints, floats, bools and bytes that the field
+    takes as they are, and arrays of the field's exact dtype and shape, with
+    plain C stores. Every other value, and every value it would refuse, goes to
+    _put / _put_array, so what is stored and what is raised are theirs alone:
+    the fast path only skips work, it never decides."""
 
     cdef Py_ssize_t n_fields
     cdef bint is_struct
@@ -50,25 +89,22 @@ cdef class _Packer:
     cdef list dtypes
     cdef list shapes            # subarray shape of each field, () for a scalar field
     cdef list bases             # element dtype of each field
-    cdef Py_ssize_t *offsets
-    cdef Py_ssize_t *sizes      # element size
-    cdef Py_ssize_t *counts     # elements per field (1 for a scalar field)
-    cdef LeafKind *kinds
+    cdef _Leaf *leaves
+    cdef cnp.npy_intp *dims     # subarray extents of every field, one after another
     cdef char *buf
     cdef Py_ssize_t record_size
 
     def __dealloc__(self):
-        free(self.offsets)
-        free(self.sizes)
-        free(self.kinds)
-        free(self.counts)
+        free(self.leaves)
+        free(self.dims)
         free(self.buf)
 
     @staticmethod
     cdef _Packer build(object dtype):
         """A packer for dtype, or None when some field needs the general path."""
         cdef _Packer p
-        cdef Py_ssize_t i
+        cdef Py_ssize_t i, k, ndims = 0
+        cdef _Leaf *lf
         if dtype.subdtype is not None:
             return None
         if dtype.names is None:
@@ -82,6 +118,7 @@ cdef class _Packer:
             base = dt.base
             if base.names is not None or not base.isnative or _leaf_kind(base) < 0:
                 return None
+            ndims += len(dt.shape)
         p = _Packer.__new__(_Packer)
         p.n_fields = len(leaves)
         p.is_struct = dtype.names is not None
@@ -90,44 +127,139 @@ cdef class _Packer:
         p.bases = [l[1].base for l in leaves]
         p.shapes = [tuple(l[1].shape) for l in leaves]
         p.record_size = dtype.itemsize
-        p.offsets = <Py_ssize_t *>malloc(p.n_fields * sizeof(Py_ssize_t))
-        p.sizes = <Py_ssize_t *>malloc(p.n_fields * sizeof(Py_ssize_t))
-        p.kinds = <LeafKind *>malloc(p.n_fields * sizeof(LeafKind))
-        p.counts = <Py_ssize_t *>malloc(p.n_fields * sizeof(Py_ssize_t))
+        p.leaves = <_Leaf *>malloc(p.n_fields * sizeof(_Leaf))
+        p.dims = <cnp.npy_intp *>malloc(max(1, ndims) * sizeof(cnp.npy_intp))
         p.buf = <char *>malloc(p.record_size)
-        if p.offsets == NULL or p.sizes == NULL or p.kinds == NULL or p.counts == NULL or p.buf == NULL:
+        if p.leaves == NULL or p.dims == NULL or p.buf == NULL:
             raise MemoryError()
         memset(p.buf, 0, p.record_size)  # padding between fields stays zero
+        ndims = 0
         for i in range(p.n_fields):
-            p.offsets[i] = leaves[i][2]
-            p.sizes[i] = leaves[i][1].base.itemsize
-            p.counts[i] = leaves[i][1].itemsize // max(1, leaves[i][1].base.itemsize)
-            p.kinds[i] = <LeafKind>_leaf_kind(leaves[i][1].base)
+            lf = &p.leaves[i]
+            dt = leaves[i][1]
+            lf.offset = leaves[i][2]
+            lf.size = dt.base.itemsize
+            lf.count = dt.itemsize // max(1, dt.base.itemsize)
+            lf.kind = <LeafKind>_leaf_kind(dt.base)
+            lf.base = <PyObject *>p.bases[i]
+            lf.ndim = len(dt.shape)
+            lf.dims_at = ndims
+            for k in range(lf.ndim):
+                p.dims[ndims] = dt.shape[k]
+                ndims += 1
         return p
 
     cdef const char *pack(self, object obj) except NULL:
         """obj (a tuple, or a scalar for plain dtypes) written into self.buf."""
         cdef Py_ssize_t i
         cdef tuple t
+        cdef const _Leaf *lf
+        cdef PyObject *v
         if not self.is_struct:
-            self._put(0, obj, self.buf)
+            if not _put_fast(&self.leaves[0], <PyObject *>obj, self.buf):
+                self._put(0, obj, self.buf)
             return self.buf
         t = obj  # checked: only tuples are packed into structured records
         if len(t) != self.n_fields:
             raise ValueError(f"a record of this ring has {self.n_fields} fields, got a tuple of {len(t)}")
         for i in range(self.n_fields):
-            if self.counts[i] == 1 and not self.shapes[i]:
-                self._put(i, t[i], self.buf + self.offsets[i])
+            lf = &self.leaves[i]
+            v = _tuple_item(t, i)  # borrowed: t holds it for the whole call
+            if lf.ndim == 0:
+                if not _put_fast(lf, v, self.buf + lf.offset):
+                    self._put(i, <object>v, self.buf + lf.offset)
+            elif not self._put_array_fast(lf, <object>v):
+                self._put_array(i, <object>v)
+        return self.buf
+
+    cdef object pack_list(self, list items, object dtype):
+        """items (tuples, or scalars of the types push() packs for a plain dtype)
+        as a new array of records, or None when an item is anything else or is
+        refused: then the general path decides and raises its own error, so a
+        list is refused exactly as before and only what the plan takes is faster."""
+        cdef Py_ssize_t k, n = len(items)
+        cdef cnp.ndarray out
+        cdef char *dst
+        cdef const char *src
+        if n == 0:
+            return None
+        out = np.zeros(n, dtype)  # zeros: the padding between fields, as pack() leaves it
+        dst = <char *>cnp.PyArray_DATA(out)
+        for k in range(n):
+            item = items[k]
+            ti = type(item)
+            if self.is_struct:
+                if ti is not tuple:
+                    return None
+            elif not (ti is int or ti is float or ti is bool or ti is bytes or ti is complex
+                      or isinstance(item, np.generic)):
+                return None
+            try:
+                src = self.pack(item)
+            except (TypeError, ValueError, OverflowError):
+                return None
+            memcpy(dst + k * self.record_size, src, self.record_size)
+        return out
+
+    cdef const char *pack_general(self, object obj) except NULL:
+        """pack() without its fast path: every value through _put / _put_array
+        (what tests compare the fast path with)."""
+        cdef Py_ssize_t i
+        cdef tuple t
+        if not self.is_struct:
+            self._put(0, obj, self.buf)
+            return self.buf
+        t = obj
+        if len(t) != self.n_fields:
+            raise ValueError(f"a record of this ring has {self.n_fields} fields, got a tuple of {len(t)}")
+        for i in range(self.n_fields):
+            if self.leaves[i].ndim == 0:
+                self._put(i, t[i], self.buf + self.leaves[i].offset)
             else:
                 self._put_array(i, t[i])
         return self.buf
+
+    cdef bint _put_array_fast(self, const _Leaf *lf, object v) noexcept:
+        """v stored when it is an ndarray of the field's exact shape and an
+        equivalent dtype, C-contiguous, or a flat list or tuple of values the
+        scalar plan takes; False when _put_array has to decide."""
+        cdef Py_ssize_t k
+        cdef char *dst = self.buf + lf.offset
+        cdef cnp.ndarray a
+        cdef cnp.npy_intp *d
+        if type(v) is cnp.ndarray:
+            a = <cnp.ndarray>v
+            if cnp.PyArray_NDIM(a) != lf.ndim or not cnp.PyArray_IS_C_CONTIGUOUS(a):
+                return False
+            d = cnp.PyArray_DIMS(a)
+            for k in range(lf.ndim):
+                if d[k] != self.dims[lf.dims_at + k]:
+                    return False
+            if (<PyObject *>cnp.PyArray_DESCR(a) != lf.base
+                    and not cnp.PyArray_EquivTypes(<cnp.dtype><PyObject *>cnp.PyArray_DESCR(a), <cnp.dtype>lf.base)):
+                return False
+            memcpy(dst, cnp.PyArray_DATA(a), lf.count * lf.size)
+            return True
+        if (type(v) is list or type(v) is tuple) and lf.ndim == 1 and len(v) == lf.count:
+            # a value the plan does not take sends the whole field to _put_array,
+            # which rewrites (or refuses) every element
+            if type(v) is list:
+                for k in range(lf.count):
+                    if not _put_fast(lf, _list_item(v, k), dst + k * lf.size):
+                        return False
+            else:
+                for k in range(lf.count):
+                    if not _put_fast(lf, _tuple_item(v, k), dst + k * lf.size):
+                        return False
+            return True
+        return False
 
     cdef int _put_array(self, Py_ssize_t i, object v) except -1:
         """A subarray field: an array of its exact dtype and shape is copied as it
         is, a flat list or tuple is stored element by element, anything else is
         converted with the general rule."""
-        cdef Py_ssize_t k, n = self.counts[i], size = self.sizes[i]
-        cdef char *dst = self.buf + self.offsets[i]
+        cdef Py_ssize_t k, n = self.leaves[i].count, size = self.leaves[i].size
+        cdef char *dst = self.buf + self.leaves[i].offset
         cdef cnp.ndarray a
         shape = self.shapes[i]
         if type(v) is np.ndarray:
@@ -149,8 +281,8 @@ cdef class _Packer:
         return 0
 
     cdef int _put(self, Py_ssize_t i, object v, char *dst) except -1:
-        cdef Py_ssize_t size = self.sizes[i]
-        cdef LeafKind kind = self.kinds[i]
+        cdef Py_ssize_t size = self.leaves[i].size
+        cdef LeafKind kind = self.leaves[i].kind
         cdef long long si
         cdef unsigned long long ui
         cdef double d, im
@@ -239,6 +371,57 @@ cdef class _Packer:
         return 0
 
 
+cdef inline bint _put_fast(const _Leaf *lf, PyObject *v, char *dst) noexcept:
+    """v stored when it is an exact int, float, bool or bytes that the field
+    takes as it is (the cases _Packer._put would store unchanged); False leaves
+    v, and any error it deserves, to _Packer._put."""
+    cdef int overflow = 0
+    cdef long long si
+    cdef double d
+    cdef float f
+    cdef Py_ssize_t n, size = lf.size
+    cdef LeafKind kind = lf.kind
+    cdef PyTypeObject *tv = _type_of(v)
+    if kind == LEAF_INT or kind == LEAF_UINT:
+        if tv != &PyLong_Type:
+            return False
+        si = _long_as_ll(v, &overflow)
+        if overflow:
+            return False  # beyond int64: uint64's upper half, or out of range
+        if kind == LEAF_INT:
+            if size < 8 and not (-(1LL << (8 * size - 1)) <= si < (1LL << (8 * size - 1))):
+                return False
+        elif si < 0 or (size < 8 and si >= (1LL << (8 * size))):
+            return False
+        _store_int(dst, si, size)
+        return True
+    if kind == LEAF_FLOAT:
+        if tv != &PyFloat_Type:
+            return False
+        d = _float_value(v)
+        if size == 8:
+            memcpy(dst, &d, 8)
+            return True
+        f = <float>d
+        if isfinite(d) and not isfinite(f):
+            return False
+        memcpy(dst, &f, 4)
+        return True
+    if kind == LEAF_BYTES:
+        if tv != &PyBytes_Type:
+            return False
+        n = _bytes_size(v)
+        if n > size:
+            return False
+        memcpy(dst, _bytes_data(v), n)
+        memset(dst + n, 0, size - n)
+        return True
+    if kind == LEAF_BOOL and tv == &PyBool_Type:
+        dst[0] = 1 if v == _py_true else 0
+        return True
+    return False
+
+
 cdef inline void _store_int(char *dst, long long v, Py_ssize_t size) noexcept:
     cdef int8_t b1
     cdef int16_t b2
@@ -272,6 +455,27 @@ cdef int _leaf_kind(object dt) except -2:
     if k == "S":
         return LEAF_BYTES
     return -1
+
+
+def _packed(dtype, value, bint fast=True, before=()):
+    """The record the packer makes of value (a tuple, or a scalar for a plain
+    dtype) as bytes, through pack() or, with fast=False, pack_general(); None
+    when the dtype has no packer. The values of before are packed first by the
+    same packer (their errors ignored), as earlier pushes of a producer. For tests."""
+    cdef _Packer p = _Packer.build(np.dtype(dtype))
+    cdef const char *out
+    if p is None:
+        return None
+    for v in list(before) + [value]:
+        if p.is_struct and type(v) is not tuple:
+            raise TypeError("a structured record is packed from a tuple")
+        if v is not value:
+            try:
+                p.pack(v) if fast else p.pack_general(v)
+            except (TypeError, ValueError):
+                pass
+    out = p.pack(value) if fast else p.pack_general(value)
+    return out[:p.record_size]
 
 
 # ---- the general path ----------------------------------------------------------
@@ -346,6 +550,6 @@ def _checked_records(obj, dtype):
         src = np.array(obj, dtype=_object_shadow(dtype))
     except (TypeError, ValueError) as exc:
         raise TypeError(f"cannot read {type(obj).__name__} as records of {dtype}: {exc}") from None
-    out = np.empty(src.shape, dtype)
+    out = np.zeros(src.shape, dtype)  # zeros: padding between fields is never stale memory
     _fill_fields(out, src, dtype, "")
     return out
