@@ -77,17 +77,12 @@ def strace_counts(path: str) -> dict:
 def proc_counters(pid: int) -> dict:
     """CPU-seconds of every thread (scheduler run time, ns resolution) and the
     process's minor and major page faults."""
-    cpu = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                cpu += int(f.read().split()[0])
-        except (FileNotFoundError, ProcessLookupError):
-            pass  # a thread that just ended
+    from bench_bridge import proc_cpu
+
     with open(f"/proc/{pid}/stat") as f:
         st = f.read().rsplit(")", 1)[1].split()
     # fields 10 and 12 of stat (minflt, majflt), counted after the command name
-    return {"cpu_s": cpu / 1e9, "minflt": int(st[7]), "majflt": int(st[9])}
+    return {"cpu_s": proc_cpu(pid), "minflt": int(st[7]), "majflt": int(st[9])}
 
 
 def main() -> int:
