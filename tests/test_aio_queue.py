@@ -517,28 +517,31 @@ def test_fileno_with_selectors_and_poll(procs, kind, method):
         sel.register(q, selectors.EVENT_READ)
 
         def wait():
-            return sel.select(timeout=30)
+            return sel.select(timeout=0.5)
     else:
         poller = select.poll()
         poller.register(fd, select.POLLIN)
 
         def wait():
-            return poller.poll(30_000)
+            return poller.poll(500)
+    # The producers' exits are not events of the queue (the child may take the
+    # last items), so the loop also looks every 0.5 s whether they are done, to
+    # put the sentinels; the deadline catches a lost readiness.
     mine, sentinels, wakes = [], 0, 0
     deadline = time.monotonic() + 120
     while sentinels < 1:
         assert time.monotonic() < deadline, f"stuck after {len(mine)} items"
-        assert wait(), "no readiness within 30 s"
-        wakes += 1
-        while True:
-            try:
-                it = q.get_nowait()
-            except queue.Empty:
-                break  # re-armed
-            if it is None:
-                sentinels += 1
-                break  # the other sentinel is the child's
-            mine.append(W.check(it))
+        if wait():
+            wakes += 1
+            while True:
+                try:
+                    it = q.get_nowait()
+                except queue.Empty:
+                    break  # re-armed
+                if it is None:
+                    sentinels += 1
+                    break  # the other sentinel is the child's
+                mine.append(W.check(it))
         if sentinels == 0 and all(p.exitcode is not None for p in prods):
             for p in prods:
                 join_ok(p)

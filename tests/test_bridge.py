@@ -195,7 +195,10 @@ def test_broadcast_lends_from_the_ring_and_a_stuck_host_does_not_hold_it(names, 
             p.push_many(quarters(i, 8), timeout=30)  # a held ring would time out here
     wait_for(lambda: rf.counters["records"] + rf.counters["lost"] == n, timeout=60, what="the fast host's end")
     c = s.counters
-    assert c["lent_batches"] > 0 and c["lend_pauses"] >= 1 and c["lend_resets"] >= 1, c
+    # one bound or the other let go of the stuck host (which one depends on timing:
+    # a lent frame not taken within the lag allowance makes the sender copy; one
+    # held past lend_hold drops the connections); either way the producer finished
+    assert c["lent_batches"] > 0 and c["lend_pauses"] + c["lend_resets"] >= 1, c
     fast_reader.thread.join(30)
     got = np.concatenate(fast_reader.parts)
     fast_reader.stop()
