@@ -646,6 +646,31 @@ def test_killed_producer_ends_awaiting_producerless_wait(rings, ring_name, procs
     assert len(rest) <= 2
 
 
+def test_producer_killed_between_waits_ends_the_next_wait(rings, ring_name, procs):
+    """The loop keeps a producer's pidfd watched between waits. When the
+    producer dies while no wait on its ring is pending, the loop reaps that
+    exit with nobody to check; the next wait must still run the check and end
+    with Closed (a liveness interval too long to end it otherwise)."""
+    ctx = multiprocessing.get_context("fork")
+    r = rings.create(ring_name, capacity=8, dtype=np.int64)
+    c = r.consumer(liveness_interval=30.0)
+    ready = ctx.Event()
+    child = procs(ctx, W.push_then_hang, r, 2, ready)
+    assert ready.wait(30)
+
+    async def main():
+        got = [int(x) for x in await asyncio.wait_for(c.apop_many(100), 10)]
+        with pytest.raises(shmring.Empty):
+            await c.apop(timeout=0.1)  # a wait: the producer's pidfd is watched, then idle
+        child.kill()
+        await asyncio.sleep(0.5)  # the loop reaps the exit: no wait is pending
+        with pytest.raises(shmring.Closed):
+            await asyncio.wait_for(c.apop(), 5)
+        return got
+
+    assert run(main()) == [0, 1]
+
+
 # ---- the fallback without io_uring -------------------------------------------------
 
 def test_futex_waitv_fallback(rings, ring_names, procs, monkeypatch):

@@ -101,7 +101,8 @@ class _UringReactor:
         self.futs: dict[int, asyncio.Future[None]] = {}
         self.tokens = itertools.count(3)
         self.watches: dict[int, list[Any]] = {}  # owner -> [pidfd, set of (handle, future)]
-        # owner words found dead (their checks ran): never watched again. An
+        # owner words found dead: never watched again (a wait on a handle
+        # with such a peer runs its check once, instead). An
         # owner word carries the start time, so it never comes back to life;
         # a dead lane producer stays recorded until its lane is taken again
         self.dead: set[int] = set()
@@ -215,6 +216,10 @@ class _UringReactor:
                 waiter = (h, fut)
                 for owner in peers:
                     if owner in dead:
+                        # not watched again, but checked: its exit may have been
+                        # reaped while no wait on this handle was pending (an idle
+                        # watch), and _on_exit checks only the waits it finds
+                        due.append(h)
                         continue
                     st = self._watch(owner, waiter)
                     if st == 1:
