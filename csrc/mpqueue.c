@@ -138,11 +138,12 @@ static int lane_bind(shmr_mpq *q, uint32_t i, shmr_ring *r)
     /* A getter opens every lane in use: mapping each whole lane up front cost
      * each getter process 2048 page-table entries per 8 MiB lane (a fifth of
      * all CPU time of a 1 s run of 20 putters and 20 getters, perf). It maps
-     * the lane's blocks and the window a rewinding producer keeps writing
-     * (messages.c, m_rewind_pad); pages past it fault in on first read, with
-     * the kernel's fault-around. The lane's producer maps all of it
+     * the lane's blocks and its first MiB (the first items of a lane, and all
+     * of a lane whose producer rewinds: messages.c, m_rewind_pad, off by
+     * default); pages past it fault in on first read, with the kernel's
+     * fault-around. The lane's producer maps all of it
      * (shmr_mpq_producer_open): one process, and it writes every page. */
-    r->populate_bytes = (size_t)(r->slots - r->base) + 2 * (size_t)SHMR_MSG_REWIND_BYTES;
+    r->populate_bytes = (size_t)(r->slots - r->base) + ((size_t)1 << 20);
     r->data_ec = &q->hdr->data_ec;
     r->data_wakes = 1;
     r->file_uid = q->file_uid;
