@@ -465,13 +465,20 @@ def test_fileno_protocol_readable_means_try_now(rings, ring_name, procs):
     p.push(9, timeout=0)
 
 
-def test_fileno_readable_when_producer_is_killed(rings, ring_name, procs):
+def _hanging_producer(rings, ring_name, procs, n, **consumer_kw):
+    """An int64 ring of 8 slots, a consumer of it, and a forked child that
+    pushes 0..n-1 and then hangs until killed; returns once it has pushed."""
     ctx = multiprocessing.get_context("fork")
     r = rings.create(ring_name, capacity=8, dtype=np.int64)
-    c = r.consumer(liveness_interval=0.05)
+    c = r.consumer(**consumer_kw)
     ready = ctx.Event()
-    child = procs(ctx, W.push_then_hang, r, 3, ready)
+    child = procs(ctx, W.push_then_hang, r, n, ready)
     assert ready.wait(30)
+    return r, c, child
+
+
+def test_fileno_readable_when_producer_is_killed(rings, ring_name, procs):
+    r, c, child = _hanging_producer(rings, ring_name, procs, 3, liveness_interval=0.05)
     got, ended = [], set()
     fd = c.fileno()
     deadline = time.monotonic() + 60  # a descriptor left readable must fail the test, not spin
@@ -651,12 +658,7 @@ def test_producer_killed_between_waits_ends_the_next_wait(rings, ring_name, proc
     producer dies while no wait on its ring is pending, the loop reaps that
     exit with nobody to check; the next wait must still run the check and end
     with Closed (a liveness interval too long to end it otherwise)."""
-    ctx = multiprocessing.get_context("fork")
-    r = rings.create(ring_name, capacity=8, dtype=np.int64)
-    c = r.consumer(liveness_interval=30.0)
-    ready = ctx.Event()
-    child = procs(ctx, W.push_then_hang, r, 2, ready)
-    assert ready.wait(30)
+    r, c, child = _hanging_producer(rings, ring_name, procs, 2, liveness_interval=30.0)
 
     async def main():
         got = [int(x) for x in await asyncio.wait_for(c.apop_many(100), 10)]
@@ -750,12 +752,7 @@ def test_apop_timeout_while_the_producer_is_watched(rings, ring_name, procs, loo
     Empty once the deadline passes, nothing taken, the next record still
     arrives; on asyncio's own loop the deadline is the kernel's (no timer left
     in the loop), on uvloop the loop's."""
-    ctx = multiprocessing.get_context("fork")
-    r = rings.create(ring_name, capacity=8, dtype=np.int64)
-    c = r.consumer()
-    ready = ctx.Event()
-    child = procs(ctx, W.push_then_hang, r, 3, ready)
-    assert ready.wait(30)
+    r, c, child = _hanging_producer(rings, ring_name, procs, 3)
 
     async def main():
         assert int(await c.apop(timeout=10)) == 0
