@@ -414,6 +414,11 @@ CASES: list[Case] = [
     # the same through 8 slots (48 MB cycled through the caches) instead of shmring's 2
     Case("frames", "copy cap 8", bench_throughput, "records_per_s", dict(what="frame", capacity=8),
          when=lambda p: p.name == "shmring"),
+    # iceoryx2's receiver busy-polls (it has no blocking receive without an event service);
+    # the same waiting for shmring: a consumer whose spin budget covers the frame period
+    Case("frames", "zc fill spin", bench_throughput, "records_per_s", dict(what="frame_fill", spin=2e-3),
+         when=lambda p: p.name == "shmring",
+         note="as zc fill, both sides spinning up to 2 ms before they sleep (spin=2e-3), as iceoryx2's receiver polls"),
     Case("frames", "zc fill cap 8", bench_throughput, "records_per_s", dict(what="frame_fill", capacity=8),
          when=lambda p: p.name == "shmring"),
     # (d) scaling
