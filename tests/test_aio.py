@@ -501,8 +501,9 @@ def test_wait_any_50_rings_random_feeders(mp_ctx, rings, ring_names, procs):
     got = {c: [] for c in cs}
     ended: set = set()
     while len(ended) < len(cs):
-        ready = shmring.wait_any([c for c in cs if c not in ended], timeout=10)
-        assert ready, "no ring became ready within 10 s"
+        # generous: the first wait includes starting the feeders (spawn imports numpy)
+        ready = shmring.wait_any([c for c in cs if c not in ended], timeout=60)
+        assert ready, "no ring became ready within 60 s"
         for c in ready:
             _drain_ready(c, got[c], ended)
     for k in kids:
@@ -709,7 +710,7 @@ def test_futex_waitv_fallback(rings, ring_names, procs, monkeypatch):
 
 def test_futex_waitv_fallback_shares_threads(rings, ring_names, procs, monkeypatch):
     """Without io_uring, 150 awaited rings need two helper threads (127 handles
-    each), not 150; every record arrives."""
+    each), not 150; every record arrives; the threads end once nothing waits."""
     monkeypatch.setattr(aio, "_backend", "futex_waitv")
     monkeypatch.setattr(aio, "_reactors", aio.weakref.WeakKeyDictionary())
     ctx = multiprocessing.get_context("fork")
@@ -735,6 +736,15 @@ def test_futex_waitv_fallback_shares_threads(rings, ring_names, procs, monkeypat
     got, threads = run(main())
     assert threads - threads_before == 2, (threads_before, threads)
     assert all(g == list(range(4)) for g in got)
+    # With no wait registered, the helper threads end (the loop is closed: nothing
+    # would ever wait on them again, and a fork() would copy them)
+    def helpers():
+        return [t for t in threading.enumerate() if t.name == "shmring-waitv"]
+
+    deadline = time.monotonic() + 30
+    while helpers() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert helpers() == []
 
 
 def test_dropped_handle_with_fileno_leaves_nothing_counted(rings, ring_name):

@@ -285,6 +285,9 @@ def _wake(fut: asyncio.Future[Any], value: Any) -> None:
         fut.set_result(value)
 
 
+_WAITV_IDLE_S = 1.0  # how long a waitv thread with no wait registered stays for the next one
+
+
 class _WaitvGroup:
     """A helper thread sleeping in futex_waitv on the handles of up to 127
     awaited handles, plus a private wake word that makes it re-read its set.
@@ -298,13 +301,15 @@ class _WaitvGroup:
         self.size = 0
         self.ctl = _ring.WakeWord()
         self.closed = False
-        self.thread = threading.Thread(target=self._run, daemon=True, name="shmring-waitv")
-        self.thread.start()
+        self.thread: threading.Thread | None = None  # runs only while waits are registered
 
     def add(self, entry: list[Any]) -> None:
         with self.lock:
             self.entries.append(entry)
             self.size += len(entry[0])
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, daemon=True, name="shmring-waitv")
+                self.thread.start()
         self.ctl.bump()
 
     def remove(self, entry: list[Any]) -> None:
@@ -325,13 +330,24 @@ class _WaitvGroup:
             self.closed = True  # the loop is gone
 
     def _run(self) -> None:
+        idle = False
         while not self.closed:
             with self.lock:
+                if idle and not self.entries:
+                    # No wait registered for a whole grace period: the thread
+                    # ends (add() starts another), so a loop that stopped
+                    # awaiting, or was closed, leaves no thread behind (one
+                    # would outlive its loop, and a later fork() would copy a
+                    # process with a thread in it).
+                    self.thread = None
+                    return
                 seen = self.ctl.value
                 snap = [e for e in self.entries if not e[2]]
             if not snap:
-                self.ctl.wait(seen)
+                idle = not self.entries
+                self.ctl.wait(seen, _WAITV_IDLE_S if idle else -1)
                 continue
+            idle = False
             hs = [h for e in snap for h in e[0]]
             slice_s = _interval(hs)
             try:
