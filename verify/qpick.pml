@@ -18,7 +18,10 @@
  * makes up to four passes; each reads the ticket counter, then the lanes one
  * by one (one step per lane: the acquire load of the head, then the ticket in
  * the frame at the tail, which the put wrote before its release store of
- * head), and keeps the smallest and second smallest ticket. It stops after a
+ * head; or, when the lane's tail has not moved since the getter last found
+ * an item there, that item's ticket again, as peek_lane does), and keeps the
+ * smallest and second smallest ticket; the chosen lane's head is read after
+ * the scan. It stops after a
  * pass whose smallest ticket is below the counter it read first (one-pass
  * rule) or equals the previous pass's (confirmed); each pass reads
  * lanes_used after the counter. It then takes the lane's run of items older than every other lane's
