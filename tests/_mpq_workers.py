@@ -401,3 +401,14 @@ def join_lane_then_wait(q, conn) -> None:
     conn.send(os.getpid())
     time.sleep(120)
     mc.close()
+
+
+def put_on_command(q, pid: int, conn) -> None:
+    """Holds a lane; on each (first, n) received puts item(pid, first..first+n-1)
+    and answers "put"; None ends it."""
+    while True:
+        cmd = conn.recv()
+        if cmd is None:
+            return
+        produce(q, pid, cmd[1], cmd[0])
+        conn.send("put")

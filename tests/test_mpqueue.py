@@ -807,3 +807,44 @@ def test_a_put_that_began_after_another_returned_is_got_after_it(procs):
     join_all(ps)
     assert tokens == list(range(n * rounds)), "a token put was got before one that returned earlier"
     assert all(v == list(range(each_noise)) for v in noise_seen.values())
+
+
+def test_a_getter_reads_a_lane_afresh_once_another_getter_moved_its_tail(procs):
+    """A getter's pick remembers the oldest item it found in each lane for as long
+    as that lane's tail stays put. Here the parent's pick sees lane A's items and
+    takes lane B's older one; another process then takes every item of lane A, and
+    more are put in both lanes: the parent must get exactly the items left, in
+    each producer's order, and find the queue empty after them, not keep naming
+    the emptied lane from what it remembered."""
+    ctx = ctx_of("fork")
+    q = shmring.Queue()
+    conns = [ctx.Pipe() for _ in range(2)]
+    ps = [procs(ctx, W.put_on_command, q, pid, conns[pid][1]) for pid in range(2)]
+    cmd = [c[0] for c in conns]
+
+    def put(pid, first, n):
+        cmd[pid].send((first, n))
+        assert cmd[pid].poll(30) and cmd[pid].recv() == "put"
+
+    put(1, 0, 1)   # lane B: the oldest item
+    put(0, 0, 50)  # lane A
+    assert W.check(q.get(timeout=10)) == (1, 0)  # the pick read lane A, took B's
+    a, b = ctx.Pipe(duplex=False)
+    taker = procs(ctx, W.consume_n, q, 50, b)
+    assert a.poll(60), "the other getter did not get lane A's 50 items"
+    assert a.recv().tolist() == [[0, s] for s in range(50)]
+    taker.join(10)
+    with pytest.raises(queue.Empty):
+        q.get_nowait()
+    put(1, 1, 30)
+    put(0, 50, 20)
+    got = [W.check(q.get(timeout=10)) for _ in range(50)]
+    assert [s for p, s in got if p == 1] == list(range(1, 31))
+    assert [s for p, s in got if p == 0] == list(range(50, 70))
+    # oldest first: lane B's 30 were put before lane A's 20 began
+    assert got == [(1, s) for s in range(1, 31)] + [(0, s) for s in range(50, 70)]
+    with pytest.raises(queue.Empty):
+        q.get_nowait()
+    for c in cmd:
+        c.send(None)
+    join_all(ps)

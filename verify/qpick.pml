@@ -18,7 +18,10 @@
  * makes up to four passes; each reads the ticket counter, then the lanes one
  * by one (one step per lane: the acquire load of the head, then the ticket in
  * the frame at the tail, which the put wrote before its release store of
- * head), and keeps the smallest and second smallest ticket. It stops after a
+ * head; or, when the lane's tail has not moved since the getter last found
+ * an item there, that item's ticket again, as peek_lane does), and keeps the
+ * smallest and second smallest ticket; the chosen lane's head is read after
+ * the scan. It stops after a
  * pass whose smallest ticket is below the counter it read first (one-pass
  * rule) or equals the previous pass's (confirmed); each pass reads
  * lanes_used after the counter. It then takes the lane's run of items older than every other lane's
@@ -137,7 +140,9 @@ proctype PZ() {
 
 proctype Getter() {
     byte tail[NL];
+    byte seen_tail[NL], seen_tk[NL];   /* per lane: the item the last peek found (peek_lane) */
     byte used, began, prev, best, second, bl, btail, bhead, pass, i, t, pos, n;
+    d_step { seen_tk[0] = NONE; seen_tk[1] = NONE; seen_tk[2] = NONE }
     do
     :: ngot == NITEMS -> break
     :: else ->
@@ -160,16 +165,22 @@ proctype Getter() {
             i = 0;
             do
             :: i < used ->
-                /* peek_lane: head (acquire), then the ticket of the frame at our tail */
+                /* peek_lane: a tail unchanged since the item found there gives
+                 * that item's ticket again; otherwise head (acquire), then the
+                 * ticket of the frame at our tail, remembered */
                 atomic {
                     if
-                    :: tail[i] < head[i] ->
-                        t = ftk[i * M + tail[i]];
+                    :: seen_tk[i] != NONE && seen_tail[i] == tail[i] -> t = seen_tk[i]
+                    :: else ->
                         if
-                        :: t < best -> second = best; best = t; bl = i; btail = tail[i]; bhead = head[i]
-                        :: t >= best && t < second -> second = t
-                        :: else -> skip
+                        :: tail[i] < head[i] -> t = ftk[i * M + tail[i]]; seen_tail[i] = tail[i]; seen_tk[i] = t
+                        :: else -> t = NONE
                         fi
+                    fi;
+                    if
+                    :: t == NONE -> skip
+                    :: t != NONE && t < best -> second = best; best = t; bl = i; btail = tail[i]
+                    :: t != NONE && t >= best && t < second -> second = t
                     :: else -> skip
                     fi;
                     i++
@@ -201,6 +212,7 @@ proctype Getter() {
         if
         :: best == NONE -> skip        /* nothing seen: pick again */
         :: else ->
+            bhead = head[bl];          /* acquire, after the scan */
             pos = btail;
             n = 0;
             do
