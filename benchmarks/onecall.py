@@ -130,7 +130,7 @@ def _run(ctx, targets, timeout=120):
 
 def _ws(ws, n):
     return (f"waits {ws['waits']} ({ws['waits'] / n:.4f}/rec) spun {ws['spun']} won {ws['spin_won']} "
-            f"slept_at_once {ws['slept_at_once']}")
+            f"slept_at_once {ws['slept_at_once']} dense {ws.get('dense', 0)} won {ws.get('dense_won', 0)}")
 
 
 def main(argv=None) -> int:

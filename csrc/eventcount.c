@@ -252,10 +252,10 @@ int shmr_ec_wait(struct shmr_ec *ec, shmr_ready_fn ready, void *arg, int64_t tim
  * us, on something else) must not hold us up for a whole long spin budget.
  * 0: more(); SHMR_EC_SPUN_OUT: ready() when `until` passed; -1: go on as an
  * ordinary spin for ready(). */
-static int ec_spin_more(shmr_ready_fn more, shmr_ready_fn ready, void *arg, int64_t until)
+static int ec_spin_more(shmr_ready_fn more, shmr_ready_fn ready, void *arg, int64_t until, int64_t more_ns)
 {
     int64_t now = shmr_mono_ns();
-    int64_t give_up = now + SHMR_EC_MORE_NS < until ? now + SHMR_EC_MORE_NS : until;
+    int64_t give_up = now + more_ns < until ? now + more_ns : until;
     int64_t next = now + SHMR_EC_POLL_NS;
     for (;;) {
         for (int i = 0; i < 8; i++)
@@ -272,7 +272,7 @@ static int ec_spin_more(shmr_ready_fn more, shmr_ready_fn ready, void *arg, int6
 }
 
 static int ec_wait(struct shmr_ec *ec, shmr_a32 *mark, shmr_ready_fn more, shmr_ready_fn ready, void *arg,
-                   int64_t timeout_ns, int64_t spin_ns)
+                   int64_t timeout_ns, int64_t spin_ns, int64_t more_ns)
 {
     if ((more ? more : ready)(arg))
         return 0;
@@ -280,7 +280,7 @@ static int ec_wait(struct shmr_ec *ec, shmr_a32 *mark, shmr_ready_fn more, shmr_
         return more && ready(arg) ? 0 : -ETIMEDOUT;
     if (spin_ns > 0) {
         int64_t until = shmr_mono_ns() + (timeout_ns > 0 && timeout_ns < spin_ns ? timeout_ns : spin_ns);
-        int rc = more ? ec_spin_more(more, ready, arg, until) : -1;
+        int rc = more ? ec_spin_more(more, ready, arg, until, more_ns) : -1;
         if (rc >= 0)
             return rc;
         for (uint32_t i = 1;; i++) {
@@ -332,13 +332,19 @@ static int ec_wait(struct shmr_ec *ec, shmr_a32 *mark, shmr_ready_fn more, shmr_
 int shmr_ec_wait_marked(struct shmr_ec *ec, shmr_a32 *mark, shmr_ready_fn ready, void *arg, int64_t timeout_ns,
                         int64_t spin_ns)
 {
-    return ec_wait(ec, mark, NULL, ready, arg, timeout_ns, spin_ns);
+    return ec_wait(ec, mark, NULL, ready, arg, timeout_ns, spin_ns, 0);
 }
 
 int shmr_ec_wait_more(struct shmr_ec *ec, shmr_a32 *mark, shmr_ready_fn more, shmr_ready_fn ready, void *arg,
                       int64_t timeout_ns, int64_t spin_ns)
 {
-    return ec_wait(ec, mark, more, ready, arg, timeout_ns, spin_ns);
+    return ec_wait(ec, mark, more, ready, arg, timeout_ns, spin_ns, SHMR_EC_MORE_NS);
+}
+
+int shmr_ec_wait_more_for(struct shmr_ec *ec, shmr_a32 *mark, shmr_ready_fn more, shmr_ready_fn ready, void *arg,
+                          int64_t timeout_ns, int64_t spin_ns, int64_t more_ns)
+{
+    return ec_wait(ec, mark, more, ready, arg, timeout_ns, spin_ns, more_ns);
 }
 
 int shmr_ec_arm(struct shmr_ec *ec, shmr_a32 *mark, shmr_ready_fn ready, void *arg, uint32_t *seen)

@@ -66,6 +66,9 @@ void shmr_ec_uncount_dead(struct shmr_ec *ec, shmr_a32 *mark);
 #define SHMR_EC_MORE_NS 20000
 int shmr_ec_wait_more(struct shmr_ec *ec, shmr_a32 *mark, shmr_ready_fn more, shmr_ready_fn ready, void *arg,
                       int64_t timeout_ns, int64_t spin_ns);
+/* The same, waiting for more(arg) at most more_ns instead of SHMR_EC_MORE_NS. */
+int shmr_ec_wait_more_for(struct shmr_ec *ec, shmr_a32 *mark, shmr_ready_fn more, shmr_ready_fn ready, void *arg,
+                          int64_t timeout_ns, int64_t spin_ns, int64_t more_ns);
 
 /* Event-loop waits take the blocking wait apart: arm counts the caller as a
  * sleeper and re-checks (the same epoch read, increment and seq_cst fence as

@@ -253,6 +253,20 @@ int shmr_q_consumer_ready(void *arg)
     return shmr_stream_reason(r) != SHMR_OPEN;
 }
 
+/* What a consumer in a dense stream spins for: a chunk of records published
+ * and not yet claimed (SHMR_Q_DENSE_CHUNK), or the end of the stream. The same
+ * reads as shmr_q_consumer_ready, asked for more; reading less often changes
+ * nothing in what is written or in its ordering. */
+int shmr_q_consumer_more(void *arg)
+{
+    shmr_consumer *c = arg;
+    shmr_ring *r = c->r;
+    uint64_t h = shmr_load_acquire64(&r->prod->head); /* pairs with shmr_q_publish() */
+    if (shmr_load_relaxed64(&r->tail_block->tail) + SHMR_Q_DENSE_CHUNK <= h)
+        return 1;
+    return shmr_stream_reason(r) != SHMR_OPEN;
+}
+
 /* Releases the batch a dead consumer (slot i, already marked BUSY by
  * shmr_sweep_mark) held; returns the records released, counted as abandoned.
  *

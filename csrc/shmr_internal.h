@@ -81,6 +81,7 @@ struct shmr_consumer {
     uint64_t claim_seq, claim_cum; /* ... at the end of the claim */
     uint64_t dropped_bytes;
     struct shmr_spin spin; /* whether its waits spin first (spin_policy.h) */
+    uint32_t quick;        /* queue: consecutive waits that ended within SHMR_Q_DENSE_NS (shmring.c) */
 };
 
 static inline uint64_t shmr_min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
@@ -100,6 +101,22 @@ static inline uint64_t shmr_wait_chunk(const shmr_ring *r)
     uint64_t k = r->cap / 8;
     return k == 0 ? 1 : k > SHMR_WAIT_CHUNK_MAX ? SHMR_WAIT_CHUNK_MAX : k;
 }
+
+/* A queue consumer that has caught up with a dense stream (shmring.c,
+ * shmr_consumer_wait). Its waits then end within a record's time, and a spin
+ * that reads head at every pause takes head's line and the newest record's
+ * away from the producer as it writes them: measured, the producer's rate
+ * fell with every pop that found the ring empty (benchmarks/README.md). So
+ * after SHMR_Q_DENSE_RUN waits in a row that each ended within
+ * SHMR_Q_DENSE_NS, a wait first waits for SHMR_Q_DENSE_CHUNK records
+ * (shmr_q_consumer_more), looking once per SHMR_EC_POLL_NS, for at most
+ * SHMR_Q_DENSE_MORE_NS, then for one record as before. A wait whose chunk
+ * did not come in time ends the dense run, so a record that arrives alone
+ * is held back at most once by that bound. */
+#define SHMR_Q_DENSE_NS 300
+#define SHMR_Q_DENSE_RUN 4u
+#define SHMR_Q_DENSE_CHUNK 32u
+#define SHMR_Q_DENSE_MORE_NS 4000
 
 /* Whether the producer evicted this consumer (evict_after). Acquire: pairs with
  * the seq_cst CAS of ready in shmr_b_evict / store in shmr_q_evict. */
@@ -177,6 +194,7 @@ int64_t shmr_q_claim(shmr_consumer *c, uint64_t max, const void **ptr);
 int shmr_q_release(shmr_consumer *c, uint64_t pos, uint64_t k, uint64_t delivered);
 int shmr_q_evict(shmr_ring *r, uint32_t i);
 int shmr_q_consumer_ready(void *c);
+int shmr_q_consumer_more(void *c);
 uint64_t shmr_q_free(shmr_producer *p);
 uint64_t shmr_q_available(shmr_consumer *c);
 uint64_t shmr_q_reclaim(shmr_ring *r, uint32_t i, const int *alive, const int *dead);

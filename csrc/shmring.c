@@ -449,6 +449,25 @@ void shmr_producer_wait_stats(const shmr_producer *p, shmr_wait_stats *out) { *o
 
 int shmr_consumer_wait(shmr_consumer *c, int64_t timeout_ns, int64_t spin_ns)
 {
+    if (IS_QUEUE(c->r) && spin_ns > 0) {
+        /* a chunk first while the waits are short (see SHMR_Q_DENSE_NS); the
+         * sleep and the timeout keep the one-record condition, as ec_wait's
+         * lost-wakeup argument has it */
+        int dense = c->quick >= SHMR_Q_DENSE_RUN;
+        int rc = shmr_spin_wait_more_for(&c->spin, c->r, 0, c->r->data_ec, &c->slot->ready,
+                                         dense ? shmr_q_consumer_more : NULL, shmr_q_consumer_ready, c,
+                                         timeout_ns, spin_ns, SHMR_Q_DENSE_MORE_NS);
+        if (dense) {
+            c->spin.st.dense++;
+            if (rc == 0 && c->spin.last_ns <= SHMR_Q_DENSE_MORE_NS)
+                c->spin.st.dense_won++;
+            else
+                c->quick = 0; /* the chunk did not come: take records one by one again */
+        } else {
+            c->quick = rc == 0 && c->spin.last_ns <= SHMR_Q_DENSE_NS ? c->quick + 1 : 0;
+        }
+        return rc;
+    }
     /* marked: a sweep after our death takes our count back */
     return shmr_spin_wait(&c->spin, c->r, 0, c->r->data_ec, &c->slot->ready, IS_QUEUE(c->r) ? shmr_q_consumer_ready : shmr_b_consumer_ready, c,
                         timeout_ns, spin_ns);

@@ -111,6 +111,8 @@ typedef struct shmr_wait_stats {
     uint64_t shared_cpu;    /* of those, found the peer on our CPU */
     uint64_t slept_at_once; /* skipped the spin: the last one ran out that way */
     uint64_t switches;      /* changes between spinning and sleeping at once */
+    uint64_t dense;         /* queue consumer: waits for a chunk of records (a dense stream) */
+    uint64_t dense_won;     /* of those, ended by the chunk */
 } shmr_wait_stats;
 
 typedef struct shmr_ring_info {

@@ -49,6 +49,7 @@ struct shmr_spin {
     uint32_t probe;     /* waits since sleeping began */
     uint32_t look;      /* the last spin ran out: look where the peer runs */
     int64_t looked_ns;  /* CLOCK_MONOTONIC of the last look (0: never) */
+    int64_t last_ns;    /* how long the last wait took, if its spin ended it (else INT64_MAX) */
     shmr_wait_stats st; /* counted for tests and benchmarks */
 };
 
@@ -68,11 +69,12 @@ static inline void shmr_spin_set(struct shmr_spin *s, uint32_t sleeping)
 /* mark: the consumer slot's ready word, flagged while counted as a sleeper
  * (shmr_ec_wait_marked); NULL for a producer. more: what a spin waits for
  * beyond ready (shmr_ec_wait_more), NULL for ready alone. */
-static inline int shmr_spin_wait_more(struct shmr_spin *s, shmr_ring *r, int producer_side, struct shmr_ec *ec,
-                                      shmr_a32 *mark, shmr_ready_fn more, shmr_ready_fn ready, void *arg,
-                                      int64_t timeout_ns, int64_t spin_ns)
+static inline int shmr_spin_wait_more_for(struct shmr_spin *s, shmr_ring *r, int producer_side, struct shmr_ec *ec,
+                                          shmr_a32 *mark, shmr_ready_fn more, shmr_ready_fn ready, void *arg,
+                                          int64_t timeout_ns, int64_t spin_ns, int64_t more_ns)
 {
     s->st.waits++;
+    s->last_ns = INT64_MAX;
     if (spin_ns <= 0)
         return shmr_ec_wait_marked(ec, mark, ready, arg, timeout_ns, 0);
     if (s->look) {
@@ -92,20 +94,30 @@ static inline int shmr_spin_wait_more(struct shmr_spin *s, shmr_ring *r, int pro
     }
     s->st.spun++;
     int64_t t0 = shmr_mono_ns();
-    int rc = more ? shmr_ec_wait_more(ec, mark, more, ready, arg, timeout_ns, spin_ns)
+    int rc = more ? shmr_ec_wait_more_for(ec, mark, more, ready, arg, timeout_ns, spin_ns, more_ns)
                   : shmr_ec_wait_marked(ec, mark, ready, arg, timeout_ns, spin_ns);
     if (rc == -EINTR)
         return rc; /* a signal says nothing about where the peer runs */
     /* within the budget: the spin (not the yields or a sleep after it) ended
      * the wait, up to the last clock check's slack; SPUN_OUT: the peer freed
      * something during the spin, only less than more() asked for */
-    if (rc == SHMR_EC_SPUN_OUT || (rc == 0 && shmr_mono_ns() - t0 <= spin_ns)) {
+    int64_t took = rc == 0 || rc == SHMR_EC_SPUN_OUT ? shmr_mono_ns() - t0 : INT64_MAX;
+    if (rc == SHMR_EC_SPUN_OUT || (rc == 0 && took <= spin_ns)) {
+        s->last_ns = took;
         s->st.spin_won++;
         shmr_spin_set(s, 0);
         return 0;
     }
     s->look = 1;
     return rc;
+}
+
+static inline int shmr_spin_wait_more(struct shmr_spin *s, shmr_ring *r, int producer_side, struct shmr_ec *ec,
+                                      shmr_a32 *mark, shmr_ready_fn more, shmr_ready_fn ready, void *arg,
+                                      int64_t timeout_ns, int64_t spin_ns)
+{
+    return shmr_spin_wait_more_for(s, r, producer_side, ec, mark, more, ready, arg, timeout_ns, spin_ns,
+                                   SHMR_EC_MORE_NS);
 }
 
 static inline int shmr_spin_wait(struct shmr_spin *s, shmr_ring *r, int producer_side, struct shmr_ec *ec,

@@ -29,7 +29,7 @@ def _empty_pops(cons, n):
 
 def _stats(waits, spun, won, looks, shared, at_once, switches):
     return {"waits": waits, "spun": spun, "spin_won": won, "looks": looks, "shared_cpu": shared,
-            "slept_at_once": at_once, "switches": switches}
+            "slept_at_once": at_once, "switches": switches, "dense": 0, "dense_won": 0}
 
 
 @pytest.mark.parametrize("kind", ["records", "messages"])

@@ -75,6 +75,8 @@ cdef extern from "shmring.h" nogil:
         uint64_t shared_cpu
         uint64_t slept_at_once
         uint64_t switches
+        uint64_t dense
+        uint64_t dense_won
 
     ctypedef struct shmr_waiters:
         uint32_t consumers

@@ -135,7 +135,8 @@ cdef int _raise(int64_t rc, str what) except -1:
 
 cdef dict _wait_stats_dict(const shmr_wait_stats *st):
     return {"waits": st.waits, "spun": st.spun, "spin_won": st.spin_won, "looks": st.looks,
-            "shared_cpu": st.shared_cpu, "slept_at_once": st.slept_at_once, "switches": st.switches}
+            "shared_cpu": st.shared_cpu, "slept_at_once": st.slept_at_once, "switches": st.switches,
+            "dense": st.dense, "dense_won": st.dense_won}
 
 
 cdef inline int64_t _mono_ns() noexcept nogil:
