@@ -31,7 +31,7 @@ SHAPES = {
     "dict1000": "{f'k{i}': (i, None) for i in range(1000)}",  # not marshal's: more than 1024 items
     "list1000": "[(i, float(i), 'x') for i in range(1000)]",
     "obj": "Obj(3, 'name', [1.5, 2.5])",
-    "two_arrays": "[np.arange(16.0), np.ones((4, 4), np.int32), memoryview(b'abc')]",
+    "two_arrays": "(lambda a: [a, np.ones((4, 4), np.int32), a[2:10]])(np.arange(16.0))",  # and a view
     "small": "(7, 1.75, 'worker-07')",
 }
 

@@ -131,6 +131,7 @@ def _equal(a, b):
 def test_compiled_writer_and_reader_agree_with_the_codec(obj, ring_name, rings):
     ring = rings.create(ring_name, nbytes=1 << 20)
     prod, cons = ring.producer(), ring.consumer()
+    codec.dumps(None)  # after a short stream, as a fresh producer: the memo holding entry 0
     kind = codec.encode(obj).kind
     # a plain C-contiguous array inside: rebuilt by memo entry 0, no name looked up
     assert kind == KINDS[IDS[next(i for i, o in enumerate(OBJECTS) if o is obj)]]
@@ -151,11 +152,34 @@ def test_compiled_writer_and_reader_agree_with_the_codec(obj, ring_name, rings):
     prod.push(obj)
     with cons.view(timeout=5) as got:
         _equal(obj, got)
-    # written by the codec in Python, read back by pop()
-    body = codec.encode_bytes(obj)
-    entry = np.array([len(body) | kind << 56], np.uint64)
+    # written by the codec in Python, read back by pop() (after a long stream, as
+    # PICKLE_OOB naming the rebuild function: either form arrives)
+    enc = codec.encode(obj)
+    body = bytearray(enc.nbytes)
+    enc.write_into(body)
+    body = bytes(body)
+    entry = np.array([len(body) | enc.kind << 56], np.uint64)
     assert prod._push_raw(entry, body, []) == 1
     _equal(obj, cons.pop(timeout=5))
+
+
+def test_a_producer_after_long_pickles_sends_arrays_by_name_and_they_arrive(ring_name, rings):
+    ring = rings.create(ring_name, nbytes=1 << 20)
+    prod, cons = ring.producer(), ring.consumer()
+    big = {f"k{i}": (i, None) for i in range(1000)}  # more than marshal takes: pickled, a long stream
+    obj = {"a": np.arange(5.0), "n": 1}
+    for item in (obj, big, obj, obj):
+        prod.push(item)
+    table, packed, owns = cons._claim_raw(4, 1 << 30)
+    try:
+        kinds = [int(t >> 56) for t in table]
+    finally:
+        cons._release_raw()
+    assert kinds == [codec.PICKLE_ARRAYS, codec.PICKLE, codec.PICKLE_OOB, codec.PICKLE_ARRAYS]
+    for item in (obj, big, obj, obj):
+        prod.push(item)
+    for item in (obj, big, obj, obj):
+        _equal(item, cons.pop(timeout=5))
 
 
 def _old_writer_body(obj):

@@ -325,6 +325,7 @@ def marshal_dumps(obj):
 DEF SMALL_ITEMS = 16
 
 cdef extern from "Python.h":
+    object PyPickleBuffer_FromObject(object)
     long PyLong_AsLongAndOverflow(object, int *)
     bint PyUnicode_IS_ASCII(object)
     void *PyUnicode_DATA(object)
@@ -551,7 +552,6 @@ cdef object _marshal_read(const char *body, uint64_t n):
 
 
 cdef object _copyreg_table = copyreg.dispatch_table
-cdef object _PickleBuffer = pickle.PickleBuffer
 cdef dict _fast_names = {}  # id(dtype) -> (dtype, dtype.str or None, 1 if exported as bytes)
 
 
@@ -581,9 +581,22 @@ def _reduce_array(cnp.ndarray a):
     if e[1] is not None and cnp.PyArray_IS_C_CONTIGUOUS(a):
         raw = a.reshape(-1).view(np.uint8) if e[2] else a
         _rebuilt += 1
-        return _REBUILD, (_PickleBuffer(raw), e[1], (<object>a).shape)
+        # the C call: pickle.PickleBuffer(raw) parses its arguments (~500 instructions)
+        return _REBUILD, (PyPickleBuffer_FromObject(raw), e[1], (<object>a).shape)
     return a.__reduce_ex__(5)
 
+
+cdef object _array_from = _codec.array_from
+
+
+def _reduce_array_named(cnp.ndarray a):
+    """_reduce_array for a pickler without memo entry 0 (_Dumper's for long
+    streams): the rebuild function is shmring._codec.array_from, by name."""
+    cdef tuple e = _fast_name(a.dtype)
+    if e[1] is not None and cnp.PyArray_IS_C_CONTIGUOUS(a):
+        raw = a.reshape(-1).view(np.uint8) if e[2] else a
+        return _array_from, (PyPickleBuffer_FromObject(raw), e[1], (<object>a).shape)
+    return a.__reduce_ex__(5)
 
 
 cdef object _memo0_proxy = None
@@ -601,57 +614,91 @@ cdef object _memo0():
     return _memo0_proxy
 
 
+DEF FAST_STREAM = 256  # bytes: a dump after a shorter stream starts from the template memo
+
+
 @cython.final
 cdef class _Dumper:
     """A reused protocol-5 pickler (see shmring._codec: arrays reduce to their
     buffer, dtype.str and shape). Its dispatch table is copyreg's plus the array
     reduction, taken again whenever copyreg's changes size, so a reducer
-    registered later still applies. Its memo starts every dump holding the
-    rebuild function at index 0 (PICKLE_ARRAYS): setting it from a template
-    costs ~250 instructions a dump, where naming the function cost ~6,400 a
-    dump with an array. One per producer handle and one per thread for the
-    codec; a handle used while it is busy (a reducer that pushes, two threads
-    on one handle) pickles with a new one."""
+    registered later still applies. One per producer handle and one per thread
+    for the codec; a handle used while it is busy (a reducer that pushes, two
+    threads on one handle) pickles with a new one.
+
+    Two picklers. After a short stream (the common queue item: a dict of a few
+    scalars and arrays), the next dump starts from a template memo holding the
+    rebuild function at index 0 (PICKLE_ARRAYS): ~1,000 instructions to copy,
+    where naming the function cost ~6,400 a dump with an array and finding it
+    again ~5,600 a get. But a copied memo starts at 8 slots and regrows in
+    every dump (a dict of 1,000 entries: +300,000 instructions, +24%), while a
+    cleared one keeps its size; so after a long stream the next dump uses the
+    other pickler, whose memo is cleared and which names the rebuild function
+    (PICKLE_OOB), as the one pickler did before."""
     cdef list chunks
     cdef list pbs
-    cdef object pickler
-    cdef object dump
+    cdef object fast
+    cdef object fast_dump
+    cdef object plain
+    cdef object plain_dump
+    cdef object plain_clear
     cdef object memo0
     cdef Py_ssize_t seen
+    cdef Py_ssize_t last_len
     cdef bint busy
 
     def __cinit__(self):
         self.chunks = []
         self.pbs = []
-        self.pickler = _codec._Pickler(_codec._Sink(self.chunks.append), 5, buffer_callback=self.pbs.append)
-        self.dump = self.pickler.dump
+        sink = _codec._Sink(self.chunks.append)
+        self.fast = _codec._Pickler(sink, 5, buffer_callback=self.pbs.append)
+        self.fast_dump = self.fast.dump
+        self.plain = _codec._Pickler(sink, 5, buffer_callback=self.pbs.append)
+        self.plain_dump = self.plain.dump
+        self.plain_clear = self.plain.clear_memo
         self.memo0 = _memo0()
-        self.pickler.memo = self.memo0
+        self.fast.memo = self.memo0
         self.seen = -1
 
     cdef tuple dumps(self, obj):
-        """(stream, [PickleBuffer, ...] or (), rebuild): the stream without its
-        prelude; rebuild True when it needs PRELUDE_REBUILD (an array was
-        reduced to the rebuild function, here or in a nested dump: a stream
-        that never uses memo entry 0 reads the same with either prelude)."""
+        """(stream, [PickleBuffer, ...] or (), prelude): the stream without its
+        prelude, which is b"" (PICKLE / PICKLE_OOB), PRELUDE_NONE or
+        PRELUDE_REBUILD (an array was reduced to the rebuild function, here or
+        in a nested dump: a stream that never uses memo entry 0 reads the same
+        with either)."""
         cdef Py_ssize_t n
         cdef uint64_t before = _rebuilt
+        cdef bint fast
         if self.busy:
             return _Dumper().dumps(obj)
         n = len(_copyreg_table)
         if n != self.seen:
             table = dict(_copyreg_table)
             table[np.ndarray] = _reduce_array
-            self.pickler.dispatch_table = table
+            self.fast.dispatch_table = table
+            table = dict(_copyreg_table)
+            table[np.ndarray] = _reduce_array_named
+            self.plain.dispatch_table = table
             self.seen = n
+        fast = self.last_len < FAST_STREAM
         self.busy = True
         try:
-            self.dump(obj)
+            if fast:
+                self.fast_dump(obj)
+            else:
+                self.plain_dump(obj)
             stream = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
-            return stream, (list(self.pbs) if self.pbs else ()), _rebuilt != before
+            self.last_len = PyBytes_GET_SIZE(stream)
+            pbs = list(self.pbs) if self.pbs else ()
+            if not fast:
+                return stream, pbs, b""
+            return stream, pbs, (PRELUDE_REBUILD if _rebuilt != before else PRELUDE_NONE)
         finally:
             self.busy = False
-            self.pickler.memo = self.memo0  # drops what the dump memoized, keeps entry 0
+            if fast:
+                self.fast.memo = self.memo0  # drops what the dump memoized, keeps entry 0
+            else:
+                self.plain_clear()
             del self.chunks[:]
             del self.pbs[:]
 
@@ -665,8 +712,8 @@ def pickle_dumps(obj):
     cdef _Dumper d = getattr(_dumpers, "d", None)
     if d is None:
         d = _dumpers.d = _Dumper()
-    stream, pbs, rebuild = d.dumps(obj)
-    return (PRELUDE_REBUILD if rebuild else PRELUDE_NONE) + stream, pbs
+    stream, pbs, prelude = d.dumps(obj)
+    return prelude + stream if prelude else stream, pbs
 
 
 @cython.no_gc_clear
@@ -879,22 +926,10 @@ cdef class MessageProducer(_ProducerSide):
                 obj = enc
                 kind = K_MARSHAL
             else:
-                # a pickle; most have no out-of-band buffer and are copied like bytes
-                stream, pbs, rebuild = self._dumper.dumps(obj)
-                if pbs or rebuild:
-                    if len(pbs) <= OOB_FAST_BUFS:
-                        return self._push_oob(stream, pbs, rebuild, timeout)
-                    obj = _codec.pickled((PRELUDE_REBUILD if rebuild else PRELUDE_NONE) + stream, pbs)
-                    kind = K_PICKLE  # an Encoded: written by the codec below
-                else:
-                    n = 3 + <uint64_t>PyBytes_GET_SIZE(stream)
-                    if n > self.max_message:
-                        raise self._too_big(n)
-                    body = self._place(K_PICKLE, n, timeout, &pushed)
-                    memcpy(body, PyBytes_AS_STRING(PRELUDE_NONE), 3)
-                    memcpy(<char *>body + 3, PyBytes_AS_STRING(stream), n - 3)
-                    shmr_msg_commit(self._p)
+                obj = self._push_pickle(obj, timeout)
+                if obj is None:
                     return 0
+                kind = K_PICKLE  # an Encoded: written by the codec below
         if type(obj) is bytes:  # the common cases, without the codec
             n = <uint64_t>PyBytes_GET_SIZE(obj)
             if n > self.max_message:
@@ -915,7 +950,32 @@ cdef class MessageProducer(_ProducerSide):
         shmr_msg_commit(self._p)
         return 0
 
-    cdef int _push_oob(self, bytes stream, object pbs, bint rebuild, timeout) except -1:
+    cdef object _push_pickle(self, obj, timeout):
+        """obj pickled and pushed (None), or, with more out-of-band buffers than
+        _push_oob takes, the codec's Encoded for the caller to write. A method of
+        its own: its locals cost the small-record path nothing."""
+        cdef void *body
+        cdef uint64_t n, pushed = 0
+        # most pickles have no out-of-band buffer and are copied like bytes
+        cdef bytes prelude
+        cdef uint64_t pl
+        stream, pbs, prelude = self._dumper.dumps(obj)
+        pl = <uint64_t>PyBytes_GET_SIZE(prelude)
+        if pbs or prelude is PRELUDE_REBUILD:
+            if len(pbs) <= OOB_FAST_BUFS:
+                self._push_oob(stream, pbs, prelude, timeout)
+                return None
+            return _codec.pickled(prelude + stream if pl else stream, pbs)
+        n = pl + <uint64_t>PyBytes_GET_SIZE(stream)
+        if n > self.max_message:
+            raise self._too_big(n)
+        body = self._place(K_PICKLE, n, timeout, &pushed)
+        memcpy(body, PyBytes_AS_STRING(prelude), pl)
+        memcpy(<char *>body + pl, PyBytes_AS_STRING(stream), n - pl)
+        shmr_msg_commit(self._p)
+        return None
+
+    cdef int _push_oob(self, bytes stream, object pbs, bytes prelude, timeout) except -1:
         """A pickle with out-of-band buffers, laid out as shmring._codec writes
         PICKLE_OOB or PICKLE_ARRAYS (u64 stream length, u64 count, (u64 offset,
         u64 length) per buffer, the prelude and the stream, each buffer 16-byte
@@ -928,7 +988,8 @@ cdef class MessageProducer(_ProducerSide):
         cdef uint64_t head[2]
         cdef uint64_t entry[2]
         cdef Py_ssize_t n = len(pbs), got = 0, i
-        cdef uint64_t slen = 3 + <uint64_t>PyBytes_GET_SIZE(stream), pos, pushed = 0
+        cdef uint64_t pl = <uint64_t>PyBytes_GET_SIZE(prelude)
+        cdef uint64_t slen = pl + <uint64_t>PyBytes_GET_SIZE(stream), pos, pushed = 0
         cdef char *body
         try:
             for i in range(n):
@@ -942,7 +1003,8 @@ cdef class MessageProducer(_ProducerSide):
                 pos += <uint64_t>bufs[i].len
             if pos > self.max_message:
                 raise self._too_big(pos)
-            body = <char *>self._place(K_PICKLE_ARRAYS if rebuild else K_PICKLE_OOB, pos, timeout, &pushed)
+            body = <char *>self._place(K_PICKLE_ARRAYS if prelude is PRELUDE_REBUILD else K_PICKLE_OOB, pos,
+                                       timeout, &pushed)
             # little-endian u64s, as the codec's struct "<QQ" on this host (the
             # segment layout is little-endian throughout: shmr_layout.h)
             head[0] = slen
@@ -952,8 +1014,8 @@ cdef class MessageProducer(_ProducerSide):
                 entry[0] = offs[i]
                 entry[1] = <uint64_t>bufs[i].len
                 memcpy(body + 16 + 16 * i, entry, 16)
-            memcpy(body + 16 + 16 * n, PyBytes_AS_STRING(PRELUDE_REBUILD if rebuild else PRELUDE_NONE), 3)
-            memcpy(body + 16 + 16 * n + 3, PyBytes_AS_STRING(stream), slen - 3)
+            memcpy(body + 16 + 16 * n, PyBytes_AS_STRING(prelude), pl)
+            memcpy(body + 16 + 16 * n + pl, PyBytes_AS_STRING(stream), slen - pl)
             for i in range(n):
                 if bufs[i].len >= NOGIL_BYTES:
                     with nogil:
