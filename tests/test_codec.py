@@ -8,6 +8,7 @@ import dataclasses
 import enum
 import fractions
 import pickle
+import pickletools
 import threading
 
 import numpy as np
@@ -242,7 +243,7 @@ def test_plain_data_goes_by_marshal_and_keeps_every_type_and_value(obj):
 ])
 def test_anything_marshal_would_not_give_back_as_it_was_is_pickled(obj):
     kind, out, _ = roundtrip(obj)
-    assert kind in (codec.PICKLE, codec.PICKLE_OOB)
+    assert kind in (codec.PICKLE, codec.PICKLE_OOB, codec.PICKLE_ARRAYS)
     assert repr(out) == repr(obj) or isinstance(obj, tuple) and isinstance(obj[0], np.ndarray)
     if isinstance(obj, (Point, Name, Color)):
         assert type(out) is type(obj)
@@ -285,7 +286,7 @@ def test_arrays_inside_objects_go_out_of_band_not_through_the_stream():
     obj = {"frame": Frame(7, img, {"k": np.ones(3, ">f8")}), "list": [np.asfortranarray(img[:5, :6]), 3],
            "tags": ("a", 1.0)}
     kind, body = encode_to(obj)
-    assert kind == codec.PICKLE_OOB
+    assert kind == codec.PICKLE_ARRAYS  # img is rebuilt by memo entry 0, the Fortran slice by numpy
     slen, nbuf = codec._OOB_HEAD.unpack_from(body, 0)
     assert nbuf == 3
     assert slen < 2000  # the 200 kB image is not in the stream
@@ -313,7 +314,7 @@ def test_object_arrays_are_pickled_in_band():
 def test_ndarray_subclass_keeps_its_type_through_pickle():
     m = np.ma.masked_array([1, 2, 3], mask=[0, 1, 0])
     kind, out, _ = roundtrip(m)
-    assert kind in (codec.PICKLE, codec.PICKLE_OOB)
+    assert kind in (codec.PICKLE, codec.PICKLE_OOB, codec.PICKLE_ARRAYS)
     assert type(out) is np.ma.MaskedArray and list(out.mask) == [False, True, False]
 
 
@@ -386,7 +387,7 @@ def test_arrays_inside_objects_keep_dtype_shape_values_and_writability(dt, shape
     arr = arr.copy()
     for copy in (True, False):
         kind, out, body = roundtrip({"a": arr, "b": [arr]}, copy=copy)
-        assert kind == (codec.PICKLE_OOB if arr.nbytes or copy else kind)
+        assert kind == codec.PICKLE_ARRAYS
         for got in (out["a"], out["b"][0]):
             assert type(got) is np.ndarray and got.dtype == arr.dtype and got.dtype.str == arr.dtype.str
             assert got.shape == arr.shape
@@ -400,9 +401,10 @@ def test_arrays_the_fast_reduction_cannot_name_keep_numpys_own():
     fortran = np.asfortranarray(np.arange(12.0).reshape(3, 4))
     strided = np.arange(20)[::3]
     objects = np.array([1, "x", None], dtype=object)
+    codec.dumps(None)  # a short stream: the next dump starts from the memo holding entry 0
     for arr in (structured, meta, fortran, strided, objects):
         stream, _ = codec.dumps([arr])
-        assert b"array_from" not in stream
+        assert stream.startswith(codec.PRELUDE_NONE)  # memo entry 0 unused: any unpickler reads it
         _, out, _ = roundtrip([arr])
         got = out[0]
         assert got.dtype == arr.dtype and got.shape == arr.shape
@@ -410,8 +412,12 @@ def test_arrays_the_fast_reduction_cannot_name_keep_numpys_own():
             assert got.tolist() == arr.tolist()
         else:
             assert np.ascontiguousarray(got).tobytes() == np.ascontiguousarray(arr).tobytes()
+    codec.dumps(None)
     stream, pbs = codec.dumps([np.arange(5)])
-    assert b"array_from" in stream and len(pbs) == 1
+    # rebuilt by memo entry 0, never named: no global in the stream at all
+    assert stream.startswith(codec.PRELUDE_REBUILD) and b"array_from" not in stream and len(pbs) == 1
+    assert not any(op.name in ("GLOBAL", "STACK_GLOBAL", "INST", "OBJ") for op, _, _ in pickletools.genops(stream))
+    assert codec.loads(stream, [pbs[0].raw()])[0].tolist() == [0, 1, 2, 3, 4]
 
 
 def test_the_reused_pickler_sees_reducers_registered_later_and_pickles_reentrantly():
@@ -436,6 +442,36 @@ def test_the_reused_pickler_sees_reducers_registered_later_and_pickles_reentrant
         codec.dumps([np.arange(3), threading.Lock()])
     stream, pbs = codec.dumps((1, "after a failed dump"))  # nothing left over from the failure
     assert pickle.loads(stream) == (1, "after a failed dump") and pbs == ()
+    # the memo is back to entry 0 alone after each dump: a repeated object is one
+    # object, indices match the reader's (a stale entry would shift them)
+    s = "x" * 40
+    for _ in range(3):
+        stream, _ = codec.dumps([s, s, (s,)])
+        out = pickle.loads(stream)
+        assert out == [s, s, (s,)] and out[0] is out[1] is out[2][0]
+
+
+def test_after_a_long_stream_arrays_are_named_and_every_reader_reads_both_forms():
+    # a long stream is followed by a dump whose memo was cleared, not copied (a copied
+    # memo regrows in every dump: a dict of 1000 entries cost 24% more); that dump
+    # names the rebuild function, as PICKLE_OOB always did
+    big = {f"k{i}": (i, None) for i in range(1000)}
+    obj = {"a": np.arange(6, dtype="<i2").reshape(2, 3), "s": "x"}
+    kinds = []
+    for first in (None, big, None):
+        codec.dumps(first)
+        stream, pbs = codec.dumps(obj)
+        kind, out, _ = roundtrip(obj) if first is None else (None, None, None)
+        enc = codec.pickled(stream, pbs)
+        kinds.append(enc.kind)
+        body = bytearray(enc.nbytes)
+        enc.write_into(body)
+        for copy in (True, False):
+            got = codec.decode(enc.kind, memoryview(bytes(body)), copy=copy)
+            assert got["a"].tolist() == [[0, 1, 2], [3, 4, 5]] and got["a"].dtype == "<i2" and got["s"] == "x"
+        assert codec.loads(stream, [pb.raw() for pb in pbs])["a"].tolist() == [[0, 1, 2], [3, 4, 5]]
+        assert (b"array_from" in stream) == (enc.kind == codec.PICKLE_OOB)
+    assert kinds == [codec.PICKLE_ARRAYS, codec.PICKLE_OOB, codec.PICKLE_ARRAYS]
 
 
 class _Later:
@@ -449,4 +485,4 @@ class _Later2:
 
 
 def _unpickle_inner(stream, raws):
-    return pickle.loads(stream, buffers=raws)
+    return codec.loads(stream, raws)

@@ -8,7 +8,7 @@
 from cpython.buffer cimport PyBUF_ANY_CONTIGUOUS, PyBUF_WRITABLE, PyBuffer_FillInfo
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_FromStringAndSize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy
 
 import copyreg
 import pickle
@@ -22,6 +22,9 @@ cdef uint32_t K_BYTES = _codec.BYTES
 cdef uint32_t K_PICKLE = _codec.PICKLE
 cdef uint32_t K_ARRAY = _codec.ARRAY
 cdef uint32_t K_PICKLE_OOB = _codec.PICKLE_OOB
+cdef uint32_t K_PICKLE_ARRAYS = _codec.PICKLE_ARRAYS
+cdef bytes PRELUDE_REBUILD = _codec.PRELUDE_REBUILD
+cdef bytes PRELUDE_NONE = _codec.PRELUDE_NONE
 
 DEF OOB_FAST_BUFS = 8  # out-of-band buffers a pickle may have and still be written without the codec
 
@@ -150,6 +153,31 @@ cdef object _buffer_copy(const char *src, Py_ssize_t n):
     return out
 
 
+cdef dict _rebuild_dtypes = {}
+
+
+@cython.final
+cdef class _ArrayRebuild:
+    """What a PICKLE_ARRAYS stream calls to rebuild each plain array (memo entry
+    0: shmring._codec, PICKLE_ARRAYS), as shmring._codec.array_from does. The
+    pickler finds this object in its memo, never by name; no user object can
+    be it (it is not reachable from Python), so a stream that never needs it
+    may say PRELUDE_NONE."""
+
+    def __call__(self, buf, descr, shape):
+        dt = _rebuild_dtypes.get(descr)
+        if dt is None:
+            dt = np.dtype(descr)
+            if len(_rebuild_dtypes) < 512:  # a bound, not a tuning knob
+                _rebuild_dtypes[descr] = dt
+        a = np.frombuffer(buf, dt)
+        return a if len(shape) == 1 else a.reshape(shape)
+
+
+cdef object _REBUILD = _ArrayRebuild()
+cdef uint64_t _rebuilt = 0  # fast reductions made, by every pickler of the process
+
+
 cdef object _copy_out(Mapping mp, uint32_t kind, const char *body, uint64_t n, bint allow_pickle):
     """A decoded copy of a body: every buffer copied once with memcpy (without
     the GIL when large) into memory the result owns."""
@@ -168,16 +196,16 @@ cdef object _copy_out(Mapping mp, uint32_t kind, const char *body, uint64_t n, b
         elif nb:
             memcpy(dst, body + at, nb)
         return out
-    if kind == K_PICKLE_OOB and allow_pickle:
-        return _oob_copy(mp, body, n)
+    if (kind == K_PICKLE_OOB or kind == K_PICKLE_ARRAYS) and allow_pickle:
+        return _oob_copy(mp, body, n, kind == K_PICKLE_ARRAYS)
     return _codec.decode(kind, span, copy=True, allow_pickle=allow_pickle)
 
 
-cdef object _oob_copy(Mapping mp, const char *body, uint64_t n):
-    """A PICKLE_OOB body unpickled over copies of its buffers, its table read
-    here with the checks of shmring._codec.oob_table (the interpreted reader
-    cost a get of a dict holding a 64 KiB array a third of what it spent
-    besides the copy)."""
+cdef object _oob_copy(Mapping mp, const char *body, uint64_t n, bint rebuild):
+    """A PICKLE_OOB or PICKLE_ARRAYS body unpickled over copies of its buffers,
+    its table read here with the checks of shmring._codec.oob_table (the
+    interpreted reader cost a get of a dict holding a 64 KiB array a third of
+    what it spent besides the copy)."""
     cdef uint64_t head[2]
     cdef uint64_t entry[2]
     cdef uint64_t slen, nbuf, pos, i
@@ -190,6 +218,11 @@ cdef object _oob_copy(Mapping mp, const char *body, uint64_t n):
     if nbuf > (n - pos) // 16 or slen > n - pos - nbuf * 16:
         raise CorruptMessageError("pickle message has a corrupt buffer table")
     bufs = []
+    if rebuild:
+        # the stream's first NEXT_BUFFER is the rebuild function (shmring._codec, PICKLE_ARRAYS)
+        if slen < 3 or memcmp(body + pos + 16 * nbuf, PyBytes_AS_STRING(PRELUDE_REBUILD), 3) != 0:
+            raise CorruptMessageError("pickle message with rebuilt arrays does not start with its prelude")
+        bufs.append(_REBUILD)
     for i in range(nbuf):
         memcpy(entry, body + pos, 16)
         pos += 16
@@ -292,6 +325,7 @@ def marshal_dumps(obj):
 DEF SMALL_ITEMS = 16
 
 cdef extern from "Python.h":
+    object PyPickleBuffer_FromObject(object)
     long PyLong_AsLongAndOverflow(object, int *)
     bint PyUnicode_IS_ASCII(object)
     void *PyUnicode_DATA(object)
@@ -518,8 +552,6 @@ cdef object _marshal_read(const char *body, uint64_t n):
 
 
 cdef object _copyreg_table = copyreg.dispatch_table
-cdef object _array_from = _codec.array_from
-cdef object _PickleBuffer = pickle.PickleBuffer
 cdef dict _fast_names = {}  # id(dtype) -> (dtype, dtype.str or None, 1 if exported as bytes)
 
 
@@ -538,16 +570,51 @@ cdef tuple _fast_name(object dt):
 
 
 def _reduce_array(cnp.ndarray a):
-    """Reduces a plain C-contiguous array to (array_from, (buffer, dtype.str,
+    """Reduces a plain C-contiguous array to (rebuild, (buffer, dtype.str,
     shape)), the buffer out of band: numpy's own reduction pickles the dtype as
     an object and looks its rebuild function up by name, 7 us of the 9 us a
-    put of a dict holding one 64 KiB array took. Other arrays keep numpy's."""
+    put of a dict holding one 64 KiB array took. The rebuild function is memo
+    entry 0 of every _Dumper (shmring._codec, PICKLE_ARRAYS), so it is not
+    named either. Other arrays keep numpy's reduction."""
+    global _rebuilt
     cdef tuple e = _fast_name(a.dtype)
     if e[1] is not None and cnp.PyArray_IS_C_CONTIGUOUS(a):
         raw = a.reshape(-1).view(np.uint8) if e[2] else a
-        return _array_from, (_PickleBuffer(raw), e[1], (<object>a).shape)
+        _rebuilt += 1
+        # the C call: pickle.PickleBuffer(raw) parses its arguments (~500 instructions)
+        return _REBUILD, (PyPickleBuffer_FromObject(raw), e[1], (<object>a).shape)
     return a.__reduce_ex__(5)
 
+
+cdef object _array_from = _codec.array_from
+
+
+def _reduce_array_named(cnp.ndarray a):
+    """_reduce_array for a pickler without memo entry 0 (_Dumper's for long
+    streams): the rebuild function is shmring._codec.array_from, by name."""
+    cdef tuple e = _fast_name(a.dtype)
+    if e[1] is not None and cnp.PyArray_IS_C_CONTIGUOUS(a):
+        raw = a.reshape(-1).view(np.uint8) if e[2] else a
+        return _array_from, (PyPickleBuffer_FromObject(raw), e[1], (<object>a).shape)
+    return a.__reduce_ex__(5)
+
+
+cdef object _memo0_proxy = None
+
+
+cdef object _memo0():
+    """The memo every _Dumper starts a dump with: a template pickler's, holding
+    the rebuild function at index 0 (assigning a Pickler's memo proxy to another
+    copies its table)."""
+    global _memo0_proxy
+    if _memo0_proxy is None:
+        t = _codec._Pickler(_codec._Sink([].append), 5)
+        t.memo = {id(_REBUILD): (0, _REBUILD)}
+        _memo0_proxy = t.memo
+    return _memo0_proxy
+
+
+DEF FAST_STREAM = 256  # bytes: a dump after a shorter stream starts from the template memo
 
 
 @cython.final
@@ -557,42 +624,81 @@ cdef class _Dumper:
     reduction, taken again whenever copyreg's changes size, so a reducer
     registered later still applies. One per producer handle and one per thread
     for the codec; a handle used while it is busy (a reducer that pushes, two
-    threads on one handle) pickles with a new one."""
+    threads on one handle) pickles with a new one.
+
+    Two picklers. After a short stream (the common queue item: a dict of a few
+    scalars and arrays), the next dump starts from a template memo holding the
+    rebuild function at index 0 (PICKLE_ARRAYS): ~1,000 instructions to copy,
+    where naming the function cost ~6,400 a dump with an array and finding it
+    again ~5,600 a get. But a copied memo starts at 8 slots and regrows in
+    every dump (a dict of 1,000 entries: +300,000 instructions, +24%), while a
+    cleared one keeps its size; so after a long stream the next dump uses the
+    other pickler, whose memo is cleared and which names the rebuild function
+    (PICKLE_OOB), as the one pickler did before."""
     cdef list chunks
     cdef list pbs
-    cdef object pickler
-    cdef object dump
-    cdef object clear_memo
+    cdef object fast
+    cdef object fast_dump
+    cdef object plain
+    cdef object plain_dump
+    cdef object plain_clear
+    cdef object memo0
     cdef Py_ssize_t seen
+    cdef Py_ssize_t last_len
     cdef bint busy
 
     def __cinit__(self):
         self.chunks = []
         self.pbs = []
-        self.pickler = _codec._Pickler(_codec._Sink(self.chunks.append), 5, buffer_callback=self.pbs.append)
-        self.dump = self.pickler.dump
-        self.clear_memo = self.pickler.clear_memo
+        sink = _codec._Sink(self.chunks.append)
+        self.fast = _codec._Pickler(sink, 5, buffer_callback=self.pbs.append)
+        self.fast_dump = self.fast.dump
+        self.plain = _codec._Pickler(sink, 5, buffer_callback=self.pbs.append)
+        self.plain_dump = self.plain.dump
+        self.plain_clear = self.plain.clear_memo
+        self.memo0 = _memo0()
+        self.fast.memo = self.memo0
         self.seen = -1
 
     cdef tuple dumps(self, obj):
-        """(stream, [PickleBuffer, ...] or ())."""
+        """(stream, [PickleBuffer, ...] or (), prelude): the stream without its
+        prelude, which is b"" (PICKLE / PICKLE_OOB), PRELUDE_NONE or
+        PRELUDE_REBUILD (an array was reduced to the rebuild function, here or
+        in a nested dump: a stream that never uses memo entry 0 reads the same
+        with either)."""
         cdef Py_ssize_t n
+        cdef uint64_t before = _rebuilt
+        cdef bint fast
         if self.busy:
             return _Dumper().dumps(obj)
         n = len(_copyreg_table)
         if n != self.seen:
             table = dict(_copyreg_table)
             table[np.ndarray] = _reduce_array
-            self.pickler.dispatch_table = table
+            self.fast.dispatch_table = table
+            table = dict(_copyreg_table)
+            table[np.ndarray] = _reduce_array_named
+            self.plain.dispatch_table = table
             self.seen = n
+        fast = self.last_len < FAST_STREAM
         self.busy = True
         try:
-            self.dump(obj)
+            if fast:
+                self.fast_dump(obj)
+            else:
+                self.plain_dump(obj)
             stream = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
-            return stream, (list(self.pbs) if self.pbs else ())
+            self.last_len = PyBytes_GET_SIZE(stream)
+            pbs = list(self.pbs) if self.pbs else ()
+            if not fast:
+                return stream, pbs, b""
+            return stream, pbs, (PRELUDE_REBUILD if _rebuilt != before else PRELUDE_NONE)
         finally:
             self.busy = False
-            self.clear_memo()
+            if fast:
+                self.fast.memo = self.memo0  # drops what the dump memoized, keeps entry 0
+            else:
+                self.plain_clear()
             del self.chunks[:]
             del self.pbs[:]
 
@@ -602,11 +708,12 @@ _dumpers = threading.local()
 
 def pickle_dumps(obj):
     """(pickle stream, [PickleBuffer, ...] or ()): obj pickled with protocol 5,
-    arrays inside it out of band (shmring._codec.dumps)."""
+    arrays inside it out of band, its prelude first (shmring._codec.dumps)."""
     cdef _Dumper d = getattr(_dumpers, "d", None)
     if d is None:
         d = _dumpers.d = _Dumper()
-    return d.dumps(obj)
+    stream, pbs, prelude = d.dumps(obj)
+    return prelude + stream if prelude else stream, pbs
 
 
 @cython.no_gc_clear
@@ -819,13 +926,10 @@ cdef class MessageProducer(_ProducerSide):
                 obj = enc
                 kind = K_MARSHAL
             else:
-                # a pickle; most have no out-of-band buffer and are copied like bytes
-                obj, pbs = self._dumper.dumps(obj)
-                if pbs:
-                    if len(<list>pbs) <= OOB_FAST_BUFS:
-                        return self._push_oob(obj, pbs, timeout)
-                    obj = _codec.pickled(obj, pbs)
-                kind = K_PICKLE
+                obj = self._push_pickle(obj, timeout)
+                if obj is None:
+                    return 0
+                kind = K_PICKLE  # an Encoded: written by the codec below
         if type(obj) is bytes:  # the common cases, without the codec
             n = <uint64_t>PyBytes_GET_SIZE(obj)
             if n > self.max_message:
@@ -846,10 +950,36 @@ cdef class MessageProducer(_ProducerSide):
         shmr_msg_commit(self._p)
         return 0
 
-    cdef int _push_oob(self, bytes stream, list pbs, timeout) except -1:
+    cdef object _push_pickle(self, obj, timeout):
+        """obj pickled and pushed (None), or, with more out-of-band buffers than
+        _push_oob takes, the codec's Encoded for the caller to write. A method of
+        its own: its locals cost the small-record path nothing."""
+        cdef void *body
+        cdef uint64_t n, pushed = 0
+        # most pickles have no out-of-band buffer and are copied like bytes
+        cdef bytes prelude
+        cdef uint64_t pl
+        stream, pbs, prelude = self._dumper.dumps(obj)
+        pl = <uint64_t>PyBytes_GET_SIZE(prelude)
+        if pbs or prelude is PRELUDE_REBUILD:
+            if len(pbs) <= OOB_FAST_BUFS:
+                self._push_oob(stream, pbs, prelude, timeout)
+                return None
+            return _codec.pickled(prelude + stream if pl else stream, pbs)
+        n = pl + <uint64_t>PyBytes_GET_SIZE(stream)
+        if n > self.max_message:
+            raise self._too_big(n)
+        body = self._place(K_PICKLE, n, timeout, &pushed)
+        memcpy(body, PyBytes_AS_STRING(prelude), pl)
+        memcpy(<char *>body + pl, PyBytes_AS_STRING(stream), n - pl)
+        shmr_msg_commit(self._p)
+        return None
+
+    cdef int _push_oob(self, bytes stream, object pbs, bytes prelude, timeout) except -1:
         """A pickle with out-of-band buffers, laid out as shmring._codec writes
-        PICKLE_OOB (u64 stream length, u64 count, (u64 offset, u64 length) per
-        buffer, the stream, each buffer 16-byte aligned) straight into the ring:
+        PICKLE_OOB or PICKLE_ARRAYS (u64 stream length, u64 count, (u64 offset,
+        u64 length) per buffer, the prelude and the stream, each buffer 16-byte
+        aligned) straight into the ring:
         the codec's plan and parts cost a put of a dict holding a 64 KiB array
         ~19 000 instructions of interpreted code, as many as the rest of the put
         without the copy."""
@@ -858,7 +988,8 @@ cdef class MessageProducer(_ProducerSide):
         cdef uint64_t head[2]
         cdef uint64_t entry[2]
         cdef Py_ssize_t n = len(pbs), got = 0, i
-        cdef uint64_t slen = <uint64_t>PyBytes_GET_SIZE(stream), pos, pushed = 0
+        cdef uint64_t pl = <uint64_t>PyBytes_GET_SIZE(prelude)
+        cdef uint64_t slen = pl + <uint64_t>PyBytes_GET_SIZE(stream), pos, pushed = 0
         cdef char *body
         try:
             for i in range(n):
@@ -872,7 +1003,8 @@ cdef class MessageProducer(_ProducerSide):
                 pos += <uint64_t>bufs[i].len
             if pos > self.max_message:
                 raise self._too_big(pos)
-            body = <char *>self._place(K_PICKLE_OOB, pos, timeout, &pushed)
+            body = <char *>self._place(K_PICKLE_ARRAYS if prelude is PRELUDE_REBUILD else K_PICKLE_OOB, pos,
+                                       timeout, &pushed)
             # little-endian u64s, as the codec's struct "<QQ" on this host (the
             # segment layout is little-endian throughout: shmr_layout.h)
             head[0] = slen
@@ -882,7 +1014,8 @@ cdef class MessageProducer(_ProducerSide):
                 entry[0] = offs[i]
                 entry[1] = <uint64_t>bufs[i].len
                 memcpy(body + 16 + 16 * i, entry, 16)
-            memcpy(body + 16 + 16 * n, PyBytes_AS_STRING(stream), slen)
+            memcpy(body + 16 + 16 * n, PyBytes_AS_STRING(prelude), pl)
+            memcpy(body + 16 + 16 * n + pl, PyBytes_AS_STRING(stream), slen - pl)
             for i in range(n):
                 if bufs[i].len >= NOGIL_BYTES:
                     with nogil:
@@ -1277,7 +1410,7 @@ cdef class MessageConsumer(_ConsumerSide):
         if shmr_msg_intact(self._c, self._one) == 0:
             raise Lagged(1, "the producer overwrote this message while it was being read", nbytes=len(raw))
         kind = self._one[0].kind
-        if kind != _codec.PICKLE_OOB:
+        if kind != _codec.PICKLE_OOB and kind != _codec.PICKLE_ARRAYS:
             return _codec.decode(kind, raw, copy=True, allow_pickle=self._allow_pickle)
         return _codec.decode(kind, raw, copy=False, allow_pickle=self._allow_pickle, buffers_from=span)
 
