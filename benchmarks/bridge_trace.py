@@ -19,6 +19,9 @@ is followed by its position:
   publish  -> the batch is in the local ring (reserve, recv_into, sidecar, publish + futex wake)
   pop      -> the consumer has it (its wake-up)
 
+plus cpu-s / cpu-r, the CPU time of each bridge's thread over its own stages (send;
+recv + publish), against which the wall time shows how long a thread waited for a CPU.
+
 Printed: the median (p50) of each stage and of the total, then the same for raw
 pyzmq PUSH/PULL (one stage: send -> recv) and one local ring hand-off, taken in the
 same run (the floor the bridge is held to is raw + hand-off).
@@ -199,8 +202,8 @@ def main() -> int:
                     help="a Sender keyword, e.g. --send-opt=--flush-delay=0.0001; may repeat")
     ap.add_argument("--recv-opt", action="append", default=[], metavar="--OPT=V")
     args = ap.parse_args()
-    print(f"# load average {os.getloadavg()[0]:.1f}, {args.path}, {args.mode}, a record every {args.interval * 1e6:.0f} us, "
-          f"sender {args.send_opt or 'defaults'}, receiver {args.recv_opt or 'defaults'}")
+    print(f"# load average {os.getloadavg()[0]:.1f}, {args.path}, {args.mode}, "
+          f"a record every {args.interval * 1e6:.0f} us, sender {args.send_opt or 'defaults'}, receiver {args.recv_opt or 'defaults'}")
     print(f"{'':8} {'wake':>6} {'send':>6} {'wire':>6} {'recv':>6} {'publ':>6} {'pop':>6} {'total':>6} "
           f"{'p99':>6} {'cpu-s':>5} {'cpu-r':>5} | {'raw':>5} {'local':>5} {'floor':>5} {'ratio':>5}   (p50, us)")
     for _ in range(args.repeat):
@@ -213,7 +216,8 @@ def main() -> int:
         local = run_local(args.n, args.interval)
         floor = raw["p50"] + local["p50"]
         print(f"{'bridge':8} {t['wake']:6.1f} {t['send']:6.1f} {t['wire']:6.1f} {t['recv']:6.1f} "
-              f"{t['publish']:6.1f} {t['pop']:6.1f} {t['total']:6.1f} {t['p99']:6.0f} {t['cpu_send']:5.1f} {t['cpu_recv']:5.1f} | {raw['p50']:5.0f} "
+              f"{t['publish']:6.1f} {t['pop']:6.1f} {t['total']:6.1f} {t['p99']:6.0f} {t['cpu_send']:5.1f} "
+              f"{t['cpu_recv']:5.1f} | {raw['p50']:5.0f} "
               f"{local['p50']:5.1f} {floor:5.0f} {t['total'] / floor:5.2f}", flush=True)
     return 0
 
