@@ -294,6 +294,11 @@ def teardown(procs, local, src: str, dst: str) -> None:
     for p in procs:
         p.terminate()
         p.wait(20)
+    release(local, src, dst)
+
+
+def release(local, src: str, dst: str) -> None:
+    """Closes the local ring or queue, unlinks both names and removes the sidecar."""
     local.close()
     for name in (src, dst):
         try:

@@ -32,7 +32,7 @@ import time
 import numpy as np
 
 import shmring
-from shmring.bridge import read_sidecar, remove_sidecar
+from shmring.bridge import read_sidecar
 
 REC = np.dtype([("seq", "<u8"), ("ts", "<u8"), ("pad", "u1", (48,))])
 MB = np.dtype((np.uint8, (1 << 20,)))
@@ -172,13 +172,9 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
-        ring.close()
-        for name in (src, dst):
-            try:
-                shmring.unlink(name)
-            except FileNotFoundError:
-                pass
-        remove_sidecar(dst)
+        from bench_bridge import release
+
+        release(ring, src, dst)
     if args.tool == "cpu":
         figures = {k: c1[k] - c0[k] for k in c0}
     else:

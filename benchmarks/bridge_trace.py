@@ -33,7 +33,6 @@ import argparse
 import multiprocessing as mp
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,7 +42,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import shmring  # noqa: E402
-from bench_bridge import REC, Path, produce, read_sidecar, remove_sidecar, run_local, run_raw, wait_for  # noqa: E402
+from bench_bridge import REC, Path, produce, read_sidecar, release, run_local, run_raw, wait_for  # noqa: E402
 from shmring import bridge as B  # noqa: E402
 
 HERE = os.path.abspath(__file__)
@@ -163,13 +162,7 @@ def trace(path: Path, mode: str, n: int, interval: float, send_opts: list[str], 
             p.send_signal(signal.SIGTERM)
         for p in procs:
             p.wait(30)
-        ring.close()
-        for name in (src, dst):
-            try:
-                shmring.unlink(name)
-            except FileNotFoundError:
-                pass
-        remove_sidecar(dst)
+        release(ring, src, dst)
     snd, rcv = np.load(outs["send"]), np.load(outs["recv"])
     # one row per record that travelled alone (the first record of its batch on both sides)
     s_by = {int(r[0]): r for r in snd}
