@@ -10,7 +10,15 @@ if [ ! -x .venv-asan/bin/python ]; then
 fi
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 .venv-asan/bin/python -m pip install -q -U pip "setuptools>=77" wheel
-.venv-asan/bin/python -m pip install -q "Cython>=3.1" "numpy>=2" pytest hypothesis
+# the build's and the suite's dependencies: pyproject's "test" extra (the suite imports them all)
+mapfile -t test_deps < <(.venv-asan/bin/python - <<'PY'
+import re
+text = open("pyproject.toml").read()
+block = re.search(r'^test = \[(.*?)\]$', text, re.M).group(1)
+print("\n".join(re.findall(r'"([^"]+)"', block)))
+PY
+)
+.venv-asan/bin/python -m pip install -q "Cython>=3.1" "numpy>=2" "${test_deps[@]}"
 # a regular (not editable) install, so the instrumented module lives in .venv-asan only
 rm -rf build
 SHMRING_SANITIZE=address,undefined .venv-asan/bin/python -m pip install -q --no-build-isolation --no-deps --force-reinstall .
