@@ -48,8 +48,10 @@ def raw_check(table, Py_ssize_t packed_len, owns, kinds=frozenset(_codec.KIND_NA
     cdef const uint64_t[::1] t = table
     cdef Py_ssize_t n = t.shape[0], i, oi = 0, no = len(owns)
     cdef uint64_t small = 0, e, ln
+    # the table is a view of a received frame, at whatever alignment the frame has
+    cdef const char *tp = <const char *>&t[0] if n else NULL
     for i in range(n):
-        e = t[i]
+        memcpy(&e, tp + i * sizeof(uint64_t), sizeof(uint64_t))
         ln = e & RAW_LEN
         if (e >> 56) not in kinds:
             return f"message {i} has kind {e >> 56}, which no shmring codec writes"
