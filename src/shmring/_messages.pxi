@@ -42,16 +42,23 @@ cdef uint64_t RAW_LEN = RAW_OWN - 1
 RAW_OWN_BIT = RAW_OWN
 
 
+cdef inline uint64_t _raw_entry(const char *table, Py_ssize_t i) noexcept nogil:
+    """Entry i of a message table: a view of a received frame, at whatever alignment
+    the frame has, so read as bytes (a uint64 load from it would be undefined)."""
+    cdef uint64_t e
+    memcpy(&e, table + i * <Py_ssize_t>sizeof(uint64_t), sizeof(uint64_t))
+    return e
+
+
 def raw_check(table, Py_ssize_t packed_len, owns, kinds=frozenset(_codec.KIND_NAMES)):
     """None if a batch in the bridge's wire form is whole (every body where its
     table entry says, every kind one the codec knows), else what is wrong."""
     cdef const uint64_t[::1] t = table
     cdef Py_ssize_t n = t.shape[0], i, oi = 0, no = len(owns)
     cdef uint64_t small = 0, e, ln
-    # the table is a view of a received frame, at whatever alignment the frame has
     cdef const char *tp = <const char *>&t[0] if n else NULL
     for i in range(n):
-        memcpy(&e, tp + i * sizeof(uint64_t), sizeof(uint64_t))
+        e = _raw_entry(tp, i)
         ln = e & RAW_LEN
         if (e >> 56) not in kinds:
             return f"message {i} has kind {e >> 56}, which no shmring codec writes"
@@ -850,18 +857,20 @@ cdef class MessageProducer(_ProducerSide):
         cdef bint own
         cdef const char *src
         cdef void *body
+        cdef const char *tp = <const char *>&t[0] if n else NULL
         self._check_push()
         if start < 0 or start > n:
             raise ValueError(f"start {start} is outside the batch of {n}")
         for i in range(start):
-            if t[i] & RAW_OWN:
+            e = _raw_entry(tp, i)
+            if e & RAW_OWN:
                 oi += 1
             else:
-                off += t[i] & RAW_LEN
+                off += e & RAW_LEN
         PyObject_GetBuffer(packed, &pk, PyBUF_SIMPLE)
         try:
             for i in range(start, n):
-                e = t[i]
+                e = _raw_entry(tp, i)
                 ln = e & RAW_LEN
                 own = (e & RAW_OWN) != 0
                 if own:
