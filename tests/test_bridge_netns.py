@@ -272,9 +272,10 @@ def test_message_ring_two_hosts(net, procs, names):
     n = 16_000
     ring, a, sender, recv = start_pipeline(
         net, procs, names, mode="broadcast", nbytes=1 << 20,
-        send_args=("--hwm", "200", "--max-records", "16"), recv_args=("--hwm", "4"))
-    # the sender's queue (200 batches, 3200 messages) gives the fast host 0.8 s of slack
-    # against scheduling stalls; the slow host falls behind by 90% of the stream
+        send_args=("--hwm", "500", "--max-records", "16"), recv_args=("--hwm", "4"))
+    # the sender's queue (500 batches, 8000 messages) gives the fast host 2 s of slack
+    # against scheduling stalls (0.8 s was once too little on a loaded machine); the slow
+    # host reads 400 a second and still falls thousands of messages behind
     slow = MsgReader(recv[0]["dst"], slow=0.02, chunk=8)
     fast = MsgReader(recv[1]["dst"])
     prod = procs(FORK, produce_msgs, ring.name, n, 16, 4000)
