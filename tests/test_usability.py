@@ -264,6 +264,54 @@ def test_gc_keeps_an_unfinished_segment_whose_creator_lives(ring_name, monkeypat
         shmring.Ring.create(ring_name, np.int64, 8, replace=True)
 
 
+def _save_sidecar(name: str) -> None:
+    """A receiving bridge's sidecar for ring `name`, saved by the calling process."""
+    from shmring.bridge import _Sidecar
+    side = _Sidecar(name, fresh=True)
+    side.save()
+    side.close()
+
+
+def test_gc_removes_the_sidecar_of_a_dead_bridge_whose_ring_is_gone(ring_name, procs, capsys):
+    from shmring.bridge import read_sidecar, remove_sidecar, sidecar_path
+    gone, with_ring, live = ring_name + "-g", ring_name + "-r", ring_name + "-l"
+    ring = shmring.Ring.create(with_ring, np.int64, 8)
+    try:
+        pids = []
+        for n in (gone, with_ring):  # bridges that saved their sidecar and died
+            p = procs(FORK, _save_sidecar, n)
+            p.join(30)
+            assert p.exitcode == 0
+            pids.append(p.pid)
+        assert read_sidecar(gone)["pid"] == pids[0]
+        _save_sidecar(live)  # a bridge that still runs (this process) after its ring went
+        assert cli_main(["gc", "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert "shmrb-" + gone in out["sidecars"]
+        assert "shmrb-" + with_ring not in out["sidecars"] and "shmrb-" + live not in out["sidecars"]
+        assert not os.path.exists(sidecar_path(gone))
+        assert os.path.exists(sidecar_path(with_ring)) and os.path.exists(sidecar_path(live))
+        assert with_ring not in out["removed"]  # its creator (this process) lives
+    finally:
+        ring.close()
+        shmring.unlink(with_ring)
+        for n in (gone, with_ring, live):
+            remove_sidecar(n)
+
+
+def test_gc_names_a_segment_it_cannot_read_and_leaves_it(ring_name, capsys):
+    with open(seg_path(ring_name), "wb") as f:
+        f.write(b"\x01" * 8192)  # not a ring or board of this layout
+    assert cli_main(["gc"]) == 0
+    out = capsys.readouterr().out
+    assert f"\n  {ring_name}: " in out and "`shmring rm NAME` removes one" in out
+    assert os.path.exists(seg_path(ring_name))
+    assert cli_main(["gc", "--json"]) == 0
+    assert ring_name in json.loads(capsys.readouterr().out)["unreadable"]
+    assert cli_main(["rm", ring_name]) == 0
+    assert not os.path.exists(seg_path(ring_name))
+
+
 def _init_file(pid: int, name: str) -> str:
     start = shmring._ring.start_time_of(pid) & 0xFFFFFFFF
     return f"/dev/shm/{_api.INIT_PREFIX}{pid}-{start}-{name}"

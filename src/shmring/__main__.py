@@ -189,12 +189,60 @@ def cmd_gc(args: argparse.Namespace) -> int:
                 except FileNotFoundError:
                     continue
             removed.append(seg["file"])
+    sidecars = _orphan_sidecars()
+    if not args.dry_run:
+        for f in sidecars:
+            try:
+                os.unlink(os.path.join(SHM_DIR, f))
+            except FileNotFoundError:
+                pass
+    # a segment this version cannot read (another layout version, not a ring at all)
+    # cannot be judged: named, never removed
+    unreadable = {}
+    for name in ring_names():
+        if name not in removed:
+            st = segment_state(name)
+            if st["state"] == "invalid" and st.get("error"):
+                unreadable[name] = st["error"]
     if args.json:
-        _print_json({"removed": removed, "dry_run": args.dry_run}, indent=None)
+        _print_json({"removed": removed, "sidecars": sidecars, "unreadable": unreadable,
+                     "dry_run": args.dry_run}, indent=None)
     else:
         verb = "would remove" if args.dry_run else "removed"
         print(f"{verb} {len(removed)} ring(s)/board(s)" + (": " + ", ".join(removed) if removed else ""))
+        if sidecars:
+            print(f"{verb} {len(sidecars)} bridge sidecar(s) whose ring is gone and whose bridge is dead: "
+                  + ", ".join(sidecars))
+        if unreadable:
+            print(f"left {len(unreadable)} segment(s) this version cannot read (`shmring rm NAME` removes one):")
+            for name, why in unreadable.items():
+                print(f"  {name}: {why}")
     return 0
+
+
+def _orphan_sidecars() -> list[str]:
+    """Receiving-bridge sidecars (/dev/shm/shmrb-NAME) whose ring NAME no longer exists
+    and whose bridge process is dead: left behind when the ring was unlinked by other
+    means than `shmring rm`."""
+    from ._ring import liveness
+    from .bridge import SIDECAR_PREFIX, read_sidecar
+    try:
+        entries = os.listdir(SHM_DIR)
+    except OSError:
+        return []
+    out = []
+    for f in sorted(entries):
+        if not f.startswith(SIDECAR_PREFIX):
+            continue
+        name = f[len(SIDECAR_PREFIX):]
+        if os.path.exists(os.path.join(SHM_DIR, _api.SEGMENT_PREFIX + name)):
+            continue  # its ring is there: judged (and removed) with it by `rm`
+        side = read_sidecar(name)
+        pid = side["pid"] if side else 0
+        if pid and liveness(pid) != "dead":
+            continue  # a bridge still runs (or may: another pid namespace)
+        out.append(f)
+    return out
 
 
 def cmd_top(args: argparse.Namespace) -> int:
@@ -230,9 +278,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="+", metavar="NAME", help="a ring to remove")
     p.set_defaults(fn=cmd_rm)
     p = sub.add_parser("gc", help="remove rings whose every participant is dead",
-                       description="Remove every ring whose creator, producer and consumers are all dead.")
-    p.add_argument("--dry-run", action="store_true", help="only say which rings would be removed")
-    p.add_argument("--json", action="store_true", help='print {"removed": [...], "dry_run": ...}')
+                       description="Remove every ring whose creator, producer and consumers are all dead, "
+                                   "and every receiving bridge's sidecar whose ring is gone and whose bridge "
+                                   "is dead; name each segment this version cannot read (never removed: "
+                                   "`shmring rm NAME` does that).")
+    p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    p.add_argument("--json", action="store_true",
+                   help='print {"removed": [...], "sidecars": [...], "unreadable": {name: why}, "dry_run": ...}')
     p.set_defaults(fn=cmd_gc)
     sub.add_parser("demo", help="run the live demo (shmring demo --help for its options)", add_help=False)
     sub.add_parser("bridge", help="bridge rings across hosts over ZeroMQ (shmring bridge --help)", add_help=False)
