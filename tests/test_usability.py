@@ -299,15 +299,24 @@ def test_gc_removes_the_sidecar_of_a_dead_bridge_whose_ring_is_gone(ring_name, p
             remove_sidecar(n)
 
 
-def test_gc_names_a_segment_it_cannot_read_and_leaves_it(ring_name, capsys):
+def test_gc_names_a_segment_it_cannot_read_and_leaves_it(ring_name, ring_names, capsys):
     with open(seg_path(ring_name), "wb") as f:
         f.write(b"\x01" * 8192)  # not a ring or board of this layout
-    assert cli_main(["gc"]) == 0
-    out = capsys.readouterr().out
-    assert f"\n  {ring_name}: " in out and "`shmring rm NAME` removes one" in out
-    assert os.path.exists(seg_path(ring_name))
-    assert cli_main(["gc", "--json"]) == 0
-    assert ring_name in json.loads(capsys.readouterr().out)["unreadable"]
+    # live segments of every kind are readable: never named
+    live = [shmring.Ring.create(ring_names(), np.int64, 8), shmring.Ring.create(ring_names(), nbytes=1 << 12),
+            shmring.Board.create(ring_names(), np.int64, 2), shmring.Queue(name=ring_names(), nbytes=1 << 12)]
+    try:
+        assert cli_main(["gc"]) == 0
+        out = capsys.readouterr().out
+        assert f"\n  {ring_name}: " in out and "`shmring rm NAME` removes one" in out
+        assert os.path.exists(seg_path(ring_name))
+        assert cli_main(["gc", "--json"]) == 0
+        res = json.loads(capsys.readouterr().out)
+        assert ring_name in res["unreadable"] and ring_name not in res["removed"]
+        assert not {x.name for x in live} & (set(res["unreadable"]) | set(res["removed"]))
+    finally:
+        for x in live:
+            x.close()
     assert cli_main(["rm", ring_name]) == 0
     assert not os.path.exists(seg_path(ring_name))
 

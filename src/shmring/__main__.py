@@ -171,16 +171,23 @@ def cmd_rm(args: argparse.Namespace) -> int:
 
 def cmd_gc(args: argparse.Namespace) -> int:
     removed = []
+    # a segment this version cannot read (another layout version, not a ring at all)
+    # cannot be judged: named, never removed
+    unreadable = {}
     for name in ring_names():
         # describe/all_dead judge rings and boards; segment_state also judges a
         # segment whose creator died before finishing it
-        if all_dead(describe(name)) or segment_state(name)["all_dead"]:
+        d = describe(name)
+        st = segment_state(name)
+        if all_dead(d) or st["all_dead"]:
             if not args.dry_run:
                 try:
                     unlink(name)
                 except FileNotFoundError:
                     continue
             removed.append(name)
+        elif "error" in d and st["state"] == "invalid" and st["age"] is not None:  # age: it still exists
+            unreadable[name] = d["error"]
     for seg in _api.unfinished_segments():  # creators killed during create
         if seg["all_dead"]:
             if not args.dry_run:
@@ -196,14 +203,6 @@ def cmd_gc(args: argparse.Namespace) -> int:
                 os.unlink(os.path.join(SHM_DIR, f))
             except FileNotFoundError:
                 pass
-    # a segment this version cannot read (another layout version, not a ring at all)
-    # cannot be judged: named, never removed
-    unreadable = {}
-    for name in ring_names():
-        if name not in removed:
-            st = segment_state(name)
-            if st["state"] == "invalid" and st.get("error"):
-                unreadable[name] = st["error"]
     if args.json:
         _print_json({"removed": removed, "sidecars": sidecars, "unreadable": unreadable,
                      "dry_run": args.dry_run}, indent=None)
