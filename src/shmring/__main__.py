@@ -225,14 +225,8 @@ def _orphan_sidecars() -> list[str]:
     means than `shmring rm`."""
     from ._ring import liveness
     from .bridge import SIDECAR_PREFIX, read_sidecar
-    try:
-        entries = os.listdir(SHM_DIR)
-    except OSError:
-        return []
     out = []
-    for f in sorted(entries):
-        if not f.startswith(SIDECAR_PREFIX):
-            continue
+    for f in _api.shm_files(SIDECAR_PREFIX):
         name = f[len(SIDECAR_PREFIX):]
         if os.path.exists(os.path.join(SHM_DIR, _api.SEGMENT_PREFIX + name)):
             continue  # its ring is there: judged (and removed) with it by `rm`

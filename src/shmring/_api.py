@@ -290,19 +290,23 @@ def segment_state(name: str) -> dict[str, Any]:
 INIT_PREFIX = ".shmr-init-"  # a segment being built: INIT_PREFIX + "PID-START-NAME" (csrc/segment.c)
 
 
+def shm_files(prefix: str) -> list[str]:
+    """Names of the files in /dev/shm that start with ``prefix`` (sorted; none if the
+    directory cannot be read)."""
+    try:
+        entries = os.listdir(SHM_DIR)
+    except OSError:
+        return []
+    return sorted(e for e in entries if e.startswith(prefix))
+
+
 def unfinished_segments() -> list[dict[str, Any]]:
     """Segments still being built under their private name, each with its
     creator (pid, start time, from the file name), whether that process lives,
     the file's age, and ``all_dead``: the creator is dead and the grace period
     is over, so nothing will ever finish it."""
-    try:
-        entries = os.listdir(SHM_DIR)
-    except OSError:
-        return []
     out = []
-    for entry in sorted(entries):
-        if not entry.startswith(INIT_PREFIX):
-            continue
+    for entry in shm_files(INIT_PREFIX):
         pid, _, rest = entry[len(INIT_PREFIX):].partition("-")
         start, _, name = rest.partition("-")
         if not (pid.isdigit() and start.isdigit() and name) or int(pid) >= 1 << 32 or int(start) >= 1 << 32:

@@ -4,23 +4,18 @@ Shared by ``shmring ls/info/gc`` and ``shmring top``."""
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
 from . import _ring
-from ._api import SEGMENT_PREFIX, SHM_DIR, Ring
+from ._api import SEGMENT_PREFIX, Ring, shm_files
 from .board import Board
 from .errors import CreatorDiedError, NotARingError, RingError
 
 
 def ring_names() -> list[str]:
     """Names of the rings and boards in /dev/shm (sorted)."""
-    try:
-        entries = os.listdir(SHM_DIR)
-    except OSError:
-        return []
-    return sorted(e[len(SEGMENT_PREFIX):] for e in entries if e.startswith(SEGMENT_PREFIX))
+    return [e[len(SEGMENT_PREFIX):] for e in shm_files(SEGMENT_PREFIX)]
 
 
 def describe(name: str) -> dict[str, Any]:
