@@ -14,8 +14,8 @@ import os
 import time
 
 import numpy as np
-import pytest
 
+from _cpus import pinned, two_cpus
 from _records import REC, make_records, n_bad
 
 ROUNDS = 3
@@ -45,17 +45,13 @@ def _dense_then_alone_producer(ring, cpu, go, done, results):
 
 
 def test_dense_stream_then_a_record_alone(rings, ring_name, procs):
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < 2:
-        pytest.skip("needs two CPUs: the consumer catches up with a producer running beside it")
+    cpus = two_cpus("the consumer catches up with a producer running beside it")
     ring = rings.create(ring_name, REC, 16384)
     ctx = multiprocessing.get_context("fork")
     go, done, results = ctx.Event(), ctx.Event(), ctx.Queue()
     cons = ring.consumer(start="oldest")  # the default spin budget: the waits spin first
     p = procs(ctx, _dense_then_alone_producer, ring, cpus[0], go, done, results)
-    before = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {cpus[1]})
-    try:
+    with pinned(cpus[1]):
         pop, got, alone = cons.pop, [], []
         go.set()
         for _ in range(ROUNDS):
@@ -66,8 +62,6 @@ def test_dense_stream_then_a_record_alone(rings, ring_name, procs):
             # stream left the wait in (generous: a wake-up on a loaded machine is slow)
             got.append(pop(timeout=0.5))
             alone.append(int(got[-1]["seq"]))
-    finally:
-        os.sched_setaffinity(0, before)
     assert results.get(timeout=30) == ROUNDS * (N + 1)
     a = np.array(got, dtype=REC)
     assert len(a) == ROUNDS * (N + 1)

@@ -9,11 +9,11 @@ processes on each handle's counted waits and on what arrived, never on timing.""
 from __future__ import annotations
 
 import multiprocessing
-import os
 
 import pytest
 
 import shmring
+from _cpus import pinned, two_cpus
 from _records import REC, make_records
 from _workers import join_all, one_then_drain_consumer, pinned_pop_consumer
 
@@ -28,18 +28,14 @@ def test_full_ring_producer_waits_for_a_chunk(rings, ring_name, procs, mode):
     # waiting for a chunk (8 records, ~8 us here), once per CHUNK records, plus one for
     # each time the consumer was held up for 20 us (preempted) and a wait took less. The
     # two sides run on two CPUs, so the waits spin.
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < 2:
-        pytest.skip("needs two CPUs: a spin on a CPU shared with the consumer cannot end")
+    cpus = two_cpus("a spin on a CPU shared with the consumer cannot end")
     n = 4096
     ring = rings.create(ring_name, REC, CAP, mode=mode)
     ctx = multiprocessing.get_context("fork")
     ready, go, results = ctx.Event(), ctx.Event(), ctx.Queue()
     c = procs(ctx, pinned_pop_consumer, ring, cpus[1], CAP + n, 1e-6, ready, go, results)
     assert ready.wait(30)
-    before = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {cpus[0]})
-    try:
+    with pinned(cpus[0]):
         prod = ring.producer(spin=0.1)
         prod.push_many(make_records(0, CAP), timeout=0)  # full
         recs = list(make_records(CAP, n))
@@ -47,8 +43,6 @@ def test_full_ring_producer_waits_for_a_chunk(rings, ring_name, procs, mode):
         go.set()
         for r in recs:
             push(r)
-    finally:
-        os.sched_setaffinity(0, before)
     got, out_of_order, bad = results.get(timeout=60)
     join_all([c])
     assert (got, out_of_order, bad) == (CAP + n, 0, 0)

@@ -15,6 +15,7 @@ import time
 import pytest
 
 import shmring
+from _cpus import pinned, two_cpus
 from _records import REC, make_records
 from _workers import join_all, pinned_batch_consumer, pinned_batch_producer, pinned_idle_producer
 
@@ -49,23 +50,19 @@ def test_spin_that_runs_out_beside_the_peer_makes_the_next_waits_sleep_at_once(r
 
 
 def test_spin_that_runs_out_with_the_peer_elsewhere_changes_nothing(rings, ring_name, procs):
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < 2:
-        pytest.skip("needs two CPUs to put the two sides on different ones")
+    cpus = two_cpus("the two sides on different ones")
     ring = rings.create(ring_name, REC, 64)
     ctx = multiprocessing.get_context("fork")
     ready, done = ctx.Event(), ctx.Event()
     p = procs(ctx, pinned_idle_producer, ring, cpus[1], ready, done)
-    before = os.sched_getaffinity(0)
     try:
         assert ready.wait(60)
-        os.sched_setaffinity(0, {cpus[0]})
-        cons = ring.consumer(spin=20e-6)
-        _empty_pops(cons, PROBE + 1)
-        # every wait after the first looks (the pops are 10 ms apart) and finds it elsewhere
-        assert cons._wait_stats() == _stats(PROBE + 1, PROBE + 1, 0, PROBE, 0, 0, 0)
+        with pinned(cpus[0]):
+            cons = ring.consumer(spin=20e-6)
+            _empty_pops(cons, PROBE + 1)
+            # every wait after the first looks (the pops are 10 ms apart) and finds it elsewhere
+            assert cons._wait_stats() == _stats(PROBE + 1, PROBE + 1, 0, PROBE, 0, 0, 0)
     finally:
-        os.sched_setaffinity(0, before)
         done.set()
     join_all([p])
     assert p.exitcode == 0
